@@ -1,0 +1,96 @@
+//! Errors at the library boundary.
+//!
+//! Linux-named operations fail the way Linux fails: with an errno. [`Errno`] carries
+//! the Linux name and number of each code the model can return, so a test can assert
+//! `Err(Errno::EINTR)` exactly where the kernel would return `-EINTR`.
+
+use thiserror::Error;
+
+/// A Linux error number, as returned (negated) by the kernel function the model mirrors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Error)]
+#[non_exhaustive]
+pub enum Errno {
+    /// Operation not permitted (1).
+    #[error("EPERM: operation not permitted")]
+    EPERM,
+    /// No such file or directory; used by the model as "no entry" (2).
+    #[error("ENOENT: no such entry")]
+    ENOENT,
+    /// Interrupted by a fatal signal (4).
+    #[error("EINTR: interrupted (fatal signal pending)")]
+    EINTR,
+    /// Try again (11).
+    #[error("EAGAIN: resource temporarily unavailable")]
+    EAGAIN,
+    /// Out of memory (12).
+    #[error("ENOMEM: out of memory")]
+    ENOMEM,
+    /// Bad address (14).
+    #[error("EFAULT: bad address")]
+    EFAULT,
+    /// Device or resource busy (16).
+    #[error("EBUSY: device or resource busy")]
+    EBUSY,
+    /// File exists (17).
+    #[error("EEXIST: already exists")]
+    EEXIST,
+    /// Invalid argument (22).
+    #[error("EINVAL: invalid argument")]
+    EINVAL,
+    /// Value too large for defined data type (75).
+    #[error("EOVERFLOW: value too large")]
+    EOVERFLOW,
+    /// Operation not supported (95).
+    #[error("EOPNOTSUPP: operation not supported")]
+    EOPNOTSUPP,
+}
+
+impl Errno {
+    /// The positive Linux errno value (x86-64 numbering).
+    pub const fn code(self) -> i32 {
+        match self {
+            Errno::EPERM => 1,
+            Errno::ENOENT => 2,
+            Errno::EINTR => 4,
+            Errno::EAGAIN => 11,
+            Errno::ENOMEM => 12,
+            Errno::EFAULT => 14,
+            Errno::EBUSY => 16,
+            Errno::EEXIST => 17,
+            Errno::EINVAL => 22,
+            Errno::EOVERFLOW => 75,
+            Errno::EOPNOTSUPP => 95,
+        }
+    }
+
+    /// The Linux name of the code, e.g. `"EINTR"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Errno::EPERM => "EPERM",
+            Errno::ENOENT => "ENOENT",
+            Errno::EINTR => "EINTR",
+            Errno::EAGAIN => "EAGAIN",
+            Errno::ENOMEM => "ENOMEM",
+            Errno::EFAULT => "EFAULT",
+            Errno::EBUSY => "EBUSY",
+            Errno::EEXIST => "EEXIST",
+            Errno::EINVAL => "EINVAL",
+            Errno::EOVERFLOW => "EOVERFLOW",
+            Errno::EOPNOTSUPP => "EOPNOTSUPP",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Errno;
+
+    #[test]
+    fn errno_codes_match_linux_x86_64() {
+        assert_eq!(Errno::EINTR.code(), 4);
+        assert_eq!(Errno::ENOMEM.code(), 12);
+        assert_eq!(Errno::EOPNOTSUPP.code(), 95);
+        assert_eq!(Errno::EBUSY.name(), "EBUSY");
+        assert!(Errno::EFAULT.to_string().starts_with("EFAULT"));
+    }
+}

@@ -1,0 +1,358 @@
+//! Folios: handles to allocated groups of `2^order` frames, their references and the
+//! folio lock.
+//!
+//! A [`Folio`] is a plain `Copy` handle (head frame + order), like Linux's
+//! `struct folio *`: holding one does not keep the folio alive; a *reference*
+//! ([`PhysMem::folio_get`] / [`PhysMem::folio_put`]) does, and the last put frees it.
+//!
+//! ## The folio lock
+//! PG_locked in the head page plus a hashed wait queue (Linux: `folio_wait_table`).
+//! The bit is only set or cleared under its queue's lock, so a waiter's "try to take
+//! it, else sleep" and the holder's "clear it, then wake" cannot interleave badly.
+//! Every lock operation, `trylock` included, takes that queue lock, so under shuttle
+//! each one is a scheduling point.
+//!
+//! Lock order (DESIGN.md): mmap lock → **folio lock** → anon_vma lock → PTL. Never
+//! take a folio lock while holding a PTL or a driver lock.
+
+use std::fmt;
+
+use super::page::PageFlags;
+use super::page_alloc::PhysMem;
+use crate::error::Errno;
+use crate::task::Task;
+use crate::types::{PAGE_SIZE, Pfn};
+
+/// A handle to a folio: its head frame and its order.
+///
+/// Linux: `struct folio *`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Folio {
+    head: Pfn,
+    order: u8,
+}
+
+impl Folio {
+    pub(super) const fn from_parts(head: Pfn, order: u32) -> Self {
+        Folio {
+            head,
+            order: order as u8,
+        }
+    }
+
+    /// The head frame.
+    ///
+    /// Linux: `folio_pfn()`.
+    #[doc(alias = "folio_pfn")]
+    pub const fn head(self) -> Pfn {
+        self.head
+    }
+
+    /// log2 of the number of frames.
+    ///
+    /// Linux: `folio_order()`.
+    #[doc(alias = "folio_order")]
+    pub const fn order(self) -> u32 {
+        self.order as u32
+    }
+
+    /// Number of frames.
+    ///
+    /// Linux: `folio_nr_pages()`.
+    #[doc(alias = "folio_nr_pages")]
+    pub const fn nr_pages(self) -> u64 {
+        1 << self.order
+    }
+
+    /// Size in bytes.
+    ///
+    /// Linux: `folio_size()`.
+    #[doc(alias = "folio_size")]
+    pub const fn size(self) -> u64 {
+        self.nr_pages() * PAGE_SIZE
+    }
+
+    /// Whether the folio has more than one frame.
+    ///
+    /// Linux: `folio_test_large()`.
+    #[doc(alias = "folio_test_large")]
+    pub const fn is_large(self) -> bool {
+        self.order > 0
+    }
+
+    /// The `n`th frame, if `n < nr_pages()`.
+    ///
+    /// Linux: `folio_page()`.
+    #[doc(alias = "folio_page")]
+    pub fn page(self, n: u64) -> Option<Pfn> {
+        (n < self.nr_pages()).then(|| Pfn::new(self.head.raw() + n))
+    }
+
+    /// Whether `pfn` is one of the folio's frames.
+    pub fn contains(self, pfn: Pfn) -> bool {
+        pfn >= self.head && pfn.raw() < self.head.raw() + self.nr_pages()
+    }
+
+    /// All frames, head first.
+    pub fn pfns(self) -> impl Iterator<Item = Pfn> {
+        (self.head.raw()..self.head.raw() + self.nr_pages()).map(Pfn::new)
+    }
+}
+
+impl fmt::Debug for Folio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Folio({:#x}, order {})", self.head.raw(), self.order)
+    }
+}
+
+impl PhysMem {
+    /// The folio that frame `pfn` belongs to: tail pages resolve to their head. A free
+    /// frame or the zero page is its own order-0 folio. `EINVAL` if there is no frame.
+    ///
+    /// Linux: `page_folio()`.
+    pub fn page_folio(&self, pfn: Pfn) -> Result<Folio, Errno> {
+        let page = self.page_ok(pfn)?;
+        let head = page.compound_head().unwrap_or(pfn);
+        let head_page = self.page_ok(head)?;
+        let order = if head_page.test(PageFlags::HEAD) {
+            head_page.order()
+        } else {
+            0
+        };
+        Ok(Folio::from_parts(head, order))
+    }
+
+    /// The folio's reference count (the zero page's is fixed and not counted).
+    ///
+    /// Linux: `folio_ref_count()`.
+    pub fn folio_ref_count(&self, folio: Folio) -> i32 {
+        self.page(folio.head()).map_or(0, |p| p.refcount())
+    }
+
+    /// Sum of the mapcounts of the folio's pages.
+    ///
+    /// Linux: `folio_mapcount()`.
+    pub fn folio_mapcount(&self, folio: Folio) -> i32 {
+        folio
+            .pfns()
+            .filter_map(|p| self.page(p))
+            .map(|p| p.mapcount())
+            .sum()
+    }
+
+    /// Takes a reference on a folio the caller already holds one on (or knows to be
+    /// alive). A get on a folio with no references is a use-after-free: it is reported
+    /// ([`PhysMem::bad_pages`]) and not performed. No-op on the zero page.
+    ///
+    /// Linux: `folio_get()`.
+    pub fn folio_get(&self, folio: Folio) {
+        if !self.folio_try_get(folio) && !self.is_zero_pfn(folio.head()) {
+            self.report_bad(folio.head(), "folio_get on a folio with no references");
+        }
+    }
+
+    /// Takes a reference unless the count is already zero (the folio is being freed).
+    /// Always succeeds on the zero page, without counting.
+    ///
+    /// Linux: `folio_try_get()`.
+    pub fn folio_try_get(&self, folio: Folio) -> bool {
+        if self.is_zero_pfn(folio.head()) {
+            return true;
+        }
+        let Some(page) = self.page(folio.head()) else {
+            return false;
+        };
+        page.refcount_atomic()
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |c| (c > 0).then_some(c + 1),
+            )
+            .is_ok()
+    }
+
+    /// Drops a reference; the last one frees the folio to the buddy allocator (after
+    /// the free-time checks). A put on a folio with no references is reported, not
+    /// performed. No-op on the zero page.
+    ///
+    /// Linux: `folio_put()`.
+    pub fn folio_put(&self, folio: Folio) {
+        if self.is_zero_pfn(folio.head()) {
+            return;
+        }
+        let Some(page) = self.page(folio.head()) else {
+            return;
+        };
+        match page.refcount_atomic().fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |c| (c > 0).then_some(c - 1),
+        ) {
+            Ok(1) => self.free_folio(folio),
+            Ok(_) => {}
+            Err(_) => self.report_bad(folio.head(), "folio_put on a folio with no references"),
+        }
+    }
+
+    /// Whether all of `flags` are set on the folio's head page.
+    ///
+    /// Linux: `folio_test_*()` (e.g. `folio_test_anon()`, `folio_test_dirty()`).
+    #[doc(alias = "folio_test_anon")]
+    #[doc(alias = "folio_test_dirty")]
+    pub fn folio_test(&self, folio: Folio, flags: PageFlags) -> bool {
+        self.page(folio.head()).is_some_and(|p| p.test(flags))
+    }
+
+    /// Sets `flags` on the folio's head page. PG_locked is refused (it belongs to the
+    /// folio lock) and ignored.
+    ///
+    /// Linux: `folio_set_*()` / `folio_mark_dirty()`.
+    #[doc(alias = "folio_mark_dirty")]
+    pub fn folio_set(&self, folio: Folio, flags: PageFlags) {
+        if let Some(p) = self.page(folio.head()) {
+            p.set(flags.difference(PageFlags::LOCKED));
+        }
+    }
+
+    /// Clears `flags` on the folio's head page (PG_locked excepted).
+    ///
+    /// Linux: `folio_clear_*()`.
+    pub fn folio_clear(&self, folio: Folio, flags: PageFlags) {
+        if let Some(p) = self.page(folio.head()) {
+            p.clear(flags.difference(PageFlags::LOCKED));
+        }
+    }
+
+    // ---------------------------------------------------------------- folio lock
+
+    fn try_set_locked(&self, folio: Folio) -> bool {
+        self.page(folio.head())
+            .is_some_and(|p| !p.set(PageFlags::LOCKED).contains(PageFlags::LOCKED))
+    }
+
+    /// Whether the folio lock is held.
+    ///
+    /// Linux: `folio_test_locked()`.
+    pub fn folio_test_locked(&self, folio: Folio) -> bool {
+        self.folio_test(folio, PageFlags::LOCKED)
+    }
+
+    /// Takes the folio lock if it is free.
+    ///
+    /// Linux: `folio_trylock()`.
+    pub fn folio_trylock(&self, folio: Folio) -> Option<FolioLockGuard<'_>> {
+        let queue = self.wait_queue(folio.head());
+        queue
+            .with_lock(|| self.try_set_locked(folio))
+            .then(|| FolioLockGuard::new(self, folio))
+    }
+
+    /// Takes the folio lock, sleeping until it is free.
+    ///
+    /// Linux: `folio_lock()`.
+    pub fn folio_lock(&self, folio: Folio) -> FolioLockGuard<'_> {
+        self.wait_queue(folio.head())
+            .wait_event(|| self.try_set_locked(folio));
+        FolioLockGuard::new(self, folio)
+    }
+
+    /// Takes the folio lock, sleeping until it is free or `task` is killed. An
+    /// uncontended lock is taken even if a fatal signal is pending, as in Linux.
+    ///
+    /// Linux: `folio_lock_killable()`.
+    pub fn folio_lock_killable(
+        &self,
+        folio: Folio,
+        task: &Task,
+    ) -> Result<FolioLockGuard<'_>, Errno> {
+        self.wait_queue(folio.head())
+            .wait_event_killable(task, || self.try_set_locked(folio))?;
+        Ok(FolioLockGuard::new(self, folio))
+    }
+
+    /// Releases a folio lock taken earlier and kept past its guard
+    /// ([`FolioLockGuard::leak`]), and wakes its waiters. Unlocking a folio that is not
+    /// locked is reported ([`PhysMem::bad_pages`]) and changes nothing.
+    ///
+    /// Linux: `folio_unlock()`.
+    pub fn folio_unlock(&self, folio: Folio) {
+        let was_locked = self.wait_queue(folio.head()).update_and_wake(|| {
+            self.page(folio.head())
+                .is_some_and(|p| p.clear(PageFlags::LOCKED).contains(PageFlags::LOCKED))
+        });
+        if !was_locked {
+            self.report_bad(folio.head(), "folio_unlock of an unlocked folio");
+        }
+    }
+
+    /// Sleeps until the folio is unlocked, without taking the lock.
+    ///
+    /// Linux: `folio_wait_locked()`.
+    pub fn folio_wait_locked(&self, folio: Folio) {
+        self.wait_queue(folio.head())
+            .wait_event(|| !self.folio_test_locked(folio));
+    }
+
+    /// Sleeps until the folio is unlocked or `task` is killed (`EINTR`).
+    ///
+    /// Linux: `folio_wait_locked_killable()`.
+    pub fn folio_wait_locked_killable(&self, folio: Folio, task: &Task) -> Result<(), Errno> {
+        self.wait_queue(folio.head())
+            .wait_event_killable(task, || !self.folio_test_locked(folio))
+    }
+}
+
+/// Proof that a folio lock is held; dropping it unlocks the folio and wakes waiters.
+///
+/// Linux: the state between `folio_lock()` and `folio_unlock()`.
+#[must_use = "dropping the guard unlocks the folio at once"]
+pub struct FolioLockGuard<'a> {
+    mem: &'a PhysMem,
+    folio: Folio,
+    armed: bool,
+}
+
+impl<'a> FolioLockGuard<'a> {
+    fn new(mem: &'a PhysMem, folio: Folio) -> Self {
+        FolioLockGuard {
+            mem,
+            folio,
+            armed: true,
+        }
+    }
+
+    /// The locked folio.
+    pub fn folio(&self) -> Folio {
+        self.folio
+    }
+
+    /// The memory the folio lives in.
+    pub fn mem(&self) -> &'a PhysMem {
+        self.mem
+    }
+
+    /// Keeps the folio locked past the guard: the lock is then released only by an
+    /// explicit [`PhysMem::folio_unlock`]. This is how a driver that forgets to unlock
+    /// (nouveau before `b3fefbb30a16`) is reproduced.
+    pub fn leak(mut self) -> Folio {
+        self.armed = false;
+        self.folio
+    }
+}
+
+impl Drop for FolioLockGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.mem.folio_unlock(self.folio);
+        }
+    }
+}
+
+impl fmt::Debug for FolioLockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FolioLockGuard")
+            .field("folio", &self.folio)
+            .field("armed", &self.armed)
+            .finish()
+    }
+}

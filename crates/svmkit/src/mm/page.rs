@@ -1,0 +1,148 @@
+//! Per-page metadata: Linux's `struct page` reduced to what this model needs.
+//!
+//! Every frame has one [`Page`]. A folio's state (refcount, most flags, order) lives in
+//! its head page; each page keeps its own mapcount and PageAnonExclusive bit, as in
+//! Linux. All fields are std atomics: they are read on hot paths (every fault, every
+//! get/put) and are not scheduling points; the folio lock's bit is only changed under
+//! its wait queue's lock (see `folio.rs`).
+
+use std::fmt;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+use bitflags::bitflags;
+
+use crate::types::Pfn;
+
+bitflags! {
+    /// Page flags (Linux: `enum pageflags` plus the compound-page markers).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct PageFlags: u32 {
+        /// PG_locked: the folio lock bit. Only the head page's bit is used.
+        const LOCKED = 1 << 0;
+        /// PG_dirty: the contents differ from backing store (none, for anon).
+        const DIRTY = 1 << 1;
+        /// PageAnon: an anonymous folio (Linux encodes it in `folio->mapping`).
+        const ANON = 1 << 2;
+        /// PG_anon_exclusive: this page of an anon folio is mapped by exactly one process,
+        /// so it may be written without copying. Per page, not per folio.
+        const ANON_EXCLUSIVE = 1 << 3;
+        /// PG_head: first page of a large folio.
+        const HEAD = 1 << 4;
+        /// A tail page of a large folio (Linux: bit 0 of `compound_head`).
+        const TAIL = 1 << 5;
+        /// PageBuddy: the first page of a free block in the buddy allocator.
+        const BUDDY = 1 << 6;
+        /// PG_reserved: never allocated or freed (the shared zero page).
+        const RESERVED = 1 << 7;
+    }
+}
+
+/// Flags that must be clear when a folio is freed (Linux: `PAGE_FLAGS_CHECK_AT_FREE`,
+/// the subset this model has).
+pub(crate) const FLAGS_CHECK_AT_FREE: PageFlags = PageFlags::LOCKED.union(PageFlags::RESERVED);
+
+/// Metadata of one physical frame (Linux: `struct page`).
+pub struct Page {
+    flags: AtomicU32,
+    /// Folio reference count; meaningful on the head (tails stay 0, as in Linux).
+    refcount: AtomicI32,
+    /// Number of page-table entries mapping this page (Linux keeps `_mapcount` offset
+    /// by -1; the model stores the count itself).
+    mapcount: AtomicI32,
+    /// For a tail page: the head's frame number.
+    head: AtomicU64,
+    /// For a head (or a free block's first page): the order.
+    order: AtomicU32,
+}
+
+impl Page {
+    pub(crate) fn new() -> Self {
+        Page {
+            flags: AtomicU32::new(0),
+            refcount: AtomicI32::new(0),
+            mapcount: AtomicI32::new(0),
+            head: AtomicU64::new(0),
+            order: AtomicU32::new(0),
+        }
+    }
+
+    /// The page's flags.
+    pub fn flags(&self) -> PageFlags {
+        PageFlags::from_bits_retain(self.flags.load(Ordering::SeqCst))
+    }
+
+    /// Whether all of `flags` are set.
+    pub fn test(&self, flags: PageFlags) -> bool {
+        self.flags().contains(flags)
+    }
+
+    /// Sets `flags`, returning the flags as they were before.
+    pub fn set(&self, flags: PageFlags) -> PageFlags {
+        PageFlags::from_bits_retain(self.flags.fetch_or(flags.bits(), Ordering::SeqCst))
+    }
+
+    /// Clears `flags`, returning the flags as they were before.
+    pub fn clear(&self, flags: PageFlags) -> PageFlags {
+        PageFlags::from_bits_retain(self.flags.fetch_and(!flags.bits(), Ordering::SeqCst))
+    }
+
+    pub(crate) fn reset_flags(&self, flags: PageFlags) {
+        self.flags.store(flags.bits(), Ordering::SeqCst);
+    }
+
+    /// The raw reference count (Linux: `page_ref_count()`).
+    #[doc(alias = "page_ref_count")]
+    pub fn refcount(&self) -> i32 {
+        self.refcount.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn refcount_atomic(&self) -> &AtomicI32 {
+        &self.refcount
+    }
+
+    /// How many page-table entries map this page (Linux: `page_mapcount()`).
+    #[doc(alias = "page_mapcount")]
+    pub fn mapcount(&self) -> i32 {
+        self.mapcount.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_refcount(&self, v: i32) {
+        self.refcount.store(v, Ordering::SeqCst);
+    }
+
+    pub(crate) fn set_mapcount(&self, v: i32) {
+        self.mapcount.store(v, Ordering::SeqCst);
+    }
+
+    /// For a tail page, its head; for any other page, `None`.
+    pub fn compound_head(&self) -> Option<Pfn> {
+        self.test(PageFlags::TAIL)
+            .then(|| Pfn::new(self.head.load(Ordering::SeqCst)))
+    }
+
+    pub(crate) fn set_compound_head(&self, head: Pfn) {
+        self.head.store(head.raw(), Ordering::SeqCst);
+    }
+
+    /// The order stored in this page: the folio order for a head page, the block order
+    /// for the first page of a free buddy block, 0 otherwise.
+    pub fn order(&self) -> u32 {
+        self.order.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_order(&self, order: u32) {
+        self.order.store(order, Ordering::SeqCst);
+    }
+}
+
+impl fmt::Debug for Page {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Page")
+            .field("flags", &self.flags())
+            .field("refcount", &self.refcount())
+            .field("mapcount", &self.mapcount())
+            .field("compound_head", &self.compound_head())
+            .field("order", &self.order())
+            .finish()
+    }
+}

@@ -1,0 +1,621 @@
+//! Physical memory: frames holding real bytes, their metadata, the buddy allocator and
+//! the shared zero page.
+//!
+//! ```text
+//!  pfn:   0          1 ..                                    frames-1
+//!        [zero page][ buddy-managed frames, carved into aligned blocks of order <= 9 ]
+//! ```
+//!
+//! * Contents are 512 `AtomicU64` words per frame. Byte accesses are read-modify-write
+//!   of the containing word, so concurrent writers to *different* bytes of one word
+//!   never lose each other's bytes, and an aligned `u64` access is single-copy atomic
+//!   as on x86-64.
+//! * The allocator is a binary buddy system over orders `0..=MAX_PAGE_ORDER`
+//!   (Linux: `__rmqueue_smallest()` / `__free_one_page()`), with free lists kept as
+//!   ordered sets so that allocation is deterministic (lowest frame first): schedules
+//!   replay exactly.
+//! * The zero page (pfn 0) is reserved: never allocated, never freed, and references
+//!   to it are not counted (Linux: `is_zero_pfn()` short-circuits refcounting).
+//! * Freeing a folio that is still locked or mapped is reported, not executed (Linux:
+//!   `bad_page()` leaves the page out of the allocator); [`PhysMem::bad_pages`] lists
+//!   the reports for checkers and tests.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bitflags::bitflags;
+use thiserror::Error;
+
+use super::folio::Folio;
+use super::page::{FLAGS_CHECK_AT_FREE, Page, PageFlags};
+use crate::error::Errno;
+use crate::sync::{Arc, Mutex, WaitQueue};
+use crate::types::{PAGE_SIZE, Pfn, WORDS_PER_PAGE};
+
+/// The largest allocation order (a 2 MiB block).
+///
+/// Linux: `MAX_PAGE_ORDER` (10 on x86-64 since 6.8; the model stops at PMD size).
+#[doc(alias = "MAX_ORDER")]
+pub const MAX_PAGE_ORDER: u32 = 9;
+/// Number of distinct orders.
+pub const NR_PAGE_ORDERS: usize = MAX_PAGE_ORDER as usize + 1;
+/// The most frames a model may have (4 GiB of simulated memory).
+const MAX_FRAMES: u64 = 1 << 20;
+/// Frame number of the shared zero page.
+const ZERO_PFN: Pfn = Pfn::new(0);
+
+bitflags! {
+    /// Allocation flags (Linux: `gfp_t`, the part the model uses).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Gfp: u32 {
+        /// Zero the frames before returning them (Linux: `__GFP_ZERO`).
+        const ZERO = 1 << 0;
+    }
+}
+
+/// Why an allocation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum AllocError {
+    /// No free block of the requested order or larger.
+    #[error("out of memory: no free block of order {order}")]
+    OutOfMemory {
+        /// The order that was asked for.
+        order: u32,
+    },
+    /// The order is above [`MAX_PAGE_ORDER`].
+    #[error("invalid allocation order {order} (max {MAX_PAGE_ORDER})")]
+    InvalidOrder {
+        /// The order that was asked for.
+        order: u32,
+    },
+}
+
+impl From<AllocError> for Errno {
+    fn from(e: AllocError) -> Errno {
+        match e {
+            AllocError::OutOfMemory { .. } => Errno::ENOMEM,
+            AllocError::InvalidOrder { .. } => Errno::EINVAL,
+        }
+    }
+}
+
+/// A consistency violation found in the buddy free lists by [`PhysMem::check_free_lists`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("buddy free lists inconsistent at {pfn} (order {order}): {what}")]
+pub struct BuddyError {
+    /// First frame of the offending block.
+    pub pfn: Pfn,
+    /// Its order.
+    pub order: u32,
+    /// What is wrong.
+    pub what: &'static str,
+}
+
+/// A page that the model refused to free or use because its state was wrong (Linux:
+/// the `bad_page()` report, "BUG: Bad page state").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadPage {
+    /// The frame.
+    pub pfn: Pfn,
+    /// Why it was reported.
+    pub reason: &'static str,
+    /// Flags at the time of the report.
+    pub flags: PageFlags,
+    /// Reference count at the time of the report.
+    pub refcount: i32,
+    /// Mapcount at the time of the report.
+    pub mapcount: i32,
+}
+
+/// How to build a [`PhysMem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhysMemConfig {
+    /// Number of 4 KiB frames, the zero page included (at least 2, at most 2^20).
+    pub frames: u64,
+    /// log2 of the number of folio wait queues (Linux: `PAGE_WAIT_TABLE_BITS`, 8).
+    /// Waiters on different folios may share a queue, as in Linux.
+    pub wait_table_bits: u32,
+}
+
+impl PhysMemConfig {
+    /// `frames` frames and the default wait table.
+    pub const fn with_frames(frames: u64) -> Self {
+        PhysMemConfig {
+            frames,
+            wait_table_bits: 6,
+        }
+    }
+}
+
+impl Default for PhysMemConfig {
+    /// 16 MiB: 4096 frames.
+    fn default() -> Self {
+        PhysMemConfig::with_frames(4096)
+    }
+}
+
+/// The buddy allocator's free lists (Linux: `struct free_area[]` of a zone).
+#[derive(Debug)]
+struct FreeArea {
+    lists: [BTreeSet<u64>; NR_PAGE_ORDERS],
+    nr_free: u64,
+}
+
+/// The machine's physical memory.
+///
+/// Linux: `mem_map[]` plus one zone's buddy allocator.
+pub struct PhysMem {
+    nr_frames: u64,
+    words: Box<[AtomicU64]>,
+    pages: Box<[Page]>,
+    /// Linux: `zone->lock`.
+    free_area: Mutex<FreeArea>,
+    /// First usable frame (everything before is reserved).
+    first_usable: u64,
+    /// Linux: `folio_wait_table[]`, hashed by frame number.
+    pub(super) wait_table: Box<[Arc<WaitQueue>]>,
+    wait_table_bits: u32,
+    bad: Mutex<Vec<BadPage>>,
+}
+
+impl PhysMem {
+    /// Builds physical memory with `config.frames` zeroed frames; frame 0 becomes the
+    /// shared zero page and the rest goes to the buddy allocator.
+    ///
+    /// Fails with `EINVAL` for fewer than 2 or more than 2^20 frames, or a wait table
+    /// of more than 2^12 queues.
+    ///
+    /// Linux: `free_area_init()` + `memblock_free_all()`.
+    pub fn new(config: PhysMemConfig) -> Result<Arc<Self>, Errno> {
+        if config.frames < 2 || config.frames > MAX_FRAMES || config.wait_table_bits > 12 {
+            return Err(Errno::EINVAL);
+        }
+        let n = config.frames;
+        let words = (0..n as usize * WORDS_PER_PAGE)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let pages = (0..n).map(|_| Page::new()).collect();
+        let wait_table = (0..1usize << config.wait_table_bits)
+            .map(|_| Arc::new(WaitQueue::new()))
+            .collect();
+        let mem = PhysMem {
+            nr_frames: n,
+            words,
+            pages,
+            free_area: Mutex::new(FreeArea {
+                lists: Default::default(),
+                nr_free: 0,
+            }),
+            first_usable: ZERO_PFN.raw() + 1,
+            wait_table,
+            wait_table_bits: config.wait_table_bits,
+            bad: Mutex::new(Vec::new()),
+        };
+        let zero = &mem.pages[ZERO_PFN.raw() as usize];
+        zero.reset_flags(PageFlags::RESERVED);
+        zero.set_refcount(1);
+        {
+            let mut area = mem.free_area.lock();
+            let mut pfn = mem.first_usable;
+            while pfn < n {
+                let order = (0..=MAX_PAGE_ORDER)
+                    .rev()
+                    .find(|&o| Pfn::new(pfn).is_aligned(o) && pfn + (1 << o) <= n)
+                    .unwrap_or(0);
+                mem.insert_free(&mut area, pfn, order);
+                pfn += 1 << order;
+            }
+        }
+        Ok(Arc::new(mem))
+    }
+
+    /// Total frames, the zero page included.
+    pub fn nr_frames(&self) -> u64 {
+        self.nr_frames
+    }
+
+    /// Frames the allocator manages (all but the zero page).
+    pub fn nr_usable_pages(&self) -> u64 {
+        self.nr_frames - self.first_usable
+    }
+
+    /// Frames currently free in the buddy allocator.
+    ///
+    /// Linux: `nr_free_pages()`.
+    pub fn nr_free_pages(&self) -> u64 {
+        self.free_area.lock().nr_free
+    }
+
+    /// Number of free blocks of each order (Linux: the columns of `/proc/buddyinfo`).
+    pub fn buddyinfo(&self) -> [usize; NR_PAGE_ORDERS] {
+        let area = self.free_area.lock();
+        std::array::from_fn(|o| area.lists[o].len())
+    }
+
+    /// The frame number of the shared zero page.
+    ///
+    /// Linux: `my_zero_pfn()`.
+    #[doc(alias = "my_zero_pfn")]
+    pub fn zero_pfn(&self) -> Pfn {
+        ZERO_PFN
+    }
+
+    /// Whether `pfn` is the shared zero page.
+    ///
+    /// Linux: `is_zero_pfn()`.
+    pub fn is_zero_pfn(&self, pfn: Pfn) -> bool {
+        pfn == ZERO_PFN
+    }
+
+    /// Whether `pfn` names a frame of this memory.
+    ///
+    /// Linux: `pfn_valid()`.
+    pub fn pfn_valid(&self, pfn: Pfn) -> bool {
+        pfn.raw() < self.nr_frames
+    }
+
+    /// The metadata of frame `pfn`, or `None` if there is no such frame.
+    ///
+    /// Linux: `pfn_to_page()`.
+    #[doc(alias = "pfn_to_page")]
+    pub fn page(&self, pfn: Pfn) -> Option<&Page> {
+        self.pages.get(usize::try_from(pfn.raw()).ok()?)
+    }
+
+    pub(super) fn page_ok(&self, pfn: Pfn) -> Result<&Page, Errno> {
+        self.page(pfn).ok_or(Errno::EINVAL)
+    }
+
+    /// Reports of pages whose state was wrong when they were freed or allocated.
+    pub fn bad_pages(&self) -> Vec<BadPage> {
+        self.bad.lock().clone()
+    }
+
+    pub(super) fn report_bad(&self, pfn: Pfn, reason: &'static str) {
+        let (flags, refcount, mapcount) = match self.page(pfn) {
+            Some(p) => (p.flags(), p.refcount(), p.mapcount()),
+            None => (PageFlags::empty(), 0, 0),
+        };
+        self.bad.lock().push(BadPage {
+            pfn,
+            reason,
+            flags,
+            refcount,
+            mapcount,
+        });
+    }
+
+    pub(super) fn wait_queue(&self, pfn: Pfn) -> &Arc<WaitQueue> {
+        // Linux hashes the folio address; a multiplicative hash of the pfn spreads
+        // neighbouring folios over the table the same way.
+        let h = pfn.raw().wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let idx = if self.wait_table_bits == 0 {
+            0
+        } else {
+            (h >> (64 - self.wait_table_bits)) as usize
+        };
+        &self.wait_table[idx]
+    }
+
+    // ---------------------------------------------------------------- allocation
+
+    /// Allocates a folio of `2^order` frames with one reference.
+    ///
+    /// Fails with [`AllocError::OutOfMemory`] when no block is free (never panics) and
+    /// [`AllocError::InvalidOrder`] above [`MAX_PAGE_ORDER`].
+    ///
+    /// Linux: `folio_alloc()`.
+    pub fn folio_alloc(&self, order: u32, gfp: Gfp) -> Result<Folio, AllocError> {
+        if order > MAX_PAGE_ORDER {
+            return Err(AllocError::InvalidOrder { order });
+        }
+        let head = {
+            let mut area = self.free_area.lock();
+            let from = (order..=MAX_PAGE_ORDER)
+                .find(|&o| !area.lists[o as usize].is_empty())
+                .ok_or(AllocError::OutOfMemory { order })?;
+            let pfn = self.remove_free(&mut area, from, None);
+            // Linux: expand(): give back the upper halves until the block fits.
+            let mut o = from;
+            while o > order {
+                o -= 1;
+                self.insert_free(&mut area, pfn + (1 << o), o);
+            }
+            pfn
+        };
+        let folio = Folio::from_parts(Pfn::new(head), order);
+        self.prep_new_folio(folio, gfp);
+        Ok(folio)
+    }
+
+    /// Linux: `check_new_pages()` + `prep_new_page()` + `prep_compound_page()`.
+    fn prep_new_folio(&self, folio: Folio, gfp: Gfp) {
+        for pfn in folio.pfns() {
+            let page = &self.pages[pfn.raw() as usize];
+            if !page.flags().is_empty() || page.refcount() != 0 || page.mapcount() != 0 {
+                self.report_bad(pfn, "allocated page had stale state");
+            }
+            page.set_refcount(0);
+            page.set_mapcount(0);
+            page.set_order(0);
+            if pfn == folio.head() {
+                page.reset_flags(if folio.order() > 0 {
+                    PageFlags::HEAD
+                } else {
+                    PageFlags::empty()
+                });
+                page.set_order(folio.order());
+            } else {
+                page.reset_flags(PageFlags::TAIL);
+                page.set_compound_head(folio.head());
+            }
+            if gfp.contains(Gfp::ZERO) {
+                self.clear_frame(pfn);
+            }
+        }
+        self.pages[folio.head().raw() as usize].set_refcount(1);
+    }
+
+    /// Returns a folio whose last reference was dropped to the allocator, after the
+    /// free-time checks (Linux: `free_pages_prepare()`, then `__free_one_page()`).
+    pub(super) fn free_folio(&self, folio: Folio) {
+        let mut bad = false;
+        for pfn in folio.pfns() {
+            let page = &self.pages[pfn.raw() as usize];
+            if page.flags().intersects(FLAGS_CHECK_AT_FREE) {
+                self.report_bad(pfn, "freed while locked or reserved");
+                bad = true;
+            } else if page.mapcount() != 0 {
+                self.report_bad(pfn, "freed while still mapped");
+                bad = true;
+            }
+        }
+        if bad {
+            // Linux leaves a bad page out of the allocator rather than corrupt it.
+            return;
+        }
+        for pfn in folio.pfns() {
+            let page = &self.pages[pfn.raw() as usize];
+            page.reset_flags(PageFlags::empty());
+            page.set_order(0);
+        }
+        let mut area = self.free_area.lock();
+        let mut pfn = folio.head().raw();
+        let mut order = folio.order();
+        while order < MAX_PAGE_ORDER {
+            let buddy = pfn ^ (1 << order);
+            if buddy < self.first_usable
+                || buddy + (1 << order) > self.nr_frames
+                || !area.lists[order as usize].contains(&buddy)
+            {
+                break;
+            }
+            self.remove_free(&mut area, order, Some(buddy));
+            pfn = pfn.min(buddy);
+            order += 1;
+        }
+        self.insert_free(&mut area, pfn, order);
+    }
+
+    fn insert_free(&self, area: &mut FreeArea, pfn: u64, order: u32) {
+        area.lists[order as usize].insert(pfn);
+        area.nr_free += 1 << order;
+        let page = &self.pages[pfn as usize];
+        page.reset_flags(PageFlags::BUDDY);
+        page.set_order(order);
+    }
+
+    /// Removes `which` (or the lowest block) from the order's list.
+    fn remove_free(&self, area: &mut FreeArea, order: u32, which: Option<u64>) -> u64 {
+        let list = &mut area.lists[order as usize];
+        let pfn = match which {
+            Some(p) => {
+                list.remove(&p);
+                p
+            }
+            None => list.pop_first().unwrap_or_default(),
+        };
+        area.nr_free -= 1 << order;
+        let page = &self.pages[pfn as usize];
+        page.clear(PageFlags::BUDDY);
+        page.set_order(0);
+        pfn
+    }
+
+    /// Checks the free lists: blocks aligned, inside memory, disjoint, marked
+    /// PageBuddy with their order, no two free buddies left unmerged, and the free
+    /// count equal to the blocks' sizes.
+    pub fn check_free_lists(&self) -> Result<(), BuddyError> {
+        let area = self.free_area.lock();
+        let mut blocks: Vec<(u64, u32)> = Vec::new();
+        for (o, list) in area.lists.iter().enumerate() {
+            let o = o as u32;
+            for &pfn in list {
+                let err = |what| BuddyError {
+                    pfn: Pfn::new(pfn),
+                    order: o,
+                    what,
+                };
+                if !Pfn::new(pfn).is_aligned(o) {
+                    return Err(err("block not aligned to its order"));
+                }
+                if pfn < self.first_usable || pfn + (1 << o) > self.nr_frames {
+                    return Err(err("block outside usable memory"));
+                }
+                let page = &self.pages[pfn as usize];
+                if !page.test(PageFlags::BUDDY) || page.order() != o {
+                    return Err(err("block head not marked PageBuddy with its order"));
+                }
+                if o < MAX_PAGE_ORDER && list.contains(&(pfn ^ (1 << o))) {
+                    return Err(err("free buddies not merged"));
+                }
+                blocks.push((pfn, o));
+            }
+        }
+        blocks.sort_unstable();
+        let mut total = 0;
+        for w in blocks.windows(2) {
+            let ((a, ao), (b, _)) = (w[0], w[1]);
+            if a + (1 << ao) > b {
+                return Err(BuddyError {
+                    pfn: Pfn::new(b),
+                    order: ao,
+                    what: "free blocks overlap",
+                });
+            }
+        }
+        for &(_, o) in &blocks {
+            total += 1u64 << o;
+        }
+        if total != area.nr_free {
+            return Err(BuddyError {
+                pfn: Pfn::new(0),
+                order: 0,
+                what: "nr_free differs from the blocks on the lists",
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `pfn` lies inside a free buddy block.
+    pub fn is_free_frame(&self, pfn: Pfn) -> bool {
+        let area = self.free_area.lock();
+        (0..=MAX_PAGE_ORDER).any(|o| {
+            let start = pfn.raw() & !((1u64 << o) - 1);
+            area.lists[o as usize].contains(&start)
+        })
+    }
+
+    // ---------------------------------------------------------------- contents
+
+    fn word_index(&self, pfn: Pfn, offset: u64, len: u64) -> Result<usize, Errno> {
+        if !self.pfn_valid(pfn) || offset.checked_add(len).is_none_or(|end| end > PAGE_SIZE) {
+            return Err(Errno::EINVAL);
+        }
+        Ok(pfn.raw() as usize * WORDS_PER_PAGE + (offset / 8) as usize)
+    }
+
+    fn writable_word_index(&self, pfn: Pfn, offset: u64, len: u64) -> Result<usize, Errno> {
+        if self.is_zero_pfn(pfn) && len > 0 {
+            // The zero page must stay zero: writing it is a model bug.
+            return Err(Errno::EPERM);
+        }
+        self.word_index(pfn, offset, len)
+    }
+
+    /// Reads the aligned `u64` at byte `offset` of frame `pfn` (`EINVAL` if `offset` is
+    /// unaligned or outside the page, or the frame does not exist).
+    pub fn read_u64(&self, pfn: Pfn, offset: u64) -> Result<u64, Errno> {
+        if offset % 8 != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let i = self.word_index(pfn, offset, 8)?;
+        Ok(self.words[i].load(Ordering::SeqCst))
+    }
+
+    /// Writes the aligned `u64` at byte `offset` of frame `pfn`.
+    pub fn write_u64(&self, pfn: Pfn, offset: u64, value: u64) -> Result<(), Errno> {
+        if offset % 8 != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let i = self.writable_word_index(pfn, offset, 8)?;
+        self.words[i].store(value, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Atomically adds `delta` (wrapping) to the aligned `u64` at byte `offset` and
+    /// returns the old value (x86-64 `lock xadd`).
+    pub fn fetch_add_u64(&self, pfn: Pfn, offset: u64, delta: u64) -> Result<u64, Errno> {
+        if offset % 8 != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let i = self.writable_word_index(pfn, offset, 8)?;
+        Ok(self.words[i].fetch_add(delta, Ordering::SeqCst))
+    }
+
+    /// Copies `buf.len()` bytes starting at byte `offset` of frame `pfn` into `buf`.
+    pub fn read_bytes(&self, pfn: Pfn, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        self.word_index(pfn, offset, buf.len() as u64)?;
+        let base = pfn.raw() as usize * WORDS_PER_PAGE;
+        for (k, b) in buf.iter_mut().enumerate() {
+            let byte = offset as usize + k;
+            let word = self.words[base + byte / 8].load(Ordering::SeqCst);
+            *b = word.to_le_bytes()[byte % 8];
+        }
+        Ok(())
+    }
+
+    /// Writes `data` starting at byte `offset` of frame `pfn`. Each touched word is
+    /// updated atomically, so bytes of the word that are not written are preserved
+    /// even against a concurrent writer.
+    pub fn write_bytes(&self, pfn: Pfn, offset: u64, data: &[u8]) -> Result<(), Errno> {
+        self.writable_word_index(pfn, offset, data.len() as u64)?;
+        let base = pfn.raw() as usize * WORDS_PER_PAGE;
+        let mut k = 0;
+        while k < data.len() {
+            let byte = offset as usize + k;
+            let (w, first) = (byte / 8, byte % 8);
+            let n = (8 - first).min(data.len() - k);
+            let chunk = &data[k..k + n];
+            let word = &self.words[base + w];
+            let mut cur = word.load(Ordering::SeqCst);
+            loop {
+                let mut bytes = cur.to_le_bytes();
+                bytes[first..first + n].copy_from_slice(chunk);
+                match word.compare_exchange_weak(
+                    cur,
+                    u64::from_le_bytes(bytes),
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
+            }
+            k += n;
+        }
+        Ok(())
+    }
+
+    /// Copies frame `src` to frame `dst`, word by word.
+    ///
+    /// Linux: `copy_highpage()`.
+    #[doc(alias = "copy_highpage")]
+    pub fn copy_page(&self, dst: Pfn, src: Pfn) -> Result<(), Errno> {
+        let d = self.writable_word_index(dst, 0, PAGE_SIZE)?;
+        let s = self.word_index(src, 0, PAGE_SIZE)?;
+        for k in 0..WORDS_PER_PAGE {
+            let v = self.words[s + k].load(Ordering::SeqCst);
+            self.words[d + k].store(v, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Fills frame `pfn` with zeroes.
+    ///
+    /// Linux: `clear_highpage()`.
+    #[doc(alias = "clear_highpage")]
+    pub fn clear_page(&self, pfn: Pfn) -> Result<(), Errno> {
+        self.writable_word_index(pfn, 0, PAGE_SIZE)?;
+        self.clear_frame(pfn);
+        Ok(())
+    }
+
+    fn clear_frame(&self, pfn: Pfn) {
+        let base = pfn.raw() as usize * WORDS_PER_PAGE;
+        for w in &self.words[base..base + WORDS_PER_PAGE] {
+            w.store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+impl fmt::Debug for PhysMem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PhysMem")
+            .field("frames", &self.nr_frames)
+            .field("free", &self.nr_free_pages())
+            .field("buddyinfo", &self.buddyinfo())
+            .finish_non_exhaustive()
+    }
+}
