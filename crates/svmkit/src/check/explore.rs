@@ -55,7 +55,7 @@ impl ExploreConfig {
         ExploreConfig {
             iterations: env_num("SVMKIT_ITERS").map_or(iterations, |v| v as usize),
             pct_depth: 3,
-            seed: env_num("SVMKIT_SEED").unwrap_or(0x5eed_0f_5c4e_d01e),
+            seed: env_num("SVMKIT_SEED").unwrap_or(0x5eed_0f5c_4ed0_1e00),
             schedulers: vec![SchedulerKind::Random, SchedulerKind::Pct],
             max_steps: 200_000,
         }

@@ -356,3 +356,258 @@ impl fmt::Debug for FolioLockGuard<'_> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::mm::page_alloc::{Gfp, PhysMemConfig};
+    use crate::sync::{Arc, thread};
+
+    fn mem(frames: u64) -> Arc<PhysMem> {
+        PhysMem::new(PhysMemConfig::with_frames(frames)).unwrap()
+    }
+
+    #[test]
+    fn folio_refcount_get_put_frees_at_zero() {
+        let m = mem(64);
+        let free0 = m.nr_free_pages();
+        let f = m.folio_alloc(2, Gfp::empty()).unwrap();
+        assert_eq!(m.folio_ref_count(f), 1);
+        m.folio_get(f);
+        m.folio_get(f);
+        assert_eq!(m.folio_ref_count(f), 3);
+        m.folio_put(f);
+        m.folio_put(f);
+        assert_eq!(m.folio_ref_count(f), 1);
+        assert_eq!(
+            m.nr_free_pages(),
+            free0 - 4,
+            "still allocated with one reference"
+        );
+        m.folio_put(f);
+        assert_eq!(m.folio_ref_count(f), 0);
+        assert_eq!(m.nr_free_pages(), free0, "freed at zero");
+        assert!(f.pfns().all(|p| m.is_free_frame(p)));
+        assert!(m.bad_pages().is_empty());
+    }
+
+    #[test]
+    fn folio_try_get_fails_once_freed_and_double_put_is_reported() {
+        let m = mem(64);
+        let f = m.folio_alloc(0, Gfp::empty()).unwrap();
+        assert!(m.folio_try_get(f));
+        m.folio_put(f);
+        m.folio_put(f);
+        assert!(!m.folio_try_get(f), "try_get on a freed folio must fail");
+        let free = m.nr_free_pages();
+        m.folio_put(f);
+        m.folio_get(f);
+        assert_eq!(m.nr_free_pages(), free, "bad put/get changed nothing");
+        assert_eq!(m.folio_ref_count(f), 0);
+        let bad = m.bad_pages();
+        assert_eq!(bad.len(), 2);
+        assert_eq!(bad[0].reason, "folio_put on a folio with no references");
+        assert_eq!(bad[1].reason, "folio_get on a folio with no references");
+        m.check_free_lists().unwrap();
+    }
+
+    #[test]
+    fn folio_tail_pages_resolve_to_their_head() {
+        let m = mem(2048);
+        let f = m.folio_alloc(9, Gfp::empty()).unwrap();
+        assert_eq!(f.nr_pages(), 512);
+        assert_eq!(f.size(), 2 << 20);
+        for n in [0u64, 1, 77, 511] {
+            let p = f.page(n).unwrap();
+            assert_eq!(m.page_folio(p).unwrap(), f, "page {n}");
+            let meta = m.page(p).unwrap();
+            assert_eq!(meta.test(PageFlags::TAIL), n != 0);
+            assert_eq!(meta.compound_head(), (n != 0).then_some(f.head()));
+        }
+        assert_eq!(f.page(512), None);
+        assert!(!f.contains(Pfn::new(f.head().raw() + 512)));
+        // A reference through any page is a reference on the folio.
+        let via_tail = m.page_folio(f.page(300).unwrap()).unwrap();
+        m.folio_get(via_tail);
+        assert_eq!(m.folio_ref_count(f), 2);
+        assert_eq!(m.page(f.page(300).unwrap()).unwrap().refcount(), 0);
+        m.folio_put(via_tail);
+        m.folio_put(f);
+        assert!(m.is_free_frame(f.page(300).unwrap()));
+        // After the free, the old tail is an ordinary free frame again.
+        assert_eq!(
+            m.page_folio(f.page(300).unwrap()).unwrap().head(),
+            f.page(300).unwrap()
+        );
+        assert_eq!(m.page_folio(Pfn::new(4096)), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn folio_zero_page_is_never_freed_or_counted() {
+        let m = mem(8);
+        let z = m.page_folio(m.zero_pfn()).unwrap();
+        let rc = m.folio_ref_count(z);
+        for _ in 0..5 {
+            m.folio_put(z);
+        }
+        m.folio_get(z);
+        assert!(m.folio_try_get(z));
+        assert_eq!(
+            m.folio_ref_count(z),
+            rc,
+            "zero page references are not counted"
+        );
+        assert!(m.folio_test(z, PageFlags::RESERVED));
+        assert!(!m.is_free_frame(m.zero_pfn()));
+        // Exhausting memory never hands out the zero page.
+        while let Ok(f) = m.folio_alloc(0, Gfp::empty()) {
+            assert_ne!(f.head(), m.zero_pfn());
+        }
+        assert!(m.bad_pages().is_empty());
+    }
+
+    #[test]
+    fn folio_freed_while_locked_is_reported_and_kept_out_of_the_allocator() {
+        let m = mem(16);
+        let f = m.folio_alloc(0, Gfp::empty()).unwrap();
+        let leaked = m.folio_lock(f).leak();
+        let free = m.nr_free_pages();
+        m.folio_put(f);
+        assert_eq!(m.nr_free_pages(), free, "a locked folio is not freed");
+        assert_eq!(m.bad_pages()[0].reason, "freed while locked or reserved");
+        assert!(m.bad_pages()[0].flags.contains(PageFlags::LOCKED));
+        m.folio_unlock(leaked);
+        m.check_free_lists().unwrap();
+    }
+
+    #[test]
+    fn folio_flags_set_test_clear() {
+        let m = mem(16);
+        let f = m.folio_alloc(0, Gfp::empty()).unwrap();
+        m.folio_set(f, PageFlags::ANON | PageFlags::DIRTY | PageFlags::LOCKED);
+        assert!(m.folio_test(f, PageFlags::ANON | PageFlags::DIRTY));
+        assert!(!m.folio_test_locked(f), "the lock bit is not a plain flag");
+        m.folio_clear(f, PageFlags::DIRTY);
+        assert!(!m.folio_test(f, PageFlags::DIRTY));
+        assert!(m.folio_test(f, PageFlags::ANON));
+        m.folio_put(f);
+        // Flags do not survive a free and a new allocation.
+        let g = m.folio_alloc(0, Gfp::empty()).unwrap();
+        assert_eq!(g, f);
+        assert!(!m.folio_test(g, PageFlags::ANON));
+    }
+
+    #[test]
+    fn folio_lock_trylock_fails_while_held() {
+        let m = mem(16);
+        let f = m.folio_alloc(0, Gfp::empty()).unwrap();
+        let other = m.folio_alloc(0, Gfp::empty()).unwrap();
+        let g = m.folio_trylock(f).expect("free lock");
+        assert!(m.folio_test_locked(f));
+        assert!(m.folio_trylock(f).is_none());
+        let task = Task::new("t");
+        task.kill();
+        assert_eq!(
+            m.folio_lock_killable(f, &task).err(),
+            Some(Errno::EINTR),
+            "contended + killed"
+        );
+        // Another folio's lock is independent (even if it shares a wait queue).
+        assert!(m.folio_trylock(other).is_some());
+        drop(g);
+        assert!(!m.folio_test_locked(f));
+        assert!(m.folio_trylock(f).is_some());
+        assert!(m.bad_pages().is_empty());
+    }
+
+    #[test]
+    fn folio_lock_waiter_wakes_on_unlock() {
+        let m = mem(16);
+        let f = m.folio_alloc(0, Gfp::ZERO).unwrap();
+        let g = m.folio_lock(f);
+        let started = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (m, started) = (Arc::clone(&m), Arc::clone(&started));
+            thread::spawn(move || {
+                started.store(true, Ordering::SeqCst);
+                let g = m.folio_lock(f);
+                m.fetch_add_u64(g.folio().head(), 0, 1).unwrap()
+            })
+        };
+        while !started.load(Ordering::SeqCst) {
+            thread::yield_now();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        assert_eq!(m.read_u64(f.head(), 0).unwrap(), 0, "waiter ran while held");
+        drop(g);
+        assert_eq!(waiter.join().unwrap(), 0);
+        assert_eq!(m.read_u64(f.head(), 0).unwrap(), 1);
+        assert!(!m.folio_test_locked(f), "waiter's guard unlocked on drop");
+    }
+
+    #[test]
+    fn folio_lock_killable_returns_eintr_when_its_task_is_killed() {
+        let m = mem(16);
+        let f = m.folio_alloc(0, Gfp::empty()).unwrap();
+        let g = m.folio_lock(f);
+        let task = Task::new("victim");
+        let bystander = Task::new("bystander");
+        let (victim, other) = {
+            let (m1, t1) = (Arc::clone(&m), task.clone());
+            let (m2, t2) = (Arc::clone(&m), bystander.clone());
+            (
+                thread::spawn(move || m1.folio_lock_killable(f, &t1).map(|g| g.leak())),
+                thread::spawn(move || m2.folio_lock_killable(f, &t2).map(|g| g.folio())),
+            )
+        };
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        task.kill();
+        assert_eq!(victim.join().unwrap(), Err(Errno::EINTR));
+        assert!(m.folio_test_locked(f), "the holder keeps the lock");
+        assert!(!bystander.fatal_signal_pending());
+        drop(g);
+        assert_eq!(
+            other.join().unwrap(),
+            Ok(f),
+            "the live waiter still gets it"
+        );
+        assert!(m.bad_pages().is_empty());
+    }
+
+    #[test]
+    fn folio_lock_killable_uncontended_wins_over_a_pending_signal() {
+        let m = mem(16);
+        let f = m.folio_alloc(0, Gfp::empty()).unwrap();
+        let task = Task::new("dying");
+        task.kill();
+        let g = m
+            .folio_lock_killable(f, &task)
+            .expect("uncontended lock is taken");
+        assert!(m.folio_test_locked(f));
+        assert_eq!(m.folio_wait_locked_killable(f, &task), Err(Errno::EINTR));
+        drop(g);
+        assert_eq!(m.folio_wait_locked_killable(f, &task), Ok(()));
+    }
+
+    #[test]
+    fn folio_lock_wait_locked_does_not_take_the_lock() {
+        let m = mem(16);
+        let f = m.folio_alloc(0, Gfp::empty()).unwrap();
+        let leaked = m.folio_lock(f).leak();
+        let waiter = {
+            let m = Arc::clone(&m);
+            thread::spawn(move || {
+                m.folio_wait_locked(f);
+                m.folio_test_locked(f)
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        m.folio_unlock(leaked);
+        assert!(!waiter.join().unwrap(), "waiting does not lock");
+        assert!(!m.folio_test_locked(f));
+        m.folio_unlock(f);
+        assert_eq!(m.bad_pages()[0].reason, "folio_unlock of an unlocked folio");
+    }
+}

@@ -504,22 +504,27 @@ impl PhysMem {
         self.word_index(pfn, offset, len)
     }
 
+    fn u64_index(&self, pfn: Pfn, offset: u64, write: bool) -> Result<usize, Errno> {
+        if !offset.is_multiple_of(8) {
+            return Err(Errno::EINVAL);
+        }
+        if write {
+            self.writable_word_index(pfn, offset, 8)
+        } else {
+            self.word_index(pfn, offset, 8)
+        }
+    }
+
     /// Reads the aligned `u64` at byte `offset` of frame `pfn` (`EINVAL` if `offset` is
     /// unaligned or outside the page, or the frame does not exist).
     pub fn read_u64(&self, pfn: Pfn, offset: u64) -> Result<u64, Errno> {
-        if offset % 8 != 0 {
-            return Err(Errno::EINVAL);
-        }
-        let i = self.word_index(pfn, offset, 8)?;
+        let i = self.u64_index(pfn, offset, false)?;
         Ok(self.words[i].load(Ordering::SeqCst))
     }
 
     /// Writes the aligned `u64` at byte `offset` of frame `pfn`.
     pub fn write_u64(&self, pfn: Pfn, offset: u64, value: u64) -> Result<(), Errno> {
-        if offset % 8 != 0 {
-            return Err(Errno::EINVAL);
-        }
-        let i = self.writable_word_index(pfn, offset, 8)?;
+        let i = self.u64_index(pfn, offset, true)?;
         self.words[i].store(value, Ordering::SeqCst);
         Ok(())
     }
@@ -527,10 +532,7 @@ impl PhysMem {
     /// Atomically adds `delta` (wrapping) to the aligned `u64` at byte `offset` and
     /// returns the old value (x86-64 `lock xadd`).
     pub fn fetch_add_u64(&self, pfn: Pfn, offset: u64, delta: u64) -> Result<u64, Errno> {
-        if offset % 8 != 0 {
-            return Err(Errno::EINVAL);
-        }
-        let i = self.writable_word_index(pfn, offset, 8)?;
+        let i = self.u64_index(pfn, offset, true)?;
         Ok(self.words[i].fetch_add(delta, Ordering::SeqCst))
     }
 
@@ -617,5 +619,248 @@ impl fmt::Debug for PhysMem {
             .field("free", &self.nr_free_pages())
             .field("buddyinfo", &self.buddyinfo())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn mem(frames: u64) -> Arc<PhysMem> {
+        PhysMem::new(PhysMemConfig::with_frames(frames)).unwrap()
+    }
+
+    #[test]
+    fn buddy_config_validation() {
+        assert_eq!(
+            PhysMem::new(PhysMemConfig::with_frames(1)).err(),
+            Some(Errno::EINVAL)
+        );
+        assert_eq!(
+            PhysMem::new(PhysMemConfig::with_frames(MAX_FRAMES + 1)).err(),
+            Some(Errno::EINVAL)
+        );
+        let cfg = PhysMemConfig {
+            frames: 16,
+            wait_table_bits: 13,
+        };
+        assert_eq!(PhysMem::new(cfg).err(), Some(Errno::EINVAL));
+        let m = mem(2);
+        assert_eq!(m.nr_usable_pages(), 1);
+        assert_eq!(m.nr_free_pages(), 1);
+    }
+
+    #[test]
+    fn buddy_initial_carving_covers_all_usable_frames() {
+        let m = mem(1024);
+        // pfn 0 is the zero page, so [1, 512) is carved into one block of each order
+        // 0..=8 and [512, 1024) is one order-9 block.
+        assert_eq!(m.buddyinfo(), [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(m.nr_free_pages(), 1023);
+        m.check_free_lists().unwrap();
+        assert!(!m.is_free_frame(m.zero_pfn()));
+        assert!(m.is_free_frame(Pfn::new(1)) && m.is_free_frame(Pfn::new(1023)));
+    }
+
+    #[test]
+    fn buddy_alloc_and_free_at_every_order() {
+        let m = mem(4096);
+        let initial = m.buddyinfo();
+        for order in 0..=MAX_PAGE_ORDER {
+            let before = m.nr_free_pages();
+            let f = m.folio_alloc(order, Gfp::empty()).unwrap();
+            assert_eq!(f.order(), order);
+            assert!(f.head().is_aligned(order), "{f:?} not aligned");
+            assert_eq!(m.nr_free_pages(), before - (1 << order));
+            assert!(f.pfns().all(|p| !m.is_free_frame(p)));
+            assert_eq!(m.folio_ref_count(f), 1);
+            if order > 0 {
+                assert!(m.page(f.head()).unwrap().test(PageFlags::HEAD));
+            }
+            m.check_free_lists().unwrap();
+            m.folio_put(f);
+            assert_eq!(m.nr_free_pages(), before);
+            assert!(f.pfns().all(|p| m.is_free_frame(p)));
+            assert_eq!(m.buddyinfo(), initial, "order {order} did not merge back");
+        }
+        assert!(m.bad_pages().is_empty());
+    }
+
+    #[test]
+    fn buddy_split_and_merge_back_to_initial_state() {
+        let m = mem(2048);
+        let initial = m.buddyinfo();
+        // 600 single frames: splits the order-9 blocks.
+        let mut folios: Vec<_> = (0..600)
+            .map(|_| m.folio_alloc(0, Gfp::empty()).unwrap())
+            .collect();
+        assert_ne!(m.buddyinfo(), initial);
+        m.check_free_lists().unwrap();
+        // Free in an interleaved order so merges happen out of sequence.
+        let (even, odd): (Vec<_>, Vec<_>) =
+            folios.drain(..).enumerate().partition(|(i, _)| i % 2 == 0);
+        for (_, f) in odd.into_iter().rev().chain(even) {
+            m.folio_put(f);
+            m.check_free_lists().unwrap();
+        }
+        assert_eq!(m.buddyinfo(), initial);
+        assert_eq!(m.nr_free_pages(), m.nr_usable_pages());
+    }
+
+    #[test]
+    fn buddy_exhaustion_returns_the_error() {
+        let m = mem(64);
+        let mut got = Vec::new();
+        loop {
+            match m.folio_alloc(0, Gfp::empty()) {
+                Ok(f) => got.push(f),
+                Err(e) => {
+                    assert_eq!(e, AllocError::OutOfMemory { order: 0 });
+                    assert_eq!(Errno::from(e), Errno::ENOMEM);
+                    break;
+                }
+            }
+        }
+        assert_eq!(got.len() as u64, m.nr_usable_pages());
+        assert_eq!(m.nr_free_pages(), 0);
+        // Fragmentation: free every other frame; 31 pages are free but no order-1 block.
+        for f in got.iter().skip(1).step_by(2) {
+            m.folio_put(*f);
+        }
+        assert!(m.nr_free_pages() >= 2);
+        assert_eq!(
+            m.folio_alloc(1, Gfp::empty()),
+            Err(AllocError::OutOfMemory { order: 1 })
+        );
+        assert_eq!(
+            m.folio_alloc(MAX_PAGE_ORDER + 1, Gfp::empty()),
+            Err(AllocError::InvalidOrder { order: 10 })
+        );
+        assert_eq!(
+            Errno::from(AllocError::InvalidOrder { order: 10 }),
+            Errno::EINVAL
+        );
+        m.check_free_lists().unwrap();
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Alloc(u32),
+        Free(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => prop_oneof![5 => 0u32..=2, 2 => 3u32..=6, 1 => 7u32..=MAX_PAGE_ORDER].prop_map(Op::Alloc),
+            3 => any::<usize>().prop_map(Op::Free),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The allocator against a set of handed-out frames: no frame is handed out
+        /// twice, every block is aligned, counts agree, and freeing everything restores
+        /// the initial free lists.
+        #[test]
+        fn buddy_proptest_against_a_set_model(ops in proptest::collection::vec(op(), 1..200)) {
+            let m = mem(2048);
+            let initial = m.buddyinfo();
+            let mut live: Vec<Folio> = Vec::new();
+            let mut handed_out: BTreeSet<u64> = BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Alloc(order) => {
+                        let free_before = m.nr_free_pages();
+                        match m.folio_alloc(order, Gfp::ZERO) {
+                            Ok(f) => {
+                                prop_assert!(f.head().is_aligned(order));
+                                for p in f.pfns() {
+                                    prop_assert!(p != m.zero_pfn(), "zero page handed out");
+                                    prop_assert!(handed_out.insert(p.raw()), "{p} handed out twice");
+                                    prop_assert_eq!(m.read_u64(p, 4088).unwrap(), 0);
+                                }
+                                // Scribble so a later double hand-out would show stale data.
+                                m.write_u64(f.head(), 4088, 0xffff).unwrap();
+                                live.push(f);
+                            }
+                            Err(AllocError::OutOfMemory { .. }) => {
+                                // Only legitimate if no block of that order or above is free.
+                                let info = m.buddyinfo();
+                                prop_assert!(info[order as usize..].iter().all(|&n| n == 0));
+                                prop_assert_eq!(m.nr_free_pages(), free_before);
+                            }
+                            Err(e) => prop_assert!(false, "unexpected {e}"),
+                        }
+                    }
+                    Op::Free(i) if !live.is_empty() => {
+                        let f = live.swap_remove(i % live.len());
+                        for p in f.pfns() {
+                            handed_out.remove(&p.raw());
+                        }
+                        m.folio_put(f);
+                    }
+                    Op::Free(_) => {}
+                }
+                prop_assert_eq!(m.nr_free_pages(), m.nr_usable_pages() - handed_out.len() as u64);
+                prop_assert!(m.check_free_lists().is_ok(), "{:?}", m.check_free_lists());
+            }
+            for f in live.drain(..) {
+                m.folio_put(f);
+            }
+            prop_assert_eq!(m.buddyinfo(), initial);
+            prop_assert!(m.bad_pages().is_empty());
+        }
+    }
+
+    #[test]
+    fn frame_contents_bytes_words_and_atomics() {
+        let m = mem(16);
+        let f = m.folio_alloc(1, Gfp::ZERO).unwrap();
+        let p = f.head();
+        m.write_bytes(p, 5, b"hello, frame").unwrap();
+        let mut buf = [0u8; 12];
+        m.read_bytes(p, 5, &mut buf).unwrap();
+        assert_eq!(&buf, b"hello, frame");
+        // Bytes around the write are untouched.
+        let mut around = [0xaau8; 2];
+        m.read_bytes(p, 3, &mut around).unwrap();
+        assert_eq!(around, [0, 0]);
+        m.write_u64(p, 4088, u64::MAX).unwrap();
+        assert_eq!(m.fetch_add_u64(p, 4088, 2).unwrap(), u64::MAX);
+        assert_eq!(m.read_u64(p, 4088).unwrap(), 1);
+        let q = f.page(1).unwrap();
+        m.copy_page(q, p).unwrap();
+        let mut copy = [0u8; 12];
+        m.read_bytes(q, 5, &mut copy).unwrap();
+        assert_eq!(&copy, b"hello, frame");
+        m.clear_page(q).unwrap();
+        assert_eq!(m.read_u64(q, 8).unwrap(), 0);
+        m.folio_put(f);
+    }
+
+    #[test]
+    fn frame_contents_bad_offsets_and_zero_page_writes_are_errors() {
+        let m = mem(16);
+        let p = m.folio_alloc(0, Gfp::ZERO).unwrap().head();
+        assert_eq!(m.read_u64(p, 3), Err(Errno::EINVAL));
+        assert_eq!(m.read_u64(p, 4096), Err(Errno::EINVAL));
+        assert_eq!(m.write_u64(p, 4100, 1), Err(Errno::EINVAL));
+        assert_eq!(m.write_bytes(p, 4090, &[0; 7]), Err(Errno::EINVAL));
+        assert_eq!(m.read_bytes(p, u64::MAX, &mut [0; 2]), Err(Errno::EINVAL));
+        assert_eq!(m.read_u64(Pfn::new(16), 0), Err(Errno::EINVAL));
+        let z = m.zero_pfn();
+        assert_eq!(m.write_u64(z, 0, 1), Err(Errno::EPERM));
+        assert_eq!(m.write_bytes(z, 0, b"x"), Err(Errno::EPERM));
+        assert_eq!(m.fetch_add_u64(z, 0, 1), Err(Errno::EPERM));
+        assert_eq!(m.copy_page(z, p), Err(Errno::EPERM));
+        assert_eq!(m.clear_page(Pfn::new(99)), Err(Errno::EINVAL));
+        assert_eq!(m.read_u64(z, 0), Ok(0));
+        // Nothing above changed the frame.
+        assert_eq!(m.read_u64(p, 0), Ok(0));
     }
 }

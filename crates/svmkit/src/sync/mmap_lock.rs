@@ -27,6 +27,7 @@ struct RwState {
     readers: usize,
     writer: bool,
     waiting_writers: usize,
+    waiting_readers: usize,
 }
 
 /// Linux's `mmap_lock`: a writer-preferring reader/writer semaphore protecting `T`.
@@ -138,10 +139,19 @@ impl<T> MmapLock<T> {
         self.state.lock().waiting_writers
     }
 
+    /// Number of readers queued (behind a writer or a waiting writer).
+    pub fn waiting_readers(&self) -> usize {
+        self.state.lock().waiting_readers
+    }
+
     fn acquire_read(&self) {
         let mut st = self.state.lock();
-        while st.writer || st.waiting_writers > 0 {
-            st = self.changed.wait(st);
+        if st.writer || st.waiting_writers > 0 {
+            st.waiting_readers += 1;
+            while st.writer || st.waiting_writers > 0 {
+                st = self.changed.wait(st);
+            }
+            st.waiting_readers -= 1;
         }
         st.readers += 1;
     }
@@ -184,6 +194,7 @@ impl<T> fmt::Debug for MmapLock<T> {
             .field("readers", &st.readers)
             .field("writer", &st.writer)
             .field("waiting_writers", &st.waiting_writers)
+            .field("waiting_readers", &st.waiting_readers)
             .finish()
     }
 }
@@ -324,5 +335,137 @@ impl<T> Drop for MmapWriteGuard<'_, T> {
 impl<T> fmt::Debug for MmapWriteGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MmapWriteGuard").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::MmapLock;
+    use crate::sync::{Arc, Mutex, thread};
+
+    fn spin_until(cond: impl Fn() -> bool) {
+        while !cond() {
+            thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn mmap_lock_readers_share() {
+        let lock = MmapLock::new(7);
+        let a = lock.read();
+        let b = lock.read();
+        let c = lock.try_read().expect("a third reader shares the lock");
+        assert_eq!((*a, *b, *c), (7, 7, 7));
+        assert_eq!(lock.readers(), 3);
+        drop((a, b, c));
+        assert_eq!(lock.readers(), 0);
+    }
+
+    #[test]
+    fn mmap_lock_writer_excludes_readers_and_writers() {
+        let lock = Arc::new(MmapLock::new(0));
+        let mut w = lock.write();
+        assert!(lock.try_read().is_none());
+        assert!(lock.try_write().is_none());
+        assert!(lock.is_write_locked());
+        // A blocking reader waits until the writer is done, and then sees its write.
+        let seen = {
+            let lock = Arc::clone(&lock);
+            thread::spawn(move || *lock.read())
+        };
+        spin_until(|| lock.waiting_readers() == 1);
+        *w = 42;
+        drop(w);
+        assert_eq!(seen.join().unwrap(), 42);
+        let r = lock.read();
+        assert!(lock.try_write().is_none(), "a reader excludes writers");
+        drop(r);
+        assert!(lock.try_write().is_some());
+    }
+
+    #[test]
+    fn mmap_lock_waiting_writer_blocks_new_readers() {
+        let lock = Arc::new(MmapLock::new(Vec::<&str>::new()));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let first = lock.read();
+        let writer = {
+            let (lock, order) = (Arc::clone(&lock), Arc::clone(&order));
+            thread::spawn(move || {
+                let mut w = lock.write();
+                w.push("writer");
+                order.lock().push("writer");
+            })
+        };
+        spin_until(|| lock.waiting_writers() == 1);
+        assert!(
+            lock.try_read().is_none(),
+            "a queued writer must keep new readers out"
+        );
+        let reader = {
+            let (lock, order) = (Arc::clone(&lock), Arc::clone(&order));
+            thread::spawn(move || {
+                let r = lock.read();
+                order.lock().push("reader");
+                r.clone()
+            })
+        };
+        spin_until(|| lock.waiting_readers() == 1);
+        // The first reader still holds the lock: nobody has run yet.
+        assert!(order.lock().is_empty());
+        drop(first);
+        writer.join().unwrap();
+        let seen_by_reader = reader.join().unwrap();
+        assert_eq!(*order.lock(), vec!["writer", "reader"]);
+        assert_eq!(seen_by_reader, vec!["writer"]);
+    }
+
+    #[test]
+    fn mmap_lock_drop_and_retake_lets_a_waiting_writer_in() {
+        let lock = Arc::new(MmapLock::new(0u32));
+        let mut guard = lock.read();
+        let writes = Arc::new(AtomicUsize::new(0));
+        let writer = {
+            let (lock, writes) = (Arc::clone(&lock), Arc::clone(&writes));
+            thread::spawn(move || {
+                *lock.write() = 99;
+                writes.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        spin_until(|| lock.waiting_writers() == 1);
+        assert_eq!(*guard, 0);
+        let readers_inside = guard.drop_and_retake(|| lock.readers());
+        assert_eq!(readers_inside, 0, "the lock is really released inside");
+        // Writer preference: the queued writer ran before the retake completed.
+        assert_eq!(*guard, 99);
+        assert_eq!(lock.readers(), 1);
+        drop(guard);
+        writer.join().unwrap();
+        assert_eq!(writes.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn mmap_lock_write_downgrade_keeps_writers_out() {
+        let lock = Arc::new(MmapLock::new(1));
+        let mut w = lock.write();
+        *w = 2;
+        let r = w.downgrade();
+        assert_eq!(*r, 2);
+        assert_eq!(lock.readers(), 1);
+        assert!(!lock.is_write_locked());
+        assert!(lock.try_write().is_none());
+        assert!(lock.try_read().is_some());
+        drop(r);
+        let mut w = lock.write();
+        let inside = w.drop_and_retake(|| lock.try_read().map(|g| *g));
+        assert_eq!(
+            inside,
+            Some(2),
+            "write lock is released inside drop_and_retake"
+        );
+        *w = 3;
+        drop(w);
+        assert_eq!(*lock.read(), 3);
     }
 }

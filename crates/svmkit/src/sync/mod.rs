@@ -3,7 +3,7 @@
 //!
 //! On a normal build the primitives are `std`'s and the model runs on OS threads. With
 //! the `shuttle` cargo feature they are [shuttle]'s, so every lock operation (and every
-//! explicit [`yield_now`]) becomes a scheduling point that [`crate::check::explore`]
+//! explicit [`yield_now`]) becomes a scheduling point that `check::explore`
 //! can interleave differently on each iteration. Model code never names `std::sync`
 //! locks directly; it imports them from this module so that both builds run the same
 //! code.
