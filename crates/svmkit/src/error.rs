@@ -16,6 +16,9 @@ pub enum Errno {
     /// No such file or directory; used by the model as "no entry" (2).
     #[error("ENOENT: no such entry")]
     ENOENT,
+    /// Bad file descriptor (9): the model has no files, so file mappings fail this way.
+    #[error("EBADF: bad file descriptor")]
+    EBADF,
     /// Interrupted by a fatal signal (4).
     #[error("EINTR: interrupted (fatal signal pending)")]
     EINTR,
@@ -28,6 +31,9 @@ pub enum Errno {
     /// Bad address (14).
     #[error("EFAULT: bad address")]
     EFAULT,
+    /// Permission denied (13).
+    #[error("EACCES: permission denied")]
+    EACCES,
     /// Device or resource busy (16).
     #[error("EBUSY: device or resource busy")]
     EBUSY,
@@ -52,8 +58,10 @@ impl Errno {
             Errno::EPERM => 1,
             Errno::ENOENT => 2,
             Errno::EINTR => 4,
+            Errno::EBADF => 9,
             Errno::EAGAIN => 11,
             Errno::ENOMEM => 12,
+            Errno::EACCES => 13,
             Errno::EFAULT => 14,
             Errno::EBUSY => 16,
             Errno::EEXIST => 17,
@@ -69,8 +77,10 @@ impl Errno {
             Errno::EPERM => "EPERM",
             Errno::ENOENT => "ENOENT",
             Errno::EINTR => "EINTR",
+            Errno::EBADF => "EBADF",
             Errno::EAGAIN => "EAGAIN",
             Errno::ENOMEM => "ENOMEM",
+            Errno::EACCES => "EACCES",
             Errno::EFAULT => "EFAULT",
             Errno::EBUSY => "EBUSY",
             Errno::EEXIST => "EEXIST",

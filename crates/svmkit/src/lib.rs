@@ -32,11 +32,15 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod cpu;
 pub mod error;
 pub mod mm;
 pub mod sync;
+pub mod system;
 pub mod task;
 pub mod types;
 
+pub use cpu::{Access, FaultError, FaultKind};
 pub use error::Errno;
+pub use system::{System, SystemConfig};
 pub use types::{PAGE_SHIFT, PAGE_SIZE, Pfn, VirtAddr};

@@ -15,8 +15,13 @@ pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 pub const WORDS_PER_PAGE: usize = (PAGE_SIZE / 8) as usize;
 /// The order of a PMD-sized folio (2 MiB with 4 KiB pages).
 pub const HPAGE_PMD_ORDER: u32 = 9;
-/// One past the highest user virtual address (x86-64, 4-level paging: 128 TiB).
-pub const TASK_SIZE: u64 = 1 << 47;
+/// One past the highest canonical lower-half address (x86-64, 4-level paging).
+pub const USER_VA_LIMIT: u64 = 1 << 47;
+/// One past the highest address a user mapping may cover: 128 TiB minus a guard page.
+///
+/// Linux: `TASK_SIZE_MAX` on x86-64.
+#[doc(alias = "TASK_SIZE_MAX")]
+pub const TASK_SIZE: u64 = USER_VA_LIMIT - PAGE_SIZE;
 
 /// A physical frame number: the index of a 4 KiB frame in the model's physical memory.
 ///
@@ -69,10 +74,11 @@ impl fmt::Display for Pfn {
     }
 }
 
-/// A user virtual address of a simulated process (x86-64 lower half, below [`TASK_SIZE`]).
+/// A user virtual address of a simulated process: the x86-64 lower half, below
+/// [`USER_VA_LIMIT`] (so [`TASK_SIZE`] itself is representable, as the end of a range).
 ///
-/// The field is private: every `VirtAddr` is below `TASK_SIZE`, so page-table index
-/// arithmetic never sees a non-canonical address.
+/// The field is private: every `VirtAddr` is canonical, so page-table index arithmetic
+/// never sees a kernel address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct VirtAddr(u64);
 
@@ -80,13 +86,19 @@ impl VirtAddr {
     /// Address zero.
     pub const ZERO: VirtAddr = VirtAddr(0);
 
-    /// A user address, or `EFAULT` if it is not below [`TASK_SIZE`].
+    /// A user address, or `EFAULT` if it is not below [`USER_VA_LIMIT`].
     pub const fn try_new(raw: u64) -> Result<Self, Errno> {
-        if raw < TASK_SIZE {
+        if raw < USER_VA_LIMIT {
             Ok(VirtAddr(raw))
         } else {
             Err(Errno::EFAULT)
         }
+    }
+
+    /// The address with the bits above the lower half dropped (for values already
+    /// known to be in range, such as computed table spans).
+    pub const fn new_truncate(raw: u64) -> Self {
+        VirtAddr(raw & (USER_VA_LIMIT - 1))
     }
 
     /// The raw address.
@@ -142,7 +154,8 @@ mod tests {
 
     #[test]
     fn virt_addr_rejects_kernel_half_and_aligns() {
-        assert_eq!(VirtAddr::try_new(TASK_SIZE), Err(Errno::EFAULT));
+        assert_eq!(VirtAddr::try_new(USER_VA_LIMIT), Err(Errno::EFAULT));
+        assert_eq!(VirtAddr::try_new(TASK_SIZE).unwrap().raw(), TASK_SIZE);
         let a = VirtAddr::try_new(0x1234).unwrap();
         assert_eq!(a.page_align_down().raw(), 0x1000);
         assert_eq!(a.page_offset(), 0x234);

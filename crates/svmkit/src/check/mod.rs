@@ -1,5 +1,7 @@
-//! Checking the model: schedule exploration now; invariant checking and replayable
-//! traces in later layers.
+//! Checking the model: invariants at quiescent points, and schedule exploration.
+//!
+//! [`System::check`](crate::system::System::check) recomputes what every frame's
+//! state must be from the page tables and reports each mismatch as a [`Violation`].
 //!
 //! `explore` (with the `shuttle` feature) runs a closure under shuttle's random and
 //! PCT schedulers for a number of iterations each. Every facade lock operation and
@@ -13,6 +15,8 @@
 
 #[cfg(feature = "shuttle")]
 mod explore;
+mod invariants;
 
 #[cfg(feature = "shuttle")]
 pub use explore::{ExploreConfig, ExploreFailure, ExploreReport, SchedulerKind, explore, replay};
+pub use invariants::{CheckError, ExtraRefs, Violation};

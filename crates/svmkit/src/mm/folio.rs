@@ -225,9 +225,29 @@ impl PhysMem {
 
     // ---------------------------------------------------------------- folio lock
 
-    fn try_set_locked(&self, folio: Folio) -> bool {
-        self.page(folio.head())
-            .is_some_and(|p| !p.set(PageFlags::LOCKED).contains(PageFlags::LOCKED))
+    /// Sets `bit` in frame `pfn`'s flags if it was clear; false if already set.
+    fn try_set_bit(&self, pfn: Pfn, bit: PageFlags) -> bool {
+        self.page(pfn).is_some_and(|p| !p.set(bit).contains(bit))
+    }
+
+    /// Takes a lock bit in a frame's flags without sleeping (Linux: `bit_spin_trylock()`
+    /// and `folio_trylock()` are both this shape). Goes through the frame's wait queue
+    /// so that it is a scheduling point under shuttle.
+    pub(crate) fn bit_trylock(&self, pfn: Pfn, bit: PageFlags) -> bool {
+        self.wait_queue(pfn)
+            .with_lock(|| self.try_set_bit(pfn, bit))
+    }
+
+    /// Takes a lock bit in a frame's flags, sleeping until it is free.
+    pub(crate) fn bit_lock(&self, pfn: Pfn, bit: PageFlags) {
+        self.wait_queue(pfn)
+            .wait_event(|| self.try_set_bit(pfn, bit));
+    }
+
+    /// Releases a lock bit and wakes the frame's waiters; false if it was not held.
+    pub(crate) fn bit_unlock(&self, pfn: Pfn, bit: PageFlags) -> bool {
+        self.wait_queue(pfn)
+            .update_and_wake(|| self.page(pfn).is_some_and(|p| p.clear(bit).contains(bit)))
     }
 
     /// Whether the folio lock is held.
@@ -241,9 +261,7 @@ impl PhysMem {
     ///
     /// Linux: `folio_trylock()`.
     pub fn folio_trylock(&self, folio: Folio) -> Option<FolioLockGuard<'_>> {
-        let queue = self.wait_queue(folio.head());
-        queue
-            .with_lock(|| self.try_set_locked(folio))
+        self.bit_trylock(folio.head(), PageFlags::LOCKED)
             .then(|| FolioLockGuard::new(self, folio))
     }
 
@@ -251,8 +269,7 @@ impl PhysMem {
     ///
     /// Linux: `folio_lock()`.
     pub fn folio_lock(&self, folio: Folio) -> FolioLockGuard<'_> {
-        self.wait_queue(folio.head())
-            .wait_event(|| self.try_set_locked(folio));
+        self.bit_lock(folio.head(), PageFlags::LOCKED);
         FolioLockGuard::new(self, folio)
     }
 
@@ -266,7 +283,7 @@ impl PhysMem {
         task: &Task,
     ) -> Result<FolioLockGuard<'_>, Errno> {
         self.wait_queue(folio.head())
-            .wait_event_killable(task, || self.try_set_locked(folio))?;
+            .wait_event_killable(task, || self.try_set_bit(folio.head(), PageFlags::LOCKED))?;
         Ok(FolioLockGuard::new(self, folio))
     }
 
@@ -276,11 +293,7 @@ impl PhysMem {
     ///
     /// Linux: `folio_unlock()`.
     pub fn folio_unlock(&self, folio: Folio) {
-        let was_locked = self.wait_queue(folio.head()).update_and_wake(|| {
-            self.page(folio.head())
-                .is_some_and(|p| p.clear(PageFlags::LOCKED).contains(PageFlags::LOCKED))
-        });
-        if !was_locked {
+        if !self.bit_unlock(folio.head(), PageFlags::LOCKED) {
             self.report_bad(folio.head(), "folio_unlock of an unlocked folio");
         }
     }

@@ -6,16 +6,40 @@
 //! | `page.rs` | `include/linux/mm_types.h`, `page-flags.h` | per-page metadata ([`Page`], [`PageFlags`]) |
 //! | `page_alloc.rs` | `mm/page_alloc.c` | physical memory ([`PhysMem`]): frames with real bytes, the buddy allocator, the zero page |
 //! | `folio.rs` | `mm/filemap.c`, `include/linux/mm.h` | [`Folio`] handles: references and the folio lock |
-//!
-//! Later layers add address spaces, page tables, faults, rmap, GUP, fork, mprotect,
-//! munmap and the MMU notifiers, each in the file named after its Linux counterpart.
+//! | `mm_types.rs` | `include/linux/mm_types.h`, `kernel/fork.c` | [`Mm`] and [`MmUser`] (mm_users/mm_count) |
+//! | `vma.rs` | `mm/vma.c` | [`Vma`], [`VmFlags`], the [`VmaTree`] |
+//! | `pgtable.rs` | `arch/x86/include/asm/pgtable*.h` | entries: [`Pte`], [`Pmd`], encode/decode |
+//! | `pagewalk.rs` | `mm/pagewalk.c`, `mm/pgtable-generic.c` | walking, populating, locking (split PTLs) and freeing tables |
+//! | `memory.rs` | `mm/memory.c` | faults (`handle_mm_fault`, `do_anonymous_page`, `do_wp_page`, `do_swap_page`) and zap |
+//! | `rmap.rs` | `mm/rmap.c` | mapcount and anon bookkeeping |
+//! | `mmap.rs` | `mm/mmap.c`, `mm/vma.c` | `mmap`, `munmap`, `exit_mmap` |
+//! | `mprotect.rs` | `mm/mprotect.c` | `mprotect`, `change_protection`, `can_change_pte_writable` |
+//! | `madvise.rs` | `mm/madvise.c` | `MADV_DONTNEED`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE` |
 
 mod folio;
+mod madvise;
+mod memory;
+mod mm_types;
+mod mmap;
+mod mprotect;
 mod page;
 mod page_alloc;
+mod pagewalk;
+mod pgtable;
+mod rmap;
+mod vma;
 
 pub use folio::{Folio, FolioLockGuard};
+pub use madvise::Advice;
+pub use memory::{FaultFlags, VmFault, VmFaultError};
+pub use mm_types::{Mm, MmStats, MmUser};
+pub use mmap::{MMAP_BASE, MMAP_MIN_ADDR, MapFlags, Prot};
 pub use page::{Page, PageFlags};
 pub use page_alloc::{
     AllocError, BadPage, BuddyError, Gfp, MAX_PAGE_ORDER, NR_PAGE_ORDERS, PhysMem, PhysMemConfig,
 };
+pub use pagewalk::{PtlGuard, TableVisit};
+pub use pgtable::{
+    PMD_SIZE, PTRS_PER_TABLE, PUD_SIZE, Pmd, PresentPte, Pte, PteFlags, SwapPte, UpperEntry,
+};
+pub use vma::{VM_ACCESS_FLAGS, VmFlags, Vma, VmaTree};

@@ -34,12 +34,19 @@ bitflags! {
         const BUDDY = 1 << 6;
         /// PG_reserved: never allocated or freed (the shared zero page).
         const RESERVED = 1 << 7;
+        /// PageTable: the frame holds a page table (Linux: the `PGTY_table` page type).
+        const PGTABLE = 1 << 8;
+        /// The split page-table lock of a PTE table (Linux: `ptdesc->ptl`), a bit lock
+        /// in the table's own page.
+        const PTL_LOCKED = 1 << 9;
     }
 }
 
 /// Flags that must be clear when a folio is freed (Linux: `PAGE_FLAGS_CHECK_AT_FREE`,
 /// the subset this model has).
-pub(crate) const FLAGS_CHECK_AT_FREE: PageFlags = PageFlags::LOCKED.union(PageFlags::RESERVED);
+pub(crate) const FLAGS_CHECK_AT_FREE: PageFlags = PageFlags::LOCKED
+    .union(PageFlags::RESERVED)
+    .union(PageFlags::PTL_LOCKED);
 
 /// Metadata of one physical frame (Linux: `struct page`).
 pub struct Page {
@@ -104,6 +111,11 @@ impl Page {
     #[doc(alias = "page_mapcount")]
     pub fn mapcount(&self) -> i32 {
         self.mapcount.load(Ordering::SeqCst)
+    }
+
+    /// Adds `delta` to the mapcount and returns the new value.
+    pub(crate) fn mapcount_add(&self, delta: i32) -> i32 {
+        self.mapcount.fetch_add(delta, Ordering::SeqCst) + delta
     }
 
     pub(crate) fn set_refcount(&self, v: i32) {

@@ -489,6 +489,26 @@ impl PhysMem {
 
     // ---------------------------------------------------------------- contents
 
+    /// The `idx`th 64-bit word of frame `pfn`, for page-table entries. Callers pass
+    /// frames they allocated as page tables and `idx < 512`.
+    pub(super) fn table_word(&self, pfn: Pfn, idx: usize) -> &AtomicU64 {
+        &self.words[pfn.raw() as usize * WORDS_PER_PAGE + idx]
+    }
+
+    /// Frames that are inside free buddy blocks, as a bitmap indexed by pfn.
+    pub(crate) fn free_frame_bitmap(&self) -> Vec<bool> {
+        let mut map = vec![false; self.nr_frames as usize];
+        let area = self.free_area.lock();
+        for (o, list) in area.lists.iter().enumerate() {
+            for &pfn in list {
+                for p in pfn..pfn + (1 << o) {
+                    map[p as usize] = true;
+                }
+            }
+        }
+        map
+    }
+
     fn word_index(&self, pfn: Pfn, offset: u64, len: u64) -> Result<usize, Errno> {
         if !self.pfn_valid(pfn) || offset.checked_add(len).is_none_or(|end| end > PAGE_SIZE) {
             return Err(Errno::EINVAL);

@@ -1,0 +1,348 @@
+//! The invariant checker: at a quiescent point, does the whole machine add up?
+//!
+//! It recomputes from the page tables what every frame's state must be and compares:
+//! * every present PTE maps an allocated frame, inside a VMA that allows what the PTE
+//!   allows; the zero page only read-only;
+//! * each folio's refcount equals its mappings plus the references the caller says are
+//!   held elsewhere; each page's mapcount equals the PTEs mapping it;
+//! * every page-table frame belongs to exactly one mm and is marked as a table; no
+//!   table covers only unmapped space (munmap freed it);
+//! * VMAs are page-aligned and disjoint; each mm's anon RSS equals its anon PTEs;
+//! * the buddy free lists are consistent and no allocated frame is unaccounted for
+//!   (so once every mm is gone, every frame is free);
+//! * no bad-page report was made.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::mm::{Folio, Mm, PageFlags, Pte, PteFlags, VmFlags};
+use crate::sync::Arc;
+use crate::system::System;
+use crate::types::{Pfn, VirtAddr};
+
+/// One thing that does not add up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The mm concerned, if any.
+    pub mm: Option<u64>,
+    /// The virtual address concerned, if any.
+    pub addr: Option<VirtAddr>,
+    /// The frame concerned, if any.
+    pub pfn: Option<Pfn>,
+    /// What is wrong, with the numbers.
+    pub what: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(mm) = self.mm {
+            write!(f, "mm {mm}: ")?;
+        }
+        if let Some(a) = self.addr {
+            write!(f, "{a}: ")?;
+        }
+        if let Some(p) = self.pfn {
+            write!(f, "{p}: ")?;
+        }
+        f.write_str(&self.what)
+    }
+}
+
+/// The checker's verdict when something is wrong: every violation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckError {
+    /// What does not add up.
+    pub violations: Vec<Violation>,
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} invariant violation(s):", self.violations.len())?;
+        for v in self.violations.iter().take(20) {
+            writeln!(f, "  - {v}")?;
+        }
+        if self.violations.len() > 20 {
+            writeln!(f, "  ... and {} more", self.violations.len() - 20)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+/// References held outside page tables (GUP, drivers, tests), per folio.
+pub type ExtraRefs = BTreeMap<Folio, i32>;
+
+#[derive(Default)]
+struct Expect {
+    refs: BTreeMap<Pfn, i32>,
+    maps: BTreeMap<Pfn, i32>,
+    tables: BTreeMap<Pfn, u64>,
+}
+
+impl System {
+    /// Checks every invariant, assuming no references are held outside page tables.
+    pub fn check(&self) -> Result<(), CheckError> {
+        self.check_with(&ExtraRefs::new())
+    }
+
+    /// Checks every invariant, counting `extra` references (held by GUP, drivers or
+    /// the test itself) on top of what the page tables account for.
+    ///
+    /// Call it at a quiescent point: it takes each mm's mmap lock for read but reads
+    /// page tables without their PTLs.
+    pub fn check_with(&self, extra: &ExtraRefs) -> Result<(), CheckError> {
+        let mut out = Vec::new();
+        let mut exp = Expect::default();
+        for (folio, n) in extra {
+            *exp.refs.entry(folio.head()).or_default() += n;
+        }
+        for mm in self.mms() {
+            check_mm(&mm, &mut exp, &mut out);
+        }
+        self.check_frames(&exp, &mut out);
+        if out.is_empty() {
+            Ok(())
+        } else {
+            Err(CheckError { violations: out })
+        }
+    }
+
+    fn check_frames(&self, exp: &Expect, out: &mut Vec<Violation>) {
+        let mem = self.mem();
+        let v = |pfn: Pfn, what: String| Violation {
+            mm: None,
+            addr: None,
+            pfn: Some(pfn),
+            what,
+        };
+        if let Err(e) = mem.check_free_lists() {
+            out.push(v(e.pfn, e.to_string()));
+        }
+        for b in mem.bad_pages() {
+            out.push(v(
+                b.pfn,
+                format!(
+                    "bad page reported: {} (flags {:?}, refcount {}, mapcount {})",
+                    b.reason, b.flags, b.refcount, b.mapcount
+                ),
+            ));
+        }
+        let free = mem.free_frame_bitmap();
+        let mut raw = 1u64;
+        while raw < mem.nr_frames() {
+            let pfn = Pfn::new(raw);
+            if free[raw as usize] {
+                raw += 1;
+                continue;
+            }
+            let Some(page) = mem.page(pfn) else { break };
+            if page.test(PageFlags::PGTABLE) {
+                if !exp.tables.contains_key(&pfn) {
+                    out.push(v(pfn, "page-table frame that no mm uses (leaked)".into()));
+                }
+                if page.refcount() != 1 {
+                    out.push(v(
+                        pfn,
+                        format!("page table with refcount {}", page.refcount()),
+                    ));
+                }
+                raw += 1;
+                continue;
+            }
+            let Ok(folio) = mem.page_folio(pfn) else {
+                break;
+            };
+            if folio.head() != pfn {
+                // A tail whose head is this folio was handled with the head.
+                raw += 1;
+                continue;
+            }
+            let want = exp.refs.get(&pfn).copied().unwrap_or(0);
+            let have = mem.folio_ref_count(folio);
+            if want == 0 && have > 0 {
+                out.push(v(
+                    pfn,
+                    format!(
+                        "allocated {folio:?} (refcount {have}) that nothing references (leaked)"
+                    ),
+                ));
+            } else if have != want {
+                out.push(v(
+                    pfn,
+                    format!(
+                        "{folio:?} refcount {have}, mappings and references account for {want}"
+                    ),
+                ));
+            }
+            for p in folio.pfns() {
+                let want = exp.maps.get(&p).copied().unwrap_or(0);
+                let have = mem.page(p).map_or(0, |pg| pg.mapcount());
+                if have != want {
+                    out.push(v(
+                        p,
+                        format!("mapcount {have}, page tables map it {want} time(s)"),
+                    ));
+                }
+            }
+            raw += folio.nr_pages();
+        }
+        for (&pfn, _) in exp.tables.iter() {
+            if free.get(pfn.raw() as usize).copied().unwrap_or(true) {
+                out.push(v(pfn, "page table in use is free in the allocator".into()));
+            } else if !mem.page(pfn).is_some_and(|p| p.test(PageFlags::PGTABLE)) {
+                out.push(v(pfn, "page table frame not marked PageTable".into()));
+            }
+        }
+    }
+}
+
+fn check_mm(mm: &Arc<Mm>, exp: &mut Expect, out: &mut Vec<Violation>) {
+    let mem = mm.mem();
+    let id = mm.id();
+    let tree = mm.mmap_read_lock();
+    let viol = |addr: Option<VirtAddr>, pfn: Option<Pfn>, what: String| Violation {
+        mm: Some(id),
+        addr,
+        pfn,
+        what,
+    };
+    let mut prev_end = 0;
+    for vma in tree.iter() {
+        if !vma.start().is_page_aligned() || !vma.end().is_page_aligned() {
+            out.push(viol(Some(vma.start()), None, format!("unaligned {vma:?}")));
+        }
+        if vma.start().raw() < prev_end || vma.start() >= vma.end() {
+            out.push(viol(
+                Some(vma.start()),
+                None,
+                format!("overlapping or empty {vma:?}"),
+            ));
+        }
+        prev_end = vma.end().raw();
+    }
+    let mut rss = 0i64;
+    let mut visits = Vec::new();
+    mm.walk_tables(|t| visits.push(t));
+    for t in visits {
+        if let Some(other) = exp.tables.insert(t.pfn, id) {
+            out.push(viol(
+                None,
+                Some(t.pfn),
+                format!("page table also used by mm {other}"),
+            ));
+        }
+        if t.level == 4 {
+            continue;
+        }
+        let lo = VirtAddr::new_truncate(t.base);
+        let hi = VirtAddr::new_truncate((t.base + t.span()).min(crate::types::TASK_SIZE));
+        if tree.is_free(lo, hi) {
+            out.push(viol(
+                Some(lo),
+                Some(t.pfn),
+                format!(
+                    "level-{} page table over unmapped space was not freed",
+                    t.level
+                ),
+            ));
+        }
+        for (addr, pte) in t.ptes(mem) {
+            let p = match pte {
+                Pte::None => continue,
+                Pte::Swap(s) => {
+                    out.push(viol(
+                        Some(addr),
+                        None,
+                        format!("unexpected swap-type entry {s:?}"),
+                    ));
+                    continue;
+                }
+                Pte::Present(p) => p,
+            };
+            let Some(vma) = tree.find(addr) else {
+                out.push(viol(
+                    Some(addr),
+                    Some(p.pfn),
+                    "present PTE outside any VMA".into(),
+                ));
+                continue;
+            };
+            if p.is_write() && !vma.flags.contains(VmFlags::WRITE) {
+                out.push(viol(
+                    Some(addr),
+                    Some(p.pfn),
+                    format!("writable PTE in {vma:?}"),
+                ));
+            }
+            if p.is_protnone() == vma.is_accessible() {
+                out.push(viol(
+                    Some(addr),
+                    Some(p.pfn),
+                    format!("PTE protnone={} in {vma:?}", p.is_protnone()),
+                ));
+            }
+            if mem.is_zero_pfn(p.pfn) {
+                if p.is_write() || !p.flags.contains(PteFlags::SPECIAL) {
+                    out.push(viol(
+                        Some(addr),
+                        Some(p.pfn),
+                        "zero page mapped writable or not special".into(),
+                    ));
+                }
+                continue;
+            }
+            if p.is_special() {
+                out.push(viol(
+                    Some(addr),
+                    Some(p.pfn),
+                    "special PTE on a normal page".into(),
+                ));
+            }
+            if !mem.pfn_valid(p.pfn) {
+                out.push(viol(
+                    Some(addr),
+                    Some(p.pfn),
+                    "PTE maps a frame that does not exist".into(),
+                ));
+                continue;
+            }
+            let Ok(folio) = mem.page_folio(p.pfn) else {
+                continue;
+            };
+            *exp.refs.entry(folio.head()).or_default() += 1;
+            *exp.maps.entry(p.pfn).or_default() += 1;
+            if mem.folio_test(folio, PageFlags::ANON) {
+                rss += 1;
+            } else {
+                out.push(viol(
+                    Some(addr),
+                    Some(p.pfn),
+                    format!("{folio:?} mapped in an anon VMA is not PageAnon"),
+                ));
+            }
+            if p.is_write()
+                && !mem
+                    .page(p.pfn)
+                    .is_some_and(|pg| pg.test(PageFlags::ANON_EXCLUSIVE))
+            {
+                out.push(viol(
+                    Some(addr),
+                    Some(p.pfn),
+                    "writable PTE on a page that is not anon-exclusive".into(),
+                ));
+            }
+        }
+    }
+    if rss != mm.rss_anon() {
+        out.push(viol(
+            None,
+            None,
+            format!(
+                "anon RSS counter {} but {} anon pages mapped",
+                mm.rss_anon(),
+                rss
+            ),
+        ));
+    }
+}

@@ -1,0 +1,383 @@
+//! Page faults and zapping (Linux: `mm/memory.c`).
+//!
+//! ```text
+//! handle_mm_fault(addr, flags)            mmap lock held for read
+//!   pte_alloc                             populate PUD/PMD/PTE tables as needed
+//!   handle_pte_fault
+//!     none         -> do_anonymous_page   read: zero page, read-only
+//!                                         write: new zeroed anon page, writable
+//!     swap-type    -> do_swap_page        one place for every non-present entry kind
+//!     present, write to read-only
+//!                  -> do_wp_page          reuse if anon-exclusive (or only user),
+//!                                         copy otherwise
+//!     present, otherwise               -> spurious: mark young (and dirty)
+//! ```
+//!
+//! Every PTE change happens under the PTE table's PTL, re-checking the entry first
+//! (`pte_same`), because the mmap lock in read mode does not stop MADV_DONTNEED or
+//! another fault on the same page.
+
+use bitflags::bitflags;
+use thiserror::Error;
+
+use super::folio::Folio;
+use super::mm_types::Mm;
+use super::page::PageFlags;
+use super::page_alloc::Gfp;
+use super::pagewalk::PtlGuard;
+use super::pgtable::{PMD_SIZE, Pmd, PresentPte, Pte, PteFlags};
+use super::vma::{VmFlags, Vma, VmaTree};
+use crate::error::Errno;
+use crate::sync::MmapReadGuard;
+use crate::types::{PAGE_SIZE, VirtAddr};
+use std::sync::atomic::Ordering;
+
+bitflags! {
+    /// Why and how a fault is handled (Linux: `FAULT_FLAG_*`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct FaultFlags: u32 {
+        /// FAULT_FLAG_WRITE: the access was a write.
+        const WRITE = 1 << 0;
+        /// FAULT_FLAG_ALLOW_RETRY: the handler may drop the mmap lock and ask for a retry.
+        const ALLOW_RETRY = 1 << 2;
+        /// FAULT_FLAG_KILLABLE: sleeps may be ended by a fatal signal.
+        const KILLABLE = 1 << 4;
+        /// FAULT_FLAG_TRIED: this is the second attempt.
+        const TRIED = 1 << 5;
+        /// FAULT_FLAG_USER: the fault comes from user space.
+        const USER = 1 << 6;
+        /// FAULT_FLAG_REMOTE: the fault comes from GUP on another mm.
+        const REMOTE = 1 << 7;
+    }
+}
+
+/// A handled fault (Linux: a `vm_fault_t` without error bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmFault {
+    /// Handled (or found already handled): repeat the access.
+    Done,
+    /// The mmap lock was dropped and re-taken; repeat the fault with `TRIED`.
+    ///
+    /// Linux: `VM_FAULT_RETRY`.
+    Retry,
+}
+
+/// A fault that cannot be handled (Linux: the error bits of `vm_fault_t`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum VmFaultError {
+    /// Linux: `VM_FAULT_OOM`.
+    #[error("out of memory while handling the fault")]
+    Oom,
+    /// Linux: `VM_FAULT_SIGBUS` (e.g. a PTE holding an entry nothing understands).
+    #[error("bus error: the entry cannot be faulted in")]
+    Sigbus,
+}
+
+impl From<Errno> for VmFaultError {
+    fn from(e: Errno) -> Self {
+        match e {
+            Errno::ENOMEM => VmFaultError::Oom,
+            _ => VmFaultError::Sigbus,
+        }
+    }
+}
+
+impl Mm {
+    /// Handles a fault at `addr` in `vma` (which the caller looked up under `guard` and
+    /// checked against the access). The mmap lock stays held for read; a handler that
+    /// must sleep drops and re-takes it and returns [`VmFault::Retry`].
+    ///
+    /// Linux: `handle_mm_fault()`.
+    pub fn handle_mm_fault(
+        &self,
+        guard: &mut MmapReadGuard<'_, VmaTree>,
+        vma: &Vma,
+        addr: VirtAddr,
+        flags: FaultFlags,
+    ) -> Result<VmFault, VmFaultError> {
+        // The guard is the capability: holding it proves the mmap lock is held.
+        let _ = &guard;
+        self.stats().faults.fetch_add(1, Ordering::Relaxed);
+        let addr = addr.page_align_down();
+        self.pte_alloc(addr)?;
+        match self.pte_get_lockless(addr) {
+            Pte::None => self.do_anonymous_page(vma, addr, flags),
+            Pte::Swap(_) => self.do_swap_page(vma, addr, flags),
+            Pte::Present(_) => self.handle_present_pte(vma, addr, flags),
+        }
+    }
+
+    /// A fault on a present PTE: a write to a read-only one (COW or reuse) or a
+    /// spurious fault (already fixed by someone else; just mark young/dirty).
+    ///
+    /// Linux: the `pte_present()` half of `handle_pte_fault()`.
+    fn handle_present_pte(
+        &self,
+        vma: &Vma,
+        addr: VirtAddr,
+        flags: FaultFlags,
+    ) -> Result<VmFault, VmFaultError> {
+        let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
+            return Ok(VmFault::Done);
+        };
+        let Pte::Present(pte) = ptl.get(addr) else {
+            return Ok(VmFault::Done);
+        };
+        if flags.contains(FaultFlags::WRITE) && !pte.is_write() {
+            return self.do_wp_page(vma, addr, ptl, pte);
+        }
+        let mut young = pte.with(PteFlags::ACCESSED);
+        if flags.contains(FaultFlags::WRITE) {
+            young = young.mkdirty();
+        }
+        ptl.set(addr, Pte::Present(young));
+        Ok(VmFault::Done)
+    }
+
+    /// First touch of an anonymous page: a read maps the shared zero page read-only; a
+    /// write maps a new zeroed, anon-exclusive page writable and dirty.
+    ///
+    /// Linux: `do_anonymous_page()`.
+    fn do_anonymous_page(
+        &self,
+        vma: &Vma,
+        addr: VirtAddr,
+        flags: FaultFlags,
+    ) -> Result<VmFault, VmFaultError> {
+        if !flags.contains(FaultFlags::WRITE) {
+            let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
+                return Ok(VmFault::Done);
+            };
+            if ptl.get(addr).is_none() {
+                let zero =
+                    PresentPte::new(self.mem.zero_pfn(), vma.page_prot() | PteFlags::SPECIAL);
+                ptl.set(addr, Pte::Present(zero));
+            }
+            return Ok(VmFault::Done);
+        }
+        let folio = self
+            .mem
+            .folio_alloc(0, Gfp::ZERO)
+            .map_err(|_| VmFaultError::Oom)?;
+        let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
+            self.mem.folio_put(folio);
+            return Ok(VmFault::Done);
+        };
+        if !ptl.get(addr).is_none() {
+            // Someone else populated it first.
+            drop(ptl);
+            self.mem.folio_put(folio);
+            return Ok(VmFault::Done);
+        }
+        self.mem.folio_add_new_anon_rmap(folio);
+        self.add_rss_anon(1);
+        ptl.set(addr, Pte::Present(new_anon_pte(vma, folio)));
+        Ok(VmFault::Done)
+    }
+
+    /// A non-present, non-none PTE. Later layers add the device-exclusive, migration
+    /// and swap cases here; an entry no layer understands is a bus error.
+    ///
+    /// Linux: `do_swap_page()`.
+    fn do_swap_page(
+        &self,
+        _vma: &Vma,
+        addr: VirtAddr,
+        _flags: FaultFlags,
+    ) -> Result<VmFault, VmFaultError> {
+        match self.pte_get_lockless(addr) {
+            Pte::Swap(_) => Err(VmFaultError::Sigbus),
+            // Changed under us (pte_unmap_same() failed): let the CPU retry.
+            _ => Ok(VmFault::Done),
+        }
+    }
+
+    /// A write to a present, read-only PTE in a writable VMA: reuse the page if this
+    /// mapping is its only user, else copy it (COW break, or zero page → own page).
+    ///
+    /// Linux: `do_wp_page()`, `wp_can_reuse_anon_folio()`, `wp_page_reuse()`.
+    fn do_wp_page(
+        &self,
+        vma: &Vma,
+        addr: VirtAddr,
+        mut ptl: PtlGuard<'_>,
+        pte: PresentPte,
+    ) -> Result<VmFault, VmFaultError> {
+        let mem = &self.mem;
+        if !pte.is_special() {
+            let folio = mem.page_folio(pte.pfn)?;
+            let exclusive = mem
+                .page(pte.pfn)
+                .is_some_and(|p| p.test(PageFlags::ANON_EXCLUSIVE));
+            if mem.folio_test(folio, PageFlags::ANON)
+                && (exclusive || self.wp_can_reuse_anon_folio(folio))
+            {
+                if let Some(p) = mem.page(pte.pfn) {
+                    p.set(PageFlags::ANON_EXCLUSIVE);
+                }
+                // Linux: wp_page_reuse(): maybe_mkwrite(pte_mkdirty(pte)).
+                let mut new = pte.with(PteFlags::ACCESSED).mkdirty();
+                if vma.flags.contains(VmFlags::WRITE) {
+                    new = new.with(PteFlags::WRITE);
+                }
+                ptl.set(addr, Pte::Present(new));
+                self.stats().wp_reuses.fetch_add(1, Ordering::Relaxed);
+                return Ok(VmFault::Done);
+            }
+        }
+        drop(ptl);
+        self.wp_page_copy(vma, addr, pte)
+    }
+
+    /// Whether an anon folio mapped read-only here can be reused in place: nobody else
+    /// holds a reference (so no other mapping, no GUP, no swap cache).
+    ///
+    /// Linux: `wp_can_reuse_anon_folio()`.
+    fn wp_can_reuse_anon_folio(&self, folio: Folio) -> bool {
+        if self.mem.folio_ref_count(folio) != 1 {
+            return false;
+        }
+        // Linux trylocks the folio to stabilise the swap cache state; the model has no
+        // swap cache yet, but the trylock keeps the same contention behaviour.
+        let Some(lock) = self.mem.folio_trylock(folio) else {
+            return false;
+        };
+        let reuse = self.mem.folio_ref_count(folio) == 1;
+        drop(lock);
+        reuse
+    }
+
+    /// Copies the page mapped read-only at `addr` (or zero-fills, for the zero page)
+    /// into a new anon page and maps that writable, if the PTE is still the one we saw.
+    ///
+    /// Linux: `wp_page_copy()`.
+    fn wp_page_copy(
+        &self,
+        vma: &Vma,
+        addr: VirtAddr,
+        orig: PresentPte,
+    ) -> Result<VmFault, VmFaultError> {
+        let mem = &self.mem;
+        let old = (!orig.is_special())
+            .then(|| mem.page_folio(orig.pfn))
+            .transpose()?;
+        // Hold the old page while copying, as Linux does with folio_get().
+        if let Some(old) = old
+            && !mem.folio_try_get(old)
+        {
+            return Ok(VmFault::Done);
+        }
+        let put_old = |mem: &super::PhysMem| {
+            if let Some(old) = old {
+                mem.folio_put(old);
+            }
+        };
+        let new = match mem.folio_alloc(0, Gfp::empty()) {
+            Ok(f) => f,
+            Err(_) => {
+                put_old(mem);
+                return Err(VmFaultError::Oom);
+            }
+        };
+        let copied = match old {
+            Some(_) => mem.copy_page(new.head(), orig.pfn),
+            None => mem.clear_page(new.head()),
+        };
+        if copied.is_err() {
+            mem.folio_put(new);
+            put_old(mem);
+            return Err(VmFaultError::Sigbus);
+        }
+        let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
+            mem.folio_put(new);
+            put_old(mem);
+            return Ok(VmFault::Done);
+        };
+        if ptl.get(addr) != Pte::Present(orig) {
+            drop(ptl);
+            mem.folio_put(new);
+            put_old(mem);
+            return Ok(VmFault::Done);
+        }
+        mem.folio_add_new_anon_rmap(new);
+        ptl.set(addr, Pte::Present(new_anon_pte(vma, new)));
+        match old {
+            Some(old) => {
+                mem.folio_remove_rmap_pte(orig.pfn);
+                // The old mapping's reference.
+                mem.folio_put(old);
+            }
+            None => self.add_rss_anon(1),
+        }
+        drop(ptl);
+        put_old(mem);
+        self.stats().cow_copies.fetch_add(1, Ordering::Relaxed);
+        Ok(VmFault::Done)
+    }
+
+    /// Clears every entry in `[start, end)` (within one VMA), dropping the mappings'
+    /// references and rmap counts. Empty page tables stay; munmap frees them.
+    ///
+    /// Caller holds the mmap lock (read mode suffices).
+    ///
+    /// Linux: `unmap_page_range()` → `zap_pte_range()`.
+    #[doc(alias = "zap_pte_range")]
+    pub(crate) fn unmap_page_range(&self, start: VirtAddr, end: VirtAddr) {
+        let mut addr = start.raw();
+        while addr < end.raw() {
+            let pmd_end = ((addr & !(PMD_SIZE - 1)) + PMD_SIZE).min(end.raw());
+            let at = VirtAddr::new_truncate(addr);
+            if let Pmd::Table(_) = self.pmd_get_lockless(at)
+                && let Some(mut ptl) = self.pte_offset_map_lock(at)
+            {
+                let mut a = addr;
+                while a < pmd_end {
+                    self.zap_one(&mut ptl, VirtAddr::new_truncate(a));
+                    a += PAGE_SIZE;
+                }
+            }
+            addr = pmd_end;
+        }
+    }
+
+    fn zap_one(&self, ptl: &mut PtlGuard<'_>, addr: VirtAddr) {
+        match ptl.get(addr) {
+            Pte::None => {}
+            Pte::Present(p) => {
+                ptl.clear(addr);
+                if p.is_special() {
+                    return;
+                }
+                let mem = &self.mem;
+                if let Ok(folio) = mem.page_folio(p.pfn) {
+                    if p.is_dirty() {
+                        mem.folio_set(folio, PageFlags::DIRTY);
+                    }
+                    mem.folio_remove_rmap_pte(p.pfn);
+                    if mem.folio_test(folio, PageFlags::ANON) {
+                        self.add_rss_anon(-1);
+                    }
+                    mem.folio_put(folio);
+                }
+            }
+            // No layer creates swap-type entries yet; each one that does adds its
+            // accounting here (Linux: zap_nonpresent_ptes()).
+            Pte::Swap(_) => {
+                ptl.clear(addr);
+            }
+        }
+    }
+}
+
+/// The PTE of a freshly mapped, exclusively owned anon page: young (the fault is the
+/// first access) and, in a writable VMA, writable and dirty.
+///
+/// Linux: `mk_pte()` + `maybe_mkwrite(pte_mkdirty())`.
+fn new_anon_pte(vma: &Vma, folio: Folio) -> PresentPte {
+    let pte = PresentPte::new(folio.head(), vma.page_prot() | PteFlags::ACCESSED);
+    if vma.flags.contains(VmFlags::WRITE) {
+        pte.mkdirty().with(PteFlags::WRITE)
+    } else {
+        pte
+    }
+}

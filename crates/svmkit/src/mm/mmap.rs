@@ -1,0 +1,246 @@
+//! Creating and destroying mappings (Linux: `mm/mmap.c`, `mm/vma.c`): `mmap`,
+//! `munmap`, and the teardown at the last `mmput` (`exit_mmap`).
+//!
+//! Validation follows Linux's, errno for errno, so a scenario that passes bad
+//! arguments gets what the kernel would return.
+
+use bitflags::bitflags;
+
+use super::mm_types::{Mm, MmUser};
+use super::vma::{VmFlags, Vma, VmaTree};
+use crate::error::Errno;
+use crate::sync::MmapWriteGuard;
+use crate::types::{PAGE_SIZE, TASK_SIZE, VirtAddr};
+
+/// Lowest address a fixed mapping may use (Linux: `vm.mmap_min_addr`, 64 KiB).
+#[doc(alias = "mmap_min_addr")]
+pub const MMAP_MIN_ADDR: u64 = 0x10000;
+/// Where the top-down search for free space starts (Linux: `mm->mmap_base`, without
+/// randomisation).
+#[doc(alias = "mmap_base")]
+pub const MMAP_BASE: u64 = 0x7fff_0000_0000;
+
+bitflags! {
+    /// Memory protection (Linux: `PROT_*`). The empty set is `PROT_NONE`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Prot: u32 {
+        /// PROT_READ.
+        const READ = 0x1;
+        /// PROT_WRITE.
+        const WRITE = 0x2;
+        /// PROT_EXEC.
+        const EXEC = 0x4;
+    }
+}
+
+bitflags! {
+    /// mmap flags (Linux: `MAP_*`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct MapFlags: u32 {
+        /// MAP_SHARED.
+        const SHARED = 0x01;
+        /// MAP_PRIVATE.
+        const PRIVATE = 0x02;
+        /// MAP_FIXED: use exactly `addr`, replacing what is there.
+        const FIXED = 0x10;
+        /// MAP_ANONYMOUS: not backed by a file.
+        const ANONYMOUS = 0x20;
+        /// MAP_FIXED_NOREPLACE: like MAP_FIXED but fail with EEXIST instead of replacing.
+        const FIXED_NOREPLACE = 0x10_0000;
+    }
+}
+
+/// Rounds `len` up to whole pages; `None` on overflow.
+///
+/// Linux: `PAGE_ALIGN()`.
+pub(crate) fn page_align(len: u64) -> Option<u64> {
+    len.checked_add(PAGE_SIZE - 1).map(|l| l & !(PAGE_SIZE - 1))
+}
+
+/// VMA flags for a new mapping (Linux: `calc_vm_prot_bits()` + `calc_vm_flag_bits()` +
+/// the `VM_MAY*` defaults of `do_mmap()`).
+fn vm_flags_for(prot: Prot, flags: MapFlags) -> VmFlags {
+    let mut vm = VmFlags::MAYREAD | VmFlags::MAYWRITE | VmFlags::MAYEXEC | VmFlags::SOFTDIRTY;
+    vm |= prot_to_vm(prot);
+    if flags.contains(MapFlags::SHARED) {
+        vm |= VmFlags::SHARED | VmFlags::MAYSHARE;
+    }
+    vm
+}
+
+/// The access bits of `vm_flags` for `prot` (Linux: `calc_vm_prot_bits()`).
+pub(crate) fn prot_to_vm(prot: Prot) -> VmFlags {
+    let mut vm = VmFlags::empty();
+    if prot.contains(Prot::READ) {
+        vm |= VmFlags::READ;
+    }
+    if prot.contains(Prot::WRITE) {
+        vm |= VmFlags::WRITE;
+    }
+    if prot.contains(Prot::EXEC) {
+        vm |= VmFlags::EXEC;
+    }
+    vm
+}
+
+impl MmUser {
+    /// Maps `len` bytes of private anonymous memory and returns the address.
+    ///
+    /// * `len == 0` → `EINVAL`; a length that overflows when rounded to pages → `ENOMEM`.
+    /// * Neither or both of `MAP_PRIVATE`/`MAP_SHARED` → `EINVAL`; no `MAP_ANONYMOUS` →
+    ///   `EBADF` (there are no files); `MAP_SHARED` anonymous memory comes with the
+    ///   shmem layer and is refused with `EOPNOTSUPP` until then.
+    /// * Fixed: `addr` unaligned → `EINVAL`; below [`MMAP_MIN_ADDR`] → `EPERM`; past
+    ///   the end of user space → `ENOMEM`; `MAP_FIXED` replaces existing mappings,
+    ///   `MAP_FIXED_NOREPLACE` fails with `EEXIST` instead.
+    /// * Otherwise `addr` is a hint, used if the range there is free; else the highest
+    ///   free range below [`MMAP_BASE`] is taken (`ENOMEM` if none).
+    ///
+    /// Linux: `mmap()` → `do_mmap()` → `mmap_region()`.
+    pub fn mmap(
+        &self,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+    ) -> Result<VirtAddr, Errno> {
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let len = match page_align(len) {
+            Some(l) if l != 0 => l,
+            _ => return Err(Errno::ENOMEM),
+        };
+        if !prot.difference(Prot::all()).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        match (
+            flags.contains(MapFlags::SHARED),
+            flags.contains(MapFlags::PRIVATE),
+        ) {
+            (true, false) | (false, true) => {}
+            _ => return Err(Errno::EINVAL),
+        }
+        if !flags.contains(MapFlags::ANONYMOUS) {
+            return Err(Errno::EBADF);
+        }
+        if flags.contains(MapFlags::SHARED) {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let fixed = flags.intersects(MapFlags::FIXED | MapFlags::FIXED_NOREPLACE);
+        let mut tree = self.mmap_write_lock();
+        let start = if fixed {
+            if !addr.is_multiple_of(PAGE_SIZE) {
+                return Err(Errno::EINVAL);
+            }
+            if len > TASK_SIZE || addr > TASK_SIZE - len {
+                return Err(Errno::ENOMEM);
+            }
+            if addr < MMAP_MIN_ADDR {
+                return Err(Errno::EPERM);
+            }
+            let (s, e) = (
+                VirtAddr::new_truncate(addr),
+                VirtAddr::new_truncate(addr + len),
+            );
+            if !tree.is_free(s, e) {
+                if flags.contains(MapFlags::FIXED_NOREPLACE) {
+                    return Err(Errno::EEXIST);
+                }
+                self.do_munmap(&mut tree, s, e);
+            }
+            s
+        } else {
+            self.get_unmapped_area(&tree, addr, len)?
+        };
+        let end = VirtAddr::new_truncate(start.raw() + len);
+        tree.insert(Vma::new(start, end, vm_flags_for(prot, flags)));
+        tree.merge_around(start, end);
+        Ok(start)
+    }
+
+    /// Unmaps `[addr, addr + len)`: splits the VMAs at the edges, zaps the pages and
+    /// frees the page tables nothing maps any more. Unmapping unmapped space succeeds.
+    ///
+    /// `EINVAL` for an unaligned `addr`, a zero `len`, or a range leaving user space.
+    ///
+    /// Linux: `munmap()` → `do_vmi_munmap()`.
+    pub fn munmap(&self, addr: u64, len: u64) -> Result<(), Errno> {
+        if !addr.is_multiple_of(PAGE_SIZE) || addr > TASK_SIZE || len > TASK_SIZE - addr {
+            return Err(Errno::EINVAL);
+        }
+        let len = match page_align(len) {
+            Some(l) if l != 0 => l,
+            _ => return Err(Errno::EINVAL),
+        };
+        let (start, end) = (
+            VirtAddr::new_truncate(addr),
+            VirtAddr::new_truncate((addr + len).min(TASK_SIZE)),
+        );
+        let mut tree = self.mmap_write_lock();
+        self.do_munmap(&mut tree, start, end);
+        Ok(())
+    }
+
+    /// A free range of `len` bytes: the hint if it is page-aligned, high enough and
+    /// free, else top-down below [`MMAP_BASE`].
+    ///
+    /// Linux: `get_unmapped_area()` → `arch_get_unmapped_area_topdown()`.
+    fn get_unmapped_area(&self, tree: &VmaTree, hint: u64, len: u64) -> Result<VirtAddr, Errno> {
+        if len > TASK_SIZE {
+            return Err(Errno::ENOMEM);
+        }
+        if hint != 0
+            && let Some(h) = page_align(hint).map(|h| h.max(MMAP_MIN_ADDR))
+            && h <= TASK_SIZE - len
+            && tree.is_free(VirtAddr::new_truncate(h), VirtAddr::new_truncate(h + len))
+        {
+            return Ok(VirtAddr::new_truncate(h));
+        }
+        tree.gap_top_down(len, MMAP_MIN_ADDR, MMAP_BASE)
+            .ok_or(Errno::ENOMEM)
+    }
+}
+
+impl Mm {
+    /// Removes the VMAs in `[start, end)`, zaps their pages and frees the page tables
+    /// that no remaining VMA needs.
+    ///
+    /// Linux: `do_vmi_align_munmap()` → `unmap_region()` (`unmap_vmas()` +
+    /// `free_pgtables()`).
+    pub(crate) fn do_munmap(
+        &self,
+        tree: &mut MmapWriteGuard<'_, VmaTree>,
+        start: VirtAddr,
+        end: VirtAddr,
+    ) {
+        let removed = tree.remove_range(start, end);
+        for vma in &removed {
+            self.unmap_page_range(vma.start(), vma.end());
+        }
+        if let (Some(first), Some(last)) = (removed.first(), removed.last()) {
+            self.free_pgtables(tree, first.start(), last.end());
+        }
+    }
+
+    /// Tears the address space down after its last user is gone: every mapping is
+    /// zapped and every page table but the top level freed (that one goes with the
+    /// struct, at `mmdrop`).
+    ///
+    /// Linux: `exit_mmap()`.
+    pub(crate) fn exit_mmap(&self) {
+        let mut tree = self.mmap_write_lock();
+        let all = tree.remove_range(VirtAddr::ZERO, VirtAddr::new_truncate(TASK_SIZE));
+        for vma in &all {
+            self.unmap_page_range(vma.start(), vma.end());
+        }
+        self.free_pgtables(&tree, VirtAddr::ZERO, VirtAddr::new_truncate(TASK_SIZE));
+    }
+}
+
+impl Drop for Mm {
+    /// Linux: `__mmdrop()` → `mm_free_pgd()`.
+    fn drop(&mut self) {
+        self.pgd_free();
+    }
+}

@@ -1,0 +1,150 @@
+//! Changing protections (Linux: `mm/mprotect.c`).
+//!
+//! Linux 6.x behaviour: when write permission is granted to a private mapping, PTEs of
+//! pages this process owns exclusively (PageAnonExclusive) become writable at once;
+//! everything else (the zero page, pages shared with a fork child) stays read-only and
+//! takes a write fault later. PROT_NONE turns present PTEs into protnone ones (the
+//! page stays mapped and counted; the hardware sees nothing).
+
+use super::mm_types::{Mm, MmUser};
+use super::mmap::{Prot, page_align, prot_to_vm};
+use super::page::PageFlags;
+use super::pgtable::{PMD_SIZE, Pmd, PresentPte, Pte, PteFlags};
+use super::vma::{VM_ACCESS_FLAGS, VmFlags, Vma};
+use crate::error::Errno;
+use crate::types::{PAGE_SIZE, VirtAddr};
+
+impl MmUser {
+    /// Sets the protection of `[addr, addr + len)` to `prot`.
+    ///
+    /// As Linux: `EINVAL` for an unaligned `addr` or unknown `prot` bits; a zero `len`
+    /// succeeds and changes nothing; a range that wraps → `ENOMEM`; a hole at the start
+    /// → `ENOMEM` with nothing changed; a hole further on → `ENOMEM` *after* the VMAs
+    /// before the hole were changed (Linux does not roll back).
+    ///
+    /// Linux: `mprotect()` → `do_mprotect_pkey()` → `mprotect_fixup()`.
+    pub fn mprotect(&self, addr: u64, len: u64, prot: Prot) -> Result<(), Errno> {
+        if !prot.difference(Prot::all()).is_empty() || !addr.is_multiple_of(PAGE_SIZE) {
+            return Err(Errno::EINVAL);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let len = page_align(len).ok_or(Errno::ENOMEM)?;
+        let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
+        let (Ok(start), Ok(end)) = (VirtAddr::try_new(addr), VirtAddr::try_new(end)) else {
+            return Err(Errno::ENOMEM);
+        };
+        let new_access = prot_to_vm(prot);
+        let mut tree = self.mmap_write_lock();
+        // The VMAs we may change: the run without holes starting at `start`.
+        let mut pieces: Vec<Vma> = Vec::new();
+        let mut at = start;
+        for v in tree.intersecting(start, end) {
+            if v.start() > at {
+                break;
+            }
+            pieces.push(v.clone());
+            at = v.end();
+        }
+        if pieces.is_empty() {
+            return Err(Errno::ENOMEM);
+        }
+        let covered_to = at.min(end);
+        for v in &pieces {
+            let newflags = (v.flags - VM_ACCESS_FLAGS) | new_access;
+            // Linux: the new access bits must be allowed by the VM_MAY* bits.
+            if !newflags
+                .difference(VmFlags::from_bits_retain(newflags.bits() >> 4))
+                .intersection(VM_ACCESS_FLAGS)
+                .is_empty()
+            {
+                return Err(Errno::EACCES);
+            }
+        }
+        for v in &pieces {
+            if (v.flags & VM_ACCESS_FLAGS) == new_access {
+                continue;
+            }
+            let (s, e) = (v.start().max(start), v.end().min(covered_to));
+            tree.update_flags(s, e, |f| (f - VM_ACCESS_FLAGS) | new_access);
+            if let Some(changed) = tree.find(s).cloned() {
+                self.change_protection(&changed, s, e);
+            }
+        }
+        tree.merge_around(start, covered_to);
+        if covered_to < end {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(())
+    }
+}
+
+impl Mm {
+    /// Rewrites the present PTEs of `[start, end)` inside `vma` (whose flags are
+    /// already the new ones) to the VMA's protection, upgrading to writable where
+    /// [`can_change_pte_writable`](Self::can_change_pte_writable) allows.
+    ///
+    /// Linux: `change_protection()` → `change_pte_range()`.
+    pub(crate) fn change_protection(&self, vma: &Vma, start: VirtAddr, end: VirtAddr) -> u64 {
+        let prot = vma.page_prot();
+        let try_writable =
+            vma.flags.contains(VmFlags::WRITE) && !vma.flags.contains(VmFlags::SHARED);
+        let mut changed = 0;
+        let mut addr = start.raw();
+        while addr < end.raw() {
+            let pmd_end = ((addr & !(PMD_SIZE - 1)) + PMD_SIZE).min(end.raw());
+            let at = VirtAddr::new_truncate(addr);
+            if let Pmd::Table(_) = self.pmd_get_lockless(at)
+                && let Some(mut ptl) = self.pte_offset_map_lock(at)
+            {
+                let mut a = addr;
+                while a < pmd_end {
+                    let va = VirtAddr::new_truncate(a);
+                    if let Pte::Present(old) = ptl.get(va) {
+                        // Linux: pte_modify() keeps pfn and status bits, takes the rest
+                        // from the new vm_page_prot.
+                        let keep = old.flags
+                            & (PteFlags::ACCESSED
+                                | PteFlags::DIRTY
+                                | PteFlags::SPECIAL
+                                | PteFlags::SOFT_DIRTY
+                                | PteFlags::UFFD_WP);
+                        let mut new = PresentPte::new(old.pfn, keep | prot);
+                        if try_writable && self.can_change_pte_writable(vma, new) {
+                            new = new.with(PteFlags::WRITE);
+                        }
+                        if new != old {
+                            ptl.set(va, Pte::Present(new));
+                            changed += 1;
+                        }
+                    }
+                    a += PAGE_SIZE;
+                }
+            }
+            addr = pmd_end;
+        }
+        changed
+    }
+
+    /// Whether a read-only PTE in a private writable VMA may be made writable without
+    /// a fault: not protnone, not uffd-wp protected, not under soft-dirty tracking
+    /// unless already soft-dirty, and mapping a page of an anon folio this process owns
+    /// exclusively (the zero page never qualifies).
+    ///
+    /// Linux: `can_change_pte_writable()`.
+    pub fn can_change_pte_writable(&self, vma: &Vma, pte: PresentPte) -> bool {
+        if pte.is_protnone() || pte.flags.contains(PteFlags::UFFD_WP) || pte.is_special() {
+            return false;
+        }
+        if vma.soft_dirty_enabled() && !pte.flags.contains(PteFlags::SOFT_DIRTY) {
+            return false;
+        }
+        let mem = &self.mem;
+        mem.page_folio(pte.pfn)
+            .is_ok_and(|f| mem.folio_test(f, PageFlags::ANON))
+            && mem
+                .page(pte.pfn)
+                .is_some_and(|p| p.test(PageFlags::ANON_EXCLUSIVE))
+    }
+}

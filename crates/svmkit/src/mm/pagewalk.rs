@@ -1,0 +1,373 @@
+//! Walking, populating, locking and freeing page tables.
+//!
+//! Upper levels (PGD, PUD, PMD entries) are read locklessly and populated under the
+//! mm's `page_table_lock`; each PTE table has its own lock (split PTLs), a bit lock in
+//! the table page's flags. Tables are freed only with the mmap lock held for write
+//! (munmap, exit), after every entry in them was zapped under their PTL, so a walker
+//! holding the mmap lock for read, or holding a PTE table's PTL, never sees its table
+//! freed under it.
+//!
+//! Lock order (DESIGN.md): mmap lock → folio lock → anon_vma lock →
+//! `page_table_lock` (PMD) → PTE table PTL.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+
+use super::folio::Folio;
+use super::mm_types::Mm;
+use super::page::PageFlags;
+use super::page_alloc::{Gfp, PhysMem};
+use super::pgtable::{
+    PGDIR_SIZE, PMD_SIZE, PTRS_PER_TABLE, PUD_SIZE, Pmd, Pte, UpperEntry, pgd_index, pmd_index,
+    pte_index, pud_index,
+};
+use super::vma::VmaTree;
+use crate::error::Errno;
+use crate::types::{Pfn, TASK_SIZE, VirtAddr};
+
+impl PhysMem {
+    /// Allocates a zeroed page-table frame.
+    ///
+    /// Linux: `pagetable_alloc()`.
+    pub(crate) fn pgtable_alloc(&self) -> Result<Pfn, Errno> {
+        let folio = self.folio_alloc(0, Gfp::ZERO)?;
+        if let Some(p) = self.page(folio.head()) {
+            p.set(PageFlags::PGTABLE);
+        }
+        Ok(folio.head())
+    }
+
+    /// Frees a page-table frame.
+    ///
+    /// Linux: `pagetable_free()`.
+    pub(crate) fn pgtable_free(&self, pfn: Pfn) {
+        if let Some(p) = self.page(pfn) {
+            p.clear(PageFlags::PGTABLE);
+        }
+        self.folio_put(Folio::from_parts(pfn, 0));
+    }
+
+    pub(crate) fn pt_read(&self, table: Pfn, idx: usize) -> u64 {
+        self.table_word(table, idx).load(Ordering::SeqCst)
+    }
+
+    fn pt_write(&self, table: Pfn, idx: usize, raw: u64) {
+        self.table_word(table, idx).store(raw, Ordering::SeqCst);
+    }
+
+    fn table_is_empty(&self, table: Pfn) -> bool {
+        (0..PTRS_PER_TABLE).all(|i| self.pt_read(table, i) == 0)
+    }
+}
+
+/// Proof that a PTE table's lock is held; the only way to change a PTE. Dropping it
+/// releases the lock.
+///
+/// Linux: the `spinlock_t *ptl` returned by `pte_offset_map_lock()`.
+pub struct PtlGuard<'a> {
+    mem: &'a PhysMem,
+    table: Pfn,
+}
+
+impl<'a> PtlGuard<'a> {
+    fn lock(mem: &'a PhysMem, table: Pfn) -> Self {
+        mem.bit_lock(table, PageFlags::PTL_LOCKED);
+        PtlGuard { mem, table }
+    }
+
+    /// The locked PTE table's frame.
+    pub fn table(&self) -> Pfn {
+        self.table
+    }
+
+    /// The PTE for `addr` (which must lie in this table's 2 MiB span).
+    ///
+    /// Linux: `ptep_get()`.
+    pub fn get(&self, addr: VirtAddr) -> Pte {
+        Pte::decode(self.mem.pt_read(self.table, pte_index(addr)))
+    }
+
+    /// Installs `pte` for `addr`.
+    ///
+    /// Linux: `set_pte_at()`.
+    pub fn set(&mut self, addr: VirtAddr, pte: Pte) {
+        self.mem.pt_write(self.table, pte_index(addr), pte.encode());
+    }
+
+    /// Clears the PTE for `addr` and returns what it was. The PTL stands for the TLB:
+    /// once this returns and the lock drops, no CPU uses the old translation.
+    ///
+    /// Linux: `ptep_get_and_clear()` / `ptep_clear_flush()`.
+    #[doc(alias = "ptep_clear_flush")]
+    pub fn clear(&mut self, addr: VirtAddr) -> Pte {
+        Pte::decode(
+            self.mem
+                .table_word(self.table, pte_index(addr))
+                .swap(0, Ordering::SeqCst),
+        )
+    }
+}
+
+impl Drop for PtlGuard<'_> {
+    fn drop(&mut self) {
+        self.mem.bit_unlock(self.table, PageFlags::PTL_LOCKED);
+    }
+}
+
+impl fmt::Debug for PtlGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PtlGuard")
+            .field("table", &self.table)
+            .finish()
+    }
+}
+
+/// Where an upper-level walk ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PmdSlot {
+    pub(crate) table: Pfn,
+    pub(crate) idx: usize,
+}
+
+impl Mm {
+    fn upper(&self, table: Pfn, idx: usize) -> UpperEntry {
+        UpperEntry::decode(self.mem.pt_read(table, idx))
+    }
+
+    /// The PMD slot covering `addr`, if the PUD and PMD tables exist.
+    pub(crate) fn pmd_slot(&self, addr: VirtAddr) -> Option<PmdSlot> {
+        let UpperEntry::Table(pud) = self.upper(self.pgd(), pgd_index(addr)) else {
+            return None;
+        };
+        let UpperEntry::Table(pmd) = self.upper(pud, pud_index(addr)) else {
+            return None;
+        };
+        Some(PmdSlot {
+            table: pmd,
+            idx: pmd_index(addr),
+        })
+    }
+
+    /// The PMD entry covering `addr`, read without a lock.
+    ///
+    /// Linux: `pmdp_get_lockless()`.
+    pub(crate) fn pmd_get_lockless(&self, addr: VirtAddr) -> Pmd {
+        self.pmd_slot(addr)
+            .map_or(Pmd::None, |s| Pmd::decode(self.mem.pt_read(s.table, s.idx)))
+    }
+
+    /// The PTE for `addr`, read without a lock (may be stale by the time it is used).
+    ///
+    /// Linux: `ptep_get_lockless()`.
+    pub fn pte_get_lockless(&self, addr: VirtAddr) -> Pte {
+        match self.pmd_get_lockless(addr) {
+            Pmd::Table(t) => Pte::decode(self.mem.pt_read(t, pte_index(addr))),
+            _ => Pte::None,
+        }
+    }
+
+    /// Makes sure the upper-level entry `idx` of `table` points to a table, allocating
+    /// one if needed, and returns it. The allocation happens outside the lock; a racing
+    /// populator wins and our table is freed.
+    fn upper_alloc(&self, table: Pfn, idx: usize) -> Result<Pfn, Errno> {
+        if let UpperEntry::Table(t) = self.upper(table, idx) {
+            return Ok(t);
+        }
+        let new = self.mem.pgtable_alloc()?;
+        let _ptl = self.page_table_lock();
+        match self.upper(table, idx) {
+            UpperEntry::Table(t) => {
+                self.mem.pgtable_free(new);
+                Ok(t)
+            }
+            UpperEntry::None => {
+                self.mem
+                    .pt_write(table, idx, UpperEntry::Table(new).encode());
+                Ok(new)
+            }
+        }
+    }
+
+    /// Walks to the PTE table covering `addr`, allocating missing tables on the way.
+    /// `ENOMEM` if a table cannot be allocated; `EEXIST` if the PMD maps a huge page.
+    ///
+    /// Linux: `pud_alloc()`, `pmd_alloc()`, `pte_alloc()` (`__pte_alloc()`).
+    pub(crate) fn pte_alloc(&self, addr: VirtAddr) -> Result<Pfn, Errno> {
+        let pud = self.upper_alloc(self.pgd(), pgd_index(addr))?;
+        let pmd = self.upper_alloc(pud, pud_index(addr))?;
+        let idx = pmd_index(addr);
+        let read = |mm: &Mm| Pmd::decode(mm.mem.pt_read(pmd, idx));
+        match read(self) {
+            Pmd::Table(t) => return Ok(t),
+            Pmd::Huge(_) => return Err(Errno::EEXIST),
+            Pmd::None => {}
+        }
+        let new = self.mem.pgtable_alloc()?;
+        let _ptl = self.page_table_lock();
+        match read(self) {
+            Pmd::None => {
+                self.mem.pt_write(pmd, idx, Pmd::Table(new).encode());
+                Ok(new)
+            }
+            other => {
+                self.mem.pgtable_free(new);
+                match other {
+                    Pmd::Table(t) => Ok(t),
+                    _ => Err(Errno::EEXIST),
+                }
+            }
+        }
+    }
+
+    /// Locks the PTE table covering `addr` and returns its guard, or `None` if there
+    /// is no PTE table there. The PMD is re-checked under the lock, so the guard
+    /// always belongs to the table the PMD points to.
+    ///
+    /// Linux: `pte_offset_map_lock()`.
+    pub fn pte_offset_map_lock(&self, addr: VirtAddr) -> Option<PtlGuard<'_>> {
+        loop {
+            let Pmd::Table(t) = self.pmd_get_lockless(addr) else {
+                return None;
+            };
+            let guard = PtlGuard::lock(&self.mem, t);
+            if self.pmd_get_lockless(addr) == Pmd::Table(t) {
+                return Some(guard);
+            }
+        }
+    }
+
+    /// Frees the page tables whose whole span lies outside every VMA of `tree`,
+    /// within `[start, end)`. Tables still holding entries are left alone (that would
+    /// be a zap bug; the checker reports it).
+    ///
+    /// Caller holds the mmap lock for write and has zapped the range.
+    ///
+    /// Linux: `free_pgtables()` / `free_pgd_range()`.
+    pub(crate) fn free_pgtables(&self, tree: &VmaTree, start: VirtAddr, end: VirtAddr) {
+        let unused = |lo: u64, size: u64| {
+            let hi = lo.saturating_add(size).min(TASK_SIZE);
+            tree.is_free(VirtAddr::new_truncate(lo), VirtAddr::new_truncate(hi))
+        };
+        let (start, end) = (start.raw(), end.raw().min(TASK_SIZE));
+        let mut g = start & !(PGDIR_SIZE - 1);
+        while g < end {
+            let gi = ((g / PGDIR_SIZE) & 511) as usize;
+            if let UpperEntry::Table(pud) = self.upper(self.pgd(), gi) {
+                let mut u = g.max(start) & !(PUD_SIZE - 1);
+                while u < end && u < g + PGDIR_SIZE {
+                    let ui = ((u / PUD_SIZE) & 511) as usize;
+                    if let UpperEntry::Table(pmd) = self.upper(pud, ui) {
+                        let mut m = u.max(start) & !(PMD_SIZE - 1);
+                        while m < end && m < u + PUD_SIZE {
+                            let mi = ((m / PMD_SIZE) & 511) as usize;
+                            if let Pmd::Table(pte) = Pmd::decode(self.mem.pt_read(pmd, mi))
+                                && unused(m, PMD_SIZE)
+                                && self.mem.table_is_empty(pte)
+                            {
+                                let _ptl = self.page_table_lock();
+                                self.mem.pt_write(pmd, mi, 0);
+                                self.mem.pgtable_free(pte);
+                            }
+                            m += PMD_SIZE;
+                        }
+                        if unused(u, PUD_SIZE) && self.mem.table_is_empty(pmd) {
+                            let _ptl = self.page_table_lock();
+                            self.mem.pt_write(pud, ui, 0);
+                            self.mem.pgtable_free(pmd);
+                        }
+                    }
+                    u += PUD_SIZE;
+                }
+                if unused(g, PGDIR_SIZE) && self.mem.table_is_empty(pud) {
+                    let _ptl = self.page_table_lock();
+                    self.mem.pt_write(self.pgd(), gi, 0);
+                    self.mem.pgtable_free(pud);
+                }
+            }
+            g += PGDIR_SIZE;
+        }
+    }
+
+    /// Frees the top-level table (after every lower table is gone).
+    ///
+    /// Linux: `pgd_free()`.
+    pub(crate) fn pgd_free(&self) {
+        self.mem.pgtable_free(self.pgd());
+    }
+
+    /// Visits every page-table frame of this mm, top level first, with its level
+    /// (4 = PGD ... 1 = PTE table) and the first address it maps. Lockless: for
+    /// quiescent checks and views.
+    pub fn walk_tables(&self, mut visit: impl FnMut(TableVisit)) {
+        visit(TableVisit {
+            level: 4,
+            pfn: self.pgd(),
+            base: 0,
+        });
+        for gi in 0..PTRS_PER_TABLE {
+            let UpperEntry::Table(pud) = self.upper(self.pgd(), gi) else {
+                continue;
+            };
+            let gbase = gi as u64 * PGDIR_SIZE;
+            visit(TableVisit {
+                level: 3,
+                pfn: pud,
+                base: gbase,
+            });
+            for ui in 0..PTRS_PER_TABLE {
+                let UpperEntry::Table(pmd) = self.upper(pud, ui) else {
+                    continue;
+                };
+                let ubase = gbase + ui as u64 * PUD_SIZE;
+                visit(TableVisit {
+                    level: 2,
+                    pfn: pmd,
+                    base: ubase,
+                });
+                for mi in 0..PTRS_PER_TABLE {
+                    if let Pmd::Table(pte) = Pmd::decode(self.mem.pt_read(pmd, mi)) {
+                        visit(TableVisit {
+                            level: 1,
+                            pfn: pte,
+                            base: ubase + mi as u64 * PMD_SIZE,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One page-table frame found by [`Mm::walk_tables`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableVisit {
+    /// 4 = PGD, 3 = PUD, 2 = PMD, 1 = PTE table.
+    pub level: u8,
+    /// The table's frame.
+    pub pfn: Pfn,
+    /// The first virtual address the table maps.
+    pub base: u64,
+}
+
+impl TableVisit {
+    /// Bytes of address space the table maps.
+    pub fn span(&self) -> u64 {
+        match self.level {
+            1 => PMD_SIZE,
+            2 => PUD_SIZE,
+            3 => PGDIR_SIZE,
+            _ => PGDIR_SIZE * PTRS_PER_TABLE as u64,
+        }
+    }
+
+    /// The entries of a PTE table (level 1), decoded, with their addresses.
+    pub fn ptes<'a>(&self, mem: &'a PhysMem) -> impl Iterator<Item = (VirtAddr, Pte)> + 'a {
+        let (pfn, base, is_pte) = (self.pfn, self.base, self.level == 1);
+        (0..PTRS_PER_TABLE).filter(move |_| is_pte).map(move |i| {
+            (
+                VirtAddr::new_truncate(base + (i as u64) * crate::types::PAGE_SIZE),
+                Pte::decode(mem.pt_read(pfn, i)),
+            )
+        })
+    }
+}

@@ -1,0 +1,82 @@
+//! The simulated machine: physical memory and every address space on it.
+
+use std::fmt;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::Errno;
+use crate::mm::{Mm, MmUser, PhysMem, PhysMemConfig};
+use crate::sync::{Arc, Mutex};
+
+/// How to build a [`System`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SystemConfig {
+    /// Physical memory.
+    pub mem: PhysMemConfig,
+}
+
+impl SystemConfig {
+    /// A system with `frames` frames of memory.
+    pub const fn with_frames(frames: u64) -> Self {
+        SystemConfig {
+            mem: PhysMemConfig::with_frames(frames),
+        }
+    }
+}
+
+
+/// Physical memory plus the registry of address spaces, which the invariant checker
+/// walks ([`System::check`]).
+pub struct System {
+    mem: Arc<PhysMem>,
+    mms: Mutex<Vec<Weak<Mm>>>,
+    next_mm_id: AtomicU64,
+}
+
+impl System {
+    /// A new machine. `EINVAL` for an unusable memory configuration.
+    pub fn new(config: SystemConfig) -> Result<Arc<System>, Errno> {
+        Ok(Arc::new(System {
+            mem: PhysMem::new(config.mem)?,
+            mms: Mutex::new(Vec::new()),
+            next_mm_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// The physical memory.
+    pub fn mem(&self) -> &Arc<PhysMem> {
+        &self.mem
+    }
+
+    /// A new, empty address space with one user (a new process). `ENOMEM` if its
+    /// top-level page table cannot be allocated.
+    ///
+    /// Linux: `mm_alloc()` (as `execve()` does).
+    pub fn create_mm(&self) -> Result<MmUser, Errno> {
+        let id = self.next_mm_id.fetch_add(1, Ordering::Relaxed);
+        let mm = Mm::alloc(Arc::clone(&self.mem), id)?;
+        self.register(&mm);
+        Ok(MmUser::first(mm))
+    }
+
+    pub(crate) fn register(&self, mm: &Arc<Mm>) {
+        let mut mms = self.mms.lock();
+        mms.retain(|w| w.strong_count() > 0);
+        mms.push(Arc::downgrade(mm));
+    }
+
+    /// Every address space whose struct is still alive (exited ones included until
+    /// their last `Arc<Mm>` goes), in creation order.
+    pub fn mms(&self) -> Vec<Arc<Mm>> {
+        self.mms.lock().iter().filter_map(Weak::upgrade).collect()
+    }
+}
+
+impl fmt::Debug for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("System")
+            .field("mem", &self.mem)
+            .field("mms", &self.mms().len())
+            .finish()
+    }
+}
