@@ -24,7 +24,6 @@ impl SystemConfig {
     }
 }
 
-
 /// Physical memory plus the registry of address spaces, which the invariant checker
 /// walks ([`System::check`]).
 pub struct System {
