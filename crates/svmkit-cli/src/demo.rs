@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use svmkit::mm::{Gfp, MAX_PAGE_ORDER, PhysMem, PhysMemConfig};
+use svmkit::mm::{
+    Gfp, MAX_PAGE_ORDER, MapFlags, MmUser, PhysMem, PhysMemConfig, Prot, Pte, PteFlags,
+};
 use svmkit::sync::{Arc, MmapLock, thread};
 use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE};
+use svmkit::{Errno, PAGE_SIZE, System, SystemConfig, VirtAddr};
 
 /// Runs the tour on a memory of `frames` frames, printing to `out`.
 pub(crate) fn run(out: &mut dyn Write, frames: u64) -> Result<()> {
@@ -111,6 +113,124 @@ pub(crate) fn run(out: &mut dyn Write, frames: u64) -> Result<()> {
     )?;
     let bad = mem.bad_pages();
     writeln!(out, "   bad-page reports during the tour: {}", bad.len())?;
+    writeln!(out)?;
+    address_space_tour(out, frames)
+}
+
+fn describe(mm: &MmUser, addr: u64) -> String {
+    match mm.pte_get_lockless(VirtAddr::try_new(addr).unwrap_or(VirtAddr::ZERO)) {
+        Pte::None => "none".to_string(),
+        Pte::Swap(s) => format!("{s:?}"),
+        Pte::Present(p) => {
+            let what = if p.is_special() {
+                "zero page"
+            } else {
+                "anon page"
+            };
+            let mut bits = Vec::new();
+            for (flag, name) in [
+                (PteFlags::WRITE, "W"),
+                (PteFlags::DIRTY, "D"),
+                (PteFlags::ACCESSED, "A"),
+                (PteFlags::PROTNONE, "PROT_NONE"),
+            ] {
+                if p.flags.contains(flag) {
+                    bits.push(name);
+                }
+            }
+            format!("{} ({what}) [{}]", p.pfn, bits.join(" "))
+        }
+    }
+}
+
+fn faults(mm: &MmUser) -> u64 {
+    mm.stats().faults.load(Ordering::SeqCst)
+}
+
+/// The address-space half of the tour: map, fault, mprotect, fault again, munmap.
+fn address_space_tour(out: &mut dyn Write, frames: u64) -> Result<()> {
+    let sys = System::new(SystemConfig::with_frames(frames))?;
+    let mm = sys.create_mm()?;
+    let free0 = sys.mem().nr_free_pages();
+    writeln!(
+        out,
+        "svmkit demo: an address space (page tables, faults, mprotect, munmap)"
+    )?;
+    writeln!(out)?;
+    let len = 4 * PAGE_SIZE;
+    let a = mm
+        .mmap(
+            0,
+            len,
+            Prot::READ | Prot::WRITE,
+            MapFlags::PRIVATE | MapFlags::ANONYMOUS,
+        )?
+        .raw();
+    writeln!(
+        out,
+        "9. mmap(4 pages, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS) -> {a:#x}; PTE: {}",
+        describe(&mm, a)
+    )?;
+    let v = mm.read_u64(a)?;
+    writeln!(
+        out,
+        "10. CPU read at {a:#x} -> {v} after {} fault; PTE: {}",
+        faults(&mm),
+        describe(&mm, a)
+    )?;
+    mm.write_u64(a, 0x1234)?;
+    writeln!(
+        out,
+        "11. CPU write 0x1234 -> write fault replaces the zero page ({} faults, {} copy); PTE: {}; rss {}",
+        faults(&mm),
+        mm.stats().cow_copies.load(Ordering::SeqCst),
+        describe(&mm, a),
+        mm.rss_anon()
+    )?;
+    mm.mprotect(a, len, Prot::READ)?;
+    let denied = mm.write_u64(a, 1).err();
+    writeln!(
+        out,
+        "12. mprotect(PROT_READ): PTE {}; a write now fails: {}",
+        describe(&mm, a),
+        denied.map_or("succeeded (BUG)".to_string(), |e| e.to_string())
+    )?;
+    let before = faults(&mm);
+    mm.mprotect(a, len, Prot::READ | Prot::WRITE)?;
+    mm.write_u64(a, 0x5678)?;
+    writeln!(
+        out,
+        "13. mprotect(PROT_READ|PROT_WRITE) upgrades the exclusive page at once: PTE {}; write 0x5678 took {} fault(s); read back {:#x}",
+        describe(&mm, a),
+        faults(&mm) - before,
+        mm.read_u64(a)?
+    )?;
+    let mut tables = 0;
+    mm.walk_tables(|_| tables += 1);
+    let used_before = free0 - sys.mem().nr_free_pages();
+    mm.munmap(a, len)?;
+    let mut after = 0;
+    mm.walk_tables(|_| after += 1);
+    writeln!(
+        out,
+        "14. munmap: access now fails: {}; page tables {tables} -> {after}; frames in use (pages and tables) {} -> {}",
+        mm.read_u64(a)
+            .err()
+            .map_or("succeeded (BUG)".to_string(), |e| e.to_string()),
+        used_before,
+        free0 - sys.mem().nr_free_pages()
+    )?;
+    drop(mm);
+    let verdict = match sys.check() {
+        Ok(()) => "all invariants hold".to_string(),
+        Err(e) => e.to_string(),
+    };
+    writeln!(
+        out,
+        "15. process exit; checker: {verdict}; free frames {} of {}",
+        sys.mem().nr_free_pages(),
+        sys.mem().nr_usable_pages()
+    )?;
     Ok(())
 }
 
@@ -249,5 +369,13 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("BUG"), "{text}");
+        assert!(text.contains("(zero page)"), "{text}");
+        assert!(
+            text.contains("write 0x5678 took 0 fault(s); read back 0x5678"),
+            "{text}"
+        );
+        assert!(text.contains("Protection fault on write"), "{text}");
+        assert!(text.contains("Unmapped fault on read"), "{text}");
+        assert!(text.contains("all invariants hold"), "{text}");
     }
 }
