@@ -3,7 +3,7 @@
 
 use super::mm_types::MmUser;
 use super::mmap::page_align;
-use super::vma::VmFlags;
+use super::vma::{VmFlags, VmaTree};
 use crate::error::Errno;
 use crate::types::{PAGE_SIZE, VirtAddr};
 
@@ -62,14 +62,18 @@ impl MmUser {
         let (Ok(start), Ok(end)) = (VirtAddr::try_new(addr), VirtAddr::try_new(end)) else {
             return Err(Errno::ENOMEM);
         };
+        // The mapped pieces of the range, and whether there was a hole.
+        let pieces = |tree: &VmaTree| -> (Vec<(VirtAddr, VirtAddr)>, bool) {
+            let ranges = tree
+                .intersecting(start, end)
+                .map(|v| (v.start().max(start), v.end().min(end)))
+                .collect();
+            (ranges, tree.covers(start, end))
+        };
         let covered = match advice {
             Advice::DontNeed => {
                 let tree = self.mmap_read_lock();
-                let covered = tree.covers(start, end);
-                let ranges: Vec<_> = tree
-                    .intersecting(start, end)
-                    .map(|v| (v.start().max(start), v.end().min(end)))
-                    .collect();
+                let (ranges, covered) = pieces(&tree);
                 for (s, e) in ranges {
                     self.unmap_page_range(s, e);
                 }
@@ -82,11 +86,7 @@ impl MmUser {
                     (VmFlags::NOHUGEPAGE, VmFlags::HUGEPAGE)
                 };
                 let mut tree = self.mmap_write_lock();
-                let covered = tree.covers(start, end);
-                let ranges: Vec<_> = tree
-                    .intersecting(start, end)
-                    .map(|v| (v.start().max(start), v.end().min(end)))
-                    .collect();
+                let (ranges, covered) = pieces(&tree);
                 for (s, e) in ranges {
                     tree.update_flags(s, e, |f| (f | set) - clear);
                 }

@@ -25,7 +25,7 @@ use super::mm_types::Mm;
 use super::page::PageFlags;
 use super::page_alloc::Gfp;
 use super::pagewalk::PtlGuard;
-use super::pgtable::{PMD_SIZE, Pmd, PresentPte, Pte, PteFlags};
+use super::pgtable::{PresentPte, Pte, PteFlags};
 use super::vma::{VmFlags, Vma, VmaTree};
 use crate::error::Errno;
 use crate::sync::MmapReadGuard;
@@ -323,21 +323,11 @@ impl Mm {
     /// Linux: `unmap_page_range()` → `zap_pte_range()`.
     #[doc(alias = "zap_pte_range")]
     pub(crate) fn unmap_page_range(&self, start: VirtAddr, end: VirtAddr) {
-        let mut addr = start.raw();
-        while addr < end.raw() {
-            let pmd_end = ((addr & !(PMD_SIZE - 1)) + PMD_SIZE).min(end.raw());
-            let at = VirtAddr::new_truncate(addr);
-            if let Pmd::Table(_) = self.pmd_get_lockless(at)
-                && let Some(mut ptl) = self.pte_offset_map_lock(at)
-            {
-                let mut a = addr;
-                while a < pmd_end {
-                    self.zap_one(&mut ptl, VirtAddr::new_truncate(a));
-                    a += PAGE_SIZE;
-                }
+        self.for_each_pte_table(start, end, |ptl, s, e| {
+            for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
+                self.zap_one(ptl, VirtAddr::new_truncate(a));
             }
-            addr = pmd_end;
-        }
+        });
     }
 
     fn zap_one(&self, ptl: &mut PtlGuard<'_>, addr: VirtAddr) {

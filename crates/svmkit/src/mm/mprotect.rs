@@ -9,7 +9,7 @@
 use super::mm_types::{Mm, MmUser};
 use super::mmap::{Prot, page_align, prot_to_vm};
 use super::page::PageFlags;
-use super::pgtable::{PMD_SIZE, Pmd, PresentPte, Pte, PteFlags};
+use super::pgtable::{PresentPte, Pte, PteFlags};
 use super::vma::{VM_ACCESS_FLAGS, VmFlags, Vma};
 use crate::error::Errno;
 use crate::types::{PAGE_SIZE, VirtAddr};
@@ -91,39 +91,30 @@ impl Mm {
         let try_writable =
             vma.flags.contains(VmFlags::WRITE) && !vma.flags.contains(VmFlags::SHARED);
         let mut changed = 0;
-        let mut addr = start.raw();
-        while addr < end.raw() {
-            let pmd_end = ((addr & !(PMD_SIZE - 1)) + PMD_SIZE).min(end.raw());
-            let at = VirtAddr::new_truncate(addr);
-            if let Pmd::Table(_) = self.pmd_get_lockless(at)
-                && let Some(mut ptl) = self.pte_offset_map_lock(at)
-            {
-                let mut a = addr;
-                while a < pmd_end {
-                    let va = VirtAddr::new_truncate(a);
-                    if let Pte::Present(old) = ptl.get(va) {
-                        // Linux: pte_modify() keeps pfn and status bits, takes the rest
-                        // from the new vm_page_prot.
-                        let keep = old.flags
-                            & (PteFlags::ACCESSED
-                                | PteFlags::DIRTY
-                                | PteFlags::SPECIAL
-                                | PteFlags::SOFT_DIRTY
-                                | PteFlags::UFFD_WP);
-                        let mut new = PresentPte::new(old.pfn, keep | prot);
-                        if try_writable && self.can_change_pte_writable(vma, new) {
-                            new = new.with(PteFlags::WRITE);
-                        }
-                        if new != old {
-                            ptl.set(va, Pte::Present(new));
-                            changed += 1;
-                        }
-                    }
-                    a += PAGE_SIZE;
+        self.for_each_pte_table(start, end, |ptl, s, e| {
+            for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
+                let va = VirtAddr::new_truncate(a);
+                let Pte::Present(old) = ptl.get(va) else {
+                    continue;
+                };
+                // Linux: pte_modify() keeps pfn and status bits, takes the rest from the
+                // new vm_page_prot.
+                let keep = old.flags
+                    & (PteFlags::ACCESSED
+                        | PteFlags::DIRTY
+                        | PteFlags::SPECIAL
+                        | PteFlags::SOFT_DIRTY
+                        | PteFlags::UFFD_WP);
+                let mut new = PresentPte::new(old.pfn, keep | prot);
+                if try_writable && self.can_change_pte_writable(vma, new) {
+                    new = new.with(PteFlags::WRITE);
+                }
+                if new != old {
+                    ptl.set(va, Pte::Present(new));
+                    changed += 1;
                 }
             }
-            addr = pmd_end;
-        }
+        });
         changed
     }
 

@@ -236,6 +236,28 @@ impl Mm {
         }
     }
 
+    /// Runs `f` on each existing PTE table overlapping `[start, end)`, with its PTL held,
+    /// passing the part of the range that table covers. Tables that do not exist are
+    /// skipped (nothing is mapped there).
+    ///
+    /// Linux: the `pmd_addr_end()` loop of `zap_pmd_range()` / `change_pmd_range()`.
+    pub(crate) fn for_each_pte_table(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+        mut f: impl FnMut(&mut PtlGuard<'_>, VirtAddr, VirtAddr),
+    ) {
+        let mut addr = start.raw();
+        while addr < end.raw() {
+            let next = ((addr & !(PMD_SIZE - 1)) + PMD_SIZE).min(end.raw());
+            let at = VirtAddr::new_truncate(addr);
+            if let Some(mut ptl) = self.pte_offset_map_lock(at) {
+                f(&mut ptl, at, VirtAddr::new_truncate(next));
+            }
+            addr = next;
+        }
+    }
+
     /// Frees the page tables whose whole span lies outside every VMA of `tree`,
     /// within `[start, end)`. Tables still holding entries are left alone (that would
     /// be a zap bug; the checker reports it).

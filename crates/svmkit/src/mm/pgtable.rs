@@ -52,6 +52,16 @@ const PROTNONE: u64 = 1 << 8;
 const SPECIAL: u64 = 1 << 9;
 const UFFD_WP: u64 = 1 << 10;
 const SOFT_DIRTY: u64 = 1 << 11;
+/// Hardware/software bit of a present PTE and the flag it decodes to.
+const PRESENT_BITS: [(u64, PteFlags); 7] = [
+    (W, PteFlags::WRITE),
+    (U, PteFlags::USER),
+    (A, PteFlags::ACCESSED),
+    (D, PteFlags::DIRTY),
+    (SPECIAL, PteFlags::SPECIAL),
+    (UFFD_WP, PteFlags::UFFD_WP),
+    (SOFT_DIRTY, PteFlags::SOFT_DIRTY),
+];
 const PFN_MASK: u64 = ((1 << 52) - 1) & !((1 << PAGE_SHIFT) - 1);
 const SWP_SOFT_DIRTY: u64 = 1 << 1;
 const SWP_UFFD_WP: u64 = 1 << 2;
@@ -232,15 +242,7 @@ impl Pte {
         }
         if raw & (P | PROTNONE) != 0 {
             let mut flags = PteFlags::empty();
-            let bits = [
-                (W, PteFlags::WRITE),
-                (U, PteFlags::USER),
-                (A, PteFlags::ACCESSED),
-                (D, PteFlags::DIRTY),
-                (SPECIAL, PteFlags::SPECIAL),
-                (UFFD_WP, PteFlags::UFFD_WP),
-                (SOFT_DIRTY, PteFlags::SOFT_DIRTY),
-            ];
+            let bits = PRESENT_BITS;
             let mut i = 0;
             while i < bits.len() {
                 if raw & bits[i].0 != 0 {
@@ -277,15 +279,7 @@ impl Pte {
                 } else {
                     P
                 };
-                let bits = [
-                    (W, PteFlags::WRITE),
-                    (U, PteFlags::USER),
-                    (A, PteFlags::ACCESSED),
-                    (D, PteFlags::DIRTY),
-                    (SPECIAL, PteFlags::SPECIAL),
-                    (UFFD_WP, PteFlags::UFFD_WP),
-                    (SOFT_DIRTY, PteFlags::SOFT_DIRTY),
-                ];
+                let bits = PRESENT_BITS;
                 let mut i = 0;
                 while i < bits.len() {
                     if f.contains(bits[i].1) {
