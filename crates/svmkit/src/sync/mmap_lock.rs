@@ -159,7 +159,7 @@ impl<T> MmapLock<T> {
     fn release_read(&self) {
         let mut st = self.state.lock();
         st.readers -= 1;
-        if st.readers == 0 {
+        if st.readers == 0 && st.waiting_writers > 0 {
             self.changed.notify_all();
         }
     }
@@ -167,7 +167,9 @@ impl<T> MmapLock<T> {
     fn release_write(&self) {
         let mut st = self.state.lock();
         st.writer = false;
-        self.changed.notify_all();
+        if st.waiting_writers + st.waiting_readers > 0 {
+            self.changed.notify_all();
+        }
     }
 
     // The admission protocol above guarantees these never block; poisoning (a holder
@@ -277,7 +279,9 @@ impl<'a, T> MmapWriteGuard<'a, T> {
             let mut st = lock.state.lock();
             st.writer = false;
             st.readers += 1;
-            lock.changed.notify_all();
+            if st.waiting_readers > 0 {
+                lock.changed.notify_all();
+            }
         }
         MmapReadGuard {
             lock,

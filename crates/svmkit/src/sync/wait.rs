@@ -20,7 +20,9 @@ use crate::task::Task;
 #[doc(alias = "wait_queue_head_t")]
 #[derive(Default)]
 pub struct WaitQueue {
-    lock: Mutex<()>,
+    /// Guards the sleepers' count; waking with nobody asleep skips the condvar (a
+    /// futex syscall on Linux hosts), the common case on every unlock.
+    lock: Mutex<usize>,
     cond: Condvar,
 }
 
@@ -31,7 +33,7 @@ impl WaitQueue {
     #[doc(alias = "init_waitqueue_head")]
     pub fn new() -> Self {
         WaitQueue {
-            lock: Mutex::new(()),
+            lock: Mutex::new(0),
             cond: Condvar::new(),
         }
     }
@@ -43,7 +45,9 @@ impl WaitQueue {
     pub fn wait_event(&self, mut condition: impl FnMut() -> bool) {
         let mut guard = self.lock.lock();
         while !condition() {
+            *guard += 1;
             guard = self.cond.wait(guard);
+            *guard -= 1;
         }
     }
 
@@ -69,7 +73,9 @@ impl WaitQueue {
                 if task.fatal_signal_pending() {
                     break Err(Errno::EINTR);
                 }
+                *guard += 1;
                 guard = self.cond.wait(guard);
+                *guard -= 1;
             }
         };
         task.set_sleeping_on(None);
@@ -87,16 +93,20 @@ impl WaitQueue {
     ///
     /// Linux: `wake_up_all()`.
     pub fn wake_up_all(&self) {
-        let _guard = self.lock.lock();
-        self.cond.notify_all();
+        let sleepers = self.lock.lock();
+        if *sleepers > 0 {
+            self.cond.notify_all();
+        }
     }
 
     /// Runs `f` under the queue lock, then wakes every sleeper: the "change the state,
     /// then wake" step in one call (Linux: the clear-bit-then-`wake_up_bit` pattern).
     pub fn update_and_wake<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _guard = self.lock.lock();
+        let sleepers = self.lock.lock();
         let r = f();
-        self.cond.notify_all();
+        if *sleepers > 0 {
+            self.cond.notify_all();
+        }
         r
     }
 }
