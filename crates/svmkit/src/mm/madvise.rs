@@ -3,6 +3,7 @@
 
 use super::mm_types::MmUser;
 use super::mmap::page_align;
+use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
 use super::vma::{VmFlags, VmaTree};
 use crate::error::Errno;
 use crate::types::{PAGE_SIZE, VirtAddr};
@@ -75,7 +76,12 @@ impl MmUser {
                 let tree = self.mmap_read_lock();
                 let (ranges, covered) = pieces(&tree);
                 for (s, e) in ranges {
+                    // Linux: zap_page_range_single(), one Clear range per VMA piece.
+                    let range =
+                        MmuNotifierRange::new(self, MmuNotifierEvent::Clear, s.raw(), e.raw())
+                            .invalidate_range_start();
                     self.unmap_page_range(s, e);
+                    range.end();
                 }
                 covered
             }

@@ -22,6 +22,7 @@ use thiserror::Error;
 
 use super::folio::Folio;
 use super::mm_types::Mm;
+use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
 use super::page::PageFlags;
 use super::page_alloc::Gfp;
 use super::pagewalk::PtlGuard;
@@ -288,13 +289,24 @@ impl Mm {
             put_old(mem);
             return Err(VmFaultError::Sigbus);
         }
+        // Linux: the Clear range over the page is started before the PTE is re-checked
+        // and ended after the PTL is dropped, also when the re-check fails.
+        let range = MmuNotifierRange::new(
+            self,
+            MmuNotifierEvent::Clear,
+            addr.raw(),
+            addr.raw() + PAGE_SIZE,
+        )
+        .invalidate_range_start();
         let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
+            drop(range);
             mem.folio_put(new);
             put_old(mem);
             return Ok(VmFault::Done);
         };
         if ptl.get(addr) != Pte::Present(orig) {
             drop(ptl);
+            drop(range);
             mem.folio_put(new);
             put_old(mem);
             return Ok(VmFault::Done);
@@ -310,6 +322,7 @@ impl Mm {
             None => self.add_rss_anon(1),
         }
         drop(ptl);
+        range.end();
         put_old(mem);
         self.stats().cow_copies.fetch_add(1, Ordering::Relaxed);
         Ok(VmFault::Done)

@@ -16,6 +16,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
+use super::mmu_notifier::MmuNotifierSubscriptions;
 use super::page_alloc::PhysMem;
 use super::vma::VmaTree;
 use crate::error::Errno;
@@ -46,6 +47,8 @@ pub struct Mm {
     /// Linux: `mm->rss_stat[MM_ANONPAGES]`.
     rss_anon: AtomicI64,
     stats: MmStats,
+    /// Linux: `mm->notifier_subscriptions`.
+    pub(crate) notifiers: MmuNotifierSubscriptions,
 }
 
 impl Mm {
@@ -64,6 +67,7 @@ impl Mm {
             pgd,
             rss_anon: AtomicI64::new(0),
             stats: MmStats::default(),
+            notifiers: MmuNotifierSubscriptions::new(),
         }))
     }
 

@@ -7,6 +7,7 @@
 use bitflags::bitflags;
 
 use super::mm_types::{Mm, MmUser};
+use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
 use super::vma::{VmFlags, Vma, VmaTree};
 use crate::error::Errno;
 use crate::sync::MmapWriteGuard;
@@ -215,12 +216,18 @@ impl Mm {
         end: VirtAddr,
     ) {
         let removed = tree.remove_range(start, end);
+        let (Some(first), Some(last)) = (removed.first(), removed.last()) else {
+            return;
+        };
+        // Linux: unmap_vmas() brackets the whole request, holes included, with one
+        // Unmap range.
+        let range = MmuNotifierRange::new(self, MmuNotifierEvent::Unmap, start.raw(), end.raw())
+            .invalidate_range_start();
         for vma in &removed {
             self.unmap_page_range(vma.start(), vma.end());
         }
-        if let (Some(first), Some(last)) = (removed.first(), removed.last()) {
-            self.free_pgtables(tree, first.start(), last.end());
-        }
+        range.end();
+        self.free_pgtables(tree, first.start(), last.end());
     }
 
     /// Tears the address space down after its last user is gone: every mapping is
@@ -229,10 +236,19 @@ impl Mm {
     ///
     /// Linux: `exit_mmap()`.
     pub(crate) fn exit_mmap(&self) {
+        // Listeners drop their mirrors before the teardown (and classic ones are gone
+        // after this); interval notifiers still registered see the Unmap below.
+        self.mmu_notifier_release();
         let mut tree = self.mmap_write_lock();
         let all = tree.remove_range(VirtAddr::ZERO, VirtAddr::new_truncate(TASK_SIZE));
-        for vma in &all {
-            self.unmap_page_range(vma.start(), vma.end());
+        if !all.is_empty() {
+            // Linux: unmap_vmas(..., 0, ULONG_MAX, ...).
+            let range = MmuNotifierRange::new(self, MmuNotifierEvent::Unmap, 0, u64::MAX)
+                .invalidate_range_start();
+            for vma in &all {
+                self.unmap_page_range(vma.start(), vma.end());
+            }
+            range.end();
         }
         self.free_pgtables(&tree, VirtAddr::ZERO, VirtAddr::new_truncate(TASK_SIZE));
     }

@@ -14,6 +14,7 @@
 //! | `rmap.rs` | `mm/rmap.c` | mapcount and anon bookkeeping |
 //! | `mmap.rs` | `mm/mmap.c`, `mm/vma.c` | `mmap`, `munmap`, `exit_mmap` |
 //! | `mprotect.rs` | `mm/mprotect.c` | `mprotect`, `change_protection`, `can_change_pte_writable` |
+//! | `mmu_notifier/` | `mm/mmu_notifier.c`, `include/linux/mmu_notifier.h` | MMU notifiers: ranges, classic subscriptions, interval notifiers |
 //! | `madvise.rs` | `mm/madvise.c` | `MADV_DONTNEED`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE` |
 
 mod folio;
@@ -21,6 +22,7 @@ mod madvise;
 mod memory;
 mod mm_types;
 mod mmap;
+pub mod mmu_notifier;
 mod mprotect;
 mod page;
 mod page_alloc;

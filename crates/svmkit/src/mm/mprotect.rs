@@ -8,6 +8,7 @@
 
 use super::mm_types::{Mm, MmUser};
 use super::mmap::{Prot, page_align, prot_to_vm};
+use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
 use super::page::PageFlags;
 use super::pgtable::{PresentPte, Pte, PteFlags};
 use super::vma::{VM_ACCESS_FLAGS, VmFlags, Vma};
@@ -91,7 +92,19 @@ impl Mm {
         let try_writable =
             vma.flags.contains(VmFlags::WRITE) && !vma.flags.contains(VmFlags::SHARED);
         let mut changed = 0;
-        self.for_each_pte_table(start, end, |ptl, s, e| {
+        // Linux: the ProtectionVma range starts at the first populated PMD and is not
+        // sent at all when nothing in the range is populated.
+        let Some(first) = self.first_populated_pmd(start, end) else {
+            return 0;
+        };
+        let range = MmuNotifierRange::new(
+            self,
+            MmuNotifierEvent::ProtectionVma,
+            first.raw(),
+            end.raw(),
+        )
+        .invalidate_range_start();
+        self.for_each_pte_table(first, end, |ptl, s, e| {
             for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
                 let va = VirtAddr::new_truncate(a);
                 let Pte::Present(old) = ptl.get(va) else {
@@ -115,6 +128,7 @@ impl Mm {
                 }
             }
         });
+        range.end();
         changed
     }
 

@@ -156,6 +156,32 @@ impl Mm {
             .map_or(Pmd::None, |s| Pmd::decode(self.mem.pt_read(s.table, s.idx)))
     }
 
+    /// The address of the first PMD in `[start, end)` that is not empty (a PTE table or
+    /// a huge mapping), clipped to `start`; `None` if the range has no page tables.
+    /// Empty upper levels are skipped whole.
+    ///
+    /// Linux: the `pmd_none()` / `pud_none()` skips of `change_protection()`'s walk,
+    /// which start its notifier range lazily.
+    pub(crate) fn first_populated_pmd(&self, start: VirtAddr, end: VirtAddr) -> Option<VirtAddr> {
+        let (mut addr, end) = (start.raw(), end.raw());
+        while addr < end {
+            let at = VirtAddr::new_truncate(addr);
+            let UpperEntry::Table(pud) = self.upper(self.pgd(), pgd_index(at)) else {
+                addr = (addr & !(PGDIR_SIZE - 1)).saturating_add(PGDIR_SIZE);
+                continue;
+            };
+            let UpperEntry::Table(pmd) = self.upper(pud, pud_index(at)) else {
+                addr = (addr & !(PUD_SIZE - 1)).saturating_add(PUD_SIZE);
+                continue;
+            };
+            if Pmd::decode(self.mem.pt_read(pmd, pmd_index(at))) != Pmd::None {
+                return Some(at);
+            }
+            addr = (addr & !(PMD_SIZE - 1)).saturating_add(PMD_SIZE);
+        }
+        None
+    }
+
     /// The PTE for `addr`, read without a lock (may be stale by the time it is used).
     ///
     /// Linux: `ptep_get_lockless()`.

@@ -1,0 +1,394 @@
+//! Interval notifiers (Linux: the `mmu_interval_notifier` half of
+//! `mm/mmu_notifier.c`; spec section 5.3).
+//!
+//! A driver mirrors `[start, last]` of an mm. To use a translation it read from the CPU
+//! page table it follows the collision-retry pattern:
+//!
+//! ```text
+//! seq = sub.read_begin()            waits while an invalidation that hit us runs
+//! read the CPU page table (hmm_range_fault, make_device_exclusive, ...)
+//! lock(driver)
+//! if sub.read_retry(seq) { unlock; go again }
+//! program the device
+//! unlock(driver)
+//! ```
+//!
+//! It works because every invalidation overlapping the interval first makes the mm's
+//! sequence odd, then calls the driver's callback with that odd value, and the
+//! callback, under the same driver lock, stores it with [`MmuIntervalNotifier::set_seq`].
+//! A callback that returns without `set_seq` *ignores* the event: that is how a driver
+//! filters the `Exclusive` invalidation its own `make_device_exclusive` causes.
+//!
+//! While the sequence is odd the tree of intervals is frozen: inserts and removes are
+//! queued and applied by the last invalidation to end, which makes the sequence even
+//! again and wakes everyone waiting in `read_begin` or `remove`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::interval_tree::{IntervalTree, NodeId};
+use super::{MmuNotifierEvent, MmuNotifierRange, MmuNotifierSubscriptions};
+use crate::error::Errno;
+use crate::mm::mm_types::Mm;
+use crate::sync::Arc;
+
+/// A driver's callback for invalidations overlapping its interval (Linux: `struct
+/// mmu_interval_notifier_ops`).
+///
+/// Called with the odd sequence value of this invalidation. To make readers retry,
+/// take the driver lock and call `sub.set_seq(cur_seq)` under it; returning without
+/// doing so ignores the event. Return `false` only when the range is not blockable and
+/// the driver lock could not be taken without sleeping (Linux: `-EAGAIN` for the OOM
+/// reaper); `false` from a blockable range is a driver bug that is counted and ignored.
+///
+/// Closures `Fn(&MmuIntervalNotifier, &MmuNotifierRange, u64) -> bool` implement it.
+pub trait MmuIntervalNotifierOps: Send + Sync {
+    /// Linux: `invalidate`.
+    fn invalidate(
+        &self,
+        sub: &MmuIntervalNotifier,
+        range: &MmuNotifierRange<'_>,
+        cur_seq: u64,
+    ) -> bool;
+}
+
+impl<F> MmuIntervalNotifierOps for F
+where
+    F: Fn(&MmuIntervalNotifier, &MmuNotifierRange<'_>, u64) -> bool + Send + Sync,
+{
+    fn invalidate(
+        &self,
+        sub: &MmuIntervalNotifier,
+        range: &MmuNotifierRange<'_>,
+        cur_seq: u64,
+    ) -> bool {
+        self(sub, range, cur_seq)
+    }
+}
+
+/// One interval subscription (Linux: `struct mmu_interval_notifier`). Created by
+/// [`Mm::mmu_interval_notifier_insert`], ended by [`MmuIntervalNotifier::remove`].
+///
+/// It holds its mm's struct (Linux: `mmgrab()`) until removed, so a notifier that is
+/// never removed keeps the mm's last page table from being freed, as in Linux.
+pub struct MmuIntervalNotifier {
+    id: u64,
+    mm: Arc<Mm>,
+    start: u64,
+    last: u64,
+    ops: Arc<dyn MmuIntervalNotifierOps>,
+    /// Linux: `interval_sub->invalidate_seq`.
+    invalidate_seq: AtomicU64,
+}
+
+/// A queued change to the tree, applied when the sequence becomes even.
+enum Deferred {
+    Insert(Arc<MmuIntervalNotifier>),
+    Remove(u64),
+}
+
+/// The interval side of the per-mm state, under `subscriptions->lock`.
+pub(crate) struct ItreeState {
+    /// Linux: `subscriptions->invalidate_seq`: even when idle, odd while an
+    /// invalidation that hit at least one interval runs.
+    invalidate_seq: u64,
+    /// Linux: `active_invalidate_ranges`.
+    active: usize,
+    tree: IntervalTree<Arc<MmuIntervalNotifier>>,
+    /// Where each inserted notifier sits in `tree` (absent: not in the tree; Linux:
+    /// `RB_EMPTY_NODE`).
+    nodes: std::collections::BTreeMap<u64, NodeId>,
+    /// Linux: `deferred_list`.
+    deferred: Vec<Deferred>,
+}
+
+impl ItreeState {
+    pub(super) fn new() -> Self {
+        ItreeState {
+            invalidate_seq: 2,
+            active: 0,
+            tree: IntervalTree::new(),
+            nodes: std::collections::BTreeMap::new(),
+            deferred: Vec::new(),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub(super) fn invalidate_seq(&self) -> u64 {
+        self.invalidate_seq
+    }
+
+    fn is_invalidating(&self) -> bool {
+        self.invalidate_seq & 1 == 1
+    }
+
+    fn tree_insert(&mut self, sub: Arc<MmuIntervalNotifier>) {
+        let (id, start, last) = (sub.id, sub.start, sub.last);
+        if let Some(node) = self.tree.insert(start, last, sub) {
+            self.nodes.insert(id, node);
+        }
+    }
+
+    fn tree_remove(&mut self, id: u64) {
+        if let Some(node) = self.nodes.remove(&id) {
+            self.tree.remove(node);
+        }
+    }
+}
+
+impl MmuNotifierSubscriptions {
+    /// Starts the interval side of an invalidation and runs the overlapping callbacks.
+    /// On `EAGAIN` (a non-blockable range refused) the interval side is already ended.
+    ///
+    /// Linux: `mn_itree_invalidate()` (with `mn_itree_inv_start_range()`).
+    pub(super) fn itree_invalidate(&self, range: &MmuNotifierRange<'_>) -> Result<(), Errno> {
+        let (hits, cur_seq) = self.itree_inv_start_range(range);
+        for sub in &hits {
+            if sub.ops.invalidate(sub, range, cur_seq) {
+                continue;
+            }
+            if range.blockable {
+                self.bad_returns.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.itree_inv_end();
+                return Err(Errno::EAGAIN);
+            }
+        }
+        Ok(())
+    }
+
+    /// Linux: `mn_itree_inv_start_range()`.
+    fn itree_inv_start_range(
+        &self,
+        range: &MmuNotifierRange<'_>,
+    ) -> (Vec<Arc<MmuIntervalNotifier>>, u64) {
+        let mut st = self.itree.lock();
+        st.active += 1;
+        let hits: Vec<Arc<MmuIntervalNotifier>> = if range.end > range.start {
+            st.tree
+                .overlapping(range.start, range.end - 1)
+                .map(|(_, _, _, sub)| Arc::clone(sub))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !hits.is_empty() {
+            st.invalidate_seq |= 1;
+        }
+        (hits, st.invalidate_seq)
+    }
+
+    /// Linux: `mn_itree_inv_end()`.
+    pub(super) fn itree_inv_end(&self) {
+        {
+            let mut st = self.itree.lock();
+            st.active -= 1;
+            if st.active > 0 || !st.is_invalidating() {
+                return;
+            }
+            st.invalidate_seq += 1;
+            for d in std::mem::take(&mut st.deferred) {
+                match d {
+                    Deferred::Insert(sub) => st.tree_insert(sub),
+                    Deferred::Remove(id) => st.tree_remove(id),
+                }
+            }
+        }
+        self.wq.notify_all();
+    }
+
+    /// Every interval gets `Release` over the whole address space.
+    ///
+    /// Linux: `mn_itree_release()`.
+    pub(super) fn itree_release(&self, mm: &Mm) {
+        let range = MmuNotifierRange::new(mm, MmuNotifierEvent::Release, 0, u64::MAX);
+        let (hits, cur_seq) = self.itree_inv_start_range(&range);
+        for sub in &hits {
+            if !sub.ops.invalidate(sub, &range, cur_seq) {
+                self.bad_returns.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.itree_inv_end();
+    }
+}
+
+impl Mm {
+    /// Subscribes `ops` to invalidations overlapping `[start, start + length)`.
+    ///
+    /// * `length == 0` or a range past `u64::MAX` → `EOVERFLOW`; an mm without users →
+    ///   `EINVAL` (Linux WARNs and fails the same way).
+    /// * During an invalidation that already hit an interval (sequence odd) the insert
+    ///   is queued until it ends; during one that hit nothing, the sequence is made odd
+    ///   and the insert done at once. Either way the new notifier's sequence equals the
+    ///   mm's, so its first `read_begin` waits for the running invalidations.
+    /// * The first notifier of an mm takes the mmap lock in write mode once (Linux:
+    ///   `mmu_notifier_register()`), so the caller must not hold it.
+    ///
+    /// Linux: `mmu_interval_notifier_insert()`.
+    pub fn mmu_interval_notifier_insert(
+        self: &Arc<Self>,
+        start: u64,
+        length: u64,
+        ops: Arc<dyn MmuIntervalNotifierOps>,
+    ) -> Result<Arc<MmuIntervalNotifier>, Errno> {
+        let last = length
+            .checked_sub(1)
+            .and_then(|l| start.checked_add(l))
+            .ok_or(Errno::EOVERFLOW)?;
+        if self.mm_users() == 0 {
+            return Err(Errno::EINVAL);
+        }
+        self.mmu_notifier_mark_registered();
+        let subs = self.mmu_notifiers();
+        let mut sub = MmuIntervalNotifier {
+            id: subs.next_id(),
+            mm: Arc::clone(self),
+            start,
+            last,
+            ops,
+            invalidate_seq: AtomicU64::new(0),
+        };
+        let mut st = subs.itree.lock();
+        if st.active > 0 {
+            // Linux queues the insert only when the sequence was already odd; when no
+            // running invalidation hit an interval, this insert makes it odd itself and
+            // goes straight in.
+            let defer = st.is_invalidating();
+            st.invalidate_seq |= 1;
+            *sub.invalidate_seq.get_mut() = st.invalidate_seq;
+            let sub = Arc::new(sub);
+            if defer {
+                st.deferred.push(Deferred::Insert(Arc::clone(&sub)));
+            } else {
+                st.tree_insert(Arc::clone(&sub));
+            }
+            Ok(sub)
+        } else {
+            *sub.invalidate_seq.get_mut() = st.invalidate_seq - 1;
+            let sub = Arc::new(sub);
+            st.tree_insert(Arc::clone(&sub));
+            Ok(sub)
+        }
+    }
+}
+
+impl MmuIntervalNotifier {
+    /// The first address covered.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// The last address covered (inclusive).
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// The mm this notifier watches.
+    pub fn mm(&self) -> &Arc<Mm> {
+        &self.mm
+    }
+
+    /// Begins a read-side critical section: returns the sequence to hand to
+    /// [`read_retry`](Self::read_retry), after waiting for every running invalidation
+    /// that already called this notifier to end (so the caller never reads page tables
+    /// such an invalidation is still changing).
+    ///
+    /// Linux: `mmu_interval_read_begin()`.
+    #[doc(alias = "mmu_interval_read_begin")]
+    pub fn read_begin(&self) -> u64 {
+        let subs = self.mm.mmu_notifiers();
+        let mut st = subs.itree.lock();
+        let seq = self.invalidate_seq.load(Ordering::Acquire);
+        while st.invalidate_seq == seq {
+            st = subs.wq.wait(st);
+        }
+        seq
+    }
+
+    /// Whether the critical section begun with `seq` must be retried: some
+    /// invalidation called [`set_seq`](Self::set_seq) since. Call it under the same
+    /// driver lock the callback takes around `set_seq`; a `false` then stays true until
+    /// that lock is released.
+    ///
+    /// Linux: `mmu_interval_read_retry()`.
+    #[doc(alias = "mmu_interval_read_retry")]
+    pub fn read_retry(&self, seq: u64) -> bool {
+        self.invalidate_seq.load(Ordering::Acquire) != seq
+    }
+
+    /// The same test without the driver lock: only a hint that the section is already
+    /// doomed, to bail out early.
+    ///
+    /// Linux: `mmu_interval_check_retry()`.
+    #[doc(alias = "mmu_interval_check_retry")]
+    pub fn check_retry(&self, seq: u64) -> bool {
+        self.invalidate_seq.load(Ordering::Acquire) != seq
+    }
+
+    /// Called by the invalidate callback, under the driver lock, to make current
+    /// readers retry.
+    ///
+    /// Linux: `mmu_interval_set_seq()`.
+    #[doc(alias = "mmu_interval_set_seq")]
+    pub fn set_seq(&self, cur_seq: u64) {
+        self.invalidate_seq.store(cur_seq, Ordering::Release);
+    }
+
+    /// Ends the subscription. During an invalidation the removal is queued and this
+    /// waits until the invalidation ends; when it returns, no callback of this notifier
+    /// is running or will run. Must not be called from the notifier's own callback
+    /// (it would wait for itself, as in Linux). `ENOENT` if already removed.
+    ///
+    /// Linux: `mmu_interval_notifier_remove()`.
+    #[doc(alias = "mmu_interval_notifier_remove")]
+    pub fn remove(&self) -> Result<(), Errno> {
+        let subs = self.mm.mmu_notifiers();
+        let mut st = subs.itree.lock();
+        let in_tree = st.nodes.contains_key(&self.id);
+        let queued_insert = st
+            .deferred
+            .iter()
+            .position(|d| matches!(d, Deferred::Insert(s) if s.id == self.id));
+        let queued_remove = st
+            .deferred
+            .iter()
+            .any(|d| matches!(d, Deferred::Remove(id) if *id == self.id));
+        if st.is_invalidating() {
+            if let Some(pos) = queued_insert {
+                st.deferred.remove(pos);
+                return Ok(());
+            }
+            if !in_tree || queued_remove {
+                return Err(Errno::ENOENT);
+            }
+            st.deferred.push(Deferred::Remove(self.id));
+            let seq = st.invalidate_seq;
+            while st.invalidate_seq == seq {
+                st = subs.wq.wait(st);
+            }
+            Ok(())
+        } else if in_tree {
+            st.tree_remove(self.id);
+            Ok(())
+        } else {
+            Err(Errno::ENOENT)
+        }
+    }
+}
+
+impl fmt::Debug for MmuIntervalNotifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MmuIntervalNotifier")
+            .field("mm", &self.mm.id())
+            .field("start", &format_args!("{:#x}", self.start))
+            .field("last", &format_args!("{:#x}", self.last))
+            .field(
+                "invalidate_seq",
+                &self.invalidate_seq.load(Ordering::Relaxed),
+            )
+            .finish()
+    }
+}

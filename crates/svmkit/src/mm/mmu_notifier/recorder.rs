@@ -1,0 +1,187 @@
+//! A subscriber that writes down every callback it gets, in order: for tests that
+//! assert which events an operation sends, and for traces.
+
+use std::fmt;
+
+use super::interval::{MmuIntervalNotifier, MmuIntervalNotifierOps};
+use super::{MmuNotifierEvent, MmuNotifierOps, MmuNotifierRange, Owner};
+use crate::mm::mm_types::Mm;
+use crate::sync::{Arc, Mutex};
+
+/// Which callback ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotifierCallKind {
+    /// A classic `invalidate_range_start`.
+    Start,
+    /// A classic `invalidate_range_end`.
+    End,
+    /// A classic `release` (range `0..u64::MAX`, event `Release`).
+    Release,
+    /// An interval notifier's `invalidate`, with the sequence value it was given and
+    /// whether the recorder called `set_seq` with it.
+    Interval {
+        /// The odd sequence value of the invalidation.
+        cur_seq: u64,
+        /// Whether `set_seq` was called (false: the event was ignored).
+        set_seq: bool,
+    },
+}
+
+/// One recorded callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NotifierCall {
+    /// Which callback.
+    pub kind: NotifierCallKind,
+    /// The mm's id.
+    pub mm: u64,
+    /// Range start.
+    pub start: u64,
+    /// Range end (exclusive).
+    pub end: u64,
+    /// The range's event.
+    pub event: MmuNotifierEvent,
+    /// The range's owner.
+    pub owner: Option<Owner>,
+    /// Whether the range was blockable.
+    pub blockable: bool,
+}
+
+impl NotifierCall {
+    fn of(kind: NotifierCallKind, range: &MmuNotifierRange<'_>) -> Self {
+        NotifierCall {
+            kind,
+            mm: range.mm.id(),
+            start: range.start,
+            end: range.end,
+            event: range.event,
+            owner: range.owner,
+            blockable: range.blockable,
+        }
+    }
+}
+
+impl fmt::Display for NotifierCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            NotifierCallKind::Start => "start".to_string(),
+            NotifierCallKind::End => "end".to_string(),
+            NotifierCallKind::Release => "release".to_string(),
+            NotifierCallKind::Interval { cur_seq, set_seq } => {
+                format!(
+                    "interval seq={cur_seq}{}",
+                    if set_seq { "" } else { " ignored" }
+                )
+            }
+        };
+        write!(
+            f,
+            "mm{} {kind} {} [{:#x}, {:#x})",
+            self.mm, self.event, self.start, self.end
+        )?;
+        if let Some(o) = self.owner {
+            write!(f, " owner={:#x}", o.raw())?;
+        }
+        Ok(())
+    }
+}
+
+/// Records every callback. As an interval notifier it calls `set_seq` for every event
+/// except the `(event, owner)` pair it was told to ignore (the way nouveau filters its
+/// own `Exclusive` events); its log mutex stands for the driver lock.
+pub struct RecordingNotifier {
+    log: Mutex<Vec<NotifierCall>>,
+    ignore: Option<(MmuNotifierEvent, Option<Owner>)>,
+    set_seq: bool,
+}
+
+impl RecordingNotifier {
+    /// A recorder whose interval callback calls `set_seq` on every event.
+    pub fn new() -> Arc<Self> {
+        Arc::new(RecordingNotifier {
+            log: Mutex::new(Vec::new()),
+            ignore: None,
+            set_seq: true,
+        })
+    }
+
+    /// A recorder that ignores (does not `set_seq` for) ranges with this event and
+    /// owner, and calls `set_seq` for everything else.
+    pub fn ignoring(event: MmuNotifierEvent, owner: Option<Owner>) -> Arc<Self> {
+        Arc::new(RecordingNotifier {
+            log: Mutex::new(Vec::new()),
+            ignore: Some((event, owner)),
+            set_seq: true,
+        })
+    }
+
+    /// A recorder that never calls `set_seq`: it watches without making readers retry.
+    pub fn passive() -> Arc<Self> {
+        Arc::new(RecordingNotifier {
+            log: Mutex::new(Vec::new()),
+            ignore: None,
+            set_seq: false,
+        })
+    }
+
+    /// Everything recorded so far.
+    pub fn calls(&self) -> Vec<NotifierCall> {
+        self.log.lock().clone()
+    }
+
+    /// Everything recorded so far, clearing the log.
+    pub fn take(&self) -> Vec<NotifierCall> {
+        std::mem::take(&mut *self.log.lock())
+    }
+}
+
+impl MmuNotifierOps for RecordingNotifier {
+    fn invalidate_range_start(&self, range: &MmuNotifierRange<'_>) -> Result<(), crate::Errno> {
+        self.log
+            .lock()
+            .push(NotifierCall::of(NotifierCallKind::Start, range));
+        Ok(())
+    }
+
+    fn invalidate_range_end(&self, range: &MmuNotifierRange<'_>) {
+        self.log
+            .lock()
+            .push(NotifierCall::of(NotifierCallKind::End, range));
+    }
+
+    fn release(&self, mm: &Mm) {
+        let range = MmuNotifierRange::new(mm, MmuNotifierEvent::Release, 0, u64::MAX);
+        self.log
+            .lock()
+            .push(NotifierCall::of(NotifierCallKind::Release, &range));
+    }
+}
+
+impl MmuIntervalNotifierOps for RecordingNotifier {
+    fn invalidate(
+        &self,
+        sub: &MmuIntervalNotifier,
+        range: &MmuNotifierRange<'_>,
+        cur_seq: u64,
+    ) -> bool {
+        let mut log = self.log.lock();
+        let set_seq = self.set_seq && self.ignore != Some((range.event, range.owner));
+        if set_seq {
+            sub.set_seq(cur_seq);
+        }
+        log.push(NotifierCall::of(
+            NotifierCallKind::Interval { cur_seq, set_seq },
+            range,
+        ));
+        true
+    }
+}
+
+impl fmt::Debug for RecordingNotifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordingNotifier")
+            .field("calls", &self.log.lock().len())
+            .field("ignore", &self.ignore)
+            .field("set_seq", &self.set_seq)
+            .finish()
+    }
+}

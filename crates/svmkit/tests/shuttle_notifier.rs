@@ -1,0 +1,123 @@
+//! Schedule exploration of the interval-notifier read side racing munmap and mprotect
+//! (run with `cargo test -p svmkit --features shuttle shuttle`).
+//!
+//! A mirror driver follows Linux's collision-retry pattern: `read_begin`, read the CPU
+//! PTE (under the mmap lock, as `hmm_range_fault` does), take the driver lock,
+//! `read_retry`, and only then record the translation. Its invalidate callback takes
+//! the same lock, calls `set_seq` and drops its copy. The invariant: whatever it
+//! records is still the CPU's translation when it releases the driver lock.
+#![cfg(feature = "shuttle")]
+
+use svmkit::check::{ExploreConfig, explore};
+use svmkit::mm::mmu_notifier::{MmuIntervalNotifier, MmuIntervalNotifierOps, MmuNotifierRange};
+use svmkit::mm::{MapFlags, Prot, Pte};
+use svmkit::sync::{Arc, Mutex, thread, yield_now};
+use svmkit::{PAGE_SIZE, System, SystemConfig, VirtAddr};
+
+const FIXED: MapFlags = MapFlags::PRIVATE
+    .union(MapFlags::ANONYMOUS)
+    .union(MapFlags::FIXED);
+const A: u64 = 0x4000_0000;
+
+/// The device's copy of the translation of `A`, behind the driver lock.
+struct Mirror {
+    dev: Mutex<Option<Pte>>,
+    /// false: the broken driver that never makes readers retry.
+    set_seq: bool,
+}
+
+impl MmuIntervalNotifierOps for Mirror {
+    fn invalidate(
+        &self,
+        sub: &MmuIntervalNotifier,
+        _range: &MmuNotifierRange<'_>,
+        cur_seq: u64,
+    ) -> bool {
+        let mut dev = self.dev.lock();
+        if self.set_seq {
+            sub.set_seq(cur_seq);
+        }
+        *dev = None;
+        true
+    }
+}
+
+fn scenario(set_seq: bool) {
+    let mut config = SystemConfig::with_frames(32);
+    config.mem.wait_table_bits = 1;
+    let sys = System::new(config).unwrap();
+    let mm = sys.create_mm().unwrap();
+    mm.mmap(A, PAGE_SIZE, Prot::READ | Prot::WRITE, FIXED)
+        .unwrap();
+    mm.write_u64(A, 1).unwrap();
+    let mirror = Arc::new(Mirror {
+        dev: Mutex::new(None),
+        set_seq,
+    });
+    let sub = mm
+        .mm()
+        .mmu_interval_notifier_insert(A, PAGE_SIZE, mirror.clone())
+        .unwrap();
+    let va = VirtAddr::try_new(A).unwrap();
+
+    let reader = {
+        let (mm, sub, mirror) = (mm.clone(), sub.clone(), mirror.clone());
+        thread::spawn(move || {
+            for _ in 0..8 {
+                let seq = sub.read_begin();
+                let seen = {
+                    let _read = mm.mmap_read_lock();
+                    mm.pte_get_lockless(va)
+                };
+                yield_now();
+                let mut dev = mirror.dev.lock();
+                if sub.read_retry(seq) {
+                    drop(dev);
+                    continue;
+                }
+                *dev = Some(seen);
+                yield_now();
+                let now = mm.pte_get_lockless(va);
+                assert_eq!(
+                    now, seen,
+                    "stale translation recorded: the device kept {seen:?}, the CPU has {now:?}"
+                );
+                drop(dev);
+                return true;
+            }
+            false
+        })
+    };
+    let unmapper = {
+        let mm = mm.clone();
+        thread::spawn(move || mm.munmap(A, PAGE_SIZE))
+    };
+    let protector = {
+        let mm = mm.clone();
+        thread::spawn(move || mm.mprotect(A, PAGE_SIZE, Prot::READ))
+    };
+    reader.join().unwrap();
+    assert_eq!(unmapper.join().unwrap(), Ok(()));
+    let _ = protector.join().unwrap();
+    sub.remove().unwrap();
+    drop(sub);
+    if let Err(e) = sys.check() {
+        panic!("{e}");
+    }
+    drop(mm);
+    assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
+}
+
+#[test]
+fn shuttle_interval_reader_never_keeps_a_stale_translation() {
+    let report =
+        explore(&ExploreConfig::new(600), || scenario(true)).unwrap_or_else(|f| panic!("{f}"));
+    assert!(report.schedules() >= 1000);
+}
+
+#[test]
+fn shuttle_interval_reader_without_set_seq_is_caught() {
+    let failure = explore(&ExploreConfig::new(600), || scenario(false))
+        .expect_err("a callback that never calls set_seq must let a stale translation through");
+    assert!(failure.message.contains("stale translation"), "{failure}");
+}
