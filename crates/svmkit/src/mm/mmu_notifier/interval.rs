@@ -100,6 +100,9 @@ pub(crate) struct ItreeState {
     nodes: std::collections::BTreeMap<u64, NodeId>,
     /// Linux: `deferred_list`.
     deferred: Vec<Deferred>,
+    /// Sleepers on `wq`; waking nobody skips the condvar (a futex call on Linux hosts),
+    /// the common case at the end of every invalidation.
+    waiters: usize,
 }
 
 impl ItreeState {
@@ -110,6 +113,7 @@ impl ItreeState {
             tree: IntervalTree::new(),
             nodes: std::collections::BTreeMap::new(),
             deferred: Vec::new(),
+            waiters: 0,
         }
     }
 
@@ -183,7 +187,7 @@ impl MmuNotifierSubscriptions {
 
     /// Linux: `mn_itree_inv_end()`.
     pub(super) fn itree_inv_end(&self) {
-        {
+        let wake = {
             let mut st = self.itree.lock();
             st.active -= 1;
             if st.active > 0 || !st.is_invalidating() {
@@ -196,8 +200,25 @@ impl MmuNotifierSubscriptions {
                     Deferred::Remove(id) => st.tree_remove(id),
                 }
             }
+            st.waiters > 0
+        };
+        if wake {
+            self.wq.notify_all();
         }
-        self.wq.notify_all();
+    }
+
+    /// Sleeps on `wq` until the mm's sequence is no longer `seq`.
+    fn wait_seq_change<'a>(
+        &'a self,
+        mut st: crate::sync::MutexGuard<'a, ItreeState>,
+        seq: u64,
+    ) -> crate::sync::MutexGuard<'a, ItreeState> {
+        while st.invalidate_seq == seq {
+            st.waiters += 1;
+            st = self.wq.wait(st);
+            st.waiters -= 1;
+        }
+        st
     }
 
     /// Every interval gets `Release` over the whole address space.
@@ -300,11 +321,9 @@ impl MmuIntervalNotifier {
     #[doc(alias = "mmu_interval_read_begin")]
     pub fn read_begin(&self) -> u64 {
         let subs = self.mm.mmu_notifiers();
-        let mut st = subs.itree.lock();
+        let st = subs.itree.lock();
         let seq = self.invalidate_seq.load(Ordering::Acquire);
-        while st.invalidate_seq == seq {
-            st = subs.wq.wait(st);
-        }
+        drop(subs.wait_seq_change(st, seq));
         seq
     }
 
@@ -366,9 +385,7 @@ impl MmuIntervalNotifier {
             }
             st.deferred.push(Deferred::Remove(self.id));
             let seq = st.invalidate_seq;
-            while st.invalidate_seq == seq {
-                st = subs.wq.wait(st);
-            }
+            drop(subs.wait_seq_change(st, seq));
             Ok(())
         } else if in_tree {
             st.tree_remove(self.id);
