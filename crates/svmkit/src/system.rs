@@ -58,6 +58,18 @@ impl System {
         Ok(MmUser::first(mm))
     }
 
+    /// Forks `parent`: a new address space with a copy of its mappings, private memory
+    /// shared copy-on-write and shared memory shared. `ENOMEM` if memory runs out on
+    /// the way; the half-built child is then torn down and the parent stays
+    /// consistent.
+    ///
+    /// Linux: `copy_process()` → `copy_mm()` → `dup_mm()` → `dup_mmap()`.
+    pub fn fork(&self, parent: &MmUser) -> Result<MmUser, Errno> {
+        let child = self.create_mm()?;
+        parent.dup_mmap(&child)?;
+        Ok(child)
+    }
+
     pub(crate) fn register(&self, mm: &Arc<Mm>) {
         let mut mms = self.mms.lock();
         mms.retain(|w| w.strong_count() > 0);

@@ -135,6 +135,8 @@ fn mprotect_read_only_makes_writes_fail_with_the_protection_error() {
 fn mprotect_partial_splits_the_vma_and_restoring_merges_it() {
     let (sys, mm) = system(1024);
     let a = mm.mmap(0, 4 * PAGE_SIZE, RW, ANON).unwrap().raw();
+    // Faulted before the split: every piece shares the VMA's anon_vma.
+    mm.write_u64(a, 1).unwrap();
     mm.mprotect(a + PAGE_SIZE, PAGE_SIZE, Prot::READ).unwrap();
     let v = vmas(&mm);
     assert_eq!(v.len(), 3, "{v:?}");
@@ -144,13 +146,26 @@ fn mprotect_partial_splits_the_vma_and_restoring_merges_it() {
         mm.write_u64(a + PAGE_SIZE, 1).unwrap_err().kind,
         FaultKind::Protection
     );
-    mm.write_u64(a, 1).unwrap();
     mm.write_u64(a + 2 * PAGE_SIZE, 1).unwrap();
     mm.mprotect(a + PAGE_SIZE, PAGE_SIZE, RW).unwrap();
     let v = vmas(&mm);
     assert_eq!(v.len(), 1, "{v:?}");
     assert_eq!((v[0].0, v[0].1), (a, a + 4 * PAGE_SIZE));
     mm.write_u64(a + PAGE_SIZE, 1).unwrap();
+    checked(&sys);
+
+    // As in Linux, pieces first faulted *after* a split get anon_vmas of their own
+    // (the read-only middle piece is no compatible neighbour to borrow from), and
+    // VMAs with different anon_vmas never merge again.
+    let mm = sys.create_mm().unwrap();
+    let b = mm.mmap(0, 3 * PAGE_SIZE, RW, ANON).unwrap().raw();
+    mm.mprotect(b + PAGE_SIZE, PAGE_SIZE, Prot::READ).unwrap();
+    mm.write_u64(b, 1).unwrap();
+    mm.write_u64(b + 2 * PAGE_SIZE, 1).unwrap();
+    mm.mprotect(b + PAGE_SIZE, PAGE_SIZE, RW).unwrap();
+    let v = vmas(&mm);
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!((v[0].0, v[1].1), (b, b + 3 * PAGE_SIZE));
     checked(&sys);
 }
 

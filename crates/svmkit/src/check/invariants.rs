@@ -7,7 +7,11 @@
 //!   held elsewhere; each page's mapcount equals the PTEs mapping it;
 //! * every page-table frame belongs to exactly one mm and is marked as a table; no
 //!   table covers only unmapped space (munmap freed it);
-//! * VMAs are page-aligned and disjoint; each mm's anon RSS equals its anon PTEs;
+//! * VMAs are page-aligned and disjoint; each mm's anon and shmem RSS equal its anon
+//!   and shmem PTEs;
+//! * every anon page mapped by a PTE is found by `rmap_walk` from its folio; an
+//!   anon-exclusive page is anon and mapped at most once; shmem folios sit in their
+//!   object's cache at the offset their VMA maps, and the cache holds one reference;
 //! * the buddy free lists are consistent and no allocated frame is unaccounted for
 //!   (so once every mm is gone, every frame is free);
 //! * no bad-page report was made.
@@ -15,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::mm::{Folio, Mm, PageFlags, Pte, PteFlags, VmFlags};
+use crate::mm::{Folio, Mapping, Mm, PageFlags, Pte, PteFlags, VmFlags};
 use crate::sync::Arc;
 use crate::system::System;
 use crate::types::{Pfn, VirtAddr};
@@ -78,6 +82,9 @@ struct Expect {
     refs: BTreeMap<Pfn, i32>,
     maps: BTreeMap<Pfn, i32>,
     tables: BTreeMap<Pfn, u64>,
+    /// Every present PTE mapping an anon page: (folio, mm, address, pfn), for the rmap
+    /// reachability check.
+    anon_ptes: Vec<(Folio, u64, VirtAddr, Pfn)>,
 }
 
 impl System {
@@ -100,11 +107,57 @@ impl System {
         for mm in self.mms() {
             check_mm(&mm, &mut exp, &mut out);
         }
+        self.check_shmem(&mut exp, &mut out);
+        self.check_rmap(&exp, &mut out);
         self.check_frames(&exp, &mut out);
         if out.is_empty() {
             Ok(())
         } else {
             Err(CheckError { violations: out })
+        }
+    }
+
+    /// Each shmem object's page cache holds one reference per folio, and the folio
+    /// names the object and its offset.
+    fn check_shmem(&self, exp: &mut Expect, out: &mut Vec<Violation>) {
+        let mem = self.mem();
+        for shmem in mem.shmem_objects() {
+            for (index, folio) in shmem.cached() {
+                *exp.refs.entry(folio.head()).or_default() += 1;
+                let head = mem.page(folio.head());
+                let want = Some(Mapping::Shmem(shmem.id()));
+                if head.map(|p| (p.mapping(), p.index())) != Some((want, index)) {
+                    out.push(Violation {
+                        mm: None,
+                        addr: None,
+                        pfn: Some(folio.head()),
+                        what: format!(
+                            "shmem {} caches {folio:?} at {index} but the folio says {:?}",
+                            shmem.id(),
+                            head.map(|p| (p.mapping(), p.index()))
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Every present PTE mapping an anon page is found by `rmap_walk` from its folio.
+    fn check_rmap(&self, exp: &Expect, out: &mut Vec<Violation>) {
+        let mem = self.mem();
+        let mut found: BTreeMap<Folio, Vec<(u64, VirtAddr, Pfn)>> = BTreeMap::new();
+        for &(folio, mm, addr, pfn) in &exp.anon_ptes {
+            let hits = found
+                .entry(folio)
+                .or_insert_with(|| mem.rmap_mappings(folio));
+            if hits.binary_search(&(mm, addr, pfn)).is_err() {
+                out.push(Violation {
+                    mm: Some(mm),
+                    addr: Some(addr),
+                    pfn: Some(pfn),
+                    what: format!("anon PTE that rmap_walk of {folio:?} does not find"),
+                });
+            }
         }
     }
 
@@ -184,6 +237,18 @@ impl System {
                         format!("mapcount {have}, page tables map it {want} time(s)"),
                     ));
                 }
+                // Linux: PageAnonExclusive means one mm owns the page: it is anon and
+                // mapped at most once.
+                if mem
+                    .page(p)
+                    .is_some_and(|pg| pg.test(PageFlags::ANON_EXCLUSIVE))
+                    && (want > 1 || !mem.folio_test(folio, PageFlags::ANON))
+                {
+                    out.push(v(
+                        p,
+                        format!("anon-exclusive page mapped {want} time(s) or not anon"),
+                    ));
+                }
             }
             raw += folio.nr_pages();
         }
@@ -222,6 +287,7 @@ fn check_mm(mm: &Arc<Mm>, exp: &mut Expect, out: &mut Vec<Violation>) {
         prev_end = vma.end().raw();
     }
     let mut rss = 0i64;
+    let mut rss_shmem = 0i64;
     let mut visits = Vec::new();
     mm.walk_tables(|t| visits.push(t));
     for t in visits {
@@ -312,8 +378,28 @@ fn check_mm(mm: &Arc<Mm>, exp: &mut Expect, out: &mut Vec<Violation>) {
             };
             *exp.refs.entry(folio.head()).or_default() += 1;
             *exp.maps.entry(p.pfn).or_default() += 1;
-            if mem.folio_test(folio, PageFlags::ANON) {
+            let anon = mem.folio_test(folio, PageFlags::ANON);
+            if let Some(shmem) = vma.shmem() {
+                rss_shmem += 1;
+                let want = (
+                    Some(Mapping::Shmem(shmem.id())),
+                    vma.linear_page_index(addr),
+                );
+                let have = mem.page(folio.head()).map(|pg| (pg.mapping(), pg.index()));
+                if anon || have != Some(want) {
+                    out.push(viol(
+                        Some(addr),
+                        Some(p.pfn),
+                        format!(
+                            "{folio:?} in a shared VMA: anon {anon}, mapping/index {have:?}, want {want:?}"
+                        ),
+                    ));
+                }
+                continue;
+            }
+            if anon {
                 rss += 1;
+                exp.anon_ptes.push((folio, id, addr, p.pfn));
             } else {
                 out.push(viol(
                     Some(addr),
@@ -333,6 +419,17 @@ fn check_mm(mm: &Arc<Mm>, exp: &mut Expect, out: &mut Vec<Violation>) {
                 ));
             }
         }
+    }
+    if rss_shmem != mm.rss_shmem() {
+        out.push(viol(
+            None,
+            None,
+            format!(
+                "shmem RSS counter {} but {} shmem pages mapped",
+                mm.rss_shmem(),
+                rss_shmem
+            ),
+        ));
     }
     if rss != mm.rss_anon() {
         out.push(viol(

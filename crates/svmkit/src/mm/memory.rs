@@ -26,10 +26,11 @@ use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
 use super::page::PageFlags;
 use super::page_alloc::Gfp;
 use super::pagewalk::PtlGuard;
-use super::pgtable::{PresentPte, Pte, PteFlags};
+use super::pgtable::{PMD_SIZE, Pmd, PresentPte, Pte, PteFlags};
+use super::rmap::AnonVma;
 use super::vma::{VmFlags, Vma, VmaTree};
 use crate::error::Errno;
-use crate::sync::MmapReadGuard;
+use crate::sync::{Arc, MmapReadGuard};
 use crate::types::{PAGE_SIZE, VirtAddr};
 use std::sync::atomic::Ordering;
 
@@ -101,11 +102,82 @@ impl Mm {
         self.stats().faults.fetch_add(1, Ordering::Relaxed);
         let addr = addr.page_align_down();
         self.pte_alloc(addr)?;
+        // Both anonymous write paths (first touch, COW copy) put a new folio under the
+        // VMA's anon_vma; make sure it has one (Linux: vmf_anon_prepare()).
+        let anon = if flags.contains(FaultFlags::WRITE) && vma.shmem().is_none() {
+            Some(self.anon_vma_prepare(guard, addr)?)
+        } else {
+            None
+        };
         match self.pte_get_lockless(addr) {
-            Pte::None => self.do_anonymous_page(vma, addr, flags),
+            Pte::None if vma.shmem().is_some() => self.do_shared_fault(vma, addr, flags),
+            Pte::None => self.do_anonymous_page(vma, addr, flags, anon.as_ref()),
             Pte::Swap(_) => self.do_swap_page(vma, addr, flags),
-            Pte::Present(_) => self.handle_present_pte(vma, addr, flags),
+            Pte::Present(_) => self.handle_present_pte(vma, addr, flags, anon.as_ref()),
         }
+    }
+
+    /// The anon_vma of the VMA at `addr`, allocated and linked on first use.
+    ///
+    /// Linux: `__anon_vma_prepare()`: allocate, then under the anon_vma's write lock
+    /// and `mm->page_table_lock` set `vma->anon_vma` unless a racing fault did.
+    pub(crate) fn anon_vma_prepare(
+        &self,
+        tree: &VmaTree,
+        addr: VirtAddr,
+    ) -> Result<Arc<AnonVma>, VmFaultError> {
+        let Some(vma) = tree.find(addr) else {
+            return Err(VmFaultError::Sigbus);
+        };
+        if let Some(av) = vma.anon_vma() {
+            return Ok(Arc::clone(av));
+        }
+        let new = AnonVma::new(&self.mem);
+        let set = {
+            // Lock order as Linux: anon_vma lock, then page_table_lock. The new
+            // anon_vma is not visible yet, so its lock is implied; the tree links the
+            // VMA under the write lock below.
+            let _ptl = self.page_table_lock();
+            vma.anon_vma_get_or_set(&new)
+        };
+        if Arc::ptr_eq(&set, &new) {
+            tree.link_anon_vma(vma);
+        }
+        Ok(set)
+    }
+
+    /// A first touch in a shared anonymous VMA: map the shmem object's folio at this
+    /// offset (allocated zeroed on first use), writable if the VMA is.
+    ///
+    /// Linux: `do_fault()` → `do_read_fault()`/`do_shared_fault()` → `shmem_fault()`,
+    /// `finish_fault()`.
+    fn do_shared_fault(
+        &self,
+        vma: &Vma,
+        addr: VirtAddr,
+        flags: FaultFlags,
+    ) -> Result<VmFault, VmFaultError> {
+        let Some(shmem) = vma.shmem() else {
+            return Err(VmFaultError::Sigbus);
+        };
+        let folio = shmem.get_folio(vma.linear_page_index(addr))?;
+        let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
+            self.mem.folio_put(folio);
+            return Ok(VmFault::Done);
+        };
+        if !ptl.get(addr).is_none() {
+            drop(ptl);
+            self.mem.folio_put(folio);
+            return Ok(VmFault::Done);
+        }
+        let mut pte = PresentPte::new(folio.head(), vma.page_prot() | PteFlags::ACCESSED);
+        if flags.contains(FaultFlags::WRITE) {
+            pte = pte.mkdirty();
+        }
+        self.mem.folio_add_file_rmap_pte(folio.head());
+        self.add_rss_shmem(1);
+        ptl.set(addr, Pte::Present(pte));
+        Ok(VmFault::Done)
     }
 
     /// A fault on a present PTE: a write to a read-only one (COW or reuse) or a
@@ -117,6 +189,7 @@ impl Mm {
         vma: &Vma,
         addr: VirtAddr,
         flags: FaultFlags,
+        anon: Option<&Arc<AnonVma>>,
     ) -> Result<VmFault, VmFaultError> {
         let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
             return Ok(VmFault::Done);
@@ -125,7 +198,7 @@ impl Mm {
             return Ok(VmFault::Done);
         };
         if flags.contains(FaultFlags::WRITE) && !pte.is_write() {
-            return self.do_wp_page(vma, addr, ptl, pte);
+            return self.do_wp_page(vma, addr, ptl, pte, anon);
         }
         let mut young = pte.with(PteFlags::ACCESSED);
         if flags.contains(FaultFlags::WRITE) {
@@ -144,6 +217,7 @@ impl Mm {
         vma: &Vma,
         addr: VirtAddr,
         flags: FaultFlags,
+        anon: Option<&Arc<AnonVma>>,
     ) -> Result<VmFault, VmFaultError> {
         if !flags.contains(FaultFlags::WRITE) {
             let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
@@ -156,6 +230,9 @@ impl Mm {
             }
             return Ok(VmFault::Done);
         }
+        let Some(anon) = anon else {
+            return Err(VmFaultError::Sigbus);
+        };
         let folio = self
             .mem
             .folio_alloc(0, Gfp::ZERO)
@@ -170,7 +247,8 @@ impl Mm {
             self.mem.folio_put(folio);
             return Ok(VmFault::Done);
         }
-        self.mem.folio_add_new_anon_rmap(folio);
+        self.mem
+            .folio_add_new_anon_rmap(folio, anon, vma.linear_page_index(addr));
         self.add_rss_anon(1);
         ptl.set(addr, Pte::Present(new_anon_pte(vma, folio)));
         Ok(VmFault::Done)
@@ -203,8 +281,15 @@ impl Mm {
         addr: VirtAddr,
         mut ptl: PtlGuard<'_>,
         pte: PresentPte,
+        anon: Option<&Arc<AnonVma>>,
     ) -> Result<VmFault, VmFaultError> {
         let mem = &self.mem;
+        if vma.flags.contains(VmFlags::SHARED) {
+            // Linux: wp_page_shared(): shared pages are never copied.
+            let new = pte.with(PteFlags::ACCESSED | PteFlags::WRITE).mkdirty();
+            ptl.set(addr, Pte::Present(new));
+            return Ok(VmFault::Done);
+        }
         if !pte.is_special() {
             let folio = mem.page_folio(pte.pfn)?;
             let exclusive = mem
@@ -227,7 +312,10 @@ impl Mm {
             }
         }
         drop(ptl);
-        self.wp_page_copy(vma, addr, pte)
+        let Some(anon) = anon else {
+            return Err(VmFaultError::Sigbus);
+        };
+        self.wp_page_copy(vma, addr, pte, anon)
     }
 
     /// Whether an anon folio mapped read-only here can be reused in place: nobody else
@@ -257,6 +345,7 @@ impl Mm {
         vma: &Vma,
         addr: VirtAddr,
         orig: PresentPte,
+        anon: &Arc<AnonVma>,
     ) -> Result<VmFault, VmFaultError> {
         let mem = &self.mem;
         let old = (!orig.is_special())
@@ -311,7 +400,7 @@ impl Mm {
             put_old(mem);
             return Ok(VmFault::Done);
         }
-        mem.folio_add_new_anon_rmap(new);
+        mem.folio_add_new_anon_rmap(new, anon, vma.linear_page_index(addr));
         ptl.set(addr, Pte::Present(new_anon_pte(vma, new)));
         match old {
             Some(old) => {
@@ -359,6 +448,8 @@ impl Mm {
                     mem.folio_remove_rmap_pte(p.pfn);
                     if mem.folio_test(folio, PageFlags::ANON) {
                         self.add_rss_anon(-1);
+                    } else {
+                        self.add_rss_shmem(-1);
                     }
                     mem.folio_put(folio);
                 }
@@ -371,6 +462,172 @@ impl Mm {
         }
     }
 }
+
+impl Mm {
+    /// Copies the page-table entries of `src_vma` (a VMA of `self`) into the child
+    /// `dst`, whose copy of the VMA is `dst_vma`. Anonymous pages are shared
+    /// copy-on-write (write-protected in both, mapcount and refcount raised,
+    /// anon-exclusive cleared), except possibly pinned ones, which are copied at once.
+    /// For a COW mapping the whole source VMA is bracketed by a `ProtectionPage`
+    /// invalidation, which is what revokes device mappings at fork. `ENOMEM` when a
+    /// page table or a copied page cannot be allocated; what was copied so far stays
+    /// (the caller tears the child down).
+    ///
+    /// Caller holds both mmap locks for write.
+    ///
+    /// Linux: `copy_page_range()` → `copy_pte_range()`.
+    pub(crate) fn copy_page_range(
+        &self,
+        dst: &Mm,
+        dst_vma: &Vma,
+        src_vma: &Vma,
+    ) -> Result<(), Errno> {
+        // Linux: vma_needs_copy(): a VMA that never had an anonymous fault has nothing
+        // private to copy, and shared memory is faulted in afresh by the child.
+        if src_vma.anon_vma().is_none() || src_vma.shmem().is_some() {
+            return Ok(());
+        }
+        let (start, end) = (src_vma.start().raw(), src_vma.end().raw());
+        let _range = src_vma.is_cow_mapping().then(|| {
+            MmuNotifierRange::new(self, MmuNotifierEvent::ProtectionPage, start, end)
+                .invalidate_range_start()
+        });
+        let mut addr = start;
+        while addr < end {
+            let next = ((addr & !(PMD_SIZE - 1)) + PMD_SIZE).min(end);
+            let at = VirtAddr::new_truncate(addr);
+            if matches!(self.pmd_get_lockless(at), Pmd::Table(_)) {
+                dst.pte_alloc(at)?;
+                // Lock order: the child's PTL, then the parent's (Linux:
+                // pte_alloc_map_lock() on dst, then spin_lock_nested() on src).
+                let mut dst_ptl = dst.pte_offset_map_lock(at).ok_or(Errno::ENOMEM)?;
+                if let Some(mut src_ptl) = self.pte_offset_map_lock(at) {
+                    for a in (addr..next).step_by(PAGE_SIZE as usize) {
+                        let va = VirtAddr::new_truncate(a);
+                        match src_ptl.get(va) {
+                            Pte::None => {}
+                            Pte::Swap(_) => {
+                                self.copy_nonpresent_pte(&mut dst_ptl, &mut src_ptl, va)?
+                            }
+                            Pte::Present(p) => self.copy_present_pte(
+                                dst,
+                                dst_vma,
+                                src_vma,
+                                &mut dst_ptl,
+                                &mut src_ptl,
+                                va,
+                                p,
+                            )?,
+                        }
+                    }
+                }
+            }
+            addr = next;
+        }
+        Ok(())
+    }
+
+    /// A non-present entry at fork. No layer of the model installs one yet except as
+    /// a plain copy; the device-exclusive, migration and swap layers add their cases
+    /// here (restore-then-copy, wait, `swap_duplicate`).
+    ///
+    /// Linux: `copy_nonpresent_pte()`.
+    fn copy_nonpresent_pte(
+        &self,
+        dst_ptl: &mut PtlGuard<'_>,
+        src_ptl: &mut PtlGuard<'_>,
+        va: VirtAddr,
+    ) -> Result<(), Errno> {
+        dst_ptl.set(va, src_ptl.get(va));
+        Ok(())
+    }
+
+    /// One present PTE at fork.
+    ///
+    /// Linux: `copy_present_ptes()` / `__copy_present_ptes()`.
+    #[expect(clippy::too_many_arguments, reason = "mirrors copy_present_ptes()")]
+    fn copy_present_pte(
+        &self,
+        dst: &Mm,
+        dst_vma: &Vma,
+        src_vma: &Vma,
+        dst_ptl: &mut PtlGuard<'_>,
+        src_ptl: &mut PtlGuard<'_>,
+        va: VirtAddr,
+        p: PresentPte,
+    ) -> Result<(), Errno> {
+        let mem = &self.mem;
+        if !p.is_special() {
+            let folio = mem.page_folio(p.pfn)?;
+            if mem.folio_test(folio, PageFlags::ANON) {
+                if self.folio_needs_cow_for_dma(folio) {
+                    return self.copy_present_page(dst, dst_vma, dst_ptl, va, p);
+                }
+                mem.folio_get(folio);
+                mem.folio_dup_anon_rmap_pte(p.pfn);
+                dst.add_rss_anon(1);
+            } else {
+                mem.folio_get(folio);
+                mem.folio_add_file_rmap_pte(p.pfn);
+                dst.add_rss_shmem(1);
+            }
+        }
+        let mut pte = p;
+        if src_vma.is_cow_mapping() && p.is_write() {
+            // Linux: ptep_set_wrprotect() on the parent, pte_wrprotect() for the child.
+            pte = pte.without(PteFlags::WRITE);
+            src_ptl.set(va, Pte::Present(pte));
+        }
+        let mut child = pte.without(PteFlags::ACCESSED);
+        if src_vma.flags.contains(VmFlags::SHARED) {
+            child = child.without(PteFlags::DIRTY);
+        }
+        dst_ptl.set(va, Pte::Present(child));
+        Ok(())
+    }
+
+    /// A possibly pinned page at fork: the child gets its own copy at once, so the pin
+    /// keeps pointing at the parent's page.
+    ///
+    /// Linux: `copy_present_page()`.
+    fn copy_present_page(
+        &self,
+        dst: &Mm,
+        dst_vma: &Vma,
+        dst_ptl: &mut PtlGuard<'_>,
+        va: VirtAddr,
+        p: PresentPte,
+    ) -> Result<(), Errno> {
+        let mem = &self.mem;
+        let Some(anon) = dst_vma.anon_vma() else {
+            return Err(Errno::EFAULT);
+        };
+        let new = mem
+            .folio_alloc(0, Gfp::empty())
+            .map_err(|_| Errno::ENOMEM)?;
+        if let Err(e) = mem.copy_page(new.head(), p.pfn) {
+            mem.folio_put(new);
+            return Err(e);
+        }
+        mem.folio_add_new_anon_rmap(new, anon, dst_vma.linear_page_index(va));
+        dst.add_rss_anon(1);
+        dst_ptl.set(va, Pte::Present(new_anon_pte(dst_vma, new)));
+        Ok(())
+    }
+
+    /// Whether an anon folio may be pinned for DMA, so that fork must copy it instead of
+    /// sharing it: only in an mm that ever pinned (`MMF_HAS_PINNED`), and then judged by
+    /// the refcount, which pins raise by a large bias (false positives included, as in
+    /// Linux).
+    ///
+    /// Linux: `folio_needs_cow_for_dma()` / `folio_maybe_dma_pinned()`.
+    fn folio_needs_cow_for_dma(&self, folio: Folio) -> bool {
+        self.has_pinned() && self.mem.folio_ref_count(folio) >= GUP_PIN_COUNTING_BIAS
+    }
+}
+
+/// What one FOLL_PIN adds to a small folio's refcount (Linux: `GUP_PIN_COUNTING_BIAS`).
+pub const GUP_PIN_COUNTING_BIAS: i32 = 1024;
 
 /// The PTE of a freshly mapped, exclusively owned anon page: young (the fault is the
 /// first access) and, in a writable VMA, writable and dirty.

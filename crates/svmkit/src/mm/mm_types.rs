@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use super::mmu_notifier::MmuNotifierSubscriptions;
 use super::page_alloc::PhysMem;
@@ -46,7 +46,11 @@ pub struct Mm {
     pgd: Pfn,
     /// Linux: `mm->rss_stat[MM_ANONPAGES]`.
     rss_anon: AtomicI64,
+    /// Linux: `mm->rss_stat[MM_SHMEMPAGES]`.
+    rss_shmem: AtomicI64,
     stats: MmStats,
+    /// Linux: `MMF_HAS_PINNED`: some page of this mm was ever pinned (FOLL_PIN).
+    has_pinned: AtomicBool,
     /// Linux: `mm->notifier_subscriptions`.
     pub(crate) notifiers: MmuNotifierSubscriptions,
 }
@@ -58,15 +62,17 @@ impl Mm {
     /// Linux: `mm_alloc()` (with `mm_init()` and `pgd_alloc()`).
     pub(crate) fn alloc(mem: Arc<PhysMem>, id: u64) -> Result<Arc<Mm>, Errno> {
         let pgd = mem.pgtable_alloc()?;
-        Ok(Arc::new(Mm {
+        Ok(Arc::new_cyclic(|me| Mm {
             id,
             mem,
             mm_users: AtomicU32::new(1),
-            mmap_lock: MmapLock::new(VmaTree::new()),
+            mmap_lock: MmapLock::new(VmaTree::for_mm(id, me.clone())),
             page_table_lock: Mutex::new(()),
             pgd,
             rss_anon: AtomicI64::new(0),
+            rss_shmem: AtomicI64::new(0),
             stats: MmStats::default(),
+            has_pinned: AtomicBool::new(false),
             notifiers: MmuNotifierSubscriptions::new(),
         }))
     }
@@ -99,6 +105,26 @@ impl Mm {
 
     pub(crate) fn add_rss_anon(&self, delta: i64) {
         self.rss_anon.fetch_add(delta, Ordering::SeqCst);
+    }
+
+    /// Shared-memory pages mapped (Linux: `get_mm_counter(mm, MM_SHMEMPAGES)`).
+    pub fn rss_shmem(&self) -> i64 {
+        self.rss_shmem.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn add_rss_shmem(&self, delta: i64) {
+        self.rss_shmem.fetch_add(delta, Ordering::SeqCst);
+    }
+
+    /// Whether a page of this mm was ever pinned (Linux: `MMF_HAS_PINNED`); fork then
+    /// copies possibly pinned anon pages instead of sharing them.
+    pub fn has_pinned(&self) -> bool {
+        self.has_pinned.load(Ordering::SeqCst)
+    }
+
+    /// Marks the mm as having had a pin (set by FOLL_PIN; never cleared, as in Linux).
+    pub fn set_has_pinned(&self) {
+        self.has_pinned.store(true, Ordering::SeqCst);
     }
 
     /// Event counters.
@@ -154,6 +180,7 @@ impl fmt::Debug for Mm {
             .field("id", &self.id)
             .field("mm_users", &self.mm_users())
             .field("rss_anon", &self.rss_anon())
+            .field("rss_shmem", &self.rss_shmem())
             .finish_non_exhaustive()
     }
 }

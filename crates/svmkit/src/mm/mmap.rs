@@ -8,6 +8,7 @@ use bitflags::bitflags;
 
 use super::mm_types::{Mm, MmUser};
 use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
+use super::shmem::Shmem;
 use super::vma::{VmFlags, Vma, VmaTree};
 use crate::error::Errno;
 use crate::sync::MmapWriteGuard;
@@ -85,12 +86,13 @@ pub(crate) fn prot_to_vm(prot: Prot) -> VmFlags {
 }
 
 impl MmUser {
-    /// Maps `len` bytes of private anonymous memory and returns the address.
+    /// Maps `len` bytes of anonymous memory (private, or shared with `MAP_SHARED`) and
+    /// returns the address.
     ///
     /// * `len == 0` → `EINVAL`; a length that overflows when rounded to pages → `ENOMEM`.
     /// * Neither or both of `MAP_PRIVATE`/`MAP_SHARED` → `EINVAL`; no `MAP_ANONYMOUS` →
-    ///   `EBADF` (there are no files); `MAP_SHARED` anonymous memory comes with the
-    ///   shmem layer and is refused with `EOPNOTSUPP` until then.
+    ///   `EBADF` (there are no files). `MAP_SHARED` anonymous memory gets its own
+    ///   shmem object ([`Shmem`]), shared with fork children and never COWed.
     /// * Fixed: `addr` unaligned → `EINVAL`; below [`MMAP_MIN_ADDR`] → `EPERM`; past
     ///   the end of user space → `ENOMEM`; `MAP_FIXED` replaces existing mappings,
     ///   `MAP_FIXED_NOREPLACE` fails with `EEXIST` instead.
@@ -125,9 +127,6 @@ impl MmUser {
         if !flags.contains(MapFlags::ANONYMOUS) {
             return Err(Errno::EBADF);
         }
-        if flags.contains(MapFlags::SHARED) {
-            return Err(Errno::EOPNOTSUPP);
-        }
         let fixed = flags.intersects(MapFlags::FIXED | MapFlags::FIXED_NOREPLACE);
         let mut tree = self.mmap_write_lock();
         let start = if fixed {
@@ -155,7 +154,14 @@ impl MmUser {
             self.get_unmapped_area(&tree, addr, len)?
         };
         let end = VirtAddr::new_truncate(start.raw() + len);
-        tree.insert(Vma::new(start, end, vm_flags_for(prot, flags)));
+        let vm_flags = vm_flags_for(prot, flags);
+        let vma = if flags.contains(MapFlags::SHARED) {
+            // Linux: shmem_zero_setup() gives the mapping its own shmem object.
+            Vma::new_shared(start, end, vm_flags, Shmem::new(&self.mem, len / PAGE_SIZE))
+        } else {
+            Vma::new(start, end, vm_flags)
+        };
+        tree.insert(vma);
         tree.merge_around(start, end);
         Ok(start)
     }
@@ -227,6 +233,7 @@ impl Mm {
             self.unmap_page_range(vma.start(), vma.end());
         }
         range.end();
+        tree.unlink_anon_vmas(&removed);
         self.free_pgtables(tree, first.start(), last.end());
     }
 
@@ -250,7 +257,32 @@ impl Mm {
             }
             range.end();
         }
+        tree.unlink_anon_vmas(&all);
         self.free_pgtables(&tree, VirtAddr::ZERO, VirtAddr::new_truncate(TASK_SIZE));
+    }
+}
+
+impl Mm {
+    /// Gives `child` (a new, empty mm) a copy of every VMA of this one and of their
+    /// page tables as fork does: private memory shared copy-on-write, shared memory
+    /// shared. On failure (out of memory) the error is returned and the caller drops
+    /// the child, which tears down whatever was copied; this mm stays consistent
+    /// (pages write-protected so far stay so, as in Linux).
+    ///
+    /// Lock order: this mm's mmap lock, then the child's (Linux:
+    /// `mmap_write_lock_nested()`).
+    ///
+    /// Linux: `dup_mmap()`.
+    pub(crate) fn dup_mmap(&self, child: &Mm) -> Result<(), Errno> {
+        let tree = self.mmap_write_lock();
+        let mut ctree = child.mmap_write_lock();
+        for vma in tree.iter() {
+            // The copy shares the anon_vma (anon_vma_fork()) and the shmem object.
+            let copy = vma.clone();
+            ctree.insert(copy.clone());
+            self.copy_page_range(child, &copy, vma)?;
+        }
+        Ok(())
     }
 }
 

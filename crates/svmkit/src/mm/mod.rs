@@ -11,7 +11,8 @@
 //! | `pgtable.rs` | `arch/x86/include/asm/pgtable*.h` | entries: [`Pte`], [`Pmd`], encode/decode |
 //! | `pagewalk.rs` | `mm/pagewalk.c`, `mm/pgtable-generic.c` | walking, populating, locking (split PTLs) and freeing tables |
 //! | `memory.rs` | `mm/memory.c` | faults (`handle_mm_fault`, `do_anonymous_page`, `do_wp_page`, `do_swap_page`) and zap |
-//! | `rmap.rs` | `mm/rmap.c` | mapcount and anon bookkeeping |
+//! | `rmap.rs` | `mm/rmap.c`, `mm/page_vma_mapped.c` | mapcounts, anon_vmas, `rmap_walk`, `page_vma_mapped_walk` |
+//! | `shmem.rs` | `mm/shmem.c` | shared anonymous memory objects |
 //! | `mmap.rs` | `mm/mmap.c`, `mm/vma.c` | `mmap`, `munmap`, `exit_mmap` |
 //! | `mprotect.rs` | `mm/mprotect.c` | `mprotect`, `change_protection`, `can_change_pte_writable` |
 //! | `mmu_notifier/` | `mm/mmu_notifier.c`, `include/linux/mmu_notifier.h` | MMU notifiers: ranges, classic subscriptions, interval notifiers |
@@ -29,6 +30,7 @@ mod page_alloc;
 mod pagewalk;
 mod pgtable;
 mod rmap;
+mod shmem;
 mod vma;
 
 pub use folio::{Folio, FolioLockGuard};
@@ -36,7 +38,7 @@ pub use madvise::Advice;
 pub use memory::{FaultFlags, VmFault, VmFaultError};
 pub use mm_types::{Mm, MmStats, MmUser};
 pub use mmap::{MMAP_BASE, MMAP_MIN_ADDR, MapFlags, Prot};
-pub use page::{Page, PageFlags};
+pub use page::{Mapping, Page, PageFlags};
 pub use page_alloc::{
     AllocError, BadPage, BuddyError, Gfp, MAX_PAGE_ORDER, NR_PAGE_ORDERS, PhysMem, PhysMemConfig,
 };
@@ -44,4 +46,6 @@ pub use pagewalk::{PtlGuard, TableVisit};
 pub use pgtable::{
     PMD_SIZE, PTRS_PER_TABLE, PUD_SIZE, Pmd, PresentPte, Pte, PteFlags, SwapPte, UpperEntry,
 };
+pub use rmap::{AnonVma, AnonVmaReadGuard, RmapHit, VmaInfo};
+pub use shmem::Shmem;
 pub use vma::{VM_ACCESS_FLAGS, VmFlags, Vma, VmaTree};

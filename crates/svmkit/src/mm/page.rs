@@ -60,6 +60,42 @@ pub struct Page {
     head: AtomicU64,
     /// For a head (or a free block's first page): the order.
     order: AtomicU32,
+    /// Linux: `folio->mapping` (on the head): which anon_vma or shmem object the folio
+    /// belongs to, as a [`Mapping`] encoded by `Mapping::encode` (0: none).
+    mapping: AtomicU64,
+    /// Linux: `folio->index` (on the head): the page offset, in its mapping, of the
+    /// folio's first page.
+    index: AtomicU64,
+}
+
+/// What `folio->mapping` names: the anon_vma an anonymous folio was faulted in under,
+/// or the shmem object a shared anonymous folio lives in. Both are named by id;
+/// [`PhysMem::anon_vma`](super::PhysMem::anon_vma) and
+/// [`PhysMem::shmem_objects`](super::PhysMem::shmem_objects) resolve them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mapping {
+    /// Linux: `PAGE_MAPPING_ANON` | `anon_vma`.
+    Anon(u64),
+    /// Linux: `folio->mapping = inode->i_mapping` of the shmem file.
+    Shmem(u64),
+}
+
+impl Mapping {
+    fn encode(m: Option<Mapping>) -> u64 {
+        match m {
+            None => 0,
+            Some(Mapping::Anon(id)) => id << 1,
+            Some(Mapping::Shmem(id)) => (id << 1) | 1,
+        }
+    }
+
+    fn decode(raw: u64) -> Option<Mapping> {
+        match (raw >> 1, raw & 1) {
+            (0, _) => None,
+            (id, 0) => Some(Mapping::Anon(id)),
+            (id, _) => Some(Mapping::Shmem(id)),
+        }
+    }
 }
 
 impl Page {
@@ -70,6 +106,8 @@ impl Page {
             mapcount: AtomicI32::new(0),
             head: AtomicU64::new(0),
             order: AtomicU32::new(0),
+            mapping: AtomicU64::new(0),
+            index: AtomicU64::new(0),
         }
     }
 
@@ -144,6 +182,24 @@ impl Page {
 
     pub(crate) fn set_order(&self, order: u32) {
         self.order.store(order, Ordering::SeqCst);
+    }
+}
+
+impl Page {
+    /// The folio's mapping (meaningful on the head page).
+    pub fn mapping(&self) -> Option<Mapping> {
+        Mapping::decode(self.mapping.load(Ordering::SeqCst))
+    }
+
+    /// The folio's index in its mapping (meaningful on the head page).
+    pub fn index(&self) -> u64 {
+        self.index.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_mapping(&self, mapping: Option<Mapping>, index: u64) {
+        self.index.store(index, Ordering::SeqCst);
+        self.mapping
+            .store(Mapping::encode(mapping), Ordering::SeqCst);
     }
 }
 

@@ -157,6 +157,8 @@ pub struct PhysMem {
     pub(super) wait_table: Box<[Arc<WaitQueue>]>,
     wait_table_bits: u32,
     bad: Mutex<Vec<BadPage>>,
+    /// The anon_vmas and shmem objects `folio->mapping` can name.
+    pub(super) mappings: super::rmap::MappingRegistry,
 }
 
 impl PhysMem {
@@ -191,6 +193,7 @@ impl PhysMem {
             wait_table,
             wait_table_bits: config.wait_table_bits,
             bad: Mutex::new(Vec::new()),
+            mappings: super::rmap::MappingRegistry::default(),
         };
         let zero = &mem.pages[ZERO_PFN.raw() as usize];
         zero.reset_flags(PageFlags::RESERVED);
@@ -339,6 +342,7 @@ impl PhysMem {
             page.set_refcount(0);
             page.set_mapcount(0);
             page.set_order(0);
+            page.set_mapping(None, 0);
             if pfn == folio.head() {
                 page.reset_flags(if folio.order() > 0 {
                     PageFlags::HEAD
@@ -379,6 +383,7 @@ impl PhysMem {
             let page = &self.pages[pfn.raw() as usize];
             page.reset_flags(PageFlags::empty());
             page.set_order(0);
+            page.set_mapping(None, 0);
         }
         let mut area = self.free_area.lock();
         let mut pfn = folio.head().raw();

@@ -1,21 +1,288 @@
-//! Reverse-mapping bookkeeping: mapcounts and the anon flags a mapping sets.
+//! Reverse mapping (Linux: `mm/rmap.c`, `mm/page_vma_mapped.c`): from a folio to every
+//! place that maps it.
 //!
-//! This layer keeps the per-page mapcount and PageAnon/PageAnonExclusive in step with
-//! the page tables. The anon_vma tree that lets a walker find a page's mappings comes
-//! with the fork/rmap layer.
+//! Two halves:
+//! * **Bookkeeping** on the folio: mapcount per page, PageAnon/PageAnonExclusive, and
+//!   `folio->mapping`/`folio->index` (which [`AnonVma`] or shmem object, which page
+//!   offset), set when a folio is first mapped.
+//! * **The walk**: an [`AnonVma`] lists every VMA, in every mm, that may map folios
+//!   faulted in under it (Linux: the anon_vma's interval tree of anon_vma_chains).
+//!   [`PhysMem::rmap_walk`] visits each such VMA at the address the folio's index
+//!   gives there, and [`Mm::page_vma_mapped_walk`] finds the PTEs in that VMA that
+//!   really map a page of the folio.
+//!
+//! The walk takes no mmap lock: the anon_vma's lock (a reader/writer semaphore, Linux:
+//! `anon_vma->root->rwsem`) is what keeps the VMAs it lists, and their page tables,
+//! alive. VMA changes relink under its write side; munmap and exit unlink after the
+//! zap and before the page tables are freed, as Linux's `free_pgtables()` does.
+//!
+//! Lock order (DESIGN.md): mmap lock → folio lock → anon_vma lock → PTL.
+//!
+//! # Where the model is simpler than Linux
+//! Linux gives each VMA its own anon_vma plus links to its ancestors' (so a walk from a
+//! child's COW copy visits only the child's side of the fork tree). The model keeps
+//! one anon_vma per fork family (Linux's root): a walk may visit VMAs that cannot map
+//! the folio, and `page_vma_mapped_walk` finds nothing there. The set of mappings
+//! found is the same; only the cost differs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::folio::Folio;
-use super::page::PageFlags;
+use super::mm_types::Mm;
+use super::page::{Mapping, PageFlags};
 use super::page_alloc::PhysMem;
-use crate::types::Pfn;
+use super::pagewalk::PtlGuard;
+use super::pgtable::{PMD_SIZE, Pte};
+use super::shmem::Shmem;
+use super::vma::VmFlags;
+use crate::sync::{Arc, MmapLock, MmapReadGuard, Mutex};
+use crate::types::{PAGE_SHIFT, PAGE_SIZE, Pfn, VirtAddr};
+
+/// What a walker needs of a VMA, copied when the VMA is linked (the anon_vma lock, not
+/// the mmap lock, protects it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmaInfo {
+    /// Linux: `vm_start`.
+    pub start: VirtAddr,
+    /// Linux: `vm_end`.
+    pub end: VirtAddr,
+    /// Linux: `vm_pgoff`: the page offset of `start` in the VMA's mapping.
+    pub pgoff: u64,
+    /// Linux: `vm_flags`.
+    pub flags: VmFlags,
+}
+
+impl VmaInfo {
+    /// Pages covered.
+    pub fn nr_pages(&self) -> u64 {
+        (self.end.raw() - self.start.raw()) >> PAGE_SHIFT
+    }
+
+    /// The address of page offset `pgoff` in this VMA, if it falls inside.
+    ///
+    /// Linux: `vma_address()` for one page.
+    pub fn address_of(&self, pgoff: u64) -> Option<VirtAddr> {
+        let rel = pgoff.checked_sub(self.pgoff)?;
+        (rel < self.nr_pages())
+            .then(|| VirtAddr::new_truncate(self.start.raw() + (rel << PAGE_SHIFT)))
+    }
+}
+
+/// One VMA an anon_vma lists.
+struct AvcEntry {
+    mm: Weak<Mm>,
+    vma: VmaInfo,
+}
+
+/// Linux: `struct anon_vma` (the root of a fork family): the VMAs, in every mm of the
+/// family, that may map anonymous folios faulted in under it.
+pub struct AnonVma {
+    id: u64,
+    mem: Weak<PhysMem>,
+    /// Linux: `anon_vma->rb_root` under `anon_vma->root->rwsem`. Keyed by (mm id, vm_start).
+    chain: MmapLock<BTreeMap<(u64, VirtAddr), AvcEntry>>,
+}
+
+impl AnonVma {
+    /// A new, empty anon_vma registered with `mem`.
+    ///
+    /// Linux: `anon_vma_alloc()`.
+    pub(crate) fn new(mem: &Arc<PhysMem>) -> Arc<AnonVma> {
+        let id = mem.mappings.next_id();
+        let av = Arc::new(AnonVma {
+            id,
+            mem: Arc::downgrade(mem),
+            chain: MmapLock::new(BTreeMap::new()),
+        });
+        mem.mappings.anon.lock().insert(id, Arc::downgrade(&av));
+        av
+    }
+
+    /// The id `folio->mapping` stores.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Number of VMAs linked.
+    pub fn nr_vmas(&self) -> usize {
+        self.chain.read().len()
+    }
+
+    /// Atomically (under the write lock) removes the entries of `mm` starting at
+    /// `remove` and adds `add`.
+    ///
+    /// Linux: the `anon_vma_lock_write()` sections of `vma_adjust`/`anon_vma_clone`/
+    /// `unlink_anon_vmas`.
+    pub(crate) fn relink(&self, mm_id: u64, mm: &Weak<Mm>, remove: &[VirtAddr], add: &[VmaInfo]) {
+        let mut chain = self.chain.write();
+        for start in remove {
+            chain.remove(&(mm_id, *start));
+        }
+        for v in add {
+            chain.insert(
+                (mm_id, v.start),
+                AvcEntry {
+                    mm: mm.clone(),
+                    vma: *v,
+                },
+            );
+        }
+    }
+
+    /// Takes the lock for reading (for walks).
+    ///
+    /// Linux: `anon_vma_lock_read()`.
+    pub fn lock_read(&self) -> AnonVmaReadGuard<'_> {
+        AnonVmaReadGuard {
+            chain: self.chain.read(),
+        }
+    }
+}
+
+impl Drop for AnonVma {
+    fn drop(&mut self) {
+        if let Some(mem) = self.mem.upgrade() {
+            mem.mappings.anon.lock().remove(&self.id);
+        }
+    }
+}
+
+impl fmt::Debug for AnonVma {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnonVma")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The anon_vma lock held for reading.
+pub struct AnonVmaReadGuard<'a> {
+    chain: MmapReadGuard<'a, BTreeMap<(u64, VirtAddr), AvcEntry>>,
+}
+
+impl fmt::Debug for AnonVmaReadGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnonVmaReadGuard")
+            .field("vmas", &self.chain.len())
+            .finish()
+    }
+}
+
+/// The registries `folio->mapping` ids resolve through.
+#[derive(Default)]
+pub(crate) struct MappingRegistry {
+    next_id: AtomicU64,
+    pub(super) anon: Mutex<BTreeMap<u64, Weak<AnonVma>>>,
+    pub(super) shmem: Mutex<BTreeMap<u64, Weak<Shmem>>>,
+}
+
+impl MappingRegistry {
+    pub(super) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// One place a folio may be mapped, as a walk reports it.
+#[derive(Debug)]
+pub struct RmapHit<'a> {
+    /// The mm.
+    pub mm: &'a Arc<Mm>,
+    /// The VMA (as linked).
+    pub vma: VmaInfo,
+    /// The address of the folio's first page there (Linux: `vma_address()`; may lie
+    /// below `vma.start` for a large folio that only partly overlaps the VMA).
+    pub address: VirtAddr,
+}
 
 impl PhysMem {
-    /// Accounts the first mapping of a freshly allocated anonymous folio: PageAnon on
-    /// the folio, PageAnonExclusive and mapcount 1 on each page.
+    /// The anon_vma with this id, if it still exists.
+    pub fn anon_vma(&self, id: u64) -> Option<Arc<AnonVma>> {
+        self.mappings.anon.lock().get(&id).and_then(Weak::upgrade)
+    }
+
+    /// Every shmem object still alive, in creation order.
+    pub fn shmem_objects(&self) -> Vec<Arc<Shmem>> {
+        self.mappings
+            .shmem
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// Calls `f` for every VMA that may map `folio`, with the anon_vma lock held for
+    /// reading, until `f` breaks. Folios without an anon mapping (free, shmem, page
+    /// tables) have no anon rmap and yield nothing.
+    ///
+    /// Linux: `rmap_walk()` → `rmap_walk_anon()`.
+    pub fn rmap_walk(&self, folio: Folio, mut f: impl FnMut(&RmapHit<'_>) -> ControlFlow<()>) {
+        let Some(head) = self.page(folio.head()) else {
+            return;
+        };
+        let Some(Mapping::Anon(id)) = head.mapping() else {
+            return;
+        };
+        let Some(av) = self.anon_vma(id) else {
+            return;
+        };
+        let first = head.index();
+        let last = first + folio.nr_pages() - 1;
+        let guard = av.lock_read();
+        for entry in guard.chain.values() {
+            let v = entry.vma;
+            if v.pgoff > last || v.pgoff + v.nr_pages() <= first {
+                continue;
+            }
+            let Some(mm) = entry.mm.upgrade() else {
+                continue;
+            };
+            let address = VirtAddr::new_truncate(
+                (v.start.raw() as i128 + ((first as i128 - v.pgoff as i128) << PAGE_SHIFT)) as u64,
+            );
+            if f(&RmapHit {
+                mm: &mm,
+                vma: v,
+                address,
+            })
+            .is_break()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Every (mm id, address) at which some page of `folio` is mapped by a present PTE,
+    /// found through the rmap walk (for the checker and tests).
+    pub fn rmap_mappings(&self, folio: Folio) -> Vec<(u64, VirtAddr, Pfn)> {
+        let mut out = Vec::new();
+        self.rmap_walk(folio, |hit| {
+            let _ = hit
+                .mm
+                .page_vma_mapped_walk(folio, &hit.vma, hit.address, |_, addr, pte| {
+                    if let Some(p) = pte.present() {
+                        out.push((hit.mm.id(), addr, p.pfn));
+                    }
+                    ControlFlow::Continue(())
+                });
+            ControlFlow::Continue(())
+        });
+        out.sort();
+        out
+    }
+
+    /// Accounts the first mapping of a freshly allocated anonymous folio: PageAnon and
+    /// `mapping`/`index` on the folio, PageAnonExclusive and mapcount 1 on each page.
     ///
     /// Linux: `folio_add_new_anon_rmap()` (with `RMAP_EXCLUSIVE`).
-    pub(crate) fn folio_add_new_anon_rmap(&self, folio: Folio) {
+    pub(crate) fn folio_add_new_anon_rmap(&self, folio: Folio, anon_vma: &AnonVma, index: u64) {
         self.folio_set(folio, PageFlags::ANON);
+        if let Some(head) = self.page(folio.head()) {
+            head.set_mapping(Some(Mapping::Anon(anon_vma.id())), index);
+        }
         for pfn in folio.pfns() {
             if let Some(p) = self.page(pfn) {
                 p.set(PageFlags::ANON_EXCLUSIVE);
@@ -24,11 +291,22 @@ impl PhysMem {
         }
     }
 
-    /// Accounts one more PTE mapping of an existing anon page.
+    /// Accounts one more PTE mapping of an anon page shared at fork: mapcount + 1 and
+    /// PageAnonExclusive cleared (neither mm owns it alone any more).
     ///
-    /// Linux: `folio_add_anon_rmap_pte()`.
-    #[expect(dead_code, reason = "used by fork (the rmap layer)")]
-    pub(crate) fn folio_add_anon_rmap_pte(&self, pfn: Pfn) {
+    /// Linux: `folio_try_dup_anon_rmap_pte()` (which fails only for possibly pinned
+    /// pages; the caller copies those instead).
+    pub(crate) fn folio_dup_anon_rmap_pte(&self, pfn: Pfn) {
+        if let Some(p) = self.page(pfn) {
+            p.clear(PageFlags::ANON_EXCLUSIVE);
+            p.mapcount_add(1);
+        }
+    }
+
+    /// Accounts one more PTE mapping of a page-cache (shmem) page.
+    ///
+    /// Linux: `folio_add_file_rmap_pte()`.
+    pub(crate) fn folio_add_file_rmap_pte(&self, pfn: Pfn) {
         if let Some(p) = self.page(pfn) {
             p.mapcount_add(1);
         }
@@ -45,5 +323,47 @@ impl PhysMem {
             p.mapcount_add(1);
             self.report_bad(pfn, "mapcount underflow");
         }
+    }
+}
+
+/// The pfn an entry maps, for the entry kinds a page_vma_mapped walk recognises. Only
+/// present PTEs so far; the device-exclusive and migration layers add theirs here.
+///
+/// Linux: `check_pte()`'s pfn extraction.
+fn mapped_pfn(pte: Pte) -> Option<Pfn> {
+    pte.present().map(|p| p.pfn)
+}
+
+impl Mm {
+    /// Calls `f`, with the PTL held, for every PTE inside `vma` that maps a page of
+    /// `folio`, `address` being where the folio's first page would be (from
+    /// [`PhysMem::rmap_walk`]); stops when `f` breaks and says so.
+    ///
+    /// Linux: `page_vma_mapped_walk()`.
+    pub fn page_vma_mapped_walk(
+        &self,
+        folio: Folio,
+        vma: &VmaInfo,
+        address: VirtAddr,
+        mut f: impl FnMut(&mut PtlGuard<'_>, VirtAddr, Pte) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        let lo = address.raw().max(vma.start.raw());
+        let hi = (address.raw().saturating_add(folio.nr_pages() << PAGE_SHIFT)).min(vma.end.raw());
+        let mut a = lo;
+        while a < hi {
+            let table_end = ((a & !(PMD_SIZE - 1)) + PMD_SIZE).min(hi);
+            if let Some(mut ptl) = self.pte_offset_map_lock(VirtAddr::new_truncate(a)) {
+                while a < table_end {
+                    let va = VirtAddr::new_truncate(a);
+                    let pte = ptl.get(va);
+                    if mapped_pfn(pte).is_some_and(|pfn| folio.contains(pfn)) {
+                        f(&mut ptl, va, pte)?;
+                    }
+                    a += PAGE_SIZE;
+                }
+            }
+            a = table_end;
+        }
+        ControlFlow::Continue(())
     }
 }

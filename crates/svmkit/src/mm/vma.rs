@@ -8,11 +8,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{OnceLock, Weak};
 
 use bitflags::bitflags;
 
+use super::mm_types::Mm;
 use super::pgtable::PteFlags;
-use crate::types::VirtAddr;
+use super::rmap::{AnonVma, VmaInfo};
+use super::shmem::Shmem;
+use crate::sync::Arc;
+use crate::types::{PAGE_SHIFT, VirtAddr};
 
 bitflags! {
     /// VMA flags (Linux: `vm_flags_t`, the `VM_*` bits the model uses).
@@ -55,14 +60,110 @@ pub struct Vma {
     end: VirtAddr,
     /// The VMA's flags.
     pub flags: VmFlags,
+    /// Linux: `vm_pgoff`: the page offset of `start` in the mapping (for private
+    /// anonymous memory `start >> PAGE_SHIFT`, for shmem 0 at mmap).
+    pgoff: u64,
+    /// Linux: `vm_area_struct::anon_vma`, set by the first anonymous fault.
+    anon_vma: AnonVmaSlot,
+    /// Linux: `vm_file` of a shared anonymous mapping (the shmem object).
+    shmem: Option<Arc<Shmem>>,
 }
+
+/// A VMA's anon_vma: empty until the first anonymous fault sets it (under the mm's
+/// `page_table_lock`, as Linux's `__anon_vma_prepare()`), then fixed. Cloning a VMA
+/// (split, fork) copies the current value into a new slot, so each piece is set on
+/// its own afterwards.
+#[derive(Default)]
+struct AnonVmaSlot(OnceLock<Arc<AnonVma>>);
+
+impl Clone for AnonVmaSlot {
+    fn clone(&self) -> Self {
+        let slot = OnceLock::new();
+        if let Some(av) = self.0.get() {
+            let _ = slot.set(Arc::clone(av));
+        }
+        AnonVmaSlot(slot)
+    }
+}
+
+impl PartialEq for AnonVmaSlot {
+    fn eq(&self, other: &Self) -> bool {
+        match (self.0.get(), other.0.get()) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for AnonVmaSlot {}
 
 impl Vma {
     /// A VMA over `[start, end)`; both must be page-aligned with `start < end` (the
-    /// callers validate user input before building one).
+    /// callers validate user input before building one). Private anonymous: its page
+    /// offset is `start >> PAGE_SHIFT`, as Linux's `do_mmap()` sets it.
     pub(crate) fn new(start: VirtAddr, end: VirtAddr, flags: VmFlags) -> Self {
         debug_assert!(start < end && start.is_page_aligned() && end.is_page_aligned());
-        Vma { start, end, flags }
+        Vma {
+            start,
+            end,
+            flags,
+            pgoff: start.raw() >> PAGE_SHIFT,
+            anon_vma: AnonVmaSlot::default(),
+            shmem: None,
+        }
+    }
+
+    /// A shared anonymous VMA mapping `shmem` from page offset 0.
+    ///
+    /// Linux: `shmem_zero_setup()`.
+    pub(crate) fn new_shared(
+        start: VirtAddr,
+        end: VirtAddr,
+        flags: VmFlags,
+        shmem: Arc<Shmem>,
+    ) -> Self {
+        let mut v = Vma::new(start, end, flags);
+        v.pgoff = 0;
+        v.shmem = Some(shmem);
+        v
+    }
+
+    /// Linux: `vm_pgoff`.
+    pub fn pgoff(&self) -> u64 {
+        self.pgoff
+    }
+
+    /// The page offset of `addr` in the VMA's mapping.
+    ///
+    /// Linux: `linear_page_index()`.
+    pub fn linear_page_index(&self, addr: VirtAddr) -> u64 {
+        self.pgoff + ((addr.raw() - self.start.raw()) >> PAGE_SHIFT)
+    }
+
+    /// The anon_vma, once an anonymous fault has set it.
+    pub fn anon_vma(&self) -> Option<&Arc<AnonVma>> {
+        self.anon_vma.0.get()
+    }
+
+    /// Sets the anon_vma if none is set yet; returns the one in place.
+    pub(crate) fn anon_vma_get_or_set(&self, av: &Arc<AnonVma>) -> Arc<AnonVma> {
+        Arc::clone(self.anon_vma.0.get_or_init(|| Arc::clone(av)))
+    }
+
+    /// The shmem object of a shared anonymous VMA.
+    pub fn shmem(&self) -> Option<&Arc<Shmem>> {
+        self.shmem.as_ref()
+    }
+
+    /// What rmap walkers see of this VMA.
+    pub fn info(&self) -> VmaInfo {
+        VmaInfo {
+            start: self.start,
+            end: self.end,
+            pgoff: self.pgoff,
+            flags: self.flags,
+        }
     }
 
     /// First address (Linux: `vm_start`).
@@ -132,10 +233,22 @@ impl Vma {
     ///
     /// Linux: `is_mergeable_vma()` (anon_vma compatibility comes with rmap).
     pub(crate) fn can_merge_with(&self, next: &Vma) -> bool {
+        let anon_ok = match (self.anon_vma(), next.anon_vma()) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => true,
+        };
+        let file_ok = match (&self.shmem, &next.shmem) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
         self.end == next.start
             && (self.flags ^ next.flags)
                 .difference(VmFlags::SOFTDIRTY)
                 .is_empty()
+            && anon_ok
+            && file_ok
+            && self.pgoff + (self.len() >> PAGE_SHIFT) == next.pgoff
     }
 }
 
@@ -147,23 +260,76 @@ impl fmt::Debug for Vma {
             self.start.raw(),
             self.end.raw(),
             self.flags
-        )
+        )?;
+        if let Some(av) = self.anon_vma() {
+            write!(f, " anon_vma {}", av.id())?;
+        }
+        if let Some(s) = &self.shmem {
+            write!(f, " shmem {}", s.id())?;
+        }
+        Ok(())
     }
 }
 
 /// The VMAs of one mm, ordered by start address, never overlapping.
 ///
+/// A tree that belongs to an mm keeps the anon_vmas of its VMAs in step: every VMA
+/// with an anon_vma is linked there under its current geometry and flags (split,
+/// merge and flag changes relink under the anon_vma's write lock), so rmap walkers,
+/// which do not take the mmap lock, see each VMA either before or after a change.
+/// Removed VMAs stay linked until [`VmaTree::unlink_anon_vmas`] (munmap and exit call
+/// it after the zap, before freeing page tables).
+///
 /// Linux: the maple tree `mm->mm_mt` with `find_vma()`, `vma_lookup()`,
-/// `split_vma()` and `vma_merge()`.
-#[derive(Default, Clone)]
+/// `split_vma()` and `vma_merge()`, plus the anon_vma_chain upkeep of `vma_adjust()`.
+#[derive(Default)]
 pub struct VmaTree {
     vmas: BTreeMap<VirtAddr, Vma>,
+    owner: Option<TreeOwner>,
+}
+
+/// The mm a tree belongs to, for linking its VMAs into anon_vmas.
+struct TreeOwner {
+    id: u64,
+    mm: Weak<Mm>,
 }
 
 impl VmaTree {
-    /// An empty tree.
+    /// An empty tree that belongs to no mm (its VMAs are never linked for rmap).
     pub fn new() -> Self {
         VmaTree::default()
+    }
+
+    /// An empty tree for mm `id`.
+    pub(crate) fn for_mm(id: u64, mm: Weak<Mm>) -> Self {
+        VmaTree {
+            vmas: BTreeMap::new(),
+            owner: Some(TreeOwner { id, mm }),
+        }
+    }
+
+    /// Relinks in `av`: drops the entries starting at `remove`, adds `add`.
+    fn relink(&self, av: Option<&Arc<AnonVma>>, remove: &[VirtAddr], add: &[&Vma]) {
+        if let (Some(o), Some(av)) = (&self.owner, av) {
+            let add: Vec<VmaInfo> = add.iter().map(|v| v.info()).collect();
+            av.relink(o.id, &o.mm, remove, &add);
+        }
+    }
+
+    /// Links a VMA whose anon_vma was just set (by the first anonymous fault).
+    ///
+    /// Linux: the `anon_vma_chain_link()` of `__anon_vma_prepare()`.
+    pub(crate) fn link_anon_vma(&self, vma: &Vma) {
+        self.relink(vma.anon_vma(), &[], &[vma]);
+    }
+
+    /// Unlinks removed VMAs from their anon_vmas.
+    ///
+    /// Linux: `unlink_anon_vmas()` (from `free_pgtables()`).
+    pub(crate) fn unlink_anon_vmas(&self, removed: &[Vma]) {
+        for v in removed {
+            self.relink(v.anon_vma(), &[v.start], &[]);
+        }
     }
 
     /// Number of VMAs (Linux: `mm->map_count`).
@@ -242,8 +408,10 @@ impl VmaTree {
         }
         let mut low = v.clone();
         low.end = addr;
-        let mut high = v;
+        let mut high = v.clone();
         high.start = addr;
+        high.pgoff = v.linear_page_index(addr);
+        self.relink(v.anon_vma(), &[v.start], &[&low, &high]);
         self.vmas.insert(low.start, low);
         self.vmas.insert(high.start, high);
     }
@@ -251,11 +419,13 @@ impl VmaTree {
     /// Inserts a VMA; the caller has made room for it.
     pub(crate) fn insert(&mut self, vma: Vma) {
         debug_assert!(self.is_free(vma.start, vma.end));
+        self.relink(vma.anon_vma(), &[], &[&vma]);
         self.vmas.insert(vma.start, vma);
     }
 
     /// Removes and returns the VMAs inside `[start, end)`, splitting the ones that
-    /// straddle its edges first.
+    /// straddle its edges first. They stay linked in their anon_vmas until
+    /// [`unlink_anon_vmas`](Self::unlink_anon_vmas).
     pub(crate) fn remove_range(&mut self, start: VirtAddr, end: VirtAddr) -> Vec<Vma> {
         self.split_at(start);
         self.split_at(end);
@@ -276,8 +446,12 @@ impl VmaTree {
         self.split_at(end);
         let keys: Vec<VirtAddr> = self.intersecting(start, end).map(|v| v.start).collect();
         for k in keys {
-            if let Some(v) = self.vmas.get_mut(&k) {
-                v.flags = f(v.flags);
+            let Some(v) = self.vmas.get_mut(&k) else {
+                continue;
+            };
+            v.flags = f(v.flags);
+            if let Some(v) = self.vmas.get(&k) {
+                self.relink(v.anon_vma(), &[k], &[v]);
             }
         }
     }
@@ -302,17 +476,24 @@ impl VmaTree {
                 (Some(p), Some(n)) => p.can_merge_with(n),
                 _ => false,
             };
-            if mergeable {
-                if let Some(n) = self.vmas.remove(&k)
-                    && let Some(p) = self.vmas.get_mut(&prev_key)
-                {
-                    p.end = n.end;
-                    // Linux: vma_merge() ORs VM_SOFTDIRTY into the merged VMA.
-                    p.flags |= n.flags & VmFlags::SOFTDIRTY;
-                }
-            } else {
+            if !mergeable {
                 cur = Some(k);
+                continue;
             }
+            let (Some(n), Some(mut p)) = (self.vmas.remove(&k), self.vmas.remove(&prev_key)) else {
+                continue;
+            };
+            p.end = n.end;
+            // Linux: vma_merge() ORs VM_SOFTDIRTY into the merged VMA.
+            p.flags |= n.flags & VmFlags::SOFTDIRTY;
+            // A VMA without anon_vma takes its neighbour's (is_mergeable_anon_vma()).
+            if p.anon_vma().is_none()
+                && let Some(av) = n.anon_vma()
+            {
+                p.anon_vma_get_or_set(av);
+            }
+            self.relink(p.anon_vma(), &[p.start, n.start], &[&p]);
+            self.vmas.insert(p.start, p);
         }
     }
 
