@@ -1,6 +1,12 @@
-//! Random operation sequences over two address spaces, checked after every step
-//! against the invariant checker and a plain shadow model of what each process must
-//! read back.
+//! Random operation sequences over up to three address spaces (created, forked and
+//! exited at random), checked after every step against the invariant checker and a
+//! plain shadow model of what each process must read back.
+//!
+//! The shadow follows Linux: fork copies private memory (copy-on-write: each side
+//! then sees its own writes) and shares `MAP_SHARED` memory (one shmem object, seen
+//! by both); `MADV_DONTNEED` makes private pages read zero but keeps shared pages'
+//! data in the shmem object; a shared page reads its object at the page offset it
+//! had at mmap, whatever splitting `mprotect`/`munmap` did since.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +19,8 @@ const BASE: u64 = 0x7000_0000;
 const PAGES: u64 = 24;
 const WINDOW_SPLIT: u64 = 512 - 12; // the window straddles a 2 MiB boundary
 const WORDS: u64 = 4;
+/// Address-space slots: at most this many mms are alive at once.
+const SLOTS: usize = 3;
 
 fn addr(page: u64, word: u64) -> u64 {
     BASE + (WINDOW_SPLIT + page) * PAGE_SIZE + word * 8
@@ -25,6 +33,7 @@ enum Op {
         page: u64,
         n: u64,
         prot: u8,
+        shared: bool,
     },
     Munmap {
         mm: usize,
@@ -59,6 +68,15 @@ enum Op {
         word: u64,
         delta: u64,
     },
+    /// Forks the mm in slot `mm` (or the next live one) into a free slot; with no mm
+    /// alive, creates a fresh one instead. Skipped when every slot is taken.
+    Fork {
+        mm: usize,
+    },
+    /// Drops the mm in slot `mm` (or the next live one): its last user, so exit_mmap.
+    Exit {
+        mm: usize,
+    },
 }
 
 fn prot_of(p: u8) -> Prot {
@@ -66,38 +84,88 @@ fn prot_of(p: u8) -> Prot {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let mm = 0usize..2;
+    let mm = 0..SLOTS;
     let page = 0..PAGES;
     let n = 1u64..6;
     prop_oneof![
-        2 => (mm.clone(), page.clone(), n.clone(), 0u8..3).prop_map(|(mm, page, n, prot)| Op::Mmap { mm, page, n, prot }),
+        3 => (mm.clone(), page.clone(), n.clone(), 0u8..3, any::<bool>())
+            .prop_map(|(mm, page, n, prot, shared)| Op::Mmap { mm, page, n, prot, shared }),
         1 => (mm.clone(), page.clone(), n.clone()).prop_map(|(mm, page, n)| Op::Munmap { mm, page, n }),
         2 => (mm.clone(), page.clone(), n.clone(), 0u8..3).prop_map(|(mm, page, n, prot)| Op::Mprotect { mm, page, n, prot }),
         1 => (mm.clone(), page.clone(), n).prop_map(|(mm, page, n)| Op::DontNeed { mm, page, n }),
-        3 => (mm.clone(), page.clone(), 0..WORDS).prop_map(|(mm, page, word)| Op::Read { mm, page, word }),
+        4 => (mm.clone(), page.clone(), 0..WORDS).prop_map(|(mm, page, word)| Op::Read { mm, page, word }),
         3 => (mm.clone(), page.clone(), 0..WORDS, any::<u64>()).prop_map(|(mm, page, word, value)| Op::Write { mm, page, word, value }),
-        2 => (mm, page, 0..WORDS, 1u64..1000).prop_map(|(mm, page, word, delta)| Op::FetchAdd { mm, page, word, delta }),
+        2 => (mm.clone(), page, 0..WORDS, 1u64..1000).prop_map(|(mm, page, word, delta)| Op::FetchAdd { mm, page, word, delta }),
+        1 => mm.clone().prop_map(|mm| Op::Fork { mm }),
+        1 => mm.prop_map(|mm| Op::Exit { mm }),
     ]
 }
 
-/// What one process must see: a protection per mapped page, and the words written.
-#[derive(Default)]
-struct Shadow {
-    prot: BTreeMap<u64, Prot>,
-    data: BTreeMap<(u64, u64), u64>,
+/// What backs one mapped page of the shadow.
+#[derive(Clone)]
+enum Backing {
+    /// Private anonymous memory: the process's own words (copied at fork).
+    Private([u64; WORDS as usize]),
+    /// Page `off` of shared object `obj` (an index into [`Model::objs`]).
+    Shared { obj: usize, off: u64 },
 }
 
-impl Shadow {
-    fn clear(&mut self, page: u64) {
-        self.data.retain(|&(p, _), _| p != page);
+#[derive(Clone)]
+struct Page {
+    prot: Prot,
+    backing: Backing,
+}
+
+/// One live process: its address space and the shadow of what it must see.
+struct Proc {
+    user: MmUser,
+    pages: BTreeMap<u64, Page>,
+}
+
+impl Proc {
+    fn access(&self, page: u64, write: bool) -> Result<(), FaultKind> {
+        match self.pages.get(&page) {
+            None => Err(FaultKind::Unmapped),
+            Some(p) if write && !p.prot.contains(Prot::WRITE) => Err(FaultKind::Protection),
+            Some(p) if p.prot.is_empty() => Err(FaultKind::Protection),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// The shadow of the whole machine: the process slots and every shared object ever
+/// created (objects are never reclaimed from the shadow; nothing can reach a dead one).
+struct Model {
+    procs: Vec<Option<Proc>>,
+    objs: Vec<Vec<[u64; WORDS as usize]>>,
+}
+
+impl Model {
+    /// The live slot an op aimed at `mm` runs on: `mm` itself, else the next live one.
+    fn resolve(&self, mm: usize) -> Option<usize> {
+        (0..SLOTS)
+            .map(|i| (mm + i) % SLOTS)
+            .find(|&s| self.procs[s].is_some())
     }
 
-    fn access(&self, page: u64, write: bool) -> Result<(), FaultKind> {
-        match self.prot.get(&page) {
-            None => Err(FaultKind::Unmapped),
-            Some(p) if write && !p.contains(Prot::WRITE) => Err(FaultKind::Protection),
-            Some(p) if p.is_empty() => Err(FaultKind::Protection),
-            Some(_) => Ok(()),
+    fn proc(&mut self, slot: usize) -> &mut Proc {
+        self.procs[slot].as_mut().unwrap()
+    }
+
+    /// The word a read of `(page, word)` in `slot` must return (the page is mapped).
+    fn load(&self, slot: usize, page: u64, word: u64) -> u64 {
+        match &self.procs[slot].as_ref().unwrap().pages[&page].backing {
+            Backing::Private(w) => w[word as usize],
+            Backing::Shared { obj, off } => self.objs[*obj][*off as usize][word as usize],
+        }
+    }
+
+    fn store(&mut self, slot: usize, page: u64, word: u64, value: u64) {
+        let Model { procs, objs } = self;
+        let p = procs[slot].as_mut().unwrap().pages.get_mut(&page).unwrap();
+        match &mut p.backing {
+            Backing::Private(w) => w[word as usize] = value,
+            Backing::Shared { obj, off } => objs[*obj][*off as usize][word as usize] = value,
         }
     }
 }
@@ -107,40 +175,120 @@ fn range(page: u64, n: u64) -> std::ops::Range<u64> {
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let sys = System::new(SystemConfig::with_frames(512)).unwrap();
-    let mms: Vec<MmUser> = (0..2).map(|_| sys.create_mm().unwrap()).collect();
-    let mut shadow = [Shadow::default(), Shadow::default()];
-    let fixed = MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED;
+    // Three mms with up to 24 pages each, their page tables, and shmem objects that
+    // outlive partial unmaps: far below this.
+    let sys = System::new(SystemConfig::with_frames(1024)).unwrap();
+    let mut m = Model {
+        procs: (0..SLOTS)
+            .map(|i| {
+                (i < 2).then(|| Proc {
+                    user: sys.create_mm().unwrap(),
+                    pages: BTreeMap::new(),
+                })
+            })
+            .collect(),
+        objs: Vec::new(),
+    };
+    let private = MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED;
+    let shared = MapFlags::SHARED | MapFlags::ANONYMOUS | MapFlags::FIXED;
     for (step, op) in ops.into_iter().enumerate() {
-        match op {
-            Op::Mmap { mm, page, n, prot } => {
+        let target = match &op {
+            Op::Mmap { mm, .. }
+            | Op::Munmap { mm, .. }
+            | Op::Mprotect { mm, .. }
+            | Op::DontNeed { mm, .. }
+            | Op::Read { mm, .. }
+            | Op::Write { mm, .. }
+            | Op::FetchAdd { mm, .. }
+            | Op::Fork { mm }
+            | Op::Exit { mm } => m.resolve(*mm),
+        };
+        let ctx = format!("step {step}: {op:?} on slot {target:?}");
+        match (op, target) {
+            (Op::Fork { .. }, None) => {
+                // Every process exited: start a fresh one.
+                m.procs[0] = Some(Proc {
+                    user: sys.create_mm().unwrap(),
+                    pages: BTreeMap::new(),
+                });
+            }
+            (Op::Fork { .. }, Some(parent)) => {
+                let Some(free) = m.procs.iter().position(Option::is_none) else {
+                    continue;
+                };
+                let p = m.procs[parent].as_ref().unwrap();
+                let child = sys.fork(&p.user);
+                prop_assert!(child.is_ok(), "{}: fork failed: {:?}", ctx, child.err());
+                // Private pages copied, shared ones naming the same objects.
+                let pages = p.pages.clone();
+                m.procs[free] = Some(Proc {
+                    user: child.unwrap(),
+                    pages,
+                });
+            }
+            (Op::Exit { .. }, Some(slot)) => {
+                drop(m.procs[slot].take());
+            }
+            (_, None) => continue,
+            (
+                Op::Mmap {
+                    page,
+                    n,
+                    prot,
+                    shared: is_shared,
+                    ..
+                },
+                Some(s),
+            ) => {
                 let r = range(page, n);
-                let got = mms[mm].mmap(
+                let npages = r.end - r.start;
+                let got = m.proc(s).user.mmap(
                     addr(r.start, 0),
-                    (r.end - r.start) * PAGE_SIZE,
+                    npages * PAGE_SIZE,
                     prot_of(prot),
-                    fixed,
+                    if is_shared { shared } else { private },
                 );
-                prop_assert_eq!(got.map(|a| a.raw()), Ok(addr(r.start, 0)));
-                for p in r {
-                    shadow[mm].prot.insert(p, prot_of(prot));
-                    shadow[mm].clear(p);
+                prop_assert_eq!(got.map(|a| a.raw()), Ok(addr(r.start, 0)), "{}", ctx);
+                let obj = m.objs.len();
+                if is_shared {
+                    m.objs.push(vec![[0; WORDS as usize]; npages as usize]);
+                }
+                for p in r.clone() {
+                    let backing = if is_shared {
+                        Backing::Shared {
+                            obj,
+                            off: p - r.start,
+                        }
+                    } else {
+                        Backing::Private([0; WORDS as usize])
+                    };
+                    m.proc(s).pages.insert(
+                        p,
+                        Page {
+                            prot: prot_of(prot),
+                            backing,
+                        },
+                    );
                 }
             }
-            Op::Munmap { mm, page, n } => {
+            (Op::Munmap { page, n, .. }, Some(s)) => {
                 let r = range(page, n);
+                let proc = m.proc(s);
                 prop_assert_eq!(
-                    mms[mm].munmap(addr(r.start, 0), (r.end - r.start) * PAGE_SIZE),
-                    Ok(())
+                    proc.user
+                        .munmap(addr(r.start, 0), (r.end - r.start) * PAGE_SIZE),
+                    Ok(()),
+                    "{}",
+                    ctx
                 );
                 for p in r {
-                    shadow[mm].prot.remove(&p);
-                    shadow[mm].clear(p);
+                    proc.pages.remove(&p);
                 }
             }
-            Op::Mprotect { mm, page, n, prot } => {
+            (Op::Mprotect { page, n, prot, .. }, Some(s)) => {
                 let r = range(page, n);
-                let got = mms[mm].mprotect(
+                let proc = m.proc(s);
+                let got = proc.user.mprotect(
                     addr(r.start, 0),
                     (r.end - r.start) * PAGE_SIZE,
                     prot_of(prot),
@@ -148,78 +296,87 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 // Linux: applied to the mapped run from the start; ENOMEM at a hole.
                 let mut want = Ok(());
                 for p in r {
-                    match shadow[mm].prot.get_mut(&p) {
-                        Some(pr) => *pr = prot_of(prot),
+                    match proc.pages.get_mut(&p) {
+                        Some(pg) => pg.prot = prot_of(prot),
                         None => {
                             want = Err(Errno::ENOMEM);
                             break;
                         }
                     }
                 }
-                prop_assert_eq!(got, want);
+                prop_assert_eq!(got, want, "{}", ctx);
             }
-            Op::DontNeed { mm, page, n } => {
+            (Op::DontNeed { page, n, .. }, Some(s)) => {
                 let r = range(page, n);
-                let got = mms[mm].madvise(
+                let proc = m.proc(s);
+                let got = proc.user.madvise(
                     addr(r.start, 0),
                     (r.end - r.start) * PAGE_SIZE,
                     Advice::DontNeed,
                 );
+                // Linux: applied to every mapped piece; ENOMEM if there was a hole.
+                // Private pages read zero afterwards; shared ones keep their data in
+                // the shmem object.
                 let mut want = Ok(());
                 for p in r {
-                    if shadow[mm].prot.contains_key(&p) {
-                        shadow[mm].clear(p);
-                    } else {
-                        want = Err(Errno::ENOMEM);
+                    match proc.pages.get_mut(&p) {
+                        Some(Page {
+                            backing: Backing::Private(w),
+                            ..
+                        }) => *w = [0; WORDS as usize],
+                        Some(_) => {}
+                        None => want = Err(Errno::ENOMEM),
                     }
                 }
-                prop_assert_eq!(got, want);
+                prop_assert_eq!(got, want, "{}", ctx);
             }
-            Op::Read { mm, page, word } => {
-                let got = mms[mm].read_u64(addr(page, word)).map_err(|e| e.kind);
-                let want = shadow[mm]
-                    .access(page, false)
-                    .map(|()| shadow[mm].data.get(&(page, word)).copied().unwrap_or(0));
-                prop_assert_eq!(got, want, "step {}", step);
+            (Op::Read { page, word, .. }, Some(s)) => {
+                let proc = m.proc(s);
+                let got = proc.user.read_u64(addr(page, word)).map_err(|e| e.kind);
+                let want = proc.access(page, false).map(|()| m.load(s, page, word));
+                prop_assert_eq!(got, want, "{}", ctx);
             }
-            Op::Write {
-                mm,
-                page,
-                word,
-                value,
-            } => {
-                let got = mms[mm]
+            (
+                Op::Write {
+                    page, word, value, ..
+                },
+                Some(s),
+            ) => {
+                let proc = m.proc(s);
+                let got = proc
+                    .user
                     .write_u64(addr(page, word), value)
                     .map_err(|e| e.kind);
-                let want = shadow[mm].access(page, true);
+                let want = proc.access(page, true);
                 if want.is_ok() {
-                    shadow[mm].data.insert((page, word), value);
+                    m.store(s, page, word, value);
                 }
-                prop_assert_eq!(got, want, "step {}", step);
+                prop_assert_eq!(got, want, "{}", ctx);
             }
-            Op::FetchAdd {
-                mm,
-                page,
-                word,
-                delta,
-            } => {
-                let got = mms[mm]
+            (
+                Op::FetchAdd {
+                    page, word, delta, ..
+                },
+                Some(s),
+            ) => {
+                let proc = m.proc(s);
+                let got = proc
+                    .user
                     .fetch_add_u64(addr(page, word), delta)
                     .map_err(|e| e.kind);
-                let want = shadow[mm].access(page, true).map(|()| {
-                    let v = shadow[mm].data.entry((page, word)).or_insert(0);
-                    let old = *v;
-                    *v = old.wrapping_add(delta);
+                let want = proc.access(page, true).map(|()| {
+                    let old = m.load(s, page, word);
+                    m.store(s, page, word, old.wrapping_add(delta));
                     old
                 });
-                prop_assert_eq!(got, want, "step {}", step);
+                prop_assert_eq!(got, want, "{}", ctx);
             }
         }
         if let Err(e) = sys.check() {
-            prop_assert!(false, "after step {}: {}", step, e);
+            prop_assert!(false, "after {}: {}", ctx, e);
         }
     }
-    drop(mms);
+    drop(m.procs);
     if let Err(e) = sys.check() {
         prop_assert!(false, "after exit: {}", e);
     }
