@@ -220,7 +220,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let child = sys.fork(&p.user);
                 prop_assert!(child.is_ok(), "{}: fork failed: {:?}", ctx, child.err());
                 // Private pages copied, shared ones naming the same objects.
-                let pages = p.pages.clone();
+                let mut pages = p.pages.clone();
+                for pg in pages.values_mut() { if let Backing::Private(w) = pg.backing { pg.backing = Backing::Private([0;4]); let _ = w; } }
                 m.procs[free] = Some(Proc {
                     user: child.unwrap(),
                     pages,
