@@ -50,6 +50,9 @@ bitflags! {
         const USER = 1 << 6;
         /// FAULT_FLAG_REMOTE: the fault comes from GUP on another mm.
         const REMOTE = 1 << 7;
+        /// FAULT_FLAG_UNSHARE: make a shared anon page exclusive without making it
+        /// writable (what a read-only FOLL_PIN needs).
+        const UNSHARE = 1 << 10;
     }
 }
 
@@ -104,11 +107,12 @@ impl Mm {
         self.pte_alloc(addr)?;
         // Both anonymous write paths (first touch, COW copy) put a new folio under the
         // VMA's anon_vma; make sure it has one (Linux: vmf_anon_prepare()).
-        let anon = if flags.contains(FaultFlags::WRITE) && vma.shmem().is_none() {
-            Some(self.anon_vma_prepare(guard, addr)?)
-        } else {
-            None
-        };
+        let anon =
+            if flags.intersects(FaultFlags::WRITE | FaultFlags::UNSHARE) && vma.shmem().is_none() {
+                Some(self.anon_vma_prepare(guard, addr)?)
+            } else {
+                None
+            };
         match self.pte_get_lockless(addr) {
             Pte::None if vma.shmem().is_some() => self.do_shared_fault(vma, addr, flags),
             Pte::None => self.do_anonymous_page(vma, addr, flags, anon.as_ref()),
@@ -198,7 +202,10 @@ impl Mm {
             return Ok(VmFault::Done);
         };
         if flags.contains(FaultFlags::WRITE) && !pte.is_write() {
-            return self.do_wp_page(vma, addr, ptl, pte, anon);
+            return self.do_wp_page(vma, addr, ptl, pte, anon, false);
+        }
+        if flags.contains(FaultFlags::UNSHARE) && self.must_unshare(pte) {
+            return self.do_wp_page(vma, addr, ptl, pte, anon, true);
         }
         let mut young = pte.with(PteFlags::ACCESSED);
         if flags.contains(FaultFlags::WRITE) {
@@ -282,8 +289,12 @@ impl Mm {
         mut ptl: PtlGuard<'_>,
         pte: PresentPte,
         anon: Option<&Arc<AnonVma>>,
+        unshare: bool,
     ) -> Result<VmFault, VmFaultError> {
         let mem = &self.mem;
+        if unshare && !self.must_unshare(pte) {
+            return Ok(VmFault::Done);
+        }
         if vma.flags.contains(VmFlags::SHARED) {
             // Linux: wp_page_shared(): shared pages are never copied.
             let new = pte.with(PteFlags::ACCESSED | PteFlags::WRITE).mkdirty();
@@ -301,6 +312,10 @@ impl Mm {
                 if let Some(p) = mem.page(pte.pfn) {
                     p.set(PageFlags::ANON_EXCLUSIVE);
                 }
+                if unshare {
+                    // Exclusive now; writability is left to a later write fault.
+                    return Ok(VmFault::Done);
+                }
                 // Linux: wp_page_reuse(): maybe_mkwrite(pte_mkdirty(pte)).
                 let mut new = pte.with(PteFlags::ACCESSED).mkdirty();
                 if vma.flags.contains(VmFlags::WRITE) {
@@ -315,7 +330,23 @@ impl Mm {
         let Some(anon) = anon else {
             return Err(VmFaultError::Sigbus);
         };
-        self.wp_page_copy(vma, addr, pte, anon)
+        self.wp_page_copy(vma, addr, pte, anon, unshare)
+    }
+
+    /// Whether a read-only FOLL_PIN must first make this page exclusive: an anon page
+    /// that is not PageAnonExclusive (the zero page and shmem pages are pinned as
+    /// they are).
+    ///
+    /// Linux: `gup_must_unshare()`.
+    pub(crate) fn must_unshare(&self, pte: PresentPte) -> bool {
+        let mem = &self.mem;
+        !pte.is_special()
+            && mem
+                .page_folio(pte.pfn)
+                .is_ok_and(|f| mem.folio_test(f, PageFlags::ANON))
+            && !mem
+                .page(pte.pfn)
+                .is_some_and(|p| p.test(PageFlags::ANON_EXCLUSIVE))
     }
 
     /// Whether an anon folio mapped read-only here can be reused in place: nobody else
@@ -346,6 +377,7 @@ impl Mm {
         addr: VirtAddr,
         orig: PresentPte,
         anon: &Arc<AnonVma>,
+        unshare: bool,
     ) -> Result<VmFault, VmFaultError> {
         let mem = &self.mem;
         let old = (!orig.is_special())
@@ -401,7 +433,18 @@ impl Mm {
             return Ok(VmFault::Done);
         }
         mem.folio_add_new_anon_rmap(new, anon, vma.linear_page_index(addr));
-        ptl.set(addr, Pte::Present(new_anon_pte(vma, new)));
+        let entry = if unshare {
+            // Linux: an unshare copy keeps the old PTE's read-only state and tracking bits.
+            PresentPte::new(
+                new.head(),
+                vma.page_prot()
+                    | PteFlags::ACCESSED
+                    | (orig.flags & (PteFlags::SOFT_DIRTY | PteFlags::UFFD_WP)),
+            )
+        } else {
+            new_anon_pte(vma, new)
+        };
+        ptl.set(addr, Pte::Present(entry));
         match old {
             Some(old) => {
                 mem.folio_remove_rmap_pte(orig.pfn);
@@ -622,12 +665,28 @@ impl Mm {
     ///
     /// Linux: `folio_needs_cow_for_dma()` / `folio_maybe_dma_pinned()`.
     fn folio_needs_cow_for_dma(&self, folio: Folio) -> bool {
-        self.has_pinned() && self.mem.folio_ref_count(folio) >= GUP_PIN_COUNTING_BIAS
+        self.has_pinned() && self.mem.folio_maybe_dma_pinned(folio)
     }
 }
 
 /// What one FOLL_PIN adds to a small folio's refcount (Linux: `GUP_PIN_COUNTING_BIAS`).
 pub const GUP_PIN_COUNTING_BIAS: i32 = 1024;
+
+impl super::PhysMem {
+    /// Whether the folio may be pinned for DMA: a large folio counts pins exactly
+    /// (`_pincount`); a small one is judged by its refcount, which each pin raises by
+    /// [`GUP_PIN_COUNTING_BIAS`] (so a thousand plain references look pinned too, as
+    /// in Linux).
+    ///
+    /// Linux: `folio_maybe_dma_pinned()`.
+    pub fn folio_maybe_dma_pinned(&self, folio: Folio) -> bool {
+        if folio.order() > 0 {
+            self.page(folio.head()).is_some_and(|p| p.pincount() > 0)
+        } else {
+            self.folio_ref_count(folio) >= GUP_PIN_COUNTING_BIAS
+        }
+    }
+}
 
 /// The PTE of a freshly mapped, exclusively owned anon page: young (the fault is the
 /// first access) and, in a writable VMA, writable and dirty.

@@ -66,6 +66,12 @@ pub struct Page {
     /// Linux: `folio->index` (on the head): the page offset, in its mapping, of the
     /// folio's first page.
     index: AtomicU64,
+    /// Linux: `folio->_entire_mapcount` (on the head of a large folio): how many PMDs
+    /// map the whole folio. Stored as the count itself.
+    entire_mapcount: AtomicI32,
+    /// Linux: `folio->_pincount` (on the head of a large folio): FOLL_PIN pins. Small
+    /// folios count pins in the refcount instead (`GUP_PIN_COUNTING_BIAS`).
+    pincount: AtomicI32,
 }
 
 /// What `folio->mapping` names: the anon_vma an anonymous folio was faulted in under,
@@ -108,6 +114,8 @@ impl Page {
             order: AtomicU32::new(0),
             mapping: AtomicU64::new(0),
             index: AtomicU64::new(0),
+            entire_mapcount: AtomicI32::new(0),
+            pincount: AtomicI32::new(0),
         }
     }
 
@@ -194,6 +202,28 @@ impl Page {
     /// The folio's index in its mapping (meaningful on the head page).
     pub fn index(&self) -> u64 {
         self.index.load(Ordering::SeqCst)
+    }
+
+    /// PMD mappings of the whole folio (head page only).
+    ///
+    /// Linux: `folio_entire_mapcount()`.
+    pub fn entire_mapcount(&self) -> i32 {
+        self.entire_mapcount.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn entire_mapcount_add(&self, delta: i32) -> i32 {
+        self.entire_mapcount.fetch_add(delta, Ordering::SeqCst) + delta
+    }
+
+    /// FOLL_PIN pins of a large folio (head page only).
+    ///
+    /// Linux: `folio->_pincount`.
+    pub fn pincount(&self) -> i32 {
+        self.pincount.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn pincount_add(&self, delta: i32) -> i32 {
+        self.pincount.fetch_add(delta, Ordering::SeqCst) + delta
     }
 
     pub(crate) fn set_mapping(&self, mapping: Option<Mapping>, index: u64) {

@@ -343,6 +343,8 @@ impl PhysMem {
             page.set_mapcount(0);
             page.set_order(0);
             page.set_mapping(None, 0);
+            page.entire_mapcount_add(-page.entire_mapcount());
+            page.pincount_add(-page.pincount());
             if pfn == folio.head() {
                 page.reset_flags(if folio.order() > 0 {
                     PageFlags::HEAD
@@ -370,7 +372,7 @@ impl PhysMem {
             if page.flags().intersects(FLAGS_CHECK_AT_FREE) {
                 self.report_bad(pfn, "freed while locked or reserved");
                 bad = true;
-            } else if page.mapcount() != 0 {
+            } else if page.mapcount() != 0 || page.entire_mapcount() != 0 {
                 self.report_bad(pfn, "freed while still mapped");
                 bad = true;
             }
