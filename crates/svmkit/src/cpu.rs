@@ -17,7 +17,7 @@ use std::fmt;
 
 use thiserror::Error;
 
-use crate::mm::{FaultFlags, Mm, MmUser, PhysMem, Pte, PteFlags, VmFault, VmFaultError, Vma};
+use crate::mm::{FaultFlags, Mm, MmUser, PhysMem, Pmd, Pte, PteFlags, VmFault, VmFaultError, Vma};
 use crate::types::{PAGE_SIZE, Pfn, VirtAddr};
 
 /// The kind of a CPU access.
@@ -92,7 +92,15 @@ impl Mm {
         if write {
             flags |= FaultFlags::WRITE;
         }
+        let mut op = Some(op);
         loop {
+            if matches!(self.pmd_get_lockless(addr), Pmd::Huge(_))
+                && let Some(r) =
+                    self.access_huge_pmd(addr, write, |mem, pfn| op.take().map(|op| op(mem, pfn)))
+                && let Some(r) = r
+            {
+                return Ok(r);
+            }
             if let Some(mut ptl) = self.pte_offset_map_lock(addr)
                 && let Pte::Present(pte) = ptl.get(addr)
                 && !pte.is_protnone()
@@ -107,6 +115,9 @@ impl Mm {
                 if hw != pte {
                     ptl.set(addr, Pte::Present(hw));
                 }
+                let Some(op) = op.take() else {
+                    return Err(fail(FaultKind::Bus));
+                };
                 let r = op(self.mem(), pte.pfn);
                 drop(ptl);
                 return Ok(r);

@@ -19,7 +19,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::mm::{Folio, Mapping, Mm, PageFlags, Pte, PteFlags, VmFlags};
+use crate::mm::{
+    Folio, HPAGE_PMD_NR, Mapping, Mm, PMD_SIZE, PageFlags, Pmd, PresentPte, Pte, PteFlags, VmFlags,
+};
 use crate::sync::Arc;
 use crate::system::System;
 use crate::types::{Pfn, VirtAddr};
@@ -81,6 +83,8 @@ pub type ExtraRefs = BTreeMap<Folio, i32>;
 struct Expect {
     refs: BTreeMap<Pfn, i32>,
     maps: BTreeMap<Pfn, i32>,
+    /// PMD mappings per folio head (Linux: the entire mapcount).
+    entire: BTreeMap<Pfn, i32>,
     tables: BTreeMap<Pfn, u64>,
     /// Every present PTE mapping an anon page: (folio, mm, address, pfn), for the rmap
     /// reachability check.
@@ -228,9 +232,19 @@ impl System {
                     ),
                 ));
             }
+            let want_entire = exp.entire.get(&pfn).copied().unwrap_or(0);
+            let have_entire = page.entire_mapcount();
+            if have_entire != want_entire {
+                out.push(v(
+                    pfn,
+                    format!(
+                        "entire mapcount {have_entire}, huge PMDs map it {want_entire} time(s)"
+                    ),
+                ));
+            }
             for p in folio.pfns() {
-                let want = exp.maps.get(&p).copied().unwrap_or(0);
-                let have = mem.page(p).map_or(0, |pg| pg.mapcount());
+                let want = exp.maps.get(&p).copied().unwrap_or(0) + want_entire;
+                let have = mem.page(p).map_or(0, |pg| pg.mapcount()) + want_entire;
                 if have != want {
                     out.push(v(
                         p,
@@ -288,6 +302,7 @@ fn check_mm(mm: &Arc<Mm>, exp: &mut Expect, out: &mut Vec<Violation>) {
     }
     let mut rss = 0i64;
     let mut rss_shmem = 0i64;
+    let mut huge = Vec::new();
     let mut visits = Vec::new();
     mm.walk_tables(|t| visits.push(t));
     for t in visits {
@@ -300,6 +315,14 @@ fn check_mm(mm: &Arc<Mm>, exp: &mut Expect, out: &mut Vec<Violation>) {
         }
         if t.level == 4 {
             continue;
+        }
+        if t.level == 2 {
+            for (addr, pmd) in t.pmds(mem) {
+                if let Pmd::Huge(p) = pmd {
+                    huge.push(addr.raw());
+                    check_huge_pmd(mm, &tree, addr, p, exp, &mut rss, out);
+                }
+            }
         }
         let lo = VirtAddr::new_truncate(t.base);
         let hi = VirtAddr::new_truncate((t.base + t.span()).min(crate::types::TASK_SIZE));
@@ -420,6 +443,24 @@ fn check_mm(mm: &Arc<Mm>, exp: &mut Expect, out: &mut Vec<Violation>) {
             }
         }
     }
+    let deposited = mm.deposited_tables();
+    for &(addr, table) in &deposited {
+        if let Some(other) = exp.tables.insert(table, id) {
+            out.push(viol(
+                Some(VirtAddr::new_truncate(addr)),
+                Some(table),
+                format!("deposited page table also used by mm {other}"),
+            ));
+        }
+    }
+    let deposits: Vec<u64> = deposited.iter().map(|d| d.0).collect();
+    if deposits != huge {
+        out.push(viol(
+            None,
+            None,
+            format!("huge PMDs at {huge:x?} but page tables deposited for {deposits:x?}"),
+        ));
+    }
     if rss_shmem != mm.rss_shmem() {
         out.push(viol(
             None,
@@ -442,4 +483,68 @@ fn check_mm(mm: &Arc<Mm>, exp: &mut Expect, out: &mut Vec<Violation>) {
             ),
         ));
     }
+}
+
+/// One huge PMD: inside a private anonymous VMA that allows it, mapping the head of an
+/// order-9 anon folio; counted as one reference, one entire mapping, 512 RSS pages.
+fn check_huge_pmd(
+    mm: &Arc<Mm>,
+    tree: &crate::mm::VmaTree,
+    addr: VirtAddr,
+    p: PresentPte,
+    exp: &mut Expect,
+    rss: &mut i64,
+    out: &mut Vec<Violation>,
+) {
+    let mem = mm.mem();
+    let viol = |what: String| Violation {
+        mm: Some(mm.id()),
+        addr: Some(addr),
+        pfn: Some(p.pfn),
+        what,
+    };
+    let Some(vma) = tree.find(addr) else {
+        out.push(viol("huge PMD outside any VMA".into()));
+        return;
+    };
+    if vma.end().raw() < addr.raw() + PMD_SIZE || vma.shmem().is_some() {
+        out.push(viol(format!(
+            "huge PMD not wholly inside a private {vma:?}"
+        )));
+    }
+    if p.is_write() && !vma.flags.contains(VmFlags::WRITE) {
+        out.push(viol(format!("writable huge PMD in {vma:?}")));
+    }
+    if p.is_protnone() == vma.is_accessible() {
+        out.push(viol(format!(
+            "huge PMD protnone={} in {vma:?}",
+            p.is_protnone()
+        )));
+    }
+    let Ok(folio) = mem.page_folio(p.pfn) else {
+        out.push(viol("huge PMD maps a frame that does not exist".into()));
+        return;
+    };
+    if folio.head() != p.pfn || folio.nr_pages() != HPAGE_PMD_NR {
+        out.push(viol(format!(
+            "huge PMD maps {folio:?}, not the head of a PMD-sized folio"
+        )));
+        return;
+    }
+    if !mem.folio_test(folio, PageFlags::ANON) {
+        out.push(viol(format!("huge PMD maps non-anon {folio:?}")));
+    }
+    if p.is_write()
+        && !mem
+            .page(p.pfn)
+            .is_some_and(|pg| pg.test(PageFlags::ANON_EXCLUSIVE))
+    {
+        out.push(viol(
+            "writable huge PMD on a THP that is not anon-exclusive".into(),
+        ));
+    }
+    *exp.refs.entry(folio.head()).or_default() += 1;
+    *exp.entire.entry(folio.head()).or_default() += 1;
+    *rss += HPAGE_PMD_NR as i64;
+    exp.anon_ptes.push((folio, mm.id(), addr, p.pfn));
 }

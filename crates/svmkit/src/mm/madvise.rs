@@ -94,6 +94,7 @@ impl MmUser {
                 let mut tree = self.mmap_write_lock();
                 let (ranges, covered) = pieces(&tree);
                 for (s, e) in ranges {
+                    self.vma_adjust_trans_huge(s, e);
                     tree.update_flags(s, e, |f| (f | set) - clear);
                 }
                 tree.merge_around(start, end);

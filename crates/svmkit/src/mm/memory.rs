@@ -21,6 +21,7 @@ use bitflags::bitflags;
 use thiserror::Error;
 
 use super::folio::Folio;
+use super::huge_memory::haddr_of;
 use super::mm_types::Mm;
 use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
 use super::page::PageFlags;
@@ -104,7 +105,6 @@ impl Mm {
         let _ = &guard;
         self.stats().faults.fetch_add(1, Ordering::Relaxed);
         let addr = addr.page_align_down();
-        self.pte_alloc(addr)?;
         // Both anonymous write paths (first touch, COW copy) put a new folio under the
         // VMA's anon_vma; make sure it has one (Linux: vmf_anon_prepare()).
         let anon =
@@ -113,6 +113,34 @@ impl Mm {
             } else {
                 None
             };
+        let write = flags.contains(FaultFlags::WRITE);
+        match self.pmd_get_lockless(addr) {
+            Pmd::None if write && vma.thp_suitable(self.mem.thp_mode(), haddr_of(addr)) => {
+                if let Some(anon) = &anon
+                    && let Some(done) = self.do_huge_pmd_anonymous_page(vma, addr, anon)?
+                {
+                    return Ok(done);
+                }
+            }
+            Pmd::Huge(h) => {
+                if write && !h.is_write() {
+                    if let Some(done) = self.do_huge_pmd_wp_page(vma, addr)? {
+                        return Ok(done);
+                    }
+                    // Split: the PTE-level write fault below copies one page.
+                } else {
+                    self.huge_pmd_set_accessed(addr, write);
+                    return Ok(VmFault::Done);
+                }
+            }
+            _ => {}
+        }
+        match self.pte_alloc(addr) {
+            Ok(_) => {}
+            // A huge PMD appeared meanwhile: let the access retry.
+            Err(Errno::EEXIST) => return Ok(VmFault::Done),
+            Err(e) => return Err(e.into()),
+        }
         match self.pte_get_lockless(addr) {
             Pte::None if vma.shmem().is_some() => self.do_shared_fault(vma, addr, flags),
             Pte::None => self.do_anonymous_page(vma, addr, flags, anon.as_ref()),
@@ -468,6 +496,15 @@ impl Mm {
     /// Linux: `unmap_page_range()` → `zap_pte_range()`.
     #[doc(alias = "zap_pte_range")]
     pub(crate) fn unmap_page_range(&self, start: VirtAddr, end: VirtAddr) {
+        // Linux: zap_pmd_range(): a huge PMD wholly inside goes at once, one partly
+        // inside is split first.
+        self.for_each_huge_pmd(start, end, |haddr, whole| {
+            if whole {
+                self.zap_huge_pmd(haddr);
+            } else {
+                self.split_huge_pmd_address(haddr);
+            }
+        });
         self.for_each_pte_table(start, end, |ptl, s, e| {
             for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
                 self.zap_one(ptl, VirtAddr::new_truncate(a));
@@ -539,6 +576,17 @@ impl Mm {
         while addr < end {
             let next = ((addr & !(PMD_SIZE - 1)) + PMD_SIZE).min(end);
             let at = VirtAddr::new_truncate(addr);
+            if matches!(self.pmd_get_lockless(at), Pmd::Huge(_)) {
+                match self.copy_huge_pmd(dst, src_vma, at) {
+                    // Split because possibly pinned: copy its PTEs below.
+                    Err(Errno::EAGAIN) => {}
+                    other => {
+                        other?;
+                        addr = next;
+                        continue;
+                    }
+                }
+            }
             if matches!(self.pmd_get_lockless(at), Pmd::Table(_)) {
                 dst.pte_alloc(at)?;
                 // Lock order: the child's PTL, then the parent's (Linux:

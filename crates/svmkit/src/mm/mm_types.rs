@@ -12,6 +12,7 @@
 //! are methods of [`MmUser`], so they can only run on a live address space; the
 //! lower-level operations that need locks take the lock guards.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -32,6 +33,12 @@ pub struct MmStats {
     pub cow_copies: AtomicU64,
     /// Write faults that reused the page in place.
     pub wp_reuses: AtomicU64,
+    /// Faults that mapped a new PMD-sized THP (Linux: `THP_FAULT_ALLOC`).
+    pub thp_faults: AtomicU64,
+    /// THP faults that fell back to 4 KiB pages (Linux: `THP_FAULT_FALLBACK`).
+    pub thp_fallbacks: AtomicU64,
+    /// Huge PMDs split into PTE tables (Linux: `THP_SPLIT_PMD`).
+    pub thp_split_pmds: AtomicU64,
 }
 
 /// An address space (Linux: `struct mm_struct`).
@@ -40,8 +47,10 @@ pub struct Mm {
     pub(crate) mem: Arc<PhysMem>,
     mm_users: AtomicU32,
     mmap_lock: MmapLock<VmaTree>,
-    /// Linux: `mm->page_table_lock`, protecting the upper page-table levels.
-    page_table_lock: Mutex<()>,
+    /// Linux: `mm->page_table_lock`, protecting the upper page-table levels, huge PMDs
+    /// and the PTE tables deposited for splitting them (keyed by the huge PMD's address;
+    /// Linux: `pgtable_trans_huge_deposit()`).
+    page_table_lock: Mutex<BTreeMap<u64, Pfn>>,
     /// The top-level table; freed at exit.
     pgd: Pfn,
     /// Linux: `mm->rss_stat[MM_ANONPAGES]`.
@@ -67,7 +76,7 @@ impl Mm {
             mem,
             mm_users: AtomicU32::new(1),
             mmap_lock: MmapLock::new(VmaTree::for_mm(id, me.clone())),
-            page_table_lock: Mutex::new(()),
+            page_table_lock: Mutex::new(BTreeMap::new()),
             pgd,
             rss_anon: AtomicI64::new(0),
             rss_shmem: AtomicI64::new(0),
@@ -127,6 +136,14 @@ impl Mm {
         self.has_pinned.store(true, Ordering::SeqCst);
     }
 
+    /// The PTE tables deposited for huge PMDs (for the checker and views).
+    pub fn deposited_tables(&self) -> Vec<(u64, Pfn)> {
+        self.page_table_lock()
+            .iter()
+            .map(|(&a, &p)| (a, p))
+            .collect()
+    }
+
     /// Event counters.
     pub fn stats(&self) -> &MmStats {
         &self.stats
@@ -155,7 +172,7 @@ impl Mm {
     ///
     /// Linux: `spin_lock(&mm->page_table_lock)` (`pmd_lock()` without split PMD locks).
     #[doc(alias = "pmd_lock")]
-    pub(crate) fn page_table_lock(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn page_table_lock(&self) -> MutexGuard<'_, BTreeMap<u64, Pfn>> {
         self.page_table_lock.lock()
     }
 

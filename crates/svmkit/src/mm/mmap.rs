@@ -221,6 +221,9 @@ impl Mm {
         start: VirtAddr,
         end: VirtAddr,
     ) {
+        if !tree.is_free(start, end) {
+            self.vma_adjust_trans_huge(start, end);
+        }
         let removed = tree.remove_range(start, end);
         let (Some(first), Some(last)) = (removed.first(), removed.last()) else {
             return;

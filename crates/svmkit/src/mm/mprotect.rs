@@ -68,6 +68,7 @@ impl MmUser {
                 continue;
             }
             let (s, e) = (v.start().max(start), v.end().min(covered_to));
+            self.vma_adjust_trans_huge(s, e);
             tree.update_flags(s, e, |f| (f - VM_ACCESS_FLAGS) | new_access);
             if let Some(changed) = tree.find(s).cloned() {
                 self.change_protection(&changed, s, e);
@@ -104,6 +105,13 @@ impl Mm {
             end.raw(),
         )
         .invalidate_range_start();
+        self.for_each_huge_pmd(first, end, |haddr, whole| {
+            if whole {
+                changed += u64::from(self.change_huge_pmd(vma, haddr));
+            } else {
+                self.split_huge_pmd(vma, haddr);
+            }
+        });
         self.for_each_pte_table(first, end, |ptl, s, e| {
             for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
                 let va = VirtAddr::new_truncate(a);

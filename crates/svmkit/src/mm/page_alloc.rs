@@ -159,6 +159,8 @@ pub struct PhysMem {
     bad: Mutex<Vec<BadPage>>,
     /// The anon_vmas and shmem objects `folio->mapping` can name.
     pub(super) mappings: super::rmap::MappingRegistry,
+    /// The THP policy (Linux: `transparent_hugepage/enabled`).
+    pub(super) thp: super::huge_memory::ThpSetting,
 }
 
 impl PhysMem {
@@ -194,6 +196,7 @@ impl PhysMem {
             wait_table_bits: config.wait_table_bits,
             bad: Mutex::new(Vec::new()),
             mappings: super::rmap::MappingRegistry::default(),
+            thp: super::huge_memory::ThpSetting::new(),
         };
         let zero = &mem.pages[ZERO_PFN.raw() as usize];
         zero.reset_flags(PageFlags::RESERVED);

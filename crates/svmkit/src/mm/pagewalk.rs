@@ -51,7 +51,7 @@ impl PhysMem {
         self.table_word(table, idx).load(Ordering::SeqCst)
     }
 
-    fn pt_write(&self, table: Pfn, idx: usize, raw: u64) {
+    pub(crate) fn pt_write(&self, table: Pfn, idx: usize, raw: u64) {
         self.table_word(table, idx).store(raw, Ordering::SeqCst);
     }
 
@@ -151,9 +151,28 @@ impl Mm {
     /// The PMD entry covering `addr`, read without a lock.
     ///
     /// Linux: `pmdp_get_lockless()`.
-    pub(crate) fn pmd_get_lockless(&self, addr: VirtAddr) -> Pmd {
+    pub fn pmd_get_lockless(&self, addr: VirtAddr) -> Pmd {
         self.pmd_slot(addr)
             .map_or(Pmd::None, |s| Pmd::decode(self.mem.pt_read(s.table, s.idx)))
+    }
+
+    /// Whether a huge PMD (a PMD-mapped THP) covers `addr` (lockless; for views).
+    ///
+    /// Linux: `pmd_trans_huge()`.
+    pub fn pmd_is_huge(&self, addr: VirtAddr) -> bool {
+        matches!(self.pmd_get_lockless(addr), Pmd::Huge(_))
+    }
+
+    /// The frame a present translation maps `addr` to, through a huge PMD or a PTE
+    /// (lockless; for views and tests, not a CPU access).
+    pub fn translate(&self, addr: VirtAddr) -> Option<Pfn> {
+        match self.pmd_get_lockless(addr) {
+            Pmd::Huge(h) => Some(Pfn::new(h.pfn.raw() + ((addr.raw() % PMD_SIZE) >> 12))),
+            Pmd::Table(t) => Pte::decode(self.mem.pt_read(t, pte_index(addr)))
+                .present()
+                .map(|p| p.pfn),
+            Pmd::None => None,
+        }
     }
 
     /// The address of the first PMD in `[start, end)` that is not empty (a PTE table or
@@ -212,6 +231,19 @@ impl Mm {
                 Ok(new)
             }
         }
+    }
+
+    /// Walks to the PMD slot covering `addr`, allocating the PUD and PMD tables on the
+    /// way (not the PTE table). `ENOMEM` if a table cannot be allocated.
+    ///
+    /// Linux: `pud_alloc()`, `pmd_alloc()`.
+    pub(crate) fn pmd_alloc(&self, addr: VirtAddr) -> Result<PmdSlot, Errno> {
+        let pud = self.upper_alloc(self.pgd(), pgd_index(addr))?;
+        let pmd = self.upper_alloc(pud, pud_index(addr))?;
+        Ok(PmdSlot {
+            table: pmd,
+            idx: pmd_index(addr),
+        })
     }
 
     /// Walks to the PTE table covering `addr`, allocating missing tables on the way.
@@ -279,6 +311,29 @@ impl Mm {
             let at = VirtAddr::new_truncate(addr);
             if let Some(mut ptl) = self.pte_offset_map_lock(at) {
                 f(&mut ptl, at, VirtAddr::new_truncate(next));
+            }
+            addr = next;
+        }
+    }
+
+    /// Calls `f(haddr, whole)` for each huge PMD overlapping `[start, end)`; `whole`
+    /// says whether the range covers all of its 2 MiB.
+    pub(crate) fn for_each_huge_pmd(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+        mut f: impl FnMut(VirtAddr, bool),
+    ) {
+        let Some(mut addr) = self.first_populated_pmd(start, end).map(|a| a.raw()) else {
+            return;
+        };
+        while addr < end.raw() {
+            let haddr = addr & !(PMD_SIZE - 1);
+            let next = (haddr + PMD_SIZE).min(end.raw());
+            let at = VirtAddr::new_truncate(addr);
+            if matches!(self.pmd_get_lockless(at), Pmd::Huge(_)) {
+                let whole = haddr >= start.raw() && haddr + PMD_SIZE <= end.raw();
+                f(VirtAddr::new_truncate(haddr), whole);
             }
             addr = next;
         }
@@ -406,6 +461,17 @@ impl TableVisit {
             3 => PGDIR_SIZE,
             _ => PGDIR_SIZE * PTRS_PER_TABLE as u64,
         }
+    }
+
+    /// The entries of a PMD table (level 2), decoded, with their addresses.
+    pub fn pmds<'a>(&self, mem: &'a PhysMem) -> impl Iterator<Item = (VirtAddr, Pmd)> + 'a {
+        let (pfn, base, is_pmd) = (self.pfn, self.base, self.level == 2);
+        (0..PTRS_PER_TABLE).filter(move |_| is_pmd).map(move |i| {
+            (
+                VirtAddr::new_truncate(base + (i as u64) * PMD_SIZE),
+                Pmd::decode(mem.pt_read(pfn, i)),
+            )
+        })
     }
 
     /// The entries of a PTE table (level 1), decoded, with their addresses.

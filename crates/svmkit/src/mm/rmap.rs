@@ -36,7 +36,7 @@ use super::mm_types::Mm;
 use super::page::{Mapping, PageFlags};
 use super::page_alloc::PhysMem;
 use super::pagewalk::PtlGuard;
-use super::pgtable::{PMD_SIZE, Pte};
+use super::pgtable::{PMD_SIZE, Pmd, PresentPte, Pte};
 use super::shmem::Shmem;
 use super::vma::VmFlags;
 use crate::sync::{Arc, MmapLock, MmapReadGuard, Mutex};
@@ -262,9 +262,14 @@ impl PhysMem {
         self.rmap_walk(folio, |hit| {
             let _ = hit
                 .mm
-                .page_vma_mapped_walk(folio, &hit.vma, hit.address, |_, addr, pte| {
-                    if let Some(p) = pte.present() {
-                        out.push((hit.mm.id(), addr, p.pfn));
+                .page_vma_mapped_walk(folio, &hit.vma, hit.address, |found| {
+                    match found {
+                        PvmwHit::Pte { addr, pte, .. } => {
+                            if let Some(p) = pte.present() {
+                                out.push((hit.mm.id(), addr, p.pfn));
+                            }
+                        }
+                        PvmwHit::Pmd { addr, pmd } => out.push((hit.mm.id(), addr, pmd.pfn)),
                     }
                     ControlFlow::Continue(())
                 });
@@ -334,10 +339,32 @@ fn mapped_pfn(pte: Pte) -> Option<Pfn> {
     pte.present().map(|p| p.pfn)
 }
 
+/// One mapping [`Mm::page_vma_mapped_walk`] found.
+#[derive(Debug)]
+pub enum PvmwHit<'g, 'a> {
+    /// A PTE mapping a page of the folio; its table's PTL is held.
+    Pte {
+        /// The PTL, for changing the entry.
+        ptl: &'g mut PtlGuard<'a>,
+        /// Where.
+        addr: VirtAddr,
+        /// The entry.
+        pte: Pte,
+    },
+    /// A huge PMD mapping the whole folio; `page_table_lock` is held.
+    Pmd {
+        /// The 2 MiB-aligned address.
+        addr: VirtAddr,
+        /// The PMD's entry.
+        pmd: PresentPte,
+    },
+}
+
 impl Mm {
-    /// Calls `f`, with the PTL held, for every PTE inside `vma` that maps a page of
-    /// `folio`, `address` being where the folio's first page would be (from
-    /// [`PhysMem::rmap_walk`]); stops when `f` breaks and says so.
+    /// Calls `f`, with the right lock held, for every PTE inside `vma` that maps a page
+    /// of `folio` and for a huge PMD mapping it, `address` being where the folio's
+    /// first page would be (from [`PhysMem::rmap_walk`]); stops when `f` breaks and
+    /// says so.
     ///
     /// Linux: `page_vma_mapped_walk()`.
     pub fn page_vma_mapped_walk(
@@ -345,19 +372,37 @@ impl Mm {
         folio: Folio,
         vma: &VmaInfo,
         address: VirtAddr,
-        mut f: impl FnMut(&mut PtlGuard<'_>, VirtAddr, Pte) -> ControlFlow<()>,
+        mut f: impl FnMut(PvmwHit<'_, '_>) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
         let lo = address.raw().max(vma.start.raw());
         let hi = (address.raw().saturating_add(folio.nr_pages() << PAGE_SHIFT)).min(vma.end.raw());
         let mut a = lo;
         while a < hi {
             let table_end = ((a & !(PMD_SIZE - 1)) + PMD_SIZE).min(hi);
-            if let Some(mut ptl) = self.pte_offset_map_lock(VirtAddr::new_truncate(a)) {
+            let at = VirtAddr::new_truncate(a);
+            if let Pmd::Huge(_) = self.pmd_get_lockless(at) {
+                let _deposits = self.page_table_lock();
+                if let Pmd::Huge(pmd) = self.pmd_get_lockless(at)
+                    && folio.contains(pmd.pfn)
+                {
+                    f(PvmwHit::Pmd {
+                        addr: VirtAddr::new_truncate(a & !(PMD_SIZE - 1)),
+                        pmd,
+                    })?;
+                }
+                a = table_end;
+                continue;
+            }
+            if let Some(mut ptl) = self.pte_offset_map_lock(at) {
                 while a < table_end {
                     let va = VirtAddr::new_truncate(a);
                     let pte = ptl.get(va);
                     if mapped_pfn(pte).is_some_and(|pfn| folio.contains(pfn)) {
-                        f(&mut ptl, va, pte)?;
+                        f(PvmwHit::Pte {
+                            ptl: &mut ptl,
+                            addr: va,
+                            pte,
+                        })?;
                     }
                     a += PAGE_SIZE;
                 }
