@@ -68,6 +68,14 @@ enum Op {
         word: u64,
         delta: u64,
     },
+    /// Writes `value + i` to the i-th word of `[page, page + n)`, word by word (a
+    /// memset that keeps going past faults).
+    Fill {
+        mm: usize,
+        page: u64,
+        n: u64,
+        value: u64,
+    },
     /// Forks the mm in slot `mm` (or the next live one) into a free slot; with no mm
     /// alive, creates a fresh one instead. Skipped when every slot is taken.
     Fork {
@@ -77,10 +85,18 @@ enum Op {
     Exit {
         mm: usize,
     },
+    /// Reads every word of the window in every live mm and compares it all with the
+    /// shadow (faulting pages in as a side effect).
+    Sweep,
 }
 
 fn prot_of(p: u8) -> Prot {
     [Prot::empty(), Prot::READ, Prot::READ | Prot::WRITE][p as usize % 3]
+}
+
+/// A protection index for [`prot_of`], biased toward read-write so data gets written.
+fn prot() -> impl Strategy<Value = u8> {
+    prop_oneof![1 => Just(0u8), 1 => Just(1u8), 3 => Just(2u8)]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -88,16 +104,18 @@ fn op() -> impl Strategy<Value = Op> {
     let page = 0..PAGES;
     let n = 1u64..6;
     prop_oneof![
-        3 => (mm.clone(), page.clone(), n.clone(), 0u8..3, any::<bool>())
+        3 => (mm.clone(), page.clone(), n.clone(), prot(), any::<bool>())
             .prop_map(|(mm, page, n, prot, shared)| Op::Mmap { mm, page, n, prot, shared }),
         1 => (mm.clone(), page.clone(), n.clone()).prop_map(|(mm, page, n)| Op::Munmap { mm, page, n }),
-        2 => (mm.clone(), page.clone(), n.clone(), 0u8..3).prop_map(|(mm, page, n, prot)| Op::Mprotect { mm, page, n, prot }),
-        1 => (mm.clone(), page.clone(), n).prop_map(|(mm, page, n)| Op::DontNeed { mm, page, n }),
+        2 => (mm.clone(), page.clone(), n.clone(), prot()).prop_map(|(mm, page, n, prot)| Op::Mprotect { mm, page, n, prot }),
+        2 => (mm.clone(), page.clone(), n.clone()).prop_map(|(mm, page, n)| Op::DontNeed { mm, page, n }),
         4 => (mm.clone(), page.clone(), 0..WORDS).prop_map(|(mm, page, word)| Op::Read { mm, page, word }),
         3 => (mm.clone(), page.clone(), 0..WORDS, any::<u64>()).prop_map(|(mm, page, word, value)| Op::Write { mm, page, word, value }),
-        2 => (mm.clone(), page, 0..WORDS, 1u64..1000).prop_map(|(mm, page, word, delta)| Op::FetchAdd { mm, page, word, delta }),
+        2 => (mm.clone(), page.clone(), 0..WORDS, 1u64..1000).prop_map(|(mm, page, word, delta)| Op::FetchAdd { mm, page, word, delta }),
+        2 => (mm.clone(), page, n, any::<u64>()).prop_map(|(mm, page, n, value)| Op::Fill { mm, page, n, value }),
         1 => mm.clone().prop_map(|mm| Op::Fork { mm }),
         1 => mm.prop_map(|mm| Op::Exit { mm }),
+        2 => Just(Op::Sweep),
     ]
 }
 
@@ -200,11 +218,33 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             | Op::Read { mm, .. }
             | Op::Write { mm, .. }
             | Op::FetchAdd { mm, .. }
+            | Op::Fill { mm, .. }
             | Op::Fork { mm }
             | Op::Exit { mm } => m.resolve(*mm),
+            Op::Sweep => None,
         };
         let ctx = format!("step {step}: {op:?} on slot {target:?}");
         match (op, target) {
+            (Op::Sweep, _) => {
+                for s in (0..SLOTS).filter(|&s| m.procs[s].is_some()) {
+                    for page in 0..PAGES {
+                        for word in 0..WORDS {
+                            let proc = m.procs[s].as_ref().unwrap();
+                            let got = proc.user.read_u64(addr(page, word)).map_err(|e| e.kind);
+                            let want = proc.access(page, false).map(|()| m.load(s, page, word));
+                            prop_assert_eq!(
+                                got,
+                                want,
+                                "{}: slot {} page {} word {}",
+                                ctx,
+                                s,
+                                page,
+                                word
+                            );
+                        }
+                    }
+                }
+            }
             (Op::Fork { .. }, None) => {
                 // Every process exited: start a fresh one.
                 m.procs[0] = Some(Proc {
@@ -220,8 +260,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let child = sys.fork(&p.user);
                 prop_assert!(child.is_ok(), "{}: fork failed: {:?}", ctx, child.err());
                 // Private pages copied, shared ones naming the same objects.
-                let mut pages = p.pages.clone();
-                for pg in pages.values_mut() { if let Backing::Private(w) = pg.backing { pg.backing = Backing::Private([0;4]); let _ = w; } }
+                let pages = p.pages.clone();
                 m.procs[free] = Some(Proc {
                     user: child.unwrap(),
                     pages,
@@ -353,6 +392,21 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     m.store(s, page, word, value);
                 }
                 prop_assert_eq!(got, want, "{}", ctx);
+            }
+            (Op::Fill { page, n, value, .. }, Some(s)) => {
+                for (i, (p, word)) in range(page, n)
+                    .flat_map(|p| (0..WORDS).map(move |w| (p, w)))
+                    .enumerate()
+                {
+                    let v = value.wrapping_add(i as u64);
+                    let proc = m.proc(s);
+                    let got = proc.user.write_u64(addr(p, word), v).map_err(|e| e.kind);
+                    let want = proc.access(p, true);
+                    if want.is_ok() {
+                        m.store(s, p, word, v);
+                    }
+                    prop_assert_eq!(got, want, "{}: page {} word {}", ctx, p, word);
+                }
             }
             (
                 Op::FetchAdd {
