@@ -125,7 +125,9 @@ fn thp_fault_falls_back_without_advice_or_memory() {
     let (sys, mm) = system(1100);
     sys.mem().set_thp_mode(ThpMode::Always);
     let hog = sys.mem().folio_alloc(9, svmkit::mm::Gfp::empty()).unwrap();
-    assert!(sys.mem().folio_alloc(9, svmkit::mm::Gfp::empty()).is_err());
+    sys.mem()
+        .folio_alloc(9, svmkit::mm::Gfp::empty())
+        .unwrap_err();
     mm.mmap(H, PMD_SIZE, RW, FIXED).unwrap();
     mm.write_u64(H, 1).unwrap();
     assert_eq!(folio_at(&sys, &mm, H).order(), 0);
@@ -191,7 +193,10 @@ fn split_pmd_by_partial_munmap_and_dontneed_keeps_the_rest() {
     let f = folio_at(&sys, &mm, a);
     mm.write_u64(a + 7 * P, 77).unwrap();
     mm.munmap(a + 3 * P, P).unwrap();
-    assert!(mm.read_u64(a + 3 * P).is_err());
+    assert_eq!(
+        mm.read_u64(a + 3 * P).unwrap_err().kind,
+        svmkit::FaultKind::Unmapped
+    );
     assert_eq!(mm.read_u64(a + 7 * P).unwrap(), 77);
     let mapped = (0..HPAGE_PMD_NR)
         .filter(|i| pte_mapped(&mm, a + i * P))
