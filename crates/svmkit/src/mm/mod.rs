@@ -10,6 +10,7 @@
 //! | `vma.rs` | `mm/vma.c` | [`Vma`], [`VmFlags`], the [`VmaTree`] |
 //! | `pgtable.rs` | `arch/x86/include/asm/pgtable*.h` | entries: [`Pte`], [`Pmd`], encode/decode |
 //! | `pagewalk.rs` | `mm/pagewalk.c`, `mm/pgtable-generic.c` | walking, populating, locking (split PTLs) and freeing tables |
+//! | `huge_memory.rs` | `mm/huge_memory.c` | THP: huge PMD faults, split, zap, mprotect, fork, COW |
 //! | `memory.rs` | `mm/memory.c` | faults (`handle_mm_fault`, `do_anonymous_page`, `do_wp_page`, `do_swap_page`) and zap |
 //! | `rmap.rs` | `mm/rmap.c`, `mm/page_vma_mapped.c` | mapcounts, anon_vmas, `rmap_walk`, `page_vma_mapped_walk` |
 //! | `shmem.rs` | `mm/shmem.c` | shared anonymous memory objects |
@@ -19,6 +20,7 @@
 //! | `madvise.rs` | `mm/madvise.c` | `MADV_DONTNEED`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE` |
 
 mod folio;
+mod huge_memory;
 mod madvise;
 mod memory;
 mod mm_types;
@@ -34,6 +36,7 @@ mod shmem;
 mod vma;
 
 pub use folio::{Folio, FolioLockGuard};
+pub use huge_memory::{HPAGE_PMD_NR, HPAGE_PMD_SIZE, ThpMode};
 pub use madvise::Advice;
 pub use memory::{FaultFlags, VmFault, VmFaultError};
 pub use mm_types::{Mm, MmStats, MmUser};
@@ -46,6 +49,6 @@ pub use pagewalk::{PtlGuard, TableVisit};
 pub use pgtable::{
     PMD_SIZE, PTRS_PER_TABLE, PUD_SIZE, Pmd, PresentPte, Pte, PteFlags, SwapPte, UpperEntry,
 };
-pub use rmap::{AnonVma, AnonVmaReadGuard, RmapHit, VmaInfo};
+pub use rmap::{AnonVma, AnonVmaReadGuard, PvmwHit, RmapHit, VmaInfo};
 pub use shmem::Shmem;
 pub use vma::{VM_ACCESS_FLAGS, VmFlags, Vma, VmaTree};
