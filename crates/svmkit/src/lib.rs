@@ -35,6 +35,7 @@ pub mod check;
 pub mod cpu;
 pub mod error;
 pub mod mm;
+pub mod profile;
 pub mod sync;
 pub mod system;
 pub mod task;
@@ -42,5 +43,6 @@ pub mod types;
 
 pub use cpu::{Access, FaultError, FaultKind};
 pub use error::Errno;
+pub use profile::{Profile, RestoreEvent, RestoreWritability};
 pub use system::{System, SystemConfig};
 pub use types::{PAGE_SHIFT, PAGE_SIZE, Pfn, VirtAddr};

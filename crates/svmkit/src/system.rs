@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Errno;
 use crate::mm::{Mm, MmUser, PhysMem, PhysMemConfig};
+use crate::profile::Profile;
 use crate::sync::{Arc, Mutex};
 
 /// How to build a [`System`].
@@ -13,6 +14,8 @@ use crate::sync::{Arc, Mutex};
 pub struct SystemConfig {
     /// Physical memory.
     pub mem: PhysMemConfig,
+    /// Which Linux era's device-exclusive design the mms follow.
+    pub profile: Profile,
 }
 
 impl SystemConfig {
@@ -20,6 +23,7 @@ impl SystemConfig {
     pub const fn with_frames(frames: u64) -> Self {
         SystemConfig {
             mem: PhysMemConfig::with_frames(frames),
+            profile: Profile::linux_6_15(),
         }
     }
 }
@@ -28,6 +32,7 @@ impl SystemConfig {
 /// walks ([`System::check`]).
 pub struct System {
     mem: Arc<PhysMem>,
+    profile: Profile,
     mms: Mutex<Vec<Weak<Mm>>>,
     next_mm_id: AtomicU64,
 }
@@ -37,6 +42,7 @@ impl System {
     pub fn new(config: SystemConfig) -> Result<Arc<System>, Errno> {
         Ok(Arc::new(System {
             mem: PhysMem::new(config.mem)?,
+            profile: config.profile,
             mms: Mutex::new(Vec::new()),
             next_mm_id: AtomicU64::new(1),
         }))
@@ -47,13 +53,18 @@ impl System {
         &self.mem
     }
 
+    /// The device-exclusive design every mm of this machine follows.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
     /// A new, empty address space with one user (a new process). `ENOMEM` if its
     /// top-level page table cannot be allocated.
     ///
     /// Linux: `mm_alloc()` (as `execve()` does).
     pub fn create_mm(&self) -> Result<MmUser, Errno> {
         let id = self.next_mm_id.fetch_add(1, Ordering::Relaxed);
-        let mm = Mm::alloc(Arc::clone(&self.mem), id)?;
+        let mm = Mm::alloc(Arc::clone(&self.mem), id, self.profile)?;
         self.register(&mm);
         Ok(MmUser::first(mm))
     }

@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::mm::{
-    Folio, HPAGE_PMD_NR, Mapping, Mm, PMD_SIZE, PageFlags, Pmd, PresentPte, Pte, PteFlags, VmFlags,
+    Folio, HPAGE_PMD_NR, Mapping, Mm, PMD_SIZE, PageFlags, Pmd, PresentPte, Pte, PteFlags, SwapPte,
+    VmFlags,
 };
 use crate::sync::Arc;
 use crate::system::System;
@@ -339,6 +340,10 @@ fn check_mm(mm: &Arc<Mm>, exp: &mut Expect, out: &mut Vec<Violation>) {
         for (addr, pte) in t.ptes(mem) {
             let p = match pte {
                 Pte::None => continue,
+                Pte::Swap(s) if s.is_device_exclusive() => {
+                    check_exclusive_entry(mm, &tree, addr, s, exp, &mut rss, out);
+                    continue;
+                }
                 Pte::Swap(s) => {
                     out.push(viol(
                         Some(addr),
@@ -547,4 +552,58 @@ fn check_huge_pmd(
     *exp.entire.entry(folio.head()).or_default() += 1;
     *rss += HPAGE_PMD_NR as i64;
     exp.anon_ptes.push((folio, mm.id(), addr, p.pfn));
+}
+
+/// One device-exclusive entry: inside a private VMA, naming a page of an anon folio;
+/// it holds the reference (and, where the profile keeps it, the mapcount) of the PTE
+/// it replaced, and stays in the RSS.
+fn check_exclusive_entry(
+    mm: &Arc<Mm>,
+    tree: &crate::mm::VmaTree,
+    addr: VirtAddr,
+    entry: SwapPte,
+    exp: &mut Expect,
+    rss: &mut i64,
+    out: &mut Vec<Violation>,
+) {
+    let mem = mm.mem();
+    let pfn = entry.pfn();
+    let viol = |what: String| Violation {
+        mm: Some(mm.id()),
+        addr: Some(addr),
+        pfn,
+        what,
+    };
+    match tree.find(addr) {
+        None => out.push(viol("device-exclusive entry outside any VMA".into())),
+        Some(v) if v.shmem().is_some() => {
+            out.push(viol(format!("device-exclusive entry in shared {v:?}")));
+        }
+        Some(_) => {}
+    }
+    if mm.profile().entry_has_write_bit != !entry.is_writable_device_exclusive()
+        && !mm.profile().entry_has_write_bit
+    {
+        out.push(viol(format!(
+            "{entry:?}: a read-only type the profile does not have"
+        )));
+    }
+    let Some(pfn) = pfn.filter(|p| mem.pfn_valid(*p) && !mem.is_free_frame(*p)) else {
+        out.push(viol(format!(
+            "{entry:?} names a frame that is not allocated"
+        )));
+        return;
+    };
+    let Ok(folio) = mem.page_folio(pfn) else {
+        return;
+    };
+    if !mem.folio_test(folio, PageFlags::ANON) {
+        out.push(viol(format!("{entry:?} names non-anon {folio:?}")));
+    }
+    *exp.refs.entry(folio.head()).or_default() += 1;
+    if mm.profile().mapcount_kept_on_entry {
+        *exp.maps.entry(pfn).or_default() += 1;
+    }
+    *rss += 1;
+    exp.anon_ptes.push((folio, mm.id(), addr, pfn));
 }

@@ -377,15 +377,17 @@ impl Mm {
         Ok(())
     }
 
-    /// A write fault on a read-only huge PMD: reuse the THP if this mapping owns it
-    /// alone, else split the PMD and let the 4 KiB path copy just the faulting page.
-    /// `Ok(None)`: fall back to the PTE level.
+    /// A write (or, with `unshare`, a read-only FOLL_PIN's unshare) fault on a
+    /// read-only huge PMD: reuse the THP if this mapping owns it alone (an unshare only
+    /// marks it exclusive, without making it writable), else split the PMD and let the
+    /// 4 KiB path copy just the faulting page. `Ok(None)`: fall back to the PTE level.
     ///
     /// Linux: `do_huge_pmd_wp_page()`.
     pub(crate) fn do_huge_pmd_wp_page(
         &self,
         vma: &Vma,
         addr: VirtAddr,
+        unshare: bool,
     ) -> Result<Option<VmFault>, VmFaultError> {
         let mem = &self.mem;
         {
@@ -407,6 +409,9 @@ impl Mm {
             if mem.folio_test(folio, PageFlags::ANON) && (exclusive || only_user) {
                 if let Some(h) = head {
                     h.set(PageFlags::ANON_EXCLUSIVE);
+                }
+                if unshare {
+                    return Ok(Some(VmFault::Done));
                 }
                 let new = huge.with(PteFlags::ACCESSED | PteFlags::WRITE).mkdirty();
                 mem.pt_write(slot.table, slot.idx, Pmd::Huge(new).encode());

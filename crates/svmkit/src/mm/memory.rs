@@ -27,10 +27,11 @@ use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
 use super::page::PageFlags;
 use super::page_alloc::Gfp;
 use super::pagewalk::PtlGuard;
-use super::pgtable::{PMD_SIZE, Pmd, PresentPte, Pte, PteFlags};
+use super::pgtable::{PMD_SIZE, Pmd, PresentPte, Pte, PteFlags, SwapPte};
 use super::rmap::AnonVma;
 use super::vma::{VmFlags, Vma, VmaTree};
 use crate::error::Errno;
+use crate::profile::RestoreWritability;
 use crate::sync::{Arc, MmapReadGuard};
 use crate::types::{PAGE_SIZE, VirtAddr};
 use std::sync::atomic::Ordering;
@@ -123,8 +124,9 @@ impl Mm {
                 }
             }
             Pmd::Huge(h) => {
-                if write && !h.is_write() {
-                    if let Some(done) = self.do_huge_pmd_wp_page(vma, addr)? {
+                let unshare = flags.contains(FaultFlags::UNSHARE);
+                if (write || unshare) && !h.is_write() {
+                    if let Some(done) = self.do_huge_pmd_wp_page(vma, addr, !write)? {
                         return Ok(done);
                     }
                     // Split: the PTE-level write fault below copies one page.
@@ -144,7 +146,7 @@ impl Mm {
         match self.pte_get_lockless(addr) {
             Pte::None if vma.shmem().is_some() => self.do_shared_fault(vma, addr, flags),
             Pte::None => self.do_anonymous_page(vma, addr, flags, anon.as_ref()),
-            Pte::Swap(_) => self.do_swap_page(vma, addr, flags),
+            Pte::Swap(_) => self.do_swap_page(guard, vma, addr, flags),
             Pte::Present(_) => self.handle_present_pte(vma, addr, flags, anon.as_ref()),
         }
     }
@@ -295,14 +297,152 @@ impl Mm {
     /// Linux: `do_swap_page()`.
     fn do_swap_page(
         &self,
-        _vma: &Vma,
+        guard: &mut MmapReadGuard<'_, VmaTree>,
+        vma: &Vma,
         addr: VirtAddr,
-        _flags: FaultFlags,
+        flags: FaultFlags,
     ) -> Result<VmFault, VmFaultError> {
         match self.pte_get_lockless(addr) {
+            Pte::Swap(entry) if entry.is_device_exclusive() => {
+                self.remove_device_exclusive_entry(guard, vma, addr, flags, entry)
+            }
             Pte::Swap(_) => Err(VmFaultError::Sigbus),
             // Changed under us (pte_unmap_same() failed): let the CPU retry.
             _ => Ok(VmFault::Done),
+        }
+    }
+
+    /// A CPU fault (or GUP, or `hmm_range_fault` asked to fault) on a device-exclusive
+    /// entry: revoke the device's exclusivity and put the PTE back (spec 3).
+    ///
+    /// Takes a folio reference first where the profile says so (6.3+: without it the
+    /// folio may be freed while this fault waits for its lock), locks the folio or
+    /// retries, notifies with the profile's restore event (6.15: `Clear`, owner none)
+    /// even if the entry turns out to have changed, then restores it if it is still the
+    /// one that faulted.
+    ///
+    /// Linux: `remove_device_exclusive_entry()`.
+    fn remove_device_exclusive_entry(
+        &self,
+        guard: &mut MmapReadGuard<'_, VmaTree>,
+        vma: &Vma,
+        addr: VirtAddr,
+        flags: FaultFlags,
+        orig: SwapPte,
+    ) -> Result<VmFault, VmFaultError> {
+        let mem = &self.mem;
+        let profile = *self.profile();
+        let Some(folio) = orig.pfn().and_then(|p| mem.page_folio(p).ok()) else {
+            return Err(VmFaultError::Sigbus);
+        };
+        if profile.restore_takes_folio_ref && !mem.folio_try_get(folio) {
+            // Freed already: the entry must be gone too; let the access retry.
+            return Ok(VmFault::Done);
+        }
+        let put = || {
+            if profile.restore_takes_folio_ref {
+                mem.folio_put(folio);
+            }
+        };
+        if !self.folio_lock_or_retry(guard, folio, flags) {
+            put();
+            return Ok(VmFault::Retry);
+        }
+        let range = MmuNotifierRange::new(
+            self,
+            profile.restore_event.event(),
+            addr.raw(),
+            addr.raw() + PAGE_SIZE,
+        )
+        .invalidate_range_start();
+        if let Some(mut ptl) = self.pte_offset_map_lock(addr)
+            && ptl.get(addr) == Pte::Swap(orig)
+        {
+            self.restore_exclusive_pte(vma, folio, addr, &mut ptl, orig);
+        }
+        mem.folio_unlock(folio);
+        put();
+        range.end();
+        Ok(VmFault::Done)
+    }
+
+    /// Locks `folio` for a fault, or, on the first attempt of a retryable fault, drops
+    /// the mmap lock, waits for the folio to be unlocked, takes the mmap lock again and
+    /// returns false (the caller returns `Retry`). A second attempt, or a fault that
+    /// may not retry (GUP), sleeps until it has the lock.
+    ///
+    /// Linux: `folio_lock_or_retry()`.
+    pub(crate) fn folio_lock_or_retry(
+        &self,
+        guard: &mut MmapReadGuard<'_, VmaTree>,
+        folio: Folio,
+        flags: FaultFlags,
+    ) -> bool {
+        let mem = &self.mem;
+        if let Some(lock) = mem.folio_trylock(folio) {
+            lock.leak();
+            return true;
+        }
+        if flags.contains(FaultFlags::ALLOW_RETRY) && !flags.contains(FaultFlags::TRIED) {
+            guard.drop_and_retake(|| mem.folio_wait_locked(folio));
+            return false;
+        }
+        mem.folio_lock(folio).leak();
+        true
+    }
+
+    /// Puts a present PTE back in place of a device-exclusive entry: the same page, old
+    /// (not young), soft-dirty and uffd-wp carried over; writable per the profile
+    /// (6.15: iff the VMA is writable and `can_change_pte_writable()` allows it, dirty
+    /// iff the folio is; 5.14: from the entry's write bit, always dirty); the mapcount
+    /// re-added where the profile dropped it at conversion.
+    ///
+    /// Caller holds the folio lock and the PTL.
+    ///
+    /// Linux: `restore_exclusive_pte()`.
+    pub(crate) fn restore_exclusive_pte(
+        &self,
+        vma: &Vma,
+        folio: Folio,
+        addr: VirtAddr,
+        ptl: &mut PtlGuard<'_>,
+        entry: SwapPte,
+    ) {
+        let mem = &self.mem;
+        debug_assert!(mem.folio_test_locked(folio));
+        let Some(pfn) = entry.pfn() else {
+            return;
+        };
+        let profile = self.profile();
+        let mut flags = vma.page_prot();
+        if entry.soft_dirty {
+            flags |= PteFlags::SOFT_DIRTY;
+        }
+        if entry.uffd_wp {
+            flags |= PteFlags::UFFD_WP;
+        }
+        let mut pte = PresentPte::new(pfn, flags);
+        match profile.restore_writability {
+            RestoreWritability::CanChangePteWritable => {
+                if vma.flags.contains(VmFlags::WRITE) && self.can_change_pte_writable(vma, pte) {
+                    if mem.folio_test(folio, PageFlags::DIRTY) {
+                        pte = pte.mkdirty();
+                    }
+                    pte = pte.with(PteFlags::WRITE);
+                }
+            }
+            RestoreWritability::EntryBitAlwaysDirty => {
+                if !entry.uffd_wp && entry.is_writable_device_exclusive() {
+                    pte = pte.mkdirty();
+                    if vma.flags.contains(VmFlags::WRITE) {
+                        pte = pte.with(PteFlags::WRITE);
+                    }
+                }
+            }
+        }
+        ptl.set(addr, Pte::Present(pte));
+        if !profile.mapcount_kept_on_entry {
+            mem.folio_add_anon_rmap_pte(pfn);
         }
     }
 
@@ -534,8 +674,23 @@ impl Mm {
                     mem.folio_put(folio);
                 }
             }
-            // No layer creates swap-type entries yet; each one that does adds its
-            // accounting here (Linux: zap_nonpresent_ptes()).
+            // Linux: zap_nonpresent_ptes(). A device-exclusive entry holds the reference
+            // (and, in 6.15, the mapcount) of the PTE it replaced. No folio lock is
+            // taken: a driver may still hold it; the frame lives until its last put.
+            Pte::Swap(e) if e.is_device_exclusive() => {
+                ptl.clear(addr);
+                let mem = &self.mem;
+                if let Some(pfn) = e.pfn()
+                    && let Ok(folio) = mem.page_folio(pfn)
+                {
+                    self.add_rss_anon(-1);
+                    if self.profile().mapcount_kept_on_entry {
+                        mem.folio_remove_rmap_pte(pfn);
+                    }
+                    mem.folio_put(folio);
+                }
+            }
+            // Other entry kinds: their layers add their accounting here.
             Pte::Swap(_) => {
                 ptl.clear(addr);
             }
@@ -597,6 +752,23 @@ impl Mm {
                         let va = VirtAddr::new_truncate(a);
                         match src_ptl.get(va) {
                             Pte::None => {}
+                            Pte::Swap(e) if e.is_device_exclusive() => {
+                                // Linux: copy_nonpresent_pte() → try_restore_exclusive_pte()
+                                // and -ENOENT: restore in the parent, then copy the now
+                                // present PTE the COW way.
+                                self.try_restore_exclusive_pte(src_vma, &mut src_ptl, va, e)?;
+                                if let Pte::Present(p) = src_ptl.get(va) {
+                                    self.copy_present_pte(
+                                        dst,
+                                        dst_vma,
+                                        src_vma,
+                                        &mut dst_ptl,
+                                        &mut src_ptl,
+                                        va,
+                                        p,
+                                    )?;
+                                }
+                            }
                             Pte::Swap(_) => {
                                 self.copy_nonpresent_pte(&mut dst_ptl, &mut src_ptl, va)?
                             }
@@ -630,6 +802,33 @@ impl Mm {
         va: VirtAddr,
     ) -> Result<(), Errno> {
         dst_ptl.set(va, src_ptl.get(va));
+        Ok(())
+    }
+
+    /// Fork meets a device-exclusive entry: the child never inherits one, so restore it
+    /// in the parent first. Fork holds the PTLs and can only trylock the folio; when
+    /// that fails (a driver holds it), fork fails: Linux's `-EBUSY`, turned into
+    /// `ENOMEM` by `copy_pmd_range()`, which is what `fork()` returns (spec 4.1, 9.13).
+    /// The revocation is fork's own `ProtectionPage` range; this sends nothing.
+    ///
+    /// Linux: `try_restore_exclusive_pte()`.
+    fn try_restore_exclusive_pte(
+        &self,
+        src_vma: &Vma,
+        src_ptl: &mut PtlGuard<'_>,
+        va: VirtAddr,
+        entry: SwapPte,
+    ) -> Result<(), Errno> {
+        let mem = &self.mem;
+        let folio = entry
+            .pfn()
+            .ok_or(Errno::EFAULT)
+            .and_then(|p| mem.page_folio(p))?;
+        let Some(lock) = mem.folio_trylock(folio) else {
+            return Err(Errno::ENOMEM);
+        };
+        self.restore_exclusive_pte(src_vma, folio, va, src_ptl, entry);
+        drop(lock);
         Ok(())
     }
 

@@ -21,6 +21,7 @@ use super::mmu_notifier::MmuNotifierSubscriptions;
 use super::page_alloc::PhysMem;
 use super::vma::VmaTree;
 use crate::error::Errno;
+use crate::profile::Profile;
 use crate::sync::{Arc, MmapLock, MmapReadGuard, MmapWriteGuard, Mutex, MutexGuard};
 use crate::types::Pfn;
 
@@ -60,6 +61,8 @@ pub struct Mm {
     stats: MmStats,
     /// Linux: `MMF_HAS_PINNED`: some page of this mm was ever pinned (FOLL_PIN).
     has_pinned: AtomicBool,
+    /// The device-exclusive design this mm follows.
+    profile: Profile,
     /// Linux: `mm->notifier_subscriptions`.
     pub(crate) notifiers: MmuNotifierSubscriptions,
 }
@@ -69,7 +72,7 @@ impl Mm {
     /// table cannot be allocated.
     ///
     /// Linux: `mm_alloc()` (with `mm_init()` and `pgd_alloc()`).
-    pub(crate) fn alloc(mem: Arc<PhysMem>, id: u64) -> Result<Arc<Mm>, Errno> {
+    pub(crate) fn alloc(mem: Arc<PhysMem>, id: u64, profile: Profile) -> Result<Arc<Mm>, Errno> {
         let pgd = mem.pgtable_alloc()?;
         Ok(Arc::new_cyclic(|me| Mm {
             id,
@@ -82,6 +85,7 @@ impl Mm {
             rss_shmem: AtomicI64::new(0),
             stats: MmStats::default(),
             has_pinned: AtomicBool::new(false),
+            profile,
             notifiers: MmuNotifierSubscriptions::new(),
         }))
     }
@@ -142,6 +146,11 @@ impl Mm {
             .iter()
             .map(|(&a, &p)| (a, p))
             .collect()
+    }
+
+    /// The device-exclusive design this mm follows.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
     }
 
     /// Event counters.

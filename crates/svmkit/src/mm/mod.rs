@@ -20,6 +20,7 @@
 //! | `madvise.rs` | `mm/madvise.c` | `MADV_DONTNEED`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE` |
 
 mod folio;
+mod gup;
 mod huge_memory;
 mod madvise;
 mod memory;
@@ -36,6 +37,7 @@ mod shmem;
 mod vma;
 
 pub use folio::{Folio, FolioLockGuard};
+pub use gup::{GUP_PIN_COUNTING_BIAS, GupFlags};
 pub use huge_memory::{HPAGE_PMD_NR, HPAGE_PMD_SIZE, ThpMode};
 pub use madvise::Advice;
 pub use memory::{FaultFlags, VmFault, VmFaultError};
@@ -48,7 +50,8 @@ pub use page_alloc::{
 pub use pagewalk::{PtlGuard, TableVisit};
 pub use pgtable::{
     PMD_SIZE, PTRS_PER_TABLE, PUD_SIZE, Pmd, PresentPte, Pte, PteFlags, SwapPte, UpperEntry,
+    swp_type,
 };
-pub use rmap::{AnonVma, AnonVmaReadGuard, PvmwHit, RmapHit, VmaInfo};
+pub use rmap::{AnonVma, AnonVmaReadGuard, ExclusiveFolio, PvmwHit, RmapHit, VmaInfo};
 pub use shmem::Shmem;
 pub use vma::{VM_ACCESS_FLAGS, VmFlags, Vma, VmaTree};

@@ -617,9 +617,12 @@ impl PhysMem {
     pub fn copy_page(&self, dst: Pfn, src: Pfn) -> Result<(), Errno> {
         let d = self.writable_word_index(dst, 0, PAGE_SIZE)?;
         let s = self.word_index(src, 0, PAGE_SIZE)?;
+        // Relaxed: the copy is published by what installs it (a PTE store under the
+        // PTL, a lock release), which orders these accesses for every later reader;
+        // SeqCst per word would cost a locked instruction each.
         for k in 0..WORDS_PER_PAGE {
-            let v = self.words[s + k].load(Ordering::SeqCst);
-            self.words[d + k].store(v, Ordering::SeqCst);
+            let v = self.words[s + k].load(Ordering::Relaxed);
+            self.words[d + k].store(v, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -636,8 +639,10 @@ impl PhysMem {
 
     fn clear_frame(&self, pfn: Pfn) {
         let base = pfn.raw() as usize * WORDS_PER_PAGE;
+        // Relaxed for the same reason as in `copy_page`: a fresh frame becomes visible
+        // only through a later, ordered publication.
         for w in &self.words[base..base + WORDS_PER_PAGE] {
-            w.store(0, Ordering::SeqCst);
+            w.store(0, Ordering::Relaxed);
         }
     }
 }

@@ -222,6 +222,80 @@ impl fmt::Debug for SwapPte {
     }
 }
 
+/// The swap types of non-swap ("special") entries, above the real swap files, in
+/// Linux's order for x86-64 with device-private memory, migration, memory failure and
+/// PTE markers (Linux: `include/linux/swap.h`, the 5.14 layout with four device types;
+/// 6.15 keeps only the first exclusive type, as [`SWP_DEVICE_EXCLUSIVE`]).
+pub mod swp_type {
+    /// Linux: `MAX_SWAPFILES` (32 minus the special types).
+    pub const MAX_SWAPFILES: u8 = 23;
+    /// Linux: `SWP_HWPOISON`.
+    pub const SWP_HWPOISON: u8 = MAX_SWAPFILES;
+    /// Linux: `SWP_MIGRATION_READ`.
+    pub const SWP_MIGRATION_READ: u8 = MAX_SWAPFILES + 1;
+    /// Linux: `SWP_MIGRATION_READ_EXCLUSIVE`.
+    pub const SWP_MIGRATION_READ_EXCLUSIVE: u8 = MAX_SWAPFILES + 2;
+    /// Linux: `SWP_MIGRATION_WRITE`.
+    pub const SWP_MIGRATION_WRITE: u8 = MAX_SWAPFILES + 3;
+    /// Linux: `SWP_DEVICE_WRITE` (device-private).
+    pub const SWP_DEVICE_WRITE: u8 = MAX_SWAPFILES + 4;
+    /// Linux: `SWP_DEVICE_READ` (device-private).
+    pub const SWP_DEVICE_READ: u8 = MAX_SWAPFILES + 5;
+    /// Linux 5.14: `SWP_DEVICE_EXCLUSIVE_WRITE`; 6.15: `SWP_DEVICE_EXCLUSIVE`, the only
+    /// device-exclusive type.
+    pub const SWP_DEVICE_EXCLUSIVE_WRITE: u8 = MAX_SWAPFILES + 6;
+    /// Linux 6.15: `SWP_DEVICE_EXCLUSIVE`.
+    pub const SWP_DEVICE_EXCLUSIVE: u8 = SWP_DEVICE_EXCLUSIVE_WRITE;
+    /// Linux 5.14: `SWP_DEVICE_EXCLUSIVE_READ` (gone in 6.15).
+    pub const SWP_DEVICE_EXCLUSIVE_READ: u8 = MAX_SWAPFILES + 7;
+    /// Linux: `SWP_PTE_MARKER`.
+    pub const SWP_PTE_MARKER: u8 = MAX_SWAPFILES + 8;
+}
+
+impl SwapPte {
+    /// A device-exclusive entry for `pfn` (6.15's single type, 5.14's writable one when
+    /// `writable`, else 5.14's readable one), with no PTE-level bits.
+    ///
+    /// Linux: `make_device_exclusive_entry()`, `make_writable_device_exclusive_entry()`,
+    /// `make_readable_device_exclusive_entry()`.
+    pub const fn device_exclusive(pfn: Pfn, writable: bool) -> SwapPte {
+        SwapPte {
+            swp_type: if writable {
+                swp_type::SWP_DEVICE_EXCLUSIVE_WRITE
+            } else {
+                swp_type::SWP_DEVICE_EXCLUSIVE_READ
+            },
+            offset: pfn.raw(),
+            soft_dirty: false,
+            uffd_wp: false,
+            exclusive: false,
+        }
+    }
+
+    /// Linux: `is_device_exclusive_entry()`.
+    pub const fn is_device_exclusive(&self) -> bool {
+        self.swp_type == swp_type::SWP_DEVICE_EXCLUSIVE_WRITE
+            || self.swp_type == swp_type::SWP_DEVICE_EXCLUSIVE_READ
+    }
+
+    /// Linux: `is_writable_device_exclusive_entry()` (5.14; always true for 6.15's type).
+    pub const fn is_writable_device_exclusive(&self) -> bool {
+        self.swp_type == swp_type::SWP_DEVICE_EXCLUSIVE_WRITE
+    }
+
+    /// The frame of an entry that names one (device-exclusive, device-private,
+    /// migration, hwpoison).
+    ///
+    /// Linux: `is_pfn_swap_entry()` + `swp_offset_pfn()`.
+    pub const fn pfn(&self) -> Option<Pfn> {
+        if self.swp_type >= swp_type::SWP_HWPOISON && self.swp_type < swp_type::SWP_PTE_MARKER {
+            Some(Pfn::new(self.offset))
+        } else {
+            None
+        }
+    }
+}
+
 /// A PTE, decoded.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub enum Pte {

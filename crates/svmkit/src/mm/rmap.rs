@@ -32,14 +32,18 @@ use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::folio::Folio;
+use super::gup::GupFlags;
 use super::mm_types::Mm;
+use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange, Owner};
 use super::page::{Mapping, PageFlags};
 use super::page_alloc::PhysMem;
 use super::pagewalk::PtlGuard;
-use super::pgtable::{PMD_SIZE, Pmd, PresentPte, Pte};
+use super::pgtable::{PMD_SIZE, Pmd, PresentPte, Pte, PteFlags, SwapPte};
 use super::shmem::Shmem;
 use super::vma::VmFlags;
+use crate::error::Errno;
 use crate::sync::{Arc, MmapLock, MmapReadGuard, Mutex};
+use crate::task::Task;
 use crate::types::{PAGE_SHIFT, PAGE_SIZE, Pfn, VirtAddr};
 
 /// What a walker needs of a VMA, copied when the VMA is linked (the anon_vma lock, not
@@ -255,8 +259,9 @@ impl PhysMem {
         }
     }
 
-    /// Every (mm id, address) at which some page of `folio` is mapped by a present PTE,
-    /// found through the rmap walk (for the checker and tests).
+    /// Every (mm id, address, pfn) at which some page of `folio` is mapped (present PTE,
+    /// huge PMD or device-exclusive entry), found through the rmap walk (for the checker
+    /// and tests).
     pub fn rmap_mappings(&self, folio: Folio) -> Vec<(u64, VirtAddr, Pfn)> {
         let mut out = Vec::new();
         self.rmap_walk(folio, |hit| {
@@ -265,8 +270,8 @@ impl PhysMem {
                 .page_vma_mapped_walk(folio, &hit.vma, hit.address, |found| {
                     match found {
                         PvmwHit::Pte { addr, pte, .. } => {
-                            if let Some(p) = pte.present() {
-                                out.push((hit.mm.id(), addr, p.pfn));
+                            if let Some(pfn) = mapped_pfn(pte) {
+                                out.push((hit.mm.id(), addr, pfn));
                             }
                         }
                         PvmwHit::Pmd { addr, pmd } => out.push((hit.mm.id(), addr, pmd.pfn)),
@@ -308,6 +313,16 @@ impl PhysMem {
         }
     }
 
+    /// Accounts one more PTE mapping of an existing anon page (restoring a mapping the
+    /// 5.14 design dropped at conversion).
+    ///
+    /// Linux: `folio_add_anon_rmap_pte()`.
+    pub(crate) fn folio_add_anon_rmap_pte(&self, pfn: Pfn) {
+        if let Some(p) = self.page(pfn) {
+            p.mapcount_add(1);
+        }
+    }
+
     /// Accounts one more PTE mapping of a page-cache (shmem) page.
     ///
     /// Linux: `folio_add_file_rmap_pte()`.
@@ -331,12 +346,18 @@ impl PhysMem {
     }
 }
 
-/// The pfn an entry maps, for the entry kinds a page_vma_mapped walk recognises. Only
-/// present PTEs so far; the device-exclusive and migration layers add theirs here.
+/// The pfn an entry maps, for the entry kinds a page_vma_mapped walk recognises:
+/// present PTEs and device-exclusive entries (both eras return those; what a walker
+/// then does with a non-present entry is the era's business, spec 4.18). Migration
+/// entries are recognised only by migration walks (not modelled yet).
 ///
 /// Linux: `check_pte()`'s pfn extraction.
 fn mapped_pfn(pte: Pte) -> Option<Pfn> {
-    pte.present().map(|p| p.pfn)
+    match pte {
+        Pte::Present(p) => Some(p.pfn),
+        Pte::Swap(s) if s.is_device_exclusive() => s.pfn(),
+        _ => None,
+    }
 }
 
 /// One mapping [`Mm::page_vma_mapped_walk`] found.
@@ -410,5 +431,182 @@ impl Mm {
             a = table_end;
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// A folio made device-exclusive by [`Mm::make_device_exclusive`]: locked and
+/// referenced while the driver programs its device. Dropping the guard unlocks and puts
+/// it (Linux: the caller's `folio_unlock()` + `folio_put()`); from then on a CPU access
+/// revokes the device's exclusivity. [`leak`](Self::leak) keeps both, to reproduce a
+/// driver that forgets them.
+#[must_use = "dropping the guard unlocks and puts the folio at once"]
+pub struct ExclusiveFolio {
+    mem: Arc<PhysMem>,
+    folio: Folio,
+    page: Pfn,
+    addr: VirtAddr,
+    armed: bool,
+}
+
+impl ExclusiveFolio {
+    /// The page made exclusive (Linux: the returned `struct page *`).
+    pub fn page(&self) -> Pfn {
+        self.page
+    }
+
+    /// Its folio (Linux: `*foliop`).
+    pub fn folio(&self) -> Folio {
+        self.folio
+    }
+
+    /// The (page-aligned) address converted.
+    pub fn addr(&self) -> VirtAddr {
+        self.addr
+    }
+
+    /// Keeps the folio locked and referenced past the guard (nouveau's retry path
+    /// before `b3fefbb30a16`); only an explicit `folio_unlock` + `folio_put` undoes it.
+    pub fn leak(mut self) -> (Folio, Pfn) {
+        self.armed = false;
+        (self.folio, self.page)
+    }
+}
+
+impl Drop for ExclusiveFolio {
+    fn drop(&mut self) {
+        if self.armed {
+            self.mem.folio_unlock(self.folio);
+            self.mem.folio_put(self.folio);
+        }
+    }
+}
+
+impl fmt::Debug for ExclusiveFolio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExclusiveFolio")
+            .field("folio", &self.folio)
+            .field("page", &self.page)
+            .field("addr", &self.addr)
+            .field("armed", &self.armed)
+            .finish()
+    }
+}
+
+impl Mm {
+    /// Replaces the PTE mapping `addr` (aligned down) with a device-exclusive entry and
+    /// returns the page's folio locked and referenced, for the caller to program its
+    /// device before dropping the guard (spec 2.4, the 6.15 design).
+    ///
+    /// * The caller holds the mmap lock for read (`guard` proves it).
+    /// * GUP with `FOLL_GET|FOLL_WRITE|FOLL_SPLIT_PMD` first: it faults the page in
+    ///   writable (breaking COW, replacing the zero page), PTE-maps a PMD-mapped THP
+    ///   (the folio stays large), and restores an existing entry, which notifies that
+    ///   entry's owner. Its errors are returned (`EFAULT` outside a VMA or in one
+    ///   without write permission, `ENOMEM`).
+    /// * Only anonymous folios: `EOPNOTSUPP` for shared memory.
+    /// * The folio lock is taken killably (`EINTR` if `task` is killed).
+    /// * An `Exclusive` notifier range carrying `owner` covers exactly the page: a
+    ///   driver must filter its own event (or it livelocks, spec 6.3).
+    /// * If the PTE changed since GUP (not the same page, not writable, not at PTE
+    ///   level), everything is undone and GUP retried.
+    /// * The entry keeps the PTE's reference and mapcount; the PTE's dirty bit moves to
+    ///   the folio; soft-dirty is carried; the entry is "clean" and "old".
+    ///
+    /// Linux: `make_device_exclusive()`.
+    pub fn make_device_exclusive(
+        &self,
+        guard: &mut MmapReadGuard<'_, super::VmaTree>,
+        addr: u64,
+        owner: Option<Owner>,
+        task: &Task,
+    ) -> Result<ExclusiveFolio, Errno> {
+        let addr = addr & !(PAGE_SIZE - 1);
+        let va = VirtAddr::try_new(addr).map_err(|_| Errno::EFAULT)?;
+        let mem = &self.mem;
+        loop {
+            let (page, _vma) = self.get_user_page(
+                guard,
+                addr,
+                GupFlags::GET | GupFlags::WRITE | GupFlags::SPLIT_PMD,
+            )?;
+            let folio = match mem.page_folio(page) {
+                Ok(f) => f,
+                Err(e) => {
+                    mem.put_page(page);
+                    return Err(e);
+                }
+            };
+            if !mem.folio_test(folio, PageFlags::ANON) {
+                mem.folio_put(folio);
+                return Err(Errno::EOPNOTSUPP);
+            }
+            match mem.folio_lock_killable(folio, task) {
+                Ok(lock) => {
+                    lock.leak();
+                }
+                Err(e) => {
+                    mem.folio_put(folio);
+                    return Err(e);
+                }
+            }
+            // Inform secondary MMUs that this PTE becomes device-exclusive, so they
+            // unmap it now; the caller filters this event by its owner.
+            let mut range =
+                MmuNotifierRange::new(self, MmuNotifierEvent::Exclusive, addr, addr + PAGE_SIZE);
+            range.owner = owner;
+            let range = range.invalidate_range_start();
+            // Linux: folio_walk_start(): the same page, at PTE level, writable.
+            let converted = self
+                .pte_offset_map_lock(va)
+                .and_then(|mut ptl| match ptl.get(va) {
+                    Pte::Present(p) if p.pfn == page && p.is_write() => {
+                        // Linux: ptep_clear_flush(), then the dirty bit goes to the folio.
+                        ptl.clear(va);
+                        if p.is_dirty() {
+                            mem.folio_set(folio, PageFlags::DIRTY);
+                        }
+                        let mut entry = SwapPte::device_exclusive(page, true);
+                        entry.soft_dirty = p.flags.contains(PteFlags::SOFT_DIRTY);
+                        ptl.set(va, Pte::Swap(entry));
+                        Some(())
+                    }
+                    _ => None,
+                });
+            range.end();
+            if converted.is_some() {
+                return Ok(ExclusiveFolio {
+                    mem: Arc::clone(mem),
+                    folio,
+                    page,
+                    addr: va,
+                    armed: true,
+                });
+            }
+            // Raced with a change of the PTE: undo and start over from GUP.
+            mem.folio_unlock(folio);
+            mem.folio_put(folio);
+            crate::sync::yield_now();
+        }
+    }
+
+    /// The seed's range API on the 6.15 design: [`make_device_exclusive`] for each
+    /// page of `[start, end)`, one result per page (6.15 removed the range API; this
+    /// is how its only user, nouveau, now loops).
+    ///
+    /// Linux: `make_device_exclusive_range()` (5.14 signature, 6.15 semantics).
+    ///
+    /// [`make_device_exclusive`]: Self::make_device_exclusive
+    pub fn make_device_exclusive_range(
+        &self,
+        guard: &mut MmapReadGuard<'_, super::VmaTree>,
+        start: u64,
+        end: u64,
+        owner: Option<Owner>,
+        task: &Task,
+    ) -> Vec<Result<ExclusiveFolio, Errno>> {
+        (start & !(PAGE_SIZE - 1)..end)
+            .step_by(PAGE_SIZE as usize)
+            .map(|a| self.make_device_exclusive(guard, a, owner, task))
+            .collect()
     }
 }

@@ -1,0 +1,128 @@
+//! Profiles: which Linux era's device-exclusive design the model follows.
+//!
+//! svmkit has one modern core mm (Linux 6.x: PageAnonExclusive, mprotect's direct
+//! write upgrade, folio APIs). What the 2025 rework of device-exclusive entries
+//! changed (spec "E1" = 5.14 ... 6.14, "E2" = 6.15) is a set of named switches in
+//! [`Profile`]; code tests switches, never a profile's name. Each switch cites the spec
+//! section and the Linux change behind it.
+//!
+//! [`Profile::linux_6_15`] (the default) is the 2025 design. The 2021 design as merged
+//! (`linux-5.14`) is built by flipping switches; its preset arrives with the
+//! `linux-5.14` issue, together with the E1 code paths the switches select (until then
+//! the E1 values of the creation-side switches are not modelled).
+
+use std::fmt;
+
+use crate::mm::mmu_notifier::MmuNotifierEvent;
+
+/// Which event the CPU-fault restore of a device-exclusive entry sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RestoreEvent {
+    /// `MMU_NOTIFY_EXCLUSIVE` with owner none (5.14 to 6.14; Peter Xu's v9 review
+    /// suggestion, spec 6.4).
+    ExclusiveNoOwner,
+    /// `MMU_NOTIFY_CLEAR`, owner none (6.15, cleanups v2 5/5,
+    /// `<20250226132257.2826043-6-david@redhat.com>`).
+    Clear,
+}
+
+impl RestoreEvent {
+    /// The notifier event sent.
+    pub fn event(self) -> MmuNotifierEvent {
+        match self {
+            RestoreEvent::ExclusiveNoOwner => MmuNotifierEvent::Exclusive,
+            RestoreEvent::Clear => MmuNotifierEvent::Clear,
+        }
+    }
+}
+
+/// How the restored PTE's write permission is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RestoreWritability {
+    /// From the entry's write bit: a writable entry gives `maybe_mkwrite(pte_mkdirty())`
+    /// (writable if the VMA is, always dirty) (5.14, spec 3).
+    EntryBitAlwaysDirty,
+    /// Writable iff `VM_WRITE` and `can_change_pte_writable()`; dirty iff the folio is
+    /// (6.15, fixes v2 05/17, `<20250210193801.781278-6-david@redhat.com>`).
+    CanChangePteWritable,
+}
+
+/// The named switches of one era's device-exclusive design.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Profile {
+    /// Short name, for traces and the CLI.
+    pub name: &'static str,
+    /// The range API locks each page with a trylock and gives up on failure, without
+    /// retrying (5.14, spec 2.1; replaced by the killable lock and GUP retry of fixes v2
+    /// 17/17 in 6.15).
+    pub range_api_trylock_no_retry: bool,
+    /// Conversion walks the rmap and converts every PTE of the whole folio in every VMA
+    /// (5.14 `page_make_device_exclusive_one()`, spec 2.1; 6.15 converts exactly one PTE
+    /// found by `folio_walk`, fixes v2 04/17).
+    pub convert_via_rmap_walk_whole_folio: bool,
+    /// Tail pages of a large folio are refused (5.14 `PageTail` check, spec 2.1, bug 7).
+    pub reject_tail_pages: bool,
+    /// The entry keeps the mapcount of the PTE it replaces (6.15, fixes v2 16/17); 5.14
+    /// dropped it (`page_remove_rmap`), spec 1.2.
+    pub mapcount_kept_on_entry: bool,
+    /// Entries come in a readable and a writable type (5.14); 6.15 has one type
+    /// (fixes v2 06/17).
+    pub entry_has_write_bit: bool,
+    /// `change_protection()` turns writable entries readable on every call (5.14 to
+    /// 6.14, spec 4.2); 6.15 leaves entries alone (fixes v2 06/17).
+    pub mprotect_downgrades_entries: bool,
+    /// The event the restore sends (spec 3, 6.4).
+    pub restore_event: RestoreEvent,
+    /// The restore takes a folio reference before locking (6.3, `7c7b962938dd`, spec 8
+    /// item 5).
+    pub restore_takes_folio_ref: bool,
+    /// How the restored PTE's writability is decided (spec 3).
+    pub restore_writability: RestoreWritability,
+    /// rmap walkers (`page_vma_mapped_walk` users) recognise entries by their pfn
+    /// (6.15, fixes v2 07-15/17, spec 4.18).
+    pub walkers_handle_entries: bool,
+    /// dmirror maps atomically only when the whole chunk became exclusive (from
+    /// `ed913b055a74`, 2022, spec 8 item 4).
+    pub dmirror_map_only_full_chunks: bool,
+    /// nouveau's atomic fault unlocks and puts the folio before retrying (6.14-rc,
+    /// `b3fefbb30a16`, spec 8 item 22).
+    pub svm_atomic_unlock_on_retry: bool,
+}
+
+impl Profile {
+    /// The 2025 design, Linux 6.15 (spec "E2").
+    pub const fn linux_6_15() -> Profile {
+        Profile {
+            name: "linux-6.15",
+            range_api_trylock_no_retry: false,
+            convert_via_rmap_walk_whole_folio: false,
+            reject_tail_pages: false,
+            mapcount_kept_on_entry: true,
+            entry_has_write_bit: false,
+            mprotect_downgrades_entries: false,
+            restore_event: RestoreEvent::Clear,
+            restore_takes_folio_ref: true,
+            restore_writability: RestoreWritability::CanChangePteWritable,
+            walkers_handle_entries: true,
+            dmirror_map_only_full_chunks: true,
+            svm_atomic_unlock_on_retry: true,
+        }
+    }
+}
+
+impl Default for Profile {
+    /// [`Profile::linux_6_15`].
+    fn default() -> Self {
+        Profile::linux_6_15()
+    }
+}
+
+impl fmt::Debug for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Profile")
+            .field("name", &self.name)
+            .field("restore_event", &self.restore_event)
+            .field("mapcount_kept_on_entry", &self.mapcount_kept_on_entry)
+            .finish_non_exhaustive()
+    }
+}
