@@ -581,9 +581,7 @@ fn check_exclusive_entry(
         }
         Some(_) => {}
     }
-    if mm.profile().entry_has_write_bit != !entry.is_writable_device_exclusive()
-        && !mm.profile().entry_has_write_bit
-    {
+    if !mm.profile().entry_has_write_bit && !entry.is_writable_device_exclusive() {
         out.push(viol(format!(
             "{entry:?}: a read-only type the profile does not have"
         )));
