@@ -17,6 +17,9 @@
 //! | `mmap.rs` | `mm/mmap.c`, `mm/vma.c` | `mmap`, `munmap`, `exit_mmap` |
 //! | `mprotect.rs` | `mm/mprotect.c` | `mprotect`, `change_protection`, `can_change_pte_writable` |
 //! | `mmu_notifier/` | `mm/mmu_notifier.c`, `include/linux/mmu_notifier.h` | MMU notifiers: ranges, classic subscriptions, interval notifiers |
+//! | `task_mmu.rs` | `fs/proc/task_mmu.c` | `clear_refs` soft-dirty clearing |
+//! | `userfaultfd.rs` | `mm/userfaultfd.c` | the uffd-wp bit (`UFFDIO_WRITEPROTECT`) |
+//! | `gup.rs` | `mm/gup.c` | get_user_pages, pin/unpin |
 //! | `madvise.rs` | `mm/madvise.c` | `MADV_DONTNEED`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE` |
 
 mod folio;
@@ -34,6 +37,8 @@ mod pagewalk;
 mod pgtable;
 mod rmap;
 mod shmem;
+mod task_mmu;
+mod userfaultfd;
 mod vma;
 
 pub use folio::{Folio, FolioLockGuard};

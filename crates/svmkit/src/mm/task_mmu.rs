@@ -1,0 +1,53 @@
+//! Soft-dirty tracking from user space (Linux: `fs/proc/task_mmu.c`, writing `4` to
+//! `/proc/PID/clear_refs`).
+//!
+//! Clearing soft-dirty write-protects every present PTE and clears its soft-dirty bit,
+//! clears the swap-PTE soft-dirty bit of non-present entries (device-exclusive ones
+//! included, spec 4.14), and turns tracking on for every VMA (clears
+//! `VM_SOFTDIRTY`). The next write to a page then faults and marks it soft-dirty again.
+//! The whole address space is bracketed by one `SoftDirty` notifier range.
+
+use super::mm_types::MmUser;
+use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
+use super::pgtable::{Pte, PteFlags};
+use super::vma::VmFlags;
+use crate::types::{PAGE_SIZE, TASK_SIZE, VirtAddr};
+
+impl MmUser {
+    /// Clears the soft-dirty bits of the whole address space.
+    ///
+    /// Linux: `clear_refs_write()` with `CLEAR_REFS_SOFT_DIRTY`.
+    #[doc(alias = "clear_refs_write")]
+    pub fn clear_refs_soft_dirty(&self) {
+        let mut tree = self.mmap_write_lock();
+        let (lo, hi) = (VirtAddr::ZERO, VirtAddr::new_truncate(TASK_SIZE));
+        let pieces: Vec<_> = tree.iter().map(|v| (v.start(), v.end())).collect();
+        for (s, e) in &pieces {
+            // THPs go to PTEs first; the model tracks soft-dirty per 4 KiB page.
+            self.for_each_huge_pmd(*s, *e, |haddr, _| self.split_huge_pmd_address(haddr));
+            tree.update_flags(*s, *e, |f| f - VmFlags::SOFTDIRTY);
+        }
+        let range = MmuNotifierRange::new(self, MmuNotifierEvent::SoftDirty, 0, u64::MAX)
+            .invalidate_range_start();
+        self.for_each_pte_table(lo, hi, |ptl, s, e| {
+            for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
+                let va = VirtAddr::new_truncate(a);
+                match ptl.get(va) {
+                    // Linux: clear_soft_dirty(): pte_wrprotect() + pte_clear_soft_dirty().
+                    Pte::Present(p) => {
+                        let new = p.without(PteFlags::WRITE | PteFlags::SOFT_DIRTY);
+                        if new != p {
+                            ptl.set(va, Pte::Present(new));
+                        }
+                    }
+                    Pte::Swap(mut sw) if sw.soft_dirty => {
+                        sw.soft_dirty = false;
+                        ptl.set(va, Pte::Swap(sw));
+                    }
+                    _ => {}
+                }
+            }
+        });
+        range.end();
+    }
+}

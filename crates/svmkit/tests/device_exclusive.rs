@@ -1,0 +1,446 @@
+//! Device-exclusive entries on the 6.15 design (spec 2.4, 3, 4 "E2"), through the
+//! public API: conversion, the CPU-fault restore, and every mm path that meets them.
+
+use svmkit::check::ExtraRefs;
+use svmkit::mm::mmu_notifier::{
+    MmuNotifierEvent, NotifierCall, NotifierCallKind, Owner, RecordingNotifier,
+};
+use svmkit::mm::{
+    Advice, ExclusiveFolio, Folio, HPAGE_PMD_NR, MapFlags, MmUser, PMD_SIZE, PageFlags, Prot, Pte,
+    PteFlags, SwapPte,
+};
+use svmkit::sync::Arc;
+use svmkit::task::Task;
+use svmkit::{Errno, PAGE_SIZE, Pfn, System, SystemConfig, VirtAddr};
+
+const RW: Prot = Prot::READ.union(Prot::WRITE);
+const PRIVATE: MapFlags = MapFlags::PRIVATE
+    .union(MapFlags::ANONYMOUS)
+    .union(MapFlags::FIXED);
+const BASE: u64 = 0x4000_0000;
+const P: u64 = PAGE_SIZE;
+
+fn system(frames: u64) -> (Arc<System>, MmUser) {
+    let sys = System::new(SystemConfig::with_frames(frames)).unwrap();
+    let mm = sys.create_mm().unwrap();
+    (sys, mm)
+}
+
+#[track_caller]
+fn checked(sys: &System) {
+    if let Err(e) = sys.check() {
+        panic!("{e}");
+    }
+}
+
+#[track_caller]
+fn checked_with(sys: &System, extra: &ExtraRefs) {
+    if let Err(e) = sys.check_with(extra) {
+        panic!("{e}");
+    }
+}
+
+fn va(a: u64) -> VirtAddr {
+    VirtAddr::try_new(a).unwrap()
+}
+
+fn make(mm: &MmUser, addr: u64, owner: Option<Owner>) -> Result<ExclusiveFolio, Errno> {
+    let mut g = mm.mmap_read_lock();
+    mm.make_device_exclusive(&mut g, addr, owner, &Task::new("driver"))
+}
+
+fn entry(mm: &MmUser, addr: u64) -> Option<SwapPte> {
+    match mm.pte_get_lockless(va(addr)) {
+        Pte::Swap(s) if s.is_device_exclusive() => Some(s),
+        _ => None,
+    }
+}
+
+fn present(mm: &MmUser, addr: u64) -> svmkit::mm::PresentPte {
+    mm.pte_get_lockless(va(addr))
+        .present()
+        .unwrap_or_else(|| panic!("no present PTE at {addr:#x}"))
+}
+
+fn counts(sys: &System, pfn: Pfn) -> (i32, i32) {
+    let f = sys.mem().page_folio(pfn).unwrap();
+    (
+        sys.mem().folio_ref_count(f),
+        sys.mem().page(pfn).unwrap().mapcount(),
+    )
+}
+
+/// (kind, event, start, end, owner) of the classic `start` calls.
+fn starts(calls: &[NotifierCall]) -> Vec<(MmuNotifierEvent, u64, u64, Option<Owner>)> {
+    calls
+        .iter()
+        .filter(|c| c.kind == NotifierCallKind::Start)
+        .map(|c| (c.event, c.start, c.end, c.owner))
+        .collect()
+}
+
+fn recorder(mm: &MmUser) -> Arc<RecordingNotifier> {
+    let rec = RecordingNotifier::new();
+    mm.mmu_notifier_register(rec.clone()).unwrap();
+    rec
+}
+
+#[test]
+fn excl_basic_convert_then_cpu_read_and_write_restore_one_page_each() {
+    let (sys, mm) = system(1024);
+    mm.mmap(BASE, 4 * P, RW, PRIVATE).unwrap();
+    for i in 0..4 {
+        mm.write_u64(BASE + i * P, 100 + i).unwrap();
+    }
+    let rec = recorder(&mm);
+    let owner = Owner::new();
+    let page = present(&mm, BASE + P).pfn;
+    let g = make(&mm, BASE + P + 123, Some(owner)).unwrap();
+    assert_eq!((g.page(), g.addr()), (page, va(BASE + P)));
+    // The entry: the same pfn, the single 6.15 type, soft-dirty carried (a fresh
+    // write made the PTE soft-dirty).
+    let e = entry(&mm, BASE + P).unwrap();
+    assert_eq!(e.pfn(), Some(page));
+    assert!(e.is_writable_device_exclusive() && e.soft_dirty && !e.uffd_wp);
+    // Spec 1.2, E2: mapcount kept; the entry holds the PTE's reference, the guard the
+    // GUP one; the folio is locked and the PTE's dirty bit moved to it.
+    let f = g.folio();
+    assert_eq!(counts(&sys, page), (2, 1));
+    assert!(sys.mem().folio_test_locked(f));
+    assert!(sys.mem().folio_test(f, PageFlags::DIRTY));
+    assert_eq!(mm.rss_anon(), 4);
+    assert_eq!(
+        starts(&rec.take()),
+        vec![(
+            MmuNotifierEvent::Exclusive,
+            BASE + P,
+            BASE + 2 * P,
+            Some(owner)
+        )]
+    );
+    let mut extra = ExtraRefs::new();
+    extra.insert(f, 1);
+    checked_with(&sys, &extra);
+    drop(g);
+    assert_eq!(counts(&sys, page), (1, 1));
+    assert!(!sys.mem().folio_test_locked(f));
+    checked(&sys);
+
+    // A CPU read restores exactly this page, with Clear and no owner.
+    assert_eq!(mm.read_u64(BASE + P).unwrap(), 101);
+    assert_eq!(
+        starts(&rec.take()),
+        vec![(MmuNotifierEvent::Clear, BASE + P, BASE + 2 * P, None)]
+    );
+    let pte = present(&mm, BASE + P);
+    assert_eq!(pte.pfn, page);
+    // can_change_pte_writable: anon-exclusive, VMA writable, no tracking: writable;
+    // dirty because the folio is.
+    assert!(pte.is_write() && pte.is_dirty());
+    assert_eq!(counts(&sys, page), (1, 1));
+
+    // A CPU write restores one page too and lands.
+    let _g = make(&mm, BASE + 2 * P, Some(owner)).map(drop).unwrap();
+    rec.take();
+    mm.write_u64(BASE + 2 * P + 8, 7).unwrap();
+    assert_eq!(
+        starts(&rec.take()),
+        vec![(MmuNotifierEvent::Clear, BASE + 2 * P, BASE + 3 * P, None)]
+    );
+    assert_eq!(mm.read_u64(BASE + 2 * P).unwrap(), 102);
+    assert_eq!(mm.read_u64(BASE + 2 * P + 8).unwrap(), 7);
+    assert!(entry(&mm, BASE).is_none() && entry(&mm, BASE + 3 * P).is_none());
+    checked(&sys);
+}
+
+#[test]
+fn excl_basic_restore_writability_follows_soft_dirty_and_uffd_wp_tracking() {
+    let (sys, mm) = system(1024);
+    mm.mmap(BASE, 4 * P, RW, PRIVATE).unwrap();
+    for i in 0..4 {
+        mm.write_u64(BASE + i * P, i).unwrap();
+    }
+    // Soft-dirty tracking turned on after conversion: the entry loses its soft-dirty
+    // bit, so the restore may not make the PTE writable (a write must fault to be
+    // tracked) and leaves it clean (spec 3, E2 column; 4.14).
+    drop(make(&mm, BASE, None).unwrap());
+    mm.clear_refs_soft_dirty();
+    assert!(!entry(&mm, BASE).unwrap().soft_dirty);
+    assert_eq!(mm.read_u64(BASE).unwrap(), 0);
+    let pte = present(&mm, BASE);
+    assert!(!pte.is_write());
+    assert!(!pte.flags.contains(PteFlags::SOFT_DIRTY));
+    assert!(!pte.flags.contains(PteFlags::DIRTY));
+    // The write faults, is reused in place, and is tracked.
+    mm.write_u64(BASE, 9).unwrap();
+    let pte = present(&mm, BASE);
+    assert!(pte.is_write() && pte.flags.contains(PteFlags::SOFT_DIRTY));
+
+    // uffd-wp set on the entry: the restore gives a read-only, uffd-wp PTE.
+    drop(make(&mm, BASE + P, None).unwrap());
+    mm.uffd_writeprotect(BASE + P, P, true).unwrap();
+    assert!(entry(&mm, BASE + P).unwrap().uffd_wp);
+    assert_eq!(mm.read_u64(BASE + P).unwrap(), 1);
+    let pte = present(&mm, BASE + P);
+    assert!(!pte.is_write() && pte.flags.contains(PteFlags::UFFD_WP));
+    mm.uffd_writeprotect(BASE + P, P, false).unwrap();
+    mm.write_u64(BASE + P, 2).unwrap();
+    assert_eq!(mm.read_u64(BASE + P).unwrap(), 2);
+    checked(&sys);
+}
+
+#[test]
+fn excl_thp_converts_single_ptes_of_a_pte_mapped_thp() {
+    let (sys, mm) = system(2048);
+    mm.mmap(BASE, PMD_SIZE, RW, PRIVATE).unwrap();
+    mm.madvise(BASE, PMD_SIZE, Advice::HugePage).unwrap();
+    mm.write_u64(BASE, 1).unwrap();
+    assert!(mm.pmd_is_huge(va(BASE)));
+    let thp = sys
+        .mem()
+        .page_folio(mm.translate(va(BASE)).unwrap())
+        .unwrap();
+    let rec = recorder(&mm);
+    // One subpage: FOLL_SPLIT_PMD PTE-maps the THP (the folio stays large); exactly
+    // that PTE becomes an entry.
+    let g = make(&mm, BASE + 7 * P, None).unwrap();
+    assert_eq!(g.folio(), thp);
+    assert_eq!(g.page(), Pfn::new(thp.head().raw() + 7));
+    assert!(!mm.pmd_is_huge(va(BASE)));
+    for i in 0..HPAGE_PMD_NR {
+        let a = BASE + i * P;
+        if i == 7 {
+            assert_eq!(entry(&mm, a).unwrap().pfn(), Some(g.page()));
+        } else {
+            assert_eq!(present(&mm, a).pfn, Pfn::new(thp.head().raw() + i));
+        }
+    }
+    assert_eq!(
+        starts(&rec.take()),
+        vec![
+            (MmuNotifierEvent::Clear, BASE, BASE + PMD_SIZE, None),
+            (
+                MmuNotifierEvent::Exclusive,
+                BASE + 7 * P,
+                BASE + 8 * P,
+                None
+            ),
+        ]
+    );
+    drop(g);
+    // All 512, page by page (the one already exclusive is restored and converted
+    // again).
+    for i in 0..HPAGE_PMD_NR {
+        drop(make(&mm, BASE + i * P, None).unwrap());
+    }
+    assert!((0..HPAGE_PMD_NR).all(|i| entry(&mm, BASE + i * P).is_some()));
+    assert_eq!(sys.mem().folio_ref_count(thp), HPAGE_PMD_NR as i32);
+    checked(&sys);
+    assert_eq!(mm.read_u64(BASE).unwrap(), 1);
+    checked(&sys);
+}
+
+#[test]
+fn excl_again_restores_first_then_converts() {
+    let (sys, mm) = system(1024);
+    mm.mmap(BASE, P, RW, PRIVATE).unwrap();
+    mm.write_u64(BASE, 5).unwrap();
+    let (a, b) = (Owner::new(), Owner::new());
+    drop(make(&mm, BASE, Some(a)).unwrap());
+    let rec = recorder(&mm);
+    let g = make(&mm, BASE, Some(b)).unwrap();
+    // GUP met A's entry and faulted: the restore told A (Clear, no owner), then B's
+    // conversion (Exclusive, owner B).
+    assert_eq!(
+        starts(&rec.take()),
+        vec![
+            (MmuNotifierEvent::Clear, BASE, BASE + P, None),
+            (MmuNotifierEvent::Exclusive, BASE, BASE + P, Some(b)),
+        ]
+    );
+    assert!(entry(&mm, BASE).is_some());
+    drop(g);
+    assert_eq!(mm.read_u64(BASE).unwrap(), 5);
+    checked(&sys);
+}
+
+#[test]
+fn excl_fork_restores_in_the_parent_and_cows() {
+    let (sys, parent) = system(1024);
+    parent.mmap(BASE, 2 * P, RW, PRIVATE).unwrap();
+    parent.write_u64(BASE, 1).unwrap();
+    parent.write_u64(BASE + P, 2).unwrap();
+    drop(make(&parent, BASE, None).unwrap());
+    let rec = recorder(&parent);
+    let child = sys.fork(&parent).unwrap();
+    // The fork's ProtectionPage range is the revocation; the restore adds nothing.
+    assert_eq!(
+        starts(&rec.take()),
+        vec![(MmuNotifierEvent::ProtectionPage, BASE, BASE + 2 * P, None)]
+    );
+    // Restored in the parent, then shared COW: no entry anywhere.
+    assert!(entry(&parent, BASE).is_none() && entry(&child, BASE).is_none());
+    assert_eq!(present(&parent, BASE).pfn, present(&child, BASE).pfn);
+    assert!(!present(&parent, BASE).is_write());
+    parent.write_u64(BASE, 10).unwrap();
+    child.write_u64(BASE, 20).unwrap();
+    assert_eq!(parent.read_u64(BASE).unwrap(), 10);
+    assert_eq!(child.read_u64(BASE).unwrap(), 20);
+    checked(&sys);
+    drop(child);
+
+    // A driver still holds the folio lock (a leaked guard): fork cannot restore the
+    // entry, fails with ENOMEM, and the child is gone.
+    let (folio, page): (Folio, Pfn) = make(&parent, BASE + P, None).unwrap().leak();
+    let mms = sys.mms().len();
+    assert_eq!(sys.fork(&parent).unwrap_err(), Errno::ENOMEM);
+    assert_eq!(sys.mms().len(), mms);
+    assert_eq!(entry(&parent, BASE + P).unwrap().pfn(), Some(page));
+    let mut extra = ExtraRefs::new();
+    extra.insert(folio, 1);
+    checked_with(&sys, &extra);
+    sys.mem().folio_unlock(folio);
+    sys.mem().folio_put(folio);
+    // Now fork works, and the parent's value survived.
+    let child = sys.fork(&parent).unwrap();
+    assert_eq!(child.read_u64(BASE + P).unwrap(), 2);
+    checked(&sys);
+}
+
+#[test]
+fn excl_mprotect_leaves_entries_and_the_restore_follows_the_vma() {
+    let (sys, mm) = system(1024);
+    mm.mmap(BASE, 2 * P, RW, PRIVATE).unwrap();
+    mm.write_u64(BASE, 3).unwrap();
+    drop(make(&mm, BASE, None).unwrap());
+    let before = entry(&mm, BASE).unwrap();
+    mm.mprotect(BASE, 2 * P, Prot::READ).unwrap();
+    // 6.15: no downgrade; the entry is untouched.
+    assert_eq!(entry(&mm, BASE), Some(before));
+    assert_eq!(mm.read_u64(BASE).unwrap(), 3);
+    assert!(!present(&mm, BASE).is_write(), "VM_WRITE is gone");
+    mm.mprotect(BASE, 2 * P, RW).unwrap();
+    mm.write_u64(BASE, 4).unwrap();
+    assert_eq!(mm.read_u64(BASE).unwrap(), 4);
+    checked(&sys);
+}
+
+#[test]
+fn excl_zap_munmap_dontneed_and_exit_while_the_guard_is_held() {
+    let (sys, mm) = system(1024);
+    mm.mmap(BASE, 4 * P, RW, PRIVATE).unwrap();
+    for i in 0..4 {
+        mm.write_u64(BASE + i * P, i).unwrap();
+    }
+    let rec = recorder(&mm);
+    let g1 = make(&mm, BASE, None).unwrap();
+    let g2 = make(&mm, BASE + P, None).unwrap();
+    let g3 = make(&mm, BASE + 2 * P, None).unwrap();
+    rec.take();
+    // Zap takes no folio lock: it proceeds while the driver holds it.
+    mm.munmap(BASE, P).unwrap();
+    mm.madvise(BASE + P, P, Advice::DontNeed).unwrap();
+    assert_eq!(
+        starts(&rec.take()),
+        vec![
+            (MmuNotifierEvent::Unmap, BASE, BASE + P, None),
+            (MmuNotifierEvent::Clear, BASE + P, BASE + 2 * P, None),
+        ]
+    );
+    // The entries are gone, the frames live on with the guards' references only.
+    assert!(entry(&mm, BASE + P).is_none());
+    assert_eq!(mm.read_u64(BASE + P).unwrap(), 0);
+    for g in [&g1, &g2] {
+        assert_eq!(counts(&sys, g.page()), (1, 0));
+    }
+    let mut extra = ExtraRefs::new();
+    for g in [&g1, &g2, &g3] {
+        extra.insert(g.folio(), 1);
+    }
+    checked_with(&sys, &extra);
+    let free = sys.mem().nr_free_pages();
+    drop(g1);
+    drop(g2);
+    assert_eq!(
+        sys.mem().nr_free_pages(),
+        free + 2,
+        "freed at the guards' drop"
+    );
+    // Exit with a guard still held: Release, then Unmap; freed at the drop.
+    let keep = mm.mm().clone();
+    drop(mm);
+    let calls = rec.take();
+    assert_eq!(
+        calls.last().map(|c| c.kind),
+        Some(NotifierCallKind::Release)
+    );
+    drop(keep);
+    let mut extra = ExtraRefs::new();
+    extra.insert(g3.folio(), 1);
+    checked_with(&sys, &extra);
+    drop(g3);
+    checked(&sys);
+    assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
+}
+
+#[test]
+fn excl_errors_are_linux_errnos_and_change_nothing() {
+    let (sys, mm) = system(1024);
+    mm.mmap(BASE, P, RW, PRIVATE).unwrap();
+    mm.mmap(BASE + 2 * P, P, Prot::READ, PRIVATE).unwrap();
+    mm.mmap(
+        BASE + 4 * P,
+        P,
+        RW,
+        MapFlags::SHARED | MapFlags::ANONYMOUS | MapFlags::FIXED,
+    )
+    .unwrap();
+    mm.write_u64(BASE, 1).unwrap();
+    mm.write_u64(BASE + 4 * P, 1).unwrap();
+    let free = sys.mem().nr_free_pages();
+    // Outside any VMA; in a VMA without write permission; a kernel address.
+    assert_eq!(make(&mm, BASE + P, None).unwrap_err(), Errno::EFAULT);
+    assert_eq!(make(&mm, BASE + 2 * P, None).unwrap_err(), Errno::EFAULT);
+    assert_eq!(
+        make(&mm, 0xffff_8000_0000_0000, None).unwrap_err(),
+        Errno::EFAULT
+    );
+    assert_eq!(make(&mm, u64::MAX, None).unwrap_err(), Errno::EFAULT);
+    // Shared anonymous memory is not anonymous to the mm.
+    assert_eq!(
+        make(&mm, BASE + 4 * P, None).unwrap_err(),
+        Errno::EOPNOTSUPP
+    );
+    // A killed task that would have to wait for the folio lock.
+    let page = mm.translate(va(BASE)).unwrap();
+    let folio = sys.mem().page_folio(page).unwrap();
+    let held = sys.mem().folio_lock(folio).leak();
+    let task = Task::new("victim");
+    task.kill();
+    let err = {
+        let mut g = mm.mmap_read_lock();
+        mm.make_device_exclusive(&mut g, BASE, None, &task)
+            .unwrap_err()
+    };
+    assert_eq!(err, Errno::EINTR);
+    sys.mem().folio_unlock(held);
+    // Nothing changed: no entry, no leaked reference or frame.
+    assert!(entry(&mm, BASE).is_none());
+    assert_eq!(sys.mem().nr_free_pages(), free);
+    checked(&sys);
+    // What Linux accepts is accepted: an unaligned address is aligned down.
+    let g = make(&mm, BASE + 17, None).unwrap();
+    assert_eq!(g.addr(), va(BASE));
+    // The range API: one result per page.
+    drop(g);
+    let results = {
+        let mut g = mm.mmap_read_lock();
+        mm.make_device_exclusive_range(&mut g, BASE, BASE + 3 * P, None, &Task::new("d"))
+    };
+    assert_eq!(results.len(), 3);
+    assert!(results[0].is_ok());
+    assert_eq!(results[1].as_ref().unwrap_err(), &Errno::EFAULT);
+    assert_eq!(results[2].as_ref().unwrap_err(), &Errno::EFAULT);
+    drop(results);
+    checked(&sys);
+}
