@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use svmkit::mm::mmu_notifier::RecordingNotifier;
+use svmkit::mm::mmu_notifier::{MmuNotifierEvent, Owner, RecordingNotifier};
 use svmkit::mm::{
     Gfp, MAX_PAGE_ORDER, MapFlags, MmUser, PhysMem, PhysMemConfig, Prot, Pte, PteFlags,
 };
@@ -121,6 +121,10 @@ pub(crate) fn run(out: &mut dyn Write, frames: u64) -> Result<()> {
 fn describe(mm: &MmUser, addr: u64) -> String {
     match mm.pte_get_lockless(VirtAddr::try_new(addr).unwrap_or(VirtAddr::ZERO)) {
         Pte::None => "none".to_string(),
+        Pte::Swap(s) if s.is_device_exclusive() => {
+            let pfn = s.pfn().map_or_else(|| "?".to_string(), |p| p.to_string());
+            format!("device-exclusive entry for {pfn}")
+        }
         Pte::Swap(s) => format!("{s:?}"),
         Pte::Present(p) => {
             let what = if p.is_special() {
@@ -351,6 +355,86 @@ fn fork_tour(out: &mut dyn Write, frames: u64) -> Result<()> {
         sys.mem().nr_free_pages(),
         sys.mem().nr_usable_pages()
     )?;
+    writeln!(out)?;
+    exclusive_tour(out, frames)
+}
+
+/// The device-exclusive half of the tour (the 6.15 design): a driver makes a page
+/// exclusive inside its read section, filters its own event, and the CPU takes the
+/// page back.
+fn exclusive_tour(out: &mut dyn Write, frames: u64) -> Result<()> {
+    let sys = System::new(SystemConfig::with_frames(frames))?;
+    let mm = sys.create_mm()?;
+    writeln!(
+        out,
+        "svmkit demo: device-exclusive access ({} profile)",
+        sys.profile().name
+    )?;
+    writeln!(out)?;
+    let a = mm
+        .mmap(
+            0,
+            PAGE_SIZE,
+            Prot::READ | Prot::WRITE,
+            MapFlags::PRIVATE | MapFlags::ANONYMOUS,
+        )?
+        .raw();
+    mm.write_u64(a, 41)?;
+    let owner = Owner::new();
+    // The driver's interval notifier ignores Exclusive events carrying its own owner
+    // and makes readers retry for everything else (nouveau's filter).
+    let drv = RecordingNotifier::ignoring(MmuNotifierEvent::Exclusive, Some(owner));
+    let sub = mm
+        .mm()
+        .mmu_interval_notifier_insert(a, PAGE_SIZE, drv.clone())?;
+    let seq = sub.read_begin();
+    let excl = {
+        let mut g = mm.mmap_read_lock();
+        mm.make_device_exclusive(&mut g, a, Some(owner), &Task::new("driver"))?
+    };
+    let retry = sub.read_retry(seq);
+    let folio = excl.folio();
+    writeln!(
+        out,
+        "22. make_device_exclusive({a:#x}, owner {:#x}): PTE {}; refcount {} (entry + driver), mapcount {}, folio locked: {}",
+        owner.raw(),
+        describe(&mm, a),
+        sys.mem().folio_ref_count(folio),
+        sys.mem().page(excl.page()).map_or(0, |p| p.mapcount()),
+        sys.mem().folio_test_locked(folio)
+    )?;
+    print_calls(out, &drv)?;
+    writeln!(
+        out,
+        "    the driver's read section must retry: {retry} (its own event was filtered); it programs the device and drops the guard"
+    )?;
+    drop(excl);
+    mm.fetch_add_u64(a, 1)?;
+    writeln!(
+        out,
+        "23. the CPU does fetch_add on the page: the fault restores it ({}), value {}",
+        describe(&mm, a),
+        mm.read_u64(a)?
+    )?;
+    print_calls(out, &drv)?;
+    writeln!(
+        out,
+        "    that Clear revokes the device: a read section begun before it must retry: {}",
+        sub.read_retry(seq)
+    )?;
+    sub.remove()?;
+    drop(sub);
+    drop(mm);
+    let verdict = match sys.check() {
+        Ok(()) => "all invariants hold".to_string(),
+        Err(e) => e.to_string(),
+    };
+    writeln!(
+        out,
+        "24. exit; checker: {verdict}; free frames {} of {}",
+        sys.mem().nr_free_pages(),
+        sys.mem().nr_usable_pages()
+    )?;
     Ok(())
 }
 
@@ -502,5 +586,12 @@ mod tests {
         assert!(text.contains("the parent reads 3"), "{text}");
         assert!(text.contains("MMU_NOTIFY_RELEASE"), "{text}");
         assert!(!text.contains("violation"), "{text}");
+        assert!(text.contains("PTE device-exclusive entry"), "{text}");
+        assert!(
+            text.contains("must retry: false (its own event was filtered)"),
+            "{text}"
+        );
+        assert!(text.contains("value 42"), "{text}");
+        assert!(text.contains("MMU_NOTIFY_EXCLUSIVE"), "{text}");
     }
 }
