@@ -225,7 +225,7 @@ impl fmt::Debug for SwapPte {
 /// The swap types of non-swap ("special") entries, above the real swap files, in
 /// Linux's order for x86-64 with device-private memory, migration, memory failure and
 /// PTE markers (Linux: `include/linux/swap.h`, the 5.14 layout with four device types;
-/// 6.15 keeps only the first exclusive type, as [`SWP_DEVICE_EXCLUSIVE`]).
+/// 6.15 keeps only the first exclusive type, as `SWP_DEVICE_EXCLUSIVE`).
 pub mod swp_type {
     /// Linux: `MAX_SWAPFILES` (32 minus the special types).
     pub const MAX_SWAPFILES: u8 = 23;

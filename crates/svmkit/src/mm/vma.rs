@@ -277,7 +277,7 @@ impl fmt::Debug for Vma {
 /// with an anon_vma is linked there under its current geometry and flags (split,
 /// merge and flag changes relink under the anon_vma's write lock), so rmap walkers,
 /// which do not take the mmap lock, see each VMA either before or after a change.
-/// Removed VMAs stay linked until [`VmaTree::unlink_anon_vmas`] (munmap and exit call
+/// Removed VMAs stay linked until `unlink_anon_vmas` (munmap and exit call
 /// it after the zap, before freeing page tables).
 ///
 /// Linux: the maple tree `mm->mm_mt` with `find_vma()`, `vma_lookup()`,
