@@ -33,6 +33,7 @@
 
 pub mod check;
 pub mod cpu;
+pub mod device;
 pub mod error;
 pub mod mm;
 pub mod profile;

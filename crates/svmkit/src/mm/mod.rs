@@ -20,10 +20,12 @@
 //! | `task_mmu.rs` | `fs/proc/task_mmu.c` | `clear_refs` soft-dirty clearing |
 //! | `userfaultfd.rs` | `mm/userfaultfd.c` | the uffd-wp bit (`UFFDIO_WRITEPROTECT`) |
 //! | `gup.rs` | `mm/gup.c` | get_user_pages, pin/unpin |
+//! | `hmm.rs` | `mm/hmm.c` | `hmm_range_fault` |
 //! | `madvise.rs` | `mm/madvise.c` | `MADV_DONTNEED`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE` |
 
 mod folio;
 mod gup;
+mod hmm;
 mod huge_memory;
 mod madvise;
 mod memory;
@@ -43,6 +45,7 @@ mod vma;
 
 pub use folio::{Folio, FolioLockGuard};
 pub use gup::{GUP_PIN_COUNTING_BIAS, GupFlags};
+pub use hmm::{HmmPfn, HmmRange};
 pub use huge_memory::{HPAGE_PMD_NR, HPAGE_PMD_SIZE, ThpMode};
 pub use madvise::Advice;
 pub use memory::{FaultFlags, VmFault, VmFaultError};

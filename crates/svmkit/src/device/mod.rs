@@ -1,0 +1,256 @@
+//! Devices that mirror a process's memory: a GPU or Linux's test device, reduced to
+//! what the protocol needs.
+//!
+//! A [`Device`] has an owner token (what it passes as `owner` to
+//! `make_device_exclusive` and filters in its notifiers), its own page table (virtual
+//! page → frame, with read / write / atomic rights) and a driver lock protecting that
+//! table. Device memory operations go through the table and hold the driver lock
+//! across read, yield, write (DESIGN.md: this stands for the device's TLB), and every
+//! invalidate callback takes the same lock, so a revocation waits for operations in
+//! flight. A device operation on a page it does not map with the needed rights
+//! returns a [`DeviceFault`] for its driver to handle.
+//!
+//! The device table holds no page references (like dmirror's xarray): drivers rely
+//! on their notifiers to drop entries before the CPU side frees or changes a page.
+//!
+//! Drivers: [`dmirror`] (Linux's `lib/test_hmm.c`).
+
+pub mod dmirror;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+use bitflags::bitflags;
+
+use crate::mm::PhysMem;
+use crate::mm::mmu_notifier::Owner;
+use crate::sync::{Arc, Mutex, MutexGuard, yield_now};
+use crate::types::{PAGE_SHIFT, PAGE_SIZE, Pfn, VirtAddr};
+
+bitflags! {
+    /// What a device entry allows.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct DevRights: u8 {
+        /// Reads.
+        const READ = 1 << 0;
+        /// Writes.
+        const WRITE = 1 << 1;
+        /// Atomics (the page is device-exclusive to this device).
+        const ATOMIC = 1 << 2;
+    }
+}
+
+/// One device page-table entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DevPte {
+    /// The frame.
+    pub pfn: Pfn,
+    /// What the device may do with it.
+    pub rights: DevRights,
+}
+
+/// Why a device operation could not complete: the driver's fault handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceFault {
+    /// The page is not mapped in the device table.
+    NotMapped,
+    /// Mapped, but not with the rights the operation needs.
+    Rights {
+        /// What the entry allows.
+        have: DevRights,
+        /// What the operation needs.
+        need: DevRights,
+    },
+    /// A misaligned or out-of-range access (never handled by faulting).
+    BadAccess,
+}
+
+impl fmt::Display for DeviceFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceFault::NotMapped => f.write_str("device fault: page not mapped"),
+            DeviceFault::Rights { have, need } => {
+                write!(f, "device fault: have {have:?}, need {need:?}")
+            }
+            DeviceFault::BadAccess => f.write_str("device fault: bad access"),
+        }
+    }
+}
+
+impl std::error::Error for DeviceFault {}
+
+/// The device page table, keyed by virtual page number.
+#[derive(Debug, Default)]
+pub struct DevTable {
+    entries: BTreeMap<u64, DevPte>,
+}
+
+impl DevTable {
+    /// The entry for the page containing `addr`.
+    pub fn get(&self, addr: u64) -> Option<DevPte> {
+        self.entries.get(&(addr >> PAGE_SHIFT)).copied()
+    }
+
+    /// Installs (or replaces) the entry for the page containing `addr`.
+    pub fn set(&mut self, addr: u64, pte: DevPte) {
+        self.entries.insert(addr >> PAGE_SHIFT, pte);
+    }
+
+    /// Removes every entry in `[start, end)`; returns how many there were.
+    pub fn erase_range(&mut self, start: u64, end: u64) -> usize {
+        let (lo, hi) = (start >> PAGE_SHIFT, end.div_ceil(PAGE_SIZE));
+        let keys: Vec<u64> = self.entries.range(lo..hi).map(|(k, _)| *k).collect();
+        for k in &keys {
+            self.entries.remove(k);
+        }
+        keys.len()
+    }
+
+    /// The entries in `[start, end)`, by address.
+    pub fn range(&self, start: u64, end: u64) -> Vec<(VirtAddr, DevPte)> {
+        let (lo, hi) = (start >> PAGE_SHIFT, end.div_ceil(PAGE_SIZE));
+        self.entries
+            .range(lo..hi)
+            .map(|(k, v)| (VirtAddr::new_truncate(k << PAGE_SHIFT), *v))
+            .collect()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// A device mirroring memory through its own page table.
+pub struct Device {
+    name: String,
+    owner: Owner,
+    mem: Arc<PhysMem>,
+    /// The driver lock (Linux: `dmirror->mutex`, `svmm->mutex`) and the table it guards.
+    table: Mutex<DevTable>,
+}
+
+/// The driver lock held: the device table, readable and writable.
+pub struct DriverLock<'a>(MutexGuard<'a, DevTable>);
+
+impl Deref for DriverLock<'_> {
+    type Target = DevTable;
+    fn deref(&self) -> &DevTable {
+        &self.0
+    }
+}
+
+impl DerefMut for DriverLock<'_> {
+    fn deref_mut(&mut self) -> &mut DevTable {
+        &mut self.0
+    }
+}
+
+impl fmt::Debug for DriverLock<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DriverLock").field(&self.0.len()).finish()
+    }
+}
+
+impl Device {
+    /// A new device on `mem` with a fresh owner token.
+    pub fn new(mem: &Arc<PhysMem>, name: impl Into<String>) -> Arc<Device> {
+        Arc::new(Device {
+            name: name.into(),
+            owner: Owner::new(),
+            mem: Arc::clone(mem),
+            table: Mutex::new(DevTable::default()),
+        })
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The owner token it passes to `make_device_exclusive` and filters.
+    pub fn owner(&self) -> Owner {
+        self.owner
+    }
+
+    /// Takes the driver lock.
+    pub fn lock(&self) -> DriverLock<'_> {
+        DriverLock(self.table.lock())
+    }
+
+    /// Takes the driver lock if it is free (for non-blockable invalidations).
+    pub fn try_lock(&self) -> Option<DriverLock<'_>> {
+        self.table.try_lock().map(DriverLock)
+    }
+
+    fn entry_for(
+        &self,
+        table: &DevTable,
+        addr: u64,
+        need: DevRights,
+    ) -> Result<(Pfn, u64), DeviceFault> {
+        if !addr.is_multiple_of(8) {
+            return Err(DeviceFault::BadAccess);
+        }
+        let pte = table.get(addr).ok_or(DeviceFault::NotMapped)?;
+        if !pte.rights.contains(need) {
+            return Err(DeviceFault::Rights {
+                have: pte.rights,
+                need,
+            });
+        }
+        Ok((pte.pfn, addr % PAGE_SIZE))
+    }
+
+    /// A device load of the `u64` at `addr` through the device table.
+    pub fn read_u64(&self, addr: u64) -> Result<u64, DeviceFault> {
+        let table = self.lock();
+        let (pfn, off) = self.entry_for(&table, addr, DevRights::READ)?;
+        self.mem
+            .read_u64(pfn, off)
+            .map_err(|_| DeviceFault::BadAccess)
+    }
+
+    /// A device store through the device table (needs write rights).
+    pub fn write_u64(&self, addr: u64, value: u64) -> Result<(), DeviceFault> {
+        let table = self.lock();
+        let (pfn, off) = self.entry_for(&table, addr, DevRights::WRITE)?;
+        self.mem
+            .write_u64(pfn, off, value)
+            .map_err(|_| DeviceFault::BadAccess)
+    }
+
+    /// A device atomic add (needs atomic rights): read, yield, write, all under the
+    /// driver lock, so an invalidation cannot revoke the page half-way (and a CPU
+    /// access cannot interleave: the CPU must first fault the page back, which revokes
+    /// through the notifier, which takes this lock). Returns the old value.
+    pub fn fetch_add_u64(&self, addr: u64, delta: u64) -> Result<u64, DeviceFault> {
+        let table = self.lock();
+        let (pfn, off) = self.entry_for(&table, addr, DevRights::ATOMIC)?;
+        let old = self
+            .mem
+            .read_u64(pfn, off)
+            .map_err(|_| DeviceFault::BadAccess)?;
+        yield_now();
+        self.mem
+            .write_u64(pfn, off, old.wrapping_add(delta))
+            .map_err(|_| DeviceFault::BadAccess)?;
+        drop(table);
+        Ok(old)
+    }
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Device")
+            .field("name", &self.name)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
