@@ -195,15 +195,9 @@ impl Mm {
             return Err(VmFaultError::Sigbus);
         };
         let folio = shmem.get_folio(vma.linear_page_index(addr))?;
-        let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
-            self.mem.folio_put(folio);
+        let Some(mut ptl) = self.lock_none_pte_or_put(addr, folio) else {
             return Ok(VmFault::Done);
         };
-        if !ptl.get(addr).is_none() {
-            drop(ptl);
-            self.mem.folio_put(folio);
-            return Ok(VmFault::Done);
-        }
         let mut pte = PresentPte::new(folio.head(), vma.page_prot() | PteFlags::ACCESSED);
         if flags.contains(FaultFlags::WRITE) {
             pte = pte.mkdirty();
@@ -274,21 +268,29 @@ impl Mm {
             .mem
             .folio_alloc(0, Gfp::ZERO)
             .map_err(|_| VmFaultError::Oom)?;
-        let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
-            self.mem.folio_put(folio);
+        let Some(mut ptl) = self.lock_none_pte_or_put(addr, folio) else {
             return Ok(VmFault::Done);
         };
-        if !ptl.get(addr).is_none() {
-            // Someone else populated it first.
-            drop(ptl);
-            self.mem.folio_put(folio);
-            return Ok(VmFault::Done);
-        }
         self.mem
             .folio_add_new_anon_rmap(folio, anon, vma.linear_page_index(addr));
         self.add_rss_anon(1);
         ptl.set(addr, Pte::Present(new_anon_pte(vma, folio)));
         Ok(VmFault::Done)
+    }
+
+    /// Locks the PTE at `addr` for installing `folio` there, or, if the table is gone
+    /// or someone populated the PTE first, drops our reference to `folio` and returns
+    /// `None` (the access then retries and finds their work).
+    fn lock_none_pte_or_put(&self, addr: VirtAddr, folio: Folio) -> Option<PtlGuard<'_>> {
+        let ptl = self.pte_offset_map_lock(addr);
+        if let Some(ptl) = ptl
+            && ptl.get(addr).is_none()
+        {
+            return Some(ptl);
+        }
+        // The PTL (if any) is released above; put the folio outside it.
+        self.mem.folio_put(folio);
+        None
     }
 
     /// A non-present, non-none PTE. Later layers add the device-exclusive, migration
