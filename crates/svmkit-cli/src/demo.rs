@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use svmkit::device::hmm_tests::{self, HMM_NPAGES, HmmSelftest};
 use svmkit::mm::mmu_notifier::{MmuNotifierEvent, Owner, RecordingNotifier};
 use svmkit::mm::{
     Gfp, MAX_PAGE_ORDER, MapFlags, MmUser, PhysMem, PhysMemConfig, Prot, Pte, PteFlags,
@@ -435,6 +436,31 @@ fn exclusive_tour(out: &mut dyn Write, frames: u64) -> Result<()> {
         sys.mem().nr_free_pages(),
         sys.mem().nr_usable_pages()
     )?;
+    writeln!(out)?;
+    selftests_tour(out)
+}
+
+/// Runs the ports of Linux's hmm selftests for exclusive access over dmirror, plain
+/// and on a THP-backed buffer, and prints each verdict.
+fn selftests_tour(out: &mut dyn Write) -> Result<()> {
+    writeln!(
+        out,
+        "svmkit demo: Linux's hmm selftests for exclusive access, over dmirror ({} pages)",
+        HMM_NPAGES
+    )?;
+    writeln!(out)?;
+    let config = SystemConfig::with_frames(4 * HMM_NPAGES + 2048);
+    let mut n = 25;
+    for test in HmmSelftest::ALL {
+        for thp in [false, true] {
+            let label = format!("{test}{}", if thp { " (THP buffer)" } else { "" });
+            match hmm_tests::run(test, config, thp) {
+                Ok(summary) => writeln!(out, "{n}. [ OK ] {label}: {summary}")?,
+                Err(e) => writeln!(out, "{n}. [FAIL] {label}: {e}")?,
+            }
+            n += 1;
+        }
+    }
     Ok(())
 }
 
@@ -593,5 +619,7 @@ mod tests {
         );
         assert!(text.contains("value 42"), "{text}");
         assert!(text.contains("MMU_NOTIFY_EXCLUSIVE"), "{text}");
+        assert_eq!(text.matches("[ OK ]").count(), 6, "{text}");
+        assert!(!text.contains("[FAIL]"), "{text}");
     }
 }

@@ -13,9 +13,11 @@
 //! The device table holds no page references (like dmirror's xarray): drivers rely
 //! on their notifiers to drop entries before the CPU side frees or changes a page.
 //!
-//! Drivers: [`dmirror`] (Linux's `lib/test_hmm.c`).
+//! Drivers: [`dmirror`] (Linux's `lib/test_hmm.c`), with runnable ports of the hmm
+//! selftests over it in [`hmm_tests`].
 
 pub mod dmirror;
+pub mod hmm_tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
