@@ -968,3 +968,48 @@ fn selftest_exclusive_cow_plain() {
 fn selftest_exclusive_cow_thp() {
     selftest_exclusive_cow(true);
 }
+
+#[test]
+fn dmirror_two_devices_on_one_mm_revoke_each_other() {
+    // Spec 6.1 and 9.14: a READ by another device faults, and the fault restores the
+    // CPU entry, revoking the holder; that device's EXCLUSIVE then takes the page.
+    let (sys, mm) = system(1024);
+    mm.mmap(BASE, 2 * P, RW, FIXED).unwrap();
+    cpu_write(&mm, BASE, &ints(2, |i| i));
+    let a = Dmirror::open(&mm).unwrap();
+    let b = Dmirror::open(&mm).unwrap();
+    let mut buf = vec![0u8; 2 * PS];
+    cmd(&a, DmirrorIoctl::Exclusive, BASE, 2, &mut buf).unwrap();
+    assert!(rights(&a, BASE).is_some_and(|r| r.contains(DevRights::ATOMIC)));
+    // B reads page 0: it faults, which restores the CPU PTE and erases A's entry.
+    let c = cmd(&b, DmirrorIoctl::Read, BASE, 1, &mut buf[..PS]).unwrap();
+    assert_eq!(c.faults, 1);
+    assert!(excl_entry(&mm, BASE).is_none());
+    assert_eq!(rights(&a, BASE), None);
+    assert!(rights(&a, BASE + P).is_some_and(|r| r.contains(DevRights::ATOMIC)));
+    assert_eq!(
+        a.ioctl(
+            &task(),
+            DmirrorIoctl::CheckExclusive,
+            &mut HmmDmirrorCmd {
+                addr: BASE,
+                npages: 1,
+                ..Default::default()
+            },
+            &mut []
+        ),
+        Ok(())
+    );
+    // B takes page 1 exclusively: A loses it too.
+    cmd(&b, DmirrorIoctl::Exclusive, BASE + P, 1, &mut buf[..PS]).unwrap();
+    assert_eq!(rights(&a, BASE + P), None);
+    assert!(rights(&b, BASE + P).is_some_and(|r| r.contains(DevRights::ATOMIC)));
+    assert_eq!(
+        excl_entry(&mm, BASE + P).and_then(|e| e.pfn()),
+        dev_pfn(&b, BASE + P)
+    );
+    assert_eq!(cpu_read(&mm, BASE, 2), ints(2, |i| i));
+    drop((a, b));
+    drop(mm);
+    all_free(&sys);
+}
