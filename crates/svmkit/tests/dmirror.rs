@@ -979,10 +979,10 @@ fn dmirror_two_devices_on_one_mm_revoke_each_other() {
     let a = Dmirror::open(&mm).unwrap();
     let b = Dmirror::open(&mm).unwrap();
     let mut buf = vec![0u8; 2 * PS];
-    cmd(&a, DmirrorIoctl::Exclusive, BASE, 2, &mut buf).unwrap();
+    cmd(&a, Exclusive, BASE, 2, &mut buf).unwrap();
     assert!(rights(&a, BASE).is_some_and(|r| r.contains(DevRights::ATOMIC)));
     // B reads page 0: it faults, which restores the CPU PTE and erases A's entry.
-    let c = cmd(&b, DmirrorIoctl::Read, BASE, 1, &mut buf[..PS]).unwrap();
+    let c = cmd(&b, Read, BASE, 1, &mut buf[..PS]).unwrap();
     assert_eq!(c.faults, 1);
     assert!(excl_entry(&mm, BASE).is_none());
     assert_eq!(rights(&a, BASE), None);
@@ -990,7 +990,7 @@ fn dmirror_two_devices_on_one_mm_revoke_each_other() {
     assert_eq!(
         a.ioctl(
             &task(),
-            DmirrorIoctl::CheckExclusive,
+            CheckExclusive,
             &mut HmmDmirrorCmd {
                 addr: BASE,
                 npages: 1,
@@ -1001,7 +1001,7 @@ fn dmirror_two_devices_on_one_mm_revoke_each_other() {
         Ok(())
     );
     // B takes page 1 exclusively: A loses it too.
-    cmd(&b, DmirrorIoctl::Exclusive, BASE + P, 1, &mut buf[..PS]).unwrap();
+    cmd(&b, Exclusive, BASE + P, 1, &mut buf[..PS]).unwrap();
     assert_eq!(rights(&a, BASE + P), None);
     assert!(rights(&b, BASE + P).is_some_and(|r| r.contains(DevRights::ATOMIC)));
     assert_eq!(
