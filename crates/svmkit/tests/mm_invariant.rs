@@ -7,23 +7,58 @@
 //! by both); `MADV_DONTNEED` makes private pages read zero but keeps shared pages'
 //! data in the shmem object; a shared page reads its object at the page offset it
 //! had at mmap, whatever splitting `mprotect`/`munmap` did since.
+//!
+//! The window holds one whole 2 MiB-aligned range, so `MADV_HUGEPAGE` (or the
+//! "always" policy) followed by a first write fault there maps an order-9 THP by a
+//! PMD, which partial `mprotect`/`munmap`/`MADV_DONTNEED`, fork+COW and
+//! `FOLL_SPLIT_PMD` later split. None of that changes what is read back (a THP is
+//! zero-filled like a 4 KiB page), so the shadow ignores it; it only checks that a
+//! huge PMD never covers what is not one private mapping of one protection.
+//!
+//! GUP takes references and pins (kept in a list of held references, released at
+//! random and at the end of the case) and must agree with the shadow: pages done up
+//! to the first one the VMA does not allow (`EFAULT` if that is the first), each the
+//! frame the process maps there, holding what the process reads. The checker is told
+//! about every held reference; a held page outlives munmap and exit.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 use proptest::prelude::*;
-use svmkit::mm::{Advice, MapFlags, MmUser, Prot};
-use svmkit::{Errno, FaultKind, PAGE_SIZE, System, SystemConfig};
+use svmkit::check::ExtraRefs;
+use svmkit::mm::{
+    Advice, GUP_PIN_COUNTING_BIAS, GupFlags, MapFlags, MmUser, PMD_SIZE, Prot, ThpMode,
+};
+use svmkit::{Errno, FaultKind, PAGE_SIZE, Pfn, System, SystemConfig, VirtAddr};
 
 const BASE: u64 = 0x7000_0000;
-/// Pages in the window the operations hit (spanning two PTE tables).
-const PAGES: u64 = 24;
-const WINDOW_SPLIT: u64 = 512 - 12; // the window straddles a 2 MiB boundary
+/// Pages of the window on either side of the 2 MiB-aligned range it contains.
+const EDGE: u64 = 8;
+/// Pages in a PMD (a 2 MiB THP).
+const PMD_PAGES: u64 = PMD_SIZE / PAGE_SIZE;
+/// Pages in the window the operations hit: `EDGE` pages, the whole 2 MiB-aligned
+/// range `[EDGE, EDGE + PMD_PAGES)`, `EDGE` more (three PTE tables).
+const PAGES: u64 = EDGE + PMD_PAGES + EDGE;
+/// The window starts `EDGE` pages below a 2 MiB boundary.
+const WINDOW_SPLIT: u64 = PMD_PAGES - EDGE;
 const WORDS: u64 = 4;
 /// Address-space slots: at most this many mms are alive at once.
 const SLOTS: usize = 3;
+/// Frames of the machine: room for a few order-9 folios besides the 4 KiB pages.
+const FRAMES: u64 = 4096;
+/// GUP is skipped while this many references are held, or fewer frames than this are
+/// free (room to populate the whole window in every mm): the pages GUP holds outlive
+/// their unmapping, and running out of memory would make faults fail where the shadow
+/// expects none.
+const MAX_HELD: usize = 1024;
+const GUP_MIN_FREE: u64 = SLOTS as u64 * PAGES + 64;
 
 fn addr(page: u64, word: u64) -> u64 {
     BASE + (WINDOW_SPLIT + page) * PAGE_SIZE + word * 8
+}
+
+fn va(page: u64) -> VirtAddr {
+    VirtAddr::try_new(addr(page, 0)).unwrap()
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +86,17 @@ enum Op {
         page: u64,
         n: u64,
     },
+    /// MADV_HUGEPAGE (`huge`) or MADV_NOHUGEPAGE.
+    Madvise {
+        mm: usize,
+        page: u64,
+        n: u64,
+        huge: bool,
+    },
+    /// The machine-wide THP policy (`transparent_hugepage/enabled`).
+    SetThp {
+        mode: u8,
+    },
     Read {
         mm: usize,
         page: u64,
@@ -76,6 +122,21 @@ enum Op {
         n: u64,
         value: u64,
     },
+    /// get_user_pages of `[page, page + n)`: a reference (GET) or a pin (PIN), for
+    /// writing (WRITE) or not, splitting a huge PMD first (SPLIT_PMD) or not. The
+    /// frames returned are held until a [`Op::Release`] or the end of the case.
+    Gup {
+        mm: usize,
+        page: u64,
+        n: u64,
+        write: bool,
+        pin: bool,
+        split: bool,
+    },
+    /// Releases held reference `idx` (modulo how many are held).
+    Release {
+        idx: usize,
+    },
     /// Forks the mm in slot `mm` (or the next live one) into a free slot; with no mm
     /// alive, creates a fresh one instead. Skipped when every slot is taken.
     Fork {
@@ -85,9 +146,12 @@ enum Op {
     Exit {
         mm: usize,
     },
-    /// Reads every word of the window in every live mm and compares it all with the
-    /// shadow (faulting pages in as a side effect).
-    Sweep,
+    /// Reads every word of the window's edges, and of every 16th page (from `phase`)
+    /// between them, in every live mm and compares it all with the shadow (faulting
+    /// pages in as a side effect).
+    Sweep {
+        phase: u64,
+    },
 }
 
 fn prot_of(p: u8) -> Prot {
@@ -99,23 +163,46 @@ fn prot() -> impl Strategy<Value = u8> {
     prop_oneof![1 => Just(0u8), 1 => Just(1u8), 3 => Just(2u8)]
 }
 
+/// A page of the window, biased toward its edges (where VMAs and PMDs end).
+fn page() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        2 => 0..2 * EDGE,
+        2 => PAGES - 2 * EDGE..PAGES,
+        3 => 0..PAGES,
+    ]
+}
+
+/// A range `(page, n)`: mostly a few pages, sometimes one covering the whole 2 MiB
+/// range (what a THP needs), sometimes a large arbitrary one.
+fn span() -> impl Strategy<Value = (u64, u64)> {
+    prop_oneof![
+        4 => (page(), 1u64..6),
+        4 => (0..=EDGE, EDGE + PMD_PAGES..=PAGES).prop_map(|(s, e)| (s, e - s)),
+        1 => (page(), 16..PAGES),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let mm = 0..SLOTS;
-    let page = 0..PAGES;
-    let n = 1u64..6;
     prop_oneof![
-        3 => (mm.clone(), page.clone(), n.clone(), prot(), any::<bool>())
-            .prop_map(|(mm, page, n, prot, shared)| Op::Mmap { mm, page, n, prot, shared }),
-        1 => (mm.clone(), page.clone(), n.clone()).prop_map(|(mm, page, n)| Op::Munmap { mm, page, n }),
-        2 => (mm.clone(), page.clone(), n.clone(), prot()).prop_map(|(mm, page, n, prot)| Op::Mprotect { mm, page, n, prot }),
-        2 => (mm.clone(), page.clone(), n.clone()).prop_map(|(mm, page, n)| Op::DontNeed { mm, page, n }),
-        4 => (mm.clone(), page.clone(), 0..WORDS).prop_map(|(mm, page, word)| Op::Read { mm, page, word }),
-        3 => (mm.clone(), page.clone(), 0..WORDS, any::<u64>()).prop_map(|(mm, page, word, value)| Op::Write { mm, page, word, value }),
-        2 => (mm.clone(), page.clone(), 0..WORDS, 1u64..1000).prop_map(|(mm, page, word, delta)| Op::FetchAdd { mm, page, word, delta }),
-        2 => (mm.clone(), page, n, any::<u64>()).prop_map(|(mm, page, n, value)| Op::Fill { mm, page, n, value }),
+        4 => (mm.clone(), span(), prot(), prop_oneof![2 => Just(false), 1 => Just(true)])
+            .prop_map(|(mm, (page, n), prot, shared)| Op::Mmap { mm, page, n, prot, shared }),
+        1 => (mm.clone(), span()).prop_map(|(mm, (page, n))| Op::Munmap { mm, page, n }),
+        2 => (mm.clone(), span(), prot()).prop_map(|(mm, (page, n), prot)| Op::Mprotect { mm, page, n, prot }),
+        2 => (mm.clone(), span()).prop_map(|(mm, (page, n))| Op::DontNeed { mm, page, n }),
+        2 => (mm.clone(), span(), prop_oneof![4 => Just(true), 1 => Just(false)])
+            .prop_map(|(mm, (page, n), huge)| Op::Madvise { mm, page, n, huge }),
+        1 => (0u8..3).prop_map(|mode| Op::SetThp { mode }),
+        4 => (mm.clone(), page(), 0..WORDS).prop_map(|(mm, page, word)| Op::Read { mm, page, word }),
+        4 => (mm.clone(), page(), 0..WORDS, any::<u64>()).prop_map(|(mm, page, word, value)| Op::Write { mm, page, word, value }),
+        2 => (mm.clone(), page(), 0..WORDS, 1u64..1000).prop_map(|(mm, page, word, delta)| Op::FetchAdd { mm, page, word, delta }),
+        2 => (mm.clone(), span(), any::<u64>()).prop_map(|(mm, (page, n), value)| Op::Fill { mm, page, n, value }),
+        4 => (mm.clone(), span(), any::<bool>(), any::<bool>(), prop_oneof![3 => Just(false), 1 => Just(true)])
+            .prop_map(|(mm, (page, n), write, pin, split)| Op::Gup { mm, page, n, write, pin, split }),
+        2 => any::<usize>().prop_map(|idx| Op::Release { idx }),
         1 => mm.clone().prop_map(|mm| Op::Fork { mm }),
         1 => mm.prop_map(|mm| Op::Exit { mm }),
-        2 => Just(Op::Sweep),
+        1 => (0u64..16).prop_map(|phase| Op::Sweep { phase }),
     ]
 }
 
@@ -188,14 +275,112 @@ impl Model {
     }
 }
 
+/// A reference GUP returned and the test holds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    pfn: Pfn,
+    pin: bool,
+}
+
+/// What the checker must add to the page tables' count for the held references: one
+/// per GET; per PIN, [`GUP_PIN_COUNTING_BIAS`] on a small folio and one on a large
+/// one. The zero page is never counted.
+fn extra_refs(sys: &System, held: &[Held]) -> ExtraRefs {
+    let mut extra = ExtraRefs::new();
+    for h in held {
+        let folio = sys.mem().page_folio(h.pfn).unwrap();
+        if sys.mem().is_zero_pfn(folio.head()) {
+            continue;
+        }
+        let n = if h.pin && folio.order() == 0 {
+            GUP_PIN_COUNTING_BIAS
+        } else {
+            1
+        };
+        *extra.entry(folio).or_default() += n;
+    }
+    extra
+}
+
+fn release(sys: &System, h: Held) {
+    if h.pin {
+        sys.mem().unpin_user_page(h.pfn);
+    } else {
+        sys.mem().put_page(h.pfn);
+    }
+}
+
 fn range(page: u64, n: u64) -> std::ops::Range<u64> {
     page..(page + n).min(PAGES)
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    // Three mms with up to 24 pages each, their page tables, and shmem objects that
-    // outlive partial unmaps: far below this.
-    let sys = System::new(SystemConfig::with_frames(1024)).unwrap();
+/// The pages a [`Op::Sweep`] reads.
+fn sweep_pages(phase: u64) -> impl Iterator<Item = u64> {
+    (0..PAGES).filter(move |&p| !(2 * EDGE..PAGES - 2 * EDGE).contains(&p) || p % 16 == phase % 16)
+}
+
+/// What a case did (for [`invariant_thp_and_gup_sequence`], which checks that the
+/// operations reach what they are meant to).
+#[derive(Debug, Default)]
+struct Stats {
+    /// Steps after which some mm mapped the window's 2 MiB range by a huge PMD.
+    huge_steps: u64,
+    /// GUP calls that returned pages.
+    gups: u64,
+    /// Huge PMDs split, over every mm.
+    splits: u64,
+    /// Most references held at once on large folios.
+    large_held: usize,
+}
+
+/// How a case starts: the THP policy, and for each of the first two mms either
+/// nothing or the whole window mapped as one VMA (`MADV_HUGEPAGE` or not), so that
+/// the operations mostly hit mapped memory.
+#[derive(Debug, Clone)]
+struct Init {
+    always: bool,
+    maps: [Option<InitMap>; 2],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InitMap {
+    prot: u8,
+    shared: bool,
+    huge: bool,
+}
+
+fn init_map() -> impl Strategy<Value = Option<InitMap>> {
+    let prot = prop_oneof![1 => Just(0u8), 1 => Just(1u8), 6 => Just(2u8)];
+    let huge = prop_oneof![1 => Just(false), 2 => Just(true)];
+    let map = (prot, prop_oneof![3 => Just(false), 1 => Just(true)], huge)
+        .prop_map(|(prot, shared, huge)| InitMap { prot, shared, huge });
+    proptest::option::weighted(0.75, map)
+}
+
+fn init() -> impl Strategy<Value = Init> {
+    (
+        prop_oneof![3 => Just(false), 1 => Just(true)],
+        [init_map(), init_map()],
+    )
+        .prop_map(|(always, maps)| Init { always, maps })
+}
+
+impl Stats {
+    /// Adds what an exiting mm's counters say.
+    fn count(&mut self, mm: &MmUser) {
+        let st = mm.stats();
+        self.splits += st.thp_split_pmds.load(Ordering::Relaxed);
+    }
+}
+
+fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
+    // Three mms with up to 528 pages each, their page tables, shmem objects that
+    // outlive partial unmaps and pages GUP holds after their unmap: far below this,
+    // with room for several order-9 folios (a THP allocation that fails falls back to
+    // 4 KiB pages anyway).
+    let sys = System::new(SystemConfig::with_frames(FRAMES)).unwrap();
+    let mut stats = Stats::default();
+    let mut held: Vec<Held> = Vec::new();
     let mut m = Model {
         procs: (0..SLOTS)
             .map(|i| {
@@ -209,25 +394,58 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     };
     let private = MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED;
     let shared = MapFlags::SHARED | MapFlags::ANONYMOUS | MapFlags::FIXED;
+    if init.always {
+        sys.mem().set_thp_mode(ThpMode::Always);
+    }
+    for (s, map) in init.maps.iter().enumerate() {
+        let Some(map) = *map else { continue };
+        let flags = if map.shared { shared } else { private };
+        let len = PAGES * PAGE_SIZE;
+        let proc = m.proc(s);
+        prop_assert_eq!(
+            proc.user
+                .mmap(addr(0, 0), len, prot_of(map.prot), flags)
+                .map(|a| a.raw()),
+            Ok(addr(0, 0))
+        );
+        if map.huge {
+            prop_assert_eq!(proc.user.madvise(addr(0, 0), len, Advice::HugePage), Ok(()));
+        }
+        let obj = m.objs.len();
+        if map.shared {
+            m.objs.push(vec![[0; WORDS as usize]; PAGES as usize]);
+        }
+        for p in 0..PAGES {
+            let backing = if map.shared {
+                Backing::Shared { obj, off: p }
+            } else {
+                Backing::Private([0; WORDS as usize])
+            };
+            let prot = prot_of(map.prot);
+            m.proc(s).pages.insert(p, Page { prot, backing });
+        }
+    }
     for (step, op) in ops.into_iter().enumerate() {
         let target = match &op {
             Op::Mmap { mm, .. }
             | Op::Munmap { mm, .. }
             | Op::Mprotect { mm, .. }
             | Op::DontNeed { mm, .. }
+            | Op::Madvise { mm, .. }
             | Op::Read { mm, .. }
             | Op::Write { mm, .. }
             | Op::FetchAdd { mm, .. }
             | Op::Fill { mm, .. }
+            | Op::Gup { mm, .. }
             | Op::Fork { mm }
             | Op::Exit { mm } => m.resolve(*mm),
-            Op::Sweep => None,
+            Op::Sweep { .. } | Op::SetThp { .. } | Op::Release { .. } => None,
         };
         let ctx = format!("step {step}: {op:?} on slot {target:?}");
         match (op, target) {
-            (Op::Sweep, _) => {
+            (Op::Sweep { phase }, _) => {
                 for s in (0..SLOTS).filter(|&s| m.procs[s].is_some()) {
-                    for page in 0..PAGES {
+                    for page in sweep_pages(phase) {
                         for word in 0..WORDS {
                             let proc = m.procs[s].as_ref().unwrap();
                             let got = proc.user.read_u64(addr(page, word)).map_err(|e| e.kind);
@@ -245,6 +463,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
             }
+            (Op::SetThp { mode }, _) => {
+                let mode = [ThpMode::Madvise, ThpMode::Always, ThpMode::Never][mode as usize % 3];
+                sys.mem().set_thp_mode(mode);
+            }
+            (Op::Release { idx }, _) => {
+                if !held.is_empty() {
+                    let h = held.swap_remove(idx % held.len());
+                    release(&sys, h);
+                }
+            }
             (Op::Fork { .. }, None) => {
                 // Every process exited: start a fresh one.
                 m.procs[0] = Some(Proc {
@@ -259,7 +487,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let p = m.procs[parent].as_ref().unwrap();
                 let child = sys.fork(&p.user);
                 prop_assert!(child.is_ok(), "{}: fork failed: {:?}", ctx, child.err());
-                // Private pages copied, shared ones naming the same objects.
+                // Private pages copied, shared ones naming the same objects (pinned
+                // pages are copied at once rather than shared: the same values).
                 let pages = p.pages.clone();
                 m.procs[free] = Some(Proc {
                     user: child.unwrap(),
@@ -267,7 +496,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 });
             }
             (Op::Exit { .. }, Some(slot)) => {
-                drop(m.procs[slot].take());
+                if let Some(p) = m.procs[slot].take() {
+                    stats.count(&p.user);
+                }
             }
             (_, None) => continue,
             (
@@ -370,6 +601,26 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 prop_assert_eq!(got, want, "{}", ctx);
             }
+            (Op::Madvise { page, n, huge, .. }, Some(s)) => {
+                let r = range(page, n);
+                let proc = m.proc(s);
+                let advice = if huge {
+                    Advice::HugePage
+                } else {
+                    Advice::NoHugePage
+                };
+                let got =
+                    proc.user
+                        .madvise(addr(r.start, 0), (r.end - r.start) * PAGE_SIZE, advice);
+                // Linux: applied to every mapped piece; ENOMEM if there was a hole.
+                // Nothing a process reads changes.
+                let want = if r.clone().all(|p| proc.pages.contains_key(&p)) {
+                    Ok(())
+                } else {
+                    Err(Errno::ENOMEM)
+                };
+                prop_assert_eq!(got, want, "{}", ctx);
+            }
             (Op::Read { page, word, .. }, Some(s)) => {
                 let proc = m.proc(s);
                 let got = proc.user.read_u64(addr(page, word)).map_err(|e| e.kind);
@@ -426,28 +677,214 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 });
                 prop_assert_eq!(got, want, "{}", ctx);
             }
+            (
+                Op::Gup {
+                    page,
+                    n,
+                    write,
+                    pin,
+                    split,
+                    ..
+                },
+                Some(s),
+            ) => {
+                if held.len() >= MAX_HELD || sys.mem().nr_free_pages() < GUP_MIN_FREE {
+                    continue;
+                }
+                let mut flags = if pin { GupFlags::PIN } else { GupFlags::GET };
+                if write {
+                    flags |= GupFlags::WRITE;
+                }
+                if split {
+                    flags |= GupFlags::SPLIT_PMD;
+                }
+                let proc = m.proc(s);
+                let got = {
+                    let mut guard = proc.user.mmap_read_lock();
+                    proc.user
+                        .get_user_pages(&mut guard, addr(page, 0), n, flags)
+                };
+                // Pages up to the first one the VMA does not allow (no VMA, PROT_NONE,
+                // or read-only for WRITE); EFAULT if that is the first.
+                let done = (page..page + n)
+                    .take_while(|&p| proc.access(p, write).is_ok())
+                    .count();
+                let pfns = match got {
+                    Ok(pfns) => pfns,
+                    Err(e) => {
+                        prop_assert_eq!((e, done), (Errno::EFAULT, 0), "{}", ctx);
+                        continue;
+                    }
+                };
+                held.extend(pfns.iter().map(|&pfn| Held { pfn, pin }));
+                prop_assert_eq!(pfns.len(), done, "{}: pages done", ctx);
+                stats.gups += 1;
+                // Each frame is the one the process maps there (a fault made it
+                // writable, or unshared it, if needed) and holds what it reads.
+                for (p, &pfn) in (page..).zip(&pfns) {
+                    let proc = m.procs[s].as_ref().unwrap();
+                    prop_assert_eq!(
+                        proc.user.translate(va(p)),
+                        Some(pfn),
+                        "{}: page {} mapped elsewhere",
+                        ctx,
+                        p
+                    );
+                    for word in 0..WORDS {
+                        let got = sys.mem().read_u64(pfn, word * 8);
+                        prop_assert_eq!(
+                            got,
+                            Ok(m.load(s, p, word)),
+                            "{}: page {} word {} through GUP",
+                            ctx,
+                            p,
+                            word
+                        );
+                    }
+                }
+            }
         }
-        if let Err(e) = sys.check() {
+        // A huge PMD only ever maps the window's 2 MiB-aligned range, wholly one
+        // private mapping of one protection.
+        for proc in m.procs.iter().flatten() {
+            prop_assert!(
+                !proc.user.pmd_is_huge(va(0)) && !proc.user.pmd_is_huge(va(PAGES - 1)),
+                "after {}: a huge PMD straddles the window's edge",
+                ctx
+            );
+            if proc.user.pmd_is_huge(va(EDGE)) {
+                stats.huge_steps += 1;
+                let first = proc.pages.get(&EDGE).map(|p| p.prot);
+                let whole = (EDGE..EDGE + PMD_PAGES).all(|p| {
+                    matches!(
+                        proc.pages.get(&p),
+                        Some(Page { prot, backing: Backing::Private(_) }) if Some(*prot) == first
+                    )
+                });
+                prop_assert!(
+                    whole,
+                    "after {}: a huge PMD maps what is not one private mapping",
+                    ctx
+                );
+            }
+        }
+        if let Err(e) = sys.check_with(&extra_refs(&sys, &held)) {
             prop_assert!(false, "after {}: {}", ctx, e);
         }
+        let large = held
+            .iter()
+            .filter(|h| sys.mem().page_folio(h.pfn).unwrap().order() > 0)
+            .count();
+        stats.large_held = stats.large_held.max(large);
     }
-    drop(m.procs);
-    if let Err(e) = sys.check() {
+    // Exit with the references still held: the held pages outlive their mms.
+    for p in m.procs.into_iter().flatten() {
+        stats.count(&p.user);
+    }
+    if let Err(e) = sys.check_with(&extra_refs(&sys, &held)) {
         prop_assert!(false, "after exit: {}", e);
+    }
+    for h in held.drain(..) {
+        release(&sys, h);
+    }
+    if let Err(e) = sys.check() {
+        prop_assert!(false, "after exit and release: {}", e);
     }
     prop_assert_eq!(
         sys.mem().nr_free_pages(),
         sys.mem().nr_usable_pages(),
-        "every frame free after exit"
+        "every frame free after exit and release"
     );
-    Ok(())
+    Ok(stats)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    // Integration tests have no lib.rs for proptest's default persistence to find:
+    // keep regressions beside this file (mm_invariant.proptest-regressions).
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::with_cases(96)
+    })]
 
     #[test]
-    fn invariant_random_operations_keep_the_machine_consistent(ops in proptest::collection::vec(op(), 1..80)) {
-        run(ops)?;
+    fn invariant_random_operations_keep_the_machine_consistent(
+        init in init(),
+        ops in proptest::collection::vec(op(), 1..80),
+    ) {
+        run(init, ops)?;
     }
+}
+
+/// A fixed sequence through the THP and GUP paths the random cases reach only
+/// sometimes: a THP made by a first write, pinned, read through GUP, shared by fork and
+/// COWed, split by a partial mprotect, `FOLL_SPLIT_PMD` and a partial munmap, then its
+/// mms exit with the pins held.
+#[test]
+fn invariant_thp_and_gup_sequence() {
+    let huge = Some(InitMap {
+        prot: 2,
+        shared: false,
+        huge: true,
+    });
+    let gup = |mm, page, n, write, pin, split| Op::Gup {
+        mm,
+        page,
+        n,
+        write,
+        pin,
+        split,
+    };
+    let ops = vec![
+        Op::Write {
+            mm: 0,
+            page: EDGE + 3,
+            word: 1,
+            value: 0x51,
+        },
+        gup(0, EDGE, 4, false, true, false),
+        gup(0, EDGE + 100, 2, true, false, false),
+        Op::Write {
+            mm: 1,
+            page: 300,
+            word: 0,
+            value: 0x52,
+        },
+        Op::Fork { mm: 1 },
+        Op::Write {
+            mm: 2,
+            page: 301,
+            word: 2,
+            value: 0x53,
+        },
+        gup(1, 299, 3, false, true, false),
+        Op::Mprotect {
+            mm: 1,
+            page: 400,
+            n: 2,
+            prot: 1,
+        },
+        gup(1, 398, 6, true, false, false),
+        Op::Fork { mm: 0 },
+        gup(0, EDGE + 200, 3, false, false, true),
+        Op::Munmap {
+            mm: 0,
+            page: EDGE + 4,
+            n: 1,
+        },
+        gup(0, EDGE + 2, 4, false, false, false),
+        Op::Sweep { phase: 3 },
+        Op::Release { idx: 1 },
+        Op::Exit { mm: 0 },
+    ];
+    let init = Init {
+        always: false,
+        maps: [huge, huge],
+    };
+    let stats = run(init, ops).unwrap_or_else(|e| panic!("{e}"));
+    assert!(stats.huge_steps > 0, "{stats:?}");
+    assert!(stats.splits >= 3, "{stats:?}");
+    assert!(stats.large_held > 0, "{stats:?}");
+    assert_eq!(stats.gups, 6, "{stats:?}");
 }
