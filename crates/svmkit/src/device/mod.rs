@@ -14,10 +14,12 @@
 //! on their notifiers to drop entries before the CPU side frees or changes a page.
 //!
 //! Drivers: [`dmirror`] (Linux's `lib/test_hmm.c`), with runnable ports of the hmm
-//! selftests over it in [`hmm_tests`].
+//! selftests over it in [`hmm_tests`], and [`svm_atomic`] (nouveau's atomic fault
+//! path).
 
 pub mod dmirror;
 pub mod hmm_tests;
+pub mod svm_atomic;
 
 use std::collections::BTreeMap;
 use std::fmt;

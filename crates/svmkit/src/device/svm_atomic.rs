@@ -1,0 +1,390 @@
+//! `svm_atomic`: a GPU-style driver that serves device atomics on system memory by
+//! making pages device-exclusive (Linux: nouveau's `nouveau_atomic_range_fault()` and
+//! the notifiers of `drivers/gpu/drm/nouveau/nouveau_svm.c`; spec 6.2 to 6.4).
+//!
+//! A device atomic on a page the device does not map atomically raises a device
+//! fault. The driver then, for that page:
+//!
+//! ```text
+//! insert an interval notifier on the page
+//! loop (bounded: Linux's 1 s timeout; here a pass count, then EBUSY):
+//!     seq = read_begin
+//!     mmap_read_lock; make_device_exclusive(page, owner = this device); unlock
+//!     lock(driver)
+//!     if read_retry(seq): unlock(driver); unlock + put the folio; again
+//!     program an atomic device entry; unlock(driver); break
+//! unlock + put the folio; remove the notifier; replay the atomic
+//! ```
+//!
+//! Its interval callback returns without `set_seq` for `Exclusive` events carrying its
+//! own owner, the invalidation its own `make_device_exclusive` causes (without that
+//! filter every pass retries: the livelock of spec 6.3), and calls `set_seq` for
+//! everything else. Its classic (whole-mm) notifier has no `Exclusive` filter and
+//! clears the device entries in every invalidated range: that is how the CPU restore
+//! (and another device's conversion) revokes the atomic mapping.
+//!
+//! [`SvmFlaws`] switches on design flaws for study; each is off by default and names
+//! the spec item it reproduces.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{DevPte, DevRights, Device, DeviceFault};
+use crate::error::Errno;
+use crate::mm::mmu_notifier::{
+    MmuIntervalNotifier, MmuIntervalNotifierOps, MmuNotifierEvent, MmuNotifierId, MmuNotifierOps,
+    MmuNotifierRange,
+};
+use crate::mm::{HmmPfn, HmmRange, Mm, MmUser};
+use crate::sync::{Arc, yield_now};
+use crate::task::Task;
+use crate::types::PAGE_SIZE;
+
+/// Design flaws to study; all off (`Default`) is the correct driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SvmFlaws {
+    /// Ignore the driver's own `Exclusive` events in the interval callback (true, the
+    /// default and what nouveau does). Turning it off reproduces the livelock of the
+    /// seed review and spec 6.3: every pass retries until the bound returns `EBUSY`.
+    pub filter_own_exclusive: bool,
+    /// Treat every `Exclusive` event as the driver's own, whatever its owner, in both
+    /// notifiers (spec 6.3 "filter correctness conditions"): a restore sent as
+    /// `Exclusive` with no owner (the 5.14 design, spec 6.4) is swallowed and the
+    /// device keeps a stale atomic mapping.
+    pub filter_ignores_owner: bool,
+    /// Return from the interval callback without `set_seq` for `Unmap` events: a
+    /// munmap inside the read section goes unnoticed and the device maps a page the
+    /// CPU no longer has.
+    pub skip_set_seq_on_unmap: bool,
+    /// On retry, keep the folio locked and referenced (nouveau before `b3fefbb30a16`,
+    /// spec 8 item 22 and 9.6).
+    pub leak_folio_on_retry: bool,
+    /// Serve atomics through a plain writable mirror (`hmm_range_fault` with a write
+    /// request) instead of a device-exclusive page: the device's read-modify-write
+    /// races the CPU's, and updates are lost.
+    pub atomics_through_write_entry: bool,
+}
+
+impl Default for SvmFlaws {
+    fn default() -> Self {
+        SvmFlaws {
+            filter_own_exclusive: true,
+            filter_ignores_owner: false,
+            skip_set_seq_on_unmap: false,
+            leak_folio_on_retry: false,
+            atomics_through_write_entry: false,
+        }
+    }
+}
+
+/// Counters of what the driver did (all observable by tests and the demo).
+#[derive(Debug, Default)]
+pub struct SvmStats {
+    /// Device faults handled (atomic fault handler runs).
+    pub faults: AtomicU64,
+    /// Passes of the acquire loop, over all faults.
+    pub passes: AtomicU64,
+    /// Passes that ended in `read_retry`.
+    pub retries: AtomicU64,
+    /// Faults that gave up with `EBUSY` (the bound).
+    pub ebusy: AtomicU64,
+    /// Atomics completed on the device.
+    pub atomics: AtomicU64,
+    /// Folios leaked on retry (with `leak_folio_on_retry`).
+    pub leaked: AtomicU64,
+}
+
+/// The interval callback (Linux: `nouveau_svm_range_invalidate()`).
+struct IntervalOps {
+    dev: Arc<Device>,
+    flaws: SvmFlaws,
+}
+
+impl IntervalOps {
+    fn ignores(&self, range: &MmuNotifierRange<'_>) -> bool {
+        let own = Some(self.dev.owner());
+        match range.event {
+            MmuNotifierEvent::Exclusive if self.flaws.filter_ignores_owner => true,
+            MmuNotifierEvent::Exclusive => self.flaws.filter_own_exclusive && range.owner == own,
+            MmuNotifierEvent::Unmap => self.flaws.skip_set_seq_on_unmap,
+            _ => false,
+        }
+    }
+}
+
+impl MmuIntervalNotifierOps for IntervalOps {
+    fn invalidate(
+        &self,
+        sub: &MmuIntervalNotifier,
+        range: &MmuNotifierRange<'_>,
+        cur_seq: u64,
+    ) -> bool {
+        if self.ignores(range) {
+            return true;
+        }
+        let lock = if range.blockable {
+            Some(self.dev.lock())
+        } else {
+            self.dev.try_lock()
+        };
+        let Some(_table) = lock else {
+            return false;
+        };
+        sub.set_seq(cur_seq);
+        true
+    }
+}
+
+/// The whole-mm notifier (Linux: `nouveau_svmm_invalidate_range_start()`): clears the
+/// device's entries in every invalidated range; no `Exclusive` filter (unless the
+/// `filter_ignores_owner` flaw makes it skip every `Exclusive` event).
+struct ClassicOps {
+    dev: Arc<Device>,
+    flaws: SvmFlaws,
+}
+
+impl MmuNotifierOps for ClassicOps {
+    fn invalidate_range_start(&self, range: &MmuNotifierRange<'_>) -> Result<(), Errno> {
+        if !range.blockable {
+            return Err(Errno::EAGAIN);
+        }
+        let mut table = self.dev.lock();
+        let own = Some(self.dev.owner());
+        let skip = (range.event == MmuNotifierEvent::Migrate && range.owner == own)
+            || (range.event == MmuNotifierEvent::Exclusive && self.flaws.filter_ignores_owner);
+        if !skip {
+            table.erase_range(range.start, range.end);
+        }
+        Ok(())
+    }
+}
+
+/// A GPU-style device serving atomics on one process's memory.
+pub struct SvmAtomic {
+    dev: Arc<Device>,
+    mm: Arc<Mm>,
+    classic: MmuNotifierId,
+    flaws: SvmFlaws,
+    max_passes: u64,
+    stats: SvmStats,
+}
+
+impl SvmAtomic {
+    /// Binds a new device to the process (Linux: `nouveau_svmm_init()`, which
+    /// registers the whole-mm notifier). `max_passes` bounds each fault's acquire loop
+    /// (Linux: `HMM_RANGE_DEFAULT_TIMEOUT`, 1 s).
+    pub fn new(
+        mm: &MmUser,
+        name: &str,
+        flaws: SvmFlaws,
+        max_passes: u64,
+    ) -> Result<SvmAtomic, Errno> {
+        let dev = Device::new(mm.mem(), name);
+        let classic = mm.mmu_notifier_register(Arc::new(ClassicOps {
+            dev: Arc::clone(&dev),
+            flaws,
+        }))?;
+        Ok(SvmAtomic {
+            dev,
+            mm: Arc::clone(mm.mm()),
+            classic,
+            flaws,
+            max_passes: max_passes.max(1),
+            stats: SvmStats::default(),
+        })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Arc<Device> {
+        &self.dev
+    }
+
+    /// What the driver did so far.
+    pub fn stats(&self) -> &SvmStats {
+        &self.stats
+    }
+
+    /// A device atomic add on the `u64` at `addr`: runs on the device if it maps the
+    /// page atomically, else takes a device fault, resolves it with
+    /// [`atomic_range_fault`](Self::atomic_range_fault) and replays. Returns the old
+    /// value, or the fault handler's error (`EBUSY` at the bound, `EINVAL` when
+    /// `make_device_exclusive` fails, as nouveau reports).
+    pub fn atomic_fetch_add(&self, task: &Task, addr: u64, delta: u64) -> Result<u64, Errno> {
+        for _ in 0..self.max_passes {
+            let r = if self.flaws.atomics_through_write_entry {
+                self.dev.fetch_add_through_write(addr, delta)
+            } else {
+                self.dev.fetch_add_u64(addr, delta)
+            };
+            match r {
+                Ok(old) => {
+                    self.stats.atomics.fetch_add(1, Ordering::Relaxed);
+                    return Ok(old);
+                }
+                Err(DeviceFault::BadAccess) => return Err(Errno::EINVAL),
+                Err(_) => {
+                    if self.flaws.atomics_through_write_entry {
+                        self.write_fault(addr)?;
+                    } else {
+                        self.atomic_range_fault(task, addr)?;
+                    }
+                }
+            }
+        }
+        self.stats.ebusy.fetch_add(1, Ordering::Relaxed);
+        Err(Errno::EBUSY)
+    }
+
+    /// The device fault handler for an atomic: make the page device-exclusive inside
+    /// an interval-notifier read section and program an atomic entry. Returns the
+    /// passes it took.
+    ///
+    /// Linux: `nouveau_atomic_range_fault()` (6.15 form: `make_device_exclusive()`).
+    pub fn atomic_range_fault(&self, task: &Task, addr: u64) -> Result<u64, Errno> {
+        self.stats.faults.fetch_add(1, Ordering::Relaxed);
+        let start = addr & !(PAGE_SIZE - 1);
+        let notifier = self.mm.mmu_interval_notifier_insert(
+            start,
+            PAGE_SIZE,
+            Arc::new(IntervalOps {
+                dev: Arc::clone(&self.dev),
+                flaws: self.flaws,
+            }),
+        )?;
+        let mut passes = 0;
+        let result = loop {
+            if passes == self.max_passes {
+                self.stats.ebusy.fetch_add(1, Ordering::Relaxed);
+                break Err(Errno::EBUSY);
+            }
+            passes += 1;
+            self.stats.passes.fetch_add(1, Ordering::Relaxed);
+            let seq = notifier.read_begin();
+            let made = {
+                let Some(user) = self.mm.mmget_not_zero() else {
+                    break Err(Errno::EINVAL);
+                };
+                let mut g = user.mmap_read_lock();
+                user.make_device_exclusive(&mut g, start, Some(self.dev.owner()), task)
+            };
+            let Ok(excl) = made else {
+                break Err(Errno::EINVAL);
+            };
+            yield_now();
+            let mut table = self.dev.lock();
+            if notifier.read_retry(seq) {
+                drop(table);
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                if self.flaws.leak_folio_on_retry {
+                    excl.leak();
+                    self.stats.leaked.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    drop(excl);
+                }
+                continue;
+            }
+            table.set(
+                start,
+                DevPte {
+                    pfn: excl.page(),
+                    rights: DevRights::READ | DevRights::WRITE | DevRights::ATOMIC,
+                },
+            );
+            drop(table);
+            drop(excl);
+            break Ok(passes);
+        };
+        let _ = notifier.remove();
+        result
+    }
+
+    /// The flawed alternative: mirror the page writable with `hmm_range_fault`
+    /// (no exclusivity), the way a plain device write fault would.
+    fn write_fault(&self, addr: u64) -> Result<(), Errno> {
+        self.stats.faults.fetch_add(1, Ordering::Relaxed);
+        let start = addr & !(PAGE_SIZE - 1);
+        let notifier = self.mm.mmu_interval_notifier_insert(
+            start,
+            PAGE_SIZE,
+            Arc::new(IntervalOps {
+                dev: Arc::clone(&self.dev),
+                flaws: self.flaws,
+            }),
+        )?;
+        let result = (|| {
+            for _ in 0..self.max_passes {
+                self.stats.passes.fetch_add(1, Ordering::Relaxed);
+                let mut range = HmmRange::new(
+                    &notifier,
+                    start,
+                    start + PAGE_SIZE,
+                    HmmPfn::request(true, true),
+                );
+                range.notifier_seq = notifier.read_begin();
+                let r = {
+                    let user = self.mm.mmget_not_zero().ok_or(Errno::EINVAL)?;
+                    let mut g = user.mmap_read_lock();
+                    user.hmm_range_fault(&mut g, &mut range)
+                };
+                match r {
+                    Err(Errno::EBUSY) => continue,
+                    Err(e) => return Err(e),
+                    Ok(()) => {}
+                }
+                let mut table = self.dev.lock();
+                if notifier.read_retry(range.notifier_seq) {
+                    continue;
+                }
+                if let Some(pfn) = range.hmm_pfns[0].pfn() {
+                    table.set(
+                        start,
+                        DevPte {
+                            pfn,
+                            rights: DevRights::READ | DevRights::WRITE,
+                        },
+                    );
+                }
+                return Ok(());
+            }
+            Err(Errno::EBUSY)
+        })();
+        let _ = notifier.remove();
+        result
+    }
+}
+
+impl Device {
+    /// A device read-modify-write through a plain write entry (no atomic rights), for
+    /// the `atomics_through_write_entry` flaw: correct against other device operations
+    /// (the driver lock), not against the CPU.
+    fn fetch_add_through_write(&self, addr: u64, delta: u64) -> Result<u64, DeviceFault> {
+        let table = self.lock();
+        let (pfn, off) = self.entry_for(&table, addr, DevRights::WRITE)?;
+        let old = self
+            .mem
+            .read_u64(pfn, off)
+            .map_err(|_| DeviceFault::BadAccess)?;
+        yield_now();
+        self.mem
+            .write_u64(pfn, off, old.wrapping_add(delta))
+            .map_err(|_| DeviceFault::BadAccess)?;
+        drop(table);
+        Ok(old)
+    }
+}
+
+impl Drop for SvmAtomic {
+    fn drop(&mut self) {
+        let _ = self.mm.mmu_notifier_unregister(self.classic);
+    }
+}
+
+impl fmt::Debug for SvmAtomic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SvmAtomic")
+            .field("dev", &self.dev)
+            .field("flaws", &self.flaws)
+            .field("max_passes", &self.max_passes)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,218 @@
+//! The GPU-style atomic fault driver (nouveau's pattern) on OS threads: the owner
+//! filter and the livelock without it, the CPU restore revoking the device, and two
+//! devices contending for one page.
+
+use std::sync::atomic::Ordering;
+
+use svmkit::device::DevRights;
+use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
+use svmkit::mm::{MapFlags, MmUser, Prot, Pte};
+use svmkit::sync::Arc;
+use svmkit::task::Task;
+use svmkit::{Errno, PAGE_SIZE, System, SystemConfig, VirtAddr};
+
+const A: u64 = 0x4000_0000;
+const P: u64 = PAGE_SIZE;
+
+fn setup() -> (Arc<System>, MmUser) {
+    let sys = System::new(SystemConfig::with_frames(256)).unwrap();
+    let mm = sys.create_mm().unwrap();
+    mm.mmap(
+        A,
+        4 * P,
+        Prot::READ | Prot::WRITE,
+        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+    )
+    .unwrap();
+    mm.write_u64(A, 100).unwrap();
+    (sys, mm)
+}
+
+fn exclusive_pfn(mm: &MmUser, addr: u64) -> Option<svmkit::Pfn> {
+    match mm.pte_get_lockless(VirtAddr::try_new(addr).unwrap()) {
+        Pte::Swap(s) if s.is_device_exclusive() => s.pfn(),
+        _ => None,
+    }
+}
+
+fn atomic_rights(gpu: &SvmAtomic, addr: u64) -> bool {
+    gpu.device()
+        .lock()
+        .get(addr)
+        .is_some_and(|p| p.rights.contains(DevRights::ATOMIC))
+}
+
+#[test]
+fn owner_filter_lets_the_fault_succeed_in_one_pass() {
+    let (sys, mm) = setup();
+    let gpu = SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), 16).unwrap();
+    let task = Task::new("gpu-fault");
+    assert_eq!(gpu.atomic_fetch_add(&task, A, 1), Ok(100));
+    let s = gpu.stats();
+    assert_eq!(
+        (
+            s.faults.load(Ordering::Relaxed),
+            s.passes.load(Ordering::Relaxed),
+            s.retries.load(Ordering::Relaxed)
+        ),
+        (1, 1, 0)
+    );
+    // The device maps it atomically; the CPU entry is device-exclusive for the same pfn.
+    let dev = gpu.device().lock().get(A).unwrap();
+    assert!(dev.rights.contains(DevRights::ATOMIC));
+    assert_eq!(exclusive_pfn(&mm, A), Some(dev.pfn));
+    // Further atomics run on the device without faults.
+    assert_eq!(gpu.atomic_fetch_add(&task, A, 1), Ok(101));
+    assert_eq!(gpu.stats().faults.load(Ordering::Relaxed), 1);
+
+    // A CPU restore is never filtered: after a CPU touch the device entry is gone and
+    // the next atomic faults again.
+    assert_eq!(mm.read_u64(A).unwrap(), 102);
+    assert_eq!(gpu.device().lock().get(A), None);
+    assert_eq!(gpu.atomic_fetch_add(&task, A, 1), Ok(102));
+    assert_eq!(gpu.stats().faults.load(Ordering::Relaxed), 2);
+    assert_eq!(mm.read_u64(A).unwrap(), 103);
+    drop(gpu);
+    if let Err(e) = sys.check() {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn owner_filter_off_livelocks_until_the_bound() {
+    let (sys, mm) = setup();
+    let flaws = SvmFlaws {
+        filter_own_exclusive: false,
+        ..SvmFlaws::default()
+    };
+    let bound = 12;
+    let gpu = SvmAtomic::new(&mm, "gpu", flaws, bound).unwrap();
+    // Every pass's own conversion invalidates its own read section (spec 6.3): the
+    // bound ends it with EBUSY, after exactly `bound` passes, all retried.
+    assert_eq!(
+        gpu.atomic_fetch_add(&Task::new("t"), A, 1),
+        Err(Errno::EBUSY)
+    );
+    let s = gpu.stats();
+    assert_eq!(s.passes.load(Ordering::Relaxed), bound);
+    assert_eq!(s.retries.load(Ordering::Relaxed), bound);
+    assert_eq!(s.ebusy.load(Ordering::Relaxed), 1);
+    assert!(!atomic_rights(&gpu, A));
+    // The value is untouched; the page is left device-exclusive by the last pass and
+    // comes back on the next CPU touch.
+    assert_eq!(mm.read_u64(A).unwrap(), 100);
+    drop(gpu);
+    if let Err(e) = sys.check() {
+        panic!("{e}");
+    }
+}
+
+/// Spec 9.14 asks what two GPUs contending for one page do; the model answers: they
+/// starve each other until the CPU touches the page. A fault that starts while the
+/// page is already device-exclusive (the other device's entry, or this device's own
+/// entry left by a retried pass) restores that entry inside its own read section:
+/// the restore's `Clear` (owner none, never filtered) makes `read_retry` true, the
+/// retry leaves this pass's new entry in place, and the next pass restores *that*
+/// one. Every pass retries until the bound. Values stay exact throughout.
+#[test]
+fn two_devices_starve_each_other_until_a_cpu_touch() {
+    let (sys, mm) = setup();
+    let bound = 8;
+    let a = SvmAtomic::new(&mm, "gpu-a", SvmFlaws::default(), bound).unwrap();
+    let b = SvmAtomic::new(&mm, "gpu-b", SvmFlaws::default(), bound).unwrap();
+    let task = Task::new("t");
+    assert_eq!(a.atomic_fetch_add(&task, A, 1), Ok(100));
+    assert!(atomic_rights(&a, A));
+    // B: the first pass restores A's entry (A is revoked by its classic notifier) and
+    // converts for B; the restore invalidated B's section, so B retries; every later
+    // pass restores B's own entry from the pass before. EBUSY at the bound.
+    assert_eq!(b.atomic_fetch_add(&task, A, 10), Err(Errno::EBUSY));
+    let s = b.stats();
+    assert_eq!(s.passes.load(Ordering::Relaxed), bound);
+    assert_eq!(s.retries.load(Ordering::Relaxed), bound);
+    assert!(!atomic_rights(&a, A) && !atomic_rights(&b, A));
+    assert!(exclusive_pfn(&mm, A).is_some(), "B's last conversion stays");
+    // A starves the same way now.
+    assert_eq!(a.atomic_fetch_add(&task, A, 10), Err(Errno::EBUSY));
+    // A CPU touch restores the entry outside any device's read section...
+    assert_eq!(mm.read_u64(A).unwrap(), 101);
+    assert!(exclusive_pfn(&mm, A).is_none());
+    // ...after which one fault succeeds in one pass.
+    let passes = b.stats().passes.load(Ordering::Relaxed);
+    assert_eq!(b.atomic_fetch_add(&task, A, 10), Ok(101));
+    assert_eq!(b.stats().passes.load(Ordering::Relaxed), passes + 1);
+    assert!(atomic_rights(&b, A) && !atomic_rights(&a, A));
+    assert_eq!(
+        exclusive_pfn(&mm, A),
+        b.device().lock().get(A).map(|p| p.pfn)
+    );
+    // And A, contending again, starves again; the value is exact.
+    assert_eq!(a.atomic_fetch_add(&task, A, 100), Err(Errno::EBUSY));
+    assert_eq!(mm.read_u64(A).unwrap(), 111);
+    drop((a, b));
+    if let Err(e) = sys.check() {
+        panic!("{e}");
+    }
+}
+
+/// The same mechanism with one device: an invalidation that revokes the device
+/// without restoring the CPU entry (6.15 mprotect leaves entries, the classic notifier
+/// clears the device) leaves the page device-exclusive with no device mapping it, and
+/// the device's next fault starves until the CPU touches the page.
+#[test]
+fn owner_filter_one_device_starves_after_mprotect_until_a_cpu_touch() {
+    let (sys, mm) = setup();
+    let gpu = SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), 8).unwrap();
+    let task = Task::new("t");
+    assert_eq!(gpu.atomic_fetch_add(&task, A, 1), Ok(100));
+    mm.mprotect(A, P, Prot::READ).unwrap();
+    mm.mprotect(A, P, Prot::READ | Prot::WRITE).unwrap();
+    assert!(!atomic_rights(&gpu, A), "mprotect revoked the device");
+    assert!(
+        exclusive_pfn(&mm, A).is_some(),
+        "the CPU entry stays (6.15)"
+    );
+    assert_eq!(gpu.atomic_fetch_add(&task, A, 1), Err(Errno::EBUSY));
+    assert_eq!(mm.read_u64(A).unwrap(), 101);
+    assert_eq!(gpu.atomic_fetch_add(&task, A, 1), Ok(101));
+    drop(gpu);
+    if let Err(e) = sys.check() {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn owner_filter_device_and_cpu_threads_hammering_one_counter_stay_exact() {
+    let (sys, mm) = setup();
+    mm.write_u64(A, 0).unwrap();
+    let gpu = Arc::new(SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), 1_000_000).unwrap());
+    let per = 300u64;
+    let device = {
+        let gpu = gpu.clone();
+        std::thread::spawn(move || {
+            let task = Task::new("gpu");
+            for _ in 0..per {
+                gpu.atomic_fetch_add(&task, A, 1).unwrap();
+            }
+        })
+    };
+    let cpus: Vec<_> = (0..2)
+        .map(|_| {
+            let mm = mm.clone();
+            std::thread::spawn(move || {
+                for _ in 0..per {
+                    mm.fetch_add_u64(A, 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    device.join().unwrap();
+    for c in cpus {
+        c.join().unwrap();
+    }
+    assert_eq!(mm.read_u64(A).unwrap(), 3 * per);
+    drop(gpu);
+    if let Err(e) = sys.check() {
+        panic!("{e}");
+    }
+}
