@@ -1,0 +1,310 @@
+//! Schedule exploration of the GPU-style atomic driver (run with
+//! `cargo test -p svmkit --features shuttle shuttle`): the exclusivity invariant,
+//! lost updates, two devices, and the pre-2025 retry leak.
+#![cfg(feature = "shuttle")]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use svmkit::check::{ExploreConfig, explore};
+use svmkit::device::DevRights;
+use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
+use svmkit::mm::{Advice, MapFlags, MmUser, Prot, Pte};
+use svmkit::sync::{Arc, thread};
+use svmkit::task::Task;
+use svmkit::{Errno, PAGE_SIZE, Profile, RestoreEvent, System, SystemConfig};
+
+const A: u64 = 0x4000_0000;
+const P: u64 = PAGE_SIZE;
+
+fn setup(profile: Profile) -> (Arc<System>, MmUser) {
+    let mut config = SystemConfig::with_frames(64);
+    config.mem.wait_table_bits = 1;
+    config.profile = profile;
+    let sys = System::new(config).unwrap();
+    let mm = sys.create_mm().unwrap();
+    mm.mmap(
+        A,
+        2 * P,
+        Prot::READ | Prot::WRITE,
+        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+    )
+    .unwrap();
+    mm.write_u64(A, 0).unwrap();
+    mm.write_u64(A + P, 0).unwrap();
+    (sys, mm)
+}
+
+/// DESIGN.md: a valid atomic device entry implies the CPU entry is device-exclusive
+/// for the same pfn. Checked under the driver lock (invalidations take it before
+/// changing the CPU side).
+fn check_exclusivity(gpu: &SvmAtomic, mm: &MmUser) {
+    let table = gpu.device().lock();
+    for (va, pte) in table.range(0, 1 << 47) {
+        if !pte.rights.contains(DevRights::ATOMIC) {
+            continue;
+        }
+        let cpu = mm.pte_get_lockless(va);
+        let ok = matches!(cpu, Pte::Swap(s) if s.is_device_exclusive() && s.pfn() == Some(pte.pfn));
+        assert!(
+            ok,
+            "exclusivity violated at {va}: the device maps {} atomically, the CPU has {cpu:?}",
+            pte.pfn
+        );
+    }
+}
+
+/// A device doing atomics, a CPU thread touching, a munmap of the neighbour page, a
+/// fork, and a monitor checking exclusivity at its scheduling points.
+fn exclusivity_scenario(profile: Profile, flaws: SvmFlaws) {
+    let (sys, mm) = setup(profile);
+    let gpu = Arc::new(SvmAtomic::new(&mm, "gpu", flaws, 4).unwrap());
+    let device = {
+        let gpu = gpu.clone();
+        thread::spawn(move || {
+            let task = Task::new("gpu");
+            (0..2)
+                .filter(|_| gpu.atomic_fetch_add(&task, A, 1).is_ok())
+                .count() as u64
+        })
+    };
+    let cpu = {
+        let mm = mm.clone();
+        thread::spawn(move || mm.fetch_add_u64(A, 10).unwrap())
+    };
+    let other = {
+        let (sys, mm) = (sys.clone(), mm.clone());
+        thread::spawn(move || {
+            mm.munmap(A + P, P).unwrap();
+            // Fork fails with ENOMEM when the driver holds the folio lock (spec 4.1).
+            match sys.fork(&mm) {
+                Ok(child) => drop(child),
+                Err(e) => assert_eq!(e, Errno::ENOMEM),
+            }
+        })
+    };
+    let monitor = {
+        let (gpu, mm) = (gpu.clone(), mm.clone());
+        thread::spawn(move || {
+            for _ in 0..3 {
+                check_exclusivity(&gpu, &mm);
+                thread::yield_now();
+            }
+        })
+    };
+    let done = device.join().unwrap();
+    cpu.join().unwrap();
+    other.join().unwrap();
+    monitor.join().unwrap();
+    check_exclusivity(&gpu, &mm);
+    assert_eq!(mm.read_u64(A).unwrap(), 10 + done, "an update was lost");
+    drop(gpu);
+    if let Err(e) = sys.check() {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn shuttle_svm_exclusivity_invariant_holds() {
+    let report = explore(&ExploreConfig::new(500), || {
+        exclusivity_scenario(Profile::linux_6_15(), SvmFlaws::default())
+    })
+    .unwrap_or_else(|f| panic!("{f}"));
+    assert!(report.schedules() >= 1000);
+}
+
+#[test]
+fn shuttle_svm_exclusivity_broken_by_an_owner_blind_filter_and_an_exclusive_restore() {
+    // The 5.14 restore event (Exclusive, owner none) against a filter that ignores
+    // the owner: the restore is swallowed and the device keeps a stale atomic entry.
+    let profile = Profile {
+        restore_event: RestoreEvent::ExclusiveNoOwner,
+        ..Profile::linux_6_15()
+    };
+    let flaws = SvmFlaws {
+        filter_ignores_owner: true,
+        ..SvmFlaws::default()
+    };
+    let failure = explore(&ExploreConfig::new(500), move || {
+        exclusivity_scenario(profile, flaws)
+    })
+    .expect_err("the explorer must find the stale device mapping");
+    assert!(
+        failure.message.contains("exclusivity violated") || failure.message.contains("lost"),
+        "{failure}"
+    );
+    // The same driver with 6.15's Clear restore is revoked correctly.
+    explore(&ExploreConfig::new(200), move || {
+        exclusivity_scenario(Profile::linux_6_15(), flaws)
+    })
+    .unwrap_or_else(|f| panic!("{f}"));
+}
+
+static SCHEDULES: AtomicUsize = AtomicUsize::new(0);
+
+/// CPU threads and the device increment one counter.
+fn counter_scenario(flaws: SvmFlaws) {
+    SCHEDULES.fetch_add(1, Ordering::Relaxed);
+    let (sys, mm) = setup(Profile::linux_6_15());
+    let gpu = Arc::new(SvmAtomic::new(&mm, "gpu", flaws, 1000).unwrap());
+    let device = {
+        let gpu = gpu.clone();
+        thread::spawn(move || {
+            let task = Task::new("gpu");
+            for _ in 0..2 {
+                gpu.atomic_fetch_add(&task, A, 1).unwrap();
+            }
+        })
+    };
+    let cpu = {
+        let mm = mm.clone();
+        thread::spawn(move || {
+            for _ in 0..2 {
+                mm.fetch_add_u64(A, 1).unwrap();
+            }
+        })
+    };
+    device.join().unwrap();
+    cpu.join().unwrap();
+    assert_eq!(mm.read_u64(A).unwrap(), 4, "lost update");
+    drop(gpu);
+    if let Err(e) = sys.check() {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn shuttle_svm_lost_update_never_with_exclusive_atomics() {
+    let report = explore(&ExploreConfig::new(500), || {
+        counter_scenario(SvmFlaws::default())
+    })
+    .unwrap_or_else(|f| panic!("{f}"));
+    assert!(report.schedules() >= 1000);
+}
+
+#[test]
+fn shuttle_svm_lost_update_found_with_atomics_through_a_write_entry() {
+    SCHEDULES.store(0, Ordering::Relaxed);
+    let flaws = SvmFlaws {
+        atomics_through_write_entry: true,
+        ..SvmFlaws::default()
+    };
+    let failure = explore(&ExploreConfig::new(1000), move || counter_scenario(flaws))
+        .expect_err("a read-modify-write through a plain write entry must lose updates");
+    println!(
+        "lost update found after {} schedule(s)",
+        SCHEDULES.load(Ordering::Relaxed)
+    );
+    assert!(failure.message.contains("lost update"), "{failure}");
+}
+
+#[test]
+fn shuttle_two_devices_contend_and_values_stay_exact() {
+    let report = explore(&ExploreConfig::new(500), || {
+        let (sys, mm) = setup(Profile::linux_6_15());
+        let a = Arc::new(SvmAtomic::new(&mm, "gpu-a", SvmFlaws::default(), 3).unwrap());
+        let b = Arc::new(SvmAtomic::new(&mm, "gpu-b", SvmFlaws::default(), 3).unwrap());
+        let run = |gpu: Arc<SvmAtomic>, delta: u64| {
+            thread::spawn(move || {
+                let task = Task::new("gpu");
+                match gpu.atomic_fetch_add(&task, A, delta) {
+                    Ok(_) => delta,
+                    // Starvation (see tests/svm_atomic.rs): the bound ends the fault.
+                    Err(Errno::EBUSY) => 0,
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        };
+        let ta = run(a.clone(), 1);
+        let tb = run(b.clone(), 10);
+        let cpu = {
+            let mm = mm.clone();
+            thread::spawn(move || mm.fetch_add_u64(A, 100).unwrap())
+        };
+        let done = ta.join().unwrap() + tb.join().unwrap();
+        cpu.join().unwrap();
+        assert_eq!(mm.read_u64(A).unwrap(), 100 + done, "lost update");
+        check_exclusivity(&a, &mm);
+        check_exclusivity(&b, &mm);
+        drop((a, b));
+        if let Err(e) = sys.check() {
+            panic!("{e}");
+        }
+    })
+    .unwrap_or_else(|f| panic!("{f}"));
+    assert!(report.schedules() >= 1000);
+}
+
+#[test]
+fn shuttle_leak_on_retry_self_deadlocks_when_the_entry_stays() {
+    // Pre-2025 nouveau (spec 8 item 22, 9.6): a retry keeps the folio locked. If the
+    // entry is still in place, the next pass's GUP restores it and blocks on the
+    // folio lock this very thread holds: a self-deadlock (uninterruptible before 6.5).
+    let flaws = SvmFlaws {
+        filter_own_exclusive: false,
+        leak_folio_on_retry: true,
+        ..SvmFlaws::default()
+    };
+    let failure = explore(&ExploreConfig::new(50), move || {
+        let (_sys, mm) = setup(Profile::linux_6_15());
+        let gpu = SvmAtomic::new(&mm, "gpu", flaws, 4).unwrap();
+        let _ = gpu.atomic_fetch_add(&Task::new("gpu"), A, 1);
+    })
+    .expect_err("the leaked folio lock must deadlock the next pass");
+    assert!(
+        failure.message.to_lowercase().contains("deadlock"),
+        "{failure}"
+    );
+}
+
+#[test]
+fn shuttle_leak_on_retry_leaks_or_deadlocks_when_a_zap_causes_the_retry() {
+    // Spec 9.6: which outcome the pre-2025 retry leak has depends on what caused the
+    // retry. A zap (MADV_DONTNEED) that removed the entry before the next pass: that
+    // pass converts a new page and the old folio stays locked and referenced forever
+    // (a leak). A zap whose invalidation ran but whose PTE clear had not happened yet
+    // when the next pass's GUP met the entry: the restore blocks on the folio lock
+    // this thread still holds (a self-deadlock). Explore with several seeds until both
+    // are seen.
+    let flaws = SvmFlaws {
+        leak_folio_on_retry: true,
+        ..SvmFlaws::default()
+    };
+    let scenario = move || {
+        let (sys, mm) = setup(Profile::linux_6_15());
+        let gpu = Arc::new(SvmAtomic::new(&mm, "gpu", flaws, 8).unwrap());
+        let device = {
+            let gpu = gpu.clone();
+            thread::spawn(move || gpu.atomic_fetch_add(&Task::new("gpu"), A, 1))
+        };
+        let zapper = {
+            let mm = mm.clone();
+            thread::spawn(move || mm.madvise(A, P, Advice::DontNeed).unwrap())
+        };
+        let r = device.join().unwrap();
+        zapper.join().unwrap();
+        assert_eq!(r.map(|_| ()), Ok(()));
+        let leaked = gpu.stats().leaked.load(Ordering::Relaxed);
+        drop(gpu);
+        if let Err(e) = sys.check() {
+            panic!("leaked {leaked} folio(s) on retry: {e}");
+        }
+    };
+    let (mut leak, mut deadlock, mut schedules) = (false, false, 0);
+    for seed in 0..64u64 {
+        let mut config = ExploreConfig::new(200);
+        config.seed = 0x1eaf_0000 + seed;
+        schedules += config.total_iterations();
+        match explore(&config, scenario) {
+            Ok(_) => {}
+            Err(f) if f.message.contains("leaked 1 folio") => leak = true,
+            Err(f) if f.message.to_lowercase().contains("deadlock") => deadlock = true,
+            Err(f) => panic!("unexpected failure: {f}"),
+        }
+        if leak && deadlock {
+            break;
+        }
+    }
+    println!("leak-on-retry: leak {leak}, self-deadlock {deadlock}, within {schedules} schedules");
+    assert!(leak, "no schedule leaked the folio");
+    assert!(deadlock, "no schedule deadlocked");
+}
