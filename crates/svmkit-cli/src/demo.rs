@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+
+use crate::report::{Part, PartOut, Report};
 use svmkit::device::hmm_tests::{self, HMM_NPAGES, HmmSelftest};
+use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
 use svmkit::mm::mmu_notifier::{MmuNotifierEvent, Owner, RecordingNotifier};
 use svmkit::mm::{
     Gfp, MAX_PAGE_ORDER, MapFlags, MmUser, PhysMem, PhysMemConfig, Prot, Pte, PteFlags,
@@ -16,11 +19,395 @@ use svmkit::sync::{Arc, MmapLock, thread};
 use svmkit::task::Task;
 use svmkit::{Errno, PAGE_SIZE, System, SystemConfig, VirtAddr};
 
-/// Runs the tour on a memory of `frames` frames, printing to `out`.
-pub(crate) fn run(out: &mut dyn Write, frames: u64) -> Result<()> {
+/// The parts of the demo, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub(crate) enum PartName {
+    /// Physical memory, folios, the folio lock and the mmap lock.
+    Foundation,
+    /// An address space: faults, mprotect, munmap, the checker.
+    AddressSpace,
+    /// MMU notifiers, fork and copy-on-write, shared memory, the reverse map.
+    Fork,
+    /// One device-exclusive conversion and its CPU restore, with the owner filter.
+    Exclusive,
+    /// The story: a THP-backed buffer of counters, a GPU-style device and CPU threads
+    /// incrementing them with atomics; the totals must be exact.
+    Story,
+    /// The owner filter turned off: every pass of the driver's loop retries until
+    /// its bound returns EBUSY (the livelock of the 2021 review).
+    Livelock,
+    /// Two devices contending for one page: they starve each other until the CPU
+    /// touches it (a finding of the model; see the issue notes).
+    TwoDevices,
+    /// Ports of Linux's hmm selftests for exclusive access, plain and on THP.
+    Selftests,
+}
+
+impl PartName {
+    /// Every part, in order.
+    pub(crate) const ALL: [PartName; 8] = [
+        PartName::Foundation,
+        PartName::AddressSpace,
+        PartName::Fork,
+        PartName::Exclusive,
+        PartName::Story,
+        PartName::Livelock,
+        PartName::TwoDevices,
+        PartName::Selftests,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            PartName::Foundation => "foundation",
+            PartName::AddressSpace => "address-space",
+            PartName::Fork => "fork",
+            PartName::Exclusive => "exclusive",
+            PartName::Story => "story",
+            PartName::Livelock => "livelock",
+            PartName::TwoDevices => "two-devices",
+            PartName::Selftests => "selftests",
+        }
+    }
+}
+
+/// Runs the chosen parts (all when `parts` is empty) on memories of `frames` frames.
+/// `progress` gets one line per part as it starts (long runs say what they do).
+pub(crate) fn run(
+    frames: u64,
+    parts: &[PartName],
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report> {
     if svmkit::sync::IS_SHUTTLE {
         bail!("the demo runs on OS threads; build svmkit-cli without the `shuttle` feature");
     }
+    let chosen: Vec<PartName> = if parts.is_empty() {
+        PartName::ALL.to_vec()
+    } else {
+        PartName::ALL
+            .into_iter()
+            .filter(|p| parts.contains(p))
+            .collect()
+    };
+    let mut report = Report {
+        profile: svmkit::Profile::default().name.to_string(),
+        parts: Vec::new(),
+    };
+    for part in chosen {
+        progress(part.name());
+        let mut out = PartOut::default();
+        match part {
+            PartName::Foundation => foundation(&mut out, frames),
+            PartName::AddressSpace => address_space_tour(&mut out, frames),
+            PartName::Fork => fork_tour(&mut out, frames),
+            PartName::Exclusive => exclusive_tour(&mut out, frames),
+            PartName::Story => story(&mut out),
+            PartName::Livelock => livelock(&mut out),
+            PartName::TwoDevices => two_devices(&mut out),
+            PartName::Selftests => selftests_tour(&mut out),
+        }
+        .with_context(|| format!("part {}", part.name()))?;
+        report.parts.push(Part {
+            name: part.name(),
+            out,
+        });
+    }
+    Ok(report)
+}
+
+/// The story's machine: enough memory for a THP-backed buffer and its copies.
+fn story_system() -> Result<(Arc<System>, MmUser)> {
+    let sys = System::new(SystemConfig::with_frames(4096))?;
+    let mm = sys.create_mm()?;
+    Ok((sys, mm))
+}
+
+const STORY_BUF: u64 = 0x4000_0000;
+const STORY_COUNTERS: u64 = 8;
+const STORY_ROUNDS: u64 = 200;
+const STORY_FIRST_BOUND: u64 = 20;
+
+/// Part `story`: counters in a THP-backed buffer, incremented by a GPU-style device
+/// (through device-exclusive pages) and two CPU threads at once.
+fn story(out: &mut PartOut) -> Result<()> {
+    let (sys, mm) = story_system()?;
+    writeln!(
+        out,
+        "svmkit demo: the story: a GPU and two CPU threads increment shared counters"
+    )?;
+    writeln!(out)?;
+    let len = svmkit::mm::PMD_SIZE;
+    mm.mmap(
+        STORY_BUF,
+        len,
+        Prot::READ | Prot::WRITE,
+        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+    )?;
+    mm.madvise(STORY_BUF, len, svmkit::mm::Advice::HugePage)?;
+    for i in 0..STORY_COUNTERS {
+        mm.write_u64(STORY_BUF + i * 64 * PAGE_SIZE, 0)?;
+    }
+    let huge = mm.pmd_is_huge(VirtAddr::try_new(STORY_BUF)?);
+    writeln!(
+        out,
+        "S1. a process maps 2 MiB with MADV_HUGEPAGE and zeroes {STORY_COUNTERS} counters, one every 64 pages: PMD-mapped THP: {huge}"
+    )?;
+    let counters: Vec<u64> = (0..STORY_COUNTERS)
+        .map(|i| STORY_BUF + i * 64 * PAGE_SIZE)
+        .collect();
+    // The first device atomic on a PMD-mapped THP: GUP's FOLL_SPLIT_PMD splits the
+    // PMD inside the driver's read section, and that split's Clear makes it retry;
+    // every later pass then restores the entry its previous pass installed.
+    let first = SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), STORY_FIRST_BOUND)?;
+    let r = first.atomic_fetch_add(&Task::new("gpu"), counters[0], 1);
+    let first_passes = first.stats().passes.load(Ordering::Relaxed);
+    let first_result = r.map_or_else(|e| e.name().to_string(), |_| "ok".to_string());
+    let split = !mm.pmd_is_huge(VirtAddr::try_new(STORY_BUF)?);
+    writeln!(
+        out,
+        "S2. the GPU's first atomic on the THP: {first_result} after {first_passes} passes (bound {STORY_FIRST_BOUND}); the PMD was split (FOLL_SPLIT_PMD): {split}"
+    )?;
+    writeln!(
+        out,
+        "    the split's Clear hit the driver's read section, and each retry restored the entry its previous pass installed (a finding of the model: nouveau's loop cannot take a PMD-mapped THP page until the CPU touches it)"
+    )?;
+    drop(first);
+    for &c in &counters {
+        mm.read_u64(c)?;
+    }
+    writeln!(
+        out,
+        "    the CPU reads the counters (restoring that entry); now the pages are PTE-mapped and present"
+    )?;
+    out.verdict(
+        "first device atomic on a PMD-mapped THP page",
+        "EBUSY",
+        &first_result,
+    );
+    out.verdict("passes until the bound", STORY_FIRST_BOUND, first_passes);
+    let gpu = Arc::new(SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), 100_000)?);
+    let device = {
+        let (gpu, counters) = (gpu.clone(), counters.clone());
+        thread::spawn(move || -> Result<(), Errno> {
+            let task = Task::new("gpu");
+            for _ in 0..STORY_ROUNDS {
+                for &c in &counters {
+                    gpu.atomic_fetch_add(&task, c, 1)?;
+                }
+            }
+            Ok(())
+        })
+    };
+    let cpus: Vec<_> = (0..2)
+        .map(|_| {
+            let (mm, counters) = (mm.clone(), counters.clone());
+            thread::spawn(move || -> Result<(), svmkit::FaultError> {
+                for _ in 0..STORY_ROUNDS {
+                    for &c in &counters {
+                        mm.fetch_add_u64(c, 1)?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    device
+        .join()
+        .map_err(|_| anyhow::anyhow!("device thread panicked"))??;
+    for c in cpus {
+        c.join()
+            .map_err(|_| anyhow::anyhow!("CPU thread panicked"))??;
+    }
+    let s = gpu.stats();
+    let (faults, passes, retries) = (
+        s.faults.load(Ordering::Relaxed),
+        s.passes.load(Ordering::Relaxed),
+        s.retries.load(Ordering::Relaxed),
+    );
+    writeln!(
+        out,
+        "S3. the GPU (svm_atomic, owner filter on) and 2 CPU threads each add 1 to every counter {STORY_ROUNDS} times"
+    )?;
+    writeln!(
+        out,
+        "    GPU: {} atomics, {faults} device faults resolved in {passes} passes ({retries} retried: a CPU restore hit the read section)",
+        s.atomics.load(Ordering::Relaxed)
+    )?;
+    let want = 3 * STORY_ROUNDS;
+    let mut totals = Vec::new();
+    for &c in &counters {
+        totals.push(mm.read_u64(c)?);
+    }
+    writeln!(
+        out,
+        "S4. totals: {totals:?} (each must be {want}, counter 0 too: the first atomic never ran)"
+    )?;
+    drop(gpu);
+    drop(mm);
+    let verdict = match sys.check() {
+        Ok(()) => "all invariants hold".to_string(),
+        Err(e) => e.to_string(),
+    };
+    out.fact("counters", totals.clone());
+    out.fact("expected_per_counter", want);
+    out.fact("gpu_faults", faults);
+    out.fact("gpu_passes", passes);
+    out.fact("gpu_retries", retries);
+    for (i, t) in totals.iter().enumerate() {
+        out.verdict(&format!("counter {i} total"), want, t);
+    }
+    out.verdict("checker after exit", "all invariants hold", &verdict);
+    Ok(())
+}
+
+const LIVELOCK_BOUND: u64 = 50;
+
+/// Part `livelock`: the owner filter off.
+fn livelock(out: &mut PartOut) -> Result<()> {
+    let (sys, mm) = story_system()?;
+    writeln!(
+        out,
+        "svmkit demo: without the owner filter (the 2021 review's argument, spec 6.3)"
+    )?;
+    writeln!(out)?;
+    mm.mmap(
+        STORY_BUF,
+        PAGE_SIZE,
+        Prot::READ | Prot::WRITE,
+        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+    )?;
+    mm.write_u64(STORY_BUF, 5)?;
+    let flaws = SvmFlaws {
+        filter_own_exclusive: false,
+        ..SvmFlaws::default()
+    };
+    let gpu = SvmAtomic::new(&mm, "gpu", flaws, LIVELOCK_BOUND)?;
+    let r = gpu.atomic_fetch_add(&Task::new("gpu"), STORY_BUF, 1);
+    let s = gpu.stats();
+    let (passes, retries) = (
+        s.passes.load(Ordering::Relaxed),
+        s.retries.load(Ordering::Relaxed),
+    );
+    writeln!(
+        out,
+        "L1. a GPU atomic with the filter off: {} after {passes} passes, {retries} of them retried (bound {LIVELOCK_BOUND}; Linux: 1 s)",
+        match r {
+            Ok(v) => format!("succeeded (old value {v})"),
+            Err(e) => e.name().to_string(),
+        }
+    )?;
+    writeln!(
+        out,
+        "    each pass's own Exclusive invalidation moved its read section's sequence; the value is untouched: {}",
+        mm.read_u64(STORY_BUF)?
+    )?;
+    let with = SvmAtomic::new(&mm, "gpu2", SvmFlaws::default(), LIVELOCK_BOUND)?;
+    let ok = with.atomic_fetch_add(&Task::new("gpu"), STORY_BUF, 1);
+    writeln!(
+        out,
+        "L2. the same with the filter on: {} in {} pass(es)",
+        if ok.is_ok() { "succeeded" } else { "failed" },
+        with.stats().passes.load(Ordering::Relaxed)
+    )?;
+    out.fact("bound", LIVELOCK_BOUND);
+    out.fact("passes_without_filter", passes);
+    out.fact("retries_without_filter", retries);
+    out.verdict(
+        "atomic fault without the owner filter",
+        "EBUSY",
+        r.err()
+            .map_or("success".to_string(), |e| e.name().to_string()),
+    );
+    out.verdict("passes until the bound", LIVELOCK_BOUND, passes);
+    out.verdict(
+        "atomic fault with the owner filter",
+        "success",
+        if ok.is_ok() { "success" } else { "failure" },
+    );
+    drop((gpu, with));
+    drop(mm);
+    out.verdict(
+        "checker after exit",
+        "all invariants hold",
+        sys.check()
+            .map_or_else(|e| e.to_string(), |()| "all invariants hold".into()),
+    );
+    Ok(())
+}
+
+/// Part `two-devices`: two GPUs contending for one page.
+fn two_devices(out: &mut PartOut) -> Result<()> {
+    let (sys, mm) = story_system()?;
+    writeln!(
+        out,
+        "svmkit demo: two GPUs and one page (spec 9.14, which no upstream test covers)"
+    )?;
+    writeln!(out)?;
+    mm.mmap(
+        STORY_BUF,
+        PAGE_SIZE,
+        Prot::READ | Prot::WRITE,
+        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+    )?;
+    mm.write_u64(STORY_BUF, 0)?;
+    let bound = 20;
+    let a = SvmAtomic::new(&mm, "gpu-a", SvmFlaws::default(), bound)?;
+    let b = SvmAtomic::new(&mm, "gpu-b", SvmFlaws::default(), bound)?;
+    let task = Task::new("gpu");
+    let name = |r: Result<u64, Errno>| r.map_or_else(|e| e.name().to_string(), |_| "ok".into());
+    let ra = name(a.atomic_fetch_add(&task, STORY_BUF, 1));
+    writeln!(
+        out,
+        "T1. GPU A's atomic: {ra} ({} pass)",
+        a.stats().passes.load(Ordering::Relaxed)
+    )?;
+    let rb = name(b.atomic_fetch_add(&task, STORY_BUF, 10));
+    writeln!(
+        out,
+        "T2. GPU B's atomic: {rb} after {} passes: its first restore of A's entry invalidated its own read section, and each retry restores the entry its previous pass installed",
+        b.stats().passes.load(Ordering::Relaxed)
+    )?;
+    let ra2 = name(a.atomic_fetch_add(&task, STORY_BUF, 100));
+    writeln!(
+        out,
+        "T3. GPU A again: {ra2} (the page is still device-exclusive, so A starves too)"
+    )?;
+    let v = mm.read_u64(STORY_BUF)?;
+    writeln!(
+        out,
+        "T4. the CPU reads the counter: {v}; its fault restores the entry outside any device's read section"
+    )?;
+    let rb2 = name(b.atomic_fetch_add(&task, STORY_BUF, 10));
+    writeln!(
+        out,
+        "T5. GPU B again: {rb2}; the counter is {}",
+        mm.read_u64(STORY_BUF)?
+    )?;
+    out.verdict("first device", "ok", &ra);
+    out.verdict(
+        "second device while the first holds the page (derived; model finding)",
+        "EBUSY",
+        &rb,
+    );
+    out.verdict(
+        "first device while an entry remains (derived; model finding)",
+        "EBUSY",
+        &ra2,
+    );
+    out.verdict("second device after a CPU touch", "ok", &rb2);
+    out.verdict("counter", 11, mm.read_u64(STORY_BUF)?);
+    drop((a, b));
+    drop(mm);
+    out.verdict(
+        "checker after exit",
+        "all invariants hold",
+        sys.check()
+            .map_or_else(|e| e.to_string(), |()| "all invariants hold".into()),
+    );
+    Ok(())
+}
+
+/// Part `foundation`: physical memory, folios and the locks.
+fn foundation(out: &mut PartOut, frames: u64) -> Result<()> {
     let mem = PhysMem::new(PhysMemConfig::with_frames(frames))
         .with_context(|| format!("cannot build a memory of {frames} frames"))?;
     writeln!(
@@ -115,8 +502,15 @@ pub(crate) fn run(out: &mut dyn Write, frames: u64) -> Result<()> {
     )?;
     let bad = mem.bad_pages();
     writeln!(out, "   bad-page reports during the tour: {}", bad.len())?;
-    writeln!(out)?;
-    address_space_tour(out, frames)
+    out.fact("frames", mem.nr_frames());
+    out.fact("allocated_until_oom", n);
+    out.verdict(
+        "allocation until exhaustion",
+        "ENOMEM",
+        Errno::from(err).name(),
+    );
+    out.verdict("bad-page reports", 0, bad.len());
+    Ok(())
 }
 
 fn describe(mm: &MmUser, addr: u64) -> String {
@@ -160,7 +554,7 @@ fn faults(mm: &MmUser) -> u64 {
 }
 
 /// The address-space half of the tour: map, fault, mprotect, fault again, munmap.
-fn address_space_tour(out: &mut dyn Write, frames: u64) -> Result<()> {
+fn address_space_tour(out: &mut PartOut, frames: u64) -> Result<()> {
     let sys = System::new(SystemConfig::with_frames(frames))?;
     let mm = sys.create_mm()?;
     let free0 = sys.mem().nr_free_pages();
@@ -243,8 +637,13 @@ fn address_space_tour(out: &mut dyn Write, frames: u64) -> Result<()> {
         sys.mem().nr_free_pages(),
         sys.mem().nr_usable_pages()
     )?;
-    writeln!(out)?;
-    fork_tour(out, frames)
+    out.verdict("checker after exit", "all invariants hold", &verdict);
+    out.verdict(
+        "frames free after exit",
+        sys.mem().nr_usable_pages(),
+        sys.mem().nr_free_pages(),
+    );
+    Ok(())
 }
 
 /// Prints each callback the recorder got since the last call, one per line.
@@ -261,7 +660,7 @@ fn print_calls(out: &mut dyn Write, rec: &RecordingNotifier) -> Result<()> {
 
 /// The notifier and fork half of the tour: a device-like listener watches what
 /// munmap, fork, COW breaks and shared memory send it.
-fn fork_tour(out: &mut dyn Write, frames: u64) -> Result<()> {
+fn fork_tour(out: &mut PartOut, frames: u64) -> Result<()> {
     let sys = System::new(SystemConfig::with_frames(frames))?;
     let parent = sys.create_mm()?;
     writeln!(
@@ -356,14 +755,14 @@ fn fork_tour(out: &mut dyn Write, frames: u64) -> Result<()> {
         sys.mem().nr_free_pages(),
         sys.mem().nr_usable_pages()
     )?;
-    writeln!(out)?;
-    exclusive_tour(out, frames)
+    out.verdict("checker after exit", "all invariants hold", &verdict);
+    Ok(())
 }
 
 /// The device-exclusive half of the tour (the 6.15 design): a driver makes a page
 /// exclusive inside its read section, filters its own event, and the CPU takes the
 /// page back.
-fn exclusive_tour(out: &mut dyn Write, frames: u64) -> Result<()> {
+fn exclusive_tour(out: &mut PartOut, frames: u64) -> Result<()> {
     let sys = System::new(SystemConfig::with_frames(frames))?;
     let mm = sys.create_mm()?;
     writeln!(
@@ -436,13 +835,18 @@ fn exclusive_tour(out: &mut dyn Write, frames: u64) -> Result<()> {
         sys.mem().nr_free_pages(),
         sys.mem().nr_usable_pages()
     )?;
-    writeln!(out)?;
-    selftests_tour(out)
+    out.verdict(
+        "driver's read section after its own conversion",
+        "no retry",
+        if retry { "retry" } else { "no retry" },
+    );
+    out.verdict("checker after exit", "all invariants hold", &verdict);
+    Ok(())
 }
 
 /// Runs the ports of Linux's hmm selftests for exclusive access over dmirror, plain
 /// and on a THP-backed buffer, and prints each verdict.
-fn selftests_tour(out: &mut dyn Write) -> Result<()> {
+fn selftests_tour(out: &mut PartOut) -> Result<()> {
     writeln!(
         out,
         "svmkit demo: Linux's hmm selftests for exclusive access, over dmirror ({} pages)",
@@ -454,10 +858,17 @@ fn selftests_tour(out: &mut dyn Write) -> Result<()> {
     for test in HmmSelftest::ALL {
         for thp in [false, true] {
             let label = format!("{test}{}", if thp { " (THP buffer)" } else { "" });
-            match hmm_tests::run(test, config, thp) {
-                Ok(summary) => writeln!(out, "{n}. [ OK ] {label}: {summary}")?,
-                Err(e) => writeln!(out, "{n}. [FAIL] {label}: {e}")?,
-            }
+            let observed = match hmm_tests::run(test, config, thp) {
+                Ok(summary) => {
+                    writeln!(out, "{n}. [ OK ] {label}: {summary}")?;
+                    "pass".to_string()
+                }
+                Err(e) => {
+                    writeln!(out, "{n}. [FAIL] {label}: {e}")?;
+                    format!("fail: {e}")
+                }
+            };
+            out.verdict(&format!("selftest {label}"), "pass", observed);
             n += 1;
         }
     }
@@ -580,11 +991,24 @@ fn mmap_lock_tour(out: &mut dyn Write) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::PartName;
+
+    fn text(parts: &[PartName]) -> String {
+        let report = super::run(1024, parts, &mut |_| {}).unwrap();
+        assert!(report.ok(), "{:?}", report.to_json());
+        let mut out = Vec::new();
+        report.write_text(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn demo_tour_prints_values_read_from_the_model() {
-        let mut out = Vec::new();
-        super::run(&mut out, 1024).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = text(&[
+            PartName::Foundation,
+            PartName::AddressSpace,
+            PartName::Fork,
+            PartName::Exclusive,
+        ]);
         assert!(text.contains("read back 0xdeadbeef"), "{text}");
         assert!(
             text.contains("a second trylock while held -> fails"),
@@ -619,7 +1043,32 @@ mod tests {
         );
         assert!(text.contains("value 42"), "{text}");
         assert!(text.contains("MMU_NOTIFY_EXCLUSIVE"), "{text}");
-        assert_eq!(text.matches("[ OK ]").count(), 6, "{text}");
-        assert!(!text.contains("[FAIL]"), "{text}");
+        assert!(text.contains("PASS"), "{text}");
+    }
+
+    #[test]
+    fn demo_story_livelock_and_two_devices_verdicts_match_linux() {
+        let report = super::run(
+            1024,
+            &[PartName::Story, PartName::Livelock, PartName::TwoDevices],
+            &mut |_| {},
+        )
+        .unwrap();
+        let json = report.to_json();
+        assert_eq!(json["ok"], true, "{json}");
+        let story = &json["parts"][0];
+        assert_eq!(story["name"], "story");
+        for t in story["facts"]["counters"].as_array().unwrap() {
+            assert_eq!(t, &story["facts"]["expected_per_counter"]);
+        }
+        let livelock = &json["parts"][1];
+        assert_eq!(
+            livelock["facts"]["passes_without_filter"],
+            livelock["facts"]["bound"]
+        );
+        assert_eq!(
+            livelock["facts"]["retries_without_filter"],
+            livelock["facts"]["bound"]
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod report;
 
 /// svmkit: an executable model of Linux's device-exclusive memory access (HMM).
 ///
@@ -25,28 +26,60 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a short, narrated tour of the model and print what happens at each step.
+    /// Run the narrated demo: the mm model, device-exclusive access, a GPU-style driver
+    /// and CPU threads sharing counters, the owner-filter livelock, two GPUs on one
+    /// page, and Linux's hmm selftests. Every figure is read back from the model; each
+    /// part ends with verdicts comparing what the model did with what Linux does. Exit
+    /// status 0 only when every verdict matches.
     Demo {
-        /// Number of 4 KiB frames of simulated physical memory (2..=1048576).
+        /// Number of 4 KiB frames for the tour parts (2..=1048576).
         #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(2..=1_048_576))]
         frames: u64,
+        /// Print the report as JSON (parts, lines, figures, verdicts) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Run only these parts (repeatable); all by default.
+        #[arg(long = "part", value_enum)]
+        parts: Vec<demo::PartName>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Demo { frames } => {
+    match cli.command {
+        Command::Demo {
+            frames,
+            json,
+            parts,
+        } => {
+            let mut progress = |name: &str| {
+                if json {
+                    eprintln!("svmkit: running part {name}");
+                }
+            };
+            let report = match demo::run(frames, &parts, &mut progress) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("svmkit: error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let stdout = io::stdout();
             let mut out = stdout.lock();
-            demo::run(&mut out, frames).and_then(|()| out.flush().map_err(Into::into))
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("svmkit: error: {e:#}");
-            ExitCode::FAILURE
+            let written = if json {
+                writeln!(out, "{:#}", report.to_json())
+            } else {
+                report.write_text(&mut out)
+            };
+            if let Err(e) = written.and_then(|()| out.flush()) {
+                eprintln!("svmkit: error: {e}");
+                return ExitCode::FAILURE;
+            }
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
