@@ -10,8 +10,13 @@
 //! * `exclusive/convert_fault_restore_cycle`: the same conversion, then a CPU write
 //!   that faults and restores the PTE.
 //! * `exclusive/cpu_write_present` (baseline): a CPU write to a present, writable page.
+//! * `exclusive/svm_atomic_fault_and_atomic`: one device atomic on a page the device
+//!   does not map: the device fault, svm_atomic's acquire loop (interval notifier
+//!   insert, read_begin, make_device_exclusive, read_retry, device entry), the
+//!   replayed atomic; baseline `exclusive/svm_atomic_mapped`: the atomic alone.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
 use svmkit::mm::MapFlags;
 use svmkit::mm::Prot;
 use svmkit::mm::mmu_notifier::Owner;
@@ -55,6 +60,21 @@ fn exclusive(c: &mut Criterion) {
     });
     g.bench_function("cpu_write_present", |b| {
         b.iter(|| mm.write_u64(A, 3).expect("write"))
+    });
+    // One device atomic that faults and is resolved by svm_atomic (the CPU read in the
+    // untimed setup takes the page back first), next to one on a page the device
+    // already maps atomically.
+    let gpu = SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), 1000).expect("gpu");
+    g.bench_function("svm_atomic_fault_and_atomic", |b| {
+        b.iter_batched(
+            || mm.read_u64(A).expect("restore"),
+            |_| gpu.atomic_fetch_add(&task, A, 1).expect("atomic"),
+            BatchSize::SmallInput,
+        )
+    });
+    gpu.atomic_fetch_add(&task, A, 1).expect("atomic");
+    g.bench_function("svm_atomic_mapped", |b| {
+        b.iter(|| gpu.atomic_fetch_add(&task, A, 1).expect("atomic"))
     });
     g.finish();
 }

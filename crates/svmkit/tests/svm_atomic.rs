@@ -216,3 +216,36 @@ fn owner_filter_device_and_cpu_threads_hammering_one_counter_stay_exact() {
         panic!("{e}");
     }
 }
+
+/// The same mechanism on a PMD-mapped THP: the first make_device_exclusive's GUP
+/// splits the PMD (FOLL_SPLIT_PMD) inside the read section, the split's `Clear`
+/// makes the pass retry, and every later pass restores its predecessor's entry.
+#[test]
+fn owner_filter_first_fault_on_a_pmd_mapped_thp_starves_until_a_cpu_touch() {
+    let sys = System::new(SystemConfig::with_frames(2048)).unwrap();
+    let mm = sys.create_mm().unwrap();
+    let len = svmkit::mm::PMD_SIZE;
+    mm.mmap(
+        A,
+        len,
+        Prot::READ | Prot::WRITE,
+        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+    )
+    .unwrap();
+    mm.madvise(A, len, svmkit::mm::Advice::HugePage).unwrap();
+    mm.write_u64(A, 7).unwrap();
+    assert!(mm.pmd_is_huge(VirtAddr::try_new(A).unwrap()));
+    let gpu = SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), 6).unwrap();
+    let task = Task::new("t");
+    assert_eq!(gpu.atomic_fetch_add(&task, A, 1), Err(Errno::EBUSY));
+    assert_eq!(gpu.stats().retries.load(Ordering::Relaxed), 6);
+    assert!(!mm.pmd_is_huge(VirtAddr::try_new(A).unwrap()));
+    assert!(exclusive_pfn(&mm, A).is_some());
+    assert_eq!(mm.read_u64(A).unwrap(), 7);
+    assert_eq!(gpu.atomic_fetch_add(&task, A, 1), Ok(7));
+    assert_eq!(mm.read_u64(A).unwrap(), 8);
+    drop(gpu);
+    if let Err(e) = sys.check() {
+        panic!("{e}");
+    }
+}
