@@ -6,10 +6,9 @@
 //! [`Profile`]; code tests switches, never a profile's name. Each switch cites the spec
 //! section and the Linux change behind it.
 //!
-//! [`Profile::linux_6_15`] (the default) is the 2025 design. The 2021 design as merged
-//! (`linux-5.14`) is built by flipping switches; its preset arrives with the
-//! `linux-5.14` issue, together with the E1 code paths the switches select (until then
-//! the E1 values of the creation-side switches are not modelled).
+//! [`Profile::linux_6_15`] (the default) is the 2025 design; [`Profile::linux_5_14`]
+//! is the 2021 design as merged, with its real flaws, so that the checker and the
+//! tests can be shown to catch them.
 
 use std::fmt;
 
@@ -108,6 +107,40 @@ impl Profile {
             svm_atomic_unlock_on_retry: true,
         }
     }
+}
+
+impl Profile {
+    /// The 2021 design as merged, Linux 5.14 (spec "E1"), with the 5.18 folio
+    /// conversion's order of checks (tail pages refused before the trylock).
+    pub const fn linux_5_14() -> Profile {
+        Profile {
+            name: "linux-5.14",
+            range_api_trylock_no_retry: true,
+            convert_via_rmap_walk_whole_folio: true,
+            reject_tail_pages: true,
+            mapcount_kept_on_entry: false,
+            entry_has_write_bit: true,
+            mprotect_downgrades_entries: true,
+            restore_event: RestoreEvent::ExclusiveNoOwner,
+            restore_takes_folio_ref: false,
+            restore_writability: RestoreWritability::EntryBitAlwaysDirty,
+            walkers_handle_entries: false,
+            dmirror_map_only_full_chunks: false,
+            svm_atomic_unlock_on_retry: false,
+        }
+    }
+
+    /// The preset called `name` (`linux-5.14` or `linux-6.15`).
+    pub fn by_name(name: &str) -> Option<Profile> {
+        match name {
+            "linux-5.14" => Some(Profile::linux_5_14()),
+            "linux-6.15" => Some(Profile::linux_6_15()),
+            _ => None,
+        }
+    }
+
+    /// Both presets, oldest first.
+    pub const ALL: [Profile; 2] = [Profile::linux_5_14(), Profile::linux_6_15()];
 }
 
 impl Default for Profile {

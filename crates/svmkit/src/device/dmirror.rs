@@ -331,6 +331,11 @@ impl Dmirror {
         buf: &mut [u8],
     ) -> Result<(), Errno> {
         let user = self.mm.mmget_not_zero().ok_or(Errno::EINVAL)?;
+        if user.profile().convert_via_rmap_walk_whole_folio {
+            self.exclusive_chunks(task, &user, c.addr, end)?;
+            drop(user);
+            return self.do_read(c.addr, end, buf, &mut c.cpages);
+        }
         {
             let mut g = user.mmap_read_lock();
             let mut addr = c.addr;
@@ -352,6 +357,53 @@ impl Dmirror {
         }
         drop(user);
         self.do_read(c.addr, end, buf, &mut c.cpages)
+    }
+
+    /// The 5.14 form of EXCLUSIVE: chunks of 64 pages through the range API; the chunk
+    /// is mapped atomically (each page that became exclusive) only if the range API
+    /// returned the whole chunk (since 2022; before, unconditionally), and any page
+    /// short gives `EBUSY` (pages already mapped stay mapped).
+    ///
+    /// Linux 5.14: `dmirror_exclusive()` + `dmirror_atomic_map()`.
+    fn exclusive_chunks(
+        &self,
+        task: &Task,
+        user: &MmUser,
+        start: u64,
+        end: u64,
+    ) -> Result<(), Errno> {
+        let mut g = user.mmap_read_lock();
+        let mut addr = start;
+        while addr < end {
+            let next = (addr + (FAULT_CHUNK << PAGE_SHIFT)).min(end);
+            let n = (next - addr) >> PAGE_SHIFT;
+            let pages = user
+                .make_device_exclusive_range(&mut g, addr, next, None, task)
+                .unwrap_or_default();
+            let mut mapped = 0;
+            if !user.profile().dmirror_map_only_full_chunks || pages.len() as u64 == n {
+                crate::sync::yield_now();
+                let mut table = self.dev.lock();
+                for (i, p) in pages.iter().enumerate() {
+                    if let Some(p) = p {
+                        table.set(
+                            addr + i as u64 * PAGE_SIZE,
+                            DevPte {
+                                pfn: p.page(),
+                                rights: DevRights::READ | DevRights::ATOMIC,
+                            },
+                        );
+                        mapped += 1;
+                    }
+                }
+            }
+            drop(pages);
+            if mapped < n {
+                return Err(Errno::EBUSY);
+            }
+            addr = next;
+        }
+        Ok(())
     }
 
     /// `EPERM` if any page of `[start, end)` is mapped atomically.

@@ -265,7 +265,17 @@ impl SvmAtomic {
                     break Err(Errno::EINVAL);
                 };
                 let mut g = user.mmap_read_lock();
-                user.make_device_exclusive(&mut g, start, Some(self.dev.owner()), task)
+                let owner = Some(self.dev.owner());
+                if user.profile().convert_via_rmap_walk_whole_folio {
+                    // 5.14 form: the range API over one page; `ret <= 0 || !page`
+                    // is EINVAL.
+                    user.make_device_exclusive_range(&mut g, start, start + PAGE_SIZE, owner, task)
+                        .ok()
+                        .and_then(|mut v| v.pop().flatten())
+                        .ok_or(Errno::EINVAL)
+                } else {
+                    user.make_device_exclusive(&mut g, start, owner, task)
+                }
             };
             let Ok(excl) = made else {
                 break Err(Errno::EINVAL);
@@ -275,7 +285,7 @@ impl SvmAtomic {
             if notifier.read_retry(seq) {
                 drop(table);
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                if self.flaws.leak_folio_on_retry {
+                if self.flaws.leak_folio_on_retry || !self.mm.profile().svm_atomic_unlock_on_retry {
                     excl.leak();
                     self.stats.leaked.fetch_add(1, Ordering::Relaxed);
                 } else {

@@ -10,7 +10,7 @@ use super::mm_types::{Mm, MmUser};
 use super::mmap::{Prot, page_align, prot_to_vm};
 use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
 use super::page::PageFlags;
-use super::pgtable::{PresentPte, Pte, PteFlags};
+use super::pgtable::{PresentPte, Pte, PteFlags, SwapPte};
 use super::vma::{VM_ACCESS_FLAGS, VmFlags, Vma};
 use crate::error::Errno;
 use crate::types::{PAGE_SIZE, VirtAddr};
@@ -115,8 +115,16 @@ impl Mm {
         self.for_each_pte_table(first, end, |ptl, s, e| {
             for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
                 let va = VirtAddr::new_truncate(a);
-                let Pte::Present(old) = ptl.get(va) else {
-                    continue;
+                let old = match ptl.get(va) {
+                    Pte::Present(old) => old,
+                    Pte::Swap(e) => {
+                        if let Some(r) = self.downgrade_exclusive_entry(e) {
+                            ptl.set(va, Pte::Swap(r));
+                            changed += 1;
+                        }
+                        continue;
+                    }
+                    Pte::None => continue,
                 };
                 // Linux: pte_modify() keeps pfn and status bits, takes the rest from the
                 // new vm_page_prot.
@@ -138,6 +146,23 @@ impl Mm {
         });
         range.end();
         changed
+    }
+
+    /// 5.14 to 6.14: every `change_protection()` turns a writable device-exclusive
+    /// entry readable, keeping its soft-dirty and uffd-wp bits ("protection check is
+    /// difficult so just be safe and disable write", spec 4.2); 6.15 leaves entries
+    /// alone. `None` when nothing changes.
+    ///
+    /// Linux 5.14: the device-exclusive branch of `change_pte_range()`.
+    pub(crate) fn downgrade_exclusive_entry(&self, e: SwapPte) -> Option<SwapPte> {
+        if !self.profile().mprotect_downgrades_entries || !e.is_writable_device_exclusive() {
+            return None;
+        }
+        let pfn = e.pfn()?;
+        let mut r = SwapPte::device_exclusive(pfn, false);
+        r.soft_dirty = e.soft_dirty;
+        r.uffd_wp = e.uffd_wp;
+        Some(r)
     }
 
     /// Whether a read-only PTE in a private writable VMA may be made writable without

@@ -589,11 +589,20 @@ impl Mm {
         }
     }
 
-    /// The seed's range API on the 6.15 design: [`make_device_exclusive`] for each
-    /// page of `[start, end)`, one result per page (6.15 removed the range API; this
-    /// is how its only user, nouveau, now loops).
+    /// The seed's range API: makes each page of `[start, end)` device-exclusive and
+    /// returns one slot per page GUP found, `Some` (locked, referenced) for pages that
+    /// became exclusive, `None` for the others; `Err` only when the first page cannot
+    /// be looked up (Linux returns the negative count). Fewer slots than pages means
+    /// GUP stopped early.
     ///
-    /// Linux: `make_device_exclusive_range()` (5.14 signature, 6.15 semantics).
+    /// * 6.15 (`convert_via_rmap_walk_whole_folio` off): [`make_device_exclusive`] per
+    ///   page (6.15 removed the range API; this is how its only user, nouveau, loops);
+    ///   a page that fails gives `None` (an error on the first page is returned).
+    /// * 5.14 (spec 2.1): one GUP of the whole range, then per page a trylock (no
+    ///   retry), the anon and tail-page checks, and an rmap walk converting every PTE
+    ///   of the whole folio in every VMA that maps it; failures are not rolled back.
+    ///
+    /// Linux: `make_device_exclusive_range()`.
     ///
     /// [`make_device_exclusive`]: Self::make_device_exclusive
     pub fn make_device_exclusive_range(
@@ -603,10 +612,140 @@ impl Mm {
         end: u64,
         owner: Option<Owner>,
         task: &Task,
-    ) -> Vec<Result<ExclusiveFolio, Errno>> {
-        (start & !(PAGE_SIZE - 1)..end)
-            .step_by(PAGE_SIZE as usize)
-            .map(|a| self.make_device_exclusive(guard, a, owner, task))
-            .collect()
+    ) -> Result<Vec<Option<ExclusiveFolio>>, Errno> {
+        let start = start & !(PAGE_SIZE - 1);
+        let npages = end.saturating_sub(start).div_ceil(PAGE_SIZE);
+        if self.profile().convert_via_rmap_walk_whole_folio {
+            return self.make_device_exclusive_range_e1(guard, start, npages, owner);
+        }
+        let mut out = Vec::new();
+        for i in 0..npages {
+            match self.make_device_exclusive(guard, start + i * PAGE_SIZE, owner, task) {
+                Ok(g) => out.push(Some(g)),
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => out.push(None),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The 2021 range API (spec 2.1).
+    ///
+    /// Linux 5.14: `make_device_exclusive_range()`.
+    fn make_device_exclusive_range_e1(
+        &self,
+        guard: &mut MmapReadGuard<'_, super::VmaTree>,
+        start: u64,
+        npages: u64,
+        owner: Option<Owner>,
+    ) -> Result<Vec<Option<ExclusiveFolio>>, Errno> {
+        let mem = &self.mem;
+        let pages = self.get_user_pages(
+            guard,
+            start,
+            npages,
+            GupFlags::GET | GupFlags::WRITE | GupFlags::SPLIT_PMD,
+        )?;
+        let mut out = Vec::with_capacity(pages.len());
+        for (i, &page) in pages.iter().enumerate() {
+            let addr = VirtAddr::new_truncate(start + i as u64 * PAGE_SIZE);
+            let Ok(folio) = mem.page_folio(page) else {
+                mem.put_page(page);
+                out.push(None);
+                continue;
+            };
+            // 5.18 moved the tail check before the trylock; in 5.14 the trylock of a
+            // tail (its head) came first. Either way a tail page gives NULL.
+            if self.profile().reject_tail_pages && page != folio.head() {
+                mem.put_page(page);
+                out.push(None);
+                continue;
+            }
+            let Some(lock) = mem.folio_trylock(folio) else {
+                mem.put_page(page);
+                out.push(None);
+                continue;
+            };
+            lock.leak();
+            if self.page_make_device_exclusive(folio, addr, owner) {
+                out.push(Some(ExclusiveFolio {
+                    mem: Arc::clone(mem),
+                    folio,
+                    page,
+                    addr,
+                    armed: true,
+                }));
+            } else {
+                mem.folio_unlock(folio);
+                mem.put_page(page);
+                out.push(None);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Converts every PTE mapping `folio`, in every VMA of every mm (the rmap walk),
+    /// to a device-exclusive entry; true iff this mm's PTE at `addr` was writable and
+    /// nothing maps the folio any more. A non-present PTE met on the way ends the walk
+    /// with failure; what was converted stays converted.
+    ///
+    /// Linux 5.14: `page_make_device_exclusive()` + `page_make_device_exclusive_one()`.
+    fn page_make_device_exclusive(
+        &self,
+        folio: Folio,
+        addr: VirtAddr,
+        owner: Option<Owner>,
+    ) -> bool {
+        let mem = &self.mem;
+        if !mem.folio_test(folio, PageFlags::ANON) {
+            return false;
+        }
+        let (mut valid, mut ok) = (false, true);
+        let folio_bytes = folio.nr_pages() << PAGE_SHIFT;
+        mem.rmap_walk(folio, |hit| {
+            // One Exclusive range per VMA mapping the folio, carrying the owner.
+            let rstart = hit.address.raw().max(hit.vma.start.raw());
+            let rend = (hit.address.raw() + folio_bytes).min(hit.vma.end.raw());
+            let mut range =
+                MmuNotifierRange::new(hit.mm, MmuNotifierEvent::Exclusive, rstart, rend);
+            range.owner = owner;
+            let range = range.invalidate_range_start();
+            let walked = hit
+                .mm
+                .page_vma_mapped_walk(folio, &hit.vma, hit.address, |found| {
+                    let PvmwHit::Pte { ptl, addr: at, pte } = found else {
+                        // A PMD-level hit cannot happen after FOLL_SPLIT_PMD (Linux: VM_BUG_ON).
+                        return ControlFlow::Continue(());
+                    };
+                    let Pte::Present(p) = pte else {
+                        // Already exclusive (or another entry): fail, keep what was done.
+                        ok = false;
+                        return ControlFlow::Break(());
+                    };
+                    ptl.clear(at);
+                    if p.is_dirty() {
+                        mem.folio_set(folio, PageFlags::DIRTY);
+                    }
+                    if hit.mm.id() == self.id() && at == addr && p.is_write() {
+                        valid = true;
+                    }
+                    let mut entry = SwapPte::device_exclusive(p.pfn, p.is_write());
+                    entry.soft_dirty = p.flags.contains(PteFlags::SOFT_DIRTY);
+                    entry.uffd_wp = p.flags.contains(PteFlags::UFFD_WP);
+                    ptl.set(at, Pte::Swap(entry));
+                    if !hit.mm.profile().mapcount_kept_on_entry {
+                        // The reference passes to the entry; the mapping count does not.
+                        mem.folio_remove_rmap_pte(p.pfn);
+                    }
+                    ControlFlow::Continue(())
+                });
+            range.end();
+            if walked.is_break() || !ok || mem.folio_mapcount(folio) == 0 {
+                // Linux: rmap_one returned false, or done(): page_not_mapped().
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+        valid && ok && mem.page(folio.head()).is_some_and(|p| p.mapcount() == 0)
     }
 }

@@ -59,9 +59,13 @@ impl MmUser {
                             ptl.set(va, Pte::Present(new));
                         }
                     }
-                    Pte::Swap(mut sw) if sw.uffd_wp != protect => {
-                        sw.uffd_wp = protect;
-                        ptl.set(va, Pte::Swap(sw));
+                    Pte::Swap(sw) => {
+                        // A change_protection() call: the 5.14 downgrade applies too.
+                        let mut new = self.downgrade_exclusive_entry(sw).unwrap_or(sw);
+                        new.uffd_wp = protect;
+                        if new != sw {
+                            ptl.set(va, Pte::Swap(new));
+                        }
                     }
                     _ => {}
                 }
