@@ -446,6 +446,9 @@ pub struct ExclusiveFolio {
     page: Pfn,
     addr: VirtAddr,
     armed: bool,
+    /// False for a later page of a large folio whose lock an earlier guard of the same
+    /// range holds: this guard puts its reference only.
+    owns_lock: bool,
 }
 
 impl ExclusiveFolio {
@@ -475,7 +478,9 @@ impl ExclusiveFolio {
 impl Drop for ExclusiveFolio {
     fn drop(&mut self) {
         if self.armed {
-            self.mem.folio_unlock(self.folio);
+            if self.owns_lock {
+                self.mem.folio_unlock(self.folio);
+            }
             self.mem.folio_put(self.folio);
         }
     }
@@ -520,6 +525,20 @@ impl Mm {
         owner: Option<Owner>,
         task: &Task,
     ) -> Result<ExclusiveFolio, Errno> {
+        self.make_device_exclusive_holding(guard, addr, owner, task, &[])
+    }
+
+    /// [`make_device_exclusive`](Self::make_device_exclusive) for a caller that already
+    /// holds the locks of the folios in `held` (earlier pages of a range): a page of
+    /// one of them is converted under that lock instead of deadlocking on it.
+    fn make_device_exclusive_holding(
+        &self,
+        guard: &mut MmapReadGuard<'_, super::VmaTree>,
+        addr: u64,
+        owner: Option<Owner>,
+        task: &Task,
+        held: &[Folio],
+    ) -> Result<ExclusiveFolio, Errno> {
         let addr = addr & !(PAGE_SIZE - 1);
         let va = VirtAddr::try_new(addr).map_err(|_| Errno::EFAULT)?;
         let mem = &self.mem;
@@ -540,13 +559,16 @@ impl Mm {
                 mem.folio_put(folio);
                 return Err(Errno::EOPNOTSUPP);
             }
-            match mem.folio_lock_killable(folio, task) {
-                Ok(lock) => {
-                    lock.leak();
-                }
-                Err(e) => {
-                    mem.folio_put(folio);
-                    return Err(e);
+            let already_locked = held.contains(&folio);
+            if !already_locked {
+                match mem.folio_lock_killable(folio, task) {
+                    Ok(lock) => {
+                        lock.leak();
+                    }
+                    Err(e) => {
+                        mem.folio_put(folio);
+                        return Err(e);
+                    }
                 }
             }
             // Inform secondary MMUs that this PTE becomes device-exclusive, so they
@@ -580,10 +602,13 @@ impl Mm {
                     page,
                     addr: va,
                     armed: true,
+                    owns_lock: !already_locked,
                 });
             }
             // Raced with a change of the PTE: undo and start over from GUP.
-            mem.folio_unlock(folio);
+            if !already_locked {
+                mem.folio_unlock(folio);
+            }
             mem.folio_put(folio);
             crate::sync::yield_now();
         }
@@ -618,10 +643,22 @@ impl Mm {
         if self.profile().convert_via_rmap_walk_whole_folio {
             return self.make_device_exclusive_range_e1(guard, start, npages, owner);
         }
-        let mut out = Vec::new();
+        let mut out: Vec<Option<ExclusiveFolio>> = Vec::new();
+        let mut held: Vec<Folio> = Vec::new();
         for i in 0..npages {
-            match self.make_device_exclusive(guard, start + i * PAGE_SIZE, owner, task) {
-                Ok(g) => out.push(Some(g)),
+            match self.make_device_exclusive_holding(
+                guard,
+                start + i * PAGE_SIZE,
+                owner,
+                task,
+                &held,
+            ) {
+                Ok(g) => {
+                    if g.owns_lock {
+                        held.push(g.folio());
+                    }
+                    out.push(Some(g));
+                }
                 Err(e) if i == 0 => return Err(e),
                 Err(_) => out.push(None),
             }
@@ -674,6 +711,7 @@ impl Mm {
                     page,
                     addr,
                     armed: true,
+                    owns_lock: true,
                 }));
             } else {
                 mem.folio_unlock(folio);

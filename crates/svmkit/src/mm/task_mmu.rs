@@ -11,7 +11,7 @@ use super::mm_types::MmUser;
 use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
 use super::pgtable::{Pte, PteFlags};
 use super::vma::VmFlags;
-use crate::types::{PAGE_SIZE, TASK_SIZE, VirtAddr};
+use crate::types::{PAGE_SIZE, VirtAddr};
 
 impl MmUser {
     /// Clears the soft-dirty bits of the whole address space.
@@ -20,7 +20,6 @@ impl MmUser {
     #[doc(alias = "clear_refs_write")]
     pub fn clear_refs_soft_dirty(&self) {
         let mut tree = self.mmap_write_lock();
-        let (lo, hi) = (VirtAddr::ZERO, VirtAddr::new_truncate(TASK_SIZE));
         let pieces: Vec<_> = tree.iter().map(|v| (v.start(), v.end())).collect();
         for (s, e) in &pieces {
             // THPs go to PTEs first; the model tracks soft-dirty per 4 KiB page.
@@ -29,6 +28,14 @@ impl MmUser {
         }
         let range = MmuNotifierRange::new(self, MmuNotifierEvent::SoftDirty, 0, u64::MAX)
             .invalidate_range_start();
+        for (s, e) in &pieces {
+            self.clear_soft_dirty_range(*s, *e);
+        }
+        range.end();
+    }
+
+    /// Linux: `clear_refs_pte_range()` over one VMA.
+    fn clear_soft_dirty_range(&self, lo: VirtAddr, hi: VirtAddr) {
         self.for_each_pte_table(lo, hi, |ptl, s, e| {
             for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
                 let va = VirtAddr::new_truncate(a);
@@ -48,6 +55,5 @@ impl MmUser {
                 }
             }
         });
-        range.end();
     }
 }
