@@ -308,3 +308,29 @@ fn shuttle_leak_on_retry_leaks_or_deadlocks_when_a_zap_causes_the_retry() {
     assert!(leak, "no schedule leaked the folio");
     assert!(deadlock, "no schedule deadlocked");
 }
+
+#[test]
+fn shuttle_e1_filter_owner_blind_driver_goes_stale_under_5_14_not_6_15() {
+    // The same owner-blind driver under each era's restore event. svm_atomic's
+    // pre-2025 retry leak is turned off here to isolate the filter (spec 6.4).
+    let flaws = SvmFlaws {
+        filter_ignores_owner: true,
+        ..SvmFlaws::default()
+    };
+    let e1 = Profile {
+        svm_atomic_unlock_on_retry: true,
+        ..Profile::linux_5_14()
+    };
+    let failure = explore(&ExploreConfig::new(500), move || {
+        exclusivity_scenario(e1, flaws)
+    })
+    .expect_err("under 5.14 the Exclusive restore is swallowed");
+    assert!(
+        failure.message.contains("exclusivity violated") || failure.message.contains("lost"),
+        "{failure}"
+    );
+    explore(&ExploreConfig::new(300), move || {
+        exclusivity_scenario(Profile::linux_6_15(), flaws)
+    })
+    .unwrap_or_else(|f| panic!("{f}"));
+}
