@@ -41,6 +41,11 @@ enum Command {
         /// Run only these parts (repeatable); all by default.
         #[arg(long = "part", value_enum)]
         parts: Vec<demo::PartName>,
+        /// Which Linux era's device-exclusive design: linux-6.15 (the 2025 rework, the
+        /// default), linux-5.14 (the 2021 design as merged), or both, one after the
+        /// other with a side-by-side summary.
+        #[arg(long, default_value = "linux-6.15", value_parser = ["linux-6.15", "linux-5.14", "both"])]
+        profile: String,
     },
 }
 
@@ -51,13 +56,18 @@ fn main() -> ExitCode {
             frames,
             json,
             parts,
+            profile,
         } => {
+            let profiles: Vec<svmkit::Profile> = match profile.as_str() {
+                "both" => svmkit::Profile::ALL.to_vec(),
+                name => svmkit::Profile::by_name(name).into_iter().collect(),
+            };
             let mut progress = |name: &str| {
                 if json {
                     eprintln!("svmkit: running part {name}");
                 }
             };
-            let report = match demo::run(frames, &parts, &mut progress) {
+            let report = match demo::run(frames, &parts, &profiles, &mut progress) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("svmkit: error: {e:#}");

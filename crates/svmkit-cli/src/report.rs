@@ -92,6 +92,7 @@ impl Report {
             }
             writeln!(w)?;
         }
+        self.write_side_by_side(w)?;
         let (n, bad) = self.counts();
         writeln!(
             w,
@@ -101,6 +102,63 @@ impl Report {
             self.profile,
             if bad == 0 { "PASS" } else { "FAIL" }
         )
+    }
+
+    /// With more than one profile: one row per part, one column per profile.
+    fn write_side_by_side(&self, w: &mut dyn Write) -> io::Result<()> {
+        let profile_of = |p: &Part| {
+            p.out
+                .facts
+                .get("profile")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let mut profiles: Vec<String> = Vec::new();
+        for p in &self.parts {
+            let name = profile_of(p);
+            if !profiles.contains(&name) {
+                profiles.push(name);
+            }
+        }
+        if profiles.len() < 2 {
+            return Ok(());
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for p in &self.parts {
+            if !names.contains(&p.name) {
+                names.push(p.name);
+            }
+        }
+        write!(w, "{:<14}", "part")?;
+        for pr in &profiles {
+            write!(w, " {pr:<26}")?;
+        }
+        writeln!(w)?;
+        for name in names {
+            write!(w, "{name:<14}")?;
+            for pr in &profiles {
+                let cell = match self
+                    .parts
+                    .iter()
+                    .find(|p| p.name == name && profile_of(p) == *pr)
+                {
+                    None => "-".to_string(),
+                    Some(p) if p.out.verdicts.is_empty() => "skipped".to_string(),
+                    Some(p) => {
+                        let bad = p.out.verdicts.iter().filter(|v| !v.ok()).count();
+                        if bad == 0 {
+                            format!("{} verdicts match", p.out.verdicts.len())
+                        } else {
+                            format!("{bad} MISMATCH")
+                        }
+                    }
+                };
+                write!(w, " {cell:<26}")?;
+            }
+            writeln!(w)?;
+        }
+        writeln!(w)
     }
 
     fn counts(&self) -> (usize, usize) {

@@ -75,3 +75,45 @@ fn demo_rejects_an_unknown_part_with_a_clear_error() {
     assert!(err.contains("invalid value 'nonsense'"), "{err}");
     assert!(err.contains("story"), "{err}");
 }
+
+#[test]
+fn demo_profile_both_runs_each_era_and_prints_them_side_by_side() {
+    let out = svmkit(&[
+        "demo",
+        "--profile",
+        "both",
+        "--part",
+        "exclusive",
+        "--part",
+        "livelock",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[linux-5.14]") && text.contains("[linux-6.15]"),
+        "{text}"
+    );
+    // The 5.14 restore is Exclusive with no owner, 6.15's is Clear.
+    assert!(
+        text.contains("that restore (MMU_NOTIFY_EXCLUSIVE)"),
+        "{text}"
+    );
+    assert!(text.contains("that restore (MMU_NOTIFY_CLEAR)"), "{text}");
+    // The side-by-side table: livelock is skipped under 5.14 (the driver would
+    // self-deadlock), run under 6.15.
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("livelock "))
+        .unwrap_or_else(|| panic!("no livelock row in:\n{text}"));
+    assert!(
+        row.contains("skipped") && row.contains("verdicts match"),
+        "{row}"
+    );
+    let bad = svmkit(&["demo", "--profile", "linux-4.0"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("linux-5.14"));
+}

@@ -517,6 +517,10 @@ impl Mm {
     /// * The entry keeps the PTE's reference and mapcount; the PTE's dirty bit moves to
     ///   the folio; soft-dirty is carried; the entry is "clean" and "old".
     ///
+    /// Under a 5.14 profile (`convert_via_rmap_walk_whole_folio`), which had no
+    /// single-page API, this is the range API over the one page, with a page that did
+    /// not become exclusive reported as `EBUSY`.
+    ///
     /// Linux: `make_device_exclusive()`.
     pub fn make_device_exclusive(
         &self,
@@ -525,6 +529,13 @@ impl Mm {
         owner: Option<Owner>,
         task: &Task,
     ) -> Result<ExclusiveFolio, Errno> {
+        if self.profile().convert_via_rmap_walk_whole_folio {
+            // 5.14 had only the range API: one page of it, a NULL page reported as
+            // EBUSY (what its callers turned it into).
+            let start = addr & !(PAGE_SIZE - 1);
+            let mut pages = self.make_device_exclusive_range_e1(guard, start, 1, owner)?;
+            return pages.pop().flatten().ok_or(Errno::EBUSY);
+        }
         self.make_device_exclusive_holding(guard, addr, owner, task, &[])
     }
 
