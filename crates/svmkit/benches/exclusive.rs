@@ -49,7 +49,7 @@ fn exclusive(c: &mut Criterion) {
         b.iter_batched(
             || mm.read_u64(A).expect("restore"),
             |_| convert(),
-            BatchSize::SmallInput,
+            BatchSize::PerIteration,
         )
     });
     g.bench_function("convert_fault_restore_cycle", |b| {
@@ -69,7 +69,7 @@ fn exclusive(c: &mut Criterion) {
         b.iter_batched(
             || mm.read_u64(A).expect("restore"),
             |_| gpu.atomic_fetch_add(&task, A, 1).expect("atomic"),
-            BatchSize::SmallInput,
+            BatchSize::PerIteration,
         )
     });
     gpu.atomic_fetch_add(&task, A, 1).expect("atomic");
