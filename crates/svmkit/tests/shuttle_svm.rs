@@ -334,3 +334,45 @@ fn shuttle_e1_filter_owner_blind_driver_goes_stale_under_5_14_not_6_15() {
     })
     .unwrap_or_else(|f| panic!("{f}"));
 }
+
+/// Spec 8 item 5: before 6.3 the restore did not take a folio reference before
+/// locking. A zap racing the restore (MADV_DONTNEED runs under the mmap lock in read
+/// mode, beside faults) can then free the folio while the fault still holds its lock:
+/// Linux's PAGE_FLAGS_CHECK_AT_FREE warning, the model's bad-page report. With the
+/// 6.3 reference (6.15 profile) it never happens.
+fn restore_vs_munmap(profile: Profile) {
+    let (sys, mm) = setup(profile);
+    {
+        let mut g = mm.mmap_read_lock();
+        drop(
+            mm.make_device_exclusive(&mut g, A, None, &Task::new("drv"))
+                .unwrap(),
+        );
+    }
+    let toucher = {
+        let mm = mm.clone();
+        thread::spawn(move || {
+            let _ = mm.read_u64(A);
+        })
+    };
+    let zapper = {
+        let mm = mm.clone();
+        thread::spawn(move || mm.madvise(A, P, Advice::DontNeed).unwrap())
+    };
+    toucher.join().unwrap();
+    zapper.join().unwrap();
+    let bad = sys.mem().bad_pages();
+    assert!(bad.is_empty(), "bad page: {bad:?}");
+}
+
+#[test]
+fn shuttle_e1_restore_without_a_reference_frees_a_locked_folio() {
+    let e1 = Profile::linux_5_14();
+    let failure = explore(&ExploreConfig::new(1000), move || restore_vs_munmap(e1))
+        .expect_err("5.14's restore must be able to see its folio freed under its lock");
+    assert!(failure.message.contains("bad page"), "{failure}");
+    explore(&ExploreConfig::new(500), || {
+        restore_vs_munmap(Profile::linux_6_15())
+    })
+    .unwrap_or_else(|f| panic!("{f}"));
+}
