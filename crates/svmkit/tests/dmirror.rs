@@ -8,7 +8,7 @@ use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
 use svmkit::mm::{Advice, MapFlags, MmUser, PMD_SIZE, Prot, Pte, SwapPte};
 use svmkit::sync::Arc;
 use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Pfn, System, SystemConfig, VirtAddr};
+use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig, VirtAddr};
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const PRIVATE: MapFlags = MapFlags::PRIVATE.union(MapFlags::ANONYMOUS);
@@ -24,7 +24,13 @@ const INTS: usize = PS / 4;
 use DmirrorIoctl::{CheckExclusive, Exclusive, Read, Write};
 
 fn system(frames: u64) -> (Arc<System>, MmUser) {
-    let sys = System::new(SystemConfig::with_frames(frames)).unwrap();
+    system_with(Profile::linux_6_15(), frames)
+}
+
+fn system_with(profile: Profile, frames: u64) -> (Arc<System>, MmUser) {
+    let mut config = SystemConfig::with_frames(frames);
+    config.profile = profile;
+    let sys = System::new(config).unwrap();
     let mm = sys.create_mm().unwrap();
     (sys, mm)
 }
@@ -258,7 +264,13 @@ fn dmirror_write_into_read_only_vma_is_eperm_and_leaves_cmd_unchanged() {
 
 #[test]
 fn dmirror_exclusive_converts_and_a_cpu_touch_revokes_one_page() {
-    let (sys, mm) = system(1024);
+    for profile in Profile::ALL {
+        dmirror_exclusive_converts_and_a_cpu_touch_revokes_one_page_in(profile);
+    }
+}
+
+fn dmirror_exclusive_converts_and_a_cpu_touch_revokes_one_page_in(profile: Profile) {
+    let (sys, mm) = system_with(profile, 1024);
     let dm = Dmirror::open(&mm).unwrap();
     let n = 8;
     mm.mmap(BASE, n * P, RW, FIXED).unwrap();
@@ -359,7 +371,20 @@ fn dmirror_exclusive_converts_and_a_cpu_touch_revokes_one_page() {
 
 #[test]
 fn dmirror_exclusive_on_shared_anonymous_memory_is_eopnotsupp() {
-    let (sys, mm) = system(1024);
+    for profile in Profile::ALL {
+        dmirror_exclusive_on_shared_anonymous_memory_in(profile);
+    }
+}
+
+/// 6.15: EOPNOTSUPP (a shmem folio is not anon); 5.14: the range API gave NULL pages
+/// and dmirror EBUSY (spec 7, the historical `exclusive_shared`).
+fn dmirror_exclusive_on_shared_anonymous_memory_in(profile: Profile) {
+    let want = if profile.convert_via_rmap_walk_whole_folio {
+        Errno::EBUSY
+    } else {
+        Errno::EOPNOTSUPP
+    };
+    let (sys, mm) = system_with(profile, 1024);
     let dm = Dmirror::open(&mm).unwrap();
     let shared = MapFlags::SHARED | MapFlags::ANONYMOUS | MapFlags::FIXED;
     mm.mmap(BASE, 4 * P, RW, shared).unwrap();
@@ -372,10 +397,7 @@ fn dmirror_exclusive_on_shared_anonymous_memory_is_eopnotsupp() {
         cpages: 5,
         faults: 6,
     };
-    assert_eq!(
-        dm.ioctl(&task(), Exclusive, &mut c, &mut mirror),
-        Err(Errno::EOPNOTSUPP)
-    );
+    assert_eq!(dm.ioctl(&task(), Exclusive, &mut c, &mut mirror), Err(want));
     assert_eq!((c.cpages, c.faults), (5, 6));
     assert!(pages(BASE, 4).all(|a| excl_entry(&mm, a).is_none()));
     assert!(dm.device().lock().is_empty());
