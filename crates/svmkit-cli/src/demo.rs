@@ -300,6 +300,18 @@ fn story(out: &mut PartOut) -> Result<()> {
     Ok(())
 }
 
+/// Maps one private page at `STORY_BUF` holding `value`.
+fn one_page(mm: &MmUser, value: u64) -> Result<()> {
+    mm.mmap(
+        STORY_BUF,
+        PAGE_SIZE,
+        Prot::READ | Prot::WRITE,
+        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+    )?;
+    mm.write_u64(STORY_BUF, value)?;
+    Ok(())
+}
+
 const LIVELOCK_BOUND: u64 = 50;
 
 /// Part `livelock`: the owner filter off.
@@ -310,13 +322,7 @@ fn livelock(out: &mut PartOut) -> Result<()> {
         "svmkit demo: without the owner filter (the 2021 review's argument, spec 6.3)"
     )?;
     writeln!(out)?;
-    mm.mmap(
-        STORY_BUF,
-        PAGE_SIZE,
-        Prot::READ | Prot::WRITE,
-        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
-    )?;
-    mm.write_u64(STORY_BUF, 5)?;
+    one_page(&mm, 5)?;
     let flaws = SvmFlaws {
         filter_own_exclusive: false,
         ..SvmFlaws::default()
@@ -383,13 +389,7 @@ fn two_devices(out: &mut PartOut) -> Result<()> {
         "svmkit demo: two GPUs and one page (spec 9.14, which no upstream test covers)"
     )?;
     writeln!(out)?;
-    mm.mmap(
-        STORY_BUF,
-        PAGE_SIZE,
-        Prot::READ | Prot::WRITE,
-        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
-    )?;
-    mm.write_u64(STORY_BUF, 0)?;
+    one_page(&mm, 0)?;
     let bound = 20;
     let a = SvmAtomic::new(&mm, "gpu-a", SvmFlaws::default(), bound)?;
     let b = SvmAtomic::new(&mm, "gpu-b", SvmFlaws::default(), bound)?;

@@ -235,8 +235,19 @@ impl Device {
     /// access cannot interleave: the CPU must first fault the page back, which revokes
     /// through the notifier, which takes this lock). Returns the old value.
     pub fn fetch_add_u64(&self, addr: u64, delta: u64) -> Result<u64, DeviceFault> {
+        self.read_modify_write(addr, delta, DevRights::ATOMIC)
+    }
+
+    /// Read, yield, write of the `u64` at `addr` under the driver lock, through an
+    /// entry with `need` rights. Returns the old value.
+    pub(crate) fn read_modify_write(
+        &self,
+        addr: u64,
+        delta: u64,
+        need: DevRights,
+    ) -> Result<u64, DeviceFault> {
         let table = self.lock();
-        let (pfn, off) = self.entry_for(&table, addr, DevRights::ATOMIC)?;
+        let (pfn, off) = self.entry_for(&table, addr, need)?;
         let old = self
             .mem
             .read_u64(pfn, off)

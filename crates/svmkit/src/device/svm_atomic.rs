@@ -212,7 +212,9 @@ impl SvmAtomic {
     pub fn atomic_fetch_add(&self, task: &Task, addr: u64, delta: u64) -> Result<u64, Errno> {
         for _ in 0..self.max_passes {
             let r = if self.flaws.atomics_through_write_entry {
-                self.dev.fetch_add_through_write(addr, delta)
+                // A read-modify-write through a plain write entry: correct against
+                // other device operations (the driver lock), not against the CPU.
+                self.dev.read_modify_write(addr, delta, DevRights::WRITE)
             } else {
                 self.dev.fetch_add_u64(addr, delta)
             };
@@ -360,26 +362,6 @@ impl SvmAtomic {
         })();
         let _ = notifier.remove();
         result
-    }
-}
-
-impl Device {
-    /// A device read-modify-write through a plain write entry (no atomic rights), for
-    /// the `atomics_through_write_entry` flaw: correct against other device operations
-    /// (the driver lock), not against the CPU.
-    fn fetch_add_through_write(&self, addr: u64, delta: u64) -> Result<u64, DeviceFault> {
-        let table = self.lock();
-        let (pfn, off) = self.entry_for(&table, addr, DevRights::WRITE)?;
-        let old = self
-            .mem
-            .read_u64(pfn, off)
-            .map_err(|_| DeviceFault::BadAccess)?;
-        yield_now();
-        self.mem
-            .write_u64(pfn, off, old.wrapping_add(delta))
-            .map_err(|_| DeviceFault::BadAccess)?;
-        drop(table);
-        Ok(old)
     }
 }
 
