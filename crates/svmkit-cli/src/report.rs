@@ -30,6 +30,11 @@ pub(crate) struct PartOut {
 }
 
 impl PartOut {
+    /// The narrated text so far.
+    pub(crate) fn text_bytes(&self) -> Vec<u8> {
+        self.text.clone()
+    }
+
     /// Records a figure for the JSON output.
     pub(crate) fn fact(&mut self, key: &str, value: impl Into<Value>) {
         self.facts.insert(key.to_string(), value.into());

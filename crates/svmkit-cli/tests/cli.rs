@@ -103,16 +103,14 @@ fn demo_profile_both_runs_each_era_and_prints_them_side_by_side() {
         "{text}"
     );
     assert!(text.contains("that restore (MMU_NOTIFY_CLEAR)"), "{text}");
-    // The side-by-side table: livelock is skipped under 5.14 (the driver would
-    // self-deadlock), run under 6.15.
+    // Under 5.14 the driver keeps the folio locked on retry and gets stuck, which is
+    // what Linux did; the side-by-side table shows both columns matching.
+    assert!(text.contains("made no progress"), "{text}");
     let row = text
         .lines()
         .find(|l| l.starts_with("livelock "))
         .unwrap_or_else(|| panic!("no livelock row in:\n{text}"));
-    assert!(
-        row.contains("skipped") && row.contains("verdicts match"),
-        "{row}"
-    );
+    assert!(row.matches("verdicts match").count() == 2, "{row}");
     let bad = svmkit(&["demo", "--profile", "linux-4.0"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("linux-5.14"));
