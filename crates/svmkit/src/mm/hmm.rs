@@ -292,7 +292,11 @@ impl Mm {
                     *out = HmmPfn(0);
                     Ok(Step::Done)
                 }
-                Pte::Swap(s) if s.is_device_exclusive() => Ok(Step::Fault { write: need_write }),
+                // A migration entry: the fault waits for the migration (Linux:
+                // migration_entry_wait() and -EBUSY).
+                Pte::Swap(s) if s.is_device_exclusive() || s.is_migration() => {
+                    Ok(Step::Fault { write: need_write })
+                }
                 Pte::Swap(_) => Err(Errno::EFAULT),
             },
         }

@@ -308,6 +308,10 @@ impl Mm {
             Pte::Swap(entry) if entry.is_device_exclusive() => {
                 self.remove_device_exclusive_entry(guard, vma, addr, flags, entry)
             }
+            Pte::Swap(entry) if entry.is_migration() => {
+                self.migration_entry_wait(entry);
+                Ok(VmFault::Done)
+            }
             Pte::Swap(_) => Err(VmFaultError::Sigbus),
             // Changed under us (pte_unmap_same() failed): let the CPU retry.
             _ => Ok(VmFault::Done),
@@ -692,6 +696,12 @@ impl Mm {
                     mem.folio_put(folio);
                 }
             }
+            // A migration entry holds no reference and no mapcount (the migration
+            // took them); only the RSS still counts it.
+            Pte::Swap(e) if e.is_migration() => {
+                ptl.clear(addr);
+                self.add_rss_anon(-1);
+            }
             // Other entry kinds: their layers add their accounting here.
             Pte::Swap(_) => {
                 ptl.clear(addr);
@@ -771,9 +781,13 @@ impl Mm {
                                     )?;
                                 }
                             }
-                            Pte::Swap(_) => {
-                                self.copy_nonpresent_pte(&mut dst_ptl, &mut src_ptl, va)?
-                            }
+                            Pte::Swap(_) => self.copy_nonpresent_pte(
+                                dst,
+                                src_vma,
+                                &mut dst_ptl,
+                                &mut src_ptl,
+                                va,
+                            )?,
                             Pte::Present(p) => self.copy_present_pte(
                                 dst,
                                 dst_vma,
@@ -799,11 +813,31 @@ impl Mm {
     /// Linux: `copy_nonpresent_pte()`.
     fn copy_nonpresent_pte(
         &self,
+        dst: &Mm,
+        src_vma: &Vma,
         dst_ptl: &mut PtlGuard<'_>,
         src_ptl: &mut PtlGuard<'_>,
         va: VirtAddr,
     ) -> Result<(), Errno> {
-        dst_ptl.set(va, src_ptl.get(va));
+        let mut entry = src_ptl.get(va);
+        if let Pte::Swap(s) = entry
+            && s.is_migration()
+        {
+            // The child's mapping is counted when the migration puts PTEs back; a
+            // writable entry turns readable in both for COW.
+            dst.add_rss_anon(1);
+            if s.swp_type == super::pgtable::swp_type::SWP_MIGRATION_WRITE
+                && src_vma.is_cow_mapping()
+                && let Some(pfn) = s.pfn()
+            {
+                let mut r = SwapPte::migration(pfn, false, false);
+                r.soft_dirty = s.soft_dirty;
+                r.uffd_wp = s.uffd_wp;
+                src_ptl.set(va, Pte::Swap(r));
+                entry = Pte::Swap(r);
+            }
+        }
+        dst_ptl.set(va, entry);
         Ok(())
     }
 

@@ -14,6 +14,7 @@
 //! | `memory.rs` | `mm/memory.c` | faults (`handle_mm_fault`, `do_anonymous_page`, `do_wp_page`, `do_swap_page`) and zap |
 //! | `rmap.rs` | `mm/rmap.c`, `mm/page_vma_mapped.c` | mapcounts, anon_vmas, `rmap_walk`, `page_vma_mapped_walk` |
 //! | `shmem.rs` | `mm/shmem.c` | shared anonymous memory objects |
+//! | `migrate.rs` | `mm/migrate.c`, `try_to_migrate_one()` | migrating anonymous folios |
 //! | `mmap.rs` | `mm/mmap.c`, `mm/vma.c` | `mmap`, `munmap`, `exit_mmap` |
 //! | `mprotect.rs` | `mm/mprotect.c` | `mprotect`, `change_protection`, `can_change_pte_writable` |
 //! | `mmu_notifier/` | `mm/mmu_notifier.c`, `include/linux/mmu_notifier.h` | MMU notifiers: ranges, classic subscriptions, interval notifiers |
@@ -29,6 +30,7 @@ mod hmm;
 mod huge_memory;
 mod madvise;
 mod memory;
+mod migrate;
 mod mm_types;
 mod mmap;
 pub mod mmu_notifier;
@@ -49,6 +51,7 @@ pub use hmm::{HmmPfn, HmmRange};
 pub use huge_memory::{HPAGE_PMD_NR, HPAGE_PMD_SIZE, ThpMode};
 pub use madvise::Advice;
 pub use memory::{FaultFlags, VmFault, VmFaultError};
+pub use migrate::MigrateRangeError;
 pub use mm_types::{Mm, MmStats, MmUser};
 pub use mmap::{MMAP_BASE, MMAP_MIN_ADDR, MapFlags, Prot};
 pub use page::{Mapping, Page, PageFlags};

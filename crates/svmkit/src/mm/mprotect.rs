@@ -148,13 +148,21 @@ impl Mm {
         changed
     }
 
-    /// 5.14 to 6.14: every `change_protection()` turns a writable device-exclusive
-    /// entry readable, keeping its soft-dirty and uffd-wp bits ("protection check is
-    /// difficult so just be safe and disable write", spec 4.2); 6.15 leaves entries
-    /// alone. `None` when nothing changes.
+    /// What `change_protection()` does to a swap-type entry: a writable migration
+    /// entry becomes readable (all eras); 5.14 to 6.14 also turn a writable
+    /// device-exclusive entry readable, keeping its soft-dirty and uffd-wp bits
+    /// ("protection check is difficult so just be safe and disable write", spec 4.2);
+    /// 6.15 leaves those alone. `None` when nothing changes.
     ///
     /// Linux 5.14: the device-exclusive branch of `change_pte_range()`.
     pub(crate) fn downgrade_exclusive_entry(&self, e: SwapPte) -> Option<SwapPte> {
+        if e.is_migration() && e.swp_type == super::pgtable::swp_type::SWP_MIGRATION_WRITE {
+            // All eras: a writable migration entry becomes readable(-exclusive, anon).
+            let mut r = SwapPte::migration(e.pfn()?, false, true);
+            r.soft_dirty = e.soft_dirty;
+            r.uffd_wp = e.uffd_wp;
+            return Some(r);
+        }
         if !self.profile().mprotect_downgrades_entries || !e.is_writable_device_exclusive() {
             return None;
         }

@@ -53,6 +53,18 @@ bitflags! {
 /// The access bits of `vm_flags` (Linux: `VM_ACCESS_FLAGS`).
 pub const VM_ACCESS_FLAGS: VmFlags = VmFlags::READ.union(VmFlags::WRITE).union(VmFlags::EXEC);
 
+/// The base PTE bits for VMA flags `flags` (Linux: `vm_get_page_prot()`).
+pub(crate) fn page_prot_of(flags: VmFlags) -> PteFlags {
+    if !flags.intersects(VM_ACCESS_FLAGS) {
+        return PteFlags::PROTNONE;
+    }
+    let mut f = PteFlags::USER;
+    if flags.contains(VmFlags::SHARED | VmFlags::WRITE) {
+        f |= PteFlags::WRITE;
+    }
+    f
+}
+
 /// A virtual memory area (Linux: `struct vm_area_struct`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Vma {
@@ -211,14 +223,7 @@ impl Vma {
     /// until a write fault, shared writable ones writable, PROT_NONE is protnone.
     #[doc(alias = "vm_page_prot")]
     pub fn page_prot(&self) -> PteFlags {
-        if !self.is_accessible() {
-            return PteFlags::PROTNONE;
-        }
-        let mut f = PteFlags::USER;
-        if self.flags.contains(VmFlags::SHARED | VmFlags::WRITE) {
-            f |= PteFlags::WRITE;
-        }
-        f
+        page_prot_of(self.flags)
     }
 
     /// Whether soft-dirty tracking is active (clear_refs cleared VM_SOFTDIRTY).
