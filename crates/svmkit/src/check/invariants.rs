@@ -86,6 +86,8 @@ struct Expect {
     maps: BTreeMap<Pfn, i32>,
     /// PMD mappings per folio head (Linux: the entire mapcount).
     entire: BTreeMap<Pfn, i32>,
+    /// Swap PTEs naming each slot.
+    swap: BTreeMap<u64, u32>,
     tables: BTreeMap<Pfn, u64>,
     /// Every present PTE mapping an anon page: (folio, mm, address, pfn), for the rmap
     /// reachability check.
@@ -113,6 +115,7 @@ impl System {
             check_mm(&mm, &mut exp, &mut out);
         }
         self.check_shmem(&mut exp, &mut out);
+        self.check_swap(&mut exp, &mut out);
         self.check_rmap(&exp, &mut out);
         self.check_frames(&exp, &mut out);
         if out.is_empty() {
@@ -143,6 +146,39 @@ impl System {
                         ),
                     });
                 }
+            }
+        }
+    }
+
+    /// Each swap slot in use is named by exactly as many swap PTEs as its count says
+    /// (none leaked, none missing); a swap-cached folio holds one reference.
+    fn check_swap(&self, exp: &mut Expect, out: &mut Vec<Violation>) {
+        let mem = self.mem();
+        let usage = mem.swap_usage();
+        for &(slot, count, cached) in &usage {
+            let named = exp.swap.get(&slot).copied().unwrap_or(0);
+            if named != count || (count == 0 && cached.is_none()) {
+                out.push(Violation {
+                    mm: None,
+                    addr: None,
+                    pfn: cached.map(|f| f.head()),
+                    what: format!(
+                        "swap slot {slot}: count {count}, swap PTEs name it {named} time(s)"
+                    ),
+                });
+            }
+            if let Some(f) = cached {
+                *exp.refs.entry(f.head()).or_default() += 1;
+            }
+        }
+        for (&slot, &n) in &exp.swap {
+            if !usage.iter().any(|u| u.0 == slot) {
+                out.push(Violation {
+                    mm: None,
+                    addr: None,
+                    pfn: None,
+                    what: format!("{n} swap PTE(s) name free slot {slot}"),
+                });
             }
         }
     }
@@ -342,6 +378,17 @@ fn check_mm(mm: &Arc<Mm>, exp: &mut Expect, out: &mut Vec<Violation>) {
                 Pte::None => continue,
                 Pte::Swap(s) if s.is_device_exclusive() => {
                     check_exclusive_entry(mm, &tree, addr, s, exp, &mut rss, out);
+                    continue;
+                }
+                Pte::Swap(s) if s.is_swap() => {
+                    *exp.swap.entry(s.offset).or_default() += 1;
+                    if tree.find(addr).is_none_or(|v| v.shmem().is_some()) {
+                        out.push(viol(
+                            Some(addr),
+                            None,
+                            format!("swap entry {s:?} outside a private VMA"),
+                        ));
+                    }
                     continue;
                 }
                 Pte::Swap(s) => {

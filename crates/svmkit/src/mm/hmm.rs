@@ -294,7 +294,7 @@ impl Mm {
                 }
                 // A migration entry: the fault waits for the migration (Linux:
                 // migration_entry_wait() and -EBUSY).
-                Pte::Swap(s) if s.is_device_exclusive() || s.is_migration() => {
+                Pte::Swap(s) if s.is_device_exclusive() || s.is_migration() || s.is_swap() => {
                     Ok(Step::Fault { write: need_write })
                 }
                 Pte::Swap(_) => Err(Errno::EFAULT),

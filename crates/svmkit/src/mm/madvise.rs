@@ -17,6 +17,8 @@ pub enum Advice {
     HugePage,
     /// MADV_NOHUGEPAGE (15): never use transparent huge pages here.
     NoHugePage,
+    /// MADV_PAGEOUT (21): reclaim the range's anonymous pages to swap now.
+    PageOut,
 }
 
 impl Advice {
@@ -26,6 +28,7 @@ impl Advice {
             4 => Ok(Advice::DontNeed),
             14 => Ok(Advice::HugePage),
             15 => Ok(Advice::NoHugePage),
+            21 => Ok(Advice::PageOut),
             _ => Err(Errno::EINVAL),
         }
     }
@@ -36,6 +39,7 @@ impl Advice {
             Advice::DontNeed => 4,
             Advice::HugePage => 14,
             Advice::NoHugePage => 15,
+            Advice::PageOut => 21,
         }
     }
 }
@@ -82,6 +86,14 @@ impl MmUser {
                             .invalidate_range_start();
                     self.unmap_page_range(s, e);
                     range.end();
+                }
+                covered
+            }
+            Advice::PageOut => {
+                let tree = self.mmap_read_lock();
+                let (ranges, covered) = pieces(&tree);
+                for (s, e) in ranges {
+                    self.madvise_pageout(s, e);
                 }
                 covered
             }

@@ -312,6 +312,17 @@ impl Mm {
                 self.migration_entry_wait(entry);
                 Ok(VmFault::Done)
             }
+            Pte::Swap(entry) if entry.is_swap() => {
+                let anon = self.anon_vma_prepare(guard, addr).ok();
+                self.do_swap_page_swapin(
+                    vma,
+                    addr,
+                    flags.contains(FaultFlags::WRITE),
+                    entry,
+                    anon.as_deref(),
+                )?;
+                Ok(VmFault::Done)
+            }
             Pte::Swap(_) => Err(VmFaultError::Sigbus),
             // Changed under us (pte_unmap_same() failed): let the CPU retry.
             _ => Ok(VmFault::Done),
@@ -702,6 +713,11 @@ impl Mm {
                 ptl.clear(addr);
                 self.add_rss_anon(-1);
             }
+            // A swap entry: the slot loses a user (Linux: free_swap_and_cache()).
+            Pte::Swap(e) if e.is_swap() => {
+                ptl.clear(addr);
+                self.mem.swap_free(e.offset);
+            }
             // Other entry kinds: their layers add their accounting here.
             Pte::Swap(_) => {
                 ptl.clear(addr);
@@ -820,6 +836,18 @@ impl Mm {
         va: VirtAddr,
     ) -> Result<(), Errno> {
         let mut entry = src_ptl.get(va);
+        if let Pte::Swap(s) = entry
+            && s.is_swap()
+        {
+            // Linux: swap_duplicate(); neither copy is exclusive any more.
+            self.mem.swap_duplicate(s.offset);
+            if s.exclusive {
+                let mut r = s;
+                r.exclusive = false;
+                src_ptl.set(va, Pte::Swap(r));
+                entry = Pte::Swap(r);
+            }
+        }
         if let Pte::Swap(s) = entry
             && s.is_migration()
         {

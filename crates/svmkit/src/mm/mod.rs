@@ -13,6 +13,7 @@
 //! | `huge_memory.rs` | `mm/huge_memory.c` | THP: huge PMD faults, split, zap, mprotect, fork, COW |
 //! | `memory.rs` | `mm/memory.c` | faults (`handle_mm_fault`, `do_anonymous_page`, `do_wp_page`, `do_swap_page`) and zap |
 //! | `rmap.rs` | `mm/rmap.c`, `mm/page_vma_mapped.c` | mapcounts, anon_vmas, `rmap_walk`, `page_vma_mapped_walk` |
+//! | `swap.rs` | `mm/swapfile.c`, `mm/swap_state.c`, `mm/vmscan.c` (anon) | swap device, swap cache, reclaim, swap-in, MADV_PAGEOUT |
 //! | `shmem.rs` | `mm/shmem.c` | shared anonymous memory objects |
 //! | `migrate.rs` | `mm/migrate.c`, `try_to_migrate_one()` | migrating anonymous folios |
 //! | `mmap.rs` | `mm/mmap.c`, `mm/vma.c` | `mmap`, `munmap`, `exit_mmap` |
@@ -41,6 +42,7 @@ mod pagewalk;
 mod pgtable;
 mod rmap;
 mod shmem;
+mod swap;
 mod task_mmu;
 mod userfaultfd;
 mod vma;

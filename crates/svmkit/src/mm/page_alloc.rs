@@ -161,6 +161,8 @@ pub struct PhysMem {
     pub(super) mappings: super::rmap::MappingRegistry,
     /// The THP policy (Linux: `transparent_hugepage/enabled`).
     pub(super) thp: super::huge_memory::ThpSetting,
+    /// The swap device and swap cache.
+    pub(super) swap: super::swap::Swap,
 }
 
 impl PhysMem {
@@ -197,6 +199,7 @@ impl PhysMem {
             bad: Mutex::new(Vec::new()),
             mappings: super::rmap::MappingRegistry::default(),
             thp: super::huge_memory::ThpSetting::new(),
+            swap: super::swap::Swap::default(),
         };
         let zero = &mem.pages[ZERO_PFN.raw() as usize];
         zero.reset_flags(PageFlags::RESERVED);

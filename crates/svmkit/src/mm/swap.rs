@@ -1,0 +1,410 @@
+//! Swap for anonymous memory (Linux: `mm/swapfile.c`, `mm/swap_state.c`, the anon
+//! half of `mm/vmscan.c`, and `do_swap_page()`'s swap-in), reduced to what device-
+//! exclusive entries meet (spec 4.7).
+//!
+//! A swap device ([`PhysMem::swapon`]) has slots holding page contents and a use count
+//! per slot (Linux: `swap_map`): one per swap PTE naming it. The swap cache maps a
+//! slot to the folio that holds its contents while both exist (it holds a folio
+//! reference). Reclaim ([`PhysMem::reclaim_folio`]) writes a small anonymous folio to a
+//! slot, adds it to the swap cache, replaces every mapping with a swap entry (the
+//! swp-exclusive bit kept from PageAnonExclusive) and frees the folio if only its
+//! isolation and swap-cache references remain; otherwise the folio stays in the swap
+//! cache, and a fault maps it from there. Swap-in reads the slot into a new folio (or
+//! takes the cached one) and drops the slot when no entry names it any more.
+//!
+//! Large folios are not swapped out (the model's reclaim skips them); there is no
+//! background reclaim, no LRU and no writeback latency.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+use super::folio::Folio;
+use super::mm_types::Mm;
+use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
+use super::page::PageFlags;
+use super::page_alloc::{Gfp, PhysMem};
+use super::pgtable::{Pte, PteFlags, SwapPte};
+use super::rmap::PvmwHit;
+use crate::error::Errno;
+use crate::sync::Mutex;
+use crate::types::{PAGE_SIZE, VirtAddr, WORDS_PER_PAGE};
+
+/// One swap slot: the page's contents and how many swap entries name it.
+struct Slot {
+    data: Box<[u64]>,
+    count: u32,
+}
+
+/// The swap device and the swap cache (Linux: `swap_info_struct` + the swap cache's
+/// xarray).
+#[derive(Default)]
+pub(crate) struct SwapState {
+    slots: Vec<Option<Slot>>,
+    cache: BTreeMap<u64, Folio>,
+}
+
+/// The swap layer's state, under one lock (Linux: `si->lock` and the swap cache lock).
+#[derive(Default)]
+pub(crate) struct Swap(Mutex<SwapState>);
+
+impl PhysMem {
+    /// Turns on a swap device of `nr_slots` page-sized slots (replacing none: `EBUSY`
+    /// if one is already on; `EINVAL` for zero slots).
+    ///
+    /// Linux: `swapon()`.
+    pub fn swapon(&self, nr_slots: u64) -> Result<(), Errno> {
+        let mut s = self.swap.0.lock();
+        if !s.slots.is_empty() {
+            return Err(Errno::EBUSY);
+        }
+        if nr_slots == 0 || nr_slots > 1 << 20 {
+            return Err(Errno::EINVAL);
+        }
+        s.slots = (0..nr_slots).map(|_| None).collect();
+        Ok(())
+    }
+
+    /// Slots in use (written and still named by an entry or cached).
+    pub fn swap_slots_used(&self) -> usize {
+        self.swap.0.lock().slots.iter().flatten().count()
+    }
+
+    /// `(slot, use count, cached folio)` for every slot in use, for the checker.
+    pub fn swap_usage(&self) -> Vec<(u64, u32, Option<Folio>)> {
+        let s = self.swap.0.lock();
+        s.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, sl)| {
+                sl.as_ref()
+                    .map(|sl| (i as u64, sl.count, s.cache.get(&(i as u64)).copied()))
+            })
+            .collect()
+    }
+
+    /// One more entry names `slot`.
+    ///
+    /// Linux: `swap_duplicate()`.
+    pub(crate) fn swap_duplicate(&self, slot: u64) {
+        if let Some(Some(sl)) = self.swap.0.lock().slots.get_mut(slot as usize) {
+            sl.count += 1;
+        }
+    }
+
+    /// An entry naming `slot` went away; at zero the slot is freed and the swap cache
+    /// lets go of its folio.
+    ///
+    /// Linux: `swap_free()` / `free_swap_and_cache()`.
+    pub(crate) fn swap_free(&self, slot: u64) {
+        let cached = {
+            let mut s = self.swap.0.lock();
+            let Some(Some(sl)) = s.slots.get_mut(slot as usize) else {
+                return;
+            };
+            sl.count = sl.count.saturating_sub(1);
+            if sl.count > 0 {
+                return;
+            }
+            s.slots[slot as usize] = None;
+            s.cache.remove(&slot)
+        };
+        if let Some(f) = cached {
+            self.folio_put(f);
+        }
+    }
+
+    /// Reclaims a small anonymous folio to swap: write it out, add it to the swap
+    /// cache, unmap every mapping (each becomes a swap entry), and free it if nothing
+    /// else holds it. `EAGAIN`: the folio is locked by someone else, or still
+    /// referenced after the unmap (it then stays in the swap cache; a fault maps it
+    /// from there). `ENOMEM`: no swap slot. `EINVAL`: not a small anonymous folio.
+    ///
+    /// Linux: `shrink_folio_list()` for one anon folio: `add_to_swap()`,
+    /// `try_to_unmap()`, `pageout()`, `__remove_mapping()`.
+    pub fn reclaim_folio(&self, folio: Folio) -> Result<(), Errno> {
+        if folio.order() != 0
+            || !self.folio_test(folio, PageFlags::ANON)
+            || !self.folio_try_get(folio)
+        {
+            return Err(Errno::EINVAL);
+        }
+        let Some(lock) = self.folio_trylock(folio) else {
+            self.folio_put(folio);
+            return Err(Errno::EAGAIN);
+        };
+        lock.leak();
+        let slot = match self.add_to_swap(folio) {
+            Ok(s) => s,
+            Err(e) => {
+                self.folio_unlock(folio);
+                self.folio_put(folio);
+                return Err(e);
+            }
+        };
+        // Linux: only a mapped folio is unmapped; 5.14's device-exclusive small folios
+        // look unmapped (mapcount 0) and are skipped here.
+        if self.folio_mapcount(folio) > 0 {
+            self.try_to_unmap(folio, slot);
+        }
+        // Expected: our isolation reference and the swap cache's.
+        let freed = self.folio_ref_count(folio) == 2 && self.folio_mapcount(folio) == 0;
+        let mut s = self.swap.0.lock();
+        let unused = s.slots[slot as usize]
+            .as_ref()
+            .is_some_and(|sl| sl.count == 0);
+        // Freed: leave the swap cache. Not freed and no entry names the slot (nothing
+        // was unmapped, as for 5.14's "unmapped" device-exclusive folios): undo the
+        // write-out (Linux keeps it cached until a later pass; the model does not
+        // leave an unreachable cache entry behind).
+        let drop_cache = freed || unused;
+        if drop_cache {
+            s.cache.remove(&slot);
+            if unused {
+                s.slots[slot as usize] = None;
+            }
+        }
+        drop(s);
+        if drop_cache {
+            self.folio_put(folio); // the swap cache's
+        }
+        self.folio_unlock(folio);
+        self.folio_put(folio); // ours: the last one when freed
+        if freed { Ok(()) } else { Err(Errno::EAGAIN) }
+    }
+
+    /// Writes `folio` to a free slot and puts it in the swap cache (with a reference).
+    ///
+    /// Linux: `add_to_swap()` (+ the write of `pageout()`).
+    fn add_to_swap(&self, folio: Folio) -> Result<u64, Errno> {
+        let mut s = self.swap.0.lock();
+        let slot = s
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .ok_or(Errno::ENOMEM)? as u64;
+        let mut data = vec![0u64; WORDS_PER_PAGE].into_boxed_slice();
+        for (i, w) in data.iter_mut().enumerate() {
+            *w = self.read_u64(folio.head(), i as u64 * 8)?;
+        }
+        s.slots[slot as usize] = Some(Slot { data, count: 0 });
+        s.cache.insert(slot, folio);
+        drop(s);
+        self.folio_get(folio);
+        Ok(slot)
+    }
+
+    /// Replaces every mapping of `folio` with a swap entry for `slot`.
+    ///
+    /// Linux: `try_to_unmap()` → `try_to_unmap_one()`.
+    fn try_to_unmap(&self, folio: Folio, slot: u64) {
+        self.rmap_walk(folio, |hit| {
+            let start = hit.address.raw().max(hit.vma.start.raw());
+            let end = (hit.address.raw() + PAGE_SIZE).min(hit.vma.end.raw());
+            let range = MmuNotifierRange::new(hit.mm, MmuNotifierEvent::Clear, start, end)
+                .invalidate_range_start();
+            let handles_entries = hit.mm.profile().walkers_handle_entries;
+            let _ = hit
+                .mm
+                .page_vma_mapped_walk(folio, &hit.vma, hit.address, |found| {
+                    let PvmwHit::Pte { ptl, addr, pte } = found else {
+                        return ControlFlow::Continue(());
+                    };
+                    let (soft_dirty, uffd_wp, mapped_count) = match pte {
+                        Pte::Present(p) => {
+                            if p.is_dirty() {
+                                self.folio_set(folio, PageFlags::DIRTY);
+                            }
+                            (
+                                p.flags.contains(PteFlags::SOFT_DIRTY),
+                                p.flags.contains(PteFlags::UFFD_WP),
+                                true,
+                            )
+                        }
+                        // 6.15 (fixes v2 10/17): an entry becomes an ordinary swap entry.
+                        Pte::Swap(s) if s.is_device_exclusive() && handles_entries => (
+                            s.soft_dirty,
+                            s.uffd_wp,
+                            hit.mm.profile().mapcount_kept_on_entry,
+                        ),
+                        // 5.14: the walker does not handle entries (spec 8 item 12; the
+                        // model leaves the entry, see migrate.rs).
+                        _ => return ControlFlow::Continue(()),
+                    };
+                    ptl.clear(addr);
+                    let exclusive = self
+                        .page(folio.head())
+                        .is_some_and(|p| p.test(PageFlags::ANON_EXCLUSIVE));
+                    let entry = SwapPte {
+                        swp_type: 0,
+                        offset: slot,
+                        soft_dirty,
+                        uffd_wp,
+                        exclusive,
+                    };
+                    ptl.set(addr, Pte::Swap(entry));
+                    self.swap_duplicate(slot);
+                    if mapped_count {
+                        self.folio_remove_rmap_pte(folio.head());
+                    }
+                    hit.mm.add_rss_anon(-1);
+                    self.folio_put(folio);
+                    ControlFlow::Continue(())
+                });
+            range.end();
+            ControlFlow::Continue(())
+        });
+    }
+
+    /// The folio holding `slot`'s contents: the cached one (with a new reference), or
+    /// a new folio read from the slot and added to the cache. `None`: no such slot.
+    ///
+    /// Linux: `swapin_readahead()` → `__read_swap_cache_async()` for one page.
+    fn swapin(&self, slot: u64) -> Result<Option<Folio>, Errno> {
+        let mut s = self.swap.0.lock();
+        if let Some(&f) = s.cache.get(&slot) {
+            self.folio_get(f);
+            return Ok(Some(f));
+        }
+        let Some(Some(sl)) = s.slots.get(slot as usize) else {
+            return Ok(None);
+        };
+        let new = self
+            .folio_alloc(0, Gfp::empty())
+            .map_err(|_| Errno::ENOMEM)?;
+        for (i, w) in sl.data.iter().enumerate() {
+            self.write_u64(new.head(), i as u64 * 8, *w)?;
+        }
+        self.folio_set(new, PageFlags::ANON);
+        s.cache.insert(slot, new);
+        drop(s);
+        self.folio_get(new); // the caller's; the allocation's is the cache's
+        Ok(Some(new))
+    }
+}
+
+impl SwapPte {
+    /// A real swap entry (a slot of a swap device), not a special one.
+    ///
+    /// Linux: `!non_swap_entry()`.
+    pub const fn is_swap(&self) -> bool {
+        self.swp_type < super::pgtable::swp_type::MAX_SWAPFILES
+    }
+}
+
+impl Mm {
+    /// Reclaims up to `n` small anonymous folios this mm maps, in address order;
+    /// returns how many were freed.
+    ///
+    /// Linux: what `shrink_node()` would pick, as an explicit call.
+    pub fn reclaim_mm(&self, n: usize) -> usize {
+        let mut candidates = Vec::new();
+        self.walk_tables(|t| {
+            for (_, pte) in t.ptes(&self.mem) {
+                if let Pte::Present(p) = pte
+                    && !p.is_special()
+                    && let Ok(f) = self.mem.page_folio(p.pfn)
+                    && f.order() == 0
+                    && self.mem.folio_test(f, PageFlags::ANON)
+                    && !candidates.contains(&f)
+                {
+                    candidates.push(f);
+                }
+            }
+        });
+        candidates
+            .into_iter()
+            .filter(|f| self.mem.reclaim_folio(*f).is_ok())
+            .take(n)
+            .count()
+    }
+
+    /// MADV_PAGEOUT over `[start, end)`: reclaims the small anonymous folios mapped by
+    /// present PTEs; non-present entries (swap, migration, device-exclusive) are
+    /// skipped, in both eras, so a device keeps its exclusive pages (spec 4.5).
+    ///
+    /// Linux: `madvise_pageout()` → `madvise_cold_or_pageout_pte_range()`.
+    pub(crate) fn madvise_pageout(&self, start: VirtAddr, end: VirtAddr) {
+        let mut folios = Vec::new();
+        self.for_each_pte_table(start, end, |ptl, s, e| {
+            for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
+                if let Pte::Present(p) = ptl.get(VirtAddr::new_truncate(a))
+                    && !p.is_special()
+                    && let Ok(f) = self.mem.page_folio(p.pfn)
+                    && !folios.contains(&f)
+                {
+                    folios.push(f);
+                }
+            }
+        });
+        for f in folios {
+            let _ = self.mem.reclaim_folio(f);
+        }
+    }
+
+    /// A fault on a swap entry: bring the page in (from the swap cache or the slot),
+    /// map it (writable only for a write to a page the entry says is exclusive), and
+    /// drop the slot when no entry names it any more.
+    ///
+    /// Linux: `do_swap_page()` (the swap half).
+    pub(crate) fn do_swap_page_swapin(
+        &self,
+        vma: &super::Vma,
+        addr: VirtAddr,
+        write: bool,
+        entry: SwapPte,
+        anon: Option<&super::AnonVma>,
+    ) -> Result<(), Errno> {
+        let mem = &self.mem;
+        let Some(folio) = mem.swapin(entry.offset)? else {
+            return Err(Errno::EFAULT);
+        };
+        let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
+            mem.folio_put(folio);
+            return Ok(());
+        };
+        if ptl.get(addr) != Pte::Swap(entry) {
+            drop(ptl);
+            mem.folio_put(folio);
+            return Ok(());
+        }
+        // The folio's identity: the anon_vma of this VMA if it is new.
+        if let Some(h) = mem.page(folio.head())
+            && h.mapping().is_none()
+            && let Some(av) = anon
+        {
+            h.set_mapping(
+                Some(super::page::Mapping::Anon(av.id())),
+                vma.linear_page_index(addr),
+            );
+        }
+        let mapped = mem.folio_mapcount(folio);
+        let page = mem.page(folio.head());
+        if entry.exclusive && mapped == 0 {
+            if let Some(p) = page {
+                p.set(PageFlags::ANON_EXCLUSIVE);
+            }
+        } else if let Some(p) = page {
+            p.clear(PageFlags::ANON_EXCLUSIVE);
+        }
+        if let Some(p) = page {
+            p.mapcount_add(1);
+        }
+        let mut flags = vma.page_prot() | PteFlags::ACCESSED;
+        if entry.soft_dirty {
+            flags |= PteFlags::SOFT_DIRTY;
+        }
+        if entry.uffd_wp {
+            flags |= PteFlags::UFFD_WP;
+        }
+        let mut pte = super::PresentPte::new(folio.head(), flags);
+        let exclusive = page.is_some_and(|p| p.test(PageFlags::ANON_EXCLUSIVE));
+        if write && exclusive && vma.flags.contains(super::VmFlags::WRITE) && !entry.uffd_wp {
+            pte = pte.with(PteFlags::WRITE).mkdirty();
+        }
+        ptl.set(addr, Pte::Present(pte));
+        self.add_rss_anon(1);
+        drop(ptl);
+        mem.swap_free(entry.offset);
+        Ok(())
+    }
+}

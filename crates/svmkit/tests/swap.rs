@@ -1,0 +1,190 @@
+//! Swap-out and swap-in of anonymous pages, MADV_PAGEOUT, and what device-exclusive
+//! entries do to reclaim in each era (spec 4.5, 4.7, 8 item 8).
+
+use svmkit::mm::mmu_notifier::{MmuNotifierEvent, RecordingNotifier};
+use svmkit::mm::{Advice, Folio, GupFlags, MapFlags, MmUser, Prot, Pte};
+use svmkit::sync::Arc;
+use svmkit::task::Task;
+use svmkit::{Errno, PAGE_SIZE, Profile, System, SystemConfig, VirtAddr};
+
+const RW: Prot = Prot::READ.union(Prot::WRITE);
+const FIXED: MapFlags = MapFlags::PRIVATE
+    .union(MapFlags::ANONYMOUS)
+    .union(MapFlags::FIXED);
+const BASE: u64 = 0x4000_0000;
+const P: u64 = PAGE_SIZE;
+
+fn system(profile: Profile) -> (Arc<System>, MmUser) {
+    let mut config = SystemConfig::with_frames(512);
+    config.profile = profile;
+    let sys = System::new(config).unwrap();
+    sys.mem().swapon(64).unwrap();
+    let mm = sys.create_mm().unwrap();
+    (sys, mm)
+}
+
+#[track_caller]
+fn checked(sys: &System) {
+    if let Err(e) = sys.check() {
+        panic!("{e}");
+    }
+}
+
+fn va(a: u64) -> VirtAddr {
+    VirtAddr::try_new(a).unwrap()
+}
+
+fn folio_at(sys: &System, mm: &MmUser, a: u64) -> Folio {
+    sys.mem().page_folio(mm.translate(va(a)).unwrap()).unwrap()
+}
+
+fn is_swap(mm: &MmUser, a: u64) -> bool {
+    matches!(mm.pte_get_lockless(va(a)), Pte::Swap(s) if s.is_swap())
+}
+
+#[test]
+fn swap_out_and_back_in_keeps_the_data() {
+    let (sys, mm) = system(Profile::linux_6_15());
+    mm.mmap(BASE, 4 * P, RW, FIXED).unwrap();
+    mm.write_u64(BASE + P + 16, 77).unwrap();
+    let f = folio_at(&sys, &mm, BASE + P);
+    let free = sys.mem().nr_free_pages();
+    let rec = RecordingNotifier::new();
+    mm.mmu_notifier_register(rec.clone()).unwrap();
+    sys.mem().reclaim_folio(f).unwrap();
+    assert!(is_swap(&mm, BASE + P));
+    assert_eq!(sys.mem().nr_free_pages(), free + 1, "the frame was freed");
+    assert_eq!(sys.mem().swap_slots_used(), 1);
+    assert_eq!(mm.rss_anon(), 0);
+    assert!(
+        rec.take()
+            .iter()
+            .any(|c| c.event == MmuNotifierEvent::Clear)
+    );
+    checked(&sys);
+    // Swap-in on a read: the data is back, the slot freed.
+    assert_eq!(mm.read_u64(BASE + P + 16).unwrap(), 77);
+    assert_eq!(sys.mem().swap_slots_used(), 0);
+    assert_eq!(mm.rss_anon(), 1);
+    mm.write_u64(BASE + P, 1).unwrap();
+    checked(&sys);
+    // Without a swap device reclaim cannot write anything out.
+    let sys2 = System::new(SystemConfig::with_frames(64)).unwrap();
+    let mm2 = sys2.create_mm().unwrap();
+    mm2.mmap(BASE, P, RW, FIXED).unwrap();
+    mm2.write_u64(BASE, 1).unwrap();
+    assert_eq!(
+        sys2.mem().reclaim_folio(folio_at(&sys2, &mm2, BASE)),
+        Err(Errno::ENOMEM)
+    );
+    assert_eq!(mm2.read_u64(BASE).unwrap(), 1);
+}
+
+#[test]
+fn swap_slot_shared_across_fork_and_freed_at_munmap() {
+    let (sys, parent) = system(Profile::linux_6_15());
+    parent.mmap(BASE, 2 * P, RW, FIXED).unwrap();
+    parent.write_u64(BASE, 5).unwrap();
+    let child = sys.fork(&parent).unwrap();
+    let f = folio_at(&sys, &parent, BASE);
+    // Shared COW: both mappings become swap entries for one slot.
+    sys.mem().reclaim_folio(f).unwrap();
+    assert!(is_swap(&parent, BASE) && is_swap(&child, BASE));
+    assert_eq!(sys.mem().swap_usage().len(), 1);
+    assert_eq!(sys.mem().swap_usage()[0].1, 2);
+    checked(&sys);
+    // The child reads it in (from the slot into the swap cache); the parent then
+    // finds the same folio in the swap cache.
+    assert_eq!(child.read_u64(BASE).unwrap(), 5);
+    assert_eq!(parent.read_u64(BASE).unwrap(), 5);
+    assert_eq!(parent.translate(va(BASE)), child.translate(va(BASE)));
+    assert_eq!(sys.mem().swap_slots_used(), 0);
+    checked(&sys);
+    // Writes stay private.
+    child.write_u64(BASE, 6).unwrap();
+    assert_eq!(parent.read_u64(BASE).unwrap(), 5);
+    // A swapped-out page that is unmapped frees its slot.
+    sys.mem()
+        .reclaim_folio(folio_at(&sys, &parent, BASE))
+        .unwrap();
+    assert_eq!(sys.mem().swap_slots_used(), 1);
+    parent.munmap(BASE, 2 * P).unwrap();
+    assert_eq!(sys.mem().swap_slots_used(), 0);
+    checked(&sys);
+    drop(child);
+    drop(parent);
+    checked(&sys);
+    assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
+}
+
+#[test]
+fn swap_reclaim_mm_and_pageout_skip_what_they_cannot_free() {
+    let (sys, mm) = system(Profile::linux_6_15());
+    mm.mmap(BASE, 8 * P, RW, FIXED).unwrap();
+    for i in 0..8 {
+        mm.write_u64(BASE + i * P, i).unwrap();
+    }
+    // A GUP reference keeps one page from being freed.
+    let held = {
+        let mut g = mm.mmap_read_lock();
+        mm.get_user_pages(&mut g, BASE, 1, GupFlags::GET).unwrap()
+    };
+    assert_eq!(mm.reclaim_mm(100), 7);
+    for i in 1..8 {
+        assert!(is_swap(&mm, BASE + i * P));
+    }
+    sys.mem().put_page(held[0]);
+    // MADV_PAGEOUT of the rest of the range.
+    mm.madvise(BASE, 8 * P, Advice::PageOut).unwrap();
+    assert!(is_swap(&mm, BASE));
+    for i in 0..8 {
+        assert_eq!(mm.read_u64(BASE + i * P).unwrap(), i);
+    }
+    checked(&sys);
+}
+
+fn make_exclusive(mm: &MmUser, addr: u64) {
+    let mut g = mm.mmap_read_lock();
+    drop(
+        mm.make_device_exclusive(&mut g, addr, None, &Task::new("drv"))
+            .unwrap(),
+    );
+}
+
+#[test]
+fn excl_reclaim_per_profile() {
+    for profile in Profile::ALL {
+        let (sys, mm) = system(profile);
+        mm.mmap(BASE, 2 * P, RW, FIXED).unwrap();
+        mm.write_u64(BASE, 3).unwrap();
+        make_exclusive(&mm, BASE);
+        // MADV_PAGEOUT skips non-present entries in both eras: the device keeps it.
+        mm.madvise(BASE, 2 * P, Advice::PageOut).unwrap();
+        assert!(matches!(mm.pte_get_lockless(va(BASE)), Pte::Swap(s) if s.is_device_exclusive()));
+        let f = match mm.pte_get_lockless(va(BASE)) {
+            Pte::Swap(s) => sys.mem().page_folio(s.pfn().unwrap()).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let free = sys.mem().nr_free_pages();
+        let r = sys.mem().reclaim_folio(f);
+        if profile.walkers_handle_entries {
+            // 6.15: the entry becomes an ordinary swap entry, the frame is freed, the
+            // device was told with Clear; the data comes back on the next touch.
+            assert_eq!(r, Ok(()));
+            assert!(is_swap(&mm, BASE));
+            assert_eq!(sys.mem().nr_free_pages(), free + 1);
+        } else {
+            // 5.14: the folio looks unmapped, its extra reference (the entry's) keeps
+            // it: reclaim cannot free it and RSS never drops (spec 4.7).
+            assert_eq!(r, Err(Errno::EAGAIN));
+            assert!(
+                matches!(mm.pte_get_lockless(va(BASE)), Pte::Swap(s) if s.is_device_exclusive())
+            );
+            assert_eq!(mm.rss_anon(), 1);
+            assert_eq!(sys.mem().swap_slots_used(), 0);
+        }
+        checked(&sys);
+        assert_eq!(mm.read_u64(BASE).unwrap(), 3, "{}", profile.name);
+        checked(&sys);
+    }
+}
