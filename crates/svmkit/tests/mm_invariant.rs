@@ -20,14 +20,21 @@
 //! to the first one the VMA does not allow (`EFAULT` if that is the first), each the
 //! frame the process maps there, holding what the process reads. The checker is told
 //! about every held reference; a held page outlives munmap and exit.
+//!
+//! Migration (`migrate_pages()` of the folio mapped at an address, and offlining's
+//! `migrate_range()` over a window of frames) never changes what a process reads, so
+//! the shadow ignores it. It must move an anonymous folio to a new one that every mm
+//! then maps at the addresses it mapped the old one, and it must fail only with
+//! `EAGAIN` on a folio the test holds a GUP reference or pin on, or with `ENOMEM`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
 use proptest::prelude::*;
 use svmkit::check::ExtraRefs;
 use svmkit::mm::{
-    Advice, GUP_PIN_COUNTING_BIAS, GupFlags, MapFlags, MmUser, PMD_SIZE, Prot, ThpMode,
+    Advice, Folio, GUP_PIN_COUNTING_BIAS, GupFlags, MapFlags, MigrateRangeError, MmUser, PMD_SIZE,
+    PageFlags, Prot, ThpMode,
 };
 use svmkit::{Errno, FaultKind, PAGE_SIZE, Pfn, System, SystemConfig, VirtAddr};
 
@@ -52,6 +59,10 @@ const FRAMES: u64 = 4096;
 /// expects none.
 const MAX_HELD: usize = 1024;
 const GUP_MIN_FREE: u64 = SLOTS as u64 * PAGES + 64;
+/// Frames a [`Op::MigrateRange`] covers.
+const MIGRATE_WINDOW: u64 = 64;
+/// Tries per folio a [`Op::MigrateRange`] allows.
+const MIGRATE_ATTEMPTS: usize = 3;
 
 fn addr(page: u64, word: u64) -> u64 {
     BASE + (WINDOW_SPLIT + page) * PAGE_SIZE + word * 8
@@ -146,6 +157,21 @@ enum Op {
     Exit {
         mm: usize,
     },
+    /// Migrates the folio mapped at `page`, or at the next page (wrapping around) that
+    /// maps an anonymous folio other than the zero page.
+    Migrate {
+        mm: usize,
+        page: u64,
+    },
+    /// Migrates the frames `[start - back, start - back + MIGRATE_WINDOW)`, where
+    /// `start` is a held frame (`held`, modulo how many are held; so also pages no mm
+    /// maps any more), or else the frame [`Op::Migrate`] would pick for `page`.
+    MigrateRange {
+        mm: usize,
+        page: u64,
+        back: u64,
+        held: Option<usize>,
+    },
     /// Reads every word of the window's edges, and of every 16th page (from `phase`)
     /// between them, in every live mm and compares it all with the shadow (faulting
     /// pages in as a side effect).
@@ -200,6 +226,9 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (mm.clone(), span(), any::<bool>(), any::<bool>(), prop_oneof![3 => Just(false), 1 => Just(true)])
             .prop_map(|(mm, (page, n), write, pin, split)| Op::Gup { mm, page, n, write, pin, split }),
         2 => any::<usize>().prop_map(|idx| Op::Release { idx }),
+        3 => (mm.clone(), page()).prop_map(|(mm, page)| Op::Migrate { mm, page }),
+        1 => (mm.clone(), page(), 0..MIGRATE_WINDOW / 2, proptest::option::of(any::<usize>()))
+            .prop_map(|(mm, page, back, held)| Op::MigrateRange { mm, page, back, held }),
         1 => mm.clone().prop_map(|mm| Op::Fork { mm }),
         1 => mm.prop_map(|mm| Op::Exit { mm }),
         1 => (0u64..16).prop_map(|phase| Op::Sweep { phase }),
@@ -310,6 +339,106 @@ fn release(sys: &System, h: Held) {
     }
 }
 
+/// The folios the test holds references or pins on (the zero page aside).
+fn held_folios(sys: &System, held: &[Held]) -> BTreeSet<Folio> {
+    extra_refs(sys, held).into_keys().collect()
+}
+
+/// The first page from `page` on (wrapping around the window) that `proc` maps to an
+/// anonymous folio other than the zero page, and its frame.
+fn anon_page(sys: &System, proc: &Proc, page: u64) -> Option<(u64, Pfn)> {
+    (page..page + PAGES).map(|p| p % PAGES).find_map(|p| {
+        let pfn = proc.user.translate(va(p))?;
+        let folio = sys.mem().page_folio(pfn).ok()?;
+        (!sys.mem().is_zero_pfn(pfn) && sys.mem().folio_test(folio, PageFlags::ANON))
+            .then_some((p, pfn))
+    })
+}
+
+/// What every live mm maps in the window: `(slot, page)` → frame.
+type Mapped = BTreeMap<(usize, u64), Pfn>;
+
+fn mapped(m: &Model) -> Mapped {
+    let mut out = Mapped::new();
+    for (s, proc) in m.procs.iter().enumerate() {
+        let Some(proc) = proc else { continue };
+        for p in 0..PAGES {
+            if let Some(pfn) = proc.user.translate(va(p)) {
+                out.insert((s, p), pfn);
+            }
+        }
+    }
+    out
+}
+
+/// After a migration: the same pages are mapped as `before`, each to the frame `want`
+/// gives for its old one (`None`: any frame, for one a migration may have moved).
+fn check_remapped(
+    before: &Mapped,
+    after: &Mapped,
+    want: impl Fn(Pfn) -> Option<Pfn>,
+    ctx: &str,
+) -> Result<(), TestCaseError> {
+    for (&(s, p), &old) in before {
+        let got = after.get(&(s, p)).copied();
+        prop_assert!(got.is_some(), "{}: slot {} page {} unmapped", ctx, s, p);
+        if let Some(want) = want(old) {
+            prop_assert_eq!(
+                got,
+                Some(want),
+                "{}: slot {} page {} mapped {:?} before",
+                ctx,
+                s,
+                p,
+                old
+            );
+        }
+    }
+    if let Some((s, p)) = after.keys().find(|k| !before.contains_key(k)) {
+        prop_assert!(
+            false,
+            "{}: slot {} page {} mapped by a migration",
+            ctx,
+            s,
+            p
+        );
+    }
+    Ok(())
+}
+
+/// The frame each page of `after` that `which` selects maps holds what the process
+/// must read there.
+fn check_frames(
+    sys: &System,
+    m: &Model,
+    after: &Mapped,
+    which: impl Fn((usize, u64), Pfn) -> bool,
+    ctx: &str,
+) -> Result<(), TestCaseError> {
+    for (&(s, p), &pfn) in after.iter().filter(|&(&k, &pfn)| which(k, pfn)) {
+        prop_assert!(
+            m.procs[s].as_ref().unwrap().pages.contains_key(&p),
+            "{}: slot {} page {} mapped outside any mapping",
+            ctx,
+            s,
+            p
+        );
+        for word in 0..WORDS {
+            prop_assert_eq!(
+                sys.mem().read_u64(pfn, word * 8),
+                Ok(m.load(s, p, word)),
+                "{}: slot {} page {} word {} in frame {:?}",
+                ctx,
+                s,
+                p,
+                word,
+                pfn
+            );
+        }
+    }
+    Ok(())
+}
+
 fn range(page: u64, n: u64) -> std::ops::Range<u64> {
     page..(page + n).min(PAGES)
 }
@@ -331,6 +460,14 @@ struct Stats {
     splits: u64,
     /// Most references held at once on large folios.
     large_held: usize,
+    /// Folios [`Op::Migrate`] moved, and of them large ones.
+    migrated: u64,
+    migrated_large: u64,
+    /// [`Op::Migrate`]s refused (EAGAIN) because the test held the folio.
+    migrate_busy: u64,
+    /// Folios [`Op::MigrateRange`] moved, and how many ranges stopped at a held folio.
+    range_moved: u64,
+    range_busy: u64,
 }
 
 /// How a case starts: the THP policy, and for each of the first two mms either
@@ -437,6 +574,8 @@ fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
             | Op::FetchAdd { mm, .. }
             | Op::Fill { mm, .. }
             | Op::Gup { mm, .. }
+            | Op::Migrate { mm, .. }
+            | Op::MigrateRange { mm, .. }
             | Op::Fork { mm }
             | Op::Exit { mm } => m.resolve(*mm),
             Op::Sweep { .. } | Op::SetThp { .. } | Op::Release { .. } => None,
@@ -500,7 +639,156 @@ fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
                     stats.count(&p.user);
                 }
             }
+            (
+                Op::MigrateRange {
+                    page,
+                    back,
+                    held: h,
+                    ..
+                },
+                target,
+            ) => {
+                // From a held frame (mapped or not), else from an anonymous page mapped
+                // at or after `page`.
+                let start = match (h, target) {
+                    (Some(i), _) if !held.is_empty() => held[i % held.len()].pfn,
+                    (_, Some(s)) => match anon_page(&sys, m.procs[s].as_ref().unwrap(), page) {
+                        Some((_, pfn)) => pfn,
+                        None => continue,
+                    },
+                    _ => continue,
+                };
+                let mem = sys.mem();
+                let first = Pfn::new(start.raw().saturating_sub(back));
+                // The anonymous folios with a frame in the range: each must be moved
+                // unless the test holds it (EAGAIN) or memory runs out.
+                let mut folios = BTreeSet::new();
+                for raw in first.raw()..first.raw() + MIGRATE_WINDOW {
+                    let pfn = Pfn::new(raw);
+                    if !mem.pfn_valid(pfn) || mem.is_free_frame(pfn) || mem.is_zero_pfn(pfn) {
+                        continue;
+                    }
+                    let folio = mem.page_folio(pfn).unwrap();
+                    if mem.folio_test(folio, PageFlags::ANON) {
+                        folios.insert(folio);
+                    }
+                }
+                let busy: BTreeSet<Folio> = held_folios(&sys, &held)
+                    .intersection(&folios)
+                    .copied()
+                    .collect();
+                let before = mapped(&m);
+                let got = mem.migrate_range(first, MIGRATE_WINDOW, MIGRATE_ATTEMPTS);
+                let after = mapped(&m);
+                match got {
+                    Ok(moved) => {
+                        stats.range_moved += moved as u64;
+                        prop_assert!(
+                            busy.is_empty(),
+                            "{}: moved {:?} though GUP holds them",
+                            ctx,
+                            busy
+                        );
+                        prop_assert!(
+                            moved >= folios.len(),
+                            "{}: moved {} of {:?}",
+                            ctx,
+                            moved,
+                            folios
+                        );
+                    }
+                    Err(MigrateRangeError {
+                        pfn,
+                        attempts,
+                        errno,
+                    }) => {
+                        prop_assert_eq!(attempts, MIGRATE_ATTEMPTS, "{}", ctx);
+                        stats.range_busy += u64::from(errno == Errno::EAGAIN);
+                        match errno {
+                            Errno::EAGAIN => prop_assert!(
+                                busy.iter().any(|f| f.head() == pfn),
+                                "{}: EAGAIN on {:?}, which the test does not hold (holds {:?})",
+                                ctx,
+                                pfn,
+                                busy
+                            ),
+                            Errno::ENOMEM => {
+                                let order =
+                                    folios.iter().find(|f| f.head() == pfn).map(|f| f.order());
+                                if order == Some(0) {
+                                    prop_assert_eq!(mem.nr_free_pages(), 0, "{}: ENOMEM", ctx);
+                                }
+                            }
+                            e => prop_assert!(false, "{}: failed at {:?}: {:?}", ctx, pfn, e),
+                        }
+                    }
+                }
+                let touched = |pfn: Pfn| folios.iter().any(|f| f.contains(pfn));
+                check_remapped(&before, &after, |old| (!touched(old)).then_some(old), &ctx)?;
+                check_frames(&sys, &m, &after, |k, _| touched(before[&k]), &ctx)?;
+            }
             (_, None) => continue,
+            (Op::Migrate { page, .. }, Some(s)) => {
+                let mem = sys.mem();
+                let Some((page, pfn)) = anon_page(&sys, m.procs[s].as_ref().unwrap(), page) else {
+                    continue;
+                };
+                let folio = mem.page_folio(pfn).unwrap();
+                let busy = held_folios(&sys, &held).contains(&folio);
+                let before = mapped(&m);
+                let got = mem.migrate_folio(folio);
+                let after = mapped(&m);
+                match got {
+                    Ok(new) => {
+                        // Every mapping of the old folio now maps the same page of the
+                        // new one; the old one is freed.
+                        prop_assert!(!busy, "{}: moved {:?} though GUP holds it", ctx, folio);
+                        stats.migrated += 1;
+                        stats.migrated_large += u64::from(folio.is_large());
+                        prop_assert_eq!(new.order(), folio.order(), "{}", ctx);
+                        prop_assert!(
+                            !folio.contains(new.head()) && !new.contains(folio.head()),
+                            "{}: {:?} moved onto itself: {:?}",
+                            ctx,
+                            folio,
+                            new
+                        );
+                        let moved = |old: Pfn| {
+                            if folio.contains(old) {
+                                Pfn::new(new.head().raw() + (old.raw() - folio.head().raw()))
+                            } else {
+                                old
+                            }
+                        };
+                        check_remapped(&before, &after, |old| Some(moved(old)), &ctx)?;
+                        prop_assert_eq!(
+                            after.get(&(s, page)).copied(),
+                            Some(moved(pfn)),
+                            "{}",
+                            ctx
+                        );
+                        prop_assert!(
+                            folio.pfns().all(|p| mem.is_free_frame(p)),
+                            "{}: {:?} not freed after its migration",
+                            ctx,
+                            folio
+                        );
+                        check_frames(&sys, &m, &after, |_, f| new.contains(f), &ctx)?;
+                    }
+                    Err(e) => {
+                        // Held by GUP: EAGAIN whatever memory is left; else only no frame
+                        // of that order left stops it. Every mapping is put back.
+                        let want = if busy { Errno::EAGAIN } else { Errno::ENOMEM };
+                        prop_assert_eq!(e, want, "{}: {:?}", ctx, folio);
+                        stats.migrate_busy += u64::from(busy);
+                        if e == Errno::ENOMEM && folio.order() == 0 {
+                            prop_assert_eq!(mem.nr_free_pages(), 0, "{}: ENOMEM", ctx);
+                        }
+                        check_remapped(&before, &after, Some, &ctx)?;
+                        check_frames(&sys, &m, &after, |_, f| folio.contains(f), &ctx)?;
+                    }
+                }
+            }
             (
                 Op::Mmap {
                     page,
@@ -887,4 +1175,78 @@ fn invariant_thp_and_gup_sequence() {
     assert!(stats.splits >= 3, "{stats:?}");
     assert!(stats.large_held > 0, "{stats:?}");
     assert_eq!(stats.gups, 6, "{stats:?}");
+}
+
+/// A fixed sequence through migration: a COW-shared page and a COW-shared THP moved
+/// (then written on one side), a pinned page refused, a range stopping at a held page
+/// no mm maps any more, then a range moved once it is released.
+#[test]
+fn invariant_migration_sequence() {
+    let init = Init {
+        always: false,
+        maps: [
+            Some(InitMap {
+                prot: 2,
+                shared: false,
+                huge: true,
+            }),
+            None,
+        ],
+    };
+    let write = |mm, page, value| Op::Write {
+        mm,
+        page,
+        word: 0,
+        value,
+    };
+    let read = |mm, page| Op::Read { mm, page, word: 0 };
+    let ops = vec![
+        write(0, EDGE + 5, 0x61),
+        write(0, 2, 0x62),
+        // Into slot 2: both map page 2 and the THP copy-on-write.
+        Op::Fork { mm: 0 },
+        Op::Migrate { mm: 0, page: 2 },
+        write(2, 2, 0x63),
+        read(0, 2),
+        Op::Migrate {
+            mm: 2,
+            page: EDGE + 5,
+        },
+        write(0, EDGE + 5, 0x64),
+        read(2, EDGE + 5),
+        Op::Gup {
+            mm: 0,
+            page: 3,
+            n: 1,
+            write: true,
+            pin: true,
+            split: false,
+        },
+        Op::Migrate { mm: 0, page: 3 },
+        Op::Munmap {
+            mm: 0,
+            page: 3,
+            n: 1,
+        },
+        Op::MigrateRange {
+            mm: 0,
+            page: 0,
+            back: 0,
+            held: Some(0),
+        },
+        Op::Release { idx: 0 },
+        Op::MigrateRange {
+            mm: 0,
+            page: 0,
+            back: 8,
+            held: None,
+        },
+        Op::Sweep { phase: 5 },
+    ];
+    let stats = run(init, ops).unwrap_or_else(|e| panic!("{e}"));
+    assert!(stats.migrated >= 2, "{stats:?}");
+    assert!(stats.migrated_large >= 1, "{stats:?}");
+    assert_eq!(stats.migrate_busy, 1, "{stats:?}");
+    assert_eq!(stats.range_busy, 1, "{stats:?}");
+    assert!(stats.range_moved >= 1, "{stats:?}");
 }
