@@ -39,13 +39,16 @@ pub(crate) enum PartName {
     /// Two devices contending for one page: they starve each other until the CPU
     /// touches it (a finding of the model; see the issue notes).
     TwoDevices,
+    /// Reclaim and migration of a page a device holds exclusively: swapped out and
+    /// migrated under linux-6.15, stuck (EAGAIN, offline loops) under linux-5.14.
+    Reclaim,
     /// Ports of Linux's hmm selftests for exclusive access, plain and on THP.
     Selftests,
 }
 
 impl PartName {
     /// Every part, in order.
-    pub(crate) const ALL: [PartName; 8] = [
+    pub(crate) const ALL: [PartName; 9] = [
         PartName::Foundation,
         PartName::AddressSpace,
         PartName::Fork,
@@ -53,6 +56,7 @@ impl PartName {
         PartName::Story,
         PartName::Livelock,
         PartName::TwoDevices,
+        PartName::Reclaim,
         PartName::Selftests,
     ];
 
@@ -65,6 +69,7 @@ impl PartName {
             PartName::Story => "story",
             PartName::Livelock => "livelock",
             PartName::TwoDevices => "two-devices",
+            PartName::Reclaim => "reclaim",
             PartName::Selftests => "selftests",
         }
     }
@@ -135,6 +140,7 @@ pub(crate) fn run(
                 PartName::Story => story(&mut out, profile),
                 PartName::Livelock => livelock(&mut out, profile),
                 PartName::TwoDevices => two_devices(&mut out, profile),
+                PartName::Reclaim => reclaim_tour(&mut out, profile),
                 PartName::Selftests => selftests_tour(&mut out, profile),
             }
             .with_context(|| format!("part {} ({})", part.name(), profile.name))?;
@@ -145,6 +151,112 @@ pub(crate) fn run(
         }
     }
     Ok(report)
+}
+
+/// Part `reclaim`: what reclaim and migration do to a page a device holds
+/// exclusively (spec 4.6, 4.7, 8 item 8).
+fn reclaim_tour(out: &mut PartOut, profile: Profile) -> Result<()> {
+    let (sys, mm) = story_system(profile)?;
+    sys.mem().swapon(64)?;
+    writeln!(
+        out,
+        "svmkit demo: reclaim and migration of a device-exclusive page"
+    )?;
+    writeln!(out)?;
+    mm.mmap(
+        STORY_BUF,
+        4 * PAGE_SIZE,
+        Prot::READ | Prot::WRITE,
+        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+    )?;
+    for i in 0..4 {
+        mm.write_u64(STORY_BUF + i * PAGE_SIZE, 100 + i)?;
+    }
+    let frame = |a: u64| -> Result<svmkit::Pfn> {
+        match mm.pte_get_lockless(VirtAddr::try_new(a)?) {
+            Pte::Present(p) => Ok(p.pfn),
+            Pte::Swap(s) => s.pfn().context("no frame"),
+            Pte::None => bail!("nothing mapped"),
+        }
+    };
+    {
+        let mut g = mm.mmap_read_lock();
+        drop(mm.make_device_exclusive(&mut g, STORY_BUF, None, &Task::new("drv"))?);
+    }
+    let (before, mapcount) = {
+        let pfn = frame(STORY_BUF)?;
+        (pfn, sys.mem().page(pfn).map_or(0, |p| p.mapcount()))
+    };
+    writeln!(
+        out,
+        "R1. page 0 made device-exclusive: {}; its frame {before} has mapcount {mapcount}",
+        describe(&mm, STORY_BUF)
+    )?;
+    mm.madvise(STORY_BUF, 4 * PAGE_SIZE, svmkit::mm::Advice::PageOut)?;
+    let kept = matches!(mm.pte_get_lockless(VirtAddr::try_new(STORY_BUF)?), Pte::Swap(s) if s.is_device_exclusive());
+    writeln!(
+        out,
+        "R2. MADV_PAGEOUT over the 4 pages: the 3 others are swapped out ({} slots used); the device-exclusive page is skipped: {kept}",
+        sys.mem().swap_slots_used()
+    )?;
+    // Offline the frame (what memory hot-unplug does): migrate whatever is there.
+    let offline = match sys.mem().migrate_range(before, 1, 10) {
+        Ok(n) => format!("moved {n} folio(s)"),
+        Err(e) => format!("failed: {e}"),
+    };
+    writeln!(
+        out,
+        "R3. offlining its frame: {offline}; page 0's PTE now {}",
+        describe(&mm, STORY_BUF)
+    )?;
+    let folio = sys.mem().page_folio(frame(STORY_BUF)?)?;
+    let reclaim = sys
+        .mem()
+        .reclaim_folio(folio)
+        .map_or_else(|e| e.name().to_string(), |()| "freed".to_string());
+    writeln!(
+        out,
+        "R4. reclaim of page 0's folio: {reclaim}; PTE now {}",
+        describe(&mm, STORY_BUF)
+    )?;
+    let mut values = Vec::new();
+    for i in 0..4 {
+        values.push(mm.read_u64(STORY_BUF + i * PAGE_SIZE)?);
+    }
+    writeln!(out, "R5. the CPU reads the 4 pages back: {values:?}")?;
+    let e2 = profile.walkers_handle_entries;
+    out.verdict(
+        "MADV_PAGEOUT skips the device-exclusive page",
+        "skipped",
+        if kept { "skipped" } else { "reclaimed" },
+    );
+    out.verdict(
+        "offline of the frame of a device-exclusive small folio (spec 4.6, 8 item 8)",
+        if e2 {
+            "moved 1 folio(s)"
+        } else {
+            "fails: EAGAIN every attempt"
+        },
+        if offline.contains("EAGAIN") {
+            "fails: EAGAIN every attempt"
+        } else {
+            offline.as_str()
+        },
+    );
+    out.verdict(
+        "reclaim of page 0's folio afterwards (spec 4.7)",
+        if e2 { "freed" } else { "EAGAIN" },
+        &reclaim,
+    );
+    out.verdict("values", "[100, 101, 102, 103]", format!("{values:?}"));
+    drop(mm);
+    out.verdict(
+        "checker after exit",
+        "all invariants hold",
+        sys.check()
+            .map_or_else(|e| e.to_string(), |()| "all invariants hold".into()),
+    );
+    Ok(())
 }
 
 /// How long a part may make no progress before it is reported stuck.
