@@ -26,6 +26,16 @@
 //! the shadow ignores it. It must move an anonymous folio to a new one that every mm
 //! then maps at the addresses it mapped the old one, and it must fail only with
 //! `EAGAIN` on a folio the test holds a GUP reference or pin on, or with `ENOMEM`.
+//!
+//! Each case has a swap device, and reclaim (of the folio mapped at an address, of an
+//! mm's folios, or `MADV_PAGEOUT` of a range) never changes what a process reads
+//! either: only small anonymous folios are written out (a THP or a shmem folio is
+//! refused with `EINVAL` or skipped), every mapping of one becomes a swap entry, and
+//! the frame is freed, unless the test holds it (`EAGAIN`: it stays in the swap
+//! cache) or no slot is free (`ENOMEM`: nothing changes). A swap entry is copied by
+//! fork (copy-on-write, like the page), dropped by `MADV_DONTNEED` (the page reads
+//! zero) and munmap, and brought back by a fault; the checker matches every slot's
+//! use count against the swap entries naming it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -34,7 +44,7 @@ use proptest::prelude::*;
 use svmkit::check::ExtraRefs;
 use svmkit::mm::{
     Advice, Folio, GUP_PIN_COUNTING_BIAS, GupFlags, MapFlags, MigrateRangeError, MmUser, PMD_SIZE,
-    PageFlags, Prot, ThpMode,
+    PageFlags, Prot, Pte, ThpMode,
 };
 use svmkit::{Errno, FaultKind, PAGE_SIZE, Pfn, System, SystemConfig, VirtAddr};
 
@@ -63,6 +73,9 @@ const GUP_MIN_FREE: u64 = SLOTS as u64 * PAGES + 64;
 const MIGRATE_WINDOW: u64 = 64;
 /// Tries per folio a [`Op::MigrateRange`] allows.
 const MIGRATE_ATTEMPTS: usize = 3;
+/// Slots of each case's swap device: fewer than the window's pages, so reclaim also
+/// runs out of them.
+const SWAP_SLOTS: usize = 256;
 
 fn addr(page: u64, word: u64) -> u64 {
     BASE + (WINDOW_SPLIT + page) * PAGE_SIZE + word * 8
@@ -172,6 +185,27 @@ enum Op {
         back: u64,
         held: Option<usize>,
     },
+    /// Reclaims the folio mapped at `page`, or at the next page (wrapping around) that
+    /// maps an anonymous folio other than the zero page; with `any`, whatever folio
+    /// `page` maps (a shmem one too) but the zero page. With `readback`, every page
+    /// that mapped it is then read back (a swap-in fault where it was swapped out).
+    Reclaim {
+        mm: usize,
+        page: u64,
+        any: bool,
+        readback: bool,
+    },
+    /// Reclaims up to `n` folios of the mm (`reclaim_mm`).
+    ReclaimMm {
+        mm: usize,
+        n: usize,
+    },
+    /// MADV_PAGEOUT of `[page, page + n)`.
+    PageOut {
+        mm: usize,
+        page: u64,
+        n: u64,
+    },
     /// Reads every word of the window's edges, and of every 16th page (from `phase`)
     /// between them, in every live mm and compares it all with the shadow (faulting
     /// pages in as a side effect).
@@ -229,6 +263,11 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (mm.clone(), page()).prop_map(|(mm, page)| Op::Migrate { mm, page }),
         1 => (mm.clone(), page(), 0..MIGRATE_WINDOW / 2, proptest::option::of(any::<usize>()))
             .prop_map(|(mm, page, back, held)| Op::MigrateRange { mm, page, back, held }),
+        3 => (mm.clone(), page(), prop_oneof![5 => Just(false), 1 => Just(true)], any::<bool>())
+            .prop_map(|(mm, page, any, readback)| Op::Reclaim { mm, page, any, readback }),
+        1 => (mm.clone(), prop_oneof![1 => 1usize..4, 1 => 4usize..600])
+            .prop_map(|(mm, n)| Op::ReclaimMm { mm, n }),
+        2 => (mm.clone(), span()).prop_map(|(mm, (page, n))| Op::PageOut { mm, page, n }),
         1 => mm.clone().prop_map(|mm| Op::Fork { mm }),
         1 => mm.prop_map(|mm| Op::Exit { mm }),
         1 => (0u64..16).prop_map(|phase| Op::Sweep { phase }),
@@ -439,6 +478,144 @@ fn check_frames(
     Ok(())
 }
 
+/// The folios the swap cache holds.
+///
+/// Known model gap: Linux migrates a swap-cache folio (`folio_migrate_mapping()` moves
+/// the cache entry) and reclaims a mapped one again under the slot it already has
+/// (`shrink_folio_list()` skips `add_to_swap()`), but the model refuses both with
+/// `EAGAIN` (its expected-refcount checks do not count the cache's reference, and its
+/// reclaim takes a second slot). The operations here let that through, and count it
+/// in [`Stats::swapcache_refused`].
+fn cached_folios(sys: &System) -> BTreeSet<Folio> {
+    sys.mem()
+        .swap_usage()
+        .into_iter()
+        .filter_map(|(_, _, f)| f)
+        .collect()
+}
+
+/// The small anonymous folios (the zero page aside) `which` selects of `before`: what
+/// reclaim may write out.
+fn reclaimable(
+    sys: &System,
+    before: &Mapped,
+    which: impl Fn((usize, u64)) -> bool,
+) -> BTreeSet<Folio> {
+    let mem = sys.mem();
+    before
+        .iter()
+        .filter(|&(&k, &pfn)| which(k) && !mem.is_zero_pfn(pfn))
+        .map(|(_, &pfn)| mem.page_folio(pfn).unwrap())
+        .filter(|&f| f.order() == 0 && mem.folio_test(f, PageFlags::ANON))
+        .collect()
+}
+
+/// After a reclaim that may have written out folios of `tried` (computed before it):
+/// no page got mapped, every page that went unmapped mapped one of `tried` in a
+/// private mapping and now holds a swap entry, a folio that lost a mapping lost them
+/// all, and each such folio is either freed or still in the swap cache. Returns the
+/// folios freed and those left in the swap cache.
+fn check_reclaimed(
+    sys: &System,
+    m: &Model,
+    before: &Mapped,
+    after: &Mapped,
+    tried: &BTreeSet<Folio>,
+    ctx: &str,
+) -> Result<(BTreeSet<Folio>, BTreeSet<Folio>), TestCaseError> {
+    if let Some((s, p)) = after.keys().find(|k| !before.contains_key(k)) {
+        prop_assert!(false, "{}: slot {} page {} mapped by reclaim", ctx, s, p);
+    }
+    let mut gone = BTreeSet::new();
+    for (&(s, p), &old) in before {
+        match after.get(&(s, p)) {
+            Some(&new) => {
+                prop_assert_eq!(new, old, "{}: slot {} page {} remapped", ctx, s, p);
+            }
+            None => {
+                let folio = tried.iter().find(|f| f.contains(old)).copied();
+                prop_assert!(
+                    folio.is_some(),
+                    "{}: slot {} page {} ({:?}) unmapped, not a reclaim candidate",
+                    ctx,
+                    s,
+                    p,
+                    old
+                );
+                gone.insert(folio.unwrap());
+                let proc = m.procs[s].as_ref().unwrap();
+                prop_assert!(
+                    matches!(
+                        proc.pages.get(&p),
+                        Some(Page {
+                            backing: Backing::Private(_),
+                            ..
+                        })
+                    ),
+                    "{}: slot {} page {} reclaimed from a shared mapping",
+                    ctx,
+                    s,
+                    p
+                );
+                let pte = proc.user.pte_get_lockless(va(p));
+                prop_assert!(
+                    matches!(pte, Pte::Swap(e) if e.is_swap()),
+                    "{}: slot {} page {} reclaimed, PTE {:?}",
+                    ctx,
+                    s,
+                    p,
+                    pte
+                );
+            }
+        }
+    }
+    let cached = cached_folios(sys);
+    let (mut freed, mut kept) = (BTreeSet::new(), BTreeSet::new());
+    for &f in &gone {
+        if let Some((&(s, p), _)) = after.iter().find(|&(_, &pfn)| f.contains(pfn)) {
+            prop_assert!(
+                false,
+                "{}: {:?} still mapped at slot {} page {} after reclaim",
+                ctx,
+                f,
+                s,
+                p
+            );
+        }
+        if cached.contains(&f) {
+            kept.insert(f);
+        } else {
+            prop_assert!(
+                sys.mem().is_free_frame(f.head()),
+                "{}: {:?} unmapped by reclaim, neither freed nor in the swap cache",
+                ctx,
+                f
+            );
+            freed.insert(f);
+        }
+    }
+    Ok((freed, kept))
+}
+
+/// Reads every word of `page` in `slot` and compares it with the shadow.
+fn read_back(m: &Model, s: usize, p: u64, ctx: &str) -> Result<(), TestCaseError> {
+    let proc = m.procs[s].as_ref().unwrap();
+    for word in 0..WORDS {
+        let got = proc.user.read_u64(addr(p, word)).map_err(|e| e.kind);
+        let want = proc.access(p, false).map(|()| m.load(s, p, word));
+        prop_assert_eq!(
+            got,
+            want,
+            "{}: read back slot {} page {} word {}",
+            ctx,
+            s,
+            p,
+            word
+        );
+    }
+    Ok(())
+}
+
 fn range(page: u64, n: u64) -> std::ops::Range<u64> {
     page..(page + n).min(PAGES)
 }
@@ -468,6 +645,17 @@ struct Stats {
     /// Folios [`Op::MigrateRange`] moved, and how many ranges stopped at a held folio.
     range_moved: u64,
     range_busy: u64,
+    /// [`Op::Reclaim`]s that freed the folio, that left it in the swap cache (EAGAIN),
+    /// and that were refused for a large or non-anonymous folio (EINVAL).
+    reclaimed: u64,
+    reclaim_busy: u64,
+    reclaim_invalid: u64,
+    /// Folios [`Op::ReclaimMm`] and [`Op::PageOut`] freed.
+    reclaimed_many: u64,
+    /// Most swap slots in use after a step.
+    max_swapped: usize,
+    /// Migrations and reclaims refused only because the folio was in the swap cache.
+    swapcache_refused: u64,
 }
 
 /// How a case starts: the THP policy, and for each of the first two mms either
@@ -516,6 +704,7 @@ fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
     // with room for several order-9 folios (a THP allocation that fails falls back to
     // 4 KiB pages anyway).
     let sys = System::new(SystemConfig::with_frames(FRAMES)).unwrap();
+    prop_assert_eq!(sys.mem().swapon(SWAP_SLOTS as u64), Ok(()));
     let mut stats = Stats::default();
     let mut held: Vec<Held> = Vec::new();
     let mut m = Model {
@@ -576,6 +765,9 @@ fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
             | Op::Gup { mm, .. }
             | Op::Migrate { mm, .. }
             | Op::MigrateRange { mm, .. }
+            | Op::Reclaim { mm, .. }
+            | Op::ReclaimMm { mm, .. }
+            | Op::PageOut { mm, .. }
             | Op::Fork { mm }
             | Op::Exit { mm } => m.resolve(*mm),
             Op::Sweep { .. } | Op::SetThp { .. } | Op::Release { .. } => None,
@@ -677,6 +869,10 @@ fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
                     .intersection(&folios)
                     .copied()
                     .collect();
+                // Swap-cache folios: Linux moves them; the model refuses (see
+                // `cached_folios`), so EAGAIN on one is let through.
+                let stuck: BTreeSet<Folio> =
+                    cached_folios(&sys).intersection(&folios).copied().collect();
                 let before = mapped(&m);
                 let got = mem.migrate_range(first, MIGRATE_WINDOW, MIGRATE_ATTEMPTS);
                 let after = mapped(&m);
@@ -706,7 +902,10 @@ fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
                         stats.range_busy += u64::from(errno == Errno::EAGAIN);
                         match errno {
                             Errno::EAGAIN => prop_assert!(
-                                busy.iter().any(|f| f.head() == pfn),
+                                busy.iter().any(|f| f.head() == pfn) || {
+                                    stats.swapcache_refused += 1;
+                                    stuck.iter().any(|f| f.head() == pfn)
+                                },
                                 "{}: EAGAIN on {:?}, which the test does not hold (holds {:?})",
                                 ctx,
                                 pfn,
@@ -735,6 +934,8 @@ fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
                 };
                 let folio = mem.page_folio(pfn).unwrap();
                 let busy = held_folios(&sys, &held).contains(&folio);
+                // Linux moves a swap-cache folio; the model refuses (`cached_folios`).
+                let stuck = cached_folios(&sys).contains(&folio);
                 let before = mapped(&m);
                 let got = mem.migrate_folio(folio);
                 let after = mapped(&m);
@@ -779,7 +980,11 @@ fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
                         // Held by GUP: EAGAIN whatever memory is left; else only no frame
                         // of that order left stops it. Every mapping is put back.
                         let want = if busy { Errno::EAGAIN } else { Errno::ENOMEM };
-                        prop_assert_eq!(e, want, "{}: {:?}", ctx, folio);
+                        if !busy && stuck && e == Errno::EAGAIN {
+                            stats.swapcache_refused += 1;
+                        } else {
+                            prop_assert_eq!(e, want, "{}: {:?}", ctx, folio);
+                        }
                         stats.migrate_busy += u64::from(busy);
                         if e == Errno::ENOMEM && folio.order() == 0 {
                             prop_assert_eq!(mem.nr_free_pages(), 0, "{}: ENOMEM", ctx);
@@ -788,6 +993,141 @@ fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
                         check_frames(&sys, &m, &after, |_, f| folio.contains(f), &ctx)?;
                     }
                 }
+            }
+            (
+                Op::Reclaim {
+                    page,
+                    any,
+                    readback,
+                    ..
+                },
+                Some(s),
+            ) => {
+                let mem = sys.mem();
+                let proc = m.procs[s].as_ref().unwrap();
+                let pick = if any {
+                    proc.user
+                        .translate(va(page))
+                        .filter(|&pfn| !mem.is_zero_pfn(pfn))
+                        .map(|pfn| (page, pfn))
+                } else {
+                    anon_page(&sys, proc, page)
+                };
+                let Some((page, pfn)) = pick else {
+                    continue;
+                };
+                let folio = mem.page_folio(pfn).unwrap();
+                let busy = held_folios(&sys, &held).contains(&folio);
+                let cached = cached_folios(&sys).contains(&folio);
+                // Linux: only a small anon folio; a folio already in the swap cache
+                // keeps its slot, any other needs a free one; then only the mappings'
+                // references may remain.
+                let want = if folio.order() > 0 || !mem.folio_test(folio, PageFlags::ANON) {
+                    Err(Errno::EINVAL)
+                } else if !cached && mem.swap_slots_used() == SWAP_SLOTS {
+                    Err(Errno::ENOMEM)
+                } else if busy {
+                    Err(Errno::EAGAIN)
+                } else {
+                    Ok(())
+                };
+                let tried = if want == Err(Errno::EINVAL) {
+                    BTreeSet::new()
+                } else {
+                    BTreeSet::from([folio])
+                };
+                let before = mapped(&m);
+                let got = mem.reclaim_folio(folio);
+                let after = mapped(&m);
+                // The model writes a swap-cache folio out again to a second slot (ENOMEM
+                // if there is none) and then finds the first slot's cache reference:
+                // EAGAIN (see `cached_folios`).
+                if cached && want != got && matches!(got, Err(Errno::EAGAIN | Errno::ENOMEM)) {
+                    stats.swapcache_refused += 1;
+                } else {
+                    prop_assert_eq!(got, want, "{}: {:?} at page {}", ctx, folio, page);
+                }
+                let (freed, kept) = check_reclaimed(&sys, &m, &before, &after, &tried, &ctx)?;
+                let (want_freed, want_kept) = match got {
+                    Ok(()) => (tried.clone(), BTreeSet::new()),
+                    Err(Errno::EAGAIN) => (BTreeSet::new(), tried.clone()),
+                    Err(_) => (BTreeSet::new(), BTreeSet::new()),
+                };
+                prop_assert_eq!(freed, want_freed, "{}: freed", ctx);
+                prop_assert_eq!(kept, want_kept, "{}: left in the swap cache", ctx);
+                stats.reclaimed += u64::from(got.is_ok());
+                stats.reclaim_busy += u64::from(got == Err(Errno::EAGAIN));
+                stats.reclaim_invalid += u64::from(got == Err(Errno::EINVAL));
+                if readback {
+                    for &(s, p) in before
+                        .iter()
+                        .filter(|&(_, &f)| folio.contains(f))
+                        .map(|(k, _)| k)
+                    {
+                        read_back(&m, s, p, &ctx)?;
+                    }
+                }
+            }
+            (Op::ReclaimMm { n, .. }, Some(s)) => {
+                let mem = sys.mem();
+                let before = mapped(&m);
+                let tried = reclaimable(&sys, &before, |(t, _)| t == s);
+                // Held, or (a model gap, see `cached_folios`) already in the swap cache.
+                let busy: BTreeSet<Folio> = held_folios(&sys, &held)
+                    .union(&cached_folios(&sys))
+                    .copied()
+                    .collect();
+                let got = m.proc(s).user.reclaim_mm(n);
+                let after = mapped(&m);
+                prop_assert!(got <= n, "{}: reclaimed {}", ctx, got);
+                let (freed, kept) = check_reclaimed(&sys, &m, &before, &after, &tried, &ctx)?;
+                prop_assert_eq!(freed.len(), got, "{}: freed {:?}", ctx, freed);
+                prop_assert!(kept.is_subset(&busy), "{}: {:?} left cached", ctx, kept);
+                // Short of `n`: every candidate was tried, so each one not held was
+                // freed, unless the slots ran out.
+                if got < n && mem.swap_slots_used() < SWAP_SLOTS {
+                    let missed: Vec<_> = tried
+                        .difference(&busy)
+                        .filter(|f| !freed.contains(f))
+                        .collect();
+                    prop_assert!(missed.is_empty(), "{}: not reclaimed: {:?}", ctx, missed);
+                }
+                stats.reclaimed_many += got as u64;
+            }
+            (Op::PageOut { page, n, .. }, Some(s)) => {
+                let mem = sys.mem();
+                let r = range(page, n);
+                let before = mapped(&m);
+                let tried = reclaimable(&sys, &before, |(t, p)| t == s && r.contains(&p));
+                // Held, or (a model gap, see `cached_folios`) already in the swap cache.
+                let busy: BTreeSet<Folio> = held_folios(&sys, &held)
+                    .union(&cached_folios(&sys))
+                    .copied()
+                    .collect();
+                let proc = m.procs[s].as_ref().unwrap();
+                let got = proc.user.madvise(
+                    addr(r.start, 0),
+                    (r.end - r.start) * PAGE_SIZE,
+                    Advice::PageOut,
+                );
+                let after = mapped(&m);
+                // Linux: applied to every mapped piece; ENOMEM if there was a hole.
+                let want = if r.clone().all(|p| proc.pages.contains_key(&p)) {
+                    Ok(())
+                } else {
+                    Err(Errno::ENOMEM)
+                };
+                prop_assert_eq!(got, want, "{}", ctx);
+                let (freed, kept) = check_reclaimed(&sys, &m, &before, &after, &tried, &ctx)?;
+                prop_assert!(kept.is_subset(&busy), "{}: {:?} left cached", ctx, kept);
+                if mem.swap_slots_used() < SWAP_SLOTS {
+                    let missed: Vec<_> = tried
+                        .difference(&busy)
+                        .filter(|f| !freed.contains(f))
+                        .collect();
+                    prop_assert!(missed.is_empty(), "{}: not reclaimed: {:?}", ctx, missed);
+                }
+                stats.reclaimed_many += freed.len() as u64;
             }
             (
                 Op::Mmap {
@@ -1059,6 +1399,7 @@ fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
         if let Err(e) = sys.check_with(&extra_refs(&sys, &held)) {
             prop_assert!(false, "after {}: {}", ctx, e);
         }
+        stats.max_swapped = stats.max_swapped.max(sys.mem().swap_slots_used());
         let large = held
             .iter()
             .filter(|h| sys.mem().page_folio(h.pfn).unwrap().order() > 0)
@@ -1082,6 +1423,11 @@ fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
         sys.mem().nr_free_pages(),
         sys.mem().nr_usable_pages(),
         "every frame free after exit and release"
+    );
+    prop_assert_eq!(
+        sys.mem().swap_slots_used(),
+        0,
+        "every swap slot free after exit and release"
     );
     Ok(stats)
 }
@@ -1249,4 +1595,120 @@ fn invariant_migration_sequence() {
     assert_eq!(stats.migrate_busy, 1, "{stats:?}");
     assert_eq!(stats.range_busy, 1, "{stats:?}");
     assert!(stats.range_moved >= 1, "{stats:?}");
+}
+
+/// A fixed sequence through swap: reclaim and swap-in; reclaim of a page fork left
+/// copy-on-write shared, swapped in from both sides (then written on one); DONTNEED of
+/// a swapped-out page; reclaim of a page GUP holds (EAGAIN: unmapped, left in the swap
+/// cache, read back from it); a THP and a shmem page refused; MADV_PAGEOUT, fork of
+/// swap entries, reclaim of a whole mm and munmap of swapped-out pages.
+#[test]
+fn invariant_swap_sequence() {
+    let map = |huge| {
+        Some(InitMap {
+            prot: 2,
+            shared: false,
+            huge,
+        })
+    };
+    let init = Init {
+        always: false,
+        maps: [map(false), map(true)],
+    };
+    let write = |mm, page, value| Op::Write {
+        mm,
+        page,
+        word: 1,
+        value,
+    };
+    let read = |mm, page| Op::Read { mm, page, word: 1 };
+    let reclaim = |mm, page, any, readback| Op::Reclaim {
+        mm,
+        page,
+        any,
+        readback,
+    };
+    let gup = |page, pin| Op::Gup {
+        mm: 0,
+        page,
+        n: 1,
+        write: pin,
+        pin,
+        split: false,
+    };
+    let ops = vec![
+        write(0, 3, 0x71),
+        reclaim(0, 3, false, true),
+        // Into slot 2: page 5 copy-on-write shared, then swapped out of both.
+        write(0, 5, 0x72),
+        Op::Fork { mm: 0 },
+        reclaim(0, 5, false, false),
+        read(2, 5),
+        Op::Migrate { mm: 2, page: 5 },
+        read(0, 5),
+        write(2, 5, 0x73),
+        read(0, 5),
+        read(2, 5),
+        // DONTNEED drops the swap entry: the page reads zero.
+        write(0, 7, 0x74),
+        reclaim(0, 7, false, false),
+        Op::DontNeed {
+            mm: 0,
+            page: 7,
+            n: 1,
+        },
+        read(0, 7),
+        // Held by GUP: unmapped but left in the swap cache.
+        write(0, 9, 0x75),
+        gup(9, false),
+        reclaim(0, 9, false, true),
+        Op::Release { idx: 0 },
+        write(0, 11, 0x76),
+        gup(11, true),
+        reclaim(0, 11, false, false),
+        Op::Release { idx: 0 },
+        read(0, 11),
+        // A THP and a shmem page are not swapped.
+        write(1, EDGE + 1, 0x77),
+        reclaim(1, EDGE + 1, false, true),
+        Op::Mmap {
+            mm: 1,
+            page: 0,
+            n: 2,
+            prot: 2,
+            shared: true,
+        },
+        write(1, 0, 0x78),
+        reclaim(1, 0, true, true),
+        // MADV_PAGEOUT, then fork with the swap entries (into slot 1).
+        Op::Fill {
+            mm: 2,
+            page: 0,
+            n: 4,
+            value: 0x80,
+        },
+        Op::PageOut {
+            mm: 2,
+            page: 0,
+            n: 8,
+        },
+        Op::Exit { mm: 1 },
+        Op::Fork { mm: 2 },
+        read(1, 2),
+        write(1, 2, 0x79),
+        read(2, 2),
+        Op::ReclaimMm { mm: 0, n: 600 },
+        Op::Munmap {
+            mm: 0,
+            page: 0,
+            n: 16,
+        },
+        Op::Sweep { phase: 1 },
+    ];
+    let stats = run(init, ops).unwrap_or_else(|e| panic!("{e}"));
+    assert!(stats.reclaimed >= 3, "{stats:?}");
+    assert_eq!(stats.reclaim_busy, 2, "{stats:?}");
+    assert_eq!(stats.reclaim_invalid, 2, "{stats:?}");
+    assert!(stats.reclaimed_many >= 5, "{stats:?}");
+    assert!(stats.max_swapped >= 2, "{stats:?}");
 }
