@@ -386,26 +386,42 @@ fn story(out: &mut PartOut, profile: Profile) -> Result<()> {
             Ok(())
         })
     };
+    // After their increments the CPU threads keep reading until the GPU is done: a
+    // GPU fault that starts on its own stale entry only ends when a CPU touch restores
+    // the page in between two passes (S2), so a GPU left alone could spin to its bound.
+    let gpu_done = Arc::new(AtomicBool::new(false));
     let cpus: Vec<_> = (0..2)
         .map(|_| {
-            let (mm, counters) = (mm.clone(), counters.clone());
-            thread::spawn(move || -> Result<(), svmkit::FaultError> {
+            let (mm, counters, done) = (mm.clone(), counters.clone(), gpu_done.clone());
+            thread::spawn(move || -> Result<u64, svmkit::FaultError> {
                 for _ in 0..STORY_ROUNDS {
                     for &c in &counters {
                         mm.fetch_add_u64(c, 1)?;
                     }
                 }
-                Ok(())
+                let mut reads = 0;
+                while !done.load(Ordering::Acquire) {
+                    for &c in &counters {
+                        mm.read_u64(c)?;
+                        reads += 1;
+                    }
+                    thread::yield_now();
+                }
+                Ok(reads)
             })
         })
         .collect();
-    device
+    let gpu_result = device
         .join()
-        .map_err(|_| anyhow::anyhow!("device thread panicked"))??;
+        .map_err(|_| anyhow::anyhow!("device thread panicked"));
+    gpu_done.store(true, Ordering::Release);
+    let mut extra_reads = 0;
     for c in cpus {
-        c.join()
+        extra_reads += c
+            .join()
             .map_err(|_| anyhow::anyhow!("CPU thread panicked"))??;
     }
+    gpu_result??;
     let s = gpu.stats();
     let (faults, passes, retries) = (
         s.faults.load(Ordering::Relaxed),
@@ -420,6 +436,10 @@ fn story(out: &mut PartOut, profile: Profile) -> Result<()> {
         out,
         "    GPU: {} atomics, {faults} device faults resolved in {passes} passes ({retries} retried: a CPU restore hit the read section)",
         s.atomics.load(Ordering::Relaxed)
+    )?;
+    writeln!(
+        out,
+        "    after their increments the CPU threads read the counters {extra_reads} more times until the GPU finished (reads change no value)"
     )?;
     let want = 3 * STORY_ROUNDS;
     let mut totals = Vec::new();

@@ -649,6 +649,8 @@ struct Stats {
     /// and that were refused for a large or non-anonymous folio (EINVAL).
     reclaimed: u64,
     reclaim_busy: u64,
+    /// Of those, the ones refused because the page was pinned and mapped exclusively.
+    reclaim_pinned: u64,
     reclaim_invalid: u64,
     /// Folios [`Op::ReclaimMm`] and [`Op::PageOut`] freed.
     reclaimed_many: u64,
@@ -1019,6 +1021,12 @@ fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
                 let folio = mem.page_folio(pfn).unwrap();
                 let busy = held_folios(&sys, &held).contains(&folio);
                 let cached = cached_folios(&sys).contains(&folio);
+                let pinned_excl = mem.folio_maybe_dma_pinned(folio)
+                    && mem
+                        .page(pfn)
+                        .is_some_and(|pg| pg.test(PageFlags::ANON_EXCLUSIVE))
+                    && matches!(proc.user.pte_get_lockless(va(page)), Pte::Present(_));
+                stats.reclaim_pinned += u64::from(pinned_excl);
                 // Linux: only a small anon folio; a folio already in the swap cache
                 // keeps its slot, any other needs a free one; then only the mappings'
                 // references may remain.
@@ -1026,12 +1034,14 @@ fn run(init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> {
                     Err(Errno::EINVAL)
                 } else if !cached && mem.swap_slots_used() == SWAP_SLOTS {
                     Err(Errno::ENOMEM)
-                } else if busy {
+                } else if busy || pinned_excl {
                     Err(Errno::EAGAIN)
                 } else {
                     Ok(())
                 };
-                let tried = if want == Err(Errno::EINVAL) {
+                // A possibly pinned page the process maps exclusively is not unmapped
+                // (Linux: folio_try_share_anon_rmap_pte() fails, try_to_unmap() gives up).
+                let tried = if want == Err(Errno::EINVAL) || pinned_excl {
                     BTreeSet::new()
                 } else {
                     BTreeSet::from([folio])

@@ -188,3 +188,67 @@ fn excl_reclaim_per_profile() {
         checked(&sys);
     }
 }
+
+/// A page pinned for DMA that the process maps exclusively stays mapped: reclaim
+/// must not leave the pin pointing at a frame the process no longer sees.
+#[test]
+fn swap_reclaim_leaves_a_pinned_exclusive_page_mapped() {
+    let (sys, mm) = system(Profile::linux_6_15());
+    mm.mmap(BASE, 2 * P, RW, FIXED).unwrap();
+    mm.write_u64(BASE, 5).unwrap();
+    mm.write_u64(BASE + P, 6).unwrap();
+    let pinned = {
+        let mut guard = mm.mmap_read_lock();
+        mm.pin_user_pages(&mut guard, BASE, 1, GupFlags::WRITE)
+            .unwrap()
+    };
+    let f = folio_at(&sys, &mm, BASE);
+    assert_eq!(sys.mem().reclaim_folio(f), Err(Errno::EAGAIN));
+    assert_eq!(mm.translate(va(BASE)), Some(pinned[0]), "still mapped");
+    assert_eq!(sys.mem().swap_slots_used(), 0, "nothing left written out");
+    // The unpinned neighbour goes; the pinned one stays.
+    assert_eq!(mm.reclaim_mm(16), 1);
+    assert!(is_swap(&mm, BASE + P));
+    assert_eq!(mm.translate(va(BASE)), Some(pinned[0]));
+    // A DMA write through the pin is what the process reads.
+    sys.mem().write_u64(pinned[0], 0, 9).unwrap();
+    assert_eq!(mm.read_u64(BASE).unwrap(), 9);
+    sys.mem().unpin_user_pages(&pinned);
+    checked(&sys);
+    sys.mem().reclaim_folio(f).unwrap();
+    assert!(is_swap(&mm, BASE));
+    assert_eq!(mm.read_u64(BASE).unwrap(), 9);
+    assert_eq!(mm.read_u64(BASE + P).unwrap(), 6);
+    checked(&sys);
+}
+
+/// Migrating a folio that sits in the swap cache moves the cache entry with it: the
+/// next swap-in of the same slot finds the new folio.
+#[test]
+fn swap_cache_folio_migrates_and_the_cache_follows() {
+    let (sys, parent) = system(Profile::linux_6_15());
+    parent.mmap(BASE, P, RW, FIXED).unwrap();
+    parent.write_u64(BASE, 5).unwrap();
+    let child = sys.fork(&parent).unwrap();
+    sys.mem()
+        .reclaim_folio(folio_at(&sys, &parent, BASE))
+        .unwrap();
+    // The child's swap-in leaves the folio in the swap cache: the parent still
+    // names the slot.
+    assert_eq!(child.read_u64(BASE).unwrap(), 5);
+    assert!(is_swap(&parent, BASE));
+    let old = folio_at(&sys, &child, BASE);
+    let new = sys.mem().migrate_folio(old).unwrap();
+    assert_ne!(new, old);
+    assert_eq!(child.translate(va(BASE)), Some(new.head()));
+    checked(&sys);
+    // The parent's swap-in finds the migrated folio, not a stale frame.
+    assert_eq!(parent.read_u64(BASE).unwrap(), 5);
+    assert_eq!(parent.translate(va(BASE)), Some(new.head()));
+    assert_eq!(sys.mem().swap_slots_used(), 0);
+    checked(&sys);
+    drop(child);
+    drop(parent);
+    checked(&sys);
+    assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
+}

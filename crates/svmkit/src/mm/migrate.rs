@@ -87,13 +87,22 @@ impl PhysMem {
         };
         lock.leak();
         self.try_to_migrate(folio);
-        let result = if self.folio_ref_count(folio) != 1 || self.folio_mapcount(folio) != 0 {
-            // Linux: folio_migrate_mapping()'s expected-refcount check.
+        // Linux: folio_migrate_mapping()'s expected-refcount check: our isolation
+        // reference, plus the swap cache's if the folio is in it.
+        let cached = self.swap_cache_slot(folio);
+        let expected = 1 + i32::from(cached.is_some());
+        let result = if self.folio_ref_count(folio) != expected || self.folio_mapcount(folio) != 0 {
             Err(Errno::EAGAIN)
         } else {
             self.folio_alloc(folio.order(), Gfp::empty())
                 .map_err(|_| Errno::ENOMEM)
-                .and_then(|new| self.move_to_new_folio(folio, new).map(|()| new))
+                .and_then(|new| {
+                    self.move_to_new_folio(folio, new)?;
+                    if let Some(slot) = cached {
+                        self.swap_cache_replace(slot, folio, new);
+                    }
+                    Ok(new)
+                })
         };
         let target = *result.as_ref().unwrap_or(&folio);
         self.remove_migration_ptes(folio, target);

@@ -133,7 +133,13 @@ impl PhysMem {
             return Err(Errno::EAGAIN);
         };
         lock.leak();
-        let slot = match self.add_to_swap(folio) {
+        // A folio already in the swap cache keeps its slot (written again: it may
+        // have changed since); others get a new one.
+        let slot = match self.swap_cache_slot(folio) {
+            Some(s) => self.rewrite_slot(s, folio).map(|()| s),
+            None => self.add_to_swap(folio),
+        };
+        let slot = match slot {
             Ok(s) => s,
             Err(e) => {
                 self.folio_unlock(folio);
@@ -170,6 +176,52 @@ impl PhysMem {
         self.folio_unlock(folio);
         self.folio_put(folio); // ours: the last one when freed
         if freed { Ok(()) } else { Err(Errno::EAGAIN) }
+    }
+
+    /// The slot whose swap-cache folio `folio` is, if any.
+    ///
+    /// Linux: `folio_test_swapcache()` + `folio->swap`.
+    pub(crate) fn swap_cache_slot(&self, folio: Folio) -> Option<u64> {
+        self.swap
+            .0
+            .lock()
+            .cache
+            .iter()
+            .find(|(_, f)| **f == folio)
+            .map(|(s, _)| *s)
+    }
+
+    /// Points the swap cache entry of `slot` at `new` instead of `old` (migration),
+    /// moving the cache's reference.
+    ///
+    /// Linux: the swap-cache half of `folio_migrate_mapping()`.
+    pub(crate) fn swap_cache_replace(&self, slot: u64, old: Folio, new: Folio) {
+        let replaced = {
+            let mut s = self.swap.0.lock();
+            match s.cache.get_mut(&slot) {
+                Some(f) if *f == old => {
+                    *f = new;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if replaced {
+            self.folio_get(new);
+            self.folio_put(old);
+        }
+    }
+
+    /// Writes `folio`'s current contents to its existing `slot`.
+    fn rewrite_slot(&self, slot: u64, folio: Folio) -> Result<(), Errno> {
+        let mut s = self.swap.0.lock();
+        let Some(Some(sl)) = s.slots.get_mut(slot as usize) else {
+            return Err(Errno::EINVAL);
+        };
+        for (i, w) in sl.data.iter_mut().enumerate() {
+            *w = self.read_u64(folio.head(), i as u64 * 8)?;
+        }
+        Ok(())
     }
 
     /// Writes `folio` to a free slot and puts it in the swap cache (with a reference).
@@ -210,6 +262,17 @@ impl PhysMem {
                         return ControlFlow::Continue(());
                     };
                     let (soft_dirty, uffd_wp, mapped_count) = match pte {
+                        // Linux: folio_try_share_anon_rmap_pte() refuses a possibly pinned
+                        // exclusive page and try_to_unmap_one() gives up: the pin keeps pointing
+                        // at what the process maps.
+                        Pte::Present(p)
+                            if self
+                                .page(p.pfn)
+                                .is_some_and(|pg| pg.test(PageFlags::ANON_EXCLUSIVE))
+                                && self.folio_maybe_dma_pinned(folio) =>
+                        {
+                            return ControlFlow::Break(());
+                        }
                         Pte::Present(p) => {
                             if p.is_dirty() {
                                 self.folio_set(folio, PageFlags::DIRTY);
