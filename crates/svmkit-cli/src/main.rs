@@ -14,9 +14,9 @@ mod report;
 /// svmkit: an executable model of Linux's device-exclusive memory access (HMM).
 ///
 /// svmkit models the mm slice that device-exclusive entries live in: physical memory,
-/// folios and their locks, and (as the project grows) page tables, faults, fork,
-/// mprotect, munmap, GUP and MMU notifiers, so that driver logic can be run, raced and
-/// inspected against it.
+/// folios and their locks, page tables, faults, fork and COW, mprotect, munmap, GUP,
+/// THP, MMU notifiers, swap and migration, in Linux 5.14's and 6.15's designs, so that
+/// driver logic can be run, raced and inspected against it.
 #[derive(Debug, Parser)]
 #[command(name = "svmkit", version, about, long_about)]
 struct Cli {
