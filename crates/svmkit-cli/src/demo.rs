@@ -253,8 +253,7 @@ fn reclaim_tour(out: &mut PartOut, profile: Profile) -> Result<()> {
     out.verdict(
         "checker after exit",
         "all invariants hold",
-        sys.check()
-            .map_or_else(|e| e.to_string(), |()| "all invariants hold".into()),
+        checker_verdict(&sys),
     );
     Ok(())
 }
@@ -452,10 +451,7 @@ fn story(out: &mut PartOut, profile: Profile) -> Result<()> {
     )?;
     drop(gpu);
     drop(mm);
-    let verdict = match sys.check() {
-        Ok(()) => "all invariants hold".to_string(),
-        Err(e) => e.to_string(),
-    };
+    let verdict = checker_verdict(&sys);
     out.fact("counters", totals.clone());
     out.fact("expected_per_counter", want);
     out.fact("gpu_faults", faults);
@@ -466,6 +462,13 @@ fn story(out: &mut PartOut, profile: Profile) -> Result<()> {
     }
     out.verdict("checker after exit", "all invariants hold", &verdict);
     Ok(())
+}
+
+/// What the invariant checker says of `sys`: "all invariants hold", or the first
+/// violation.
+fn checker_verdict(sys: &System) -> String {
+    sys.check()
+        .map_or_else(|e| e.to_string(), |()| "all invariants hold".into())
 }
 
 /// Maps one private page at `STORY_BUF` holding `value`.
@@ -543,8 +546,7 @@ fn livelock(out: &mut PartOut, profile: Profile) -> Result<()> {
     out.verdict(
         "checker after exit",
         "all invariants hold",
-        sys.check()
-            .map_or_else(|e| e.to_string(), |()| "all invariants hold".into()),
+        checker_verdict(&sys),
     );
     Ok(())
 }
@@ -609,8 +611,7 @@ fn two_devices(out: &mut PartOut, profile: Profile) -> Result<()> {
     out.verdict(
         "checker after exit",
         "all invariants hold",
-        sys.check()
-            .map_or_else(|e| e.to_string(), |()| "all invariants hold".into()),
+        checker_verdict(&sys),
     );
     Ok(())
 }
@@ -836,10 +837,7 @@ fn address_space_tour(out: &mut PartOut, frames: u64, profile: Profile) -> Resul
         free0 - sys.mem().nr_free_pages()
     )?;
     drop(mm);
-    let verdict = match sys.check() {
-        Ok(()) => "all invariants hold".to_string(),
-        Err(e) => e.to_string(),
-    };
+    let verdict = checker_verdict(&sys);
     writeln!(
         out,
         "15. process exit; checker: {verdict}; free frames {} of {}",
@@ -954,10 +952,7 @@ fn fork_tour(out: &mut PartOut, frames: u64, profile: Profile) -> Result<()> {
     print_calls(out, &rec)?;
     sub.remove()?;
     drop(sub);
-    let verdict = match sys.check() {
-        Ok(()) => "all invariants hold".to_string(),
-        Err(e) => e.to_string(),
-    };
+    let verdict = checker_verdict(&sys);
     writeln!(
         out,
         "    checker: {verdict}; free frames {} of {}",
@@ -1035,10 +1030,7 @@ fn exclusive_tour(out: &mut PartOut, frames: u64, profile: Profile) -> Result<()
     sub.remove()?;
     drop(sub);
     drop(mm);
-    let verdict = match sys.check() {
-        Ok(()) => "all invariants hold".to_string(),
-        Err(e) => e.to_string(),
-    };
+    let verdict = checker_verdict(&sys);
     writeln!(
         out,
         "24. exit; checker: {verdict}; free frames {} of {}",

@@ -390,14 +390,9 @@ impl Mm {
                 seen: Seen::Pte(pte),
             };
         }
-        let folio = match self.mem.page_folio(p.pfn) {
-            Ok(f) => f,
-            Err(e) => return Follow::Err(e),
-        };
-        if let Err(e) = self.mem.try_grab_folio(folio, flags) {
+        if let Err(e) = self.grab_and_touch(p, flags) {
             return Follow::Err(e);
         }
-        self.gup_touch(folio, p, flags);
         drop(ptl);
         Follow::Page(p.pfn)
     }
@@ -436,24 +431,25 @@ impl Mm {
                 seen: Seen::Pmd(pmd),
             };
         }
-        let folio = match self.mem.page_folio(huge.pfn) {
-            Ok(f) => f,
-            Err(e) => return Follow::Err(e),
-        };
-        if let Err(e) = self.mem.try_grab_folio(folio, flags) {
+        if let Err(e) = self.grab_and_touch(huge, flags) {
             return Follow::Err(e);
         }
-        self.gup_touch(folio, huge, flags);
         drop(ptl);
         Follow::Page(Pfn::new(
             huge.pfn.raw() + ((addr.raw() % PMD_SIZE) >> PAGE_SHIFT),
         ))
     }
 
-    /// FOLL_TOUCH (which every entry point here sets, as Linux's do): a page written
-    /// through GUP behind a clean entry is marked dirty. (`folio_mark_accessed()` has
-    /// no counterpart: the model has no LRU.)
-    fn gup_touch(&self, folio: Folio, entry: PresentPte, flags: GupFlags) {
+    /// Takes the reference or pin on the folio `entry` maps, then FOLL_TOUCH (which
+    /// every entry point here sets, as Linux's do): a page written through GUP behind a
+    /// clean entry is marked dirty. (`folio_mark_accessed()` has no counterpart: the
+    /// model has no LRU.)
+    ///
+    /// Linux: the `try_grab_folio()` + `touch_pte()`/`touch_pmd()` tail of
+    /// `follow_page_pte()` and `follow_huge_pmd()`.
+    fn grab_and_touch(&self, entry: PresentPte, flags: GupFlags) -> Result<(), Errno> {
+        let folio = self.mem.page_folio(entry.pfn)?;
+        self.mem.try_grab_folio(folio, flags)?;
         if flags.contains(GupFlags::WRITE)
             && !entry.is_dirty()
             && !entry.is_special()
@@ -461,6 +457,7 @@ impl Mm {
         {
             self.mem.folio_set(folio, PageFlags::DIRTY);
         }
+        Ok(())
     }
 }
 
