@@ -1,42 +1,15 @@
 //! Migration of anonymous folios, and what device-exclusive entries do to it in each
 //! era (spec 4.6, 8 item 8).
 
+mod common;
+
 use svmkit::check::ExtraRefs;
 use svmkit::mm::mmu_notifier::{MmuNotifierEvent, NotifierCallKind, RecordingNotifier};
-use svmkit::mm::{Advice, Folio, GupFlags, MapFlags, MmUser, PMD_SIZE, Prot, Pte};
-use svmkit::sync::Arc;
+use svmkit::mm::{Advice, GupFlags, MmUser, PMD_SIZE, Pte};
 use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig, VirtAddr};
+use svmkit::{Errno, Pfn, Profile};
 
-const RW: Prot = Prot::READ.union(Prot::WRITE);
-const FIXED: MapFlags = MapFlags::PRIVATE
-    .union(MapFlags::ANONYMOUS)
-    .union(MapFlags::FIXED);
-const BASE: u64 = 0x4000_0000;
-const P: u64 = PAGE_SIZE;
-
-fn system(profile: Profile, frames: u64) -> (Arc<System>, MmUser) {
-    let mut config = SystemConfig::with_frames(frames);
-    config.profile = profile;
-    let sys = System::new(config).unwrap();
-    let mm = sys.create_mm().unwrap();
-    (sys, mm)
-}
-
-#[track_caller]
-fn checked(sys: &System) {
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
-}
-
-fn va(a: u64) -> VirtAddr {
-    VirtAddr::try_new(a).unwrap()
-}
-
-fn folio_at(sys: &System, mm: &MmUser, a: u64) -> Folio {
-    sys.mem().page_folio(mm.translate(va(a)).unwrap()).unwrap()
-}
+use common::{BASE, FIXED, P, RW, checked, folio_at, system, va};
 
 #[test]
 fn migrate_small_folio_and_thp_keep_their_data_and_mappings() {

@@ -1,41 +1,18 @@
 //! The 2021 design (`linux-5.14`) side by side with the 2025 one (`linux-6.15`): the
 //! same operations, each era's results (spec 1.2, 2.1, 3, 4.2, 4.14, 7, 8).
 
+mod common;
+
 use std::sync::atomic::Ordering;
 
 use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
 use svmkit::device::hmm_tests::{self, HmmSelftest};
 use svmkit::mm::mmu_notifier::{MmuNotifierEvent, NotifierCallKind, Owner, RecordingNotifier};
-use svmkit::mm::{Advice, HPAGE_PMD_NR, MapFlags, MmUser, PMD_SIZE, Prot, Pte, PteFlags};
-use svmkit::sync::Arc;
+use svmkit::mm::{Advice, HPAGE_PMD_NR, MmUser, PMD_SIZE, Prot, Pte, PteFlags};
 use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig, VirtAddr};
+use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig};
 
-const RW: Prot = Prot::READ.union(Prot::WRITE);
-const FIXED: MapFlags = MapFlags::PRIVATE
-    .union(MapFlags::ANONYMOUS)
-    .union(MapFlags::FIXED);
-const BASE: u64 = 0x4000_0000;
-const P: u64 = PAGE_SIZE;
-
-fn system(profile: Profile, frames: u64) -> (Arc<System>, MmUser) {
-    let mut config = SystemConfig::with_frames(frames);
-    config.profile = profile;
-    let sys = System::new(config).unwrap();
-    let mm = sys.create_mm().unwrap();
-    (sys, mm)
-}
-
-#[track_caller]
-fn checked(sys: &System) {
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
-}
-
-fn va(a: u64) -> VirtAddr {
-    VirtAddr::try_new(a).unwrap()
-}
+use common::{BASE, FIXED, P, RW, checked, system, va};
 
 /// Converts the pages of `[start, start + n pages)` through the range API and drops the
 /// guards; returns which pages came back.

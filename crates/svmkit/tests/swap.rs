@@ -1,41 +1,21 @@
 //! Swap-out and swap-in of anonymous pages, MADV_PAGEOUT, and what device-exclusive
 //! entries do to reclaim in each era (spec 4.5, 4.7, 8 item 8).
 
+mod common;
+
 use svmkit::mm::mmu_notifier::{MmuNotifierEvent, RecordingNotifier};
-use svmkit::mm::{Advice, Folio, GupFlags, MapFlags, MmUser, Prot, Pte};
+use svmkit::mm::{Advice, GupFlags, MmUser, Pte};
 use svmkit::sync::Arc;
 use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Profile, System, SystemConfig, VirtAddr};
+use svmkit::{Errno, Profile, System, SystemConfig};
 
-const RW: Prot = Prot::READ.union(Prot::WRITE);
-const FIXED: MapFlags = MapFlags::PRIVATE
-    .union(MapFlags::ANONYMOUS)
-    .union(MapFlags::FIXED);
-const BASE: u64 = 0x4000_0000;
-const P: u64 = PAGE_SIZE;
+use common::{BASE, FIXED, P, RW, checked, folio_at, va};
 
+/// A system with a 64-slot swap device.
 fn system(profile: Profile) -> (Arc<System>, MmUser) {
-    let mut config = SystemConfig::with_frames(512);
-    config.profile = profile;
-    let sys = System::new(config).unwrap();
+    let (sys, mm) = common::system(profile, 512);
     sys.mem().swapon(64).unwrap();
-    let mm = sys.create_mm().unwrap();
     (sys, mm)
-}
-
-#[track_caller]
-fn checked(sys: &System) {
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
-}
-
-fn va(a: u64) -> VirtAddr {
-    VirtAddr::try_new(a).unwrap()
-}
-
-fn folio_at(sys: &System, mm: &MmUser, a: u64) -> Folio {
-    sys.mem().page_folio(mm.translate(va(a)).unwrap()).unwrap()
 }
 
 fn is_swap(mm: &MmUser, a: u64) -> bool {
