@@ -1,6 +1,8 @@
 //! Device-exclusive entries on the 6.15 design (spec 2.4, 3, 4 "E2"), through the
 //! public API: conversion, the CPU-fault restore, and every mm path that meets them.
 
+mod common;
+
 use svmkit::check::ExtraRefs;
 use svmkit::mm::mmu_notifier::{
     MmuNotifierEvent, NotifierCall, NotifierCallKind, Owner, RecordingNotifier,
@@ -11,7 +13,9 @@ use svmkit::mm::{
 };
 use svmkit::sync::Arc;
 use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig, VirtAddr};
+use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig};
+
+use common::{checked, checked_with, va};
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const PRIVATE: MapFlags = MapFlags::PRIVATE
@@ -36,24 +40,6 @@ fn restore_event(profile: Profile) -> MmuNotifierEvent {
 /// The mapcount a converted small page has under `profile`.
 fn entry_map(profile: Profile) -> i32 {
     i32::from(profile.mapcount_kept_on_entry)
-}
-
-#[track_caller]
-fn checked(sys: &System) {
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
-}
-
-#[track_caller]
-fn checked_with(sys: &System, extra: &ExtraRefs) {
-    if let Err(e) = sys.check_with(extra) {
-        panic!("{e}");
-    }
-}
-
-fn va(a: u64) -> VirtAddr {
-    VirtAddr::try_new(a).unwrap()
 }
 
 fn make(mm: &MmUser, addr: u64, owner: Option<Owner>) -> Result<ExclusiveFolio, Errno> {

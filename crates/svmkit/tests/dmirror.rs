@@ -3,12 +3,16 @@
 //! hmm selftests (`tools/testing/selftests/mm/hmm-tests.c`, spec 7), each with a
 //! plain buffer and one backed by two PMD-mapped THPs.
 
+mod common;
+
 use svmkit::device::DevRights;
 use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
 use svmkit::mm::{Advice, MapFlags, MmUser, PMD_SIZE, Prot, Pte, SwapPte};
 use svmkit::sync::Arc;
 use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig, VirtAddr};
+use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig};
+
+use common::{checked, va};
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const PRIVATE: MapFlags = MapFlags::PRIVATE.union(MapFlags::ANONYMOUS);
@@ -35,22 +39,11 @@ fn system_with(profile: Profile, frames: u64) -> (Arc<System>, MmUser) {
     (sys, mm)
 }
 
-#[track_caller]
-fn checked(sys: &System) {
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
-}
-
 /// After everything is dropped, no frame may be left allocated.
 #[track_caller]
 fn all_free(sys: &System) {
     checked(sys);
     assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
-}
-
-fn va(a: u64) -> VirtAddr {
-    VirtAddr::try_new(a).unwrap()
 }
 
 fn task() -> Task {

@@ -2,13 +2,17 @@
 //! read and write requests, device-exclusive entries, errors, and the collision-retry
 //! loop around it.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use svmkit::mm::mmu_notifier::{MmuIntervalNotifier, RecordingNotifier};
 use svmkit::mm::{Advice, HmmPfn, HmmRange, MapFlags, MmUser, PMD_SIZE, Prot, Pte};
 use svmkit::sync::Arc;
 use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Pfn, System, SystemConfig, VirtAddr};
+use svmkit::{Errno, PAGE_SIZE, Pfn, System, SystemConfig};
+
+use common::va;
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const PRIVATE: MapFlags = MapFlags::PRIVATE
@@ -49,10 +53,6 @@ fn once(
         }
     }
     panic!("hmm_range_fault kept returning EBUSY");
-}
-
-fn va(a: u64) -> VirtAddr {
-    VirtAddr::try_new(a).unwrap()
 }
 
 #[test]

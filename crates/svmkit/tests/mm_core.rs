@@ -1,9 +1,13 @@
 //! Address spaces, page tables, faults, mmap/munmap/mprotect/madvise and the invariant
 //! checker, through the public API.
 
+mod common;
+
 use svmkit::mm::{Advice, MapFlags, MmUser, PageFlags, Prot, Pte, VmFlags};
 use svmkit::sync::Arc;
 use svmkit::{Access, Errno, FaultKind, PAGE_SIZE, System, SystemConfig, VirtAddr};
+
+use common::checked;
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const ANON: MapFlags = MapFlags::PRIVATE.union(MapFlags::ANONYMOUS);
@@ -41,13 +45,6 @@ fn table_frames(mm: &MmUser) -> usize {
     let mut n = 0;
     mm.walk_tables(|_| n += 1);
     n
-}
-
-#[track_caller]
-fn checked(sys: &System) {
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
 }
 
 #[test]

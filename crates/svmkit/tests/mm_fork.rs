@@ -1,12 +1,16 @@
 //! fork, copy-on-write, shared anonymous memory and the reverse map, through the
 //! public API.
 
+mod common;
+
 use std::sync::atomic::Ordering;
 
 use svmkit::mm::mmu_notifier::{MmuNotifierEvent, NotifierCallKind, RecordingNotifier};
 use svmkit::mm::{Advice, Folio, MapFlags, MmUser, PageFlags, Prot};
 use svmkit::sync::Arc;
 use svmkit::{Errno, PAGE_SIZE, Pfn, System, SystemConfig, VirtAddr};
+
+use common::checked;
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const PRIVATE: MapFlags = MapFlags::PRIVATE
@@ -22,13 +26,6 @@ fn system(frames: u64) -> (Arc<System>, MmUser) {
     let sys = System::new(SystemConfig::with_frames(frames)).unwrap();
     let mm = sys.create_mm().unwrap();
     (sys, mm)
-}
-
-#[track_caller]
-fn checked(sys: &System) {
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
 }
 
 fn pfn(mm: &MmUser, addr: u64) -> Pfn {

@@ -1,13 +1,17 @@
 //! get_user_pages / pin_user_pages through the public API: references and pins, COW
 //! breaking and unsharing, short counts and errors, pins across munmap and fork.
 
+mod common;
+
 use svmkit::check::ExtraRefs;
 use svmkit::mm::{
     Advice, Folio, GUP_PIN_COUNTING_BIAS, GupFlags, HPAGE_PMD_NR, MapFlags, MmUser, PMD_SIZE,
     PageFlags, Prot,
 };
 use svmkit::sync::Arc;
-use svmkit::{Errno, PAGE_SIZE, Pfn, System, SystemConfig, VirtAddr};
+use svmkit::{Errno, PAGE_SIZE, Pfn, System, SystemConfig};
+
+use common::{checked_with, va};
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const PRIVATE: MapFlags = MapFlags::PRIVATE
@@ -26,19 +30,8 @@ fn system(frames: u64) -> (Arc<System>, MmUser) {
 }
 
 #[track_caller]
-fn checked_with(sys: &System, extra: &ExtraRefs) {
-    if let Err(e) = sys.check_with(extra) {
-        panic!("{e}");
-    }
-}
-
-#[track_caller]
 fn checked(sys: &System) {
     checked_with(sys, &ExtraRefs::new());
-}
-
-fn va(a: u64) -> VirtAddr {
-    VirtAddr::try_new(a).unwrap()
 }
 
 fn pfn(mm: &MmUser, addr: u64) -> Pfn {

@@ -2,6 +2,8 @@
 //! path sends (against the recording subscriber), the interval sequence protocol, and
 //! deferred insert/remove during invalidations.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -12,6 +14,8 @@ use svmkit::mm::mmu_notifier::{
 use svmkit::mm::{Advice, MapFlags, MmUser, PMD_SIZE, Prot};
 use svmkit::sync::Arc;
 use svmkit::{Errno, PAGE_SIZE, System, SystemConfig};
+
+use common::checked;
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const FIXED: MapFlags = MapFlags::PRIVATE
@@ -24,13 +28,6 @@ fn system() -> (Arc<System>, MmUser) {
     let sys = System::new(SystemConfig::with_frames(4096)).unwrap();
     let mm = sys.create_mm().unwrap();
     (sys, mm)
-}
-
-#[track_caller]
-fn checked(sys: &System) {
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
 }
 
 /// One recorder subscribed both ways (classic, and an interval over all of user space),

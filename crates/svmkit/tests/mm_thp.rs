@@ -1,6 +1,8 @@
 //! Transparent huge pages through the public API: PMD-mapped faults, the split into a
 //! PTE-mapped THP, fork, and the reverse map of both shapes.
 
+mod common;
+
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 
@@ -9,7 +11,9 @@ use svmkit::mm::{
     Advice, Folio, HPAGE_PMD_NR, MapFlags, MmUser, PMD_SIZE, PageFlags, Prot, PvmwHit, ThpMode,
 };
 use svmkit::sync::Arc;
-use svmkit::{PAGE_SIZE, Pfn, System, SystemConfig, VirtAddr};
+use svmkit::{PAGE_SIZE, Pfn, System, SystemConfig};
+
+use common::{checked, va};
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const FIXED: MapFlags = MapFlags::PRIVATE
@@ -23,17 +27,6 @@ fn system(frames: u64) -> (Arc<System>, MmUser) {
     let sys = System::new(SystemConfig::with_frames(frames)).unwrap();
     let mm = sys.create_mm().unwrap();
     (sys, mm)
-}
-
-#[track_caller]
-fn checked(sys: &System) {
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
-}
-
-fn va(a: u64) -> VirtAddr {
-    VirtAddr::try_new(a).unwrap()
 }
 
 /// A MADV_HUGEPAGE mapping of `len` at `H`, first-touched by a write at `H`.

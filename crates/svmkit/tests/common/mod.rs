@@ -4,6 +4,7 @@
 //! Each test binary compiles its own copy and uses a part of it.
 #![allow(dead_code)]
 
+use svmkit::check::ExtraRefs;
 use svmkit::mm::{Folio, MapFlags, MmUser, Prot};
 use svmkit::sync::Arc;
 use svmkit::{PAGE_SIZE, Profile, System, SystemConfig, VirtAddr};
@@ -32,6 +33,15 @@ pub fn system(profile: Profile, frames: u64) -> (Arc<System>, MmUser) {
 #[track_caller]
 pub fn checked(sys: &System) {
     if let Err(e) = sys.check() {
+        panic!("{e}");
+    }
+}
+
+/// Panics with the checker's report if any invariant is broken, counting `extra`
+/// references the test holds.
+#[track_caller]
+pub fn checked_with(sys: &System, extra: &ExtraRefs) {
+    if let Err(e) = sys.check_with(extra) {
         panic!("{e}");
     }
 }
