@@ -4,6 +4,7 @@ use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use shuttle::scheduler::{PctScheduler, RandomScheduler, Scheduler};
 use shuttle::{Config, Runner};
@@ -90,12 +91,19 @@ pub struct ExploreFailure {
     pub message: String,
     /// The schedule, encoded for [`replay`].
     pub schedule: String,
+    /// Schedules this scheduler ran up to and including the failing one (1 for a
+    /// replay): how hard the failure was to find.
+    pub schedules_run: usize,
 }
 
 impl fmt::Display for ExploreFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.scheduler {
-            Some(k) => write!(f, "schedule exploration ({k}) failed: {}", self.message)?,
+            Some(k) => write!(
+                f,
+                "schedule exploration ({k}) failed at schedule {}: {}",
+                self.schedules_run, self.message
+            )?,
             None => write!(f, "replayed schedule failed: {}", self.message)?,
         }
         write!(
@@ -124,19 +132,31 @@ fn shuttle_config(max_steps: usize) -> Config {
     config
 }
 
-/// Runs `f` under a scheduler; on failure returns the message and the schedule of the
-/// failing iteration (which shuttle keeps in a thread-local of the runner's thread).
+/// Runs `f` under a scheduler; on failure returns the message, the schedule of the
+/// failing iteration (which shuttle keeps in a thread-local of the runner's thread) and
+/// how many schedules ran.
 fn run_one<S: Scheduler + 'static>(
     scheduler: S,
     config: Config,
     f: Arc<dyn Fn() + Send + Sync>,
-) -> Result<usize, (String, String)> {
+) -> Result<usize, (String, String, usize)> {
     let runner = Runner::new(scheduler, config);
-    match panic::catch_unwind(AssertUnwindSafe(move || runner.run(move || f()))) {
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&started);
+    match panic::catch_unwind(AssertUnwindSafe(move || {
+        runner.run(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            f()
+        })
+    })) {
         Ok(n) => Ok(n),
         Err(payload) => {
             let schedule = serialize_schedule(&CurrentSchedule::get_schedule());
-            Err((panic_message(payload.as_ref()), schedule))
+            Err((
+                panic_message(payload.as_ref()),
+                schedule,
+                started.load(Ordering::Relaxed),
+            ))
         }
     }
 }
@@ -183,11 +203,12 @@ where
         };
         match result {
             Ok(n) => runs.push((kind, n)),
-            Err((message, schedule)) => {
+            Err((message, schedule, schedules_run)) => {
                 let failure = ExploreFailure {
                     scheduler: Some(kind),
                     message,
                     schedule,
+                    schedules_run,
                 };
                 eprintln!("svmkit: {failure}");
                 return Err(failure);
@@ -212,6 +233,7 @@ where
             scheduler: None,
             message: panic_message(payload.as_ref()),
             schedule: schedule.to_string(),
+            schedules_run: 1,
         }),
     }
 }

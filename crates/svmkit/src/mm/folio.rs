@@ -194,6 +194,41 @@ impl PhysMem {
         }
     }
 
+    /// Sets the reference count to zero if it is exactly `count`, so that no
+    /// `folio_try_get` can succeed any more: the caller then owns the folio outright
+    /// (and frees it, or unfreezes it). False, changing nothing, for any other count.
+    ///
+    /// Linux: `folio_ref_freeze()`.
+    pub(crate) fn folio_ref_freeze(&self, folio: Folio, count: i32) -> bool {
+        if self.is_zero_pfn(folio.head()) || count <= 0 {
+            return false;
+        }
+        self.page(folio.head()).is_some_and(|p| {
+            p.refcount_atomic()
+                .compare_exchange(
+                    count,
+                    0,
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                )
+                .is_ok()
+        })
+    }
+
+    /// Frees a folio whose references were frozen away by [`folio_ref_freeze`]
+    /// (after the free-time checks, as the last `folio_put` would).
+    ///
+    /// Linux: `free_unref_folios()` after `__remove_mapping()`.
+    ///
+    /// [`folio_ref_freeze`]: Self::folio_ref_freeze
+    pub(crate) fn free_frozen_folio(&self, folio: Folio) {
+        if self.folio_ref_count(folio) == 0 {
+            self.free_folio(folio);
+        } else {
+            self.report_bad(folio.head(), "free of a folio that is not frozen");
+        }
+    }
+
     /// Whether all of `flags` are set on the folio's head page.
     ///
     /// Linux: `folio_test_*()` (e.g. `folio_test_anon()`, `folio_test_dirty()`).

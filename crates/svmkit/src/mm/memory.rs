@@ -314,14 +314,7 @@ impl Mm {
             }
             Pte::Swap(entry) if entry.is_swap() => {
                 let anon = self.anon_vma_prepare(guard, addr).ok();
-                self.do_swap_page_swapin(
-                    vma,
-                    addr,
-                    flags.contains(FaultFlags::WRITE),
-                    entry,
-                    anon.as_deref(),
-                )?;
-                Ok(VmFault::Done)
+                Ok(self.do_swap_page_swapin(guard, vma, addr, flags, entry, anon.as_deref())?)
             }
             Pte::Swap(_) => Err(VmFaultError::Sigbus),
             // Changed under us (pte_unmap_same() failed): let the CPU retry.

@@ -5,12 +5,15 @@
 //! A swap device ([`PhysMem::swapon`]) has slots holding page contents and a use count
 //! per slot (Linux: `swap_map`): one per swap PTE naming it. The swap cache maps a
 //! slot to the folio that holds its contents while both exist (it holds a folio
-//! reference). Reclaim ([`PhysMem::reclaim_folio`]) writes a small anonymous folio to a
-//! slot, adds it to the swap cache, replaces every mapping with a swap entry (the
-//! swp-exclusive bit kept from PageAnonExclusive) and frees the folio if only its
-//! isolation and swap-cache references remain; otherwise the folio stays in the swap
-//! cache, and a fault maps it from there. Swap-in reads the slot into a new folio (or
-//! takes the cached one) and drops the slot when no entry names it any more.
+//! reference). Reclaim ([`PhysMem::reclaim_folio`]) locks a small anonymous folio,
+//! gives it a slot in the swap cache, replaces every mapping with a swap entry (the
+//! swp-exclusive bit kept from PageAnonExclusive), and only then writes the contents
+//! out, so that no store can land after the copy; it frees the folio only if it can
+//! freeze the refcount at its isolation and swap-cache references, and otherwise leaves
+//! it in the swap cache, from where a fault maps it. Swap-in reads the slot into a new
+//! folio (or takes the cached one), locks it (waiting out a reclaim in flight), checks
+//! that it is still the slot's, and drops the slot when no entry names it any more.
+//! Whoever removes a folio from the swap cache puts the cache's reference, once.
 //!
 //! Large folios are not swapped out (the model's reclaim skips them); there is no
 //! background reclaim, no LRU and no writeback latency.
@@ -113,30 +116,42 @@ impl PhysMem {
         }
     }
 
-    /// Reclaims a small anonymous folio to swap: write it out, add it to the swap
-    /// cache, unmap every mapping (each becomes a swap entry), and free it if nothing
-    /// else holds it. `EAGAIN`: the folio is locked by someone else, or still
-    /// referenced after the unmap (it then stays in the swap cache; a fault maps it
-    /// from there). `ENOMEM`: no swap slot. `EINVAL`: not a small anonymous folio.
+    /// Reclaims a small anonymous folio to swap: give it a slot in the swap cache,
+    /// unmap every mapping (each becomes a swap entry), write it out, and free it if
+    /// nothing else holds it. `EAGAIN`: the folio is locked by someone else, or still
+    /// mapped or referenced after the unmap (it then stays in the swap cache; a fault
+    /// maps it from there). `ENOMEM`: no swap slot. `EINVAL`: not a small anonymous
+    /// folio (or already freed).
     ///
     /// Linux: `shrink_folio_list()` for one anon folio: `add_to_swap()`,
     /// `try_to_unmap()`, `pageout()`, `__remove_mapping()`.
     pub fn reclaim_folio(&self, folio: Folio) -> Result<(), Errno> {
-        if folio.order() != 0
-            || !self.folio_test(folio, PageFlags::ANON)
-            || !self.folio_try_get(folio)
-        {
+        // The isolation reference first: with it the folio cannot be freed (and its
+        // frame reused) while it is looked at.
+        if !self.folio_try_get(folio) {
             return Err(Errno::EINVAL);
         }
+        if folio.order() != 0 || !self.folio_test(folio, PageFlags::ANON) {
+            self.folio_put(folio);
+            return Err(Errno::EINVAL);
+        }
+        self.shrink_folio(folio)
+    }
+
+    /// [`reclaim_folio`](Self::reclaim_folio) for a small anonymous folio the caller
+    /// isolated (holds a reference on, which this consumes).
+    ///
+    /// Linux: `shrink_folio_list()`.
+    pub(crate) fn shrink_folio(&self, folio: Folio) -> Result<(), Errno> {
         let Some(lock) = self.folio_trylock(folio) else {
             self.folio_put(folio);
             return Err(Errno::EAGAIN);
         };
         lock.leak();
-        // A folio already in the swap cache keeps its slot (written again: it may
-        // have changed since); others get a new one.
+        // A folio already in the swap cache keeps its slot; others get a new one. The
+        // contents are not written yet: the folio may still be mapped writable.
         let slot = match self.swap_cache_slot(folio) {
-            Some(s) => self.rewrite_slot(s, folio).map(|()| s),
+            Some(s) => Ok(s),
             None => self.add_to_swap(folio),
         };
         let slot = match slot {
@@ -152,17 +167,32 @@ impl PhysMem {
         if self.folio_mapcount(folio) > 0 {
             self.try_to_unmap(folio, slot);
         }
-        // Expected: our isolation reference and the swap cache's.
-        let freed = self.folio_ref_count(folio) == 2 && self.folio_mapcount(folio) == 0;
+        let mapped = self.folio_mapcount(folio) > 0;
         let mut s = self.swap.0.lock();
+        // Whether the cache still holds this folio for this slot: a racing swap_free
+        // (the last entry zapped, or a swap-in done) may have removed it, and put the
+        // cache's reference, already; then the slot is not ours to write or free.
+        let ours = s.cache.get(&slot) == Some(&folio);
+        // Linux: pageout() after try_to_unmap(): with no PTE mapping the folio, no
+        // store can come after this copy, and every store before the unmap is in it.
+        if ours && !mapped {
+            let data: Result<Vec<u64>, Errno> = (0..WORDS_PER_PAGE as u64)
+                .map(|i| self.read_u64(folio.head(), i * 8))
+                .collect();
+            if let (Ok(data), Some(Some(sl))) = (data, s.slots.get_mut(slot as usize)) {
+                sl.data.copy_from_slice(&data);
+            }
+        }
+        // Linux: __remove_mapping(): freeze the count at ours + the swap cache's, so
+        // that no one can take a reference any more, and only then leave the cache.
+        let frozen = ours && !mapped && self.folio_ref_freeze(folio, 2);
         let unused = s.slots[slot as usize]
             .as_ref()
             .is_some_and(|sl| sl.count == 0);
-        // Freed: leave the swap cache. Not freed and no entry names the slot (nothing
-        // was unmapped, as for 5.14's "unmapped" device-exclusive folios): undo the
-        // write-out (Linux keeps it cached until a later pass; the model does not
-        // leave an unreachable cache entry behind).
-        let drop_cache = freed || unused;
+        // Not freed and no entry names the slot (nothing was unmapped, as for 5.14's
+        // "unmapped" device-exclusive folios): undo the slot (Linux keeps it cached
+        // until a later pass; the model leaves no unreachable cache entry behind).
+        let drop_cache = ours && (frozen || unused);
         if drop_cache {
             s.cache.remove(&slot);
             if unused {
@@ -170,12 +200,17 @@ impl PhysMem {
             }
         }
         drop(s);
+        self.folio_unlock(folio);
+        if frozen {
+            // Both references (ours and the cache's) went with the freeze.
+            self.free_frozen_folio(folio);
+            return Ok(());
+        }
         if drop_cache {
             self.folio_put(folio); // the swap cache's
         }
-        self.folio_unlock(folio);
-        self.folio_put(folio); // ours: the last one when freed
-        if freed { Ok(()) } else { Err(Errno::EAGAIN) }
+        self.folio_put(folio); // ours
+        Err(Errno::EAGAIN)
     }
 
     /// The slot whose swap-cache folio `folio` is, if any.
@@ -189,6 +224,13 @@ impl PhysMem {
             .iter()
             .find(|(_, f)| **f == folio)
             .map(|(s, _)| *s)
+    }
+
+    /// Whether `folio` is the swap cache's folio for `slot`.
+    ///
+    /// Linux: `folio_test_swapcache(folio) && folio->swap.val == entry.val`.
+    fn swap_cache_holds(&self, slot: u64, folio: Folio) -> bool {
+        self.swap.0.lock().cache.get(&slot) == Some(&folio)
     }
 
     /// Points the swap cache entry of `slot` at `new` instead of `old` (migration),
@@ -212,21 +254,10 @@ impl PhysMem {
         }
     }
 
-    /// Writes `folio`'s current contents to its existing `slot`.
-    fn rewrite_slot(&self, slot: u64, folio: Folio) -> Result<(), Errno> {
-        let mut s = self.swap.0.lock();
-        let Some(Some(sl)) = s.slots.get_mut(slot as usize) else {
-            return Err(Errno::EINVAL);
-        };
-        for (i, w) in sl.data.iter_mut().enumerate() {
-            *w = self.read_u64(folio.head(), i as u64 * 8)?;
-        }
-        Ok(())
-    }
-
-    /// Writes `folio` to a free slot and puts it in the swap cache (with a reference).
+    /// Gives `folio` a free slot and puts it in the swap cache (with a reference). The
+    /// contents are written later, once the folio is unmapped.
     ///
-    /// Linux: `add_to_swap()` (+ the write of `pageout()`).
+    /// Linux: `add_to_swap()`.
     fn add_to_swap(&self, folio: Folio) -> Result<u64, Errno> {
         let mut s = self.swap.0.lock();
         let slot = s
@@ -234,13 +265,13 @@ impl PhysMem {
             .iter()
             .position(Option::is_none)
             .ok_or(Errno::ENOMEM)? as u64;
-        let mut data = vec![0u64; WORDS_PER_PAGE].into_boxed_slice();
-        for (i, w) in data.iter_mut().enumerate() {
-            *w = self.read_u64(folio.head(), i as u64 * 8)?;
-        }
-        s.slots[slot as usize] = Some(Slot { data, count: 0 });
+        s.slots[slot as usize] = Some(Slot {
+            data: vec![0u64; WORDS_PER_PAGE].into_boxed_slice(),
+            count: 0,
+        });
         s.cache.insert(slot, folio);
-        drop(s);
+        // Under the swap lock: a swapin that finds the folio in the cache can only
+        // take its reference after this one exists.
         self.folio_get(folio);
         Ok(slot)
     }
@@ -358,77 +389,132 @@ impl Mm {
     /// Reclaims up to `n` small anonymous folios this mm maps, in address order;
     /// returns how many were freed.
     ///
+    /// The candidates are isolated (each gets a reference) under the mmap lock for
+    /// read and each table's PTL, as Linux's LRU isolation does; reclaim proper runs
+    /// after both are dropped, from the folio side (the rmap walk), so it races
+    /// faults, zaps and fork the way Linux's does.
+    ///
     /// Linux: what `shrink_node()` would pick, as an explicit call.
     pub fn reclaim_mm(&self, n: usize) -> usize {
-        let mut candidates = Vec::new();
-        self.walk_tables(|t| {
-            for (_, pte) in t.ptes(&self.mem) {
-                if let Pte::Present(p) = pte
+        let candidates = {
+            let tree = self.mmap_read_lock();
+            let mut found = Vec::new();
+            for vma in tree.iter() {
+                self.isolate_anon_folios(vma.start(), vma.end(), true, &mut found);
+            }
+            found
+        };
+        let mut freed = 0;
+        for f in candidates {
+            if freed < n {
+                if self.mem.shrink_folio(f).is_ok() {
+                    freed += 1;
+                }
+            } else {
+                self.mem.folio_put(f);
+            }
+        }
+        freed
+    }
+
+    /// Appends to `out` each folio mapped by a present PTE in `[start, end)` (small
+    /// anonymous ones only if `small_anon_only`), once, with a reference taken under
+    /// the PTL so that it cannot be freed before its reclaim looks at it.
+    ///
+    /// Linux: `folio_isolate_lru()` from a page-table walk.
+    fn isolate_anon_folios(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+        small_anon_only: bool,
+        out: &mut Vec<Folio>,
+    ) {
+        self.for_each_pte_table(start, end, |ptl, s, e| {
+            for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
+                if let Pte::Present(p) = ptl.get(VirtAddr::new_truncate(a))
                     && !p.is_special()
                     && let Ok(f) = self.mem.page_folio(p.pfn)
-                    && f.order() == 0
-                    && self.mem.folio_test(f, PageFlags::ANON)
-                    && !candidates.contains(&f)
+                    && (!small_anon_only
+                        || (f.order() == 0 && self.mem.folio_test(f, PageFlags::ANON)))
+                    && !out.contains(&f)
+                    && self.mem.folio_try_get(f)
                 {
-                    candidates.push(f);
+                    out.push(f);
                 }
             }
         });
-        candidates
-            .into_iter()
-            .filter(|f| self.mem.reclaim_folio(*f).is_ok())
-            .take(n)
-            .count()
     }
 
     /// MADV_PAGEOUT over `[start, end)`: reclaims the small anonymous folios mapped by
     /// present PTEs; non-present entries (swap, migration, device-exclusive) are
     /// skipped, in both eras, so a device keeps its exclusive pages (spec 4.5).
     ///
-    /// Linux: `madvise_pageout()` → `madvise_cold_or_pageout_pte_range()`.
+    /// Caller holds the mmap lock for read.
+    ///
+    /// Linux: `madvise_pageout()` → `madvise_cold_or_pageout_pte_range()` +
+    /// `reclaim_pages()`.
     pub(crate) fn madvise_pageout(&self, start: VirtAddr, end: VirtAddr) {
         let mut folios = Vec::new();
-        self.for_each_pte_table(start, end, |ptl, s, e| {
-            for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
-                if let Pte::Present(p) = ptl.get(VirtAddr::new_truncate(a))
-                    && !p.is_special()
-                    && let Ok(f) = self.mem.page_folio(p.pfn)
-                    && !folios.contains(&f)
-                {
-                    folios.push(f);
-                }
-            }
-        });
+        self.isolate_anon_folios(start, end, false, &mut folios);
         for f in folios {
-            let _ = self.mem.reclaim_folio(f);
+            if f.order() == 0 && self.mem.folio_test(f, PageFlags::ANON) {
+                let _ = self.mem.shrink_folio(f);
+            } else {
+                // Linux: reclaim_pages() does not swap large or file folios here
+                // (the model's reclaim does not split them).
+                self.mem.folio_put(f);
+            }
         }
     }
 
     /// A fault on a swap entry: bring the page in (from the swap cache or the slot),
-    /// map it (writable only for a write to a page the entry says is exclusive), and
-    /// drop the slot when no entry names it any more.
+    /// lock it (or retry, as any fault waiting for a folio lock), check that it is
+    /// still the slot's and that the entry is still there, map it (writable only for a
+    /// write to a page the entry says is exclusive), and drop the slot when no entry
+    /// names it any more.
     ///
     /// Linux: `do_swap_page()` (the swap half).
     pub(crate) fn do_swap_page_swapin(
         &self,
+        guard: &mut crate::sync::MmapReadGuard<'_, super::VmaTree>,
         vma: &super::Vma,
         addr: VirtAddr,
-        write: bool,
+        flags: super::FaultFlags,
         entry: SwapPte,
         anon: Option<&super::AnonVma>,
-    ) -> Result<(), Errno> {
+    ) -> Result<super::VmFault, Errno> {
         let mem = &self.mem;
+        let write = flags.contains(super::FaultFlags::WRITE);
         let Some(folio) = mem.swapin(entry.offset)? else {
-            return Err(Errno::EFAULT);
+            // No such slot any more: the entry changed under us (zapped, or swapped
+            // in by another fault); the access retries and sees what is there now.
+            return Ok(super::VmFault::Done);
         };
-        let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
+        // Lock order: mmap lock, folio lock, PTL. Reclaim holds the folio lock from
+        // before the unmap until the folio is written out and frozen.
+        if !self.folio_lock_or_retry(guard, folio, flags) {
             mem.folio_put(folio);
-            return Ok(());
+            return Ok(super::VmFault::Retry);
+        }
+        let unlock_put = || {
+            mem.folio_unlock(folio);
+            mem.folio_put(folio);
+        };
+        // The folio left the swap cache while we waited for its lock (a racing
+        // swap-in mapped it and dropped the slot, or the last entry was zapped, or
+        // migration replaced it): start over (Linux: the same check, then `goto out`).
+        if !mem.swap_cache_holds(entry.offset, folio) {
+            unlock_put();
+            return Ok(super::VmFault::Done);
+        }
+        let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
+            unlock_put();
+            return Ok(super::VmFault::Done);
         };
         if ptl.get(addr) != Pte::Swap(entry) {
             drop(ptl);
-            mem.folio_put(folio);
-            return Ok(());
+            unlock_put();
+            return Ok(super::VmFault::Done);
         }
         // The folio's identity: the anon_vma of this VMA if it is new.
         if let Some(h) = mem.page(folio.head())
@@ -467,7 +553,11 @@ impl Mm {
         ptl.set(addr, Pte::Present(pte));
         self.add_rss_anon(1);
         drop(ptl);
+        // Our reference is now the PTE's. The slot loses this entry's use; at zero the
+        // cache lets go of the folio (Linux: swap_free() + folio_free_swap(), under the
+        // folio lock).
         mem.swap_free(entry.offset);
-        Ok(())
+        mem.folio_unlock(folio);
+        Ok(super::VmFault::Done)
     }
 }
