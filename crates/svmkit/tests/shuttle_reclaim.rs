@@ -370,3 +370,48 @@ both_eras!(
     shuttle_reclaim_races_device_exclusive_6_15,
     shuttle_reclaim_races_device_exclusive_5_14
 );
+
+/// Fork, a child's COW write and exit, the parent's write, and reclaim of the
+/// parent's memory, all at once (what the real-thread stress test does).
+fn reclaim_vs_fork_child_cow_exit(profile: Profile) {
+    let sys = system(profile, 64);
+    let parent = sys.create_mm().unwrap();
+    parent.mmap(A, 2 * P, RW, FIXED).unwrap();
+    parent.write_u64(A, 1).unwrap();
+    parent.write_u64(A + P, 7).unwrap();
+    let forker = {
+        let sys = sys.clone();
+        let parent = parent.clone();
+        thread::spawn(move || {
+            let child = sys.fork(&parent).unwrap();
+            child.fetch_add_u64(A, 10).unwrap();
+            assert_eq!(child.read_u64(A + P).unwrap(), 7);
+            drop(child);
+        })
+    };
+    let writer = {
+        let parent = parent.clone();
+        thread::spawn(move || parent.write_u64(A, 2).unwrap())
+    };
+    let reclaimer = {
+        let parent = parent.clone();
+        thread::spawn(move || {
+            parent.reclaim_mm(2);
+            parent.madvise(A, 2 * P, Advice::PageOut).unwrap();
+        })
+    };
+    forker.join().unwrap();
+    writer.join().unwrap();
+    reclaimer.join().unwrap();
+    assert_eq!(parent.read_u64(A).unwrap(), 2);
+    assert_eq!(parent.read_u64(A + P).unwrap(), 7);
+    check_clean(&sys);
+    drop(parent);
+    check_nothing_left(&sys);
+}
+
+both_eras!(
+    reclaim_vs_fork_child_cow_exit,
+    shuttle_reclaim_races_fork_cow_and_exit_6_15,
+    shuttle_reclaim_races_fork_cow_and_exit_5_14
+);

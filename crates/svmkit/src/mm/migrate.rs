@@ -77,7 +77,13 @@ impl PhysMem {
     ///
     /// Linux: `migrate_pages()` → `migrate_folio_unmap()` + `migrate_folio_move()`.
     pub fn migrate_folio(&self, folio: Folio) -> Result<Folio, Errno> {
-        if !self.folio_test(folio, PageFlags::ANON) || !self.folio_try_get(folio) {
+        // The isolation reference first, then the checks: without it the frame could
+        // be freed and reused (as a page table, say) between the check and the get.
+        if !self.folio_try_get(folio) {
+            return Err(Errno::EINVAL);
+        }
+        if !self.folio_test(folio, PageFlags::ANON) || self.page_folio(folio.head()) != Ok(folio) {
+            self.folio_put(folio);
             return Err(Errno::EINVAL);
         }
         // The isolation reference is ours from here on.

@@ -131,7 +131,10 @@ impl PhysMem {
         if !self.folio_try_get(folio) {
             return Err(Errno::EINVAL);
         }
-        if folio.order() != 0 || !self.folio_test(folio, PageFlags::ANON) {
+        if folio.order() != 0
+            || !self.folio_test(folio, PageFlags::ANON)
+            || self.page_folio(folio.head()) != Ok(folio)
+        {
             self.folio_put(folio);
             return Err(Errno::EINVAL);
         }
