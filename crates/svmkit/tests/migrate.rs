@@ -3,9 +3,17 @@
 
 mod common;
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::Duration;
+
 use svmkit::check::ExtraRefs;
-use svmkit::mm::mmu_notifier::{MmuNotifierEvent, NotifierCallKind, RecordingNotifier};
-use svmkit::mm::{Advice, GupFlags, MmUser, PMD_SIZE, Pte};
+use svmkit::mm::mmu_notifier::{
+    MmuNotifierEvent, MmuNotifierOps, MmuNotifierRange, NotifierCallKind, RecordingNotifier,
+};
+use svmkit::mm::{Advice, GupFlags, MmUser, PMD_SIZE, PageFlags, Prot, Pte, swp_type};
+use svmkit::sync::Arc;
 use svmkit::task::Task;
 use svmkit::{Errno, Pfn, Profile};
 
@@ -166,5 +174,132 @@ fn excl_migrate_offline_loop_never_succeeds_under_5_14_and_succeeds_under_6_15()
             assert_eq!(mm.read_u64(BASE + i * P).unwrap(), i);
         }
         checked(&sys);
+    }
+}
+
+/// Holds a migration between installing its migration entries and removing them
+/// while fork copies them: fork's `ProtectionPage` start (its VMA already linked in the
+/// anon_vma, no PTL held yet) lets the migration run, and waits until the migration's
+/// `Clear` range has ended on the parent (the entries are in place, the folio locked);
+/// that end callback then waits until the test says fork is done.
+struct ForkDuringMigration {
+    armed_fork: AtomicBool,
+    armed_migration: AtomicBool,
+    go: Mutex<Sender<()>>,
+    installed_tx: Mutex<Sender<()>>,
+    installed_rx: Mutex<Receiver<()>>,
+    fork_done: Mutex<Receiver<()>>,
+}
+
+/// How long a gate waits before giving up (the test then fails on its assertions
+/// instead of hanging).
+const GATE: Duration = Duration::from_secs(10);
+
+impl MmuNotifierOps for ForkDuringMigration {
+    fn invalidate_range_start(&self, range: &MmuNotifierRange<'_>) -> Result<(), Errno> {
+        if range.event == MmuNotifierEvent::ProtectionPage
+            && self.armed_fork.swap(false, Ordering::SeqCst)
+        {
+            let _ = self.go.lock().unwrap().send(());
+            let _ = self.installed_rx.lock().unwrap().recv_timeout(GATE);
+        }
+        Ok(())
+    }
+
+    fn invalidate_range_end(&self, range: &MmuNotifierRange<'_>) {
+        if range.event == MmuNotifierEvent::Clear
+            && self.armed_migration.swap(false, Ordering::SeqCst)
+        {
+            let _ = self.installed_tx.lock().unwrap().send(());
+            let _ = self.fork_done.lock().unwrap().recv_timeout(GATE);
+        }
+    }
+}
+
+/// Bug 4 of issue 14: fork copies the migration entry of an anon-exclusive page that is
+/// mapped read-only (SWP_MIGRATION_READ_EXCLUSIVE). Linux's `copy_nonpresent_pte()`
+/// turns it readable in parent and child for a COW mapping; copied as is, the migration
+/// would map the new page anon-exclusive in both and the child's write would reach the
+/// parent.
+#[test]
+fn fork_copies_a_readable_exclusive_migration_entry_as_readable_in_both() {
+    for profile in Profile::ALL {
+        let (sys, parent) = system(profile, 1024);
+        parent.mmap(BASE, P, RW, FIXED).unwrap();
+        parent.write_u64(BASE, 1).unwrap();
+        // Anon-exclusive but mapped read-only: migration makes it READ_EXCLUSIVE.
+        parent.mprotect(BASE, P, Prot::READ).unwrap();
+        let old = folio_at(&sys, &parent, BASE);
+        assert!(
+            sys.mem()
+                .page(old.head())
+                .unwrap()
+                .test(PageFlags::ANON_EXCLUSIVE)
+        );
+
+        let (go_tx, go_rx) = channel();
+        let (installed_tx, installed_rx) = channel();
+        let (done_tx, done_rx) = channel();
+        parent
+            .mmu_notifier_register(Arc::new(ForkDuringMigration {
+                armed_fork: AtomicBool::new(true),
+                armed_migration: AtomicBool::new(true),
+                go: Mutex::new(go_tx),
+                installed_tx: Mutex::new(installed_tx),
+                installed_rx: Mutex::new(installed_rx),
+                fork_done: Mutex::new(done_rx),
+            }))
+            .unwrap();
+        let migrator = {
+            let mem = Arc::clone(sys.mem());
+            std::thread::spawn(move || {
+                go_rx.recv_timeout(GATE).expect("fork never started");
+                mem.migrate_folio(old)
+            })
+        };
+        let child = sys.fork(&parent).unwrap();
+        // Fork ran inside the migration: both hold a migration entry now.
+        let entries = [&parent, &child].map(|mm| mm.pte_get_lockless(va(BASE)));
+        done_tx.send(()).unwrap();
+        let new = migrator.join().unwrap().unwrap();
+        assert_eq!(parent.translate(va(BASE)), Some(new.head()));
+        assert_eq!(child.translate(va(BASE)), Some(new.head()));
+
+        // Writable again, then the child writes: the page is shared, so the write must
+        // break COW and the parent keep its value (derived: fork semantics).
+        parent.mprotect(BASE, P, RW).unwrap();
+        child.mprotect(BASE, P, RW).unwrap();
+        child.write_u64(BASE, 2).unwrap();
+        assert_eq!(parent.read_u64(BASE).unwrap(), 1, "{}", profile.name);
+        assert_eq!(child.read_u64(BASE).unwrap(), 2, "{}", profile.name);
+        parent.write_u64(BASE, 3).unwrap();
+        assert_eq!(child.read_u64(BASE).unwrap(), 2, "{}", profile.name);
+
+        // The mechanism: for a COW mapping the copied entry is the readable,
+        // non-exclusive one in both (Linux: copy_nonpresent_pte(), "a previously
+        // exclusive entry is now shared").
+        for (who, pte) in ["parent", "child"].iter().zip(entries) {
+            match pte {
+                Pte::Swap(s) if s.is_migration() => assert_eq!(
+                    s.swp_type,
+                    swp_type::SWP_MIGRATION_READ,
+                    "{}: {who}'s entry",
+                    profile.name
+                ),
+                other => panic!(
+                    "{}: {who} had {other:?}, not a migration entry",
+                    profile.name
+                ),
+            }
+        }
+        checked(&sys);
+        assert!(
+            sys.mem().bad_pages().is_empty(),
+            "{:?}",
+            sys.mem().bad_pages()
+        );
+        drop(child);
+        drop(parent);
+        assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
     }
 }

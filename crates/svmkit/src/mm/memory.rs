@@ -815,9 +815,10 @@ impl Mm {
         Ok(())
     }
 
-    /// A non-present entry at fork. No layer of the model installs one yet except as
-    /// a plain copy; the device-exclusive, migration and swap layers add their cases
-    /// here (restore-then-copy, wait, `swap_duplicate`).
+    /// A non-present entry at fork (device-exclusive entries are handled by the
+    /// caller): a swap entry gains a user and loses its exclusive bit; a migration
+    /// entry is copied, made readable in both first when it is writable or
+    /// readable-exclusive in a COW mapping; any other entry is copied as is.
     ///
     /// Linux: `copy_nonpresent_pte()`.
     fn copy_nonpresent_pte(
@@ -844,10 +845,13 @@ impl Mm {
         if let Pte::Swap(s) = entry
             && s.is_migration()
         {
-            // The child's mapping is counted when the migration puts PTEs back; a
-            // writable entry turns readable in both for COW.
+            // The child's mapping is counted when the migration puts PTEs back. For a
+            // COW mapping, a writable or readable-exclusive entry turns readable in
+            // both: the page is shared from now on, so `remove_migration_ptes` must map
+            // it neither writable nor anon-exclusive in either (Linux:
+            // `!is_readable_migration_entry()` → `make_readable_migration_entry()`).
             dst.add_rss_anon(1);
-            if s.swp_type == super::pgtable::swp_type::SWP_MIGRATION_WRITE
+            if s.swp_type != super::pgtable::swp_type::SWP_MIGRATION_READ
                 && src_vma.is_cow_mapping()
                 && let Some(pfn) = s.pfn()
             {
