@@ -406,8 +406,48 @@ fn errors_at_every_public_entry_point_leave_state_unchanged() {
             Errno::EBADF,
         ),
         (
-            "mmap unknown prot bit",
-            mm.mmap(0, PAGE_SIZE, Prot::from_bits_retain(0x40), ANON)
+            // Linux: ksys_mmap_pgoff() fails the descriptor before do_mmap() looks at
+            // the length.
+            "mmap of a file with zero length",
+            mm.mmap(0, 0, RW, MapFlags::PRIVATE).map(drop),
+            Errno::EBADF,
+        ),
+        (
+            // Linux: do_mmap() switches on `flags & MAP_TYPE` (0x0f): 0x06 is no type.
+            "mmap unknown mapping type",
+            mm.mmap(0, PAGE_SIZE, RW, ANON | MapFlags::from_bits_retain(0x04))
+                .map(drop),
+            Errno::EINVAL,
+        ),
+        (
+            // Linux: __get_unmapped_area() checks the range before the alignment.
+            "mmap unaligned fixed past user space",
+            mm.mmap((1 << 47) + 1, PAGE_SIZE, RW, FIXED).map(drop),
+            Errno::ENOMEM,
+        ),
+        (
+            // Linux: the address is chosen (and refused) before the MAP_TYPE switch.
+            "mmap fixed past user space, private and shared",
+            mm.mmap(1 << 47, PAGE_SIZE, RW, FIXED | MapFlags::SHARED)
+                .map(drop),
+            Errno::ENOMEM,
+        ),
+        (
+            // Linux: do_mmap()'s MAP_FIXED_NOREPLACE check precedes the MAP_TYPE switch.
+            "mmap fixed_noreplace over a mapping, private and shared",
+            mm.mmap(
+                a,
+                PAGE_SIZE,
+                RW,
+                ANON | MapFlags::SHARED | MapFlags::FIXED_NOREPLACE,
+            )
+            .map(drop),
+            Errno::EEXIST,
+        ),
+        (
+            // Linux: the MAP_TYPE switch fails before mmap_region() unmaps anything.
+            "mmap fixed over a mapping, private and shared",
+            mm.mmap(a, PAGE_SIZE, RW, FIXED | MapFlags::SHARED)
                 .map(drop),
             Errno::EINVAL,
         ),
@@ -433,9 +473,47 @@ fn errors_at_every_public_entry_point_leave_state_unchanged() {
             Errno::EINVAL,
         ),
         (
+            // Linux: do_mprotect_pkey() → arch_validate_prot() (generic, not
+            // overridden on x86): only READ, WRITE, EXEC and SEM.
             "mprotect unknown prot bit",
             mm.mprotect(a, PAGE_SIZE, Prot::from_bits_retain(0x80)),
             Errno::EINVAL,
+        ),
+        (
+            // Linux: do_mprotect_pkey(): "can't be both", before any other check.
+            "mprotect growsdown and growsup",
+            mm.mprotect(a, 0, Prot::READ | Prot::GROWSDOWN | Prot::GROWSUP),
+            Errno::EINVAL,
+        ),
+        (
+            // Linux: do_mprotect_pkey(): PROT_GROWSDOWN on a VMA without VM_GROWSDOWN.
+            "mprotect growsdown",
+            mm.mprotect(a, PAGE_SIZE, Prot::READ | Prot::GROWSDOWN),
+            Errno::EINVAL,
+        ),
+        (
+            // Linux: do_mprotect_pkey(): no VMA in the range comes first.
+            "mprotect growsdown unmapped",
+            mm.mprotect(BASE + (1 << 30), PAGE_SIZE, Prot::READ | Prot::GROWSDOWN),
+            Errno::ENOMEM,
+        ),
+        (
+            // Linux: do_mprotect_pkey(): PROT_GROWSUP needs VM_GROWSUP (VM_NONE on x86).
+            "mprotect growsup",
+            mm.mprotect(a, PAGE_SIZE, Prot::READ | Prot::GROWSUP),
+            Errno::EINVAL,
+        ),
+        (
+            // Linux: do_mprotect_pkey(): a VMA starting above `start` is a hole first.
+            "mprotect growsup hole at start",
+            mm.mprotect(a - PAGE_SIZE, 2 * PAGE_SIZE, Prot::READ | Prot::GROWSUP),
+            Errno::ENOMEM,
+        ),
+        (
+            // Linux: do_mprotect_pkey() checks the wrap before arch_validate_prot().
+            "mprotect wrapping range, unknown prot bit",
+            mm.mprotect(a, u64::MAX - a, Prot::from_bits_retain(0x80)),
+            Errno::ENOMEM,
         ),
         (
             "mprotect wrapping range",
@@ -471,8 +549,11 @@ fn errors_at_every_public_entry_point_leave_state_unchanged() {
     for (what, got, want) in cases {
         assert_eq!(got, Err(want), "{what}");
     }
-    // Linux accepts these zero-length calls and does nothing.
+    // Linux accepts these zero-length calls and does nothing (do_mprotect_pkey()
+    // returns 0 for a zero length before it validates prot).
     assert_eq!(mm.mprotect(a, 0, Prot::READ), Ok(()));
+    assert_eq!(mm.mprotect(a, 0, Prot::from_bits_retain(0x80)), Ok(()));
+    assert_eq!(mm.mprotect(a, 0, Prot::READ | Prot::GROWSDOWN), Ok(()));
     assert_eq!(mm.madvise(a, 0, Advice::DontNeed), Ok(()));
     assert_eq!(vmas(&mm), before, "no error changed the VMAs");
     assert_eq!(sys.mem().nr_free_pages(), free);
@@ -491,6 +572,50 @@ fn errors_at_every_public_entry_point_leave_state_unchanged() {
             .addr,
         va(a + 4 * PAGE_SIZE)
     );
+    checked(&sys);
+}
+
+/// Issue 14, bug 8: Linux's mmap ignores prot bits it does not know, mprotect rejects
+/// them but accepts PROT_SEM.
+#[test]
+fn mmap_ignores_unknown_prot_bits_and_mprotect_accepts_prot_sem() {
+    let (sys, mm) = system(1024);
+    // Linux: do_mmap() never validates prot; calc_vm_prot_bits() translates only
+    // PROT_READ/WRITE/EXEC, so the VMA is an ordinary read-write one.
+    let a = mm
+        .mmap(0, PAGE_SIZE, Prot::from_bits_retain(0x40) | RW, ANON)
+        .unwrap()
+        .raw();
+    let b = mm
+        .mmap(0, PAGE_SIZE, Prot::READ | Prot::SEM | Prot::GROWSDOWN, ANON)
+        .unwrap()
+        .raw();
+    let access = |x: u64| {
+        vmas(&mm)
+            .into_iter()
+            .find(|v| v.0 <= x && x < v.1)
+            .map(|v| v.2 & (VmFlags::READ | VmFlags::WRITE | VmFlags::EXEC))
+    };
+    assert_eq!(access(a), Some(VmFlags::READ | VmFlags::WRITE));
+    assert_eq!(access(b), Some(VmFlags::READ));
+    mm.write_u64(a, 5).unwrap();
+    assert_eq!(mm.read_u64(a).unwrap(), 5);
+    assert_eq!(
+        mm.write_u64(b, 1).unwrap_err().kind,
+        FaultKind::Protection,
+        "PROT_SEM grants nothing"
+    );
+    // Linux: arch_validate_prot() admits PROT_SEM, which changes nothing on x86.
+    mm.mprotect(a, PAGE_SIZE, Prot::READ | Prot::SEM).unwrap();
+    assert_eq!(access(a), Some(VmFlags::READ));
+    assert_eq!(mm.read_u64(a).unwrap(), 5);
+    // Bits outside MAP_TYPE that the model does not know are ignored too (Linux:
+    // do_mmap() for anonymous MAP_PRIVATE; 0x4000 is MAP_NORESERVE).
+    let c = mm
+        .mmap(0, PAGE_SIZE, RW, ANON | MapFlags::from_bits_retain(0x4000))
+        .unwrap()
+        .raw();
+    assert_eq!(access(c), Some(VmFlags::READ | VmFlags::WRITE));
     checked(&sys);
 }
 

@@ -23,7 +23,10 @@ pub const MMAP_MIN_ADDR: u64 = 0x10000;
 pub const MMAP_BASE: u64 = 0x7fff_0000_0000;
 
 bitflags! {
-    /// Memory protection (Linux: `PROT_*`). The empty set is `PROT_NONE`.
+    /// Memory protection (Linux: `PROT_*`, x86-64 values). The empty set is
+    /// `PROT_NONE`. Bits outside these can be passed with
+    /// [`Prot::from_bits_retain`]; `mmap` ignores them and `mprotect` rejects them, as
+    /// Linux does.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct Prot: u32 {
         /// PROT_READ.
@@ -32,11 +35,24 @@ bitflags! {
         const WRITE = 0x2;
         /// PROT_EXEC.
         const EXEC = 0x4;
+        /// PROT_SEM: accepted by `mprotect` and `mmap`, no effect on x86.
+        const SEM = 0x8;
+        /// PROT_GROWSDOWN: `mprotect` extends the change down to the start of a
+        /// grows-down VMA (the model has none, so it fails as Linux does then).
+        const GROWSDOWN = 0x0100_0000;
+        /// PROT_GROWSUP: `mprotect` extends the change up to the end of a grows-up VMA
+        /// (x86 has none).
+        const GROWSUP = 0x0200_0000;
     }
 }
 
+/// `MAP_TYPE`: the bits of the mmap flags that say which kind of mapping it is.
+const MAP_TYPE: u32 = 0x0f;
+
 bitflags! {
-    /// mmap flags (Linux: `MAP_*`).
+    /// mmap flags (Linux: `MAP_*`, x86-64 values). Unknown bits
+    /// ([`MapFlags::from_bits_retain`]) are ignored, except inside `MAP_TYPE` (`0x0f`),
+    /// which must say exactly private or shared.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct MapFlags: u32 {
         /// MAP_SHARED.
@@ -61,16 +77,17 @@ pub(crate) fn page_align(len: u64) -> Option<u64> {
 
 /// VMA flags for a new mapping (Linux: `calc_vm_prot_bits()` + `calc_vm_flag_bits()` +
 /// the `VM_MAY*` defaults of `do_mmap()`).
-fn vm_flags_for(prot: Prot, flags: MapFlags) -> VmFlags {
+fn vm_flags_for(prot: Prot, shared: bool) -> VmFlags {
     let mut vm = VmFlags::MAYREAD | VmFlags::MAYWRITE | VmFlags::MAYEXEC | VmFlags::SOFTDIRTY;
     vm |= prot_to_vm(prot);
-    if flags.contains(MapFlags::SHARED) {
+    if shared {
         vm |= VmFlags::SHARED | VmFlags::MAYSHARE;
     }
     vm
 }
 
-/// The access bits of `vm_flags` for `prot` (Linux: `calc_vm_prot_bits()`).
+/// The access bits of `vm_flags` for `prot`; every other bit of `prot` is ignored
+/// (Linux: `calc_vm_prot_bits()`).
 pub(crate) fn prot_to_vm(prot: Prot) -> VmFlags {
     let mut vm = VmFlags::empty();
     if prot.contains(Prot::READ) {
@@ -89,15 +106,24 @@ impl MmUser {
     /// Maps `len` bytes of anonymous memory (private, or shared with `MAP_SHARED`) and
     /// returns the address.
     ///
-    /// * `len == 0` → `EINVAL`; a length that overflows when rounded to pages → `ENOMEM`.
-    /// * Neither or both of `MAP_PRIVATE`/`MAP_SHARED` → `EINVAL`; no `MAP_ANONYMOUS` →
-    ///   `EBADF` (there are no files). `MAP_SHARED` anonymous memory gets its own
-    ///   shmem object ([`Shmem`]), shared with fork children and never COWed.
-    /// * Fixed: `addr` unaligned → `EINVAL`; below [`MMAP_MIN_ADDR`] → `EPERM`; past
-    ///   the end of user space → `ENOMEM`; `MAP_FIXED` replaces existing mappings,
-    ///   `MAP_FIXED_NOREPLACE` fails with `EEXIST` instead.
-    /// * Otherwise `addr` is a hint, used if the range there is free; else the highest
-    ///   free range below [`MMAP_BASE`] is taken (`ENOMEM` if none).
+    /// Checked in Linux's order:
+    /// * no `MAP_ANONYMOUS` → `EBADF` (there are no files; Linux's
+    ///   `ksys_mmap_pgoff()` looks the descriptor up before anything else);
+    /// * `len == 0` → `EINVAL`; a length that overflows when rounded to pages → `ENOMEM`;
+    /// * fixed: past the end of user space → `ENOMEM`; `addr` unaligned → `EINVAL`;
+    ///   below [`MMAP_MIN_ADDR`] → `EPERM` (Linux: `__get_unmapped_area()`); over an
+    ///   existing mapping `MAP_FIXED_NOREPLACE` → `EEXIST`, while `MAP_FIXED`
+    ///   replaces it (once every check has passed). Otherwise `addr` is a hint, used
+    ///   if the range there is free; else the highest free range below [`MMAP_BASE`]
+    ///   is taken (`ENOMEM` if none);
+    /// * the mapping type (`flags & MAP_TYPE`) is neither `MAP_PRIVATE` nor
+    ///   `MAP_SHARED` → `EINVAL` (`MAP_SHARED_VALIDATE` included, as for anonymous
+    ///   memory in Linux; `MAP_DROPPABLE` of Linux 6.11 is not modelled).
+    ///
+    /// `prot` bits other than read, write and exec are ignored, as Linux's
+    /// `do_mmap()` ignores them (`calc_vm_prot_bits()` translates only those three;
+    /// x86 does not validate `prot` in mmap). `MAP_SHARED` anonymous memory gets its
+    /// own shmem object ([`Shmem`]), shared with fork children and never COWed.
     ///
     /// Linux: `mmap()` → `do_mmap()` → `mmap_region()`.
     pub fn mmap(
@@ -107,6 +133,10 @@ impl MmUser {
         prot: Prot,
         flags: MapFlags,
     ) -> Result<VirtAddr, Errno> {
+        // Linux: ksys_mmap_pgoff() fails a bad descriptor before do_mmap() runs.
+        if !flags.contains(MapFlags::ANONYMOUS) {
+            return Err(Errno::EBADF);
+        }
         if len == 0 {
             return Err(Errno::EINVAL);
         }
@@ -114,27 +144,16 @@ impl MmUser {
             Some(l) if l != 0 => l,
             _ => return Err(Errno::ENOMEM),
         };
-        if !prot.difference(Prot::all()).is_empty() {
-            return Err(Errno::EINVAL);
-        }
-        match (
-            flags.contains(MapFlags::SHARED),
-            flags.contains(MapFlags::PRIVATE),
-        ) {
-            (true, false) | (false, true) => {}
-            _ => return Err(Errno::EINVAL),
-        }
-        if !flags.contains(MapFlags::ANONYMOUS) {
-            return Err(Errno::EBADF);
-        }
         let fixed = flags.intersects(MapFlags::FIXED | MapFlags::FIXED_NOREPLACE);
         let mut tree = self.mmap_write_lock();
-        let start = if fixed {
-            if !addr.is_multiple_of(PAGE_SIZE) {
-                return Err(Errno::EINVAL);
-            }
+        let (start, replace) = if fixed {
+            // Linux: __get_unmapped_area(): the range, the alignment, then
+            // security_mmap_addr()'s mmap_min_addr check.
             if len > TASK_SIZE || addr > TASK_SIZE - len {
                 return Err(Errno::ENOMEM);
+            }
+            if !addr.is_multiple_of(PAGE_SIZE) {
+                return Err(Errno::EINVAL);
             }
             if addr < MMAP_MIN_ADDR {
                 return Err(Errno::EPERM);
@@ -143,19 +162,28 @@ impl MmUser {
                 VirtAddr::new_truncate(addr),
                 VirtAddr::new_truncate(addr + len),
             );
-            if !tree.is_free(s, e) {
-                if flags.contains(MapFlags::FIXED_NOREPLACE) {
-                    return Err(Errno::EEXIST);
-                }
-                self.do_munmap(&mut tree, s, e);
+            let busy = !tree.is_free(s, e);
+            if busy && flags.contains(MapFlags::FIXED_NOREPLACE) {
+                return Err(Errno::EEXIST);
             }
-            s
+            (s, busy)
         } else {
-            self.get_unmapped_area(&tree, addr, len)?
+            (self.get_unmapped_area(&tree, addr, len)?, false)
+        };
+        // Linux: do_mmap()'s `switch (flags & MAP_TYPE)` for anonymous memory, after
+        // the address was chosen; unknown bits outside MAP_TYPE are ignored.
+        let shared = match flags.bits() & MAP_TYPE {
+            t if t == MapFlags::SHARED.bits() => true,
+            t if t == MapFlags::PRIVATE.bits() => false,
+            _ => return Err(Errno::EINVAL),
         };
         let end = VirtAddr::new_truncate(start.raw() + len);
-        let vm_flags = vm_flags_for(prot, flags);
-        let vma = if flags.contains(MapFlags::SHARED) {
+        if replace {
+            // Linux: mmap_region() unmaps what MAP_FIXED replaces.
+            self.do_munmap(&mut tree, start, end);
+        }
+        let vm_flags = vm_flags_for(prot, shared);
+        let vma = if shared {
             // Linux: shmem_zero_setup() gives the mapping its own shmem object.
             Vma::new_shared(start, end, vm_flags, Shmem::new(&self.mem, len / PAGE_SIZE))
         } else {

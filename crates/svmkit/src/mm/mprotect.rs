@@ -18,14 +18,30 @@ use crate::types::{PAGE_SIZE, VirtAddr};
 impl MmUser {
     /// Sets the protection of `[addr, addr + len)` to `prot`.
     ///
-    /// As Linux: `EINVAL` for an unaligned `addr` or unknown `prot` bits; a zero `len`
-    /// succeeds and changes nothing; a range that wraps → `ENOMEM`; a hole at the start
-    /// → `ENOMEM` with nothing changed; a hole further on → `ENOMEM` *after* the VMAs
-    /// before the hole were changed (Linux does not roll back).
+    /// As Linux, in its order:
+    /// * both `PROT_GROWSDOWN` and `PROT_GROWSUP` → `EINVAL`; an unaligned `addr` →
+    ///   `EINVAL`;
+    /// * a zero `len` succeeds and changes nothing, whatever `prot` holds;
+    /// * a range that wraps → `ENOMEM`;
+    /// * `prot` bits other than read, write, exec and `PROT_SEM` (accepted, no effect)
+    ///   → `EINVAL` (Linux: the generic `arch_validate_prot()`, which x86 does not
+    ///   override);
+    /// * under the mmap lock: nothing mapped in the range → `ENOMEM`; with
+    ///   `PROT_GROWSUP` a hole at the start → `ENOMEM`; otherwise `PROT_GROWSDOWN` or
+    ///   `PROT_GROWSUP` → `EINVAL` (no VMA of the model grows down; none on x86 grows
+    ///   up);
+    /// * a hole at the start → `ENOMEM` with nothing changed; a hole further on →
+    ///   `ENOMEM` *after* the VMAs before the hole were changed (Linux does not roll
+    ///   back).
     ///
     /// Linux: `mprotect()` → `do_mprotect_pkey()` → `mprotect_fixup()`.
     pub fn mprotect(&self, addr: u64, len: u64, prot: Prot) -> Result<(), Errno> {
-        if !prot.difference(Prot::all()).is_empty() || !addr.is_multiple_of(PAGE_SIZE) {
+        let grows = prot & (Prot::GROWSDOWN | Prot::GROWSUP);
+        let prot = prot - (Prot::GROWSDOWN | Prot::GROWSUP);
+        if grows == Prot::GROWSDOWN | Prot::GROWSUP {
+            return Err(Errno::EINVAL);
+        }
+        if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
         if len == 0 {
@@ -33,11 +49,29 @@ impl MmUser {
         }
         let len = page_align(len).ok_or(Errno::ENOMEM)?;
         let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
+        // Linux: arch_validate_prot() (include/linux/mman.h).
+        if !prot
+            .difference(Prot::READ | Prot::WRITE | Prot::EXEC | Prot::SEM)
+            .is_empty()
+        {
+            return Err(Errno::EINVAL);
+        }
         let (Ok(start), Ok(end)) = (VirtAddr::try_new(addr), VirtAddr::try_new(end)) else {
             return Err(Errno::ENOMEM);
         };
         let new_access = prot_to_vm(prot);
         let mut tree = self.mmap_write_lock();
+        if !grows.is_empty() {
+            // Linux: the first VMA in the range must exist; PROT_GROWSDOWN then needs
+            // VM_GROWSDOWN, PROT_GROWSUP a VMA starting at or below `start` and
+            // VM_GROWSUP. No VMA of the model has either flag.
+            let first = tree.intersecting(start, end).next().map(|v| v.start());
+            return match first {
+                None => Err(Errno::ENOMEM),
+                Some(s) if grows == Prot::GROWSUP && s > start => Err(Errno::ENOMEM),
+                Some(_) => Err(Errno::EINVAL),
+            };
+        }
         // The VMAs we may change: the run without holes starting at `start`.
         let mut pieces: Vec<Vma> = Vec::new();
         let mut at = start;
