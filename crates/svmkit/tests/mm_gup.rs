@@ -528,3 +528,57 @@ fn gup_read_only_pin_of_a_cow_shared_thp_unshares_it() {
     sys.mem().unpin_user_pages(&pins);
     checked(&sys);
 }
+
+/// Issue 14, bug 9: a double unpin and a stray unlock are caller bugs the model reports
+/// (and does not execute); a test that provokes them takes the reports, and the checker
+/// judges what follows.
+#[test]
+fn gup_double_unpin_and_stray_unlock_are_reported_and_can_be_taken() {
+    let (sys, mm) = system(1024);
+    populated(&mm, 1);
+    let pinned = {
+        let mut guard = mm.mmap_read_lock();
+        mm.pin_user_pages(&mut guard, BASE, 1, GupFlags::empty())
+            .unwrap()
+    };
+    let p = pinned[0];
+    sys.mem().unpin_user_pages(&pinned);
+    // The second unpin would take GUP_PIN_COUNTING_BIAS references from a page that
+    // holds one (its mapping): reported, not done (derived: folio_put_refs()).
+    sys.mem().unpin_user_pages(&pinned);
+    assert_eq!(refcount(&sys, p), 1, "the mapping's reference is intact");
+    // Unlocking a folio nobody locked: reported, nothing changes (derived:
+    // folio_unlock()).
+    sys.mem().folio_unlock(folio(&sys, p));
+    assert!(!sys.mem().page(p).unwrap().test(PageFlags::LOCKED));
+
+    // Derived: the model's report texts, oldest first.
+    let reasons = |v: &[svmkit::mm::BadPage]| -> Vec<(Pfn, &'static str)> {
+        v.iter().map(|b| (b.pfn, b.reason)).collect()
+    };
+    let want = vec![
+        (p, "folio_put_refs below zero"),
+        (p, "folio_unlock of an unlocked folio"),
+    ];
+    assert_eq!(reasons(&sys.mem().bad_pages()), want);
+    // Derived: the checker lists every pending report as a violation.
+    let err = sys.check().unwrap_err().to_string();
+    assert_eq!(err.matches("bad page reported").count(), 2, "{err}");
+    assert_eq!(reasons(&sys.mem().take_bad_pages()), want);
+    assert!(sys.mem().bad_pages().is_empty());
+    assert!(sys.mem().take_bad_pages().is_empty(), "taken once");
+    checked(&sys);
+
+    // Later reports are recorded as before.
+    sys.mem().folio_unlock(folio(&sys, p));
+    assert_eq!(
+        reasons(&sys.mem().bad_pages()),
+        vec![(p, "folio_unlock of an unlocked folio")]
+    );
+    assert_eq!(sys.mem().take_bad_pages().len(), 1);
+    mm.write_u64(BASE, 9).unwrap();
+    assert_eq!(mm.read_u64(BASE).unwrap(), 9);
+    checked(&sys);
+    drop(mm);
+    assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
+}

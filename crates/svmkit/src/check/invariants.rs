@@ -14,7 +14,8 @@
 //!   object's cache at the offset their VMA maps, and the cache holds one reference;
 //! * the buddy free lists are consistent and no allocated frame is unaccounted for
 //!   (so once every mm is gone, every frame is free);
-//! * no bad-page report was made.
+//! * no bad-page report is pending ([`PhysMem::bad_pages`]; a test that provoked one
+//!   on purpose takes it with [`PhysMem::take_bad_pages`]).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -18,7 +18,9 @@
 //!   to it are not counted (Linux: `is_zero_pfn()` short-circuits refcounting).
 //! * Freeing a folio that is still locked or mapped is reported, not executed (Linux:
 //!   `bad_page()` leaves the page out of the allocator); [`PhysMem::bad_pages`] lists
-//!   the reports for checkers and tests.
+//!   the reports for checkers and tests, and [`PhysMem::take_bad_pages`] hands them to
+//!   a test that provoked them on purpose, so that later checks judge only what
+//!   follows.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -276,9 +278,28 @@ impl PhysMem {
         self.page(pfn).ok_or(Errno::EINVAL)
     }
 
-    /// Reports of pages whose state was wrong when they were freed or allocated.
+    /// Every report made so far (and not yet taken) of a page whose state was wrong
+    /// when it was freed or allocated, or of a caller bug such as a stray unlock or a
+    /// double unpin, oldest first. The invariant checker fails while this is not
+    /// empty.
     pub fn bad_pages(&self) -> Vec<BadPage> {
         self.bad.lock().clone()
+    }
+
+    /// Returns the reports [`bad_pages`](Self::bad_pages) lists, oldest first, and
+    /// clears them, so that a test that provoked a caller bug on purpose can assert it
+    /// was reported and still run the invariant checker afterwards. Reports made later
+    /// are recorded as before.
+    ///
+    /// Taking a report repairs nothing: a stray unlock or a double unpin changed no
+    /// state and leaves none to repair, but a folio whose free was refused (still
+    /// locked or mapped) stays out of the allocator, and the checker judges that state
+    /// on its own.
+    ///
+    /// Linux has no counterpart: `bad_page()` prints and taints the kernel once and
+    /// for all.
+    pub fn take_bad_pages(&self) -> Vec<BadPage> {
+        std::mem::take(&mut *self.bad.lock())
     }
 
     pub(super) fn report_bad(&self, pfn: Pfn, reason: &'static str) {
