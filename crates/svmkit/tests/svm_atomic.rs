@@ -92,6 +92,47 @@ fn owner_filter_lets_the_fault_succeed_in_one_pass_in(profile: Profile) {
     }
 }
 
+/// Issue 14 item 7: the bound on faults must not also bound the replay. With
+/// `max_passes` 1 an uncontended atomic takes one fault of one pass, then the replay
+/// runs on the device (derived: nouveau replays a handled GPU fault; before the fix
+/// the replay was never reached and every such atomic returned EBUSY).
+#[test]
+fn max_passes_one_uncontended_atomic_faults_once_and_replays() {
+    for profile in Profile::ALL {
+        let (sys, mm) = setup_with(profile);
+        let gpu = SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), 1).unwrap();
+        let task = Task::new("gpu-fault");
+        // 100: the value setup wrote.
+        assert_eq!(
+            gpu.atomic_fetch_add(&task, A, 5),
+            Ok(100),
+            "{}",
+            profile.name
+        );
+        let s = gpu.stats();
+        assert_eq!(
+            (
+                s.faults.load(Ordering::Relaxed),
+                s.passes.load(Ordering::Relaxed),
+                s.retries.load(Ordering::Relaxed),
+                s.ebusy.load(Ordering::Relaxed),
+                s.atomics.load(Ordering::Relaxed),
+            ),
+            (1, 1, 0, 0, 1),
+            "{}",
+            profile.name
+        );
+        // Mapped now: the next atomic needs no fault.
+        assert_eq!(gpu.atomic_fetch_add(&task, A, 5), Ok(105));
+        assert_eq!(gpu.stats().faults.load(Ordering::Relaxed), 1);
+        assert_eq!(mm.read_u64(A).unwrap(), 110);
+        drop(gpu);
+        if let Err(e) = sys.check() {
+            panic!("{e}");
+        }
+    }
+}
+
 /// Under 5.14 the first retry keeps the folio locked (nouveau before 6.14-rc), and the
 /// next pass's GUP blocks on that lock forever: the livelock becomes a self-deadlock.
 /// That outcome is explored in `shuttle_leak_on_retry_*`; here the 6.15 driver.

@@ -171,8 +171,9 @@ pub struct SvmAtomic {
 
 impl SvmAtomic {
     /// Binds a new device to the process (Linux: `nouveau_svmm_init()`, which
-    /// registers the whole-mm notifier). `max_passes` bounds each fault's acquire loop
-    /// (Linux: `HMM_RANGE_DEFAULT_TIMEOUT`, 1 s).
+    /// registers the whole-mm notifier). `max_passes` (at least 1) bounds each fault's
+    /// acquire loop (Linux: `HMM_RANGE_DEFAULT_TIMEOUT`, 1 s) and the number of faults
+    /// one atomic takes (see [`atomic_fetch_add`](Self::atomic_fetch_add)).
     pub fn new(
         mm: &MmUser,
         name: &str,
@@ -209,8 +210,16 @@ impl SvmAtomic {
     /// [`atomic_range_fault`](Self::atomic_range_fault) and replays. Returns the old
     /// value, or the fault handler's error (`EBUSY` at the bound, `EINVAL` when
     /// `make_device_exclusive` fails, as nouveau reports).
+    ///
+    /// A resolved fault is always followed by a replay (the GPU replays the faulting
+    /// access once the fault buffer entry is handled). `max_passes` bounds each
+    /// fault's acquire loop and, separately, the number of faults one atomic may take
+    /// (a replay that faults again because the page was revoked in between starts a
+    /// new fault); past that the atomic gives up with `EBUSY`. So with `max_passes`
+    /// 1 an uncontended atomic takes one fault of one pass and one replay.
     pub fn atomic_fetch_add(&self, task: &Task, addr: u64, delta: u64) -> Result<u64, Errno> {
-        for _ in 0..self.max_passes {
+        let mut faults = 0;
+        loop {
             let r = if self.flaws.atomics_through_write_entry {
                 // A read-modify-write through a plain write entry: correct against
                 // other device operations (the driver lock), not against the CPU.
@@ -224,7 +233,12 @@ impl SvmAtomic {
                     return Ok(old);
                 }
                 Err(DeviceFault::BadAccess) => return Err(Errno::EINVAL),
+                Err(_) if faults == self.max_passes => {
+                    self.stats.ebusy.fetch_add(1, Ordering::Relaxed);
+                    return Err(Errno::EBUSY);
+                }
                 Err(_) => {
+                    faults += 1;
                     if self.flaws.atomics_through_write_entry {
                         self.write_fault(addr)?;
                     } else {
@@ -233,8 +247,6 @@ impl SvmAtomic {
                 }
             }
         }
-        self.stats.ebusy.fetch_add(1, Ordering::Relaxed);
-        Err(Errno::EBUSY)
     }
 
     /// The device fault handler for an atomic: make the page device-exclusive inside
