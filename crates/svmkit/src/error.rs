@@ -43,6 +43,10 @@ pub enum Errno {
     /// Invalid argument (22).
     #[error("EINVAL: invalid argument")]
     EINVAL,
+    /// Function not implemented (38): the model's answer for a kernel interface the
+    /// selected profile's era does not have.
+    #[error("ENOSYS: function not implemented")]
+    ENOSYS,
     /// Value too large for defined data type (75).
     #[error("EOVERFLOW: value too large")]
     EOVERFLOW,
@@ -66,6 +70,7 @@ impl Errno {
             Errno::EBUSY => 16,
             Errno::EEXIST => 17,
             Errno::EINVAL => 22,
+            Errno::ENOSYS => 38,
             Errno::EOVERFLOW => 75,
             Errno::EOPNOTSUPP => 95,
         }
@@ -85,6 +90,7 @@ impl Errno {
             Errno::EBUSY => "EBUSY",
             Errno::EEXIST => "EEXIST",
             Errno::EINVAL => "EINVAL",
+            Errno::ENOSYS => "ENOSYS",
             Errno::EOVERFLOW => "EOVERFLOW",
             Errno::EOPNOTSUPP => "EOPNOTSUPP",
         }
@@ -100,6 +106,7 @@ mod tests {
         assert_eq!(Errno::EINTR.code(), 4);
         assert_eq!(Errno::ENOMEM.code(), 12);
         assert_eq!(Errno::EOPNOTSUPP.code(), 95);
+        assert_eq!(Errno::ENOSYS.code(), 38);
         assert_eq!(Errno::EBUSY.name(), "EBUSY");
         assert!(Errno::EFAULT.to_string().starts_with("EFAULT"));
     }

@@ -51,6 +51,13 @@ pub enum RestoreWritability {
 pub struct Profile {
     /// Short name, for traces and the CLI.
     pub name: &'static str,
+    /// `make_device_exclusive_range()`, the range API, exists (5.14 to 6.14, spec 2.1).
+    /// Linux 6.15 replaced it with the single-page `make_device_exclusive()` (fixes v2
+    /// 03/17, `<20250210193801.781278-4-david@redhat.com>`, spec 2.4): "the only real
+    /// user (nouveau) asked for one page". Without it
+    /// [`Mm::make_device_exclusive_range`](crate::mm::Mm::make_device_exclusive_range)
+    /// fails with `ENOSYS` and drivers loop over single pages.
+    pub has_range_api: bool,
     /// The range API locks each page with a trylock and gives up on failure, without
     /// retrying (5.14, spec 2.1; replaced by the killable lock and GUP retry of fixes v2
     /// 17/17 in 6.15).
@@ -93,6 +100,7 @@ impl Profile {
     pub const fn linux_6_15() -> Profile {
         Profile {
             name: "linux-6.15",
+            has_range_api: false,
             range_api_trylock_no_retry: false,
             convert_via_rmap_walk_whole_folio: false,
             reject_tail_pages: false,
@@ -115,6 +123,7 @@ impl Profile {
     pub const fn linux_5_14() -> Profile {
         Profile {
             name: "linux-5.14",
+            has_range_api: true,
             range_api_trylock_no_retry: true,
             convert_via_rmap_walk_whole_folio: true,
             reject_tail_pages: true,

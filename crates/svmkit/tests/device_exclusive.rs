@@ -507,23 +507,135 @@ fn excl_errors_are_linux_errnos_and_change_nothing_in(profile: Profile) {
     // What Linux accepts is accepted: an unaligned address is aligned down.
     let g = make(&mm, BASE + 17, None).unwrap();
     assert_eq!(g.addr(), va(BASE));
-    // The range API: one slot per page, None where the page could not be converted;
-    // an error only when the first page fails.
+    // The range API (5.14 to 6.14): one slot per page GUP found, None where the page
+    // could not be converted; an error only when the first page fails. 6.15 has no
+    // range API (spec 2.4): ENOSYS, nothing converted.
     drop(g);
     let range = |start: u64| {
         let mut g = mm.mmap_read_lock();
         mm.make_device_exclusive_range(&mut g, start, start + 3 * P, None, &Task::new("d"))
     };
-    let results = range(BASE).unwrap();
-    assert_eq!(results[0].as_ref().map(|g| g.addr()), Some(va(BASE)));
-    if profile.convert_via_rmap_walk_whole_folio {
-        // 5.14: one GUP of the range stops at the hole: a short count.
+    if profile.has_range_api {
+        let results = range(BASE).unwrap();
+        assert_eq!(results[0].as_ref().map(|g| g.addr()), Some(va(BASE)));
+        // 5.14 (spec 2.1): one GUP of the range stops at the hole: a short count.
         assert_eq!(results.len(), 1);
+        drop(results);
+        assert_eq!(range(BASE + P).unwrap_err(), Errno::EFAULT);
     } else {
-        assert_eq!(results.len(), 3);
-        assert!(results[1].is_none() && results[2].is_none());
+        let before = mm.pte_get_lockless(va(BASE));
+        assert_eq!(range(BASE).unwrap_err(), Errno::ENOSYS);
+        // Nothing changed: the entry the unaligned call made is still in place.
+        assert_eq!(mm.pte_get_lockless(va(BASE)), before);
+        assert!(entry(&mm, BASE).is_some());
     }
+    checked(&sys);
+}
+
+/// Issue 14 item 6: the range API up to `u64::MAX` must stop at the first page GUP
+/// cannot get, not walk or allocate a slot per page of the range (spec 2.1: GUP
+/// returns a short count, "the tail of the range was not even looked up").
+#[test]
+fn excl_range_api_to_u64_max_stops_at_the_first_hole_in_5_14() {
+    let (sys, mm) = system_with(Profile::linux_5_14(), 256);
+    mm.mmap(BASE, 4 * P, RW, PRIVATE).unwrap();
+    for i in 0..4 {
+        mm.write_u64(BASE + i * P, i).unwrap();
+    }
+    let results = {
+        let mut g = mm.mmap_read_lock();
+        mm.make_device_exclusive_range(&mut g, BASE, u64::MAX, None, &Task::new("d"))
+            .unwrap()
+    };
+    // Four mapped pages, then the hole (spec 2.1): four slots, all converted.
+    assert_eq!(results.len(), 4);
+    assert!(results.iter().all(Option::is_some));
     drop(results);
-    assert_eq!(range(BASE + P).unwrap_err(), Errno::EFAULT);
+    assert!((0..4).all(|i| entry(&mm, BASE + i * P).is_some()));
+    // A range that starts in the hole: the first page fails, so GUP's EFAULT.
+    let mut g = mm.mmap_read_lock();
+    assert_eq!(
+        mm.make_device_exclusive_range(&mut g, BASE + 4 * P, u64::MAX, None, &Task::new("d"))
+            .unwrap_err(),
+        Errno::EFAULT
+    );
+    // An empty range (end at or below start): nothing (derived: GUP of 0 pages).
+    assert!(
+        mm.make_device_exclusive_range(&mut g, BASE, BASE, None, &Task::new("d"))
+            .unwrap()
+            .is_empty()
+    );
+    drop(g);
+    for i in 0..4 {
+        assert_eq!(mm.read_u64(BASE + i * P).unwrap(), i);
+    }
+    checked(&sys);
+}
+
+/// 6.15 removed `make_device_exclusive_range()` (fixes v2 03/17, spec 2.4): the model
+/// refuses it with ENOSYS under the 6.15 profile, for any range, and changes nothing.
+#[test]
+fn excl_range_api_is_enosys_in_6_15() {
+    let (sys, mm) = system_with(Profile::linux_6_15(), 256);
+    mm.mmap(BASE, 2 * P, RW, PRIVATE).unwrap();
+    mm.write_u64(BASE, 1).unwrap();
+    let free = sys.mem().nr_free_pages();
+    let mut g = mm.mmap_read_lock();
+    for (start, end) in [(BASE, BASE + P), (BASE, u64::MAX), (0, 0), (u64::MAX, 0)] {
+        assert_eq!(
+            mm.make_device_exclusive_range(&mut g, start, end, None, &Task::new("d"))
+                .unwrap_err(),
+            Errno::ENOSYS
+        );
+    }
+    drop(g);
+    assert!(entry(&mm, BASE).is_none() && entry(&mm, BASE + P).is_none());
+    assert_eq!(sys.mem().nr_free_pages(), free);
+    checked(&sys);
+}
+
+/// The scenario that self-deadlocked the model's old 6.15 range form (issue 14 item 6):
+/// pages 0 and 1 of one PTE-mapped large folio, page 1 already device-exclusive from
+/// an earlier call whose guard was dropped. Converting page 0, then page 1, one page at
+/// a time with each guard dropped before the next call (as nouveau and 6.15 test_hmm
+/// do, spec 6.1, 6.2) completes: page 1's GUP restores its entry, which can take the
+/// folio lock because nobody holds it any more (spec 2.4, 3).
+#[test]
+fn excl_per_page_over_a_large_folio_with_an_entry_already_completes_in_6_15() {
+    let (sys, mm) = system_with(Profile::linux_6_15(), 2048);
+    mm.mmap(BASE, PMD_SIZE, RW, PRIVATE).unwrap();
+    mm.madvise(BASE, PMD_SIZE, Advice::HugePage).unwrap();
+    mm.write_u64(BASE, 10).unwrap();
+    mm.write_u64(BASE + P, 11).unwrap();
+    let thp = sys
+        .mem()
+        .page_folio(mm.translate(va(BASE)).unwrap())
+        .unwrap();
+    assert_eq!(thp.nr_pages(), HPAGE_PMD_NR);
+    // The earlier call: page 1 (FOLL_SPLIT_PMD PTE-maps the THP; the folio stays
+    // large, spec 2.4).
+    drop(make(&mm, BASE + P, None).unwrap());
+    assert!(entry(&mm, BASE + P).is_some());
+    let rec = recorder(&mm);
+    for a in [BASE, BASE + P] {
+        let g = make(&mm, a, None).unwrap();
+        assert_eq!(g.folio(), thp);
+        drop(g);
+    }
+    // Page 1's entry was restored (a Clear, owner none: the 6.15 restore, spec 3)
+    // and converted again; page 0 converted once.
+    assert_eq!(
+        starts(&rec.take()),
+        vec![
+            (MmuNotifierEvent::Exclusive, BASE, BASE + P, None),
+            (MmuNotifierEvent::Clear, BASE + P, BASE + 2 * P, None),
+            (MmuNotifierEvent::Exclusive, BASE + P, BASE + 2 * P, None),
+        ]
+    );
+    assert!(entry(&mm, BASE).is_some() && entry(&mm, BASE + P).is_some());
+    assert!(!sys.mem().folio_test(thp, PageFlags::LOCKED));
+    checked(&sys);
+    assert_eq!(mm.read_u64(BASE).unwrap(), 10);
+    assert_eq!(mm.read_u64(BASE + P).unwrap(), 11);
     checked(&sys);
 }

@@ -331,7 +331,7 @@ impl Dmirror {
         buf: &mut [u8],
     ) -> Result<(), Errno> {
         let user = self.mm.mmget_not_zero().ok_or(Errno::EINVAL)?;
-        if user.profile().convert_via_rmap_walk_whole_folio {
+        if user.profile().has_range_api {
             self.exclusive_chunks(task, &user, c.addr, end)?;
             drop(user);
             return self.do_read(c.addr, end, buf, &mut c.cpages);

@@ -280,7 +280,7 @@ impl SvmAtomic {
                 };
                 let mut g = user.mmap_read_lock();
                 let owner = Some(self.dev.owner());
-                if user.profile().convert_via_rmap_walk_whole_folio {
+                if user.profile().has_range_api {
                     // 5.14 form: the range API over one page; `ret <= 0 || !page`
                     // is EINVAL.
                     user.make_device_exclusive_range(&mut g, start, start + PAGE_SIZE, owner, task)

@@ -446,9 +446,6 @@ pub struct ExclusiveFolio {
     page: Pfn,
     addr: VirtAddr,
     armed: bool,
-    /// False for a later page of a large folio whose lock an earlier guard of the same
-    /// range holds: this guard puts its reference only.
-    owns_lock: bool,
 }
 
 impl ExclusiveFolio {
@@ -478,9 +475,7 @@ impl ExclusiveFolio {
 impl Drop for ExclusiveFolio {
     fn drop(&mut self) {
         if self.armed {
-            if self.owns_lock {
-                self.mem.folio_unlock(self.folio);
-            }
+            self.mem.folio_unlock(self.folio);
             self.mem.folio_put(self.folio);
         }
     }
@@ -521,6 +516,14 @@ impl Mm {
     /// single-page API, this is the range API over the one page, with a page that did
     /// not become exclusive reported as `EBUSY`.
     ///
+    /// A caller converting several pages calls this once per page and drops each
+    /// guard before the next call, as nouveau (one page per fault) and test_hmm's
+    /// `dmirror_exclusive()` (6.15: `folio_unlock()` + `folio_put()` before the next
+    /// address) do. Holding a guard across the conversion of another page of the same
+    /// large folio self-deadlocks, as in Linux: the later call's GUP may have to restore
+    /// an entry of that folio, and the restore waits for the folio lock the caller
+    /// holds.
+    ///
     /// Linux: `make_device_exclusive()`.
     pub fn make_device_exclusive(
         &self,
@@ -536,20 +539,6 @@ impl Mm {
             let mut pages = self.make_device_exclusive_range_e1(guard, start, 1, owner)?;
             return pages.pop().flatten().ok_or(Errno::EBUSY);
         }
-        self.make_device_exclusive_holding(guard, addr, owner, task, &[])
-    }
-
-    /// [`make_device_exclusive`](Self::make_device_exclusive) for a caller that already
-    /// holds the locks of the folios in `held` (earlier pages of a range): a page of
-    /// one of them is converted under that lock instead of deadlocking on it.
-    fn make_device_exclusive_holding(
-        &self,
-        guard: &mut MmapReadGuard<'_, super::VmaTree>,
-        addr: u64,
-        owner: Option<Owner>,
-        task: &Task,
-        held: &[Folio],
-    ) -> Result<ExclusiveFolio, Errno> {
         let addr = addr & !(PAGE_SIZE - 1);
         let va = VirtAddr::try_new(addr).map_err(|_| Errno::EFAULT)?;
         let mem = &self.mem;
@@ -570,16 +559,13 @@ impl Mm {
                 mem.folio_put(folio);
                 return Err(Errno::EOPNOTSUPP);
             }
-            let already_locked = held.contains(&folio);
-            if !already_locked {
-                match mem.folio_lock_killable(folio, task) {
-                    Ok(lock) => {
-                        lock.leak();
-                    }
-                    Err(e) => {
-                        mem.folio_put(folio);
-                        return Err(e);
-                    }
+            match mem.folio_lock_killable(folio, task) {
+                Ok(lock) => {
+                    lock.leak();
+                }
+                Err(e) => {
+                    mem.folio_put(folio);
+                    return Err(e);
                 }
             }
             // Inform secondary MMUs that this PTE becomes device-exclusive, so they
@@ -613,34 +599,37 @@ impl Mm {
                     page,
                     addr: va,
                     armed: true,
-                    owns_lock: !already_locked,
                 });
             }
             // Raced with a change of the PTE: undo and start over from GUP.
-            if !already_locked {
-                mem.folio_unlock(folio);
-            }
+            mem.folio_unlock(folio);
             mem.folio_put(folio);
             crate::sync::yield_now();
         }
     }
 
-    /// The seed's range API: makes each page of `[start, end)` device-exclusive and
-    /// returns one slot per page GUP found, `Some` (locked, referenced) for pages that
-    /// became exclusive, `None` for the others; `Err` only when the first page cannot
-    /// be looked up (Linux returns the negative count). Fewer slots than pages means
-    /// GUP stopped early.
+    /// The 2021 range API (spec 2.1): makes each page of `[start, end)`
+    /// device-exclusive and returns one slot per page GUP found, `Some` (locked,
+    /// referenced) for pages that became exclusive, `None` for the others; `Err` only
+    /// when the first page cannot be looked up (Linux returns the negative count).
+    /// Fewer slots than pages means GUP stopped early.
     ///
-    /// * 6.15 (`convert_via_rmap_walk_whole_folio` off): [`make_device_exclusive`] per
-    ///   page (6.15 removed the range API; this is how its only user, nouveau, loops);
-    ///   a page that fails gives `None` (an error on the first page is returned).
-    /// * 5.14 (spec 2.1): one GUP of the whole range, then per page a trylock (no
-    ///   retry), the anon and tail-page checks, and an rmap walk converting every PTE
-    ///   of the whole folio in every VMA that maps it; failures are not rolled back.
+    /// One GUP of the whole range (which stops at the first page it cannot get, so a
+    /// range ending far beyond the mappings, up to `u64::MAX`, costs what the mapped
+    /// pages cost), then per page a trylock (no retry), the anon and tail-page checks,
+    /// and an rmap walk converting every PTE of the whole folio in every VMA that maps
+    /// it; failures are not rolled back. An `end` at or below `start` converts nothing.
     ///
-    /// Linux: `make_device_exclusive_range()`.
+    /// Only profiles with the range API have it ([`Profile::has_range_api`]: 5.14 to
+    /// 6.14). Linux 6.15 removed it in favour of [`make_device_exclusive`] (fixes v2
+    /// 03/17, spec 2.4): under such a profile this returns `ENOSYS`, the errno for
+    /// an operation the kernel does not implement, and changes nothing. Callers loop
+    /// over [`make_device_exclusive`] one page at a time instead.
+    ///
+    /// Linux 5.14 to 6.14: `make_device_exclusive_range()`.
     ///
     /// [`make_device_exclusive`]: Self::make_device_exclusive
+    /// [`Profile::has_range_api`]: crate::Profile::has_range_api
     pub fn make_device_exclusive_range(
         &self,
         guard: &mut MmapReadGuard<'_, super::VmaTree>,
@@ -649,35 +638,16 @@ impl Mm {
         owner: Option<Owner>,
         task: &Task,
     ) -> Result<Vec<Option<ExclusiveFolio>>, Errno> {
+        let _ = task; // 5.14 never waited for a folio lock: nothing to kill.
+        if !self.profile().has_range_api {
+            return Err(Errno::ENOSYS);
+        }
         let start = start & !(PAGE_SIZE - 1);
         let npages = end.saturating_sub(start).div_ceil(PAGE_SIZE);
-        if self.profile().convert_via_rmap_walk_whole_folio {
-            return self.make_device_exclusive_range_e1(guard, start, npages, owner);
-        }
-        let mut out: Vec<Option<ExclusiveFolio>> = Vec::new();
-        let mut held: Vec<Folio> = Vec::new();
-        for i in 0..npages {
-            match self.make_device_exclusive_holding(
-                guard,
-                start + i * PAGE_SIZE,
-                owner,
-                task,
-                &held,
-            ) {
-                Ok(g) => {
-                    if g.owns_lock {
-                        held.push(g.folio());
-                    }
-                    out.push(Some(g));
-                }
-                Err(e) if i == 0 => return Err(e),
-                Err(_) => out.push(None),
-            }
-        }
-        Ok(out)
+        self.make_device_exclusive_range_e1(guard, start, npages, owner)
     }
 
-    /// The 2021 range API (spec 2.1).
+    /// The body of the 2021 range API over `npages` pages from `start` (spec 2.1).
     ///
     /// Linux 5.14: `make_device_exclusive_range()`.
     fn make_device_exclusive_range_e1(
@@ -722,7 +692,6 @@ impl Mm {
                     page,
                     addr,
                     armed: true,
-                    owns_lock: true,
                 }));
             } else {
                 mem.folio_unlock(folio);
