@@ -595,13 +595,20 @@ fn dmirror_commands_after_the_last_user_is_gone_are_einval_in(profile: Profile) 
     cmd(&dm, Read, BASE, 2, &mut buf).unwrap();
     cmd(&dm, Exclusive, BASE + 2 * P, 2, &mut buf).unwrap();
     assert_eq!(dm.device().lock().len(), 4);
+    // The checker audits the open device: read entries on present PTEs, atomic ones
+    // on device-exclusive entries, all valid.
+    checked(&sys);
     let other = mm.clone();
     drop(mm);
     // Another user keeps the address space.
     assert_eq!(cmd(&dm, Read, BASE, 4, &mut buf).unwrap().cpages, 4);
     drop(other);
-    // exit_mmap: the release/unmap invalidations emptied the table.
+    // exit_mmap: the release/unmap invalidations emptied the table (test_hmm's
+    // interval notifier covers the whole address space, spec 6.1).
     assert!(dm.device().lock().is_empty());
+    // Nothing of dmirror outlives the mm: no stale entry, no stale access, while the
+    // device is still open.
+    checked(&sys);
     for req in [Read, Write, Exclusive] {
         let mut c = HmmDmirrorCmd {
             addr: BASE,
@@ -618,6 +625,80 @@ fn dmirror_commands_after_the_last_user_is_gone_are_einval_in(profile: Profile) 
     }
     assert!(dm.device().lock().is_empty());
     drop(dm);
+    all_free(&sys);
+}
+
+/// The checker's device audit is not vacuous: an entry dmirror's notifier would have
+/// erased, planted by hand, is flagged, and so is an atomic entry on a page the CPU
+/// maps present (derived: the checker's rules, mm/secondary.rs); a device read
+/// through the planted entry is performed and recorded, not refused.
+#[test]
+fn dmirror_checker_flags_entries_the_cpu_does_not_map() {
+    let (sys, mm) = system(256);
+    let dm = Dmirror::open(&mm).unwrap();
+    mm.mmap(BASE, 2 * P, RW, FIXED).unwrap();
+    cpu_write(&mm, BASE, &ints(2, |i| i));
+    let mut buf = vec![0u8; 2 * PS];
+    cmd(&dm, Read, BASE, 2, &mut buf).unwrap();
+    checked(&sys);
+    let (p0, p1) = (dev_pfn(&dm, BASE).unwrap(), dev_pfn(&dm, BASE + P).unwrap());
+    // Page 0's translation now names page 1's frame; page 1's claims atomic rights.
+    {
+        let mut t = dm.device().lock();
+        t.set(
+            BASE,
+            svmkit::device::DevPte {
+                pfn: p1,
+                rights: DevRights::READ,
+            },
+        );
+        t.set(
+            BASE + P,
+            svmkit::device::DevPte {
+                pfn: p1,
+                rights: DevRights::READ | DevRights::ATOMIC,
+            },
+        );
+    }
+    let err = sys.check().unwrap_err();
+    let whats: Vec<(u64, Pfn, bool)> = err
+        .violations
+        .iter()
+        .map(|v| {
+            (
+                v.addr.unwrap().raw(),
+                v.pfn.unwrap(),
+                v.what.contains("stale device entry"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        whats,
+        vec![(BASE, p1, true), (BASE + P, p1, false)],
+        "{err}"
+    );
+    assert!(
+        err.violations[1].what.contains("not device-exclusive"),
+        "{err}"
+    );
+    // A device read through the stale entry reads page 1's frame: recorded.
+    assert_eq!(cmd(&dm, Read, BASE, 1, &mut buf).unwrap().cpages, 1);
+    assert_eq!(buf[..PS], ints(2, |i| i)[PS..]);
+    let stale = sys.mem().take_stale_device_accesses();
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert_eq!((stale[0].addr.raw(), stale[0].pfn), (BASE, p1));
+    // Put right again, the checker is satisfied.
+    dm.device().lock().set(
+        BASE,
+        svmkit::device::DevPte {
+            pfn: p0,
+            rights: DevRights::READ,
+        },
+    );
+    dm.device().lock().erase_range(BASE + P, BASE + 2 * P);
+    checked(&sys);
+    drop(dm);
+    drop(mm);
     all_free(&sys);
 }
 

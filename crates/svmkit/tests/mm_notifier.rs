@@ -218,6 +218,95 @@ fn notifier_events_exit_sends_release_then_unmap_to_intervals_only() {
     assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
 }
 
+/// A classic subscriber that notes, in its `release`, how many classic subscriptions
+/// are still hooked, and counts the invalidations that reach it.
+struct CountingRelease {
+    hooked_at_release: AtomicU64,
+    starts: AtomicU64,
+}
+
+impl MmuNotifierOps for CountingRelease {
+    fn invalidate_range_start(&self, _range: &MmuNotifierRange<'_>) -> Result<(), Errno> {
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn release(&self, mm: &svmkit::mm::Mm) {
+        self.hooked_at_release
+            .store(mm.mmu_notifier_count() as u64, Ordering::SeqCst);
+    }
+}
+
+fn counting() -> Arc<CountingRelease> {
+    Arc::new(CountingRelease {
+        hooked_at_release: AtomicU64::new(u64::MAX),
+        starts: AtomicU64::new(0),
+    })
+}
+
+/// Linux's `mn_hlist_release()` calls every `->release` while all classic
+/// subscriptions are still on the list, and only then unhooks them all; exit's unmap
+/// that follows reaches no classic subscriber (Linux mm/mmu_notifier.c, exit_mmap()).
+#[test]
+fn notifier_release_runs_with_every_classic_subscription_still_hooked() {
+    let (sys, mm) = system();
+    let (a, b) = (counting(), counting());
+    mm.mmu_notifier_register(a.clone()).unwrap();
+    mm.mmu_notifier_register(b.clone()).unwrap();
+    mm.mmap(BASE, P, RW, FIXED).unwrap();
+    mm.write_u64(BASE, 1).unwrap();
+    let keep = mm.mm().clone();
+    drop(mm);
+    // Both releases saw both subscriptions hooked; afterwards none is.
+    assert_eq!(a.hooked_at_release.load(Ordering::SeqCst), 2);
+    assert_eq!(b.hooked_at_release.load(Ordering::SeqCst), 2);
+    assert_eq!(keep.mmu_notifier_count(), 0);
+    // The exit's Unmap reached neither.
+    assert_eq!(a.starts.load(Ordering::SeqCst), 0);
+    drop(keep);
+    checked(&sys);
+}
+
+/// Linux's `mmu_notifier_unregister()` runs `->release` before unhooking (the
+/// subscription is still hooked during it); `mmu_notifier_put()` unhooks without
+/// any `->release`, and a put of a subscription exit already unhooked is harmless.
+#[test]
+fn notifier_unregister_releases_while_hooked_and_put_does_not_release() {
+    let (sys, mm) = system();
+    let (a, b) = (counting(), counting());
+    let ia = mm.mmu_notifier_register(a.clone()).unwrap();
+    let ib = mm.mmu_notifier_register(b.clone()).unwrap();
+    mm.mmu_notifier_unregister(ia).unwrap();
+    assert_eq!(a.hooked_at_release.load(Ordering::SeqCst), 2);
+    assert_eq!(mm.mmu_notifier_count(), 1);
+    mm.mmu_notifier_put(ib);
+    assert_eq!(
+        b.hooked_at_release.load(Ordering::SeqCst),
+        u64::MAX,
+        "no release"
+    );
+    assert_eq!(mm.mmu_notifier_count(), 0);
+    // Unhooked: invalidations no longer reach it, and a second put or an
+    // unregister of a put id finds nothing.
+    mm.mmap(BASE, P, RW, FIXED).unwrap();
+    mm.write_u64(BASE, 1).unwrap();
+    mm.madvise(BASE, P, Advice::DontNeed).unwrap();
+    assert_eq!(b.starts.load(Ordering::SeqCst), 0);
+    mm.mmu_notifier_put(ib);
+    assert_eq!(mm.mmu_notifier_unregister(ib), Err(Errno::ENOENT));
+    // Put after exit: exit ran its release (with it the only one hooked) and
+    // unhooked it; the put finds nothing to do.
+    let c = counting();
+    let ic = mm.mmu_notifier_register(c.clone()).unwrap();
+    let keep = mm.mm().clone();
+    drop(mm);
+    assert_eq!(c.hooked_at_release.load(Ordering::SeqCst), 1);
+    keep.mmu_notifier_put(ic);
+    assert_eq!(keep.mmu_notifier_count(), 0);
+    drop(keep);
+    checked(&sys);
+}
+
 #[test]
 fn notifier_events_exclusive_range_carries_its_owner_and_unregister_releases() {
     let (_sys, mm) = system();

@@ -2,6 +2,8 @@
 //! filter and the livelock without it, the CPU restore revoking the device, and two
 //! devices contending for one page.
 
+mod common;
+
 use std::sync::atomic::Ordering;
 
 use svmkit::device::DevRights;
@@ -10,6 +12,8 @@ use svmkit::mm::{MapFlags, MmUser, Prot, Pte};
 use svmkit::sync::Arc;
 use svmkit::task::Task;
 use svmkit::{Errno, PAGE_SIZE, Profile, System, SystemConfig, VirtAddr};
+
+use common::checked;
 
 const A: u64 = 0x4000_0000;
 const P: u64 = PAGE_SIZE;
@@ -306,4 +310,125 @@ fn owner_filter_first_fault_on_a_pmd_mapped_thp_starves_until_a_cpu_touch() {
     if let Err(e) = sys.check() {
         panic!("{e}");
     }
+}
+
+/// The finding documented in `svm_atomic`'s module docs and docs/ARCHITECTURE.md
+/// (issue 14 item 5; derived from the Linux sources, no kernel run): nouveau's
+/// whole-mm notifier has no `release`, and exit unhooks it before the unmap, so the
+/// device keeps its atomic entry for a frame the exit freed until the driver is
+/// closed. A device atomic through it still runs, on the freed frame. The model
+/// performs it and reports it: the checker flags the stale entry and the stale
+/// access, nothing panics, and closing the driver clears the table. Should become a
+/// corpus case once the scenario format exists.
+#[test]
+fn svm_atomic_device_entries_outlive_exit_derived() {
+    for profile in Profile::ALL {
+        let (sys, mm) = setup_with(profile);
+        let gpu = SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), 4).unwrap();
+        let task = Task::new("gpu");
+        // 100: written by setup.
+        assert_eq!(gpu.atomic_fetch_add(&task, A, 1), Ok(100));
+        let pfn = gpu.device().lock().get(A).unwrap().pfn;
+        checked(&sys);
+        drop(mm); // the last user: exit_mmap
+        // Derived (nouveau_mn_ops has no .release; exit's unmap reaches interval
+        // notifiers only): the entry is still there, and its frame was freed.
+        let dev = gpu.device().lock().get(A).unwrap();
+        assert_eq!(dev.pfn, pfn);
+        assert!(dev.rights.contains(DevRights::ATOMIC));
+        assert!(sys.mem().is_free_frame(pfn), "{}", profile.name);
+        let err = sys.check().unwrap_err();
+        assert_eq!(err.violations.len(), 1, "{err}");
+        let v = &err.violations[0];
+        assert_eq!((v.addr.map(|a| a.raw()), v.pfn), (Some(A), Some(pfn)));
+        assert!(v.what.contains("stale device entry") && v.what.contains("exited"));
+        // The GPU's atomic through the stale entry: performed on the freed frame
+        // (derived: the frame still holds 101, nothing reused it), and recorded.
+        assert_eq!(gpu.atomic_fetch_add(&task, A, 1), Ok(101));
+        assert_eq!(sys.mem().read_u64(pfn, 0).unwrap(), 102);
+        let err = sys.check().unwrap_err();
+        assert_eq!(err.violations.len(), 2, "{err}");
+        assert!(
+            err.violations
+                .iter()
+                .all(|v| v.pfn == Some(pfn) && v.addr.map(|a| a.raw()) == Some(A))
+        );
+        let stale = sys.mem().take_stale_device_accesses();
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].kind, svmkit::mm::DeviceAccessKind::Atomic);
+        assert!(matches!(
+            stale[0].why,
+            svmkit::mm::Staleness::MmExited { cpu: None }
+        ));
+        // A new fault after the exit fails (nouveau: mmget_not_zero(); the model's
+        // interval insert refuses a dead mm with EINVAL), and maps nothing.
+        assert_eq!(
+            gpu.atomic_fetch_add(&task, A + P, 1),
+            Err(Errno::EINVAL),
+            "{}",
+            profile.name
+        );
+        assert_eq!(gpu.device().lock().len(), 1);
+        // File close (nouveau_svmm_fini, then the GPU VMM's destruction): the table
+        // goes, and with it the last violation.
+        gpu.close();
+        checked(&sys);
+        assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
+    }
+}
+
+/// The same finding where it hurts: after the exit, the freed frame becomes another
+/// process's page, and the GPU's atomic through the stale entry changes that
+/// process's memory (derived: what a real GPU with a stale PFN entry would do). The
+/// model performs the write, and the checker names the frame: no silent corruption.
+#[test]
+fn svm_atomic_stale_entry_into_a_reused_frame_is_reported_derived() {
+    let (sys, mm) = setup();
+    let gpu = SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), 4).unwrap();
+    let task = Task::new("gpu");
+    assert_eq!(gpu.atomic_fetch_add(&task, A, 1), Ok(100));
+    let pfn = gpu.device().lock().get(A).unwrap().pfn;
+    // Another process, its page tables already in place.
+    let other = sys.create_mm().unwrap();
+    let b = 0x7000_0000u64;
+    let n = 32;
+    other
+        .mmap(
+            b,
+            n * P,
+            Prot::READ | Prot::WRITE,
+            MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+        )
+        .unwrap();
+    other.write_u64(b, 0).unwrap();
+    drop(mm); // exit: the frame goes back to the allocator
+    for i in 1..n {
+        other.write_u64(b + i * P, 1000 + i).unwrap();
+    }
+    // Derived: the buddy allocator hands out the lowest free frame first, so the
+    // other process now uses the freed frame for one of its pages.
+    let at = (1..n)
+        .find(|&i| other.translate(VirtAddr::try_new(b + i * P).unwrap()) == Some(pfn))
+        .expect("the freed frame is reused by the other process");
+    assert_eq!(gpu.atomic_fetch_add(&task, A, 5), Ok(1000 + at));
+    // The other process's memory changed under it...
+    assert_eq!(other.read_u64(b + at * P).unwrap(), 1005 + at);
+    // ...and the checker says which frame, and why.
+    let err = sys.check().unwrap_err();
+    assert!(
+        err.violations
+            .iter()
+            .any(|v| v.pfn == Some(pfn) && v.what.contains("stale device access")),
+        "{err}"
+    );
+    assert!(
+        err.violations
+            .iter()
+            .any(|v| v.pfn == Some(pfn) && v.what.contains("stale device entry")),
+        "{err}"
+    );
+    assert_eq!(err.violations.len(), 2, "{err}");
+    gpu.close();
+    assert_eq!(sys.mem().take_stale_device_accesses().len(), 1);
+    checked(&sys);
 }

@@ -16,13 +16,20 @@
 //!   (so once every mm is gone, every frame is free);
 //! * no bad-page report is pending ([`PhysMem::bad_pages`]; a test that provoked one
 //!   on purpose takes it with [`PhysMem::take_bad_pages`]).
+//! * every translation of every registered device (`mm/secondary.rs`) is valid: the
+//!   mm it mirrors is live and maps that frame at that address (present, huge PMD or
+//!   device-exclusive), and an atomic translation's CPU entry is device-exclusive; a
+//!   device whose mm has exited or is gone mirrors nothing, so each entry it still
+//!   has is flagged;
+//! * no device access went through a stale translation (each recorded one is
+//!   reported until taken with `PhysMem::take_stale_device_accesses`).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::mm::{
     Folio, HPAGE_PMD_NR, Mapping, Mm, PMD_SIZE, PageFlags, Pmd, PresentPte, Pte, PteFlags, SwapPte,
-    VmFlags,
+    VmFlags, audit_translation,
 };
 use crate::sync::Arc;
 use crate::system::System;
@@ -119,6 +126,7 @@ impl System {
         self.check_swap(&mut exp, &mut out);
         self.check_rmap(&exp, &mut out);
         self.check_frames(&exp, &mut out);
+        self.check_devices(&mut out);
         if out.is_empty() {
             Ok(())
         } else {
@@ -200,6 +208,46 @@ impl System {
                     what: format!("anon PTE that rmap_walk of {folio:?} does not find"),
                 });
             }
+        }
+    }
+
+    /// Every device translation is valid, and no device access used a stale one.
+    fn check_devices(&self, out: &mut Vec<Violation>) {
+        let mem = self.mem();
+        for dev in mem.secondary_mmus() {
+            let id = dev.mirrored_mm_id();
+            let mm = dev.mirrored_mm();
+            for t in dev.translations() {
+                let v = |what: String| Violation {
+                    mm: Some(id),
+                    addr: Some(t.addr),
+                    pfn: Some(t.pfn),
+                    what: format!("device {}: {what}", dev.name()),
+                };
+                // An exited mm mirrors nothing: exit unmapped every page.
+                if let Some(mm) = mm.as_ref().filter(|m| m.mm_users() == 0) {
+                    let cpu = mm.cpu_mapping_lockless(t.addr);
+                    out.push(v(format!(
+                        "stale device entry: mm {id} has exited (CPU side: {cpu:?})"
+                    )));
+                    continue;
+                }
+                match audit_translation(mm.as_deref(), t.addr, t.pfn) {
+                    Err(why) => out.push(v(format!("stale device entry: {why}"))),
+                    Ok(cpu) if t.atomic && !cpu.is_device_exclusive() => out.push(v(format!(
+                        "atomic device entry but the CPU entry is {cpu:?}, not device-exclusive"
+                    ))),
+                    Ok(_) => {}
+                }
+            }
+        }
+        for a in mem.stale_device_accesses() {
+            out.push(Violation {
+                mm: Some(a.mm),
+                addr: Some(a.addr),
+                pfn: Some(a.pfn),
+                what: format!("stale device access: {a}"),
+            });
         }
     }
 

@@ -19,6 +19,12 @@
 //! `dmirror_window` test shows the explorer finding it. A driver like nouveau's, which
 //! maps under its lock only after `read_retry`, does not have it.
 //!
+//! At the process's exit its interval notifier, over the whole address space, gets
+//! `Release` (from `mmu_notifier_release()`) and then exit's `Unmap`; both erase the
+//! range, so the table is empty once the mm is gone and nothing of dmirror outlives
+//! it (the checker's device audit finds nothing to flag). Commands after the exit fail
+//! with `EINVAL` (`mmget_not_zero()` fails).
+//!
 //! Commands and counters follow `struct hmm_dmirror_cmd` (`addr`, `npages`, `cpages`,
 //! `faults`; the buffer is passed separately), validated as test_hmm's ioctl
 //! dispatcher does, and copied back only on success.
@@ -30,7 +36,7 @@ use crate::error::Errno;
 use crate::mm::mmu_notifier::{
     MmuIntervalNotifier, MmuIntervalNotifierOps, MmuNotifierEvent, MmuNotifierRange, Owner,
 };
-use crate::mm::{HmmPfn, HmmRange, Mm, MmUser};
+use crate::mm::{DeviceAccessKind, HmmPfn, HmmRange, Mm, MmUser};
 use crate::sync::Arc;
 use crate::task::Task;
 use crate::types::{PAGE_SHIFT, PAGE_SIZE};
@@ -112,7 +118,7 @@ impl Dmirror {
     ///
     /// Linux: `dmirror_fops_open()`.
     pub fn open(mm: &MmUser) -> Result<Dmirror, Errno> {
-        let dev = Device::new(mm.mem(), "dmirror");
+        let dev = Device::new(mm.mm(), "dmirror");
         let ops = Arc::new(DmirrorNotifier {
             dev: Arc::clone(&dev),
             mdevice: Owner::new(),
@@ -202,9 +208,13 @@ impl Dmirror {
                 return Err(Errno::ENOENT);
             };
             let off = ((addr - start) >> PAGE_SHIFT) as usize * PAGE_SIZE as usize;
+            let stale = self.dev.audit_access(addr, pte.pfn, DeviceAccessKind::Read);
             self.mm
                 .mem()
                 .read_bytes(pte.pfn, 0, &mut bounce[off..off + PAGE_SIZE as usize])?;
+            if !stale {
+                self.dev.audit_access(addr, pte.pfn, DeviceAccessKind::Read);
+            }
             *cpages += 1;
             addr += PAGE_SIZE;
         }
@@ -236,11 +246,18 @@ impl Dmirror {
             match table.get(addr) {
                 Some(pte) if pte.rights.contains(DevRights::WRITE) => {
                     let off = ((addr - start) >> PAGE_SHIFT) as usize * PAGE_SIZE as usize;
+                    let stale = self
+                        .dev
+                        .audit_access(addr, pte.pfn, DeviceAccessKind::Write);
                     self.mm.mem().write_bytes(
                         pte.pfn,
                         0,
                         &bounce[off..off + PAGE_SIZE as usize],
                     )?;
+                    if !stale {
+                        self.dev
+                            .audit_access(addr, pte.pfn, DeviceAccessKind::Write);
+                    }
                 }
                 _ => return Err(Errno::ENOENT),
             }
@@ -423,9 +440,13 @@ impl Dmirror {
 }
 
 impl Drop for Dmirror {
-    /// Linux: `dmirror_fops_release()` → `mmu_interval_notifier_remove()`.
+    /// Closing the device file: the notifier goes, then the device table.
+    ///
+    /// Linux: `dmirror_fops_release()` (`mmu_interval_notifier_remove()`, then
+    /// `xa_destroy()` of the table).
     fn drop(&mut self) {
         let _ = self.notifier.remove();
+        self.dev.lock().clear();
     }
 }
 

@@ -13,6 +13,15 @@
 //! The device table holds no page references (like dmirror's xarray): drivers rely
 //! on their notifiers to drop entries before the CPU side frees or changes a page.
 //!
+//! Each device mirrors one mm and registers with the physical memory as a
+//! [`SecondaryMmu`], so the invariant checker compares its table with that mm's page
+//! tables, and every device access audits the translation it uses
+//! (`mm/secondary.rs`): an access through a stale entry (the mm exited, or the CPU no
+//! longer maps that frame there) is performed, as the hardware would, and recorded as
+//! a [`StaleDeviceAccess`] that the checker reports. Nothing of this has a Linux
+//! counterpart; it makes a driver's stale entry visible instead of a silent corruption
+//! of whatever the frame became.
+//!
 //! Drivers: [`dmirror`] (Linux's `lib/test_hmm.c`), with runnable ports of the hmm
 //! selftests over it in [`hmm_tests`], and [`svm_atomic`] (nouveau's atomic fault
 //! path).
@@ -24,11 +33,14 @@ pub mod svm_atomic;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::Weak;
 
 use bitflags::bitflags;
 
-use crate::mm::PhysMem;
 use crate::mm::mmu_notifier::Owner;
+use crate::mm::{
+    DeviceAccessKind, Mm, PhysMem, SecondaryMmu, SecondaryPte, StaleDeviceAccess, audit_translation,
+};
 use crate::sync::{Arc, Mutex, MutexGuard, yield_now};
 use crate::types::{PAGE_SHIFT, PAGE_SIZE, Pfn, VirtAddr};
 
@@ -120,6 +132,13 @@ impl DevTable {
             .collect()
     }
 
+    /// Removes every entry; returns how many there were.
+    pub fn clear(&mut self) -> usize {
+        let n = self.entries.len();
+        self.entries.clear();
+        n
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -131,11 +150,15 @@ impl DevTable {
     }
 }
 
-/// A device mirroring memory through its own page table.
+/// A device mirroring one mm's memory through its own page table.
 pub struct Device {
     name: String,
     owner: Owner,
     mem: Arc<PhysMem>,
+    /// The mm it mirrors (weak: the mm's notifiers hold the device's callbacks, which
+    /// hold the device) and that mm's id.
+    mm: Weak<Mm>,
+    mm_id: u64,
     /// The driver lock (Linux: `dmirror->mutex`, `svmm->mutex`) and the table it guards.
     table: Mutex<DevTable>,
 }
@@ -163,14 +186,26 @@ impl fmt::Debug for DriverLock<'_> {
 }
 
 impl Device {
-    /// A new device on `mem` with a fresh owner token.
-    pub fn new(mem: &Arc<PhysMem>, name: impl Into<String>) -> Arc<Device> {
-        Arc::new(Device {
+    /// A new device mirroring `mm`, with a fresh owner token and an empty table,
+    /// registered with `mm`'s physical memory for the checker's audit.
+    pub fn new(mm: &Arc<Mm>, name: impl Into<String>) -> Arc<Device> {
+        let dev = Arc::new(Device {
             name: name.into(),
             owner: Owner::new(),
-            mem: Arc::clone(mem),
+            mem: Arc::clone(mm.mem()),
+            mm: Arc::downgrade(mm),
+            mm_id: mm.id(),
             table: Mutex::new(DevTable::default()),
-        })
+        });
+        let weak: Weak<Device> = Arc::downgrade(&dev);
+        dev.mem
+            .register_secondary_mmu(weak as Weak<dyn SecondaryMmu>);
+        dev
+    }
+
+    /// The id of the mm this device mirrors.
+    pub fn mm_id(&self) -> u64 {
+        self.mm_id
     }
 
     /// The device's name.
@@ -212,22 +247,63 @@ impl Device {
         Ok((pte.pfn, addr % PAGE_SIZE))
     }
 
+    /// Audits the translation `addr → pfn` this device is about to use, or has just
+    /// used, and records a [`StaleDeviceAccess`] of `kind` if the translation is stale
+    /// (`mm/secondary.rs`). Returns whether it was stale. Drivers that touch frames
+    /// themselves (dmirror's copies) call it under the driver lock before and after the
+    /// access; the access is performed either way.
+    pub fn audit_access(&self, addr: u64, pfn: Pfn, kind: DeviceAccessKind) -> bool {
+        let va = VirtAddr::new_truncate(addr & !(PAGE_SIZE - 1));
+        let mm = self.mm.upgrade();
+        let Err(why) = audit_translation(mm.as_deref(), va, pfn) else {
+            return false;
+        };
+        self.mem.report_stale_device_access(StaleDeviceAccess {
+            device: self.name.clone(),
+            mm: self.mm_id,
+            addr: va,
+            pfn,
+            kind,
+            why,
+        });
+        true
+    }
+
+    /// Runs `access` on the frame of `addr`, audited before and after: one report at
+    /// most per access.
+    fn audited<T>(
+        &self,
+        addr: u64,
+        pfn: Pfn,
+        kind: DeviceAccessKind,
+        access: impl FnOnce() -> T,
+    ) -> T {
+        let stale = self.audit_access(addr, pfn, kind);
+        let r = access();
+        if !stale {
+            self.audit_access(addr, pfn, kind);
+        }
+        r
+    }
+
     /// A device load of the `u64` at `addr` through the device table.
     pub fn read_u64(&self, addr: u64) -> Result<u64, DeviceFault> {
         let table = self.lock();
         let (pfn, off) = self.entry_for(&table, addr, DevRights::READ)?;
-        self.mem
-            .read_u64(pfn, off)
-            .map_err(|_| DeviceFault::BadAccess)
+        self.audited(addr, pfn, DeviceAccessKind::Read, || {
+            self.mem.read_u64(pfn, off)
+        })
+        .map_err(|_| DeviceFault::BadAccess)
     }
 
     /// A device store through the device table (needs write rights).
     pub fn write_u64(&self, addr: u64, value: u64) -> Result<(), DeviceFault> {
         let table = self.lock();
         let (pfn, off) = self.entry_for(&table, addr, DevRights::WRITE)?;
-        self.mem
-            .write_u64(pfn, off, value)
-            .map_err(|_| DeviceFault::BadAccess)
+        self.audited(addr, pfn, DeviceAccessKind::Write, || {
+            self.mem.write_u64(pfn, off, value)
+        })
+        .map_err(|_| DeviceFault::BadAccess)
     }
 
     /// A device atomic add (needs atomic rights): read, yield, write, all under the
@@ -248,16 +324,45 @@ impl Device {
     ) -> Result<u64, DeviceFault> {
         let table = self.lock();
         let (pfn, off) = self.entry_for(&table, addr, need)?;
-        let old = self
-            .mem
-            .read_u64(pfn, off)
-            .map_err(|_| DeviceFault::BadAccess)?;
-        yield_now();
-        self.mem
-            .write_u64(pfn, off, old.wrapping_add(delta))
-            .map_err(|_| DeviceFault::BadAccess)?;
+        let old = self.audited(addr, pfn, DeviceAccessKind::Atomic, || {
+            let old = self
+                .mem
+                .read_u64(pfn, off)
+                .map_err(|_| DeviceFault::BadAccess)?;
+            yield_now();
+            self.mem
+                .write_u64(pfn, off, old.wrapping_add(delta))
+                .map_err(|_| DeviceFault::BadAccess)?;
+            Ok(old)
+        })?;
         drop(table);
         Ok(old)
+    }
+}
+
+impl SecondaryMmu for Device {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn mirrored_mm_id(&self) -> u64 {
+        self.mm_id
+    }
+
+    fn mirrored_mm(&self) -> Option<Arc<Mm>> {
+        self.mm.upgrade()
+    }
+
+    fn translations(&self) -> Vec<SecondaryPte> {
+        self.lock()
+            .range(0, u64::MAX)
+            .into_iter()
+            .map(|(addr, pte)| SecondaryPte {
+                addr,
+                pfn: pte.pfn,
+                atomic: pte.rights.contains(DevRights::ATOMIC),
+            })
+            .collect()
     }
 }
 
@@ -266,6 +371,7 @@ impl fmt::Debug for Device {
         f.debug_struct("Device")
             .field("name", &self.name)
             .field("owner", &self.owner)
+            .field("mm", &self.mm_id)
             .finish_non_exhaustive()
     }
 }

@@ -23,11 +23,38 @@
 //! clears the device entries in every invalidated range: that is how the CPU restore
 //! (and another device's conversion) revokes the atomic mapping.
 //!
+//! # Lifetime: process exit and file close
+//! Like nouveau's `nouveau_mn_ops`, the classic notifier has `invalidate_range_start`
+//! only: **no `release`**. At the process's exit `mmu_notifier_release()` gives the
+//! interval notifiers `Release`, calls the classic `release`s (none here) and unhooks
+//! every classic subscription, so exit's unmap, which frees the process's pages,
+//! reaches interval notifiers only, and this driver's per-fault interval notifiers
+//! exist only while a fault is handled. The device table is cleared only when the
+//! driver is closed ([`SvmAtomic::close`], or drop: Linux `nouveau_svmm_fini()` at the
+//! DRM file's release, which stops serving, then the GPU VMM's destruction), and a
+//! new fault after the exit fails (`mmget_not_zero()`, `EINVAL`).
+//!
+//! **Finding (derived from the Linux sources; no kernel run; not reported upstream as
+//! far as we found).** When a nouveau process's mm exits while its DRM file stays
+//! open (another process holds the file descriptor; do_exit's `exit_mm()` runs before
+//! `exit_files()`, and the final `fput` is deferred, so the file's release comes later
+//! in any case), the GPU page table keeps its PFN entries, with atomic rights, for
+//! pages exit has freed: HMM PFN mappings hold no page references. Until the file is
+//! closed, a GPU access through such an entry reads or writes a freed frame, or
+//! whatever the allocator made of it (another process's page, a page table). The
+//! model reproduces it faithfully: after the exit the entries stay, and a device
+//! atomic through one is performed on the frame. It is not silent: the device audit
+//! (`mm/secondary.rs`) records the access as a stale device access and the checker
+//! flags both it and every entry left pointing into the exited mm. The reproduction is
+//! the test `svm_atomic_device_entries_outlive_exit_derived` (tests/svm_atomic.rs) and
+//! the explored `shuttle_exit_races_a_device_atomic_*` (tests/shuttle_device_exit.rs);
+//! it should become a corpus scenario once the scenario format exists.
+//!
 //! [`SvmFlaws`] switches on design flaws for study; each is off by default and names
 //! the spec item it reproduces.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{DevPte, DevRights, Device, DeviceFault};
 use crate::error::Errno;
@@ -135,20 +162,29 @@ impl MmuIntervalNotifierOps for IntervalOps {
     }
 }
 
-/// The whole-mm notifier (Linux: `nouveau_svmm_invalidate_range_start()`): clears the
-/// device's entries in every invalidated range; no `Exclusive` filter (unless the
-/// `filter_ignores_owner` flaw makes it skip every `Exclusive` event).
+/// The whole-mm notifier (Linux: `nouveau_mn_ops`, whose only callbacks are
+/// `invalidate_range_start` and `free_notifier`): clears the device's entries in every
+/// invalidated range; no `Exclusive` filter (unless the `filter_ignores_owner` flaw
+/// makes it skip every `Exclusive` event); no `release`. Its `Drop`, when the
+/// subscription is put and no invalidation runs it any more, is the `free_notifier`.
 struct ClassicOps {
     dev: Arc<Device>,
     flaws: SvmFlaws,
+    /// Linux: `svmm->vmm != NULL`, read and cleared under the driver lock.
+    vmm: Arc<AtomicBool>,
 }
 
 impl MmuNotifierOps for ClassicOps {
+    /// Linux: `nouveau_svmm_invalidate_range_start()`.
     fn invalidate_range_start(&self, range: &MmuNotifierRange<'_>) -> Result<(), Errno> {
         if !range.blockable {
             return Err(Errno::EAGAIN);
         }
         let mut table = self.dev.lock();
+        if !self.vmm.load(Ordering::Acquire) {
+            // Closed (nouveau_svmm_fini() set svmm->vmm = NULL): nothing to clear.
+            return Ok(());
+        }
         let own = Some(self.dev.owner());
         let skip = (range.event == MmuNotifierEvent::Migrate && range.owner == own)
             || (range.event == MmuNotifierEvent::Exclusive && self.flaws.filter_ignores_owner);
@@ -164,6 +200,8 @@ pub struct SvmAtomic {
     dev: Arc<Device>,
     mm: Arc<Mm>,
     classic: MmuNotifierId,
+    /// Shared with the classic notifier: false once closed.
+    vmm: Arc<AtomicBool>,
     flaws: SvmFlaws,
     max_passes: u64,
     stats: SvmStats,
@@ -180,15 +218,18 @@ impl SvmAtomic {
         flaws: SvmFlaws,
         max_passes: u64,
     ) -> Result<SvmAtomic, Errno> {
-        let dev = Device::new(mm.mem(), name);
+        let dev = Device::new(mm.mm(), name);
+        let vmm = Arc::new(AtomicBool::new(true));
         let classic = mm.mmu_notifier_register(Arc::new(ClassicOps {
             dev: Arc::clone(&dev),
             flaws,
+            vmm: Arc::clone(&vmm),
         }))?;
         Ok(SvmAtomic {
             dev,
             mm: Arc::clone(mm.mm()),
             classic,
+            vmm,
             flaws,
             max_passes: max_passes.max(1),
             stats: SvmStats::default(),
@@ -377,9 +418,32 @@ impl SvmAtomic {
     }
 }
 
+impl SvmAtomic {
+    /// Closes the driver (the DRM file's release): under the driver lock it stops
+    /// serving (the classic notifier turns into a no-op) and the device page table is
+    /// torn down, every entry gone; then the classic subscription is put, without a
+    /// `release` (none exists). Dropping the driver does the same.
+    ///
+    /// Linux: `nouveau_svmm_fini()` (`svmm->vmm = NULL` under `svmm->mutex`,
+    /// `mmu_notifier_put()`), then the GPU VMM's destruction in `nouveau_cli_fini()`.
+    pub fn close(self) {
+        drop(self);
+    }
+
+    fn teardown(&mut self) {
+        {
+            let mut table = self.dev.lock();
+            self.vmm.store(false, Ordering::Release);
+            table.clear();
+        }
+        self.mm.mmu_notifier_put(self.classic);
+    }
+}
+
 impl Drop for SvmAtomic {
+    /// [`SvmAtomic::close`].
     fn drop(&mut self) {
-        let _ = self.mm.mmu_notifier_unregister(self.classic);
+        self.teardown();
     }
 }
 

@@ -22,6 +22,7 @@
 //! | `task_mmu.rs` | `fs/proc/task_mmu.c` | `clear_refs` soft-dirty clearing |
 //! | `userfaultfd.rs` | `mm/userfaultfd.c` | the uffd-wp bit (`UFFDIO_WRITEPROTECT`) |
 //! | `gup.rs` | `mm/gup.c` | get_user_pages, pin/unpin |
+//! | `secondary.rs` | (none: the model's audit) | devices mirroring an mm, as the checker sees them |
 //! | `hmm.rs` | `mm/hmm.c` | `hmm_range_fault` |
 //! | `madvise.rs` | `mm/madvise.c` | `MADV_DONTNEED`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE` |
 
@@ -41,6 +42,7 @@ mod page_alloc;
 mod pagewalk;
 mod pgtable;
 mod rmap;
+mod secondary;
 mod shmem;
 mod swap;
 mod task_mmu;
@@ -66,5 +68,9 @@ pub use pgtable::{
     swp_type,
 };
 pub use rmap::{AnonVma, AnonVmaReadGuard, ExclusiveFolio, PvmwHit, RmapHit, VmaInfo};
+pub use secondary::{
+    CpuMapping, DeviceAccessKind, SecondaryMmu, SecondaryPte, StaleDeviceAccess, Staleness,
+    audit_translation,
+};
 pub use shmem::Shmem;
 pub use vma::{VM_ACCESS_FLAGS, VmFlags, Vma, VmaTree};

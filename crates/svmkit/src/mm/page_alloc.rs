@@ -165,6 +165,8 @@ pub struct PhysMem {
     pub(super) thp: super::huge_memory::ThpSetting,
     /// The swap device and swap cache.
     pub(super) swap: super::swap::Swap,
+    /// The devices mirroring mms on this memory, for the checker.
+    pub(super) secondary: super::secondary::SecondaryMmuRegistry,
 }
 
 impl PhysMem {
@@ -202,6 +204,7 @@ impl PhysMem {
             mappings: super::rmap::MappingRegistry::default(),
             thp: super::huge_memory::ThpSetting::new(),
             swap: super::swap::Swap::default(),
+            secondary: super::secondary::SecondaryMmuRegistry::default(),
         };
         let zero = &mem.pages[ZERO_PFN.raw() as usize];
         zero.reset_flags(PageFlags::RESERVED);

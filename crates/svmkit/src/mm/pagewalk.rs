@@ -201,6 +201,40 @@ impl Mm {
         None
     }
 
+    /// What the CPU side maps `addr` to: a present PTE or a huge PMD (the frame of
+    /// `addr`'s page), or a device-exclusive entry. Read without locks and without
+    /// trusting the tables: each table frame is checked to be an allocated page table
+    /// before it is read, so a walk racing a teardown answers stale, never reads past
+    /// the memory (for the secondary-MMU audits, `secondary.rs`; not a CPU access).
+    pub fn cpu_mapping_lockless(&self, addr: VirtAddr) -> Option<super::CpuMapping> {
+        let mem = &self.mem;
+        // PageTable is cleared before a table frame is freed (`pgtable_free`); the
+        // allocator's lock is not taken (no scheduling point in an audit).
+        let is_table = |t: Pfn| mem.page(t).is_some_and(|p| p.test(PageFlags::PGTABLE));
+        let next = |t: Pfn, idx: usize| match UpperEntry::decode(mem.pt_read(t, idx)) {
+            UpperEntry::Table(n) if is_table(n) => Some(n),
+            _ => None,
+        };
+        if !is_table(self.pgd()) {
+            return None;
+        }
+        let pud = next(self.pgd(), pgd_index(addr))?;
+        let pmd = next(pud, pud_index(addr))?;
+        match Pmd::decode(mem.pt_read(pmd, pmd_index(addr))) {
+            Pmd::Huge(h) => Some(super::CpuMapping::Present(Pfn::new(
+                h.pfn.raw() + ((addr.raw() % PMD_SIZE) >> 12),
+            ))),
+            Pmd::Table(t) if is_table(t) => match Pte::decode(mem.pt_read(t, pte_index(addr))) {
+                Pte::Present(p) => Some(super::CpuMapping::Present(p.pfn)),
+                Pte::Swap(s) if s.is_device_exclusive() => {
+                    s.pfn().map(super::CpuMapping::DeviceExclusive)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The PTE for `addr`, read without a lock (may be stale by the time it is used).
     ///
     /// Linux: `ptep_get_lockless()`.

@@ -321,7 +321,10 @@ pub trait MmuNotifierOps: Send + Sync {
     }
 
     /// The address space is being torn down (or this subscriber unregistered while it
-    /// was still live): drop every mirrored translation. Called once.
+    /// was still live): drop every mirrored translation. Runs while the subscription
+    /// is still hooked (other invalidations may still reach it); as in Linux, an
+    /// unregister racing the exit may call it a second time. Subscribers without a
+    /// `release` (nouveau's) keep the default, which does nothing.
     ///
     /// Linux: `release`.
     fn release(&self, mm: &Mm) {
@@ -511,26 +514,58 @@ impl Mm {
         Ok(id)
     }
 
-    /// Removes a classic subscription. If the mm was not yet released, the subscriber's
-    /// `release` runs first (as Linux does); when this returns no callback of it is
-    /// running or will run. `ENOENT` if `id` is not registered (already unregistered,
-    /// or dropped at exit).
+    /// Removes a classic subscription. If it is still hooked (the mm was not yet
+    /// released), the subscriber's `release` runs first, while it is still hooked, and
+    /// then it is unhooked (as Linux does); when this returns no callback of it is
+    /// running or will run. `ENOENT` if `id` is not hooked (already unregistered or
+    /// put, or unhooked at exit).
     ///
     /// Linux: `mmu_notifier_unregister()`.
     pub fn mmu_notifier_unregister(&self, id: MmuNotifierId) -> Result<(), Errno> {
         let subs = self.mmu_notifiers();
         let ops = {
             let mut list = subs.classic.lock();
-            let pos = list
+            let ops = list
                 .subs
                 .iter()
-                .position(|(i, _)| *i == id)
+                .find(|(i, _)| *i == id)
+                .map(|(_, s)| Arc::clone(s))
                 .ok_or(Errno::ENOENT)?;
-            list.subs.remove(pos).1
+            // Linux: the release runs inside an SRCU read side, so exit waits for it.
+            list.walkers += 1;
+            ops
         };
         ops.release(self);
+        {
+            let mut list = subs.classic.lock();
+            list.walkers -= 1;
+            if list.walkers == 0 {
+                subs.classic_idle.notify_all();
+            }
+            // Exit may have unhooked it meanwhile (Linux: hlist_del_init_rcu()).
+            list.subs.retain(|(i, _)| *i != id);
+        }
         subs.synchronize();
         Ok(())
+    }
+
+    /// Drops a classic subscription without calling its `release`: it is unhooked (if
+    /// exit has not unhooked it already) and freed once no invalidation still runs its
+    /// callbacks (Linux: after an SRCU grace period, `free_notifier`; here the last
+    /// reference to the ops goes, so their `Drop` is the `free_notifier`). Does not
+    /// wait. An id that is not hooked is ignored, as Linux's put of a subscription
+    /// that exit already unhooked.
+    ///
+    /// Linux: `mmu_notifier_put()`.
+    pub fn mmu_notifier_put(&self, id: MmuNotifierId) {
+        let removed = {
+            let mut list = self.mmu_notifiers().classic.lock();
+            list.subs
+                .iter()
+                .position(|(i, _)| *i == id)
+                .map(|pos| list.subs.remove(pos))
+        };
+        drop(removed);
     }
 
     /// Number of classic subscriptions.
@@ -556,24 +591,24 @@ impl Mm {
     }
 
     /// The address space is going away: every interval notifier gets `Release` over
-    /// the whole space, then every classic subscriber its `release`, after which the
-    /// classic subscribers are dropped. Interval notifiers stay registered (their
-    /// drivers remove them).
+    /// the whole space; then every classic subscriber its `release`, while all of them
+    /// are still hooked; then every classic subscription is unhooked, so exit's later
+    /// unmap reaches interval notifiers only. Interval notifiers stay registered (their
+    /// drivers remove them). A classic subscriber without a `release` (nouveau's) is
+    /// told nothing and keeps whatever it mirrors.
     ///
-    /// Linux: `mmu_notifier_release()` (`mn_itree_release()`, `mn_hlist_release()`).
+    /// Linux: `mmu_notifier_release()` (`mn_itree_release()`, then
+    /// `mn_hlist_release()`: the `->release` calls under SRCU, the
+    /// `hlist_del_init_rcu()` of every subscription, `synchronize_srcu()`).
     pub(crate) fn mmu_notifier_release(&self) {
         let subs = self.mmu_notifiers();
         if !subs.registered.load(Ordering::Acquire) {
             return;
         }
         subs.itree_release(self);
-        let released: Vec<Arc<dyn MmuNotifierOps>> = std::mem::take(&mut subs.classic.lock().subs)
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect();
-        for s in &released {
-            s.release(self);
-        }
+        subs.classic_walk(|s| s.release(self));
+        let unhooked = std::mem::take(&mut subs.classic.lock().subs);
         subs.synchronize();
+        drop(unhooked);
     }
 }
