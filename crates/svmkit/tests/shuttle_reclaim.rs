@@ -415,3 +415,49 @@ both_eras!(
     shuttle_reclaim_races_fork_cow_and_exit_6_15,
     shuttle_reclaim_races_fork_cow_and_exit_5_14
 );
+
+/// A folio in the swap cache (swapped in by the parent, its slot still named by the
+/// child's entry) is reclaimed again while the child drops that last other entry: the
+/// slot must not be freed under the reclaim that is turning the parent's PTE into an
+/// entry for it (Linux: free_swap_and_cache() only trylocks the folio; a slot whose
+/// cached folio is locked stays until the lock holder frees it).
+fn reclaim_of_a_cached_folio_vs_the_last_other_entry(profile: Profile) {
+    let sys = system(profile, 64);
+    let parent = sys.create_mm().unwrap();
+    parent.mmap(A, P, RW, FIXED).unwrap();
+    parent.write_u64(A, 6).unwrap();
+    let child = sys.fork(&parent).unwrap();
+    sys.mem().reclaim_folio(folio_at(&sys, &parent, A)).unwrap();
+    // The parent swaps it in: mapped by the parent, cached, the slot named by the
+    // child's entry only.
+    assert_eq!(parent.read_u64(A).unwrap(), 6);
+    assert_eq!(sys.mem().swap_slots_used(), 1);
+    let folio = folio_at(&sys, &parent, A);
+    let reclaimer = {
+        let sys = sys.clone();
+        thread::spawn(move || reclaim_ok(sys.mem().reclaim_folio(folio)))
+    };
+    let zapper = {
+        let child = child.clone();
+        thread::spawn(move || child.madvise(A, P, Advice::DontNeed).unwrap())
+    };
+    reclaimer.join().unwrap();
+    zapper.join().unwrap();
+    check_clean(&sys);
+    assert_eq!(parent.read_u64(A).unwrap(), 6);
+    assert_eq!(
+        child.read_u64(A).unwrap(),
+        0,
+        "DONTNEED of private memory reads zero"
+    );
+    check_clean(&sys);
+    drop(child);
+    drop(parent);
+    check_nothing_left(&sys);
+}
+
+both_eras!(
+    reclaim_of_a_cached_folio_vs_the_last_other_entry,
+    shuttle_reclaim_of_a_cached_folio_races_the_last_other_entry_6_15,
+    shuttle_reclaim_of_a_cached_folio_races_the_last_other_entry_5_14
+);

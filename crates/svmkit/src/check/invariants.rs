@@ -15,7 +15,7 @@
 //! * the buddy free lists are consistent and no allocated frame is unaccounted for
 //!   (so once every mm is gone, every frame is free);
 //! * no bad-page report is pending ([`PhysMem::bad_pages`]; a test that provoked one
-//!   on purpose takes it with [`PhysMem::take_bad_pages`]).
+//!   on purpose takes it with [`PhysMem::take_bad_pages`]);
 //! * every translation of every registered device (`mm/secondary.rs`) is valid: the
 //!   mm it mirrors is live and maps that frame at that address (present, huge PMD or
 //!   device-exclusive), and an atomic translation's CPU entry is device-exclusive; a

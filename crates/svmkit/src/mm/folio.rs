@@ -328,6 +328,16 @@ impl PhysMem {
     ///
     /// Linux: `folio_unlock()`.
     pub fn folio_unlock(&self, folio: Folio) {
+        if self.folio_test_locked(folio) {
+            // A swap slot the last entry left while we held the lock is ours to free.
+            self.swap_unlock_hook(folio);
+        }
+        self.folio_unlock_raw(folio);
+    }
+
+    /// [`folio_unlock`](Self::folio_unlock) without the swap-cache step, for the swap
+    /// code itself.
+    pub(crate) fn folio_unlock_raw(&self, folio: Folio) {
         if !self.bit_unlock(folio.head(), PageFlags::LOCKED) {
             self.report_bad(folio.head(), "folio_unlock of an unlocked folio");
         }

@@ -18,8 +18,9 @@
 //! Large folios are not swapped out (the model's reclaim skips them); there is no
 //! background reclaim, no LRU and no writeback latency.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::folio::Folio;
 use super::mm_types::Mm;
@@ -44,11 +45,30 @@ struct Slot {
 pub(crate) struct SwapState {
     slots: Vec<Option<Slot>>,
     cache: BTreeMap<u64, Folio>,
+    /// Slots no entry names any more whose cached folio was locked when the last
+    /// entry went (Linux: a slot left at `SWAP_HAS_CACHE`): the lock holder frees them
+    /// when it unlocks.
+    orphans: BTreeSet<u64>,
 }
 
-/// The swap layer's state, under one lock (Linux: `si->lock` and the swap cache lock).
+impl SwapState {
+    /// Removes `slot`'s cache entry (the caller puts the reference it held) and, with
+    /// `free_slot`, the slot itself.
+    ///
+    /// Linux: `__delete_from_swap_cache()` (+ `put_swap_folio()`).
+    fn delete_from_cache(&mut self, slot: u64, free_slot: bool) -> Option<Folio> {
+        self.orphans.remove(&slot);
+        if free_slot && let Some(s) = self.slots.get_mut(slot as usize) {
+            *s = None;
+        }
+        self.cache.remove(&slot)
+    }
+}
+
+/// The swap layer's state, under one lock (Linux: `si->lock` and the swap cache lock),
+/// and how many orphaned slots it has (read without the lock on every folio unlock).
 #[derive(Default)]
-pub(crate) struct Swap(Mutex<SwapState>);
+pub(crate) struct Swap(Mutex<SwapState>, AtomicUsize);
 
 impl PhysMem {
     /// Turns on a swap device of `nr_slots` page-sized slots (replacing none: `EBUSY`
@@ -94,8 +114,12 @@ impl PhysMem {
         }
     }
 
-    /// An entry naming `slot` went away; at zero the slot is freed and the swap cache
-    /// lets go of its folio.
+    /// An entry naming `slot` went away. At zero the slot is freed, and the swap cache
+    /// lets go of its folio if it can take the folio's lock; if someone holds it
+    /// (reclaim unmapping it, a fault swapping it in, migration), the slot stays, named
+    /// by no entry, until that holder unlocks (Linux: `free_swap_and_cache()`'s
+    /// trylock; the holder, or later reclaim, frees it: the model has no LRU, so the
+    /// unlock does).
     ///
     /// Linux: `swap_free()` / `free_swap_and_cache()`.
     pub(crate) fn swap_free(&self, slot: u64) {
@@ -108,10 +132,53 @@ impl PhysMem {
             if sl.count > 0 {
                 return;
             }
-            s.slots[slot as usize] = None;
-            s.cache.remove(&slot)
+            match s.cache.get(&slot).copied() {
+                None => {
+                    s.slots[slot as usize] = None;
+                    None
+                }
+                Some(f) => match self.folio_trylock(f) {
+                    Some(lock) => {
+                        lock.leak();
+                        s.delete_from_cache(slot, true);
+                        Some(f)
+                    }
+                    None => {
+                        s.orphans.insert(slot);
+                        self.swap.1.store(s.orphans.len(), Ordering::SeqCst);
+                        None
+                    }
+                },
+            }
         };
         if let Some(f) = cached {
+            // Unlock without the orphan check (this slot is gone already).
+            self.folio_unlock_raw(f);
+            self.folio_put(f);
+        }
+    }
+
+    /// Called by every folio unlock, with the lock still held: frees the orphaned slot
+    /// (see [`swap_free`](Self::swap_free)) whose cached folio this is, if any.
+    ///
+    /// Linux: `folio_free_swap()` by the lock holder.
+    pub(crate) fn swap_unlock_hook(&self, folio: Folio) {
+        if self.swap.1.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let freed = {
+            let mut s = self.swap.0.lock();
+            let slot = s
+                .orphans
+                .iter()
+                .copied()
+                .find(|sl| s.cache.get(sl) == Some(&folio));
+            let freed = slot.and_then(|sl| s.delete_from_cache(sl, true));
+            self.swap.1.store(s.orphans.len(), Ordering::SeqCst);
+            freed
+        };
+        if let Some(f) = freed {
+            // The unlocker holds a reference: this is never the last one.
             self.folio_put(f);
         }
     }
@@ -172,9 +239,9 @@ impl PhysMem {
         }
         let mapped = self.folio_mapcount(folio) > 0;
         let mut s = self.swap.0.lock();
-        // Whether the cache still holds this folio for this slot: a racing swap_free
-        // (the last entry zapped, or a swap-in done) may have removed it, and put the
-        // cache's reference, already; then the slot is not ours to write or free.
+        // Whether the cache still holds this folio for this slot. It does (swap_free
+        // cannot take it from under our lock, it leaves an orphan for us), but say so
+        // where the write-out and the freeze depend on it.
         let ours = s.cache.get(&slot) == Some(&folio);
         // Linux: pageout() after try_to_unmap(): with no PTE mapping the folio, no
         // store can come after this copy, and every store before the unmap is in it.
@@ -197,18 +264,17 @@ impl PhysMem {
         // until a later pass; the model leaves no unreachable cache entry behind).
         let drop_cache = ours && (frozen || unused);
         if drop_cache {
-            s.cache.remove(&slot);
-            if unused {
-                s.slots[slot as usize] = None;
-            }
+            s.delete_from_cache(slot, unused);
+            self.swap.1.store(s.orphans.len(), Ordering::SeqCst);
         }
         drop(s);
-        self.folio_unlock(folio);
         if frozen {
             // Both references (ours and the cache's) went with the freeze.
+            self.folio_unlock_raw(folio);
             self.free_frozen_folio(folio);
             return Ok(());
         }
+        self.folio_unlock(folio);
         if drop_cache {
             self.folio_put(folio); // the swap cache's
         }
@@ -241,19 +307,29 @@ impl PhysMem {
     ///
     /// Linux: the swap-cache half of `folio_migrate_mapping()`.
     pub(crate) fn swap_cache_replace(&self, slot: u64, old: Folio, new: Folio) {
-        let replaced = {
+        let (replaced, deleted) = {
             let mut s = self.swap.0.lock();
-            match s.cache.get_mut(&slot) {
-                Some(f) if *f == old => {
-                    *f = new;
-                    true
+            if s.orphans.contains(&slot) && s.cache.get(&slot) == Some(&old) {
+                // No entry names the slot any more: the new folio need not be cached.
+                let d = s.delete_from_cache(slot, true);
+                self.swap.1.store(s.orphans.len(), Ordering::SeqCst);
+                (false, d)
+            } else {
+                match s.cache.get_mut(&slot) {
+                    Some(f) if *f == old => {
+                        *f = new;
+                        (true, None)
+                    }
+                    _ => (false, None),
                 }
-                _ => false,
             }
         };
         if replaced {
             self.folio_get(new);
             self.folio_put(old);
+        }
+        if let Some(f) = deleted {
+            self.folio_put(f);
         }
     }
 
