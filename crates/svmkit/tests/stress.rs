@@ -241,7 +241,7 @@ fn forker(world: &World, seed: u64) {
 }
 
 fn thp_flipper(world: &World, seed: u64) {
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0x7468_70);
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x0074_6870);
     let modes = [ThpMode::Always, ThpMode::Madvise, ThpMode::Never];
     while !world.stop.load(Ordering::Relaxed) {
         world
