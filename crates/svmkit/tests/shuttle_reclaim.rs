@@ -461,3 +461,44 @@ both_eras!(
     shuttle_reclaim_of_a_cached_folio_races_the_last_other_entry_6_15,
     shuttle_reclaim_of_a_cached_folio_races_the_last_other_entry_5_14
 );
+
+/// reclaim_mm's scan of an mm racing munmap (which frees the page tables the scan
+/// reads) and a new mapping faulted in where the old one was. The scan holds the mmap
+/// lock for read and each PTL, as Linux's page-table walks do, and takes a reference
+/// on each candidate, so it neither reads a freed table nor reclaims a frame reused
+/// since. (The scan's table reads are plain atomics, not scheduling points: what this
+/// explores is the scan against the whole munmap and the fault, not a read inside it.)
+fn reclaim_mm_vs_munmap(profile: Profile) {
+    let sys = system(profile, 64);
+    let mm = sys.create_mm().unwrap();
+    mm.mmap(A, 2 * P, RW, FIXED).unwrap();
+    mm.write_u64(A, 1).unwrap();
+    mm.write_u64(A + P, 2).unwrap();
+    let reclaimer = {
+        let mm = mm.clone();
+        thread::spawn(move || {
+            mm.reclaim_mm(2);
+        })
+    };
+    let remapper = {
+        let mm = mm.clone();
+        thread::spawn(move || {
+            mm.munmap(A, P).unwrap();
+            mm.mmap(A, P, RW, FIXED).unwrap();
+            mm.write_u64(A, 3).unwrap();
+        })
+    };
+    reclaimer.join().unwrap();
+    remapper.join().unwrap();
+    assert_eq!(mm.read_u64(A).unwrap(), 3);
+    assert_eq!(mm.read_u64(A + P).unwrap(), 2);
+    check_clean(&sys);
+    drop(mm);
+    check_nothing_left(&sys);
+}
+
+both_eras!(
+    reclaim_mm_vs_munmap,
+    shuttle_reclaim_mm_races_munmap_6_15,
+    shuttle_reclaim_mm_races_munmap_5_14
+);

@@ -1,5 +1,5 @@
 //! A real-thread stress test (OS threads, not the schedule explorer): four workers do
-//! random CPU reads, writes and atomics, mprotect, MADV_DONTNEED, MADV_PAGEOUT and
+//! random CPU reads, writes and atomics, mprotect, munmap, MADV_DONTNEED, MADV_PAGEOUT and
 //! device atomics (svm_atomic, which makes pages device-exclusive) on memory each owns,
 //! while background threads reclaim, migrate, fork and exit children, and flip the
 //! THP policy. Every so often the world stops (the workers and background threads hold
@@ -18,7 +18,7 @@
 //! the OS's and not reproducible: a failure prints what it saw). To narrow a failure
 //! down, `SVMKIT_STRESS_OFF` turns parts off, a comma-separated list of `reclaim`,
 //! `migrate`, `fork`, `thp` (the background threads), `device`, `dontneed`,
-//! `mprotect`, `pageout` (worker operations).
+//! `mprotect`, `pageout`, `munmap` (worker operations).
 #![cfg(not(feature = "shuttle"))]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -161,6 +161,14 @@ fn worker(world: &World, w: usize, seed: u64) {
             90..95 => {
                 let n = rng.gen_range(1..=32).min(REGION_PAGES - page);
                 mm.madvise(base + page * P, n * P, Advice::PageOut).unwrap();
+            }
+            95 if !off("munmap") => {
+                // The region goes away (its page tables freed under a reclaim that may
+                // be walking them) and comes back empty.
+                mm.munmap(base, PMD_SIZE).unwrap();
+                mm.mmap(base, PMD_SIZE, RW, FIXED).unwrap();
+                mm.madvise(base, PMD_SIZE, Advice::HugePage).unwrap();
+                sh.words.iter_mut().for_each(|x| *x = 0);
             }
             _ => {
                 let huge = rng.gen_bool(0.7);
