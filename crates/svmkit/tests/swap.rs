@@ -202,6 +202,55 @@ fn swap_reclaim_leaves_a_pinned_exclusive_page_mapped() {
     checked(&sys);
 }
 
+/// The same for a pinned page the process maps by a device-exclusive entry: 6.15's
+/// try_to_unmap_one() takes the normal anon path for the entry, whose
+/// folio_try_share_anon_rmap_pte() refuses a possibly pinned anon-exclusive page, so
+/// the entry is put back and the walk aborts (spec 4.7; derived from
+/// torvalds/linux:mm/rmap.c at 6.15); 5.14 does not unmap the entry at all. Found by
+/// the mm_invariant soak: the model turned the entry into a swap entry, and fork then
+/// shared the pinned folio with the child through the swap cache, so a DMA write
+/// through the parent's pin showed in the child.
+#[test]
+fn swap_reclaim_leaves_a_pinned_device_exclusive_page_mapped() {
+    for profile in Profile::ALL {
+        let (sys, mm) = system(profile);
+        mm.mmap(BASE, P, RW, FIXED).unwrap();
+        mm.write_u64(BASE, 5).unwrap();
+        let pinned = {
+            let mut guard = mm.mmap_read_lock();
+            mm.pin_user_pages(&mut guard, BASE, 1, GupFlags::WRITE)
+                .unwrap()
+        };
+        make_exclusive(&mm, BASE);
+        let entry = |mm: &MmUser| match mm.pte_get_lockless(va(BASE)) {
+            Pte::Swap(s) if s.is_device_exclusive() => s.pfn(),
+            _ => None,
+        };
+        assert_eq!(entry(&mm), Some(pinned[0]), "{}", profile.name);
+        let f = sys.mem().page_folio(pinned[0]).unwrap();
+        assert_eq!(
+            sys.mem().reclaim_folio(f),
+            Err(Errno::EAGAIN),
+            "{}",
+            profile.name
+        );
+        assert_eq!(entry(&mm), Some(pinned[0]), "{}: entry kept", profile.name);
+        assert_eq!(sys.mem().swap_slots_used(), 0, "{}", profile.name);
+        // Fork restores the entry and copies the pinned page for the child (Linux:
+        // folio_try_dup_anon_rmap_pte() refuses a possibly pinned page): a DMA write
+        // through the pin is the parent's alone.
+        let child = sys.fork(&mm).unwrap();
+        assert_eq!(child.read_u64(BASE).unwrap(), 5, "{}", profile.name);
+        sys.mem().write_u64(pinned[0], 0, 9).unwrap();
+        assert_eq!(mm.read_u64(BASE).unwrap(), 9, "{}", profile.name);
+        assert_eq!(child.read_u64(BASE).unwrap(), 5, "{}: child", profile.name);
+        sys.mem().unpin_user_pages(&pinned);
+        checked(&sys);
+        drop(child);
+        checked(&sys);
+    }
+}
+
 /// Migrating a folio that sits in the swap cache moves the cache entry with it: the
 /// next swap-in of the same slot finds the new folio.
 #[test]

@@ -383,6 +383,19 @@ impl PhysMem {
                         {
                             return ControlFlow::Break(());
                         }
+                        // 6.15 takes the same anon path for an entry, so the same check
+                        // puts the entry back and gives up (try_to_unmap_one() since
+                        // fixes v2 10/17; spec 4.7).
+                        Pte::Swap(s)
+                            if s.is_device_exclusive()
+                                && handles_entries
+                                && s.pfn()
+                                    .and_then(|pfn| self.page(pfn))
+                                    .is_some_and(|pg| pg.test(PageFlags::ANON_EXCLUSIVE))
+                                && self.folio_maybe_dma_pinned(folio) =>
+                        {
+                            return ControlFlow::Break(());
+                        }
                         Pte::Present(p) => {
                             if p.is_dirty() {
                                 self.folio_set(folio, PageFlags::DIRTY);
