@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod report;
+mod run;
 
 /// svmkit: an executable model of Linux's device-exclusive memory access (HMM).
 ///
@@ -47,11 +48,32 @@ enum Command {
         #[arg(long, default_value = "linux-6.15", value_parser = ["linux-6.15", "linux-5.14", "both"])]
         profile: String,
     },
+    /// Run a scenario file on one deterministic schedule and print a step-by-step
+    /// account: each step, its thread, what it returned, what changed (the PTE, device
+    /// entries, notifier events with their owners). Exit status 0 when every
+    /// expectation holds, 1 when one fails, 2 when the file has mistakes (each reported
+    /// as file:line:col with the text and a hint). The format: docs/SCENARIOS.md;
+    /// examples: examples/*.toml.
+    Run {
+        /// The scenario file.
+        file: std::path::PathBuf,
+        /// Run under this era instead of the file's profile (linux-5.14, linux-6.15).
+        #[arg(long, value_parser = ["linux-5.14", "linux-6.15"])]
+        profile: Option<String>,
+        /// Print the run as JSON (schema in docs/SCENARIOS.md) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run {
+            file,
+            profile,
+            json,
+        } => run::main(&file, profile.as_deref(), json),
         Command::Demo {
             frames,
             json,

@@ -56,6 +56,24 @@ pub enum Errno {
 }
 
 impl Errno {
+    /// Every code the model can return, in Linux's numbering order.
+    pub const ALL: [Errno; 14] = [
+        Errno::EPERM,
+        Errno::ENOENT,
+        Errno::EINTR,
+        Errno::EBADF,
+        Errno::EAGAIN,
+        Errno::ENOMEM,
+        Errno::EACCES,
+        Errno::EFAULT,
+        Errno::EBUSY,
+        Errno::EEXIST,
+        Errno::EINVAL,
+        Errno::ENOSYS,
+        Errno::EOVERFLOW,
+        Errno::EOPNOTSUPP,
+    ];
+
     /// The positive Linux errno value (x86-64 numbering).
     pub const fn code(self) -> i32 {
         match self {

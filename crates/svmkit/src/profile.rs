@@ -152,6 +152,84 @@ impl Profile {
     pub const ALL: [Profile; 2] = [Profile::linux_5_14(), Profile::linux_6_15()];
 }
 
+/// One boolean switch of [`Profile`], by name, for tools that read profiles from files
+/// (scenario files name presets and override switches).
+#[derive(Clone, Copy)]
+pub struct Switch {
+    /// The field's name.
+    pub name: &'static str,
+    /// Reads it.
+    pub get: fn(&Profile) -> bool,
+    /// Sets it.
+    pub set: fn(&mut Profile, bool),
+}
+
+impl fmt::Debug for Switch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Switch").field(&self.name).finish()
+    }
+}
+
+/// Every boolean switch of [`Profile`] (the restore event and writability are enums,
+/// set through the presets).
+pub const SWITCHES: [Switch; 11] = [
+    Switch {
+        name: "has_range_api",
+        get: |p| p.has_range_api,
+        set: |p, v| p.has_range_api = v,
+    },
+    Switch {
+        name: "range_api_trylock_no_retry",
+        get: |p| p.range_api_trylock_no_retry,
+        set: |p, v| p.range_api_trylock_no_retry = v,
+    },
+    Switch {
+        name: "convert_via_rmap_walk_whole_folio",
+        get: |p| p.convert_via_rmap_walk_whole_folio,
+        set: |p, v| p.convert_via_rmap_walk_whole_folio = v,
+    },
+    Switch {
+        name: "reject_tail_pages",
+        get: |p| p.reject_tail_pages,
+        set: |p, v| p.reject_tail_pages = v,
+    },
+    Switch {
+        name: "mapcount_kept_on_entry",
+        get: |p| p.mapcount_kept_on_entry,
+        set: |p, v| p.mapcount_kept_on_entry = v,
+    },
+    Switch {
+        name: "entry_has_write_bit",
+        get: |p| p.entry_has_write_bit,
+        set: |p, v| p.entry_has_write_bit = v,
+    },
+    Switch {
+        name: "mprotect_downgrades_entries",
+        get: |p| p.mprotect_downgrades_entries,
+        set: |p, v| p.mprotect_downgrades_entries = v,
+    },
+    Switch {
+        name: "restore_takes_folio_ref",
+        get: |p| p.restore_takes_folio_ref,
+        set: |p, v| p.restore_takes_folio_ref = v,
+    },
+    Switch {
+        name: "walkers_handle_entries",
+        get: |p| p.walkers_handle_entries,
+        set: |p, v| p.walkers_handle_entries = v,
+    },
+    Switch {
+        name: "dmirror_map_only_full_chunks",
+        get: |p| p.dmirror_map_only_full_chunks,
+        set: |p, v| p.dmirror_map_only_full_chunks = v,
+    },
+    Switch {
+        name: "svm_atomic_unlock_on_retry",
+        get: |p| p.svm_atomic_unlock_on_retry,
+        set: |p, v| p.svm_atomic_unlock_on_retry = v,
+    },
+];
+
 impl Default for Profile {
     /// [`Profile::linux_6_15`].
     fn default() -> Self {

@@ -1,0 +1,63 @@
+//! `svmkit run FILE`: parse, run, print the account (or JSON), exit 0/1/2.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use svmkit_scenario::{RunOptions, parse, run};
+
+/// Exit status for a file with mistakes (nothing ran).
+const BAD_INPUT: u8 = 2;
+
+pub fn main(file: &Path, profile: Option<&str>, json: bool) -> ExitCode {
+    let name = file.display().to_string();
+    let source = match std::fs::read_to_string(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("svmkit: error: cannot read {name}: {e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let scenario = match parse(&name, &source) {
+        Ok(s) => s,
+        Err(e) => {
+            eprint!("{}", e.render());
+            eprintln!(
+                "svmkit: {} mistake(s) in {name}; nothing ran",
+                e.problems.len()
+            );
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let opts = RunOptions {
+        profile: profile.and_then(svmkit::Profile::by_name),
+    };
+    let report = match run(&scenario, &source, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "svmkit: error: the scenario could not be set up: {}",
+                e.name()
+            );
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let written = if json {
+        serde_json::to_string_pretty(&report)
+            .map_err(io::Error::other)
+            .and_then(|j| writeln!(out, "{j}"))
+    } else {
+        write!(out, "{}", report.account())
+    };
+    if let Err(e) = written.and_then(|()| out.flush()) {
+        eprintln!("svmkit: error: {e}");
+        return ExitCode::FAILURE;
+    }
+    if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,364 @@
+//! What a scenario file says, checked and resolved: every name refers to something
+//! declared, every number is in range, every address expression is well formed. The
+//! spans point back into the file for reports.
+
+use svmkit::Profile;
+use svmkit::mm::Prot;
+
+/// A byte range of the scenario file (for diagnostics and the account).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+pub struct Span {
+    /// First byte.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+}
+
+impl Span {
+    /// The span of `s` in toml-span's terms.
+    pub(crate) fn of(s: toml_span::Span) -> Span {
+        Span {
+            start: s.start as usize,
+            end: s.end as usize,
+        }
+    }
+}
+
+/// A parsed scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// `scenario.name`.
+    pub name: String,
+    /// The era (a preset with overrides).
+    pub profile: Profile,
+    /// `scenario.frames`: frames of physical memory.
+    pub frames: u64,
+    /// `scenario.swap`: slots of the swap device (none if absent).
+    pub swap: Option<u64>,
+    /// `scenario.thp`: the THP policy.
+    pub thp: Option<svmkit::mm::ThpMode>,
+    /// Processes created at the start, in file order.
+    pub processes: Vec<Process>,
+    /// Mappings made at the start, in file order.
+    pub maps: Vec<Mapping>,
+    /// Devices opened at the start, in file order.
+    pub devices: Vec<Device>,
+    /// Threads, in file order (the turn order of `svmkit run`).
+    pub threads: Vec<Thread>,
+    /// What must hold at the end.
+    pub expect: EndExpect,
+}
+
+/// A process (an mm): declared by `[[process]]` (it exists from the start) or named
+/// by a `fork` step (it exists once that step ran).
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// Its name.
+    pub name: String,
+    /// Whether it exists from the start (else a `fork` step creates it).
+    pub at_start: bool,
+    /// Where it was declared.
+    pub span: Span,
+}
+
+/// A mapping made at the start.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    /// Its name (used in address expressions).
+    pub name: String,
+    /// The process that maps it (index into [`Scenario::processes`]).
+    pub process: usize,
+    /// A fixed address, or chosen by the model.
+    pub at: Option<u64>,
+    /// Length in bytes (page-aligned up).
+    pub len: u64,
+    /// Protection.
+    pub prot: Prot,
+    /// `MAP_SHARED` anonymous memory instead of private.
+    pub shared: bool,
+    /// madvise advice applied after the mmap.
+    pub advice: Vec<svmkit::mm::Advice>,
+    /// Where it was declared.
+    pub span: Span,
+}
+
+/// Which driver a device runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Driver {
+    /// Linux's test driver (lib/test_hmm.c).
+    Dmirror,
+    /// The nouveau-style atomic fault driver, with its flaw switches and pass bound.
+    SvmAtomic {
+        /// Design flaws switched on.
+        flaws: svmkit::device::svm_atomic::SvmFlaws,
+        /// Bound of the fault loop.
+        max_passes: u64,
+    },
+}
+
+/// A device bound to a process.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// Its name.
+    pub name: String,
+    /// The driver.
+    pub driver: Driver,
+    /// The process it mirrors.
+    pub process: usize,
+    /// Where it was declared.
+    pub span: Span,
+}
+
+/// Who a thread is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// A CPU thread of a process (index into [`Scenario::processes`]).
+    Process(usize),
+    /// A device's driver context (index into [`Scenario::devices`]).
+    Device(usize),
+}
+
+/// A thread: an actor and its steps.
+#[derive(Debug, Clone)]
+pub struct Thread {
+    /// Its name.
+    pub name: String,
+    /// Who runs the steps.
+    pub actor: Actor,
+    /// The steps, `repeat` expanded.
+    pub steps: Vec<Step>,
+    /// Where it was declared.
+    pub span: Span,
+}
+
+/// An address expression: a mapping's start plus an offset, or an absolute address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addr {
+    /// The mapping (index into [`Scenario::maps`]), or none for an absolute address.
+    pub map: Option<usize>,
+    /// Offset in bytes (from the mapping's start, or from 0).
+    pub offset: u64,
+    /// The text as written.
+    pub text: String,
+}
+
+/// A scenario-level name for an mm a step acts on: the thread's own process or one
+/// created by a `fork` step.
+pub type ProcessRef = usize;
+
+/// One operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// CPU load of the `u64` at an address.
+    Read {
+        /// The address (a page address for page operations).
+        at: Addr,
+    },
+    /// CPU store.
+    Write {
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// The value (stored, added, or written to every word).
+        value: u64,
+    },
+    /// CPU atomic add; returns the old value.
+    FetchAdd {
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// The value (stored, added, or written to every word).
+        value: u64,
+    },
+    /// `mmap` of a new mapping named `name` (like a `[[map]]`, at run time).
+    Mmap {
+        /// The mapping (index into [`Scenario::maps`]).
+        map: usize,
+    },
+    /// `munmap`.
+    Munmap {
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// `mprotect`.
+    Mprotect {
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// Length in bytes.
+        len: u64,
+        /// The new protection.
+        prot: Prot,
+    },
+    /// `madvise`.
+    Madvise {
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// Length in bytes.
+        len: u64,
+        /// The advice.
+        advice: svmkit::mm::Advice,
+    },
+    /// `fork`: the thread's process forks; the child is process `child`.
+    Fork {
+        /// The child process.
+        child: ProcessRef,
+    },
+    /// The thread's process (or `process`) exits: its last user goes away.
+    Exit {
+        /// The process.
+        process: ProcessRef,
+    },
+    /// `/proc/pid/clear_refs` with 4: clear soft-dirty.
+    ClearSoftDirty,
+    /// `UFFDIO_WRITEPROTECT` on or off.
+    UffdWp {
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// Length in bytes.
+        len: u64,
+        /// Set (true) or clear the write protection.
+        protect: bool,
+    },
+    /// `make_device_exclusive` (6.15) on the page at `at`, owner = the thread's device
+    /// (or none); `hold` keeps the returned folio locked and referenced under that
+    /// guard name until `release`.
+    MakeExclusive {
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// The guard name under which the result is held.
+        hold: Option<String>,
+    },
+    /// `make_device_exclusive_range` (the 2021 API) over `pages` pages.
+    MakeExclusiveRange {
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// Number of pages.
+        pages: u64,
+    },
+    /// Drops a held guard (`folio_unlock` + `folio_put`).
+    Release {
+        /// The guard to release.
+        guard: String,
+    },
+    /// GUP: `get_user_pages` (FOLL_GET) of `pages` pages; `hold` names the references.
+    Gup {
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// Number of pages.
+        pages: u64,
+        /// Pin (FOLL_PIN) instead of get (FOLL_GET).
+        pin: bool,
+        /// FOLL_WRITE.
+        write: bool,
+        /// The guard name under which the result is held.
+        hold: String,
+    },
+    /// Drops the references or pins GUP took under `hold`.
+    Unpin {
+        /// The guard name under which the result is held.
+        hold: String,
+    },
+    /// A device atomic add through svm_atomic; returns the old value.
+    AtomicAdd {
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// The value (stored, added, or written to every word).
+        value: u64,
+    },
+    /// A dmirror command over `pages` pages.
+    Dmirror {
+        /// The command.
+        cmd: DmirrorCmd,
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// Number of pages.
+        pages: u64,
+        /// The value (stored, added, or written to every word).
+        value: u64,
+    },
+    /// `MADV_PAGEOUT` is a madvise; this is `reclaim_mm(n)` of the thread's process.
+    Reclaim {
+        /// Number of pages.
+        pages: u64,
+    },
+    /// Reclaim (swap-out) of the folio mapped at `at`.
+    ReclaimFolio {
+        /// The address (a page address for page operations).
+        at: Addr,
+    },
+    /// Migration of the folio mapped at `at`.
+    Migrate {
+        /// The address (a page address for page operations).
+        at: Addr,
+    },
+}
+
+/// A dmirror ioctl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmirrorCmd {
+    /// `HMM_DMIRROR_READ`.
+    Read,
+    /// `HMM_DMIRROR_WRITE` (every word of the pages gets `value`).
+    Write,
+    /// `HMM_DMIRROR_EXCLUSIVE`.
+    Exclusive,
+    /// `HMM_DMIRROR_CHECK_EXCLUSIVE`.
+    CheckExclusive,
+}
+
+/// What a step's PTE must look like afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PteKind {
+    /// `pte_none`.
+    None,
+    /// Present (any permission).
+    Present,
+    /// Present and writable.
+    PresentWritable,
+    /// Present and read-only.
+    PresentReadOnly,
+    /// A device-exclusive entry.
+    DeviceExclusive,
+    /// A swap entry.
+    Swap,
+    /// A migration entry.
+    Migration,
+}
+
+/// What a step must return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Success (with this value, if given).
+    Ok(Option<u64>),
+    /// Failure with one of these (errno names, `SIGSEGV`, `SIGBUS`, `ESRCH`).
+    Err(Vec<crate::engine::StepError>),
+    /// Either (the step's result is only reported).
+    Any,
+}
+
+/// One step of a thread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The operation.
+    pub op: Op,
+    /// What it must return.
+    pub expect: Outcome,
+    /// What the PTE at the step's address must be afterwards.
+    pub expect_pte: Option<PteKind>,
+    /// A note printed with the step.
+    pub note: Option<String>,
+    /// Where it was written.
+    pub span: Span,
+}
+
+/// What must hold at the end.
+#[derive(Debug, Clone, Default)]
+pub struct EndExpect {
+    /// The invariant checker passes at the end (default true).
+    pub checker: bool,
+    /// After every process has exited and every device is closed, every frame is free
+    /// (default true).
+    pub all_freed: bool,
+    /// Values that CPU reads must return at the end.
+    pub values: Vec<(ProcessRef, Addr, u64, Span)>,
+}
