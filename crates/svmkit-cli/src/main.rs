@@ -63,6 +63,10 @@ enum Command {
         /// Print the run as JSON (schema in docs/SCENARIOS.md) instead of text.
         #[arg(long)]
         json: bool,
+        /// Seconds one step may take before the run is reported as hung (a model step
+        /// takes microseconds; only a sleep on a lock nobody releases lasts).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        step_timeout: u64,
     },
 }
 
@@ -73,7 +77,8 @@ fn main() -> ExitCode {
             file,
             profile,
             json,
-        } => run::main(&file, profile.as_deref(), json),
+            step_timeout,
+        } => run::main(&file, profile.as_deref(), json, step_timeout),
         Command::Demo {
             frames,
             json,

@@ -9,7 +9,7 @@ use svmkit_scenario::{RunOptions, parse, run};
 /// Exit status for a file with mistakes (nothing ran).
 const BAD_INPUT: u8 = 2;
 
-pub fn main(file: &Path, profile: Option<&str>, json: bool) -> ExitCode {
+pub fn main(file: &Path, profile: Option<&str>, json: bool, step_timeout: u64) -> ExitCode {
     let name = file.display().to_string();
     let source = match std::fs::read_to_string(file) {
         Ok(s) => s,
@@ -31,6 +31,7 @@ pub fn main(file: &Path, profile: Option<&str>, json: bool) -> ExitCode {
     };
     let opts = RunOptions {
         profile: profile.and_then(svmkit::Profile::by_name),
+        step_timeout: std::time::Duration::from_secs(step_timeout),
     };
     let report = match run(&scenario, &source, &opts) {
         Ok(r) => r,
@@ -55,7 +56,35 @@ pub fn main(file: &Path, profile: Option<&str>, json: bool) -> ExitCode {
         eprintln!("svmkit: error: {e}");
         return ExitCode::FAILURE;
     }
-    if report.passed {
+    // The file documents how each era ends; a run matches when it ends that way (an
+    // era it does not name must pass).
+    let want = scenario.expected_outcome(&report.profile);
+    let matches = match want {
+        Some(w) => w.outcome == report.outcome(),
+        None => report.passed,
+    };
+    if !json {
+        match want {
+            Some(w) => eprintln!(
+                "svmkit: {} under {}: {} ({} documented: {}, source: {})",
+                if matches {
+                    "as documented"
+                } else {
+                    "NOT as documented"
+                },
+                report.profile,
+                report.outcome().name(),
+                report.profile,
+                w.outcome.name(),
+                w.source
+            ),
+            None => eprintln!(
+                "svmkit: {} names no outcome for {}: it must pass",
+                name, report.profile
+            ),
+        }
+    }
+    if matches {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -18,8 +18,8 @@ impl Span {
     /// The span of `s` in toml-span's terms.
     pub(crate) fn of(s: toml_span::Span) -> Span {
         Span {
-            start: s.start as usize,
-            end: s.end as usize,
+            start: s.start,
+            end: s.end,
         }
     }
 }
@@ -47,6 +47,28 @@ pub struct Scenario {
     pub threads: Vec<Thread>,
     /// What must hold at the end.
     pub expect: EndExpect,
+    /// How a run ends under each era the file names (`[outcomes]`), with the source of
+    /// that expectation; absent: its own profile passes.
+    pub outcomes: Vec<EraOutcome>,
+}
+
+/// The documented outcome of a scenario under one era.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EraOutcome {
+    /// The preset's name.
+    pub profile: String,
+    /// `pass`, `fail` or `deadlock`.
+    pub outcome: crate::engine::RunOutcome,
+    /// Where the expectation comes from (a kernel, a spec section, or `derived`).
+    pub source: String,
+}
+
+impl Scenario {
+    /// The documented outcome under `profile` (by name), if the file gives one; a file
+    /// without `[outcomes]` expects its own profile to pass.
+    pub fn expected_outcome(&self, profile: &str) -> Option<&EraOutcome> {
+        self.outcomes.iter().find(|o| o.profile == profile)
+    }
 }
 
 /// A process (an mm): declared by `[[process]]` (it exists from the start) or named
@@ -127,6 +149,9 @@ pub struct Thread {
     pub actor: Actor,
     /// The steps, `repeat` expanded.
     pub steps: Vec<Step>,
+    /// Threads (indices into [`Scenario::threads`]) that must have finished before
+    /// this one takes its first turn.
+    pub after: Vec<usize>,
     /// Where it was declared.
     pub span: Span,
 }

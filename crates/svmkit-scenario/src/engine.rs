@@ -10,8 +10,9 @@
 //! page whose folio is locked) is not started: the thread waits, its turn passes, and
 //! the account says on what; when the lock is released the step runs at the thread's
 //! next turn. When every thread that has steps left waits, the run ends in a deadlock
-//! report (who waits for which folio, held by whom). The explorer interleaves inside
-//! steps; this schedule is the one a reader follows.
+//! report (who waits for which folio, held by whom). A thread with `after = [...]`
+//! takes its first turn only once those threads have finished. The explorer
+//! interleaves inside steps; this schedule is the one a reader follows.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -29,10 +30,22 @@ use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig, VirtAddr};
 use crate::ast::*;
 
 /// How to run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Run under this profile instead of the file's.
     pub profile: Option<Profile>,
+    /// How long one step may take before the run is declared hung (a step of the model
+    /// takes microseconds; only a sleep on a lock that is never released lasts).
+    pub step_timeout: std::time::Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            profile: None,
+            step_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// One step as it happened.
@@ -73,6 +86,29 @@ pub struct EndCheck {
     pub detail: String,
 }
 
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    /// Every expectation held.
+    Pass,
+    /// An expectation did not hold.
+    Fail,
+    /// Threads waited for each other (or a step never returned).
+    Deadlock,
+}
+
+impl RunOutcome {
+    /// `pass`, `fail` or `deadlock`, as scenario files name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunOutcome::Pass => "pass",
+            RunOutcome::Fail => "fail",
+            RunOutcome::Deadlock => "deadlock",
+        }
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -82,7 +118,9 @@ pub struct RunReport {
     pub profile: String,
     /// Every turn.
     pub steps: Vec<StepRecord>,
-    /// A deadlock, if the run ended in one.
+    /// A deadlock, if the run ended in one: every thread with steps left waits for a
+    /// lock the scenario holds (found before the steps started), or a step never
+    /// returned (found by the step timeout).
     pub deadlock: Option<String>,
     /// The end checks.
     pub end: Vec<EndCheck>,
@@ -91,6 +129,17 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// How the run ended: every expectation held, one did not, or it deadlocked.
+    pub fn outcome(&self) -> RunOutcome {
+        if self.deadlock.is_some() {
+            RunOutcome::Deadlock
+        } else if self.passed {
+            RunOutcome::Pass
+        } else {
+            RunOutcome::Fail
+        }
+    }
+
     /// The step-by-step account as text.
     pub fn account(&self) -> String {
         let mut out = String::new();
@@ -741,9 +790,119 @@ fn outcome_holds(e: &Outcome, r: &StepResult) -> bool {
     }
 }
 
+/// What the watchdog can see of a run in progress.
+#[derive(Default)]
+struct Progress {
+    steps: Vec<StepRecord>,
+    current: Option<(String, String, usize)>,
+    /// When the current step started.
+    since: Option<std::time::Instant>,
+    sys: Option<Arc<System>>,
+    scenario: String,
+    profile: String,
+}
+
 /// Runs `sc` on the deterministic schedule described in the module docs. `source` is
 /// the file's text (for line numbers in the account).
+///
+/// The run happens on a thread of its own, watched: a step that does not return
+/// within `opts.step_timeout` (it sleeps on a lock nobody will release, as a flawed
+/// driver's self-deadlock does) ends the run with a deadlock report naming the step
+/// and every locked folio; that thread and the model it holds are then abandoned (they
+/// cannot be torn down while asleep).
 pub fn run(sc: &Scenario, source: &str, opts: &RunOptions) -> Result<RunReport, StepError> {
+    let progress = Arc::new(std::sync::Mutex::new(Progress::default()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (sc2, src2, opts2, prog2) = (
+        sc.clone(),
+        source.to_string(),
+        opts.clone(),
+        Arc::clone(&progress),
+    );
+    std::thread::Builder::new()
+        .name(format!("scenario {}", sc.name))
+        .spawn(move || {
+            let r = run_on(&sc2, &src2, &opts2, &prog2);
+            let _ = tx.send(r);
+        })
+        .map_err(|_| StepError::Errno(Errno::ENOMEM))?;
+    let tick = opts.step_timeout.min(std::time::Duration::from_millis(100));
+    loop {
+        match rx.recv_timeout(tick) {
+            Ok(r) => return r,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // The run panicked: a model bug, not the scenario's.
+                return Err(StepError::Errno(Errno::EFAULT));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                if p.since.is_some_and(|t| t.elapsed() >= opts.step_timeout) {
+                    return Ok(hung_report(&p, opts.step_timeout));
+                }
+            }
+        }
+    }
+}
+
+/// The report of a run whose current step never returned.
+fn hung_report(p: &Progress, timeout: std::time::Duration) -> RunReport {
+    let (thread, step, line) = p
+        .current
+        .clone()
+        .unwrap_or_else(|| ("?".into(), "?".into(), 0));
+    let mut locked = Vec::new();
+    if let Some(sys) = &p.sys {
+        let mem = sys.mem();
+        let frames = mem.nr_frames();
+        for raw in 0..frames {
+            let pfn = Pfn::new(raw);
+            if let Ok(f) = mem.page_folio(pfn)
+                && f.head() == pfn
+                && !mem.is_free_frame(pfn)
+                && mem.folio_test_locked(f)
+            {
+                locked.push(format!("{:#x}", f.head().raw()));
+            }
+        }
+    }
+    let mut steps = p.steps.clone();
+    steps.push(StepRecord {
+        turn: steps.last().map_or(1, |s| s.turn + 1),
+        thread: thread.clone(),
+        line,
+        step: step.clone(),
+        result: format!("did not return within {} s", timeout.as_secs_f64()),
+        waited: false,
+        pte: None,
+        events: Vec::new(),
+        devices: Vec::new(),
+        failed: Some("the step to return".into()),
+        note: None,
+    });
+    RunReport {
+        scenario: p.scenario.clone(),
+        profile: p.profile.clone(),
+        steps,
+        deadlock: Some(format!(
+            "thread {thread} sleeps in `{step}` (line {line}) and nothing will wake it; \
+             folios locked now: {}",
+            if locked.is_empty() {
+                "none".to_string()
+            } else {
+                locked.join(", ")
+            }
+        )),
+        end: Vec::new(),
+        passed: false,
+    }
+}
+
+fn run_on(
+    sc: &Scenario,
+    source: &str,
+    opts: &RunOptions,
+    progress: &std::sync::Mutex<Progress>,
+) -> Result<RunReport, StepError> {
     let profile = opts.profile.unwrap_or(sc.profile);
     let mut config = SystemConfig::with_frames(sc.frames);
     config.profile = profile;
@@ -753,6 +912,12 @@ pub fn run(sc: &Scenario, source: &str, opts: &RunOptions) -> Result<RunReport, 
     }
     if let Some(m) = sc.thp {
         sys.mem().set_thp_mode(m);
+    }
+    {
+        let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+        p.sys = Some(sys.clone());
+        p.scenario = sc.name.clone();
+        p.profile = profile.name.to_string();
     }
     let mut w = World {
         sc,
@@ -829,7 +994,18 @@ pub fn run(sc: &Scenario, source: &str, opts: &RunOptions) -> Result<RunReport, 
                 continue;
             };
             let p = w.thread_process(t);
-            let blocker = if w.procs[p].is_none()
+            let unfinished: Vec<&str> = th
+                .after
+                .iter()
+                .filter(|&&j| pc[j] < sc.threads[j].steps.len())
+                .map(|&j| sc.threads[j].name.as_str())
+                .collect();
+            let blocker = if !unfinished.is_empty() {
+                Some(format!(
+                    "thread {} to finish (after)",
+                    unfinished.join(", ")
+                ))
+            } else if w.procs[p].is_none()
                 && !sc.processes[p].at_start
                 && !matches!(step.op, Op::Exit { .. })
                 && !was_forked(&report, &sc.processes[p].name)
@@ -866,6 +1042,17 @@ pub fn run(sc: &Scenario, source: &str, opts: &RunOptions) -> Result<RunReport, 
                 continue;
             }
             progressed = true;
+            {
+                let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                p.current = Some((
+                    th.name.clone(),
+                    w.describe(&step.op),
+                    line_of(source, step.span.start),
+                ));
+                p.since = Some(std::time::Instant::now());
+                let known = p.steps.len();
+                p.steps.extend_from_slice(&report.steps[known..]);
+            }
             let a = w.step_addr(&step.op);
             let before = a.map(|a| w.pte(p, a));
             let text = w.describe(&step.op);

@@ -38,5 +38,5 @@ pub mod parse;
 
 pub use ast::Scenario;
 pub use diag::ParseError;
-pub use engine::{RunOptions, RunReport, StepError, run};
+pub use engine::{RunOptions, RunOutcome, RunReport, StepError, run};
 pub use parse::parse;

@@ -386,7 +386,7 @@ pub(crate) fn parse_addr(s: &str) -> Result<(Option<String>, u64), String> {
         return Ok((None, v));
     }
     let name_end = s
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(s.len());
     let name = &s[..name_end];
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
@@ -414,7 +414,14 @@ pub(crate) fn parse_addr(s: &str) -> Result<(Option<String>, u64), String> {
         } else {
             return Err(format!("unexpected `{rest}`"));
         };
-        let end = r[1..].find(['+', '-']).map_or(r.len(), |i| i + 1);
+        if r.trim().is_empty() {
+            return Err("a number must follow `+` or `-`".into());
+        }
+        let end = r
+            .char_indices()
+            .skip(1)
+            .find(|(_, c)| *c == '+' || *c == '-')
+            .map_or(r.len(), |(i, _)| i);
         let v =
             parse_int(&r[..end]).ok_or_else(|| format!("`{}` is not a number", r[..end].trim()))?;
         off = if plus {
@@ -585,10 +592,12 @@ fn thp_of(cx: &mut Ctx, n: &Node) -> Option<ThpMode> {
 }
 
 const SCENARIO_KEYS: [&str; 5] = ["name", "profile", "frames", "swap", "thp"];
-const TOP_KEYS: [&str; 6] = ["scenario", "process", "map", "device", "thread", "expect"];
+const TOP_KEYS: [&str; 7] = [
+    "scenario", "process", "map", "device", "thread", "expect", "outcomes",
+];
 const MAP_KEYS: [&str; 7] = ["name", "process", "at", "len", "prot", "shared", "advice"];
 const DEVICE_KEYS: [&str; 5] = ["name", "driver", "process", "max_passes", "flaws"];
-const THREAD_KEYS: [&str; 4] = ["name", "process", "device", "steps"];
+const THREAD_KEYS: [&str; 5] = ["name", "process", "device", "after", "steps"];
 const EXPECT_KEYS: [&str; 3] = ["checker", "all_freed", "values"];
 
 /// Every step name and the keys it takes (besides the common `expect`, `expect_err`,
@@ -703,16 +712,15 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
         if let Some(p) = t.get("profile").and_then(|n| profile_of(cx, n)) {
             profile = p;
         }
-        if let Some(n) = t.get("frames") {
-            if let Some(f) = cx.want_u64(n, "frames", MAX_FRAMES) {
-                if f < 16 {
-                    cx.err(
-                        Problem::new(n.span, "a machine needs at least 16 frames")
-                            .label("too small"),
-                    );
-                }
-                frames = f;
+        if let Some(n) = t.get("frames")
+            && let Some(f) = cx.want_u64(n, "frames", MAX_FRAMES)
+        {
+            if f < 16 {
+                cx.err(
+                    Problem::new(n.span, "a machine needs at least 16 frames").label("too small"),
+                );
             }
+            frames = f;
         }
         if let Some(n) = t.get("swap") {
             swap = cx.want_u64(n, "swap slots", 1 << 20);
@@ -765,12 +773,15 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
     }
     let mut threads = Vec::new();
     let mut seen_threads = BTreeMap::new();
+    let mut kept_nodes = Vec::new();
     for t in &thread_nodes {
         if let Some(th) = thread(cx, &names, t) {
             unique(cx, "thread", &th.name, th.span, &mut seen_threads);
             threads.push(th);
+            kept_nodes.push(*t);
         }
     }
+    resolve_after(cx, &kept_nodes, &mut threads);
     let expect = match top.get("expect") {
         None => EndExpect {
             checker: true,
@@ -779,6 +790,17 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
         },
         Some(e) => end_expect(cx, &names, e),
     };
+    let mut outcomes = Vec::new();
+    if let Some(o) = top.get("outcomes") {
+        outcomes = outcomes_of(cx, o);
+    }
+    if outcomes.is_empty() {
+        outcomes.push(EraOutcome {
+            profile: profile.name.to_string(),
+            outcome: crate::engine::RunOutcome::Pass,
+            source: "the file's own expectations".into(),
+        });
+    }
     top.finish(cx, &TOP_KEYS);
     if threads.is_empty() && cx.problems.is_empty() {
         cx.err(
@@ -798,7 +820,77 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
         devices: names.devices,
         threads,
         expect,
+        outcomes,
     })
+}
+
+/// `[outcomes]`: `"linux-5.14" = "deadlock"` or `"linux-5.14" = { outcome =
+/// "deadlock", source = "spec 8 item 22" }`.
+fn outcomes_of(cx: &mut Ctx, n: &Node) -> Vec<EraOutcome> {
+    let mut out = Vec::new();
+    let Kind::Table(entries) = &n.kind else {
+        cx.err(
+            Problem::new(n.span, "[outcomes] must be a table of era = outcome")
+                .label("expected a table"),
+        );
+        return out;
+    };
+    let names: Vec<&str> = Profile::ALL.iter().map(|p| p.name).collect();
+    for (era, span, v) in entries {
+        if Profile::by_name(era).is_none() {
+            let mut p = Problem::new(*span, format!("unknown era `{era}`")).label("unknown era");
+            p = match did_you_mean(era, names.iter().copied()) {
+                Some(h) => p.help(h),
+                None => p.help(format!("eras: {}", names.join(", "))),
+            };
+            cx.err(p);
+            continue;
+        }
+        let (word, source) = match &v.kind {
+            Kind::Str(s) => (Some((s.clone(), v.span)), String::from("(no source given)")),
+            Kind::Table(_) => {
+                let Some(mut t) = Tbl::new(cx, v, "an outcome") else {
+                    continue;
+                };
+                let w = t
+                    .require(cx, "outcome")
+                    .and_then(|x| cx.want_str(x, "outcome").map(|s| (s, x.span)));
+                let src = t
+                    .require(cx, "source")
+                    .and_then(|x| cx.want_str(x, "source"))
+                    .unwrap_or_default();
+                t.finish(cx, &["outcome", "source"]);
+                (w, src)
+            }
+            _ => {
+                cx.err(
+                    Problem::new(v.span, "an outcome is \"pass\", \"fail\" or \"deadlock\"")
+                        .label("bad outcome"),
+                );
+                continue;
+            }
+        };
+        let Some((w, wspan)) = word else { continue };
+        let outcome = match w.as_str() {
+            "pass" => crate::engine::RunOutcome::Pass,
+            "fail" => crate::engine::RunOutcome::Fail,
+            "deadlock" => crate::engine::RunOutcome::Deadlock,
+            _ => {
+                cx.err(
+                    Problem::new(wspan, format!("unknown outcome `{w}`"))
+                        .label("unknown outcome")
+                        .help("outcomes: pass, fail, deadlock"),
+                );
+                continue;
+            }
+        };
+        out.push(EraOutcome {
+            profile: era.clone(),
+            outcome,
+            source,
+        });
+    }
+    out
 }
 
 fn step_tables(n: &Node) -> Vec<&Node> {
@@ -895,7 +987,20 @@ fn mapping(cx: &mut Ctx, names: &Names, n: &Node, process: Option<usize>) -> Opt
             "[[map]]"
         },
     )?;
-    let name = t.require(cx, "name").and_then(|v| cx.want_str(v, "name"));
+    let name = t.require(cx, "name").and_then(|v| {
+        let s = cx.want_str(v, "name")?;
+        let ident = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ident {
+            cx.err(
+                Problem::new(v.span, format!("`{s}` cannot name a mapping"))
+                    .label("not an identifier")
+                    .help("a mapping name is letters, digits and _, starting with a letter (it is used in address expressions like buf+0x10)"),
+            );
+            return None;
+        }
+        Some(s)
+    });
     let process = match process {
         Some(p) => Some(p),
         None => t.require(cx, "process").and_then(|v| names.process(cx, v)),
@@ -1078,6 +1183,7 @@ fn thread(cx: &mut Ctx, names: &Names, n: &Node) -> Option<Thread> {
             ),
         }
     }
+    let _ = t.get("after"); // resolved once every thread is known
     t.finish(cx, &THREAD_KEYS);
     if steps.len() > MAX_EXPANDED_STEPS {
         cx.err(
@@ -1094,8 +1200,72 @@ fn thread(cx: &mut Ctx, names: &Names, n: &Node) -> Option<Thread> {
         name: name?,
         actor: actor?,
         steps,
+        after: Vec::new(),
         span: n.span,
     })
+}
+
+/// Resolves each thread's `after` list (names of threads that must finish first).
+fn resolve_after(cx: &mut Ctx, nodes: &[&Node], threads: &mut [Thread]) {
+    let names: Vec<String> = threads.iter().map(|t| t.name.clone()).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        let Kind::Table(t) = &n.kind else { continue };
+        let Some((_, _, after)) = t.iter().find(|e| e.0 == "after") else {
+            continue;
+        };
+        let list: Vec<&Node> = match &after.kind {
+            Kind::Array(a) => a.iter().collect(),
+            _ => vec![after],
+        };
+        let mut deps = Vec::new();
+        for a in list {
+            let Some(name) = cx.want_str(a, "after") else {
+                continue;
+            };
+            match names.iter().position(|x| *x == name) {
+                Some(j) if j == i => cx.err(
+                    Problem::new(a.span, "a thread cannot wait for itself to finish")
+                        .label("itself"),
+                ),
+                Some(j) => deps.push(j),
+                None => {
+                    let mut p = Problem::new(a.span, format!("no thread is called `{name}`"))
+                        .label("unknown thread");
+                    if let Some(h) = did_you_mean(&name, names.iter().map(String::as_str)) {
+                        p = p.help(h);
+                    }
+                    cx.err(p);
+                }
+            }
+        }
+        if let Some(th) = threads.get_mut(i) {
+            th.after = deps;
+        }
+    }
+    // A cycle would never start: report it.
+    for start in 0..threads.len() {
+        let mut seen = vec![false; threads.len()];
+        let mut stack = threads[start].after.clone();
+        while let Some(j) = stack.pop() {
+            if j == start {
+                cx.err(
+                    Problem::new(
+                        threads[start].span,
+                        format!(
+                            "thread `{}` waits for itself through `after`",
+                            threads[start].name
+                        ),
+                    )
+                    .label("a cycle of after")
+                    .help("remove one `after` of the cycle"),
+                );
+                break;
+            }
+            if !std::mem::replace(&mut seen[j], true) {
+                stack.extend(threads[j].after.iter().copied());
+            }
+        }
+    }
 }
 
 fn outcome(cx: &mut Ctx, t: &mut Tbl<'_>) -> Outcome {
@@ -1128,7 +1298,6 @@ fn outcome(cx: &mut Ctx, t: &mut Tbl<'_>) -> Outcome {
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "one walk, its state passed down")]
 fn step(
     cx: &mut Ctx,
     names: &Names,
@@ -1506,11 +1675,11 @@ mod tests {
         );
         assert_eq!(parse_addr("buf + 4096 - 8"), Ok((Some("buf".into()), 4088)));
         assert_eq!(parse_addr("0x4000_0000"), Ok((None, 0x4000_0000)));
-        assert!(parse_addr("buf-1").is_err());
-        assert!(parse_addr("buf[3]").is_err());
-        assert!(parse_addr("buf+").is_err());
-        assert!(parse_addr("").is_err());
-        assert!(parse_addr("buf[page 99999999999999999999]").is_err());
+        let _ = parse_addr("buf-1").unwrap_err();
+        let _ = parse_addr("buf[3]").unwrap_err();
+        let _ = parse_addr("buf+").unwrap_err();
+        let _ = parse_addr("").unwrap_err();
+        let _ = parse_addr("buf[page 99999999999999999999]").unwrap_err();
     }
 
     #[test]

@@ -1,0 +1,168 @@
+//! Mistakes in scenario files are reported as `file:line:col`, the offending text
+//! with a caret, and a hint; nothing runs. And no input makes the parser panic: random
+//! bytes and random mutations of every bundled example (proptest).
+
+use proptest::prelude::*;
+use svmkit_scenario::parse;
+
+const GOOD: &str = r#"
+[scenario]
+name = "t"
+
+[[process]]
+name = "app"
+
+[[map]]
+name = "buf"
+process = "app"
+len = "2 pages"
+
+[[thread]]
+name = "cpu"
+process = "app"
+steps = [
+  { op = "write", at = "buf+8", value = 1 },
+  { op = "read", at = "buf[page 1]", expect = 0 },
+]
+"#;
+
+fn error_of(src: &str) -> String {
+    let e = parse("t.toml", src).unwrap_err();
+    e.render()
+}
+
+#[test]
+fn diagnostics_a_good_file_parses() {
+    let sc = parse("t.toml", GOOD).unwrap();
+    assert_eq!(sc.threads[0].steps.len(), 2);
+}
+
+#[test]
+fn diagnostics_unknown_step_has_location_caret_and_suggestion() {
+    let src = GOOD.replace("op = \"write\"", "op = \"wrte\"");
+    let e = parse("t.toml", &src).unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    let r = e.render();
+    // Line 17 of GOOD (the first step; GOOD starts with a newline), the column of
+    // the misspelt name inside its quotes.
+    assert!(r.contains("t.toml:17:11"), "{r}");
+    assert!(r.contains("unknown step `wrte`"), "{r}");
+    assert!(r.contains("did you mean `write`?"), "{r}");
+    assert!(
+        r.contains('^') || r.contains('─'),
+        "a caret or underline: {r}"
+    );
+    assert!(r.contains("{ op = \"wrte\""), "the offending text: {r}");
+}
+
+#[test]
+fn diagnostics_unknown_names_keys_and_bad_values() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "at = \"buf+8\"",
+            "at = \"bfu+8\"",
+            "no mapping is called `bfu`",
+        ),
+        ("at = \"buf+8\"", "at = \"buf+zz\"", "is not an address"),
+        (
+            "process = \"app\"\nlen",
+            "process = \"ap\"\nlen",
+            "no process is called `ap`",
+        ),
+        ("len = \"2 pages\"", "len = \"2 MB\"", "is not a length"),
+        ("value = 1 }", "value = -1 }", "out of range"),
+        (
+            "expect = 0 }",
+            "expect = 0, expext_pte = \"none\" }",
+            "unknown key `expext_pte`",
+        ),
+        (
+            "name = \"t\"",
+            "name = \"t\"\nprofile = \"linux-6.51\"",
+            "unknown profile",
+        ),
+        (
+            "name = \"t\"",
+            "name = \"t\"\nframes = 3",
+            "at least 16 frames",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let src = GOOD.replacen(from, to, 1);
+        assert_ne!(src, GOOD, "{from}");
+        let r = error_of(&src);
+        assert!(r.contains(want), "{to}: {r}");
+        assert!(r.contains("t.toml:"), "{r}");
+    }
+}
+
+#[test]
+fn diagnostics_syntax_errors_are_located() {
+    let r = error_of("[scenario\nname = 1\n");
+    assert!(r.contains("t.toml:1:"), "{r}");
+    assert!(r.contains("not valid TOML"), "{r}");
+}
+
+#[test]
+fn diagnostics_every_problem_is_reported_not_only_the_first() {
+    let src = GOOD
+        .replace("op = \"write\"", "op = \"wrte\"")
+        .replace("at = \"buf[page 1]\"", "at = \"nope\"");
+    let e = parse("t.toml", &src).unwrap_err();
+    assert_eq!(e.problems.len(), 2, "{e}");
+}
+
+fn corpus() -> Vec<String> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    v.push(GOOD.to_string());
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn diagnostics_random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let s = String::from_utf8_lossy(&bytes);
+        let _ = parse("fuzz.toml", &s).map_err(|e| e.render());
+    }
+
+    #[test]
+    fn diagnostics_mutated_examples_never_panic(
+        pick in any::<prop::sample::Index>(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..4, any::<char>()), 1..8),
+    ) {
+        let corpus = corpus();
+        let mut s: Vec<char> = corpus[pick.index(corpus.len())].chars().collect();
+        for (at, kind, c) in edits {
+            if s.is_empty() {
+                break;
+            }
+            let i = at.index(s.len());
+            match kind {
+                0 => { s.remove(i); }
+                1 => s.insert(i, c),
+                2 => s[i] = c,
+                _ => {
+                    // Duplicate a slice (repeats keys and tables).
+                    let j = (i + 40).min(s.len());
+                    let dup: Vec<char> = s[i..j].to_vec();
+                    for (k, d) in dup.into_iter().enumerate() {
+                        s.insert(j + k, d);
+                    }
+                }
+            }
+        }
+        let text: String = s.into_iter().collect();
+        if let Err(e) = parse("mut.toml", &text) {
+            let r = e.render();
+            prop_assert!(r.contains("mut.toml:"), "{}", r);
+        }
+    }
+}
