@@ -115,3 +115,62 @@ fn demo_profile_both_runs_each_era_and_prints_them_side_by_side() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("linux-5.14"));
 }
+
+fn example(name: &str) -> String {
+    format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn run_exits_0_when_the_run_ends_as_documented_for_each_era() {
+    let f = example("owner-filter-livelock.toml");
+    // 6.15: every expectation holds (the file documents "pass").
+    let out = svmkit(&["run", &f]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("PASS: every expectation held"), "{text}");
+    assert!(text.contains("device atomic"), "{text}");
+    assert!(text.contains("MMU_NOTIFY_EXCLUSIVE"), "{text}");
+    // 5.14: the file documents a deadlock (spec 8 item 22); the run deadlocks, which
+    // is what it documents, so the status is 0 too.
+    let out = svmkit(&["run", "--profile", "linux-5.14", "--step-timeout", "1", &f]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("deadlock"), "{text}");
+}
+
+#[test]
+fn run_json_is_one_object_with_the_steps() {
+    let out = svmkit(&["run", "--json", &example("owner-filter-livelock.toml")]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["profile"], "linux-6.15");
+    assert_eq!(json["passed"], true);
+    let steps = json["steps"].as_array().unwrap();
+    assert!(steps.iter().any(|s| s["result"] == "EBUSY"), "{json:#}");
+}
+
+#[test]
+fn run_a_file_with_mistakes_exits_2_with_location_and_hint() {
+    let dir = std::env::temp_dir().join(format!("svmkit-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.toml");
+    std::fs::write(
+        &f,
+        "[[process]]\nname = \"app\"\n\n[[thread]]\nname = \"t\"\nprocess = \"app\"\nsteps = [ { op = \"raed\", at = 0 } ]\n",
+    )
+    .unwrap();
+    let out = svmkit(&["run", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:7:"), "{err}");
+    assert!(err.contains("did you mean `read`?"), "{err}");
+    assert!(err.contains("nothing ran"), "{err}");
+    assert!(out.stdout.is_empty());
+    // A file that does not exist is bad input too.
+    let out = svmkit(&["run", dir.join("missing.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
