@@ -1,7 +1,7 @@
 //! svmkit scenario files: a small TOML file says what processes map, which devices run
-//! which driver, which threads do what, and what must happen; [`parse`] checks it
+//! which driver, which threads do what, and what must happen; [`parse()`] checks it
 //! (every mistake reported as `file:line:col` with the text, a caret and a hint) and
-//! [`run`] runs it on the model on one deterministic schedule, writing down each step,
+//! [`run()`] runs it on the model on one deterministic schedule, writing down each step,
 //! what it returned and what it changed. The format is documented in
 //! `docs/SCENARIOS.md`; examples live in `examples/`.
 //!
