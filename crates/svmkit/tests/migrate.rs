@@ -303,3 +303,61 @@ fn fork_copies_a_readable_exclusive_migration_entry_as_readable_in_both() {
         assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
     }
 }
+
+/// A possibly pinned anon-exclusive page is not migrated, and its mapping is left as it
+/// was: a present PTE stays present, and (6.15) a device-exclusive entry stays an
+/// entry, because try_to_migrate_one() → folio_try_share_anon_rmap_pte() refuses the
+/// page before touching the PTE (Linux 6.15 mm/rmap.c; 5.14's walker does not look at
+/// entries at all, spec 8 item 13). Found by the mm_invariant soak: the model used to
+/// turn the entry into a migration entry and, on the expected EAGAIN, put back a
+/// present PTE.
+#[test]
+fn migrate_leaves_a_pinned_exclusive_page_and_its_entry_in_place() {
+    for profile in Profile::ALL {
+        let (sys, mm) = system(profile, 512);
+        mm.mmap(BASE, 2 * P, RW, FIXED).unwrap();
+        mm.write_u64(BASE, 5).unwrap();
+        mm.write_u64(BASE + P, 6).unwrap();
+        let pin = |a: u64| {
+            let mut g = mm.mmap_read_lock();
+            mm.pin_user_pages(&mut g, a, 1, GupFlags::WRITE).unwrap()
+        };
+        let pinned = [pin(BASE)[0], pin(BASE + P)[0]];
+        // Page 0 stays present; page 1 becomes device-exclusive.
+        {
+            let mut g = mm.mmap_read_lock();
+            drop(
+                mm.make_device_exclusive(&mut g, BASE + P, None, &Task::new("drv"))
+                    .unwrap(),
+            );
+        }
+        let before = [
+            mm.pte_get_lockless(va(BASE)),
+            mm.pte_get_lockless(va(BASE + P)),
+        ];
+        assert!(
+            matches!(before[1], Pte::Swap(s) if s.is_device_exclusive()),
+            "{}",
+            profile.name
+        );
+        for (i, a) in [BASE, BASE + P].into_iter().enumerate() {
+            let f = sys.mem().page_folio(pinned[i]).unwrap();
+            assert_eq!(
+                sys.mem().migrate_folio(f),
+                Err(Errno::EAGAIN),
+                "{}",
+                profile.name
+            );
+            assert_eq!(
+                mm.pte_get_lockless(va(a)),
+                before[i],
+                "{}: PTE at page {i} unchanged",
+                profile.name
+            );
+        }
+        assert_eq!(mm.read_u64(BASE).unwrap(), 5);
+        assert_eq!(mm.read_u64(BASE + P).unwrap(), 6);
+        sys.mem().unpin_user_pages(&pinned);
+        checked(&sys);
+    }
+}

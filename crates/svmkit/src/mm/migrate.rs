@@ -196,7 +196,26 @@ impl PhysMem {
                     let PvmwHit::Pte { ptl, addr, pte } = found else {
                         return ControlFlow::Continue(());
                     };
+                    // Linux: try_to_migrate_one() → folio_try_share_anon_rmap_pte()
+                    // refuses a possibly pinned anon-exclusive page: the PTE (or, in 6.15,
+                    // the device-exclusive entry, which takes the same path) stays and the
+                    // walk gives up, so the pin keeps pointing at what the process maps.
+                    let pinned_exclusive = |pfn: Pfn| {
+                        self.page(pfn)
+                            .is_some_and(|pg| pg.test(PageFlags::ANON_EXCLUSIVE))
+                            && self.folio_maybe_dma_pinned(folio)
+                    };
                     match pte {
+                        Pte::Present(p) if pinned_exclusive(p.pfn) => {
+                            return ControlFlow::Break(());
+                        }
+                        Pte::Swap(s)
+                            if s.is_device_exclusive()
+                                && handles_entries
+                                && s.pfn().is_some_and(pinned_exclusive) =>
+                        {
+                            return ControlFlow::Break(());
+                        }
                         Pte::Present(p) => {
                             ptl.clear(addr);
                             if p.is_dirty() {
