@@ -75,9 +75,9 @@ fn scenario(profile: Profile) {
 
 #[test]
 fn shuttle_migrate_races_a_cpu_fault_and_a_device_atomic_6_15() {
-    let report = explore(&ExploreConfig::new(500), || scenario(Profile::linux_6_15()))
+    let report = explore(&ExploreConfig::new(1000), || scenario(Profile::linux_6_15()))
         .unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 1000);
+    assert!(report.schedules() >= 2000);
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn shuttle_migrate_races_a_cpu_fault_and_a_device_atomic_5_14() {
         svm_atomic_unlock_on_retry: true,
         ..Profile::linux_5_14()
     };
-    let report = explore(&ExploreConfig::new(500), move || scenario(profile))
+    let report = explore(&ExploreConfig::new(1000), move || scenario(profile))
         .unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 1000);
+    assert!(report.schedules() >= 2000);
 }
