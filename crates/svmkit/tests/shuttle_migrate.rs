@@ -75,8 +75,11 @@ fn scenario(profile: Profile) {
 
 #[test]
 fn shuttle_migrate_races_a_cpu_fault_and_a_device_atomic_6_15() {
-    let report = explore(&ExploreConfig::new(1000), || scenario(Profile::linux_6_15()))
-        .unwrap_or_else(|f| panic!("{f}"));
+    let report = explore(
+        &ExploreConfig::new(1000),
+        || scenario(Profile::linux_6_15()),
+    )
+    .unwrap_or_else(|f| panic!("{f}"));
     assert!(report.schedules() >= 2000);
 }
 

@@ -140,6 +140,17 @@ impl PhysMem {
             .sum()
     }
 
+    /// Whether any page of the folio is mapped, by a PTE or (the whole folio) by a
+    /// PMD.
+    ///
+    /// Linux: `folio_mapped()`.
+    pub fn folio_mapped(&self, folio: Folio) -> bool {
+        self.folio_mapcount(folio) > 0
+            || self
+                .page(folio.head())
+                .is_some_and(|p| p.entire_mapcount() > 0)
+    }
+
     /// Takes a reference on a folio the caller already holds one on (or knows to be
     /// alive). A get on a folio with no references is a use-after-free: it is reported
     /// ([`PhysMem::bad_pages`]) and not performed. No-op on the zero page.

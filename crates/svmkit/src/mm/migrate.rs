@@ -92,7 +92,12 @@ impl PhysMem {
             return Err(Errno::EAGAIN);
         };
         lock.leak();
-        self.try_to_migrate(folio);
+        // Linux: migrate_folio_unmap() unmaps only a mapped folio (folio_mapped()); a
+        // 5.14 small folio held by a device-exclusive entry has mapcount 0, so it sends
+        // no invalidation and keeps the device's mapping (spec 4.6).
+        if self.folio_mapped(folio) {
+            self.try_to_migrate(folio);
+        }
         // Linux: folio_migrate_mapping()'s expected-refcount check: our isolation
         // reference, plus the swap cache's if the folio is in it.
         let cached = self.swap_cache_slot(folio);
