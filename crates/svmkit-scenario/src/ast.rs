@@ -370,6 +370,12 @@ pub struct Step {
     pub expect: Outcome,
     /// What the PTE at the step's address must be afterwards.
     pub expect_pte: Option<PteKind>,
+    /// Device entries at the step's address afterwards: (device, rights), rights
+    /// `None` for no entry; the device is the thread's own when not named.
+    pub expect_device: Vec<(usize, Option<svmkit::device::DevRights>)>,
+    /// Notifier events the step must cause, in order (each a set of words the event's
+    /// account line must contain); `Some(empty)`: none at all.
+    pub expect_events: Option<Vec<String>>,
     /// A note printed with the step.
     pub note: Option<String>,
     /// Where it was written.

@@ -763,6 +763,43 @@ impl World<'_> {
     }
 }
 
+/// Whether `events` contain the expected ones in order: each expectation is a set of
+/// words (an event name may drop its `MMU_NOTIFY_` prefix; case does not matter) that
+/// one event line must all contain, the next expectation matching a later event. An
+/// empty list expects no event at all.
+fn events_match(want: &[String], events: &[String]) -> Result<(), String> {
+    if want.is_empty() {
+        return if events.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no notifier event, got {}", events.join("; ")))
+        };
+    }
+    let words = |e: &str| -> Vec<String> {
+        e.split_whitespace()
+            .map(|w| w.trim_start_matches("MMU_NOTIFY_").to_ascii_lowercase())
+            .collect()
+    };
+    let mut it = events.iter();
+    for w in want {
+        let need = words(w);
+        if !it.any(|e| {
+            let have = words(e);
+            need.iter().all(|n| have.contains(n))
+        }) {
+            return Err(format!(
+                "a notifier event `{w}` (in order), got {}",
+                if events.is_empty() {
+                    "none".to_string()
+                } else {
+                    events.join("; ")
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn expect_text(e: &Outcome) -> String {
     match e {
         Outcome::Ok(Some(v)) => format!("= {v}"),
@@ -1072,6 +1109,32 @@ fn run_on(
             {
                 failed = Some(format!("the PTE to be {k:?}, got {}", pte_text(after)));
             }
+            if failed.is_none()
+                && let Some(a) = a
+            {
+                for (d, want) in &step.expect_device {
+                    let got = w.devs[*d]
+                        .as_ref()
+                        .and_then(|dev| dev.device().lock().get(a))
+                        .map(|e| e.rights);
+                    if got != *want {
+                        failed = Some(format!(
+                            "{}'s entry to be {}, got {}",
+                            sc.devices[*d].name,
+                            want.map_or("none".into(), rights_text),
+                            got.map_or("none".into(), rights_text)
+                        ));
+                        break;
+                    }
+                }
+            }
+            let events = w.take_events();
+            if failed.is_none()
+                && let Some(want) = &step.expect_events
+                && let Err(missing) = events_match(want, &events)
+            {
+                failed = Some(missing);
+            }
             let devices = a.map_or_else(Vec::new, |a| {
                 sc.devices
                     .iter()
@@ -1099,7 +1162,7 @@ fn run_on(
                 result: result_text(&r),
                 waited: false,
                 pte: before.zip(after).map(|(b, a)| (pte_text(b), pte_text(a))),
-                events: w.take_events(),
+                events,
                 devices,
                 failed,
                 note: step.note.clone(),

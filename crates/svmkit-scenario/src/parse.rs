@@ -629,7 +629,15 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("migrate", &["at"]),
     ("repeat", &["times", "steps"]),
 ];
-const COMMON_STEP_KEYS: [&str; 5] = ["op", "expect", "expect_err", "expect_pte", "note"];
+const COMMON_STEP_KEYS: [&str; 7] = [
+    "op",
+    "expect",
+    "expect_err",
+    "expect_pte",
+    "expect_device",
+    "expect_events",
+    "note",
+];
 
 /// Parses and checks a scenario file. `file` is only used in messages.
 pub fn parse(file: &str, source: &str) -> Result<Scenario, ParseError> {
@@ -1357,6 +1365,23 @@ fn step(
     }
     let expect = outcome(cx, &mut t);
     let expect_pte = t.get("expect_pte").and_then(|v| pte_kind_of(cx, v));
+    let expect_device = t
+        .get("expect_device")
+        .map_or_else(Vec::new, |v| device_expect_of(cx, names, actor, v));
+    let expect_events = t.get("expect_events").map(|v| match &v.kind {
+        Kind::Array(a) => a
+            .iter()
+            .filter_map(|x| cx.want_str(x, "an event"))
+            .collect(),
+        _ => {
+            cx.err(
+                Problem::new(v.span, "expect_events is a list of events")
+                    .label("expected a list")
+                    .help("expect_events = [\"EXCLUSIVE owner gpu\", \"CLEAR\"], or [] for none"),
+            );
+            Vec::new()
+        }
+    });
     let note = t.get("note").and_then(|v| cx.want_str(v, "note"));
     let process_only = |cx: &mut Ctx| {
         if let Some(Actor::Device(_)) = actor {
@@ -1605,9 +1630,94 @@ fn step(
             op,
             expect,
             expect_pte,
+            expect_device,
+            expect_events,
             note,
             span: n.span,
         });
+    }
+}
+
+/// Device rights as written: letters from r, w, a, or `none` (no entry).
+fn rights_of(cx: &mut Ctx, n: &Node) -> Option<Option<svmkit::device::DevRights>> {
+    use svmkit::device::DevRights;
+    let s = cx.want_str(n, "device rights")?;
+    if s == "none" {
+        return Some(None);
+    }
+    let mut r = DevRights::empty();
+    for c in s.chars() {
+        r |= match c {
+            'r' => DevRights::READ,
+            'w' => DevRights::WRITE,
+            'a' => DevRights::ATOMIC,
+            _ => {
+                cx.err(
+                    Problem::new(n.span, format!("`{s}` is not a set of device rights"))
+                        .label("bad rights")
+                        .help(
+                            "letters from r (read), w (write), a (atomic), or `none` for no entry",
+                        ),
+                );
+                return None;
+            }
+        };
+    }
+    Some(Some(r))
+}
+
+/// `expect_device = "ra"` (the thread's device) or `{ gpu = "rwa", other = "none" }`.
+fn device_expect_of(
+    cx: &mut Ctx,
+    names: &Names,
+    actor: Option<Actor>,
+    n: &Node,
+) -> Vec<(usize, Option<svmkit::device::DevRights>)> {
+    match &n.kind {
+        Kind::Str(_) => match actor {
+            Some(Actor::Device(d)) => rights_of(cx, n).map(|r| vec![(d, r)]).unwrap_or_default(),
+            _ => {
+                cx.err(
+                    Problem::new(n.span, "this thread has no device of its own")
+                        .label("whose entry?")
+                        .help("name the device: expect_device = { gpu = \"rwa\" }"),
+                );
+                Vec::new()
+            }
+        },
+        Kind::Table(entries) => {
+            let mut out = Vec::new();
+            for (k, span, v) in entries {
+                match names.devices.iter().position(|d| &d.name == k) {
+                    Some(d) => {
+                        if let Some(r) = rights_of(cx, v) {
+                            out.push((d, r));
+                        }
+                    }
+                    None => {
+                        let mut p = Problem::new(*span, format!("no device is called `{k}`"))
+                            .label("unknown device");
+                        if let Some(h) =
+                            did_you_mean(k, names.devices.iter().map(|d| d.name.as_str()))
+                        {
+                            p = p.help(h);
+                        }
+                        cx.err(p);
+                    }
+                }
+            }
+            out
+        }
+        _ => {
+            cx.err(
+                Problem::new(
+                    n.span,
+                    "expect_device is rights or a table of device = rights",
+                )
+                .label("bad expect_device"),
+            );
+            Vec::new()
+        }
     }
 }
 
