@@ -348,6 +348,8 @@ pub enum PteKind {
     Swap,
     /// A migration entry.
     Migration,
+    /// A huge PMD (a PMD-mapped THP) covers the address.
+    HugePmd,
 }
 
 /// What a step must return.

@@ -240,6 +240,36 @@ fn line_of(src: &str, off: usize) -> usize {
         .map_or(1, |s| s.matches('\n').count() + 1)
 }
 
+/// What maps an address: a PTE, or a huge PMD over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Pte(Pte),
+    HugePmd(svmkit::mm::PresentPte),
+}
+
+fn entry_text(e: Entry) -> String {
+    match e {
+        Entry::Pte(p) => pte_text(p),
+        Entry::HugePmd(p) => format!(
+            "huge pmd pfn {:#x} {}",
+            p.pfn.raw(),
+            if p.is_write() { "rw" } else { "ro" }
+        ),
+    }
+}
+
+fn entry_is(e: Entry, k: PteKind) -> bool {
+    match e {
+        Entry::Pte(p) => pte_is(p, k),
+        Entry::HugePmd(p) => match k {
+            PteKind::HugePmd | PteKind::Present => true,
+            PteKind::PresentWritable => p.is_write(),
+            PteKind::PresentReadOnly => !p.is_write(),
+            _ => false,
+        },
+    }
+}
+
 fn pte_text(p: Pte) -> String {
     match p {
         Pte::None => "none".into(),
@@ -334,6 +364,15 @@ impl World<'_> {
             None => Some(a.offset),
             Some(m) => self.map_at[m].map(|base| base.wrapping_add(a.offset)),
         }
+    }
+
+    fn entry(&self, p: usize, addr: u64) -> Entry {
+        if let (Some(mm), Ok(va)) = (&self.procs[p], VirtAddr::try_new(addr))
+            && let svmkit::mm::Pmd::Huge(h) = mm.pmd_get_lockless(va)
+        {
+            return Entry::HugePmd(h);
+        }
+        Entry::Pte(self.pte(p, addr))
     }
 
     fn pte(&self, p: usize, addr: u64) -> Pte {
@@ -1091,10 +1130,10 @@ fn run_on(
                 p.steps.extend_from_slice(&report.steps[known..]);
             }
             let a = w.step_addr(&step.op);
-            let before = a.map(|a| w.pte(p, a));
+            let before = a.map(|a| w.entry(p, a));
             let text = w.describe(&step.op);
             let r = w.run_step(t, step);
-            let after = a.map(|a| w.pte(p, a));
+            let after = a.map(|a| w.entry(p, a));
             let mut failed = None;
             if !outcome_holds(&step.expect, &r) {
                 failed = Some(format!(
@@ -1105,9 +1144,9 @@ fn run_on(
             }
             if let (Some(k), Some(after)) = (step.expect_pte, after)
                 && failed.is_none()
-                && !pte_is(after, k)
+                && !entry_is(after, k)
             {
-                failed = Some(format!("the PTE to be {k:?}, got {}", pte_text(after)));
+                failed = Some(format!("the PTE to be {k:?}, got {}", entry_text(after)));
             }
             if failed.is_none()
                 && let Some(a) = a
@@ -1161,7 +1200,9 @@ fn run_on(
                 step: text,
                 result: result_text(&r),
                 waited: false,
-                pte: before.zip(after).map(|(b, a)| (pte_text(b), pte_text(a))),
+                pte: before
+                    .zip(after)
+                    .map(|(b, a)| (entry_text(b), entry_text(a))),
                 events,
                 devices,
                 failed,

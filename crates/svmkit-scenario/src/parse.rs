@@ -501,7 +501,8 @@ fn errno_of(cx: &mut Ctx, n: &Node) -> Option<StepError> {
     e
 }
 
-const PTE_KINDS: [(&str, PteKind); 7] = [
+const PTE_KINDS: [(&str, PteKind); 8] = [
+    ("huge-pmd", PteKind::HugePmd),
     ("none", PteKind::None),
     ("present", PteKind::Present),
     ("present-rw", PteKind::PresentWritable),
