@@ -848,6 +848,16 @@ fn expect_text(e: &Outcome) -> String {
     }
 }
 
+/// A step's result as the account prints it: addresses and frame numbers in hex.
+fn result_text_of(op: &Op, r: &StepResult) -> String {
+    match (op, r) {
+        (Op::Mmap { .. } | Op::MakeExclusive { .. } | Op::Migrate { .. }, Ok(Some(v))) => {
+            format!("= {v:#x}")
+        }
+        _ => result_text(r),
+    }
+}
+
 fn result_text(r: &StepResult) -> String {
     match r {
         Ok(Some(v)) => format!("= {v}"),
@@ -1198,7 +1208,7 @@ fn run_on(
                 thread: th.name.clone(),
                 line: line_of(source, step.span.start),
                 step: text,
-                result: result_text(&r),
+                result: result_text_of(&step.op, &r),
                 waited: false,
                 pte: before
                     .zip(after)
