@@ -60,7 +60,7 @@ pub fn main(file: &Path, profile: Option<&str>, json: bool, step_timeout: u64) -
     // era it does not name must pass).
     let want = scenario.expected_outcome(&report.profile);
     let matches = match want {
-        Some(w) => w.outcome == report.outcome(),
+        Some(w) => report.ends_as(w),
         None => report.passed,
     };
     if !json {

@@ -61,6 +61,9 @@ pub struct EraOutcome {
     pub outcome: crate::engine::RunOutcome,
     /// Where the expectation comes from (a kernel, a spec section, or `derived`).
     pub source: String,
+    /// For `fail`: the `id` of the step whose expectation must be the first to fail
+    /// (`end` for the end checks).
+    pub fails_at: Option<String>,
 }
 
 impl Scenario {
@@ -380,6 +383,8 @@ pub struct Step {
     pub expect_events: Option<Vec<String>>,
     /// A note printed with the step.
     pub note: Option<String>,
+    /// A label `[outcomes]` can name (`fails_at`).
+    pub id: Option<String>,
     /// Where it was written.
     pub span: Span,
 }

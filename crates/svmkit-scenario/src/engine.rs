@@ -73,6 +73,8 @@ pub struct StepRecord {
     pub failed: Option<String>,
     /// The step's note.
     pub note: Option<String>,
+    /// The step's `id`, if it has one.
+    pub id: Option<String>,
 }
 
 /// One end-of-run check.
@@ -129,6 +131,25 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Where the run first failed: the `id` of the first step whose expectation failed
+    /// (`"?"` for a step without one), or `"end"` when only end checks failed.
+    pub fn first_failure(&self) -> Option<String> {
+        if let Some(s) = self.steps.iter().find(|s| s.failed.is_some()) {
+            return Some(s.id.clone().unwrap_or_else(|| format!("line {}", s.line)));
+        }
+        self.end.iter().any(|c| !c.ok).then(|| "end".to_string())
+    }
+
+    /// Whether the run ended as `want` documents (outcome, and for a documented
+    /// failure, where it first failed).
+    pub fn ends_as(&self, want: &EraOutcome) -> bool {
+        self.outcome() == want.outcome
+            && want
+                .fails_at
+                .as_ref()
+                .is_none_or(|f| self.first_failure().as_ref() == Some(f))
+    }
+
     /// How the run ended: every expectation held, one did not, or it deadlocked.
     pub fn outcome(&self) -> RunOutcome {
         if self.deadlock.is_some() {
@@ -964,6 +985,7 @@ fn hung_report(p: &Progress, timeout: std::time::Duration) -> RunReport {
         devices: Vec::new(),
         failed: Some("the step to return".into()),
         note: None,
+        id: None,
     });
     RunReport {
         scenario: p.scenario.clone(),
@@ -1123,6 +1145,7 @@ fn run_on(
                         devices: Vec::new(),
                         failed: None,
                         note: None,
+                        id: None,
                     });
                 }
                 continue;
@@ -1217,6 +1240,7 @@ fn run_on(
                 devices,
                 failed,
                 note: step.note.clone(),
+                id: step.id.clone(),
             });
             pc[t] += 1;
         }

@@ -630,8 +630,9 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("migrate", &["at"]),
     ("repeat", &["times", "steps"]),
 ];
-const COMMON_STEP_KEYS: [&str; 7] = [
+const COMMON_STEP_KEYS: [&str; 8] = [
     "op",
+    "id",
     "expect",
     "expect_err",
     "expect_pte",
@@ -808,7 +809,31 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
             profile: profile.name.to_string(),
             outcome: crate::engine::RunOutcome::Pass,
             source: "the file's own expectations".into(),
+            fails_at: None,
         });
+    }
+    let ids: Vec<&str> = threads
+        .iter()
+        .flat_map(|t| t.steps.iter())
+        .filter_map(|s| s.id.as_deref())
+        .collect();
+    for o in &outcomes {
+        if let Some(f) = &o.fails_at
+            && f != "end"
+            && !ids.contains(&f.as_str())
+        {
+            let span = top.get("outcomes").map_or(root.span, |n| n.span);
+            let mut p = Problem::new(
+                span,
+                format!("no step has id `{f}` (fails_at of {})", o.profile),
+            )
+            .label("unknown step id");
+            p = match did_you_mean(f, ids.iter().copied()) {
+                Some(h) => p.help(h),
+                None => p.help("give the step `id = \"...\"`, or use \"end\" for the end checks"),
+            };
+            cx.err(p);
+        }
     }
     top.finish(cx, &TOP_KEYS);
     if threads.is_empty() && cx.problems.is_empty() {
@@ -855,6 +880,7 @@ fn outcomes_of(cx: &mut Ctx, n: &Node) -> Vec<EraOutcome> {
             cx.err(p);
             continue;
         }
+        let mut fails_at = None;
         let (word, source) = match &v.kind {
             Kind::Str(s) => (Some((s.clone(), v.span)), String::from("(no source given)")),
             Kind::Table(_) => {
@@ -868,7 +894,8 @@ fn outcomes_of(cx: &mut Ctx, n: &Node) -> Vec<EraOutcome> {
                     .require(cx, "source")
                     .and_then(|x| cx.want_str(x, "source"))
                     .unwrap_or_default();
-                t.finish(cx, &["outcome", "source"]);
+                fails_at = t.get("fails_at").and_then(|x| cx.want_str(x, "fails_at"));
+                t.finish(cx, &["outcome", "source", "fails_at"]);
                 (w, src)
             }
             _ => {
@@ -893,10 +920,17 @@ fn outcomes_of(cx: &mut Ctx, n: &Node) -> Vec<EraOutcome> {
                 continue;
             }
         };
+        if fails_at.is_some() && outcome != crate::engine::RunOutcome::Fail {
+            cx.err(
+                Problem::new(v.span, "`fails_at` goes with outcome \"fail\"")
+                    .label("not a failing outcome"),
+            );
+        }
         out.push(EraOutcome {
             profile: era.clone(),
             outcome,
             source,
+            fails_at,
         });
     }
     out
@@ -1384,6 +1418,7 @@ fn step(
         }
     });
     let note = t.get("note").and_then(|v| cx.want_str(v, "note"));
+    let id = t.get("id").and_then(|v| cx.want_str(v, "id"));
     let process_only = |cx: &mut Ctx| {
         if let Some(Actor::Device(_)) = actor {
             cx.err(
@@ -1634,6 +1669,7 @@ fn step(
             expect_device,
             expect_events,
             note,
+            id,
             span: n.span,
         });
     }

@@ -40,12 +40,14 @@ fn corpus_every_example_ends_as_documented_under_every_era_it_names() {
                 step_timeout: Duration::from_secs(3),
             };
             let report = run(&sc, &src, &opts).unwrap();
-            if report.outcome() != o.outcome {
+            if !report.ends_as(o) {
                 failures.push(format!(
-                    "{name} under {}: {} (documented: {}, {})\n{}",
+                    "{name} under {}: {} at {:?} (documented: {} at {:?}, {})\n{}",
                     o.profile,
                     report.outcome().name(),
+                    report.first_failure(),
                     o.outcome.name(),
+                    o.fails_at,
                     o.source,
                     report.account()
                 ));
