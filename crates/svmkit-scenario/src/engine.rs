@@ -926,7 +926,7 @@ pub fn run(sc: &Scenario, source: &str, opts: &RunOptions) -> Result<RunReport, 
         opts.clone(),
         Arc::clone(&progress),
     );
-    std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name(format!("scenario {}", sc.name))
         .spawn(move || {
             let r = run_on(&sc2, &src2, &opts2, &prog2);
@@ -938,8 +938,12 @@ pub fn run(sc: &Scenario, source: &str, opts: &RunOptions) -> Result<RunReport, 
         match rx.recv_timeout(tick) {
             Ok(r) => return r,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                // The run panicked: a model bug, not the scenario's.
-                return Err(StepError::Errno(Errno::EFAULT));
+                // The run panicked: a bug of the model or the engine, not the
+                // scenario's; pass it on rather than hide it.
+                match handle.join() {
+                    Err(payload) => std::panic::resume_unwind(payload),
+                    Ok(()) => return Err(StepError::Errno(Errno::EFAULT)),
+                }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 let p = progress.lock().unwrap_or_else(|e| e.into_inner());

@@ -1173,6 +1173,21 @@ fn device(cx: &mut Ctx, names: &Names, n: &Node) -> Option<Device> {
         }
         None => None,
     };
+    if let Some(p) = process
+        && !names.processes[p].at_start
+    {
+        cx.err(
+            Problem::new(
+                n.span,
+                format!(
+                    "devices are opened at the start, before `{}` is forked",
+                    names.processes[p].name
+                ),
+            )
+            .label("forked process")
+            .help("bind the device to a process declared with [[process]]"),
+        );
+    }
     t.finish(cx, &DEVICE_KEYS);
     Some(Device {
         name: name?,

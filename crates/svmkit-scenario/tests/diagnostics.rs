@@ -124,6 +124,45 @@ fn corpus() -> Vec<String> {
     v
 }
 
+/// Mutated examples that still parse also run without a panic (bad values reach the
+/// model's Linux-named functions, which answer with errnos).
+#[test]
+fn diagnostics_mutated_examples_that_parse_run_without_panicking() {
+    use proptest::test_runner::{Config, TestRunner};
+    let corpus = corpus();
+    let mut runner = TestRunner::new(Config {
+        cases: 48,
+        ..Config::default()
+    });
+    let strategy = (
+        any::<prop::sample::Index>(),
+        proptest::collection::vec(
+            (any::<prop::sample::Index>(), "[0-9a-z_+\\[\\] -]{1,3}"),
+            1..4,
+        ),
+    );
+    runner
+        .run(&strategy, |(pick, edits)| {
+            let mut s = corpus[pick.index(corpus.len())].clone();
+            for (at, text) in edits {
+                let mut i = at.index(s.len().max(1));
+                while i > 0 && !s.is_char_boundary(i) {
+                    i -= 1;
+                }
+                s.insert_str(i, &text);
+            }
+            if let Ok(sc) = parse("mut.toml", &s) {
+                let opts = svmkit_scenario::RunOptions {
+                    profile: None,
+                    step_timeout: std::time::Duration::from_millis(300),
+                };
+                let _ = svmkit_scenario::run(&sc, &s, &opts);
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
