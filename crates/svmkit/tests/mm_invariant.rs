@@ -3311,7 +3311,10 @@ fn invariant_device_exclusive_sequence() {
             }
             Era::Linux514 => {
                 assert_eq!(s.max_guards, 4, "{era:?} {s:?}");
-                assert_eq!((s.svm_ok, s.svm_skipped), (4, 4), "{era:?} {s:?}");
+                // One atomic is served by the device directly: 5.14's failed migration
+                // of the entry-held folio sends no invalidation (the folio is
+                // unmapped, spec 4.6), so the device keeps its atomic entry.
+                assert_eq!((s.svm_ok, s.svm_skipped), (5, 3), "{era:?} {s:?}");
                 assert_eq!(s.excl_refused, 5, "{era:?} {s:?}");
             }
         }
