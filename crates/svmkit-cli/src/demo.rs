@@ -83,8 +83,8 @@ pub(crate) fn run(
     profiles: &[Profile],
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report> {
-    if svmkit::sync::IS_SHUTTLE {
-        bail!("the demo runs on OS threads; build svmkit-cli without the `shuttle` feature");
+    if svmkit::sync::in_explorer() {
+        bail!("the demo runs on OS threads, not inside a schedule exploration");
     }
     let chosen: Vec<PartName> = if parts.is_empty() {
         PartName::ALL.to_vec()

@@ -9,8 +9,8 @@
 //! The crate is layered (see `docs/ARCHITECTURE.md` in the repository):
 //!
 //! 1. [`sync`]: the concurrency facade. Every lock the model takes goes through it,
-//!    so the same code runs on OS threads or, with the `shuttle` feature, under the
-//!    schedule explorer ([`check`]).
+//!    so the same code, in one build, runs on OS threads or under the schedule
+//!    explorer ([`check`]): its primitives are shuttle's inside an exploration.
 //! 2. [`mm`]: physical memory (frames holding real bytes, per-page metadata, a buddy
 //!    allocator, folios and the folio lock), and later the address spaces built on it.
 //! 3. [`check`]: schedule exploration and (later) invariant checking.

@@ -19,7 +19,9 @@
 //! down, `SVMKIT_STRESS_OFF` turns parts off, a comma-separated list of `reclaim`,
 //! `migrate`, `fork`, `thp` (the background threads), `device`, `dontneed`,
 //! `mprotect`, `pageout`, `munmap` (worker operations).
-#![cfg(not(feature = "shuttle"))]
+//!
+//! It runs in every build, with or without the `shuttle` feature: outside a schedule
+//! exploration the sync facade is std's, so these are real OS threads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;

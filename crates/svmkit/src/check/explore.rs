@@ -1,4 +1,8 @@
-//! Schedule exploration over shuttle (built only with the `shuttle` feature).
+//! Schedule exploration over shuttle.
+//!
+//! The closure runs inside a shuttle execution; svmkit marks each execution for the
+//! sync facade ([`crate::sync::in_explorer`]), so the locks and threads it creates are
+//! shuttle's while the caller's stay std's.
 
 use std::any::Any;
 use std::fmt;
@@ -10,6 +14,8 @@ use shuttle::scheduler::{PctScheduler, RandomScheduler, Scheduler};
 use shuttle::{Config, Runner};
 use shuttle_engine::runtime::execution::CurrentSchedule;
 use shuttle_engine::scheduler::serialization::serialize_schedule;
+
+use crate::sync::mode::ExplorationScope;
 
 /// A schedule-exploration strategy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,9 +149,12 @@ fn run_one<S: Scheduler + 'static>(
     let runner = Runner::new(scheduler, config);
     let started = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&started);
+    let scope = ExplorationScope::enter();
+    let os_thread = scope.os_thread();
     match panic::catch_unwind(AssertUnwindSafe(move || {
         runner.run(move || {
             counter.fetch_add(1, Ordering::Relaxed);
+            ExplorationScope::begin_execution(os_thread);
             f()
         })
     })) {
@@ -164,8 +173,7 @@ fn run_one<S: Scheduler + 'static>(
 /// Explores schedules of `f` with each configured scheduler. Returns the first failure
 /// (also printed to stderr with its replay string) or a report of what was covered.
 ///
-/// ```no_run
-/// # #[cfg(feature = "shuttle")] {
+/// ```
 /// use svmkit::check::{explore, ExploreConfig};
 /// use svmkit::sync::{thread, Arc, Mutex};
 ///
@@ -179,7 +187,6 @@ fn run_one<S: Scheduler + 'static>(
 /// })
 /// .unwrap();
 /// assert_eq!(report.schedules(), 200);
-/// # }
 /// ```
 pub fn explore<F>(config: &ExploreConfig, f: F) -> Result<ExploreReport, ExploreFailure>
 where
@@ -225,8 +232,16 @@ where
 {
     let f: Arc<dyn Fn() + Send + Sync> = Arc::new(f);
     let schedule_owned = schedule.to_string();
+    let scope = ExplorationScope::enter();
+    let os_thread = scope.os_thread();
     match panic::catch_unwind(AssertUnwindSafe(move || {
-        shuttle::replay(move || f(), &schedule_owned)
+        shuttle::replay(
+            move || {
+                ExplorationScope::begin_execution(os_thread);
+                f()
+            },
+            &schedule_owned,
+        )
     })) {
         Ok(()) => Ok(()),
         Err(payload) => Err(ExploreFailure {

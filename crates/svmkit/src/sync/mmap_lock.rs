@@ -1,9 +1,9 @@
 //! [`MmapLock`]: Linux's `mmap_lock`, a writer-preferring reader/writer semaphore.
 //!
-//! It is built from the facade's [`Mutex`] and [`Condvar`] rather than taken from the
+//! It is built from a mutex and a condition variable rather than taken from the
 //! backend's `RwLock`, because shuttle's `RwLock` is unfair: with it, a stream of
 //! readers could starve `munmap` under the explorer but not on OS threads. Here both
-//! builds share one policy, the kernel's `rw_semaphore` one:
+//! backends share one policy, the kernel's `rw_semaphore` one:
 //!
 //! * readers share the lock;
 //! * a writer excludes readers and other writers;
@@ -14,13 +14,14 @@
 //! The protected value (the VMA tree, later) lives in a `std::sync::RwLock` that the
 //! admission protocol guarantees is never contended: it is there only so that safe code
 //! can hand out `&T` to readers and `&mut T` to the writer. All blocking, and so every
-//! scheduling point, is in the facade mutex.
+//! scheduling point, is in the backend's mutex and condition variable.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{Condvar, Mutex};
+use super::mode::Backend;
+use super::raw::{Dual, Raw, ShuttleRaw, StdRaw, on_backend};
 
 #[derive(Debug, Default, Clone, Copy)]
 struct RwState {
@@ -32,14 +33,106 @@ struct RwState {
 
 /// Linux's `mmap_lock`: a writer-preferring reader/writer semaphore protecting `T`.
 ///
+/// Like [`Mutex`](super::Mutex), it belongs to the context that created it (inside or
+/// outside a schedule exploration); used from the other, it panics. Each operation
+/// dispatches once on the backend and then runs the admission protocol on that
+/// backend's mutex and condition variable directly.
+///
 /// # Invariants
 /// `readers > 0` and `writer` are never both true; the inner `RwLock` is only touched
-/// by a holder admitted through `state`, so it never blocks.
+/// by a holder admitted through the semaphore's state, so it never blocks.
 #[doc(alias = "mmap_lock")]
 pub struct MmapLock<T> {
-    state: Mutex<RwState>,
-    changed: Condvar,
+    // The shuttle state is boxed here (unlike a wait queue's): inline it would push
+    // `data` a few hundred bytes away, one more cache line per read lock on OS threads.
+    sem: Dual<RwSem<StdRaw>, Box<RwSem<ShuttleRaw>>>,
     data: RwLock<T>,
+}
+
+/// The admission protocol on one backend: who holds and who waits.
+struct RwSem<B: Raw> {
+    state: B::Mutex<RwState>,
+    changed: B::Condvar,
+}
+
+impl<B: Raw> RwSem<B> {
+    fn new() -> Self {
+        RwSem {
+            state: B::mutex(RwState::default()),
+            changed: B::condvar(),
+        }
+    }
+
+    fn snapshot(&self) -> RwState {
+        *B::lock(&self.state)
+    }
+
+    #[inline]
+    fn acquire_read(&self) {
+        let mut st = B::lock(&self.state);
+        if st.writer || st.waiting_writers > 0 {
+            st.waiting_readers += 1;
+            while st.writer || st.waiting_writers > 0 {
+                st = B::wait(&self.changed, st);
+            }
+            st.waiting_readers -= 1;
+        }
+        st.readers += 1;
+    }
+
+    fn try_acquire_read(&self) -> bool {
+        let mut st = B::lock(&self.state);
+        if st.writer || st.waiting_writers > 0 {
+            return false;
+        }
+        st.readers += 1;
+        true
+    }
+
+    fn acquire_write(&self) {
+        let mut st = B::lock(&self.state);
+        st.waiting_writers += 1;
+        while st.writer || st.readers > 0 {
+            st = B::wait(&self.changed, st);
+        }
+        st.waiting_writers -= 1;
+        st.writer = true;
+    }
+
+    fn try_acquire_write(&self) -> bool {
+        let mut st = B::lock(&self.state);
+        if st.writer || st.readers > 0 {
+            return false;
+        }
+        st.writer = true;
+        true
+    }
+
+    #[inline]
+    fn release_read(&self) {
+        let mut st = B::lock(&self.state);
+        st.readers -= 1;
+        if st.readers == 0 && st.waiting_writers > 0 {
+            B::notify_all(&self.changed);
+        }
+    }
+
+    fn release_write(&self) {
+        let mut st = B::lock(&self.state);
+        st.writer = false;
+        if st.waiting_writers + st.waiting_readers > 0 {
+            B::notify_all(&self.changed);
+        }
+    }
+
+    fn downgrade(&self) {
+        let mut st = B::lock(&self.state);
+        st.writer = false;
+        st.readers += 1;
+        if st.waiting_readers > 0 {
+            B::notify_all(&self.changed);
+        }
+    }
 }
 
 impl<T> MmapLock<T> {
@@ -49,8 +142,7 @@ impl<T> MmapLock<T> {
     #[doc(alias = "mmap_init_lock")]
     pub fn new(value: T) -> Self {
         MmapLock {
-            state: Mutex::new(RwState::default()),
-            changed: Condvar::new(),
+            sem: Dual::new(Backend::current(), RwSem::new, || Box::new(RwSem::new())),
             data: RwLock::new(value),
         }
     }
@@ -73,12 +165,8 @@ impl<T> MmapLock<T> {
     /// Linux: `mmap_read_trylock()`.
     #[doc(alias = "mmap_read_trylock")]
     pub fn try_read(&self) -> Option<MmapReadGuard<'_, T>> {
-        {
-            let mut st = self.state.lock();
-            if st.writer || st.waiting_writers > 0 {
-                return None;
-            }
-            st.readers += 1;
+        if !on_backend!(self.sem, "MmapLock", |s| s.try_acquire_read()) {
+            return None;
         }
         Some(MmapReadGuard {
             lock: self,
@@ -91,15 +179,7 @@ impl<T> MmapLock<T> {
     /// Linux: `mmap_write_lock()`.
     #[doc(alias = "mmap_write_lock")]
     pub fn write(&self) -> MmapWriteGuard<'_, T> {
-        {
-            let mut st = self.state.lock();
-            st.waiting_writers += 1;
-            while st.writer || st.readers > 0 {
-                st = self.changed.wait(st);
-            }
-            st.waiting_writers -= 1;
-            st.writer = true;
-        }
+        on_backend!(self.sem, "MmapLock", |s| s.acquire_write());
         MmapWriteGuard {
             lock: self,
             data: Some(self.write_data()),
@@ -111,12 +191,8 @@ impl<T> MmapLock<T> {
     /// Linux: `mmap_write_trylock()`.
     #[doc(alias = "mmap_write_trylock")]
     pub fn try_write(&self) -> Option<MmapWriteGuard<'_, T>> {
-        {
-            let mut st = self.state.lock();
-            if st.writer || st.readers > 0 {
-                return None;
-            }
-            st.writer = true;
+        if !on_backend!(self.sem, "MmapLock", |s| s.try_acquire_write()) {
+            return None;
         }
         Some(MmapWriteGuard {
             lock: self,
@@ -124,52 +200,42 @@ impl<T> MmapLock<T> {
         })
     }
 
+    fn snapshot(&self) -> RwState {
+        on_backend!(self.sem, "MmapLock", |s| s.snapshot())
+    }
+
     /// Number of readers holding the lock now (for assertions and views).
     pub fn readers(&self) -> usize {
-        self.state.lock().readers
+        self.snapshot().readers
     }
 
     /// Whether a writer holds the lock now.
     pub fn is_write_locked(&self) -> bool {
-        self.state.lock().writer
+        self.snapshot().writer
     }
 
     /// Number of writers queued behind the current holders.
     pub fn waiting_writers(&self) -> usize {
-        self.state.lock().waiting_writers
+        self.snapshot().waiting_writers
     }
 
     /// Number of readers queued (behind a writer or a waiting writer).
     pub fn waiting_readers(&self) -> usize {
-        self.state.lock().waiting_readers
+        self.snapshot().waiting_readers
     }
 
+    #[inline]
     fn acquire_read(&self) {
-        let mut st = self.state.lock();
-        if st.writer || st.waiting_writers > 0 {
-            st.waiting_readers += 1;
-            while st.writer || st.waiting_writers > 0 {
-                st = self.changed.wait(st);
-            }
-            st.waiting_readers -= 1;
-        }
-        st.readers += 1;
+        on_backend!(self.sem, "MmapLock", |s| s.acquire_read())
     }
 
+    #[inline]
     fn release_read(&self) {
-        let mut st = self.state.lock();
-        st.readers -= 1;
-        if st.readers == 0 && st.waiting_writers > 0 {
-            self.changed.notify_all();
-        }
+        on_backend!(self.sem, "MmapLock", |s| s.release_read())
     }
 
     fn release_write(&self) {
-        let mut st = self.state.lock();
-        st.writer = false;
-        if st.waiting_writers + st.waiting_readers > 0 {
-            self.changed.notify_all();
-        }
+        on_backend!(self.sem, "MmapLock", |s| s.release_write())
     }
 
     // The admission protocol above guarantees these never block; poisoning (a holder
@@ -191,7 +257,7 @@ impl<T: Default> Default for MmapLock<T> {
 
 impl<T> fmt::Debug for MmapLock<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let st = *self.state.lock();
+        let st = self.snapshot();
         f.debug_struct("MmapLock")
             .field("readers", &st.readers)
             .field("writer", &st.writer)
@@ -275,14 +341,7 @@ impl<'a, T> MmapWriteGuard<'a, T> {
     pub fn downgrade(mut self) -> MmapReadGuard<'a, T> {
         let lock = self.lock;
         drop(self.data.take());
-        {
-            let mut st = lock.state.lock();
-            st.writer = false;
-            st.readers += 1;
-            if st.waiting_readers > 0 {
-                lock.changed.notify_all();
-            }
-        }
+        on_backend!(lock.sem, "MmapLock", |s| s.downgrade());
         MmapReadGuard {
             lock,
             data: Some(lock.read_data()),

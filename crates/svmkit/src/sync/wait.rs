@@ -1,5 +1,4 @@
-//! Wait queues: Linux's `wait_queue_head_t`, built from the facade's [`Mutex`] and
-//! [`Condvar`].
+//! Wait queues: Linux's `wait_queue_head_t`, a mutex and a condition variable.
 //!
 //! The protocol is the kernel's: a waiter evaluates its condition under the queue lock
 //! and sleeps atomically with releasing it; a waker changes the state it guards and then
@@ -7,23 +6,91 @@
 //! between a waiter's check and its sleep. State that must change *atomically with* the
 //! check (a lock bit handed to exactly one waiter) is changed inside
 //! [`WaitQueue::with_lock`].
+//!
+//! The queue is on std's or shuttle's primitives, as the context that creates it
+//! ([`super::in_explorer`]); each operation dispatches once and then runs on that
+//! backend's mutex and condition variable directly (see `raw.rs`): every PTL and folio
+//! lock goes through here, so the OS-thread path is kept to std's cost.
 
 use std::fmt;
 
-use super::{Arc, Condvar, Mutex};
+use super::Arc;
+use super::mode::Backend;
+use super::raw::{Dual, Raw, ShuttleRaw, StdRaw, on_backend};
 use crate::error::Errno;
 use crate::task::Task;
 
 /// A queue of sleeping threads waiting for a condition.
 ///
 /// Linux: `wait_queue_head_t`.
+///
+/// Like [`Mutex`](super::Mutex), it belongs to the context that created it: used from
+/// the other (inside or outside a schedule exploration), it panics.
 #[doc(alias = "wait_queue_head_t")]
-#[derive(Default)]
 pub struct WaitQueue {
+    inner: Dual<Queue<StdRaw>, Queue<ShuttleRaw>>,
+}
+
+/// The queue on one backend.
+struct Queue<B: Raw> {
     /// Guards the sleepers' count; waking with nobody asleep skips the condvar (a
     /// futex syscall on Linux hosts), the common case on every unlock.
-    lock: Mutex<usize>,
-    cond: Condvar,
+    lock: B::Mutex<usize>,
+    cond: B::Condvar,
+}
+
+impl<B: Raw> Queue<B> {
+    fn new() -> Self {
+        Queue {
+            lock: B::mutex(0),
+            cond: B::condvar(),
+        }
+    }
+
+    #[inline]
+    fn wait_event(&self, mut condition: impl FnMut() -> bool) {
+        let mut guard = B::lock(&self.lock);
+        while !condition() {
+            *guard += 1;
+            guard = B::wait(&self.cond, guard);
+            *guard -= 1;
+        }
+    }
+
+    fn wait_event_killable(
+        &self,
+        task: &Task,
+        mut condition: impl FnMut() -> bool,
+    ) -> Result<(), Errno> {
+        let mut guard = B::lock(&self.lock);
+        loop {
+            if condition() {
+                break Ok(());
+            }
+            if task.fatal_signal_pending() {
+                break Err(Errno::EINTR);
+            }
+            *guard += 1;
+            guard = B::wait(&self.cond, guard);
+            *guard -= 1;
+        }
+    }
+
+    #[inline]
+    fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _guard = B::lock(&self.lock);
+        f()
+    }
+
+    #[inline]
+    fn update_and_wake<R>(&self, f: impl FnOnce() -> R) -> R {
+        let sleepers = B::lock(&self.lock);
+        let r = f();
+        if *sleepers > 0 {
+            B::notify_all(&self.cond);
+        }
+        r
+    }
 }
 
 impl WaitQueue {
@@ -33,8 +100,7 @@ impl WaitQueue {
     #[doc(alias = "init_waitqueue_head")]
     pub fn new() -> Self {
         WaitQueue {
-            lock: Mutex::new(0),
-            cond: Condvar::new(),
+            inner: Dual::new(Backend::current(), Queue::new, Queue::new),
         }
     }
 
@@ -42,13 +108,9 @@ impl WaitQueue {
     /// so it may also *claim* what it tests (a lock bit): exactly one waiter wins.
     ///
     /// Linux: `wait_event()`.
-    pub fn wait_event(&self, mut condition: impl FnMut() -> bool) {
-        let mut guard = self.lock.lock();
-        while !condition() {
-            *guard += 1;
-            guard = self.cond.wait(guard);
-            *guard -= 1;
-        }
+    #[inline]
+    pub fn wait_event(&self, condition: impl FnMut() -> bool) {
+        on_backend!(self.inner, "WaitQueue", |q| q.wait_event(condition))
     }
 
     /// Like [`wait_event`](Self::wait_event), but gives up with `EINTR` once `task` has a
@@ -59,55 +121,43 @@ impl WaitQueue {
     pub fn wait_event_killable(
         self: &Arc<Self>,
         task: &Task,
-        mut condition: impl FnMut() -> bool,
+        condition: impl FnMut() -> bool,
     ) -> Result<(), Errno> {
         // Publish where we sleep before looking at the signal, so that a concurrent
         // kill either is seen by our check or finds us here and wakes this queue.
         task.set_sleeping_on(Some(Arc::clone(self)));
-        let result = {
-            let mut guard = self.lock.lock();
-            loop {
-                if condition() {
-                    break Ok(());
-                }
-                if task.fatal_signal_pending() {
-                    break Err(Errno::EINTR);
-                }
-                *guard += 1;
-                guard = self.cond.wait(guard);
-                *guard -= 1;
-            }
-        };
+        let result = on_backend!(self.inner, "WaitQueue", |q| q
+            .wait_event_killable(task, condition));
         task.set_sleeping_on(None);
         result
     }
 
     /// Runs `f` under the queue lock (without sleeping). Used to claim or release the
     /// state a waiter's condition tests, atomically with respect to its check.
+    #[inline]
     pub fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _guard = self.lock.lock();
-        f()
+        on_backend!(self.inner, "WaitQueue", |q| q.with_lock(f))
     }
 
     /// Wakes every sleeper so that each re-evaluates its condition.
     ///
     /// Linux: `wake_up_all()`.
+    #[inline]
     pub fn wake_up_all(&self) {
-        let sleepers = self.lock.lock();
-        if *sleepers > 0 {
-            self.cond.notify_all();
-        }
+        self.update_and_wake(|| ())
     }
 
     /// Runs `f` under the queue lock, then wakes every sleeper: the "change the state,
     /// then wake" step in one call (Linux: the clear-bit-then-`wake_up_bit` pattern).
+    #[inline]
     pub fn update_and_wake<R>(&self, f: impl FnOnce() -> R) -> R {
-        let sleepers = self.lock.lock();
-        let r = f();
-        if *sleepers > 0 {
-            self.cond.notify_all();
-        }
-        r
+        on_backend!(self.inner, "WaitQueue", |q| q.update_and_wake(f))
+    }
+}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        WaitQueue::new()
     }
 }
 

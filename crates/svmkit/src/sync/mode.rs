@@ -1,0 +1,197 @@
+//! Which backend the facade uses: std's on OS threads, shuttle's inside a schedule
+//! exploration. Decided at run time, from the calling thread's context.
+//!
+//! # How the context is known
+//!
+//! Shuttle runs every task of an execution as a coroutine on the OS thread that called
+//! the runner (`Runner::run` runs executions on the caller's thread; tasks are
+//! `corosensei` coroutines switched on it; a unit test of `sync` checks it). So an OS
+//! thread-local is shared by all tasks of an execution and by nothing else:
+//!
+//! * `check::explore` and `check::replay` set [`EXECUTION`] to a fresh id at the start
+//!   of every execution (the first thing their wrapped closure does) and restore it
+//!   when the runner returns. Reading it is one thread-local load: the facade checks it
+//!   on every operation of a std-backed primitive.
+//! * Any other shuttle runner (a test calling `shuttle::check_random` directly, a
+//!   `PortfolioRunner`) is recognised through shuttle's own execution state
+//!   (`ExecutionState::try_with`, which fails with `NotSet` outside an execution). That
+//!   query is dearer, so it is consulted only when a primitive is created, a thread
+//!   spawned or a blocking wait begins, never on an uncontended lock.
+//!
+//! # Mixed use
+//!
+//! A primitive keeps the backend it was created with. Using it from the other context
+//! is a programming error that panics with a message naming the mistake, instead of
+//! misbehaving silently:
+//!
+//! * a std-backed primitive used inside an exploration would be no scheduling point
+//!   (the explorer would silently miss interleavings) and blocking on it would hang
+//!   the OS thread all the tasks share; so every operation on one (lock, try-lock,
+//!   wait, notify, join, and each operation of a wait queue or mmap lock) panics when
+//!   [`EXECUTION`] is set, and a contended lock or a wait also panics under a foreign
+//!   shuttle runner (where [`EXECUTION`] is not set);
+//! * a shuttle-backed primitive records the execution that created it; used outside
+//!   it (after the exploration, or in a later schedule, having escaped through a
+//!   static) it panics before calling into shuttle, which would otherwise panic with
+//!   its own, less specific message or, across executions, corrupt its bookkeeping.
+//!
+//! Dropping a primitive is never checked: it takes no lock, in either backend.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shuttle_engine::runtime::execution::{ExecutionState, ExecutionStateBorrowError};
+
+thread_local! {
+    /// The id of the svmkit-run shuttle execution this OS thread is in, 0 outside any.
+    static EXECUTION: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Ids of executions: each one svmkit starts gets a new one, never 0.
+static NEXT_EXECUTION: AtomicU64 = AtomicU64::new(1);
+
+/// The execution id recorded by primitives created under a shuttle runner that is not
+/// svmkit's (where [`EXECUTION`] is 0).
+const FOREIGN: u64 = 0;
+
+/// The backend a new primitive gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// std's primitives: OS threads.
+    Std,
+    /// shuttle's primitives, belonging to the execution with this id ([`FOREIGN`] when
+    /// the runner is not svmkit's).
+    Shuttle(u64),
+}
+
+impl Backend {
+    /// The backend for a primitive created (or a thread spawned) here and now.
+    #[inline]
+    pub(crate) fn current() -> Backend {
+        match EXECUTION.get() {
+            0 if foreign_execution() => Backend::Shuttle(FOREIGN),
+            0 => Backend::Std,
+            exec => Backend::Shuttle(exec),
+        }
+    }
+}
+
+/// Whether the calling thread runs inside a shuttle execution, so that the facade's
+/// primitives created now are shuttle's and every lock operation is a scheduling point.
+///
+/// True inside the closure given to [`check::explore`](crate::check::explore) or
+/// [`check::replay`](crate::check::replay) (and in the threads it spawns through
+/// [`thread::spawn`](super::thread::spawn)), and inside any other shuttle runner's
+/// execution; false on OS threads.
+pub fn in_explorer() -> bool {
+    EXECUTION.get() != 0 || foreign_execution()
+}
+
+/// Whether shuttle has an execution running on this OS thread (whoever started it).
+fn foreign_execution() -> bool {
+    !matches!(
+        ExecutionState::try_with(|_| ()),
+        Err(ExecutionStateBorrowError::NotSet)
+    )
+}
+
+/// An exploration run on this thread: svmkit's runners hold one around `Runner::run`
+/// (it restores the thread's execution id when dropped) and call
+/// [`ExplorationScope::begin_execution`] first thing in every execution.
+pub(crate) struct ExplorationScope {
+    previous: u64,
+    os_thread: std::thread::ThreadId,
+}
+
+impl ExplorationScope {
+    /// Enters an exploration run by the calling thread.
+    pub(crate) fn enter() -> Self {
+        ExplorationScope {
+            previous: EXECUTION.get(),
+            os_thread: std::thread::current().id(),
+        }
+    }
+
+    /// Called by the explored closure's wrapper at the start of each execution: gives
+    /// the execution its id. Panics (failing that schedule) if shuttle runs it on
+    /// another OS thread than the runner's, which the detection relies on.
+    pub(crate) fn begin_execution(os_thread: std::thread::ThreadId) {
+        assert_eq!(
+            std::thread::current().id(),
+            os_thread,
+            "svmkit::sync: shuttle ran an execution on another OS thread than its runner's; \
+             the facade's backend detection relies on one thread per exploration"
+        );
+        EXECUTION.set(NEXT_EXECUTION.fetch_add(1, Ordering::Relaxed));
+    }
+
+    /// The runner's OS thread, to hand to [`begin_execution`](Self::begin_execution).
+    pub(crate) fn os_thread(&self) -> std::thread::ThreadId {
+        self.os_thread
+    }
+}
+
+impl Drop for ExplorationScope {
+    fn drop(&mut self) {
+        EXECUTION.set(self.previous);
+    }
+}
+
+/// The id of the svmkit execution this thread is in, 0 outside any (one load).
+#[inline(always)]
+pub(crate) fn current_execution() -> u64 {
+    EXECUTION.get()
+}
+
+/// Before an operation on a std-backed primitive that cannot block (an uncontended
+/// lock, a try-lock, a notify): one thread-local load.
+#[inline(always)]
+pub(crate) fn check_std(what: &'static str) {
+    if EXECUTION.get() != 0 {
+        std_inside_explorer(what);
+    }
+}
+
+/// Before a std-backed operation that blocks the OS thread (a contended lock, a wait,
+/// a join): also catches foreign shuttle runners.
+#[inline]
+pub(crate) fn check_std_blocking(what: &'static str) {
+    if in_explorer() {
+        std_inside_explorer(what);
+    }
+}
+
+/// Before an operation on a shuttle-backed primitive created in execution `exec`.
+#[inline]
+pub(crate) fn check_shuttle(exec: u64, what: &'static str) {
+    let now = EXECUTION.get();
+    if now != exec || (exec == FOREIGN && !foreign_execution()) {
+        shuttle_outside_its_execution(what, exec, now);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn std_inside_explorer(what: &'static str) -> ! {
+    panic!(
+        "svmkit::sync: a {what} created outside a schedule exploration was used inside one; \
+         it is std's, so its operations are no scheduling points and blocking on it would \
+         hang the explorer. Create the model's objects inside the explored closure (keep \
+         bookkeeping shared across schedules in std::sync types or atomics)"
+    );
+}
+
+#[cold]
+#[inline(never)]
+fn shuttle_outside_its_execution(what: &'static str, exec: u64, now: u64) -> ! {
+    let place = if now == 0 && (exec == FOREIGN || !foreign_execution()) {
+        "outside any exploration"
+    } else {
+        "in another execution (schedule) than the one that created it"
+    };
+    panic!(
+        "svmkit::sync: a {what} created inside a schedule exploration was used {place}; \
+         shuttle's primitives only work inside the execution that created them, so model \
+         objects must not escape the explored closure"
+    );
+}
