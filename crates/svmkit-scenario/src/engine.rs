@@ -14,20 +14,14 @@
 //! takes its first turn only once those threads have finished. The explorer
 //! interleaves inside steps; this schedule is the one a reader follows.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use svmkit::device::DevRights;
-use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
-use svmkit::device::svm_atomic::SvmAtomic;
-use svmkit::mm::mmu_notifier::{NotifierCallKind, RecordingNotifier};
-use svmkit::mm::{ExclusiveFolio, GupFlags, MapFlags, MmUser, Pte};
 use svmkit::sync::Arc;
-use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig, VirtAddr};
+use svmkit::{Errno, Pfn, Profile, System};
 
 use crate::ast::*;
+use crate::world::{World, line_of};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -221,122 +215,6 @@ impl RunReport {
     }
 }
 
-/// What a thread holds across steps.
-enum Held {
-    Exclusive(ExclusiveFolio),
-    Pages { pfns: Vec<Pfn>, pin: bool },
-}
-
-enum Dev {
-    Dmirror(Dmirror),
-    Svm(SvmAtomic),
-}
-
-impl Dev {
-    fn device(&self) -> &Arc<svmkit::device::Device> {
-        match self {
-            Dev::Dmirror(d) => d.device(),
-            Dev::Svm(s) => s.device(),
-        }
-    }
-}
-
-struct World<'a> {
-    sc: &'a Scenario,
-    sys: Arc<System>,
-    /// Processes by index; `None` before a fork created it or after it exited.
-    procs: Vec<Option<MmUser>>,
-    recorders: Vec<Option<Arc<RecordingNotifier>>>,
-    /// Mapping start addresses, once mapped.
-    map_at: Vec<Option<u64>>,
-    devs: Vec<Option<Dev>>,
-    /// Guards held: (thread, name) → what.
-    held: BTreeMap<(usize, String), Held>,
-    tasks: Vec<Task>,
-}
-
-/// The line of a byte offset.
-fn line_of(src: &str, off: usize) -> usize {
-    src.get(..off.min(src.len()))
-        .map_or(1, |s| s.matches('\n').count() + 1)
-}
-
-/// What maps an address: a PTE, or a huge PMD over it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Entry {
-    Pte(Pte),
-    HugePmd(svmkit::mm::PresentPte),
-}
-
-fn entry_text(e: Entry) -> String {
-    match e {
-        Entry::Pte(p) => pte_text(p),
-        Entry::HugePmd(p) => format!(
-            "huge pmd pfn {:#x} {}",
-            p.pfn.raw(),
-            if p.is_write() { "rw" } else { "ro" }
-        ),
-    }
-}
-
-fn entry_is(e: Entry, k: PteKind) -> bool {
-    match e {
-        Entry::Pte(p) => pte_is(p, k),
-        Entry::HugePmd(p) => match k {
-            PteKind::HugePmd | PteKind::Present => true,
-            PteKind::PresentWritable => p.is_write(),
-            PteKind::PresentReadOnly => !p.is_write(),
-            _ => false,
-        },
-    }
-}
-
-fn pte_text(p: Pte) -> String {
-    match p {
-        Pte::None => "none".into(),
-        Pte::Present(p) => format!(
-            "present pfn {:#x} {}{}",
-            p.pfn.raw(),
-            if p.is_write() { "rw" } else { "ro" },
-            if p.is_dirty() { " dirty" } else { "" }
-        ),
-        Pte::Swap(s) if s.is_device_exclusive() => {
-            format!("device-exclusive pfn {:#x}", s.pfn().map_or(0, |p| p.raw()))
-        }
-        Pte::Swap(s) if s.is_migration() => {
-            format!("migration pfn {:#x}", s.pfn().map_or(0, |p| p.raw()))
-        }
-        Pte::Swap(s) => format!("swap slot {}", s.offset),
-    }
-}
-
-fn pte_is(p: Pte, k: PteKind) -> bool {
-    match (k, p) {
-        (PteKind::None, Pte::None) => true,
-        (PteKind::Present, Pte::Present(_)) => true,
-        (PteKind::PresentWritable, Pte::Present(p)) => p.is_write(),
-        (PteKind::PresentReadOnly, Pte::Present(p)) => !p.is_write(),
-        (PteKind::DeviceExclusive, Pte::Swap(s)) => s.is_device_exclusive(),
-        (PteKind::Migration, Pte::Swap(s)) => s.is_migration(),
-        (PteKind::Swap, Pte::Swap(s)) => !s.is_device_exclusive() && !s.is_migration(),
-        _ => false,
-    }
-}
-
-fn rights_text(r: DevRights) -> String {
-    let mut s = String::new();
-    if r.contains(DevRights::READ) {
-        s.push('r');
-    }
-    if r.contains(DevRights::WRITE) {
-        s.push('w');
-    }
-    if r.contains(DevRights::ATOMIC) {
-        s.push('a');
-    }
-    s
-}
-
 /// Why a step failed: an errno, a signal a CPU access raised, or a process that is not
 /// there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,534 +244,6 @@ impl StepError {
 impl From<Errno> for StepError {
     fn from(e: Errno) -> Self {
         StepError::Errno(e)
-    }
-}
-
-/// A step's result: a value, or a failure, or nothing.
-type StepResult = Result<Option<u64>, StepError>;
-
-impl World<'_> {
-    fn thread_process(&self, t: usize) -> usize {
-        match self.sc.threads[t].actor {
-            Actor::Process(p) => p,
-            Actor::Device(d) => self.sc.devices[d].process,
-        }
-    }
-
-    fn resolve(&self, a: &Addr) -> Option<u64> {
-        match a.map {
-            None => Some(a.offset),
-            Some(m) => self.map_at[m].map(|base| base.wrapping_add(a.offset)),
-        }
-    }
-
-    fn entry(&self, p: usize, addr: u64) -> Entry {
-        if let (Some(mm), Ok(va)) = (&self.procs[p], VirtAddr::try_new(addr))
-            && let svmkit::mm::Pmd::Huge(h) = mm.pmd_get_lockless(va)
-        {
-            return Entry::HugePmd(h);
-        }
-        Entry::Pte(self.pte(p, addr))
-    }
-
-    fn pte(&self, p: usize, addr: u64) -> Pte {
-        match (&self.procs[p], VirtAddr::try_new(addr)) {
-            (Some(mm), Ok(va)) => mm.pte_get_lockless(va.page_align_down()),
-            _ => Pte::None,
-        }
-    }
-
-    /// The folio a locking step on `addr` would lock, if it is locked now (by a held
-    /// guard or a leak): what the thread would sleep on.
-    fn would_block(&self, t: usize, step: &Step) -> Option<String> {
-        let p = self.thread_process(t);
-        let (at, pages, locks_present) = match &step.op {
-            Op::Read { at } | Op::Write { at, .. } | Op::FetchAdd { at, .. } => (at, 1, false),
-            Op::Gup { at, pages, .. } => (at, *pages, false),
-            Op::MakeExclusive { at, .. } | Op::AtomicAdd { at, .. } => (at, 1, true),
-            Op::Dmirror { cmd, at, pages, .. } => {
-                (at, *pages, matches!(cmd, DmirrorCmd::Exclusive))
-            }
-            _ => return None,
-        };
-        let start = self.resolve(at)? & !(PAGE_SIZE - 1);
-        let mem = self.sys.mem();
-        for i in 0..pages.min(4096) {
-            let addr = start.wrapping_add(i * PAGE_SIZE);
-            let pfn = match self.pte(p, addr) {
-                Pte::Swap(s) if s.is_device_exclusive() => s.pfn(),
-                Pte::Present(pp) if locks_present => Some(pp.pfn),
-                _ => None,
-            };
-            let Some(pfn) = pfn else { continue };
-            let Ok(folio) = mem.page_folio(pfn) else {
-                continue;
-            };
-            if mem.folio_test_locked(folio) {
-                let holder = self
-                    .held
-                    .iter()
-                    .find(|(_, h)| matches!(h, Held::Exclusive(g) if g.folio() == folio))
-                    .map(|((th, name), _)| {
-                        format!("guard `{name}` of thread {}", self.sc.threads[*th].name)
-                    })
-                    .unwrap_or_else(|| "nobody the scenario knows (a leaked lock)".into());
-                return Some(format!(
-                    "the lock of folio {:#x} (page {addr:#x}), held by {holder}",
-                    folio.head().raw()
-                ));
-            }
-        }
-        None
-    }
-
-    fn describe(&self, op: &Op) -> String {
-        let a = |a: &Addr| match self.resolve(a) {
-            Some(v) if a.map.is_some() => format!("{} ({v:#x})", a.text),
-            _ => a.text.clone(),
-        };
-        match op {
-            Op::Read { at } => format!("read {}", a(at)),
-            Op::Write { at, value } => format!("write {} = {value}", a(at)),
-            Op::FetchAdd { at, value } => format!("fetch_add {} += {value}", a(at)),
-            Op::Mmap { map } => format!("mmap {}", self.sc.maps[*map].name),
-            Op::Munmap { at, len } => format!("munmap {} len {len:#x}", a(at)),
-            Op::Mprotect { at, len, prot } => format!("mprotect {} len {len:#x} {prot:?}", a(at)),
-            Op::Madvise { at, len, advice } => format!("madvise {} len {len:#x} {advice:?}", a(at)),
-            Op::Fork { child } => format!("fork -> {}", self.sc.processes[*child].name),
-            Op::Exit { process } => format!("exit {}", self.sc.processes[*process].name),
-            Op::ClearSoftDirty => "clear_refs soft-dirty".into(),
-            Op::UffdWp { at, len, protect } => format!("uffd_wp {} len {len:#x} {protect}", a(at)),
-            Op::MakeExclusive { at, hold } => format!(
-                "make_device_exclusive {}{}",
-                a(at),
-                hold.as_ref()
-                    .map_or(String::new(), |h| format!(" hold {h}"))
-            ),
-            Op::MakeExclusiveRange { at, pages } => {
-                format!("make_device_exclusive_range {} pages {pages}", a(at))
-            }
-            Op::Release { guard } => format!("release {guard}"),
-            Op::Gup {
-                at,
-                pages,
-                pin,
-                write,
-                hold,
-            } => format!(
-                "{} {} pages {pages}{} hold {hold}",
-                if *pin {
-                    "pin_user_pages"
-                } else {
-                    "get_user_pages"
-                },
-                a(at),
-                if *write { " write" } else { "" }
-            ),
-            Op::Unpin { hold } => format!("unpin {hold}"),
-            Op::AtomicAdd { at, value } => format!("device atomic {} += {value}", a(at)),
-            Op::Dmirror {
-                cmd,
-                at,
-                pages,
-                value,
-            } => format!(
-                "dmirror {} {} pages {pages}{}",
-                match cmd {
-                    DmirrorCmd::Read => "READ",
-                    DmirrorCmd::Write => "WRITE",
-                    DmirrorCmd::Exclusive => "EXCLUSIVE",
-                    DmirrorCmd::CheckExclusive => "CHECK_EXCLUSIVE",
-                },
-                a(at),
-                if matches!(cmd, DmirrorCmd::Write) {
-                    format!(" = {value}")
-                } else {
-                    String::new()
-                }
-            ),
-            Op::Reclaim { pages } => format!("reclaim up to {pages} pages"),
-            Op::ReclaimFolio { at } => format!("reclaim folio at {}", a(at)),
-            Op::Migrate { at } => format!("migrate folio at {}", a(at)),
-        }
-    }
-
-    fn mm(&self, p: usize) -> Result<&MmUser, StepError> {
-        self.procs[p].as_ref().ok_or(StepError::NoProcess)
-    }
-
-    fn folio_at(&self, p: usize, addr: u64) -> Result<svmkit::mm::Folio, StepError> {
-        let mm = self.mm(p)?;
-        let va = VirtAddr::try_new(addr).map_err(|_| Errno::EFAULT)?;
-        let pfn = match mm.pte_get_lockless(va.page_align_down()) {
-            Pte::Present(p) => p.pfn,
-            Pte::Swap(s) if s.pfn().is_some() => s.pfn().ok_or(Errno::EFAULT)?,
-            _ => mm.translate(va).ok_or(Errno::EFAULT)?,
-        };
-        Ok(self.sys.mem().page_folio(pfn)?)
-    }
-
-    fn map(&mut self, m: usize) -> Result<u64, StepError> {
-        let map = &self.sc.maps[m];
-        let mm = self.mm(map.process)?.clone();
-        let mut flags = MapFlags::ANONYMOUS
-            | if map.shared {
-                MapFlags::SHARED
-            } else {
-                MapFlags::PRIVATE
-            };
-        if map.at.is_some() {
-            flags |= MapFlags::FIXED;
-        }
-        let addr = mm
-            .mmap(map.at.unwrap_or(0), map.len, map.prot, flags)?
-            .raw();
-        for a in &map.advice {
-            mm.madvise(addr, map.len, *a)?;
-        }
-        self.map_at[m] = Some(addr);
-        Ok(addr)
-    }
-
-    fn run_step(&mut self, t: usize, step: &Step) -> StepResult {
-        let p = self.thread_process(t);
-        let task = &self.tasks[t];
-        let addr = |w: &World<'_>, a: &Addr| w.resolve(a).ok_or(StepError::Errno(Errno::EFAULT));
-        let cpu = |r: Result<u64, svmkit::FaultError>| -> StepResult {
-            r.map(Some).map_err(|e| match e.kind {
-                svmkit::FaultKind::Unmapped | svmkit::FaultKind::Protection => StepError::Sigsegv,
-                svmkit::FaultKind::Bus => StepError::Sigbus,
-                svmkit::FaultKind::OutOfMemory => StepError::Errno(Errno::ENOMEM),
-                svmkit::FaultKind::Misaligned => StepError::Errno(Errno::EINVAL),
-            })
-        };
-        let owner = match self.sc.threads[t].actor {
-            Actor::Device(d) => self.devs[d].as_ref().map(|d| d.device().owner()),
-            Actor::Process(_) => None,
-        };
-        match &step.op {
-            Op::Read { at } => cpu(self.mm(p)?.read_u64(addr(self, at)?)),
-            Op::Write { at, value } => {
-                cpu(self.mm(p)?.write_u64(addr(self, at)?, *value).map(|()| 0)).map(|_| None)
-            }
-            Op::FetchAdd { at, value } => cpu(self.mm(p)?.fetch_add_u64(addr(self, at)?, *value)),
-            Op::Mmap { map } => self.map(*map).map(Some),
-            Op::Munmap { at, len } => {
-                Ok(self.mm(p)?.munmap(addr(self, at)?, *len).map(|()| None)?)
-            }
-            Op::Mprotect { at, len, prot } => Ok(self
-                .mm(p)?
-                .mprotect(addr(self, at)?, *len, *prot)
-                .map(|()| None)?),
-            Op::Madvise { at, len, advice } => Ok(self
-                .mm(p)?
-                .madvise(addr(self, at)?, *len, *advice)
-                .map(|()| None)?),
-            Op::Fork { child } => {
-                let parent = self.mm(p)?.clone();
-                let c = self.sys.fork(&parent)?;
-                let rec = RecordingNotifier::passive();
-                c.mmu_notifier_register(rec.clone())?;
-                self.procs[*child] = Some(c);
-                self.recorders[*child] = Some(rec);
-                Ok(None)
-            }
-            Op::Exit { process } => {
-                let mm = self.procs[*process].take().ok_or(StepError::NoProcess)?;
-                drop(mm);
-                Ok(None)
-            }
-            Op::ClearSoftDirty => {
-                self.mm(p)?.clear_refs_soft_dirty();
-                Ok(None)
-            }
-            Op::UffdWp { at, len, protect } => Ok(self
-                .mm(p)?
-                .uffd_writeprotect(addr(self, at)?, *len, *protect)
-                .map(|()| None)?),
-            Op::MakeExclusive { at, hold } => {
-                let a = addr(self, at)?;
-                let mm = self.mm(p)?.clone();
-                let g = {
-                    let mut guard = mm.mmap_read_lock();
-                    mm.make_device_exclusive(&mut guard, a, owner, task)?
-                };
-                let page = g.page().raw();
-                match hold {
-                    Some(h) => {
-                        self.held.insert((t, h.clone()), Held::Exclusive(g));
-                    }
-                    None => drop(g),
-                }
-                Ok(Some(page))
-            }
-            Op::MakeExclusiveRange { at, pages } => {
-                let a = addr(self, at)?;
-                let mm = self.mm(p)?.clone();
-                let got = {
-                    let mut guard = mm.mmap_read_lock();
-                    mm.make_device_exclusive_range(
-                        &mut guard,
-                        a,
-                        a.saturating_add(pages * PAGE_SIZE),
-                        owner,
-                        task,
-                    )?
-                };
-                Ok(Some(got.iter().filter(|g| g.is_some()).count() as u64))
-            }
-            Op::Release { guard } => match self.held.remove(&(t, guard.clone())) {
-                Some(h) => {
-                    self.release(h);
-                    Ok(None)
-                }
-                None => Err(StepError::Errno(Errno::ENOENT)),
-            },
-            Op::Gup {
-                at,
-                pages,
-                pin,
-                write,
-                hold,
-            } => {
-                let a = addr(self, at)?;
-                let mm = self.mm(p)?.clone();
-                let flags = if *write {
-                    GupFlags::WRITE
-                } else {
-                    GupFlags::empty()
-                };
-                let pfns = {
-                    let mut guard = mm.mmap_read_lock();
-                    if *pin {
-                        mm.pin_user_pages(&mut guard, a, *pages, flags)?
-                    } else {
-                        mm.get_user_pages(&mut guard, a, *pages, flags | GupFlags::GET)?
-                    }
-                };
-                let n = pfns.len() as u64;
-                self.held
-                    .insert((t, hold.clone()), Held::Pages { pfns, pin: *pin });
-                Ok(Some(n))
-            }
-            Op::Unpin { hold } => match self.held.remove(&(t, hold.clone())) {
-                Some(h) => {
-                    self.release(h);
-                    Ok(None)
-                }
-                None => Err(StepError::Errno(Errno::ENOENT)),
-            },
-            Op::AtomicAdd { at, value } => {
-                let a = addr(self, at)?;
-                let Actor::Device(d) = self.sc.threads[t].actor else {
-                    return Err(Errno::EINVAL.into());
-                };
-                match self.devs[d].as_ref() {
-                    Some(Dev::Svm(s)) => Ok(s.atomic_fetch_add(task, a, *value).map(Some)?),
-                    _ => Err(Errno::EINVAL.into()),
-                }
-            }
-            Op::Dmirror {
-                cmd,
-                at,
-                pages,
-                value,
-            } => {
-                let a = addr(self, at)?;
-                let Actor::Device(d) = self.sc.threads[t].actor else {
-                    return Err(Errno::EINVAL.into());
-                };
-                let Some(Dev::Dmirror(dm)) = self.devs[d].as_ref() else {
-                    return Err(Errno::EINVAL.into());
-                };
-                let bytes =
-                    usize::try_from(pages.saturating_mul(PAGE_SIZE)).map_err(|_| Errno::EINVAL)?;
-                if bytes > 64 << 20 {
-                    return Err(Errno::EINVAL.into());
-                }
-                let mut buf = vec![0u8; bytes];
-                if matches!(cmd, DmirrorCmd::Write) {
-                    for w in buf.chunks_exact_mut(8) {
-                        w.copy_from_slice(&value.to_le_bytes());
-                    }
-                }
-                let mut c = HmmDmirrorCmd {
-                    addr: a,
-                    npages: *pages,
-                    cpages: 0,
-                    faults: 0,
-                };
-                let req = match cmd {
-                    DmirrorCmd::Read => DmirrorIoctl::Read,
-                    DmirrorCmd::Write => DmirrorIoctl::Write,
-                    DmirrorCmd::Exclusive => DmirrorIoctl::Exclusive,
-                    DmirrorCmd::CheckExclusive => DmirrorIoctl::CheckExclusive,
-                };
-                dm.ioctl(task, req, &mut c, &mut buf)?;
-                // READ and EXCLUSIVE return the first word read; the others the pages.
-                Ok(Some(match cmd {
-                    DmirrorCmd::Read | DmirrorCmd::Exclusive => {
-                        u64::from_le_bytes(buf[..8].try_into().unwrap_or([0; 8]))
-                    }
-                    _ => c.cpages,
-                }))
-            }
-            Op::Reclaim { pages } => Ok(Some(self.mm(p)?.reclaim_mm(*pages as usize) as u64)),
-            Op::ReclaimFolio { at } => {
-                let f = self.folio_at(p, addr(self, at)?)?;
-                Ok(self.sys.mem().reclaim_folio(f).map(|()| None)?)
-            }
-            Op::Migrate { at } => {
-                let f = self.folio_at(p, addr(self, at)?)?;
-                Ok(self
-                    .sys
-                    .mem()
-                    .migrate_folio(f)
-                    .map(|n| Some(n.head().raw()))?)
-            }
-        }
-    }
-
-    fn release(&self, h: Held) {
-        match h {
-            Held::Exclusive(g) => drop(g),
-            Held::Pages { pfns, pin } => {
-                if pin {
-                    self.sys.mem().unpin_user_pages(&pfns);
-                } else {
-                    for p in pfns {
-                        self.sys.mem().put_page(p);
-                    }
-                }
-            }
-        }
-    }
-
-    fn step_addr(&self, op: &Op) -> Option<u64> {
-        match op {
-            Op::Read { at }
-            | Op::Write { at, .. }
-            | Op::FetchAdd { at, .. }
-            | Op::Munmap { at, .. }
-            | Op::Mprotect { at, .. }
-            | Op::Madvise { at, .. }
-            | Op::UffdWp { at, .. }
-            | Op::MakeExclusive { at, .. }
-            | Op::MakeExclusiveRange { at, .. }
-            | Op::Gup { at, .. }
-            | Op::AtomicAdd { at, .. }
-            | Op::Dmirror { at, .. }
-            | Op::ReclaimFolio { at }
-            | Op::Migrate { at } => self.resolve(at),
-            Op::Mmap { map } => self.map_at[*map],
-            _ => None,
-        }
-    }
-
-    fn owner_name(&self, raw: u64) -> String {
-        self.sc
-            .devices
-            .iter()
-            .zip(&self.devs)
-            .find(|(_, d)| d.as_ref().is_some_and(|d| d.device().owner().raw() == raw))
-            .map_or_else(|| format!("{raw:#x}"), |(d, _)| d.name.clone())
-    }
-
-    fn take_events(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (i, r) in self.recorders.iter().enumerate() {
-            let Some(r) = r else { continue };
-            for c in r.take() {
-                if c.kind != NotifierCallKind::Start && c.kind != NotifierCallKind::Release {
-                    continue;
-                }
-                let owner = c.owner.map_or(String::new(), |o| {
-                    format!(" owner {}", self.owner_name(o.raw()))
-                });
-                out.push(format!(
-                    "{} {} [{:#x}, {:#x}){owner}",
-                    self.sc.processes[i].name,
-                    c.event.linux_name(),
-                    c.start,
-                    c.end
-                ));
-            }
-        }
-        out
-    }
-}
-
-/// Whether `events` contain the expected ones in order: each expectation is a set of
-/// words (an event name may drop its `MMU_NOTIFY_` prefix; case does not matter) that
-/// one event line must all contain, the next expectation matching a later event. An
-/// empty list expects no event at all.
-fn events_match(want: &[String], events: &[String]) -> Result<(), String> {
-    if want.is_empty() {
-        return if events.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("no notifier event, got {}", events.join("; ")))
-        };
-    }
-    let words = |e: &str| -> Vec<String> {
-        e.split_whitespace()
-            .map(|w| w.trim_start_matches("MMU_NOTIFY_").to_ascii_lowercase())
-            .collect()
-    };
-    let mut it = events.iter();
-    for w in want {
-        let need = words(w);
-        if !it.any(|e| {
-            let have = words(e);
-            need.iter().all(|n| have.contains(n))
-        }) {
-            return Err(format!(
-                "a notifier event `{w}` (in order), got {}",
-                if events.is_empty() {
-                    "none".to_string()
-                } else {
-                    events.join("; ")
-                }
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn expect_text(e: &Outcome) -> String {
-    match e {
-        Outcome::Ok(Some(v)) => format!("= {v}"),
-        Outcome::Ok(None) => "success".into(),
-        Outcome::Err(v) => v.iter().map(|e| e.name()).collect::<Vec<_>>().join(" or "),
-        Outcome::Any => "anything".into(),
-    }
-}
-
-/// A step's result as the account prints it: addresses and frame numbers in hex.
-fn result_text_of(op: &Op, r: &StepResult) -> String {
-    match (op, r) {
-        (Op::Mmap { .. } | Op::MakeExclusive { .. } | Op::Migrate { .. }, Ok(Some(v))) => {
-            format!("= {v:#x}")
-        }
-        _ => result_text(r),
-    }
-}
-
-fn result_text(r: &StepResult) -> String {
-    match r {
-        Ok(Some(v)) => format!("= {v}"),
-        Ok(None) => "ok".into(),
-        Err(e) => e.name().into(),
-    }
-}
-
-fn outcome_holds(e: &Outcome, r: &StepResult) -> bool {
-    match (e, r) {
-        (Outcome::Any, _) => true,
-        (Outcome::Ok(None), Ok(_)) => true,
-        (Outcome::Ok(Some(v)), Ok(Some(got))) => v == got,
-        (Outcome::Err(list), Err(e)) => list.contains(e),
-        _ => false,
     }
 }
 
@@ -1016,43 +366,12 @@ fn run_on(
     progress: &std::sync::Mutex<Progress>,
 ) -> Result<RunReport, StepError> {
     let profile = opts.profile.unwrap_or(sc.profile);
-    let mut config = SystemConfig::with_frames(sc.frames);
-    config.profile = profile;
-    let sys = System::new(config)?;
-    if let Some(slots) = sc.swap {
-        sys.mem().swapon(slots.max(1))?;
-    }
-    if let Some(m) = sc.thp {
-        sys.mem().set_thp_mode(m);
-    }
+    let w = World::new(Arc::new(sc.clone()), profile)?;
     {
         let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
-        p.sys = Some(sys.clone());
+        p.sys = Some(w.sys.clone());
         p.scenario = sc.name.clone();
         p.profile = profile.name.to_string();
-    }
-    let mut w = World {
-        sc,
-        sys: sys.clone(),
-        procs: vec![None; sc.processes.len()],
-        recorders: vec![None; sc.processes.len()],
-        map_at: vec![None; sc.maps.len()],
-        devs: Vec::new(),
-        held: BTreeMap::new(),
-        tasks: sc
-            .threads
-            .iter()
-            .map(|t| Task::new(t.name.clone()))
-            .collect(),
-    };
-    for (i, p) in sc.processes.iter().enumerate() {
-        if p.at_start {
-            let mm = sys.create_mm()?;
-            let rec = RecordingNotifier::passive();
-            mm.mmu_notifier_register(rec.clone())?;
-            w.procs[i] = Some(mm);
-            w.recorders[i] = Some(rec);
-        }
     }
     let mut report = RunReport {
         scenario: sc.name.clone(),
@@ -1062,39 +381,11 @@ fn run_on(
         end: Vec::new(),
         passed: true,
     };
-    let mmap_steps: Vec<usize> = sc
-        .threads
-        .iter()
-        .flat_map(|t| t.steps.iter())
-        .filter_map(|s| match s.op {
-            Op::Mmap { map } => Some(map),
-            _ => None,
-        })
-        .collect();
-    for m in 0..sc.maps.len() {
-        if !mmap_steps.contains(&m)
-            && let Err(e) = w.map(m)
-        {
-            report.end.push(EndCheck {
-                what: format!("map {}", sc.maps[m].name),
-                ok: false,
-                detail: format!("setup mmap failed: {}", e.name()),
-            });
-            report.passed = false;
-            return Ok(report);
-        }
+    if let Some(failed) = w.setup()? {
+        report.end.push(failed);
+        report.passed = false;
+        return Ok(report);
     }
-    for d in &sc.devices {
-        let mm = w.mm(d.process)?.clone();
-        let dev = match &d.driver {
-            Driver::Dmirror => Dev::Dmirror(Dmirror::open(&mm)?),
-            Driver::SvmAtomic { flaws, max_passes } => {
-                Dev::Svm(SvmAtomic::new(&mm, &d.name, *flaws, *max_passes)?)
-            }
-        };
-        w.devs.push(Some(dev));
-    }
-    let _ = w.take_events();
     let mut pc = vec![0usize; sc.threads.len()];
     let mut turn = 0;
     loop {
@@ -1105,7 +396,7 @@ fn run_on(
             let Some(step) = th.steps.get(pc[t]) else {
                 continue;
             };
-            let p = w.thread_process(t);
+            let p = w_thread_process(sc, t);
             let unfinished: Vec<&str> = th
                 .after
                 .iter()
@@ -1117,11 +408,7 @@ fn run_on(
                     "thread {} to finish (after)",
                     unfinished.join(", ")
                 ))
-            } else if w.procs[p].is_none()
-                && !sc.processes[p].at_start
-                && !matches!(step.op, Op::Exit { .. })
-                && !was_forked(&report, &sc.processes[p].name)
-            {
+            } else if !w.was_created(p) && !matches!(step.op, Op::Exit { .. }) {
                 Some(format!("process {} (not forked yet)", sc.processes[p].name))
             } else {
                 w.would_block(t, step)
@@ -1166,86 +453,11 @@ fn run_on(
                 let known = p.steps.len();
                 p.steps.extend_from_slice(&report.steps[known..]);
             }
-            let a = w.step_addr(&step.op);
-            let before = a.map(|a| w.entry(p, a));
-            let text = w.describe(&step.op);
-            let r = w.run_step(t, step);
-            let after = a.map(|a| w.entry(p, a));
-            let mut failed = None;
-            if !outcome_holds(&step.expect, &r) {
-                failed = Some(format!(
-                    "{}, got {}",
-                    expect_text(&step.expect),
-                    result_text(&r)
-                ));
-            }
-            if let (Some(k), Some(after)) = (step.expect_pte, after)
-                && failed.is_none()
-                && !entry_is(after, k)
-            {
-                failed = Some(format!("the PTE to be {k:?}, got {}", entry_text(after)));
-            }
-            if failed.is_none()
-                && let Some(a) = a
-            {
-                for (d, want) in &step.expect_device {
-                    let got = w.devs[*d]
-                        .as_ref()
-                        .and_then(|dev| dev.device().lock().get(a))
-                        .map(|e| e.rights);
-                    if got != *want {
-                        failed = Some(format!(
-                            "{}'s entry to be {}, got {}",
-                            sc.devices[*d].name,
-                            want.map_or("none".into(), rights_text),
-                            got.map_or("none".into(), rights_text)
-                        ));
-                        break;
-                    }
-                }
-            }
-            let events = w.take_events();
-            if failed.is_none()
-                && let Some(want) = &step.expect_events
-                && let Err(missing) = events_match(want, &events)
-            {
-                failed = Some(missing);
-            }
-            let devices = a.map_or_else(Vec::new, |a| {
-                sc.devices
-                    .iter()
-                    .zip(&w.devs)
-                    .filter_map(|(d, dev)| {
-                        dev.as_ref()?.device().lock().get(a).map(|e| {
-                            format!(
-                                "{}: {} pfn {:#x}",
-                                d.name,
-                                rights_text(e.rights),
-                                e.pfn.raw()
-                            )
-                        })
-                    })
-                    .collect()
-            });
-            if failed.is_some() {
+            let rec = w.perform(t, step, turn, source);
+            if rec.failed.is_some() {
                 report.passed = false;
             }
-            report.steps.push(StepRecord {
-                turn,
-                thread: th.name.clone(),
-                line: line_of(source, step.span.start),
-                step: text,
-                result: result_text_of(&step.op, &r),
-                waited: false,
-                pte: before
-                    .zip(after)
-                    .map(|(b, a)| (entry_text(b), entry_text(a))),
-                events,
-                devices,
-                failed,
-                note: step.note.clone(),
-                id: step.id.clone(),
-            });
+            report.steps.push(rec);
             pc[t] += 1;
         }
         if !progressed {
@@ -1257,51 +469,12 @@ fn run_on(
         }
     }
     // The end: checker and values with everything still in place, then teardown.
-    if sc.expect.checker && report.deadlock.is_none() {
-        let extra = extra_refs(&w);
-        let r = sys.check_with(&extra);
-        report.end.push(EndCheck {
-            what: "invariant checker".into(),
-            ok: r.is_ok(),
-            detail: r.map_or_else(|e| e.to_string().trim().to_string(), |()| "clean".into()),
-        });
-    }
-    for (p, at, want, _) in &sc.expect.values {
-        let got = match (&w.procs[*p], w.resolve(at)) {
-            (Some(mm), Some(a)) => mm.read_u64(a).map_err(|e| e.to_string()),
-            (None, _) => Err(format!("process {} does not exist", sc.processes[*p].name)),
-            (_, None) => Err(format!("{} is not mapped", at.text)),
-        };
-        report.end.push(EndCheck {
-            what: format!("{} reads {} = {want}", sc.processes[*p].name, at.text),
-            ok: got.as_ref().is_ok_and(|g| g == want),
-            detail: match got {
-                Ok(g) => format!("read {g}"),
-                Err(e) => e,
-            },
-        });
-    }
+    let clean = report.deadlock.is_none();
+    w.end_checks(&mut report, clean);
     if report.deadlock.is_none() {
-        let held: Vec<Held> = std::mem::take(&mut w.held).into_values().collect();
-        for h in held {
-            w.release(h);
-        }
-        w.devs.clear();
-        w.procs.iter_mut().for_each(|p| *p = None);
-        w.recorders.clear();
-        if sc.expect.all_freed {
-            let (free, usable) = (sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
-            report.end.push(EndCheck {
-                what: "every frame free after exit".into(),
-                ok: free == usable,
-                detail: format!("{free} of {usable} free"),
-            });
-        }
+        w.teardown(&mut report);
     } else {
-        // A deadlocked run keeps its locks: tearing down would sleep on them.
-        std::mem::forget(w.held);
-        std::mem::forget(w.devs);
-        std::mem::forget(w.procs);
+        w.abandon();
     }
     if report.end.iter().any(|c| !c.ok) {
         report.passed = false;
@@ -1309,38 +482,10 @@ fn run_on(
     Ok(report)
 }
 
-fn was_forked(report: &RunReport, name: &str) -> bool {
-    report
-        .steps
-        .iter()
-        .any(|s| !s.waited && s.step.ends_with(&format!("fork -> {name}")))
-}
-
-/// The references the scenario holds on purpose, for the checker: one per guard and
-/// per GET; per PIN, `GUP_PIN_COUNTING_BIAS` on a small folio and one on a large one.
-fn extra_refs(w: &World<'_>) -> svmkit::check::ExtraRefs {
-    let mem = w.sys.mem();
-    let mut extra = svmkit::check::ExtraRefs::default();
-    for h in w.held.values() {
-        match h {
-            Held::Exclusive(g) => *extra.entry(g.folio()).or_default() += 1,
-            Held::Pages { pfns, pin } => {
-                for p in pfns {
-                    let Ok(folio) = mem.page_folio(*p) else {
-                        continue;
-                    };
-                    if mem.is_zero_pfn(folio.head()) {
-                        continue;
-                    }
-                    let n = if *pin && folio.order() == 0 {
-                        svmkit::mm::GUP_PIN_COUNTING_BIAS
-                    } else {
-                        1
-                    };
-                    *extra.entry(folio).or_default() += n;
-                }
-            }
-        }
+/// The process a thread acts in: its own, or its device's.
+pub(crate) fn w_thread_process(sc: &Scenario, t: usize) -> usize {
+    match sc.threads[t].actor {
+        Actor::Process(p) => p,
+        Actor::Device(d) => sc.devices[d].process,
     }
-    extra
 }

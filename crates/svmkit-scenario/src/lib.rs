@@ -34,6 +34,7 @@
 pub mod ast;
 pub mod diag;
 pub mod engine;
+mod world;
 pub mod parse;
 
 pub use ast::Scenario;

@@ -1,0 +1,996 @@
+//! The model a scenario runs on and the steps it can take: shared by `svmkit run`'s
+//! deterministic schedule ([`crate::engine`]) and the explorer ([`crate::explore`]),
+//! so a step means the same thing, is checked the same way and is written down the
+//! same way in both.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard};
+
+use svmkit::device::DevRights;
+use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
+use svmkit::device::svm_atomic::SvmAtomic;
+use svmkit::mm::mmu_notifier::{NotifierCallKind, RecordingNotifier};
+use svmkit::mm::{ExclusiveFolio, GupFlags, MapFlags, MmUser, Pte};
+use svmkit::sync::Arc;
+use svmkit::task::Task;
+use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig, VirtAddr};
+
+use crate::ast::*;
+use crate::engine::{EndCheck, RunReport, StepError, StepRecord};
+
+/// What a thread holds across steps.
+pub(crate) enum Held {
+    Exclusive(ExclusiveFolio),
+    Pages { pfns: Vec<Pfn>, pin: bool },
+}
+
+pub(crate) enum Dev {
+    Dmirror(Dmirror),
+    Svm(SvmAtomic),
+}
+
+impl Dev {
+    fn device(&self) -> &Arc<svmkit::device::Device> {
+        match self {
+            Dev::Dmirror(d) => d.device(),
+            Dev::Svm(s) => s.device(),
+        }
+    }
+}
+
+/// The model a scenario runs on, and what the scenario's threads share.
+///
+/// Every field a step changes sits behind a std mutex held only to read or swap a
+/// value, never across a model call: under exploration the threads are shuttle tasks
+/// on one OS thread, switched only at the model's (facade) locks, so these mutexes are
+/// never contended and add no scheduling points; under `svmkit run` one thread runs.
+/// Values the model drops (an exiting mm, a released guard, a closed device) are taken
+/// out first and dropped after the mutex is released, since dropping them locks.
+pub(crate) struct World {
+    pub(crate) sc: Arc<Scenario>,
+    pub(crate) sys: Arc<System>,
+    /// Processes by index; `None` before a fork created it or after it exited.
+    procs: Mutex<Vec<Option<MmUser>>>,
+    recorders: Mutex<Vec<Option<Arc<RecordingNotifier>>>>,
+    /// Whether each process has been created (at the start or by a fork).
+    created: Mutex<Vec<bool>>,
+    /// Mapping start addresses, once mapped.
+    map_at: Mutex<Vec<Option<u64>>>,
+    devs: Mutex<Vec<Option<Arc<Dev>>>>,
+    /// Guards held: (thread, name) → what.
+    held: Mutex<BTreeMap<(usize, String), Held>>,
+    tasks: Vec<Task>,
+    /// Notifier range starts minus ends seen so far (they pair up once nothing runs).
+    open_ranges: std::sync::atomic::AtomicI64,
+}
+
+/// Locks one of the world's mutexes; a panic elsewhere never leaves them inconsistent
+/// (each critical section is a read or a swap), so poisoning is ignored.
+fn lk<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The line of a byte offset.
+pub(crate) fn line_of(src: &str, off: usize) -> usize {
+    src.get(..off.min(src.len()))
+        .map_or(1, |s| s.matches('\n').count() + 1)
+}
+
+/// What maps an address: a PTE, or a huge PMD over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Pte(Pte),
+    HugePmd(svmkit::mm::PresentPte),
+}
+
+fn entry_text(e: Entry) -> String {
+    match e {
+        Entry::Pte(p) => pte_text(p),
+        Entry::HugePmd(p) => format!(
+            "huge pmd pfn {:#x} {}",
+            p.pfn.raw(),
+            if p.is_write() { "rw" } else { "ro" }
+        ),
+    }
+}
+
+fn entry_is(e: Entry, k: PteKind) -> bool {
+    match e {
+        Entry::Pte(p) => pte_is(p, k),
+        Entry::HugePmd(p) => match k {
+            PteKind::HugePmd | PteKind::Present => true,
+            PteKind::PresentWritable => p.is_write(),
+            PteKind::PresentReadOnly => !p.is_write(),
+            _ => false,
+        },
+    }
+}
+
+fn pte_text(p: Pte) -> String {
+    match p {
+        Pte::None => "none".into(),
+        Pte::Present(p) => format!(
+            "present pfn {:#x} {}{}",
+            p.pfn.raw(),
+            if p.is_write() { "rw" } else { "ro" },
+            if p.is_dirty() { " dirty" } else { "" }
+        ),
+        Pte::Swap(s) if s.is_device_exclusive() => {
+            format!("device-exclusive pfn {:#x}", s.pfn().map_or(0, |p| p.raw()))
+        }
+        Pte::Swap(s) if s.is_migration() => {
+            format!("migration pfn {:#x}", s.pfn().map_or(0, |p| p.raw()))
+        }
+        Pte::Swap(s) => format!("swap slot {}", s.offset),
+    }
+}
+
+fn pte_is(p: Pte, k: PteKind) -> bool {
+    match (k, p) {
+        (PteKind::None, Pte::None) => true,
+        (PteKind::Present, Pte::Present(_)) => true,
+        (PteKind::PresentWritable, Pte::Present(p)) => p.is_write(),
+        (PteKind::PresentReadOnly, Pte::Present(p)) => !p.is_write(),
+        (PteKind::DeviceExclusive, Pte::Swap(s)) => s.is_device_exclusive(),
+        (PteKind::Migration, Pte::Swap(s)) => s.is_migration(),
+        (PteKind::Swap, Pte::Swap(s)) => !s.is_device_exclusive() && !s.is_migration(),
+        _ => false,
+    }
+}
+
+fn rights_text(r: DevRights) -> String {
+    let mut s = String::new();
+    if r.contains(DevRights::READ) {
+        s.push('r');
+    }
+    if r.contains(DevRights::WRITE) {
+        s.push('w');
+    }
+    if r.contains(DevRights::ATOMIC) {
+        s.push('a');
+    }
+    s
+}
+
+/// A step's result: a value, or a failure, or nothing.
+pub(crate) type StepResult = Result<Option<u64>, StepError>;
+
+impl World {
+    fn thread_process(&self, t: usize) -> usize {
+        match self.sc.threads[t].actor {
+            Actor::Process(p) => p,
+            Actor::Device(d) => self.sc.devices[d].process,
+        }
+    }
+
+    pub(crate) fn resolve(&self, a: &Addr) -> Option<u64> {
+        match a.map {
+            None => Some(a.offset),
+            Some(m) => lk(&self.map_at)[m].map(|base| base.wrapping_add(a.offset)),
+        }
+    }
+
+    /// The process's mm, if it exists now.
+    fn proc(&self, p: usize) -> Option<MmUser> {
+        lk(&self.procs)[p].clone()
+    }
+
+    /// Whether process `p` exists now.
+    pub(crate) fn exists(&self, p: usize) -> bool {
+        lk(&self.procs)[p].is_some()
+    }
+
+    /// Whether process `p` was ever created (it may have exited since).
+    pub(crate) fn was_created(&self, p: usize) -> bool {
+        lk(&self.created)[p]
+    }
+
+    fn dev(&self, d: usize) -> Option<Arc<Dev>> {
+        lk(&self.devs)[d].clone()
+    }
+
+    fn entry(&self, p: usize, addr: u64) -> Entry {
+        if let (Some(mm), Ok(va)) = (self.proc(p), VirtAddr::try_new(addr))
+            && let svmkit::mm::Pmd::Huge(h) = mm.pmd_get_lockless(va)
+        {
+            return Entry::HugePmd(h);
+        }
+        Entry::Pte(self.pte(p, addr))
+    }
+
+    fn pte(&self, p: usize, addr: u64) -> Pte {
+        match (self.proc(p), VirtAddr::try_new(addr)) {
+            (Some(mm), Ok(va)) => mm.pte_get_lockless(va.page_align_down()),
+            _ => Pte::None,
+        }
+    }
+
+    /// The folio a locking step on `addr` would lock, if it is locked now (by a held
+    /// guard or a leak): what the thread would sleep on.
+    pub(crate) fn would_block(&self, t: usize, step: &Step) -> Option<String> {
+        let p = self.thread_process(t);
+        let (at, pages, locks_present) = match &step.op {
+            Op::Read { at } | Op::Write { at, .. } | Op::FetchAdd { at, .. } => (at, 1, false),
+            Op::Gup { at, pages, .. } => (at, *pages, false),
+            Op::MakeExclusive { at, .. } | Op::AtomicAdd { at, .. } => (at, 1, true),
+            Op::Dmirror { cmd, at, pages, .. } => {
+                (at, *pages, matches!(cmd, DmirrorCmd::Exclusive))
+            }
+            _ => return None,
+        };
+        let start = self.resolve(at)? & !(PAGE_SIZE - 1);
+        let mem = self.sys.mem();
+        for i in 0..pages.min(4096) {
+            let addr = start.wrapping_add(i * PAGE_SIZE);
+            let pfn = match self.pte(p, addr) {
+                Pte::Swap(s) if s.is_device_exclusive() => s.pfn(),
+                Pte::Present(pp) if locks_present => Some(pp.pfn),
+                _ => None,
+            };
+            let Some(pfn) = pfn else { continue };
+            let Ok(folio) = mem.page_folio(pfn) else {
+                continue;
+            };
+            if mem.folio_test_locked(folio) {
+                let holder = lk(&self.held)
+                    .iter()
+                    .find(|(_, h)| matches!(h, Held::Exclusive(g) if g.folio() == folio))
+                    .map(|((th, name), _)| {
+                        format!("guard `{name}` of thread {}", self.sc.threads[*th].name)
+                    })
+                    .unwrap_or_else(|| "nobody the scenario knows (a leaked lock)".into());
+                return Some(format!(
+                    "the lock of folio {:#x} (page {addr:#x}), held by {holder}",
+                    folio.head().raw()
+                ));
+            }
+        }
+        None
+    }
+
+    pub(crate) fn describe(&self, op: &Op) -> String {
+        let a = |a: &Addr| match self.resolve(a) {
+            Some(v) if a.map.is_some() => format!("{} ({v:#x})", a.text),
+            _ => a.text.clone(),
+        };
+        match op {
+            Op::Read { at } => format!("read {}", a(at)),
+            Op::Write { at, value } => format!("write {} = {value}", a(at)),
+            Op::FetchAdd { at, value } => format!("fetch_add {} += {value}", a(at)),
+            Op::Mmap { map } => format!("mmap {}", self.sc.maps[*map].name),
+            Op::Munmap { at, len } => format!("munmap {} len {len:#x}", a(at)),
+            Op::Mprotect { at, len, prot } => format!("mprotect {} len {len:#x} {prot:?}", a(at)),
+            Op::Madvise { at, len, advice } => format!("madvise {} len {len:#x} {advice:?}", a(at)),
+            Op::Fork { child } => format!("fork -> {}", self.sc.processes[*child].name),
+            Op::Exit { process } => format!("exit {}", self.sc.processes[*process].name),
+            Op::ClearSoftDirty => "clear_refs soft-dirty".into(),
+            Op::UffdWp { at, len, protect } => format!("uffd_wp {} len {len:#x} {protect}", a(at)),
+            Op::MakeExclusive { at, hold } => format!(
+                "make_device_exclusive {}{}",
+                a(at),
+                hold.as_ref()
+                    .map_or(String::new(), |h| format!(" hold {h}"))
+            ),
+            Op::MakeExclusiveRange { at, pages } => {
+                format!("make_device_exclusive_range {} pages {pages}", a(at))
+            }
+            Op::Release { guard } => format!("release {guard}"),
+            Op::Gup {
+                at,
+                pages,
+                pin,
+                write,
+                hold,
+            } => format!(
+                "{} {} pages {pages}{} hold {hold}",
+                if *pin {
+                    "pin_user_pages"
+                } else {
+                    "get_user_pages"
+                },
+                a(at),
+                if *write { " write" } else { "" }
+            ),
+            Op::Unpin { hold } => format!("unpin {hold}"),
+            Op::AtomicAdd { at, value } => format!("device atomic {} += {value}", a(at)),
+            Op::Dmirror {
+                cmd,
+                at,
+                pages,
+                value,
+            } => format!(
+                "dmirror {} {} pages {pages}{}",
+                match cmd {
+                    DmirrorCmd::Read => "READ",
+                    DmirrorCmd::Write => "WRITE",
+                    DmirrorCmd::Exclusive => "EXCLUSIVE",
+                    DmirrorCmd::CheckExclusive => "CHECK_EXCLUSIVE",
+                },
+                a(at),
+                if matches!(cmd, DmirrorCmd::Write) {
+                    format!(" = {value}")
+                } else {
+                    String::new()
+                }
+            ),
+            Op::Reclaim { pages } => format!("reclaim up to {pages} pages"),
+            Op::ReclaimFolio { at } => format!("reclaim folio at {}", a(at)),
+            Op::Migrate { at } => format!("migrate folio at {}", a(at)),
+        }
+    }
+
+    fn mm(&self, p: usize) -> Result<MmUser, StepError> {
+        self.proc(p).ok_or(StepError::NoProcess)
+    }
+
+    fn folio_at(&self, p: usize, addr: u64) -> Result<svmkit::mm::Folio, StepError> {
+        let mm = self.mm(p)?;
+        let va = VirtAddr::try_new(addr).map_err(|_| Errno::EFAULT)?;
+        let pfn = match mm.pte_get_lockless(va.page_align_down()) {
+            Pte::Present(p) => p.pfn,
+            Pte::Swap(s) if s.pfn().is_some() => s.pfn().ok_or(Errno::EFAULT)?,
+            _ => mm.translate(va).ok_or(Errno::EFAULT)?,
+        };
+        Ok(self.sys.mem().page_folio(pfn)?)
+    }
+
+    fn map(&self, m: usize) -> Result<u64, StepError> {
+        let map = &self.sc.maps[m];
+        let mm = self.mm(map.process)?;
+        let mut flags = MapFlags::ANONYMOUS
+            | if map.shared {
+                MapFlags::SHARED
+            } else {
+                MapFlags::PRIVATE
+            };
+        if map.at.is_some() {
+            flags |= MapFlags::FIXED;
+        }
+        let addr = mm
+            .mmap(map.at.unwrap_or(0), map.len, map.prot, flags)?
+            .raw();
+        for a in &map.advice {
+            mm.madvise(addr, map.len, *a)?;
+        }
+        lk(&self.map_at)[m] = Some(addr);
+        Ok(addr)
+    }
+
+    fn run_step(&self, t: usize, step: &Step) -> StepResult {
+        let p = self.thread_process(t);
+        let task = &self.tasks[t];
+        let addr = |w: &World, a: &Addr| w.resolve(a).ok_or(StepError::Errno(Errno::EFAULT));
+        let cpu = |r: Result<u64, svmkit::FaultError>| -> StepResult {
+            r.map(Some).map_err(|e| match e.kind {
+                svmkit::FaultKind::Unmapped | svmkit::FaultKind::Protection => StepError::Sigsegv,
+                svmkit::FaultKind::Bus => StepError::Sigbus,
+                svmkit::FaultKind::OutOfMemory => StepError::Errno(Errno::ENOMEM),
+                svmkit::FaultKind::Misaligned => StepError::Errno(Errno::EINVAL),
+            })
+        };
+        let owner = match self.sc.threads[t].actor {
+            Actor::Device(d) => self.dev(d).map(|d| d.device().owner()),
+            Actor::Process(_) => None,
+        };
+        match &step.op {
+            Op::Read { at } => cpu(self.mm(p)?.read_u64(addr(self, at)?)),
+            Op::Write { at, value } => {
+                cpu(self.mm(p)?.write_u64(addr(self, at)?, *value).map(|()| 0)).map(|_| None)
+            }
+            Op::FetchAdd { at, value } => cpu(self.mm(p)?.fetch_add_u64(addr(self, at)?, *value)),
+            Op::Mmap { map } => self.map(*map).map(Some),
+            Op::Munmap { at, len } => {
+                Ok(self.mm(p)?.munmap(addr(self, at)?, *len).map(|()| None)?)
+            }
+            Op::Mprotect { at, len, prot } => Ok(self
+                .mm(p)?
+                .mprotect(addr(self, at)?, *len, *prot)
+                .map(|()| None)?),
+            Op::Madvise { at, len, advice } => Ok(self
+                .mm(p)?
+                .madvise(addr(self, at)?, *len, *advice)
+                .map(|()| None)?),
+            Op::Fork { child } => {
+                let parent = self.mm(p)?;
+                let c = self.sys.fork(&parent)?;
+                let rec = RecordingNotifier::passive();
+                c.mmu_notifier_register(rec.clone())?;
+                lk(&self.recorders)[*child] = Some(rec);
+                let old = lk(&self.procs)[*child].replace(c);
+                lk(&self.created)[*child] = true;
+                drop(old);
+                Ok(None)
+            }
+            Op::Exit { process } => {
+                let mm = lk(&self.procs)[*process].take();
+                let mm = mm.ok_or(StepError::NoProcess)?;
+                drop(mm);
+                Ok(None)
+            }
+            Op::ClearSoftDirty => {
+                self.mm(p)?.clear_refs_soft_dirty();
+                Ok(None)
+            }
+            Op::UffdWp { at, len, protect } => Ok(self
+                .mm(p)?
+                .uffd_writeprotect(addr(self, at)?, *len, *protect)
+                .map(|()| None)?),
+            Op::MakeExclusive { at, hold } => {
+                let a = addr(self, at)?;
+                let mm = self.mm(p)?;
+                let g = {
+                    let mut guard = mm.mmap_read_lock();
+                    mm.make_device_exclusive(&mut guard, a, owner, task)?
+                };
+                let page = g.page().raw();
+                match hold {
+                    Some(h) => {
+                        let old = lk(&self.held).insert((t, h.clone()), Held::Exclusive(g));
+                        if let Some(old) = old {
+                            self.release(old);
+                        }
+                    }
+                    None => drop(g),
+                }
+                Ok(Some(page))
+            }
+            Op::MakeExclusiveRange { at, pages } => {
+                let a = addr(self, at)?;
+                let mm = self.mm(p)?;
+                let got = {
+                    let mut guard = mm.mmap_read_lock();
+                    mm.make_device_exclusive_range(
+                        &mut guard,
+                        a,
+                        a.saturating_add(pages * PAGE_SIZE),
+                        owner,
+                        task,
+                    )?
+                };
+                Ok(Some(got.iter().filter(|g| g.is_some()).count() as u64))
+            }
+            Op::Release { guard } => match self.take_held(t, guard) {
+                Some(h) => {
+                    self.release(h);
+                    Ok(None)
+                }
+                None => Err(StepError::Errno(Errno::ENOENT)),
+            },
+            Op::Gup {
+                at,
+                pages,
+                pin,
+                write,
+                hold,
+            } => {
+                let a = addr(self, at)?;
+                let mm = self.mm(p)?;
+                let flags = if *write {
+                    GupFlags::WRITE
+                } else {
+                    GupFlags::empty()
+                };
+                let pfns = {
+                    let mut guard = mm.mmap_read_lock();
+                    if *pin {
+                        mm.pin_user_pages(&mut guard, a, *pages, flags)?
+                    } else {
+                        mm.get_user_pages(&mut guard, a, *pages, flags | GupFlags::GET)?
+                    }
+                };
+                let n = pfns.len() as u64;
+                let old = lk(&self.held).insert((t, hold.clone()), Held::Pages { pfns, pin: *pin });
+                if let Some(old) = old {
+                    self.release(old);
+                }
+                Ok(Some(n))
+            }
+            Op::Unpin { hold } => match self.take_held(t, hold) {
+                Some(h) => {
+                    self.release(h);
+                    Ok(None)
+                }
+                None => Err(StepError::Errno(Errno::ENOENT)),
+            },
+            Op::AtomicAdd { at, value } => {
+                let a = addr(self, at)?;
+                let Actor::Device(d) = self.sc.threads[t].actor else {
+                    return Err(Errno::EINVAL.into());
+                };
+                match self.dev(d).as_deref() {
+                    Some(Dev::Svm(s)) => Ok(s.atomic_fetch_add(task, a, *value).map(Some)?),
+                    _ => Err(Errno::EINVAL.into()),
+                }
+            }
+            Op::Dmirror {
+                cmd,
+                at,
+                pages,
+                value,
+            } => {
+                let a = addr(self, at)?;
+                let Actor::Device(d) = self.sc.threads[t].actor else {
+                    return Err(Errno::EINVAL.into());
+                };
+                let dev = self.dev(d);
+                let Some(Dev::Dmirror(dm)) = dev.as_deref() else {
+                    return Err(Errno::EINVAL.into());
+                };
+                let bytes =
+                    usize::try_from(pages.saturating_mul(PAGE_SIZE)).map_err(|_| Errno::EINVAL)?;
+                if bytes > 64 << 20 {
+                    return Err(Errno::EINVAL.into());
+                }
+                let mut buf = vec![0u8; bytes];
+                if matches!(cmd, DmirrorCmd::Write) {
+                    for w in buf.chunks_exact_mut(8) {
+                        w.copy_from_slice(&value.to_le_bytes());
+                    }
+                }
+                let mut c = HmmDmirrorCmd {
+                    addr: a,
+                    npages: *pages,
+                    cpages: 0,
+                    faults: 0,
+                };
+                let req = match cmd {
+                    DmirrorCmd::Read => DmirrorIoctl::Read,
+                    DmirrorCmd::Write => DmirrorIoctl::Write,
+                    DmirrorCmd::Exclusive => DmirrorIoctl::Exclusive,
+                    DmirrorCmd::CheckExclusive => DmirrorIoctl::CheckExclusive,
+                };
+                dm.ioctl(task, req, &mut c, &mut buf)?;
+                // READ and EXCLUSIVE return the first word read; the others the pages.
+                Ok(Some(match cmd {
+                    DmirrorCmd::Read | DmirrorCmd::Exclusive => {
+                        u64::from_le_bytes(buf[..8].try_into().unwrap_or([0; 8]))
+                    }
+                    _ => c.cpages,
+                }))
+            }
+            Op::Reclaim { pages } => Ok(Some(self.mm(p)?.reclaim_mm(*pages as usize) as u64)),
+            Op::ReclaimFolio { at } => {
+                let f = self.folio_at(p, addr(self, at)?)?;
+                Ok(self.sys.mem().reclaim_folio(f).map(|()| None)?)
+            }
+            Op::Migrate { at } => {
+                let f = self.folio_at(p, addr(self, at)?)?;
+                Ok(self
+                    .sys
+                    .mem()
+                    .migrate_folio(f)
+                    .map(|n| Some(n.head().raw()))?)
+            }
+        }
+    }
+
+    fn release(&self, h: Held) {
+        match h {
+            Held::Exclusive(g) => drop(g),
+            Held::Pages { pfns, pin } => {
+                if pin {
+                    self.sys.mem().unpin_user_pages(&pfns);
+                } else {
+                    for p in pfns {
+                        self.sys.mem().put_page(p);
+                    }
+                }
+            }
+        }
+    }
+
+    fn step_addr(&self, op: &Op) -> Option<u64> {
+        match op {
+            Op::Read { at }
+            | Op::Write { at, .. }
+            | Op::FetchAdd { at, .. }
+            | Op::Munmap { at, .. }
+            | Op::Mprotect { at, .. }
+            | Op::Madvise { at, .. }
+            | Op::UffdWp { at, .. }
+            | Op::MakeExclusive { at, .. }
+            | Op::MakeExclusiveRange { at, .. }
+            | Op::Gup { at, .. }
+            | Op::AtomicAdd { at, .. }
+            | Op::Dmirror { at, .. }
+            | Op::ReclaimFolio { at }
+            | Op::Migrate { at } => self.resolve(at),
+            Op::Mmap { map } => lk(&self.map_at)[*map],
+            _ => None,
+        }
+    }
+
+    fn owner_name(&self, raw: u64) -> String {
+        let devs = lk(&self.devs);
+        self.sc
+            .devices
+            .iter()
+            .zip(devs.iter())
+            .find(|(_, d)| d.as_ref().is_some_and(|d| d.device().owner().raw() == raw))
+            .map_or_else(|| format!("{raw:#x}"), |(d, _)| d.name.clone())
+    }
+
+    pub(crate) fn take_events(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let recorders: Vec<_> = lk(&self.recorders).clone();
+        for (i, r) in recorders.iter().enumerate() {
+            let Some(r) = r else { continue };
+            for c in r.take() {
+                match c.kind {
+                    NotifierCallKind::Start => {
+                        self.open_ranges.fetch_add(1, Ordering::Relaxed);
+                    }
+                    NotifierCallKind::End => {
+                        self.open_ranges.fetch_sub(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    NotifierCallKind::Release => {}
+                    _ => continue,
+                }
+                let owner = c.owner.map_or(String::new(), |o| {
+                    format!(" owner {}", self.owner_name(o.raw()))
+                });
+                out.push(format!(
+                    "{} {} [{:#x}, {:#x}){owner}",
+                    self.sc.processes[i].name,
+                    c.event.linux_name(),
+                    c.start,
+                    c.end
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Whether `events` contain the expected ones in order: each expectation is a set of
+/// words (an event name may drop its `MMU_NOTIFY_` prefix; case does not matter) that
+/// one event line must all contain, the next expectation matching a later event. An
+/// empty list expects no event at all.
+pub(crate) fn events_match(want: &[String], events: &[String]) -> Result<(), String> {
+    if want.is_empty() {
+        return if events.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no notifier event, got {}", events.join("; ")))
+        };
+    }
+    let words = |e: &str| -> Vec<String> {
+        e.split_whitespace()
+            .map(|w| w.trim_start_matches("MMU_NOTIFY_").to_ascii_lowercase())
+            .collect()
+    };
+    let mut it = events.iter();
+    for w in want {
+        let need = words(w);
+        if !it.any(|e| {
+            let have = words(e);
+            need.iter().all(|n| have.contains(n))
+        }) {
+            return Err(format!(
+                "a notifier event `{w}` (in order), got {}",
+                if events.is_empty() {
+                    "none".to_string()
+                } else {
+                    events.join("; ")
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn expect_text(e: &Outcome) -> String {
+    match e {
+        Outcome::Ok(Some(v)) => format!("= {v}"),
+        Outcome::Ok(None) => "success".into(),
+        Outcome::Err(v) => v.iter().map(|e| e.name()).collect::<Vec<_>>().join(" or "),
+        Outcome::Any => "anything".into(),
+    }
+}
+
+/// A step's result as the account prints it: addresses and frame numbers in hex.
+fn result_text_of(op: &Op, r: &StepResult) -> String {
+    match (op, r) {
+        (Op::Mmap { .. } | Op::MakeExclusive { .. } | Op::Migrate { .. }, Ok(Some(v))) => {
+            format!("= {v:#x}")
+        }
+        _ => result_text(r),
+    }
+}
+
+fn result_text(r: &StepResult) -> String {
+    match r {
+        Ok(Some(v)) => format!("= {v}"),
+        Ok(None) => "ok".into(),
+        Err(e) => e.name().into(),
+    }
+}
+
+fn outcome_holds(e: &Outcome, r: &StepResult) -> bool {
+    match (e, r) {
+        (Outcome::Any, _) => true,
+        (Outcome::Ok(None), Ok(_)) => true,
+        (Outcome::Ok(Some(v)), Ok(Some(got))) => v == got,
+        (Outcome::Err(list), Err(e)) => list.contains(e),
+        _ => false,
+    }
+}
+
+
+impl World {
+    /// The system of `sc` under `profile`, with the processes that exist from the start
+    /// (each with a passive notifier recording what happens to it).
+    pub(crate) fn new(sc: Arc<Scenario>, profile: Profile) -> Result<World, StepError> {
+        let mut config = SystemConfig::with_frames(sc.frames);
+        config.profile = profile;
+        let sys = System::new(config)?;
+        if let Some(slots) = sc.swap {
+            sys.mem().swapon(slots.max(1))?;
+        }
+        if let Some(m) = sc.thp {
+            sys.mem().set_thp_mode(m);
+        }
+        let n = sc.processes.len();
+        let w = World {
+            sys,
+            procs: Mutex::new(vec![None; n]),
+            recorders: Mutex::new(vec![None; n]),
+            created: Mutex::new(vec![false; n]),
+            map_at: Mutex::new(vec![None; sc.maps.len()]),
+            devs: Mutex::new(Vec::new()),
+            held: Mutex::new(BTreeMap::new()),
+            tasks: sc
+                .threads
+                .iter()
+                .map(|t| Task::new(t.name.clone()))
+                .collect(),
+            open_ranges: std::sync::atomic::AtomicI64::new(0),
+            sc,
+        };
+        for (i, p) in w.sc.processes.iter().enumerate() {
+            if p.at_start {
+                let mm = w.sys.create_mm()?;
+                let rec = RecordingNotifier::passive();
+                mm.mmu_notifier_register(rec.clone())?;
+                lk(&w.procs)[i] = Some(mm);
+                lk(&w.recorders)[i] = Some(rec);
+                lk(&w.created)[i] = true;
+            }
+        }
+        Ok(w)
+    }
+
+    /// The mappings no `mmap` step makes, then the devices. A mapping that fails is
+    /// an end check that failed (the run stops there); a device that cannot be opened
+    /// is an error of the setup.
+    pub(crate) fn setup(&self) -> Result<Option<EndCheck>, StepError> {
+        let sc = &self.sc;
+        let by_step: Vec<usize> = sc
+            .threads
+            .iter()
+            .flat_map(|t| t.steps.iter())
+            .filter_map(|s| match s.op {
+                Op::Mmap { map } => Some(map),
+                _ => None,
+            })
+            .collect();
+        for m in 0..sc.maps.len() {
+            if !by_step.contains(&m)
+                && let Err(e) = self.map(m)
+            {
+                return Ok(Some(EndCheck {
+                    what: format!("map {}", sc.maps[m].name),
+                    ok: false,
+                    detail: format!("setup mmap failed: {}", e.name()),
+                }));
+            }
+        }
+        for d in &sc.devices {
+            let mm = self.mm(d.process)?;
+            let dev = match &d.driver {
+                Driver::Dmirror => Dev::Dmirror(Dmirror::open(&mm)?),
+                Driver::SvmAtomic { flaws, max_passes } => {
+                    Dev::Svm(SvmAtomic::new(&mm, &d.name, *flaws, *max_passes)?)
+                }
+            };
+            lk(&self.devs).push(Some(Arc::new(dev)));
+        }
+        let _ = self.take_events();
+        Ok(None)
+    }
+
+    fn take_held(&self, t: usize, name: &str) -> Option<Held> {
+        lk(&self.held).remove(&(t, name.to_string()))
+    }
+
+    /// Runs `step` of thread `t` and writes down what it returned, what changed at its
+    /// address and which of its expectations failed.
+    pub(crate) fn perform(&self, t: usize, step: &Step, turn: usize, source: &str) -> StepRecord {
+        let sc = &self.sc;
+        let p = self.thread_process(t);
+        let a = self.step_addr(&step.op);
+        let before = a.map(|a| self.entry(p, a));
+        let text = self.describe(&step.op);
+        let r = self.run_step(t, step);
+        let after = a.map(|a| self.entry(p, a));
+        let mut failed = None;
+        if !outcome_holds(&step.expect, &r) {
+            failed = Some(format!(
+                "{}, got {}",
+                expect_text(&step.expect),
+                result_text(&r)
+            ));
+        }
+        if let (Some(k), Some(after)) = (step.expect_pte, after)
+            && failed.is_none()
+            && !entry_is(after, k)
+        {
+            failed = Some(format!("the PTE to be {k:?}, got {}", entry_text(after)));
+        }
+        let devs: Vec<Option<Arc<Dev>>> = lk(&self.devs).clone();
+        if failed.is_none()
+            && let Some(a) = a
+        {
+            for (d, want) in &step.expect_device {
+                let got = devs[*d]
+                    .as_ref()
+                    .and_then(|dev| dev.device().lock().get(a))
+                    .map(|e| e.rights);
+                if got != *want {
+                    failed = Some(format!(
+                        "{}'s entry to be {}, got {}",
+                        sc.devices[*d].name,
+                        want.map_or("none".into(), rights_text),
+                        got.map_or("none".into(), rights_text)
+                    ));
+                    break;
+                }
+            }
+        }
+        let events = self.take_events();
+        if failed.is_none()
+            && let Some(want) = &step.expect_events
+            && let Err(missing) = events_match(want, &events)
+        {
+            failed = Some(missing);
+        }
+        let devices = a.map_or_else(Vec::new, |a| {
+            sc.devices
+                .iter()
+                .zip(&devs)
+                .filter_map(|(d, dev)| {
+                    dev.as_ref()?.device().lock().get(a).map(|e| {
+                        format!(
+                            "{}: {} pfn {:#x}",
+                            d.name,
+                            rights_text(e.rights),
+                            e.pfn.raw()
+                        )
+                    })
+                })
+                .collect()
+        });
+        StepRecord {
+            turn,
+            thread: sc.threads[t].name.clone(),
+            line: line_of(source, step.span.start),
+            step: text,
+            result: result_text_of(&step.op, &r),
+            waited: false,
+            pte: before
+                .zip(after)
+                .map(|(b, a)| (entry_text(b), entry_text(a))),
+            events,
+            devices,
+            failed,
+            note: step.note.clone(),
+            id: step.id.clone(),
+        }
+    }
+
+    /// The end checks, with everything still in place: the invariant checker (counting
+    /// what the scenario holds) and notifier pairing if `with_checker` (not after a
+    /// deadlock, whose sleepers hold locks and ranges), and the values the file expects.
+    pub(crate) fn end_checks(&self, report: &mut RunReport, with_checker: bool) {
+        let sc = &self.sc;
+        if sc.expect.checker && with_checker {
+            let extra = self.extra_refs();
+            let r = self.sys.check_with(&extra);
+            report.end.push(EndCheck {
+                what: "invariant checker".into(),
+                ok: r.is_ok(),
+                detail: r.map_or_else(|e| e.to_string().trim().to_string(), |()| "clean".into()),
+            });
+            let _ = self.take_events();
+            let open = self.open_ranges.load(Ordering::Relaxed);
+            report.end.push(EndCheck {
+                what: "notifier ranges paired".into(),
+                ok: open == 0,
+                detail: if open == 0 {
+                    "every invalidate_range_start had its end".into()
+                } else {
+                    format!("{open} range(s) started and not ended")
+                },
+            });
+        }
+        for (p, at, want, _) in &sc.expect.values {
+            let got = match (self.proc(*p), self.resolve(at)) {
+                (Some(mm), Some(a)) => mm.read_u64(a).map_err(|e| e.to_string()),
+                (None, _) => Err(format!("process {} does not exist", sc.processes[*p].name)),
+                (_, None) => Err(format!("{} is not mapped", at.text)),
+            };
+            report.end.push(EndCheck {
+                what: format!("{} reads {} = {want}", sc.processes[*p].name, at.text),
+                ok: got.as_ref().is_ok_and(|g| g == want),
+                detail: match got {
+                    Ok(g) => format!("read {g}"),
+                    Err(e) => e,
+                },
+            });
+        }
+    }
+
+    /// Releases what the scenario holds, closes the devices, exits every process, and
+    /// checks that every frame came back if the file expects it.
+    pub(crate) fn teardown(&self, report: &mut RunReport) {
+        let held: Vec<Held> = std::mem::take(&mut *lk(&self.held)).into_values().collect();
+        for h in held {
+            self.release(h);
+        }
+        let devs = std::mem::take(&mut *lk(&self.devs));
+        drop(devs);
+        let procs = std::mem::take(&mut *lk(&self.procs));
+        drop(procs);
+        let recs = std::mem::take(&mut *lk(&self.recorders));
+        drop(recs);
+        if self.sc.expect.all_freed {
+            let mem = self.sys.mem();
+            let (free, usable) = (mem.nr_free_pages(), mem.nr_usable_pages());
+            report.end.push(EndCheck {
+                what: "every frame free after exit".into(),
+                ok: free == usable,
+                detail: format!("{free} of {usable} free"),
+            });
+        }
+    }
+
+    /// Leaves everything in place without dropping it: a deadlocked run keeps its
+    /// locks, and tearing down would sleep on them.
+    pub(crate) fn abandon(&self) {
+        std::mem::forget(std::mem::take(&mut *lk(&self.held)));
+        std::mem::forget(std::mem::take(&mut *lk(&self.devs)));
+        std::mem::forget(std::mem::take(&mut *lk(&self.procs)));
+    }
+
+    /// The references the scenario holds on purpose, for the checker: one per guard and
+    /// per GET; per PIN, `GUP_PIN_COUNTING_BIAS` on a small folio and one on a large
+    /// one.
+    fn extra_refs(&self) -> svmkit::check::ExtraRefs {
+        let mem = self.sys.mem();
+        let mut extra = svmkit::check::ExtraRefs::default();
+        for h in lk(&self.held).values() {
+            match h {
+                Held::Exclusive(g) => *extra.entry(g.folio()).or_default() += 1,
+                Held::Pages { pfns, pin } => {
+                    for p in pfns {
+                        let Ok(folio) = mem.page_folio(*p) else {
+                            continue;
+                        };
+                        if mem.is_zero_pfn(folio.head()) {
+                            continue;
+                        }
+                        let n = if *pin && folio.order() == 0 {
+                            svmkit::mm::GUP_PIN_COUNTING_BIAS
+                        } else {
+                            1
+                        };
+                        *extra.entry(folio).or_default() += n;
+                    }
+                }
+            }
+        }
+        extra
+    }
+}
