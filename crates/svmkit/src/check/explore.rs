@@ -5,16 +5,20 @@
 //! shuttle's while the caller's stay std's.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use shuttle::scheduler::{PctScheduler, RandomScheduler, Scheduler};
+use shuttle::scheduler::{PctScheduler, RandomScheduler, ReplayScheduler};
 use shuttle::{Config, Runner};
 use shuttle_engine::runtime::execution::CurrentSchedule;
 use shuttle_engine::scheduler::serialization::serialize_schedule;
+use shuttle_engine::scheduler::{Schedule, Scheduler, Task, TaskId};
 
+use super::dfs::{BoundedDfs, is_preemption};
 use crate::sync::mode::ExplorationScope;
 
 /// A schedule-exploration strategy.
@@ -26,21 +30,50 @@ pub enum SchedulerKind {
     /// priorities with `pct_depth - 1` priority-change points; finds bugs of small depth
     /// with a guaranteed probability per iteration.
     Pct,
+    /// Bounded exhaustive search, depth first: every schedule with at most
+    /// [`ExploreConfig::preemption_bound`] preemptions (switches away from a task that is
+    /// still runnable and does not yield), up to [`ExploreConfig::iterations`] of them.
+    /// Continuing a task that asked to yield while another could run, and waking a
+    /// blocked task spuriously, also count against the bound, so that spin loops are
+    /// explored finitely. The closure's random data is the same in every schedule.
+    Dfs,
+}
+
+impl SchedulerKind {
+    /// Every scheduler, in the order of their names.
+    pub const ALL: [SchedulerKind; 3] = [
+        SchedulerKind::Random,
+        SchedulerKind::Pct,
+        SchedulerKind::Dfs,
+    ];
+
+    /// The scheduler named `name` (`"random"`, `"pct"` or `"dfs"`, as [`Display`](fmt::Display)
+    /// writes them), `None` for any other name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The scheduler's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedulerKind::Random => "random",
+            SchedulerKind::Pct => "pct",
+            SchedulerKind::Dfs => "dfs",
+        }
+    }
 }
 
 impl fmt::Display for SchedulerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SchedulerKind::Random => "random",
-            SchedulerKind::Pct => "pct",
-        })
+        f.write_str(self.name())
     }
 }
 
 /// How much to explore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExploreConfig {
-    /// Iterations (schedules) per scheduler.
+    /// Iterations (schedules) per scheduler; for [`SchedulerKind::Dfs`], the most it runs
+    /// before the bounded space is exhausted.
     pub iterations: usize,
     /// PCT bug depth.
     pub pct_depth: usize,
@@ -50,10 +83,16 @@ pub struct ExploreConfig {
     pub schedulers: Vec<SchedulerKind>,
     /// Scheduling steps after which one iteration counts as a livelock failure.
     pub max_steps: usize,
+    /// The most preemptions in a schedule [`SchedulerKind::Dfs`] explores.
+    pub preemption_bound: usize,
+    /// Wall-clock time after which the exploration stops, without failure, once the
+    /// schedule running then has finished ([`ExploreReport::timed_out`]); `None`: no limit.
+    pub time_limit: Option<Duration>,
 }
 
 impl ExploreConfig {
-    /// Random then PCT (depth 3), `iterations` schedules each, a fixed seed.
+    /// Random then PCT (depth 3), `iterations` schedules each, a fixed seed; a
+    /// preemption bound of 2 for a depth-first search, no time limit.
     ///
     /// The environment can raise or lower the effort without recompiling:
     /// `SVMKIT_ITERS` replaces `iterations` and `SVMKIT_SEED` the seed.
@@ -65,10 +104,12 @@ impl ExploreConfig {
             seed: env_num("SVMKIT_SEED").unwrap_or(0x5eed_0f5c_4ed0_1e00),
             schedulers: vec![SchedulerKind::Random, SchedulerKind::Pct],
             max_steps: 200_000,
+            preemption_bound: 2,
+            time_limit: None,
         }
     }
 
-    /// Total schedules this configuration runs.
+    /// The most schedules this configuration runs.
     pub fn total_iterations(&self) -> usize {
         self.iterations * self.schedulers.len()
     }
@@ -77,8 +118,13 @@ impl ExploreConfig {
 /// What a passing exploration covered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExploreReport {
-    /// Completed schedules per scheduler.
+    /// Completed schedules per scheduler that ran (a time limit can leave later ones out).
     pub runs: Vec<(SchedulerKind, usize)>,
+    /// Whether a [`SchedulerKind::Dfs`] run covered its whole bounded space (every
+    /// schedule within the preemption bound) before its iteration limit.
+    pub exhausted: bool,
+    /// Whether the exploration stopped at [`ExploreConfig::time_limit`].
+    pub timed_out: bool,
 }
 
 impl ExploreReport {
@@ -87,6 +133,40 @@ impl ExploreReport {
         self.runs.iter().map(|r| r.1).sum()
     }
 }
+
+impl fmt::Display for ExploreReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} schedules explored (", self.schedules())?;
+        for (i, (kind, n)) in self.runs.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{kind} {n}")?;
+        }
+        f.write_str(")")?;
+        if self.exhausted {
+            f.write_str(", bounded space exhausted")?;
+        }
+        if self.timed_out {
+            f.write_str(", stopped at the time limit")?;
+        }
+        Ok(())
+    }
+}
+
+/// Progress of an exploration, reported after every completed schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExploreProgress {
+    /// The scheduler running.
+    pub scheduler: SchedulerKind,
+    /// Schedules completed so far, by all schedulers.
+    pub schedules: usize,
+    /// Time since the exploration started.
+    pub elapsed: Duration,
+}
+
+/// A progress callback ([`explore_with_progress`]).
+pub type ProgressFn = Arc<dyn Fn(ExploreProgress) + Send + Sync>;
 
 /// A failing schedule: what went wrong and how to reproduce it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +180,11 @@ pub struct ExploreFailure {
     /// Schedules this scheduler ran up to and including the failing one (1 for a
     /// replay): how hard the failure was to find.
     pub schedules_run: usize,
+    /// Preemptions in the schedule: switches away from a task that was still runnable
+    /// and had not asked to yield.
+    pub preemptions: usize,
+    /// Scheduling decisions (task steps) in the schedule.
+    pub steps: usize,
 }
 
 impl fmt::Display for ExploreFailure {
@@ -114,15 +199,15 @@ impl fmt::Display for ExploreFailure {
         }
         write!(
             f,
-            "\nreplay with svmkit::check::replay(closure, \"{}\")",
-            self.schedule
+            "\n({} steps, {} preemptions) replay with svmkit::check::replay(closure, \"{}\")",
+            self.steps, self.preemptions, self.schedule
         )
     }
 }
 
 impl std::error::Error for ExploreFailure {}
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -138,35 +223,132 @@ fn shuttle_config(max_steps: usize) -> Config {
     config
 }
 
-/// Runs `f` under a scheduler; on failure returns the message, the schedule of the
-/// failing iteration (which shuttle keeps in a thread-local of the runner's thread) and
-/// how many schedules ran.
-fn run_one<S: Scheduler + 'static>(
+/// What a [`Tracked`] scheduler tells its caller, who cannot reach it inside shuttle's
+/// runner (and who reads it after a failing execution has unwound out of the runner).
+#[derive(Debug, Default)]
+struct Tally {
+    /// Executions started.
+    started: Cell<usize>,
+    /// Task steps of the current execution.
+    steps: Cell<usize>,
+    /// Preemptions of the current execution ([`is_preemption`]).
+    preemptions: Cell<usize>,
+    /// Whether the deadline stopped the run.
+    timed_out: Cell<bool>,
+}
+
+/// Where a tracked run reports progress.
+struct Progress {
+    report: ProgressFn,
+    scheduler: SchedulerKind,
+    /// Schedules completed by the schedulers that ran before.
+    before: usize,
+    start: Instant,
+}
+
+/// Wraps a scheduler: counts the steps and preemptions of each execution, reports each
+/// completed one, and stops at a deadline between executions.
+struct Tracked<S> {
+    inner: S,
+    tally: Rc<Tally>,
+    progress: Option<Progress>,
+    deadline: Option<Instant>,
+}
+
+impl<S: Scheduler> Scheduler for Tracked<S> {
+    fn new_execution(&mut self) -> Option<Schedule> {
+        let tally = &self.tally;
+        if self.progress.is_some() || self.deadline.is_some() {
+            let now = Instant::now();
+            // An execution started and the runner asks for the next one: it passed.
+            if let Some(p) = &self.progress
+                && tally.started.get() > 0
+            {
+                (p.report)(ExploreProgress {
+                    scheduler: p.scheduler,
+                    schedules: p.before + tally.started.get(),
+                    elapsed: now.duration_since(p.start),
+                });
+            }
+            if self.deadline.is_some_and(|d| now >= d) {
+                tally.timed_out.set(true);
+                return None;
+            }
+        }
+        let schedule = self.inner.new_execution()?;
+        tally.started.set(tally.started.get() + 1);
+        tally.steps.set(0);
+        tally.preemptions.set(0);
+        Some(schedule)
+    }
+
+    fn next_task(
+        &mut self,
+        runnable: &[&Task],
+        current: Option<TaskId>,
+        is_yielding: bool,
+    ) -> Option<TaskId> {
+        let choice = self.inner.next_task(runnable, current, is_yielding)?;
+        let tally = &self.tally;
+        tally.steps.set(tally.steps.get() + 1);
+        if is_preemption(runnable, current, is_yielding, choice) {
+            tally.preemptions.set(tally.preemptions.get() + 1);
+        }
+        Some(choice)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.inner.next_u64()
+    }
+}
+
+/// How a passing tracked run ended.
+struct RunOutcome {
+    schedules: usize,
+    timed_out: bool,
+}
+
+/// Runs `f` under `scheduler` (each execution in an [`ExplorationScope`]); on failure
+/// returns the message, the schedule of the failing execution (which shuttle keeps in a
+/// thread-local of the runner's thread), its statistics and how many schedules ran.
+fn run_tracked<S: Scheduler + 'static>(
     scheduler: S,
+    kind: Option<SchedulerKind>,
     config: Config,
     f: Arc<dyn Fn() + Send + Sync>,
-) -> Result<usize, (String, String, usize)> {
-    let runner = Runner::new(scheduler, config);
-    let started = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&started);
+    progress: Option<Progress>,
+    deadline: Option<Instant>,
+) -> Result<RunOutcome, ExploreFailure> {
+    let tally = Rc::new(Tally::default());
+    let tracked = Tracked {
+        inner: scheduler,
+        tally: Rc::clone(&tally),
+        progress,
+        deadline,
+    };
+    let runner = Runner::new(tracked, config);
     let scope = ExplorationScope::enter();
     let os_thread = scope.os_thread();
-    match panic::catch_unwind(AssertUnwindSafe(move || {
+    let result = panic::catch_unwind(AssertUnwindSafe(move || {
         runner.run(move || {
-            counter.fetch_add(1, Ordering::Relaxed);
             ExplorationScope::begin_execution(os_thread);
             f()
         })
-    })) {
-        Ok(n) => Ok(n),
-        Err(payload) => {
-            let schedule = serialize_schedule(&CurrentSchedule::get_schedule());
-            Err((
-                panic_message(payload.as_ref()),
-                schedule,
-                started.load(Ordering::Relaxed),
-            ))
-        }
+    }));
+    drop(scope);
+    match result {
+        Ok(schedules) => Ok(RunOutcome {
+            schedules,
+            timed_out: tally.timed_out.get(),
+        }),
+        Err(payload) => Err(ExploreFailure {
+            scheduler: kind,
+            message: panic_message(payload.as_ref()),
+            schedule: serialize_schedule(&CurrentSchedule::get_schedule()),
+            schedules_run: tally.started.get(),
+            preemptions: tally.preemptions.get(),
+            steps: tally.steps.get(),
+        }),
     }
 }
 
@@ -192,63 +374,110 @@ pub fn explore<F>(config: &ExploreConfig, f: F) -> Result<ExploreReport, Explore
 where
     F: Fn() + Send + Sync + 'static,
 {
-    let f: Arc<dyn Fn() + Send + Sync> = Arc::new(f);
-    let mut runs = Vec::new();
+    explore_impl(config, Arc::new(f), None)
+}
+
+/// [`explore`], calling `progress` after every completed schedule (from the exploring
+/// thread, between schedules: keep it cheap, it delays the next one).
+pub fn explore_with_progress<F>(
+    config: &ExploreConfig,
+    f: F,
+    progress: ProgressFn,
+) -> Result<ExploreReport, ExploreFailure>
+where
+    F: Fn() + Send + Sync + 'static,
+{
+    explore_impl(config, Arc::new(f), Some(progress))
+}
+
+fn explore_impl(
+    config: &ExploreConfig,
+    f: Arc<dyn Fn() + Send + Sync>,
+    progress: Option<ProgressFn>,
+) -> Result<ExploreReport, ExploreFailure> {
+    let start = Instant::now();
+    let deadline = config.time_limit.map(|t| start + t);
+    let mut report = ExploreReport {
+        runs: Vec::new(),
+        exhausted: false,
+        timed_out: false,
+    };
     for &kind in &config.schedulers {
+        let progress = progress.as_ref().map(|report_fn| Progress {
+            report: Arc::clone(report_fn),
+            scheduler: kind,
+            before: report.schedules(),
+            start,
+        });
         let sc = shuttle_config(config.max_steps);
+        let f = Arc::clone(&f);
+        let exhausted = Rc::new(Cell::new(false));
         let result = match kind {
-            SchedulerKind::Random => run_one(
+            SchedulerKind::Random => run_tracked(
                 RandomScheduler::new_from_seed(config.seed, config.iterations),
+                Some(kind),
                 sc,
-                Arc::clone(&f),
+                f,
+                progress,
+                deadline,
             ),
-            SchedulerKind::Pct => run_one(
+            SchedulerKind::Pct => run_tracked(
                 PctScheduler::new_from_seed(config.seed, config.pct_depth, config.iterations),
+                Some(kind),
                 sc,
-                Arc::clone(&f),
+                f,
+                progress,
+                deadline,
+            ),
+            SchedulerKind::Dfs => run_tracked(
+                BoundedDfs::new(
+                    config.preemption_bound,
+                    config.iterations,
+                    config.seed,
+                    Rc::clone(&exhausted),
+                ),
+                Some(kind),
+                sc,
+                f,
+                progress,
+                deadline,
             ),
         };
         match result {
-            Ok(n) => runs.push((kind, n)),
-            Err((message, schedule, schedules_run)) => {
-                let failure = ExploreFailure {
-                    scheduler: Some(kind),
-                    message,
-                    schedule,
-                    schedules_run,
-                };
+            Ok(outcome) => {
+                report.runs.push((kind, outcome.schedules));
+                report.exhausted |= exhausted.get();
+                if outcome.timed_out {
+                    report.timed_out = true;
+                    break;
+                }
+            }
+            Err(failure) => {
                 eprintln!("svmkit: {failure}");
                 return Err(failure);
             }
         }
     }
-    Ok(ExploreReport { runs })
+    Ok(report)
 }
 
-/// Runs `f` once under the schedule a failure reported, reproducing it.
+/// Runs `f` once under the schedule a failure reported, reproducing it. The failure it
+/// returns carries the schedule's statistics (steps and preemptions).
 pub fn replay<F>(f: F, schedule: &str) -> Result<(), ExploreFailure>
 where
     F: Fn() + Send + Sync + 'static,
 {
-    let f: Arc<dyn Fn() + Send + Sync> = Arc::new(f);
-    let schedule_owned = schedule.to_string();
-    let scope = ExplorationScope::enter();
-    let os_thread = scope.os_thread();
-    match panic::catch_unwind(AssertUnwindSafe(move || {
-        shuttle::replay(
-            move || {
-                ExplorationScope::begin_execution(os_thread);
-                f()
-            },
-            &schedule_owned,
-        )
-    })) {
-        Ok(()) => Ok(()),
-        Err(payload) => Err(ExploreFailure {
-            scheduler: None,
-            message: panic_message(payload.as_ref()),
-            schedule: schedule.to_string(),
-            schedules_run: 1,
-        }),
-    }
+    run_tracked(
+        ReplayScheduler::new_from_encoded(schedule),
+        None,
+        Config::default(),
+        Arc::new(f),
+        None,
+        None,
+    )
+    .map(|_| ())
+    .map_err(|failure| ExploreFailure {
+        schedule: schedule.to_string(),
+        ..failure
+    })
 }
