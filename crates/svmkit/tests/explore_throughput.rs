@@ -36,5 +36,7 @@ fn random_schedules_per_second() {
         let rate = report.schedules() as f64 / start.elapsed().as_secs_f64();
         best = best.max(rate);
     }
-    println!("explore(Random), trivial two-thread closure: {best:.0} schedules/s (best of 3 x {iterations})");
+    println!(
+        "explore(Random), trivial two-thread closure: {best:.0} schedules/s (best of 3 x {iterations})"
+    );
 }
