@@ -1,7 +1,8 @@
 //! `svmkit`: the command-line front end of the svmkit model.
 //!
-//! Today it runs a guided tour of the foundation (`svmkit demo`); later issues add
-//! scenarios, schedule exploration and traces.
+//! `svmkit run` runs a scenario file on one schedule, `svmkit explore` explores its
+//! schedules, `svmkit replay` reproduces a failing one, `svmkit merge` combines the
+//! reports of explore shards, and `svmkit demo` is the guided tour.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod explore;
 mod report;
 mod run;
 
@@ -68,11 +70,131 @@ enum Command {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
         step_timeout: u64,
     },
+    /// Explore the schedules of a scenario file: every thread becomes a task, and the
+    /// explorer interleaves them at every lock the model takes, checking each schedule
+    /// (every expectation, the exclusivity invariant after every step and at a
+    /// monitor's scheduling points, the end checks, deadlocks, livelocks). On a
+    /// failure it shrinks the schedule, saves it, and prints the violation, the
+    /// failing schedule's account and the command that replays it. Exit status 0 when
+    /// no failure is found within the budget, 1 when one is, 2 for bad input. Guide:
+    /// docs/EXPLORING.md.
+    Explore {
+        /// The scenario file.
+        file: std::path::PathBuf,
+        /// Explore under this era instead of the file's profile.
+        #[arg(long, value_parser = ["linux-5.14", "linux-6.15"])]
+        profile: Option<String>,
+        /// random (uniform choice at every point), pct (probabilistic concurrency
+        /// testing, bug depth --pct-depth), or dfs (every schedule with at most
+        /// --preemption-bound preemptions).
+        #[arg(long, default_value = "random", value_parser = ["random", "pct", "dfs"])]
+        strategy: String,
+        /// Schedules to run at most (default: the file's [explore] schedules, else 1000).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        schedules: Option<u64>,
+        /// Stop after this many seconds (no failure within them: exit 0).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+        time: Option<u64>,
+        /// Seed of the strategy's random choices (decimal or 0x-hex).
+        #[arg(long, default_value = "0x5eed", value_parser = parse_seed)]
+        seed: u64,
+        /// PCT's bug depth.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=64))]
+        pct_depth: u64,
+        /// DFS's preemption bound.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=16))]
+        preemption_bound: u64,
+        /// Scheduling points after which a schedule counts as a livelock.
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(100..=100_000_000))]
+        max_steps: u64,
+        /// Exploration workers in this process, on disjoint seeds.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+        jobs: u64,
+        /// Explore only share K of N of the seed space (for N independent processes;
+        /// combine their --json reports with `svmkit merge`).
+        #[arg(long, value_name = "K/N")]
+        shard: Option<String>,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Where to save a failing schedule (default: FILE-STEM.PROFILE.schedule.json).
+        #[arg(long)]
+        save: Option<std::path::PathBuf>,
+    },
+    /// Replay a schedule `svmkit explore` saved: the same violation and the same
+    /// account, byte for byte. Exit status 1 when the schedule fails (the failure is
+    /// reproduced), 0 when it passes, 2 for bad input.
+    Replay {
+        /// The scenario file the schedule was found in.
+        file: std::path::PathBuf,
+        /// The saved schedule (JSON).
+        schedule: std::path::PathBuf,
+        /// Replay under this era instead of the one saved.
+        #[arg(long, value_parser = ["linux-5.14", "linux-6.15"])]
+        profile: Option<String>,
+        /// Print the failure as JSON instead of the account.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Merge the --json reports of explore shards into one: schedules and throughput
+    /// add up, failures are kept. Exit status 1 when any shard found a failure.
+    Merge {
+        /// The reports.
+        #[arg(required = true)]
+        reports: Vec<std::path::PathBuf>,
+        /// Print the merged report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_seed(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(&h.replace('_', ""), 16),
+        None => s.replace('_', "").parse(),
+    };
+    r.map_err(|_| format!("`{s}` is not a number (decimal, or hex with 0x)"))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Explore {
+            file,
+            profile,
+            strategy,
+            schedules,
+            time,
+            seed,
+            pct_depth,
+            preemption_bound,
+            max_steps,
+            jobs,
+            shard,
+            json,
+            save,
+        } => explore::explore(explore::Args {
+            file,
+            profile,
+            strategy,
+            schedules: schedules.map(|n| n as usize),
+            time,
+            seed,
+            pct_depth: pct_depth as usize,
+            preemption_bound: preemption_bound as usize,
+            max_steps: max_steps as usize,
+            jobs: jobs as usize,
+            shard,
+            json,
+            save,
+        }),
+        Command::Replay {
+            file,
+            schedule,
+            profile,
+            json,
+        } => explore::replay_main(&file, &schedule, profile.as_deref(), json),
+        Command::Merge { reports, json } => explore::merge_main(&reports, json),
         Command::Run {
             file,
             profile,

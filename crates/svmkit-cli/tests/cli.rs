@@ -174,3 +174,158 @@ fn run_a_file_with_mistakes_exits_2_with_location_and_hint() {
     let out = svmkit(&["run", dir.join("missing.toml").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn explore_finds_the_lost_update_saves_it_and_replay_reproduces_it_byte_for_byte() {
+    let dir = tempdir();
+    let save = dir.join("lost.schedule.json");
+    let file = example("race-lost-update-write-entry.toml");
+    let out = svmkit(&["explore", &file, "--save", save.to_str().unwrap()]);
+    // Exit 1: a failure found (spec 2: a read-modify-write through a plain write
+    // entry races the CPU; derived, shuttle_svm.rs finds it in Rust).
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("FAILURE after"), "{text}");
+    assert!(
+        text.contains("end check failed: app reads counter = 4"),
+        "{text}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("replay with: svmkit replay"), "{stderr}");
+    assert!(stderr.contains("as documented"), "{stderr}");
+    let account = &text[text.find("scenario ").unwrap()..];
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let r = svmkit(&["replay", &file, save.to_str().unwrap()]);
+        assert_eq!(
+            r.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(String::from_utf8_lossy(&r.stderr).contains("reproduced"));
+        seen.push(String::from_utf8_lossy(&r.stdout).to_string());
+    }
+    assert_eq!(seen[0], seen[1], "two replays differ");
+    assert_eq!(
+        seen[0], account,
+        "the replay differs from the explored account"
+    );
+}
+
+#[test]
+fn explore_a_clean_file_exits_0_and_reports_json() {
+    let out = svmkit(&[
+        "explore",
+        &example("race-counter.toml"),
+        "--schedules",
+        "200",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["schedules"], 200);
+    assert_eq!(json["failures"].as_array().unwrap().len(), 0);
+    assert_eq!(json["strategy"], "random");
+}
+
+#[test]
+fn explore_dfs_exhausts_a_small_space() {
+    let out = svmkit(&[
+        "explore",
+        &example("race-counter.toml"),
+        "--strategy",
+        "dfs",
+        "--preemption-bound",
+        "1",
+        "--schedules",
+        "100000",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["exhausted"], true, "{json}");
+    assert!(json["schedules"].as_u64().unwrap() > 1);
+}
+
+#[test]
+fn explore_bad_input_exits_2_with_a_hint() {
+    let out = svmkit(&["explore", &example("race-counter.toml"), "--shard", "3/2"]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("K must be from 1 to N") && e.contains("hint"),
+        "{e}"
+    );
+    let out = svmkit(&[
+        "explore",
+        &example("race-counter.toml"),
+        "--strategy",
+        "dfs",
+        "--jobs",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn explore_two_shards_under_gnu_parallel_merge_into_one_report() {
+    let dir = tempdir();
+    let bin = env!("CARGO_BIN_EXE_svmkit");
+    let file = example("race-counter.toml");
+    let status = Command::new("parallel")
+        .arg("-j2")
+        .arg(format!(
+            "{bin} explore --json --shard {{}}/2 --schedules 100 {file} > {}/shard-{{}}.json",
+            dir.display()
+        ))
+        .arg(":::")
+        .args(["1", "2"])
+        .status()
+        .expect("GNU parallel (Debian package `parallel`; .ci/run installs it)");
+    assert!(status.success());
+    let a = dir.join("shard-1.json");
+    let b = dir.join("shard-2.json");
+    let out = svmkit(&["merge", "--json", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["schedules"], 200);
+    assert_eq!(json["shards"], serde_json::json!(["1/2", "2/2"]));
+    let seeds = json["seeds"].as_array().unwrap();
+    assert_eq!(seeds.len(), 2);
+    assert_ne!(seeds[0], seeds[1], "the shards explored from the same seed");
+    // The same shard twice is refused.
+    let out = svmkit(&["merge", a.to_str().unwrap(), a.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn tempdir() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "svmkit-cli-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -50,6 +50,18 @@ pub struct Scenario {
     /// How a run ends under each era the file names (`[outcomes]`), with the source of
     /// that expectation; absent: its own profile passes.
     pub outcomes: Vec<EraOutcome>,
+    /// What `svmkit explore` finds (`[explore]`).
+    pub explore: ExploreSpec,
+}
+
+/// `[explore]`: what exploring the file's schedules finds, per era.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExploreSpec {
+    /// The budget (schedules) the outcomes are claimed for.
+    pub schedules: Option<usize>,
+    /// Per era; an era not named here is expected to end as `[outcomes]` says (a file
+    /// whose threads run one after another has one schedule's worth of interleaving).
+    pub outcomes: Vec<EraOutcome>,
 }
 
 /// The documented outcome of a scenario under one era.
@@ -64,6 +76,8 @@ pub struct EraOutcome {
     /// For `fail`: the `id` of the step whose expectation must be the first to fail
     /// (`end` for the end checks).
     pub fails_at: Option<String>,
+    /// For an explored `fail` or `deadlock`: text the violation must contain.
+    pub finds: Option<String>,
 }
 
 impl Scenario {
@@ -71,6 +85,16 @@ impl Scenario {
     /// without `[outcomes]` expects its own profile to pass.
     pub fn expected_outcome(&self, profile: &str) -> Option<&EraOutcome> {
         self.outcomes.iter().find(|o| o.profile == profile)
+    }
+
+    /// What exploring under `profile` must end with: `[explore.outcomes]`, else
+    /// `[outcomes]`.
+    pub fn expected_explore_outcome(&self, profile: &str) -> Option<&EraOutcome> {
+        self.explore
+            .outcomes
+            .iter()
+            .find(|o| o.profile == profile)
+            .or_else(|| self.expected_outcome(profile))
     }
 }
 

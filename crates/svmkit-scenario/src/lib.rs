@@ -34,8 +34,9 @@
 pub mod ast;
 pub mod diag;
 pub mod engine;
-mod world;
+pub mod explore;
 pub mod parse;
+mod world;
 
 pub use ast::Scenario;
 pub use diag::ParseError;

@@ -593,8 +593,8 @@ fn thp_of(cx: &mut Ctx, n: &Node) -> Option<ThpMode> {
 }
 
 const SCENARIO_KEYS: [&str; 5] = ["name", "profile", "frames", "swap", "thp"];
-const TOP_KEYS: [&str; 7] = [
-    "scenario", "process", "map", "device", "thread", "expect", "outcomes",
+const TOP_KEYS: [&str; 8] = [
+    "scenario", "process", "map", "device", "thread", "expect", "outcomes", "explore",
 ];
 const MAP_KEYS: [&str; 7] = ["name", "process", "at", "len", "prot", "shared", "advice"];
 const DEVICE_KEYS: [&str; 5] = ["name", "driver", "process", "max_passes", "flaws"];
@@ -802,14 +802,19 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
     };
     let mut outcomes = Vec::new();
     if let Some(o) = top.get("outcomes") {
-        outcomes = outcomes_of(cx, o);
+        outcomes = outcomes_of(cx, o, false);
     }
+    let explore = match top.get("explore") {
+        None => ExploreSpec::default(),
+        Some(e) => explore_spec(cx, e),
+    };
     if outcomes.is_empty() {
         outcomes.push(EraOutcome {
             profile: profile.name.to_string(),
             outcome: crate::engine::RunOutcome::Pass,
             source: "the file's own expectations".into(),
             fails_at: None,
+            finds: None,
         });
     }
     let ids: Vec<&str> = threads
@@ -855,12 +860,41 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
         threads,
         expect,
         outcomes,
+        explore,
     })
+}
+
+/// `[explore]`: `schedules` (the budget the outcomes are claimed for) and
+/// `[explore.outcomes]` (what `svmkit explore` finds under each era).
+fn explore_spec(cx: &mut Ctx, n: &Node) -> ExploreSpec {
+    let mut spec = ExploreSpec::default();
+    let Some(mut t) = Tbl::new(cx, n, "[explore]") else {
+        return spec;
+    };
+    if let Some(x) = t.get("schedules") {
+        match &x.kind {
+            Kind::Int(v) if (1..=100_000_000).contains(v) => spec.schedules = Some(*v as usize),
+            _ => cx.err(
+                Problem::new(
+                    x.span,
+                    "schedules must be a whole number from 1 to 100000000",
+                )
+                .label("bad budget"),
+            ),
+        }
+    }
+    if let Some(o) = t.get("outcomes") {
+        spec.outcomes = outcomes_of(cx, o, true);
+    }
+    t.finish(cx, &["schedules", "outcomes"]);
+    spec
 }
 
 /// `[outcomes]`: `"linux-5.14" = "deadlock"` or `"linux-5.14" = { outcome =
 /// "deadlock", source = "spec 8 item 22" }`.
-fn outcomes_of(cx: &mut Ctx, n: &Node) -> Vec<EraOutcome> {
+/// With `explore`, an outcome may say what the violation contains (`finds`) and may
+/// not name a step (`fails_at`: a failing schedule stops at its first violation).
+fn outcomes_of(cx: &mut Ctx, n: &Node, explore: bool) -> Vec<EraOutcome> {
     let mut out = Vec::new();
     let Kind::Table(entries) = &n.kind else {
         cx.err(
@@ -881,6 +915,7 @@ fn outcomes_of(cx: &mut Ctx, n: &Node) -> Vec<EraOutcome> {
             continue;
         }
         let mut fails_at = None;
+        let mut finds = None;
         let (word, source) = match &v.kind {
             Kind::Str(s) => (Some((s.clone(), v.span)), String::from("(no source given)")),
             Kind::Table(_) => {
@@ -894,8 +929,13 @@ fn outcomes_of(cx: &mut Ctx, n: &Node) -> Vec<EraOutcome> {
                     .require(cx, "source")
                     .and_then(|x| cx.want_str(x, "source"))
                     .unwrap_or_default();
-                fails_at = t.get("fails_at").and_then(|x| cx.want_str(x, "fails_at"));
-                t.finish(cx, &["outcome", "source", "fails_at"]);
+                if explore {
+                    finds = t.get("finds").and_then(|x| cx.want_str(x, "finds"));
+                    t.finish(cx, &["outcome", "source", "finds"]);
+                } else {
+                    fails_at = t.get("fails_at").and_then(|x| cx.want_str(x, "fails_at"));
+                    t.finish(cx, &["outcome", "source", "fails_at"]);
+                }
                 (w, src)
             }
             _ => {
@@ -931,6 +971,7 @@ fn outcomes_of(cx: &mut Ctx, n: &Node) -> Vec<EraOutcome> {
             outcome,
             source,
             fails_at,
+            finds,
         });
     }
     out

@@ -176,11 +176,6 @@ impl World {
         lk(&self.procs)[p].clone()
     }
 
-    /// Whether process `p` exists now.
-    pub(crate) fn exists(&self, p: usize) -> bool {
-        lk(&self.procs)[p].is_some()
-    }
-
     /// Whether process `p` was ever created (it may have exited since).
     pub(crate) fn was_created(&self, p: usize) -> bool {
         lk(&self.created)[p]
@@ -717,7 +712,6 @@ fn outcome_holds(e: &Outcome, r: &StepResult) -> bool {
         _ => false,
     }
 }
-
 
 impl World {
     /// The system of `sc` under `profile`, with the processes that exist from the start

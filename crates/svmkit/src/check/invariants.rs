@@ -134,6 +134,21 @@ impl System {
         }
     }
 
+    /// The checks that hold at every moment, not only at a quiescent point: every
+    /// device translation matches what the CPU maps there (an atomic one a
+    /// device-exclusive entry for the same pfn, DESIGN.md's exclusivity invariant) and
+    /// no device touched a frame it no longer mapped. Schedule exploration runs it
+    /// between the steps of running threads; it takes each device's lock.
+    pub fn check_devices_now(&self) -> Result<(), CheckError> {
+        let mut out = Vec::new();
+        self.check_devices(&mut out);
+        if out.is_empty() {
+            Ok(())
+        } else {
+            Err(CheckError { violations: out })
+        }
+    }
+
     /// Each shmem object's page cache holds one reference per folio, and the folio
     /// names the object and its offset.
     fn check_shmem(&self, exp: &mut Expect, out: &mut Vec<Violation>) {

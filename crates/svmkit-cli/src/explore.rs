@@ -1,0 +1,501 @@
+//! `svmkit explore FILE`, `svmkit replay FILE SCHEDULE`, `svmkit merge REPORT...`:
+//! the explorer's front end. The work is `svmkit_scenario::explore`'s; this file reads
+//! the inputs, shows progress, writes the schedule file and the report.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use svmkit::check::SchedulerKind;
+use svmkit_scenario::Scenario;
+use svmkit_scenario::explore::{
+    ExploreOptions, ExploreReport, Shard, explore_jobs, minimise, replay,
+};
+
+/// Exit status: no failure within the budget.
+const CLEAN: u8 = 0;
+/// Exit status: a failure was found (or replayed).
+const FOUND: u8 = 1;
+/// Exit status: bad input (nothing explored).
+const BAD_INPUT: u8 = 2;
+
+/// What `svmkit explore` was asked.
+pub struct Args {
+    pub file: PathBuf,
+    pub profile: Option<String>,
+    pub strategy: String,
+    pub schedules: Option<usize>,
+    pub time: Option<u64>,
+    pub seed: u64,
+    pub pct_depth: usize,
+    pub preemption_bound: usize,
+    pub max_steps: usize,
+    pub jobs: usize,
+    pub shard: Option<String>,
+    pub json: bool,
+    pub save: Option<PathBuf>,
+}
+
+/// A saved failing schedule: what `svmkit replay` reads.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScheduleFile {
+    /// Always `svmkit-schedule/1`.
+    pub format: String,
+    /// The scenario's name (a replay checks it is the same file).
+    pub scenario: String,
+    /// The profile it failed under.
+    pub profile: String,
+    /// The violation.
+    pub violation: String,
+    /// The encoded schedule.
+    pub schedule: String,
+}
+
+const SCHEDULE_FORMAT: &str = "svmkit-schedule/1";
+
+fn load(file: &Path) -> Result<(Scenario, String), ExitCode> {
+    let name = file.display().to_string();
+    let source = std::fs::read_to_string(file).map_err(|e| {
+        eprintln!("svmkit: error: cannot read {name}: {e}");
+        ExitCode::from(BAD_INPUT)
+    })?;
+    let sc = svmkit_scenario::parse(&name, &source).map_err(|e| {
+        eprint!("{}", e.render());
+        eprintln!(
+            "svmkit: {} mistake(s) in {name}; nothing ran",
+            e.problems.len()
+        );
+        ExitCode::from(BAD_INPUT)
+    })?;
+    Ok((sc, source))
+}
+
+fn bad(msg: impl std::fmt::Display, hint: &str) -> ExitCode {
+    eprintln!("svmkit: error: {msg}\n  hint: {hint}");
+    ExitCode::from(BAD_INPUT)
+}
+
+/// While alive, fd 2 goes to /dev/null: shuttle writes its own report of every
+/// failing schedule there (the exploration's failures, and each candidate of the
+/// minimisation), which means nothing to a user of `svmkit explore`. svmkit's own
+/// progress goes to [`StderrHush::terminal`], the real stderr; dropping restores it.
+struct StderrHush {
+    saved: Option<std::os::fd::OwnedFd>,
+}
+
+impl StderrHush {
+    fn new() -> StderrHush {
+        use std::os::fd::AsFd;
+        let saved = std::io::stderr().as_fd().try_clone_to_owned().ok();
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null");
+        if let (Some(_), Ok(null)) = (&saved, null)
+            && rustix::stdio::dup2_stderr(&null).is_ok()
+        {
+            return StderrHush { saved };
+        }
+        StderrHush { saved: None }
+    }
+
+    /// The real stderr, as a file.
+    fn terminal(&self) -> Option<std::fs::File> {
+        let fd = self.saved.as_ref()?.try_clone().ok()?;
+        Some(std::fs::File::from(fd))
+    }
+}
+
+impl Drop for StderrHush {
+    fn drop(&mut self) {
+        if let Some(fd) = &self.saved {
+            let _ = rustix::stdio::dup2_stderr(fd);
+        }
+    }
+}
+
+type Tick = Arc<dyn Fn(usize) + Send + Sync>;
+
+/// Progress on the real stderr: a bar on a terminal, a line every 5 s otherwise.
+fn progress_sink(total: usize, err: Option<std::fs::File>) -> (Tick, Box<dyn FnOnce()>) {
+    let started = Instant::now();
+    let Some(err) = err else {
+        return (Arc::new(|_| {}), Box::new(|| {}));
+    };
+    if err.is_terminal() {
+        let term = console::Term::read_write_pair(std::io::stdin(), err);
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total as u64),
+            indicatif::ProgressDrawTarget::term(term, 10),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} schedules ({per_sec})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let b = bar.clone();
+        let f: Tick = Arc::new(move |n| {
+            if n % 64 == 0 {
+                b.set_position(n as u64);
+            }
+        });
+        (f, Box::new(move || bar.finish_and_clear()))
+    } else {
+        let last = Arc::new(AtomicU64::new(0));
+        let err = std::sync::Mutex::new(err);
+        let f: Tick = Arc::new(move |n| {
+            let secs = started.elapsed().as_secs();
+            if secs >= last.load(Ordering::Relaxed) + 5 {
+                last.store(secs, Ordering::Relaxed);
+                let mut e = err.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = writeln!(
+                    e,
+                    "svmkit: explored {n} of {total} schedules in {secs} s ({:.0}/s)",
+                    n as f64 / started.elapsed().as_secs_f64().max(1e-9)
+                );
+            }
+        });
+        (f, Box::new(|| {}))
+    }
+}
+
+pub fn explore(a: Args) -> ExitCode {
+    let (sc, source) = match load(&a.file) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let Some(strategy) = SchedulerKind::from_name(&a.strategy) else {
+        return bad(
+            format!("unknown strategy `{}`", a.strategy),
+            "strategies: random, pct, dfs",
+        );
+    };
+    let shard = match a.shard.as_deref().map(Shard::parse) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            return bad(
+                format!("--shard: {e}"),
+                "--shard 1/4 explores the first of 4 shares",
+            );
+        }
+    };
+    if strategy == SchedulerKind::Dfs && (a.jobs > 1 || shard.is_some()) {
+        return bad(
+            "dfs explores one fixed space; --jobs and --shard split seeds",
+            "use --strategy random or pct to explore in parallel",
+        );
+    }
+    let profile = a.profile.as_deref().and_then(svmkit::Profile::by_name);
+    let opts = ExploreOptions {
+        profile,
+        strategy,
+        schedules: a.schedules.or(sc.explore.schedules).unwrap_or(1000),
+        time: a.time.map(Duration::from_secs),
+        seed: a.seed,
+        pct_depth: a.pct_depth,
+        preemption_bound: a.preemption_bound,
+        max_steps: a.max_steps,
+    };
+    let mut shrunk = None;
+    let report = {
+        let hush = StderrHush::new();
+        let (tick, finish) = progress_sink(opts.schedules, hush.terminal());
+        let mut report = explore_jobs(&sc, &source, &opts, a.jobs, shard, tick);
+        finish();
+        if let Some(f) = report.failures.first_mut() {
+            let found = (f.steps, f.preemptions);
+            let t = Instant::now();
+            *f = minimise(&sc, &source, opts.profile, f, Duration::from_secs(5));
+            shrunk = Some((found, t.elapsed()));
+        }
+        report
+    };
+    let profile_name = report.profile.clone();
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let mut write = |s: &str| {
+        let _ = out.write_all(s.as_bytes());
+    };
+    if a.json {
+        write(&serde_json::to_string_pretty(&report).unwrap_or_default());
+        write("\n");
+    } else {
+        write(&format!(
+            "explored {} schedule(s) of {} under {} ({}{}) in {:.2} s: {:.0} schedules/s{}\n",
+            report.schedules,
+            report.scenario,
+            report.profile,
+            report.strategy,
+            if report.jobs > 1 {
+                format!(", {} jobs", report.jobs)
+            } else {
+                String::new()
+            },
+            report.seconds,
+            report.schedules_per_sec,
+            if report.exhausted {
+                "; the bounded space is exhausted"
+            } else {
+                ""
+            },
+        ));
+    }
+    let status = match report.failures.first() {
+        None => {
+            if !a.json {
+                write("no failure found within the budget\n");
+            }
+            CLEAN
+        }
+        Some(f) => {
+            let path = a
+                .save
+                .clone()
+                .unwrap_or_else(|| default_save_path(&a.file, &profile_name));
+            let saved = ScheduleFile {
+                format: SCHEDULE_FORMAT.into(),
+                scenario: sc.name.clone(),
+                profile: profile_name.clone(),
+                violation: f.violation.clone(),
+                schedule: f.schedule.clone(),
+            };
+            let saved_ok = serde_json::to_string_pretty(&saved)
+                .map_err(std::io::Error::other)
+                .and_then(|j| std::fs::write(&path, j + "\n"));
+            if !a.json {
+                write(&format!(
+                    "FAILURE after {} schedule(s) (seed {:#x}): {}\n",
+                    f.schedules_run, f.seed, f.violation
+                ));
+                if let Some(((steps, preemptions), took)) = shrunk {
+                    write(&format!(
+                        "schedule: {} scheduling steps, {} preemptions (as found: {steps}, {preemptions}; shrunk in {:.2} s)\n",
+                        f.steps,
+                        f.preemptions,
+                        took.as_secs_f64()
+                    ));
+                }
+                write(&format!("\n{}", f.account));
+            }
+            match saved_ok {
+                Ok(()) => eprintln!(
+                    "svmkit: schedule saved to {}\nreplay with: svmkit replay {} {}{}",
+                    path.display(),
+                    a.file.display(),
+                    path.display(),
+                    a.profile
+                        .as_deref()
+                        .map_or(String::new(), |p| format!(" --profile {p}"))
+                ),
+                Err(e) => eprintln!(
+                    "svmkit: error: cannot save the schedule to {}: {e}",
+                    path.display()
+                ),
+            }
+            FOUND
+        }
+    };
+    documented(&sc, &report);
+    ExitCode::from(status)
+}
+
+/// Says on stderr whether the exploration ended as the file documents.
+fn documented(sc: &Scenario, report: &ExploreReport) {
+    let Some(want) = sc.expected_explore_outcome(&report.profile) else {
+        return;
+    };
+    let got = match report.failures.first() {
+        None => svmkit_scenario::RunOutcome::Pass,
+        Some(f) if f.violation.to_lowercase().contains("deadlock") => {
+            svmkit_scenario::RunOutcome::Deadlock
+        }
+        Some(_) => svmkit_scenario::RunOutcome::Fail,
+    };
+    let finds_ok = match (&want.finds, report.failures.first()) {
+        (Some(w), Some(f)) => f.violation.contains(w.as_str()),
+        _ => true,
+    };
+    let ok = got == want.outcome && finds_ok;
+    eprintln!(
+        "svmkit: {} under {}: {} (documented: {}{}, source: {})",
+        if ok {
+            "as documented"
+        } else {
+            "NOT as documented"
+        },
+        report.profile,
+        got.name(),
+        want.outcome.name(),
+        want.finds
+            .as_ref()
+            .map_or(String::new(), |f| format!(", finding `{f}`")),
+        want.source
+    );
+}
+
+fn default_save_path(file: &Path, profile: &str) -> PathBuf {
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("scenario");
+    PathBuf::from(format!("{stem}.{profile}.schedule.json"))
+}
+
+pub fn replay_main(file: &Path, schedule: &Path, profile: Option<&str>, json: bool) -> ExitCode {
+    let (sc, source) = match load(file) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let text = match std::fs::read_to_string(schedule) {
+        Ok(t) => t,
+        Err(e) => {
+            return bad(
+                format!("cannot read {}: {e}", schedule.display()),
+                "give the file `svmkit explore` saved",
+            );
+        }
+    };
+    let saved: ScheduleFile = match serde_json::from_str(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            return bad(
+                format!(
+                    "{}:{}:{}: not a schedule file: {e}",
+                    schedule.display(),
+                    e.line(),
+                    e.column()
+                ),
+                "give the JSON file `svmkit explore` saved (format svmkit-schedule/1)",
+            );
+        }
+    };
+    if saved.format != SCHEDULE_FORMAT {
+        return bad(
+            format!("schedule format `{}`", saved.format),
+            "this svmkit reads svmkit-schedule/1",
+        );
+    }
+    if saved.scenario != sc.name {
+        return bad(
+            format!(
+                "the schedule is of scenario `{}`, the file is `{}`",
+                saved.scenario, sc.name
+            ),
+            "replay a schedule with the file it was found in",
+        );
+    }
+    let profile = profile
+        .or(Some(saved.profile.as_str()))
+        .and_then(svmkit::Profile::by_name);
+    let r = {
+        let _hush = StderrHush::new();
+        std::panic::catch_unwind(|| replay(&sc, &source, profile, &saved.schedule))
+    };
+    let r = match r {
+        Ok(r) => r,
+        Err(_) => {
+            return bad(
+                "the schedule does not fit this scenario (it was found with another version of the file or of svmkit)",
+                "explore again to get a fresh schedule",
+            );
+        }
+    };
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    match r {
+        Err(f) => {
+            let same = f.violation == saved.violation;
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&f).unwrap_or_default()
+                );
+            } else {
+                let _ = write!(out, "{}", f.account);
+            }
+            eprintln!(
+                "svmkit: {}",
+                if same {
+                    "reproduced: the same violation as saved".to_string()
+                } else {
+                    format!("a DIFFERENT violation than saved (`{}`)", saved.violation)
+                }
+            );
+            ExitCode::from(FOUND)
+        }
+        Ok(()) => {
+            eprintln!(
+                "svmkit: the schedule passed: it did not reproduce `{}`",
+                saved.violation
+            );
+            ExitCode::from(CLEAN)
+        }
+    }
+}
+
+pub fn merge_main(files: &[PathBuf], json: bool) -> ExitCode {
+    let mut reports = Vec::new();
+    for f in files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                return bad(
+                    format!("cannot read {}: {e}", f.display()),
+                    "give the --json reports of svmkit explore",
+                );
+            }
+        };
+        match serde_json::from_str::<ExploreReport>(&text) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                return bad(
+                    format!(
+                        "{}:{}:{}: not an explore report: {e}",
+                        f.display(),
+                        e.line(),
+                        e.column()
+                    ),
+                    "give the --json reports of svmkit explore",
+                );
+            }
+        }
+    }
+    let merged = match ExploreReport::merge(&reports) {
+        Ok(m) => m,
+        Err(e) => return bad(e, "merge the shards of one exploration"),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&merged).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "{} report(s), shards {}: {} schedule(s) of {} under {} ({}), {:.0} schedules/s, {} failure(s)",
+            reports.len(),
+            if merged.shards.is_empty() {
+                "-".to_string()
+            } else {
+                merged.shards.join(", ")
+            },
+            merged.schedules,
+            merged.scenario,
+            merged.profile,
+            merged.strategy,
+            merged.schedules_per_sec,
+            merged.failures.len()
+        );
+        for f in &merged.failures {
+            println!("  seed {:#x}: {}", f.seed, f.violation);
+        }
+    }
+    ExitCode::from(if merged.failures.is_empty() {
+        CLEAN
+    } else {
+        FOUND
+    })
+}

@@ -1,0 +1,687 @@
+//! Explores the schedules of a scenario: every thread of the file becomes a task of a
+//! shuttle execution, interleaved at every lock the model takes, and each schedule is
+//! checked.
+//!
+//! # What a schedule is checked for
+//! * every step's expectations, when the step returns (the file's expectations are
+//!   claims about every schedule; `svmkit run` checks them on one);
+//! * after every step of every thread, and at the scheduling points of a monitor task
+//!   the scheduler interleaves anywhere, the checks that hold at every moment:
+//!   DESIGN.md's exclusivity invariant (an atomic device entry has a device-exclusive
+//!   CPU entry for the same pfn), no stale device translation, no device access to a
+//!   frame it no longer maps ([`svmkit::System::check_devices_now`]);
+//! * at the end: the invariant checker, notifier start/end pairing, the values and
+//!   the frames the file expects;
+//! * deadlocks (shuttle sees every task blocked) and livelocks (a schedule past
+//!   `max_steps` scheduling points).
+//!
+//! A failing schedule stops at its first violation. Its account lists the steps in
+//! the order they returned, in the format of `svmkit run`; replaying the schedule
+//! ([`replay`]) gives the same account and violation, byte for byte.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use svmkit::Profile;
+use svmkit::check::{ExploreConfig, ExploreFailure, SchedulerKind};
+use svmkit::sync::{Arc, Condvar, Mutex, thread};
+
+use crate::ast::{Op, Scenario};
+use crate::engine::{EndCheck, RunReport, StepRecord, w_thread_process};
+use crate::world::World;
+
+/// How to explore.
+#[derive(Debug, Clone)]
+pub struct ExploreOptions {
+    /// Explore under this profile instead of the file's.
+    pub profile: Option<Profile>,
+    /// The strategy.
+    pub strategy: SchedulerKind,
+    /// Schedules to run at most.
+    pub schedules: usize,
+    /// Stop after this long (no failure found within it is a pass of the budget).
+    pub time: Option<Duration>,
+    /// Seed of the strategy's random choices.
+    pub seed: u64,
+    /// PCT's bug depth.
+    pub pct_depth: usize,
+    /// DFS's preemption bound.
+    pub preemption_bound: usize,
+    /// Scheduling points after which a schedule counts as a livelock.
+    pub max_steps: usize,
+}
+
+impl Default for ExploreOptions {
+    fn default() -> Self {
+        ExploreOptions {
+            profile: None,
+            strategy: SchedulerKind::Random,
+            schedules: 1000,
+            time: None,
+            seed: 0x5eed,
+            pct_depth: 3,
+            preemption_bound: 2,
+            max_steps: 100_000,
+        }
+    }
+}
+
+/// A failing schedule, with everything needed to show and reproduce it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FoundFailure {
+    /// What went wrong (the first violation).
+    pub violation: String,
+    /// The schedule, encoded (shuttle's replay format).
+    pub schedule: String,
+    /// Schedules run up to and including this one.
+    pub schedules_run: usize,
+    /// The step-by-step account of the failing schedule.
+    pub account: String,
+    /// The seed of the worker that found it.
+    pub seed: u64,
+    /// Preemptions in the schedule (switches away from a task that could go on).
+    pub preemptions: usize,
+    /// Scheduling steps in the schedule.
+    pub steps: usize,
+}
+
+/// What one exploration worker did.
+#[derive(Debug, Clone)]
+pub struct Exploration {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The profile explored.
+    pub profile: String,
+    /// The strategy's name.
+    pub strategy: String,
+    /// The seed.
+    pub seed: u64,
+    /// Schedules run.
+    pub schedules: usize,
+    /// Seconds spent.
+    pub seconds: f64,
+    /// Whether a DFS covered its whole bounded space.
+    pub exhausted: bool,
+    /// The failure found, if any.
+    pub failure: Option<FoundFailure>,
+}
+
+/// What an exploration (one or more workers, one or more shards) covered and found:
+/// the `--json` report, and what `svmkit merge` combines.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExploreReport {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The profile explored.
+    pub profile: String,
+    /// The strategy.
+    pub strategy: String,
+    /// The shards this report covers (`K/N` each; empty for an unsharded run).
+    pub shards: Vec<String>,
+    /// Workers that ran (summed over shards).
+    pub jobs: usize,
+    /// Each worker's seed.
+    pub seeds: Vec<u64>,
+    /// Schedules run in all.
+    pub schedules: usize,
+    /// Wall-clock seconds (the longest shard's, once merged).
+    pub seconds: f64,
+    /// Schedules per second (summed over shards, which run side by side).
+    pub schedules_per_sec: f64,
+    /// Whether a DFS covered its whole bounded space.
+    pub exhausted: bool,
+    /// The failures found (at most one per worker: a worker stops at its first).
+    pub failures: Vec<FoundFailure>,
+}
+
+impl ExploreReport {
+    /// Combines reports of the same scenario, profile and strategy (shards of one
+    /// exploration): schedules and throughput add up, failures are kept.
+    pub fn merge(reports: &[ExploreReport]) -> Result<ExploreReport, String> {
+        let Some(first) = reports.first() else {
+            return Err("no reports to merge".into());
+        };
+        let mut out = first.clone();
+        for r in &reports[1..] {
+            for (what, a, b) in [
+                ("scenario", &first.scenario, &r.scenario),
+                ("profile", &first.profile, &r.profile),
+                ("strategy", &first.strategy, &r.strategy),
+            ] {
+                if a != b {
+                    return Err(format!(
+                        "the reports explore different {what}s: `{a}` and `{b}`"
+                    ));
+                }
+            }
+            out.shards.extend(r.shards.iter().cloned());
+            out.jobs += r.jobs;
+            out.seeds.extend(&r.seeds);
+            out.schedules += r.schedules;
+            out.seconds = out.seconds.max(r.seconds);
+            out.schedules_per_sec += r.schedules_per_sec;
+            out.exhausted |= r.exhausted;
+            out.failures.extend(r.failures.iter().cloned());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &out.shards {
+            if !seen.insert(s) {
+                return Err(format!("shard {s} appears twice"));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What one schedule wrote down, kept outside the execution (std's mutex: it outlives
+/// each schedule, and is never held across a scheduling point).
+#[derive(Default)]
+struct Sink {
+    steps: Vec<StepRecord>,
+    end: Vec<EndCheck>,
+}
+
+/// The explored closure: the whole scenario, once, on the schedule shuttle chooses.
+/// Panics with the violation on a failure (shuttle's way of failing a schedule).
+fn body(
+    sc: Arc<Scenario>,
+    source: Arc<str>,
+    profile: Profile,
+    sink: Arc<std::sync::Mutex<Sink>>,
+) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        *sink.lock().unwrap_or_else(|e| e.into_inner()) = Sink::default();
+        let w = match World::new(sc.clone(), profile) {
+            Ok(w) => Arc::new(w),
+            Err(e) => panic!("setup failed: {}", e.name()),
+        };
+        match w.setup() {
+            Ok(None) => {}
+            Ok(Some(c)) => panic!("setup failed: {}: {}", c.what, c.detail),
+            Err(e) => panic!("setup failed: {}", e.name()),
+        }
+        let n = sc.threads.len();
+        let gate = Arc::new((Mutex::new(vec![false; n]), Condvar::new()));
+        let turn = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(n));
+        let handles: Vec<_> = (0..n)
+            .map(|t| {
+                let (w, gate, turn, sink, source, running) = (
+                    w.clone(),
+                    gate.clone(),
+                    turn.clone(),
+                    sink.clone(),
+                    source.clone(),
+                    running.clone(),
+                );
+                thread::spawn(move || {
+                    run_thread(t, &w, &gate, &turn, &sink, &source);
+                    running.fetch_sub(1, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        let total: usize = sc.threads.iter().map(|t| t.steps.len()).sum();
+        let monitor = {
+            let (w, running) = (w.clone(), running.clone());
+            thread::spawn(move || {
+                // A bounded number of checks, so that a deadlock of the others is
+                // still one (a task that yields forever would hide it).
+                for _ in 0..2 * total + 2 {
+                    if running.load(Ordering::Relaxed) == 0 {
+                        break;
+                    }
+                    if let Err(e) = w.sys.check_devices_now() {
+                        panic!("invariant violated (seen by the monitor): {}", first(&e));
+                    }
+                    thread::yield_now();
+                }
+            })
+        };
+        for h in handles {
+            if let Err(p) = h.join() {
+                panic::resume_unwind(p);
+            }
+        }
+        if let Err(p) = monitor.join() {
+            panic::resume_unwind(p);
+        }
+        let mut report = RunReport {
+            scenario: sc.name.clone(),
+            profile: profile.name.to_string(),
+            steps: Vec::new(),
+            deadlock: None,
+            end: Vec::new(),
+            passed: true,
+        };
+        w.end_checks(&mut report, true);
+        w.teardown(&mut report);
+        let bad = report.end.iter().find(|c| !c.ok).cloned();
+        sink.lock().unwrap_or_else(|e| e.into_inner()).end = report.end;
+        if let Some(c) = bad {
+            panic!("end check failed: {}: {}", c.what, c.detail);
+        }
+    }
+}
+
+/// The first line of a checker report (the first violation).
+fn first(e: &svmkit::check::CheckError) -> String {
+    e.violations
+        .first()
+        .map_or_else(|| e.to_string(), |v| v.to_string())
+}
+
+/// One scenario thread: wait for what it runs `after` and for its process, then its
+/// steps, each checked.
+fn run_thread(
+    t: usize,
+    w: &World,
+    gate: &(Mutex<Vec<bool>>, Condvar),
+    turn: &AtomicUsize,
+    sink: &std::sync::Mutex<Sink>,
+    source: &str,
+) {
+    let sc = w.sc.clone();
+    let th = &sc.threads[t];
+    let p = w_thread_process(&sc, t);
+    let starts_with_exit = matches!(th.steps.first().map(|s| &s.op), Some(Op::Exit { .. }));
+    {
+        let (m, cv) = gate;
+        let mut done = m.lock();
+        while !(th.after.iter().all(|&j| done[j]) && (starts_with_exit || w.was_created(p))) {
+            done = cv.wait(done);
+        }
+    }
+    for step in &th.steps {
+        let n = turn.fetch_add(1, Ordering::Relaxed) + 1;
+        let rec = w.perform(t, step, n, source);
+        let failed = rec.failed.clone().map(|f| {
+            format!(
+                "expectation failed: thread {}, line {}, `{}` -> {}: expected {f}",
+                rec.thread, rec.line, rec.step, rec.result
+            )
+        });
+        let line = rec.line;
+        sink.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .steps
+            .push(rec);
+        if let Some(f) = failed {
+            panic!("{f}");
+        }
+        if let Err(e) = w.sys.check_devices_now() {
+            panic!(
+                "invariant violated (after thread {}'s step at line {line}): {}",
+                th.name,
+                first(&e)
+            );
+        }
+        if matches!(step.op, Op::Fork { .. }) {
+            gate.1.notify_all();
+        }
+    }
+    let (m, cv) = gate;
+    m.lock()[t] = true;
+    cv.notify_all();
+}
+
+/// The account of a failing schedule: its steps in the order they returned, the end
+/// checks it reached, and the violation.
+fn account_of(sc: &Scenario, profile: &str, sink: &Sink, violation: &str) -> String {
+    let report = RunReport {
+        scenario: sc.name.clone(),
+        profile: profile.to_string(),
+        steps: sink.steps.clone(),
+        deadlock: None,
+        end: sink.end.clone(),
+        passed: false,
+    };
+    let mut text = report.account();
+    // The run's closing line says an expectation failed; say what failed instead.
+    if let Some(i) = text.trim_end().rfind('\n') {
+        text.truncate(i + 1);
+    }
+    text.push_str(&format!("FAIL: {violation}\n"));
+    text
+}
+
+/// The class of a violation: its text with numbers blanked, so that a shorter
+/// schedule failing the same way (another pfn, another count) counts as the same
+/// failure.
+pub fn violation_class(v: &str) -> String {
+    let mut out = String::new();
+    let mut in_num = false;
+    for c in v.lines().next().unwrap_or("").chars() {
+        if c.is_ascii_hexdigit() && (in_num || c.is_ascii_digit()) || (in_num && c == 'x') {
+            if !in_num {
+                out.push('#');
+                in_num = true;
+            }
+        } else {
+            in_num = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn config_of(opts: &ExploreOptions, seed: u64) -> ExploreConfig {
+    let mut c = ExploreConfig::new(opts.schedules);
+    c.iterations = opts.schedules;
+    c.seed = seed;
+    c.pct_depth = opts.pct_depth;
+    c.schedulers = vec![opts.strategy];
+    c.max_steps = opts.max_steps;
+    c.preemption_bound = opts.preemption_bound;
+    c.time_limit = opts.time;
+    c
+}
+
+/// Explores `sc`'s schedules as `opts` says; `progress` is called after every
+/// schedule with the number run so far. Returns what was covered and the first
+/// failure, with its account (taken by replaying the failing schedule).
+pub fn explore(
+    sc: &Scenario,
+    source: &str,
+    opts: &ExploreOptions,
+    progress: Arc<dyn Fn(usize) + Send + Sync>,
+) -> Exploration {
+    explore_until(sc, source, opts, progress, Arc::new(AtomicBool::new(false)))
+}
+
+/// [`explore`], ending early (without a failure) once `stop` is set: the schedules
+/// left run nothing and are not counted.
+fn explore_until(
+    sc: &Scenario,
+    source: &str,
+    opts: &ExploreOptions,
+    progress: Arc<dyn Fn(usize) + Send + Sync>,
+    stop: Arc<AtomicBool>,
+) -> Exploration {
+    let profile = opts.profile.unwrap_or(sc.profile);
+    let sc = Arc::new(sc.clone());
+    let source: Arc<str> = Arc::from(source);
+    let sink = Arc::new(std::sync::Mutex::new(Sink::default()));
+    let started = Instant::now();
+    let count = Arc::new(AtomicUsize::new(0));
+    let f = {
+        let (inner, count, progress) = (
+            body(sc.clone(), source.clone(), profile, sink.clone()),
+            count.clone(),
+            progress.clone(),
+        );
+        move || {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+            progress(n);
+            inner()
+        }
+    };
+    let result = quiet(|| {
+        svmkit::check::explore_with_progress(&config_of(opts, opts.seed), f, Arc::new(|_| {}))
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let mut summary = Exploration {
+        scenario: sc.name.clone(),
+        profile: profile.name.to_string(),
+        strategy: opts.strategy.to_string(),
+        seed: opts.seed,
+        schedules: count.load(Ordering::Relaxed),
+        seconds,
+        exhausted: result.as_ref().is_ok_and(|r| r.exhausted),
+        failure: None,
+    };
+    if let Err(fail) = result {
+        let mut found = replay_failure(&sc, &source, profile, &fail);
+        found.seed = opts.seed;
+        summary.failure = Some(found);
+    }
+    summary
+}
+
+/// Replays `fail`'s schedule to write its account.
+fn replay_failure(
+    sc: &Arc<Scenario>,
+    source: &Arc<str>,
+    profile: Profile,
+    fail: &ExploreFailure,
+) -> FoundFailure {
+    let r = replay_schedule(sc, source, profile, &fail.schedule);
+    FoundFailure {
+        violation: fail.message.clone(),
+        schedule: fail.schedule.clone(),
+        schedules_run: fail.schedules_run,
+        account: r.map_or_else(|e| e.account, |()| String::new()),
+        seed: 0,
+        preemptions: fail.preemptions,
+        steps: fail.steps,
+    }
+}
+
+/// Shrinks a failing schedule: fewer preemptions, then fewer scheduling steps, as
+/// long as it fails the same way ([`violation_class`]), within `budget`. Returns the
+/// shorter failure with its account (or `found` itself if nothing shorter fails).
+pub fn minimise(
+    sc: &Scenario,
+    source: &str,
+    profile: Option<Profile>,
+    found: &FoundFailure,
+    budget: Duration,
+) -> FoundFailure {
+    let profile = profile.unwrap_or(sc.profile);
+    let (sc, source) = (Arc::new(sc.clone()), Arc::<str>::from(source));
+    let sink = Arc::new(std::sync::Mutex::new(Sink::default()));
+    let f = body(sc.clone(), source.clone(), profile, sink);
+    let class = violation_class(&found.violation);
+    let input = ExploreFailure {
+        scheduler: None,
+        message: found.violation.clone(),
+        schedule: found.schedule.clone(),
+        schedules_run: found.schedules_run,
+        preemptions: found.preemptions,
+        steps: found.steps,
+    };
+    let small =
+        quiet(|| svmkit::check::minimise(f, &input, |m| violation_class(m) == class, budget));
+    let mut out = replay_failure(&sc, &source, profile, &small);
+    if out.account.is_empty() {
+        // The shrunk schedule did not fail on replay: keep the original.
+        return found.clone();
+    }
+    out.seed = found.seed;
+    out.schedules_run = found.schedules_run;
+    out
+}
+
+/// What a replayed schedule did: `Ok` if it passed, else its failure.
+pub type ReplayResult = Result<(), FoundFailure>;
+
+fn replay_schedule(
+    sc: &Arc<Scenario>,
+    source: &Arc<str>,
+    profile: Profile,
+    schedule: &str,
+) -> ReplayResult {
+    let sink = Arc::new(std::sync::Mutex::new(Sink::default()));
+    let f = body(sc.clone(), source.clone(), profile, sink.clone());
+    let r = quiet(|| svmkit::check::replay(f, schedule));
+    match r {
+        Ok(()) => Ok(()),
+        Err(fail) => {
+            let s = sink.lock().unwrap_or_else(|e| e.into_inner());
+            Err(FoundFailure {
+                account: account_of(sc, profile.name, &s, &fail.message),
+                violation: fail.message,
+                schedule: schedule.to_string(),
+                schedules_run: 1,
+                seed: 0,
+                preemptions: 0,
+                steps: 0,
+            })
+        }
+    }
+}
+
+/// Runs `sc` once on `schedule` (as [`explore`] reported it): the same violation and
+/// the same account, every time.
+pub fn replay(
+    sc: &Scenario,
+    source: &str,
+    profile: Option<Profile>,
+    schedule: &str,
+) -> ReplayResult {
+    let profile = profile.unwrap_or(sc.profile);
+    replay_schedule(&Arc::new(sc.clone()), &Arc::from(source), profile, schedule)
+}
+
+thread_local! {
+    /// Whether panics on this OS thread are an exploration's failing schedules (all
+    /// of an execution's tasks run on the thread that runs the explorer).
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's panic messages silenced: a failing schedule panics by
+/// design, and the explorer reports it; the default hook would print each one. Other
+/// threads' panics still print.
+fn quiet<R>(f: impl FnOnce() -> R) -> R {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        // Shuttle installs its own hook (which prints the failing schedule) at its
+        // first execution; run a trivial one first so that ours wraps it and can
+        // silence it too.
+        shuttle::Runner::new(
+            shuttle::scheduler::RandomScheduler::new(1),
+            Default::default(),
+        )
+        .run(|| {});
+        let prev = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !QUIET.get() {
+                prev(info);
+            }
+        }));
+    });
+    let was = QUIET.replace(true);
+    let r = panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET.set(was);
+    match r {
+        Ok(r) => r,
+        Err(p) => panic::resume_unwind(p),
+    }
+}
+
+/// A worker's seed: the base seed mixed with the worker's index over all shards
+/// (splitmix64), so that workers and shards explore from different seeds.
+pub fn worker_seed(base: u64, index: usize) -> u64 {
+    let mut z = base ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Which share of the seed space a process explores: shard `index` (1-based) of
+/// `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based.
+    pub index: usize,
+    /// How many shards there are.
+    pub count: usize,
+}
+
+impl Shard {
+    /// `K/N` with 1 <= K <= N.
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let (k, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not K/N (for example 2/8)"))?;
+        let (k, n) = (
+            k.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{k}` is not a number"))?,
+            n.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{n}` is not a number"))?,
+        );
+        if n == 0 || k == 0 || k > n {
+            return Err(format!("shard {k}/{n}: K must be from 1 to N"));
+        }
+        Ok(Shard { index: k, count: n })
+    }
+}
+
+/// Explores with `jobs` workers side by side (OS threads, each its own explorer on
+/// its own seed), as shard `shard` of a larger exploration; the budget
+/// (`opts.schedules`, `opts.time`) is this process's, split among its workers. A
+/// failure found by one worker stops the others.
+pub fn explore_jobs(
+    sc: &Scenario,
+    source: &str,
+    opts: &ExploreOptions,
+    jobs: usize,
+    shard: Option<Shard>,
+    progress: Arc<dyn Fn(usize) + Send + Sync>,
+) -> ExploreReport {
+    let jobs = jobs.max(1);
+    let (first, _) = shard.map_or((0, 1), |s| ((s.index - 1) * jobs, s.count * jobs));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let per = opts.schedules.div_ceil(jobs);
+    let results: Vec<Exploration> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..jobs)
+            .map(|j| {
+                let mut o = opts.clone();
+                o.seed = if jobs == 1 && shard.is_none() {
+                    opts.seed
+                } else {
+                    worker_seed(opts.seed, first + j)
+                };
+                o.schedules = per
+                    .min(opts.schedules - (per * j).min(opts.schedules))
+                    .max(1);
+                let (stop, done, progress) = (stop.clone(), done.clone(), progress.clone());
+                scope.spawn(move || {
+                    let last = Arc::new(AtomicUsize::new(0));
+                    let tick: Arc<dyn Fn(usize) + Send + Sync> = Arc::new(move |n| {
+                        let before = last.swap(n, Ordering::Relaxed);
+                        let total = done.fetch_add(n - before, Ordering::Relaxed) + n - before;
+                        progress(total);
+                    });
+                    let e = explore_until(sc, source, &o, tick, stop.clone());
+                    if e.failure.is_some() {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    e
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| panic::resume_unwind(p)))
+            .collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let schedules = results.iter().map(|r| r.schedules).sum();
+    let first_result = &results[0];
+    ExploreReport {
+        scenario: first_result.scenario.clone(),
+        profile: first_result.profile.clone(),
+        strategy: first_result.strategy.clone(),
+        shards: shard.map_or_else(Vec::new, |s| vec![format!("{}/{}", s.index, s.count)]),
+        jobs,
+        seeds: results.iter().map(|r| r.seed).collect(),
+        schedules,
+        seconds,
+        schedules_per_sec: if seconds > 0.0 {
+            schedules as f64 / seconds
+        } else {
+            0.0
+        },
+        exhausted: results.iter().any(|r| r.exhausted),
+        failures: results.into_iter().filter_map(|r| r.failure).collect(),
+    }
+}
