@@ -179,7 +179,7 @@ fn run_a_file_with_mistakes_exits_2_with_location_and_hint() {
 fn explore_finds_the_lost_update_saves_it_and_replay_reproduces_it_byte_for_byte() {
     let dir = tempdir();
     let save = dir.join("lost.schedule.json");
-    let file = example("race-lost-update-write-entry.toml");
+    let file = example("lost-update-write-entry.toml");
     let out = svmkit(&["explore", &file, "--save", save.to_str().unwrap()]);
     // Exit 1: a failure found (spec 2: a read-modify-write through a plain write
     // entry races the CPU; derived, shuttle_svm.rs finds it in Rust).
