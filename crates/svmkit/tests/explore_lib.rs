@@ -145,7 +145,18 @@ fn dfs_finds_a_lost_update_with_one_preemption() {
 }
 
 /// The lost update among threads that only make noise: they take other locks and yield.
+/// The incrementers yield between their critical sections.
 fn noisy_lost_update() {
+    noisy(true)
+}
+
+/// [`noisy_lost_update`] with incrementers that do not yield between their sections:
+/// the lost update then needs a preemption.
+fn noisy_lost_update_unyielding() {
+    noisy(false)
+}
+
+fn noisy(yield_between: bool) {
     let m = Arc::new(Mutex::new(0u32));
     let noise = Arc::new(Mutex::new(0u32));
     let mut threads: Vec<_> = (0..2)
@@ -155,7 +166,9 @@ fn noisy_lost_update() {
             thread::spawn(move || {
                 *noise.lock() += 1;
                 let v = *m.lock();
-                yield_now();
+                if yield_between {
+                    yield_now();
+                }
                 *noise.lock() += 1;
                 *m.lock() = v + 1;
             })
@@ -220,6 +233,34 @@ fn minimise_shrinks_a_random_failure() {
     // no preemption: the lost update needs none here (from a random schedule's many).
     assert_eq!(min.preemptions, 0, "{min}");
     let replayed = replay(noisy_lost_update, &min.schedule).unwrap_err();
+    assert_eq!(replayed.message, min.message);
+    assert_eq!(
+        (replayed.preemptions, replayed.steps),
+        (min.preemptions, min.steps)
+    );
+}
+
+#[test]
+fn minimise_shrinks_to_the_one_preemption_needed() {
+    // Without preemptions the unyielding lost update cannot happen: a bound-0 search of
+    // it passes, exhaustively.
+    let report = explore(&dfs(0, 1_000_000), noisy_lost_update_unyielding).unwrap();
+    assert!(report.exhausted);
+    eprintln!("bound-0 space of the unyielding noisy lost update: {report}");
+    let failure = first_random_failure(noisy_lost_update_unyielding);
+    let min = minimise(
+        noisy_lost_update_unyielding,
+        &failure,
+        |m| m.contains(LOST_UPDATE),
+        Duration::from_secs(60),
+    );
+    eprintln!(
+        "minimised: {} preemptions, {} steps -> {} preemptions, {} steps",
+        failure.preemptions, failure.steps, min.preemptions, min.steps
+    );
+    assert!(failure.preemptions > 1, "{failure}");
+    assert_eq!(min.preemptions, 1, "{min}");
+    let replayed = replay(noisy_lost_update_unyielding, &min.schedule).unwrap_err();
     assert_eq!(replayed.message, min.message);
     assert_eq!(
         (replayed.preemptions, replayed.steps),
@@ -326,4 +367,15 @@ fn scheduler_names_round_trip() {
     }
     assert_eq!(SchedulerKind::from_name("bfs"), None);
     assert_eq!(SchedulerKind::from_name("DFS"), None);
+}
+
+#[test]
+fn an_unreadable_schedule_is_a_failure_not_a_panic() {
+    let failure = replay(lost_update, "not a schedule").unwrap_err();
+    assert!(failure.message.contains("invalid schedule"), "{failure}");
+    assert_eq!(failure.steps, 0);
+    let mut garbled = first_random_failure(lost_update);
+    garbled.schedule = String::new();
+    let min = minimise(lost_update, &garbled, |_| true, Duration::from_secs(1));
+    assert_eq!(min, garbled);
 }

@@ -462,22 +462,29 @@ fn explore_impl(
 }
 
 /// Runs `f` once under the schedule a failure reported, reproducing it. The failure it
-/// returns carries the schedule's statistics (steps and preemptions).
+/// returns carries the schedule's statistics (steps and preemptions). A schedule that
+/// cannot be read is a failure too (with no steps).
 pub fn replay<F>(f: F, schedule: &str) -> Result<(), ExploreFailure>
 where
     F: Fn() + Send + Sync + 'static,
 {
-    run_tracked(
-        ReplayScheduler::new_from_encoded(schedule),
-        None,
-        Config::default(),
-        Arc::new(f),
-        None,
-        None,
-    )
-    .map(|_| ())
-    .map_err(|failure| ExploreFailure {
+    let scheduler = panic::catch_unwind(|| ReplayScheduler::new_from_encoded(schedule));
+    let result = match scheduler {
+        Ok(scheduler) => {
+            run_tracked(scheduler, None, Config::default(), Arc::new(f), None, None).map(|_| ())
+        }
+        Err(payload) => Err(ExploreFailure {
+            scheduler: None,
+            message: panic_message(payload.as_ref()),
+            schedule: String::new(),
+            schedules_run: 0,
+            preemptions: 0,
+            steps: 0,
+        }),
+    };
+    result.map_err(|failure| ExploreFailure {
         schedule: schedule.to_string(),
+        schedules_run: 1,
         ..failure
     })
 }

@@ -7,10 +7,11 @@
 //! shuttle records as the execution's schedule, with the same seed, so shuttle's own
 //! `ReplayScheduler` (behind [`replay`](super::replay)) reproduces it exactly.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use shuttle::{Config, FailurePersistence, MaxSteps, Runner};
@@ -24,6 +25,30 @@ use shuttle_engine::scheduler::{
 use super::dfs::{current_runnable, is_preemption};
 use super::explore::{ExploreFailure, panic_message};
 use crate::sync::mode::ExplorationScope;
+
+thread_local! {
+    /// Whether panics on this thread are candidate runs' failures, not to be printed.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Wraps the process's panic hook (by then shuttle's, which prints the failing task and
+/// schedule before the standard report) in one that stays silent while this thread runs
+/// a candidate: minimisation runs many failing executions, all caught. The wrapper
+/// passes every other panic on unchanged.
+fn install_quiet_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !QUIET.get() {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Consecutive sideways moves (no better failure found) before minimisation gives up.
+const MAX_SIDEWAYS: usize = 16;
 
 /// One decision the guided scheduler made.
 #[derive(Debug, Clone, Copy)]
@@ -127,12 +152,14 @@ impl Candidate {
     }
 }
 
-/// Runs `f` once under a guided scheduler; `Some` if it failed.
+/// Runs `f` once under a guided scheduler; `Some` if it failed. `quiet`: without the
+/// panic hook's report (see [`install_quiet_hook`]).
 fn run_guided(
     f: &Arc<dyn Fn() + Send + Sync>,
     choices: Vec<TaskId>,
     seed: u64,
     max_steps: usize,
+    quiet: bool,
 ) -> Option<Candidate> {
     let decisions = Rc::new(RefCell::new(Vec::new()));
     let scheduler = Guided {
@@ -150,12 +177,14 @@ fn run_guided(
     let scope = ExplorationScope::enter();
     let os_thread = scope.os_thread();
     let f = Arc::clone(f);
+    let was_quiet = QUIET.replace(quiet);
     let result = panic::catch_unwind(AssertUnwindSafe(move || {
         runner.run(move || {
             ExplorationScope::begin_execution(os_thread);
             f()
         })
     }));
+    QUIET.set(was_quiet);
     drop(scope);
     let payload = result.err()?;
     let decisions = decisions.take();
@@ -178,13 +207,31 @@ fn candidates(best: &Candidate) -> Vec<Vec<TaskId>> {
             out.push(choices[..i].to_vec());
         }
     }
-    // At each preemption, from the last: let the preempted task go on instead (replacing
-    // the switch, dropping it, or delaying it by one step).
-    for (i, d) in best.decisions.iter().enumerate().rev() {
-        if !d.preemption {
-            continue;
+    let preemptions: Vec<(usize, TaskId)> = best
+        .decisions
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.preemption)
+        .filter_map(|(i, d)| Some((i, d.previous?)))
+        .collect();
+    // At each preemption, from the last, let the preempted task go on: move its next run
+    // of steps forward to the preemption point. Every task keeps its steps and the other
+    // tasks their order, so the failure is likely to survive.
+    for &(i, previous) in preemptions.iter().rev() {
+        if let Some(k) = (i + 1..choices.len()).find(|&k| choices[k] == previous) {
+            let m = (k..choices.len())
+                .find(|&m| choices[m] != previous)
+                .unwrap_or(choices.len());
+            let mut hoisted = choices[..i].to_vec();
+            hoisted.extend_from_slice(&choices[k..m]);
+            hoisted.extend_from_slice(&choices[i..k]);
+            hoisted.extend_from_slice(&choices[m..]);
+            out.push(hoisted);
         }
-        let Some(previous) = d.previous else { continue };
+    }
+    // Cruder edits at each preemption: replace the switch by the preempted task, drop
+    // it, or delay it by one step.
+    for &(i, previous) in preemptions.iter().rev() {
         let mut replaced = choices.clone();
         replaced[i] = previous;
         out.push(replaced);
@@ -202,12 +249,19 @@ fn candidates(best: &Candidate) -> Vec<Vec<TaskId>> {
 /// and whose schedule has no more preemptions than `failure`'s (at equal preemptions, no
 /// more steps), replayable byte-exactly by [`replay`](super::replay).
 ///
-/// Greedy passes try, on the best schedule so far, cutting it at each decision that
-/// deviates from the non-preemptive default, and at each preemption letting the
-/// preempted task continue; a candidate is kept if it still fails with a message that
-/// satisfies `same` and is strictly better. Stops at a fixpoint or when `budget` is
-/// spent. Each candidate is one execution of `f`; a failing one panics, and shuttle's
-/// panic hook prints its message to stderr.
+/// Greedy passes try, on the schedule reached, cutting it at each decision that deviates
+/// from the non-preemptive default, and at each preemption letting the preempted task
+/// continue (moving its next steps forward, or cruder edits); the first candidate that
+/// still fails with a message satisfying `same` and is better is taken. When none is,
+/// the search moves sideways to one with as many preemptions, a few times in a row at
+/// most. Stops when nothing is left to try or when `budget` is spent, and returns the
+/// best failure seen.
+///
+/// Each candidate is one execution of `f`, under an exploration scope like
+/// [`explore`](super::explore)'s; a failing one panics, caught. The first run, of
+/// `failure`'s own schedule, reports its panic as usual; then a wrapper around the
+/// process's panic hook mutes the candidates' reports (on this thread only), leaving the
+/// one line shuttle prints itself for each failing execution.
 ///
 /// If `failure`'s schedule cannot be read, or does not fail with a message satisfying
 /// `same` when run again, `failure` is returned unchanged.
@@ -221,7 +275,11 @@ where
     F: Fn() + Send + Sync + 'static,
 {
     let start = Instant::now();
-    let Some(schedule) = deserialize_schedule(&failure.schedule) else {
+    // `deserialize_schedule` indexes its input's first byte: an empty string panics.
+    let Some(schedule) = Some(&failure.schedule)
+        .filter(|s| !s.trim().is_empty())
+        .and_then(|s| deserialize_schedule(s))
+    else {
         return failure.clone();
     };
     let f: Arc<dyn Fn() + Send + Sync> = Arc::new(f);
@@ -235,25 +293,52 @@ where
         .collect();
     // Generous: a candidate with fewer preemptions may need more steps.
     let max_steps = original.len().saturating_mul(10).max(10_000);
-    let Some(mut best) = run_guided(&f, original, schedule.seed, max_steps)
+    // The first run reports its failure as usual; it also has shuttle install its panic
+    // hook, which the quiet one must wrap.
+    let Some(mut best) = run_guided(&f, original, schedule.seed, max_steps, false)
         .filter(|c| same(&c.message) && c.key() <= (failure.preemptions, failure.steps))
     else {
         return failure.clone();
     };
-    'pass: loop {
-        for choices in candidates(&best) {
+    // The search walks from `current`; `best` is the best failure seen. When no candidate
+    // improves on `current`, it may move sideways, to an unvisited candidate with as many
+    // preemptions (and maybe more steps): moving a preemption later can take a step but
+    // open the way to dropping another one.
+    install_quiet_hook();
+    let mut current = best.clone();
+    let mut visited: HashSet<Vec<TaskId>> = HashSet::from([current.choices()]);
+    let mut sideways = 0;
+    'pass: while sideways <= MAX_SIDEWAYS {
+        let mut lateral = None;
+        for choices in candidates(&current) {
             if start.elapsed() >= budget {
                 break 'pass;
             }
-            if let Some(c) = run_guided(&f, choices, schedule.seed, max_steps)
-                && same(&c.message)
-                && c.key() < best.key()
-            {
-                best = c;
+            let Some(c) = run_guided(&f, choices, schedule.seed, max_steps, true) else {
+                continue;
+            };
+            if !same(&c.message) || !visited.insert(c.choices()) {
+                continue;
+            }
+            if c.key() < current.key() {
+                if c.key() < best.key() {
+                    best = c.clone();
+                    sideways = 0;
+                }
+                current = c;
                 continue 'pass;
             }
+            if lateral.is_none() && c.preemptions == current.preemptions {
+                lateral = Some(c);
+            }
         }
-        break;
+        match lateral {
+            Some(c) => {
+                current = c;
+                sideways += 1;
+            }
+            None => break,
+        }
     }
     ExploreFailure {
         scheduler: failure.scheduler,
