@@ -488,3 +488,101 @@ where
         ..failure
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::{ExploreConfig, ExploreReport, SchedulerKind, explore};
+    use crate::sync::{Arc, Mutex, thread, yield_now};
+
+    fn dfs(bound: usize) -> ExploreConfig {
+        let mut config = ExploreConfig::new(10_000);
+        config.iterations = 10_000; // not SVMKIT_ITERS
+        config.schedulers = vec![SchedulerKind::Dfs];
+        config.preemption_bound = bound;
+        config
+    }
+
+    #[test]
+    fn config_defaults() {
+        let config = ExploreConfig::new(7);
+        assert_eq!(config.preemption_bound, 2);
+        assert_eq!(config.time_limit, None);
+        assert_eq!(
+            config.schedulers,
+            vec![SchedulerKind::Random, SchedulerKind::Pct]
+        );
+    }
+
+    #[test]
+    fn scheduler_names() {
+        for kind in SchedulerKind::ALL {
+            assert_eq!(SchedulerKind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(SchedulerKind::from_name("dfs"), Some(SchedulerKind::Dfs));
+        assert_eq!(SchedulerKind::from_name("round-robin"), None);
+    }
+
+    #[test]
+    fn report_display() {
+        let report = ExploreReport {
+            runs: vec![(SchedulerKind::Random, 3), (SchedulerKind::Dfs, 14)],
+            exhausted: true,
+            timed_out: false,
+        };
+        assert_eq!(
+            report.to_string(),
+            "17 schedules explored (random 3, dfs 14), bounded space exhausted"
+        );
+    }
+
+    /// The main task spins on a flag (yielding) that a thread sets.
+    fn spin_on_flag() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let setter = Arc::clone(&flag);
+        let t = thread::spawn(move || setter.store(true, Ordering::Relaxed));
+        while !flag.load(Ordering::Relaxed) {
+            yield_now();
+        }
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn dfs_explores_a_spin_loop_finitely() {
+        // The only choices are at the main task's yields: switching to the thread is
+        // free, spinning once more while it could run costs one preemption. The thread
+        // has no scheduling point before it sets the flag and exits. So with bound b the
+        // main task spins 0..=b extra rounds: b + 1 schedules (an unbounded search would
+        // spin until the step bound).
+        for bound in 0..4 {
+            let report = explore(&dfs(bound), spin_on_flag).unwrap();
+            assert_eq!(report.schedules(), bound + 1, "bound {bound}");
+            assert!(report.exhausted);
+        }
+    }
+
+    #[test]
+    fn dfs_branches_on_every_non_preemptive_choice() {
+        // Main spawns two threads (each: one lock and unlock) and joins them in order.
+        // Non-preemptively main runs until it blocks joining the first; then either
+        // thread may run. First thread first: when it finishes, main (woken) or the second
+        // thread may run: 2 schedules. Second thread first: when it finishes, main is
+        // still blocked, so the first runs, then main: 1 schedule. 3 in all.
+        let report = explore(&dfs(0), || {
+            let m = Arc::new(Mutex::new(0));
+            let ts: Vec<_> = (0..2)
+                .map(|_| {
+                    let m = Arc::clone(&m);
+                    thread::spawn(move || *m.lock() += 1)
+                })
+                .collect();
+            for t in ts {
+                t.join().unwrap();
+            }
+        })
+        .unwrap();
+        assert_eq!(report.schedules(), 3);
+        assert!(report.exhausted);
+    }
+}
