@@ -51,7 +51,7 @@ fn progress_and_dfs_schedules_per_second() {
     let mut best = 0.0f64;
     for _ in 0..3 {
         let start = Instant::now();
-        let report = explore_with_progress(&config, trivial, std::sync::Arc::new(|_| {})).unwrap();
+        let report = explore_with_progress(&config, trivial, Arc::new(|_| {})).unwrap();
         best = best.max(report.schedules() as f64 / start.elapsed().as_secs_f64());
     }
     println!("explore_with_progress(Random, no-op callback): {best:.0} schedules/s");
