@@ -379,3 +379,26 @@ fn an_unreadable_schedule_is_a_failure_not_a_panic() {
     let min = minimise(lost_update, &garbled, |_| true, Duration::from_secs(1));
     assert_eq!(min, garbled);
 }
+
+#[test]
+fn minimise_reads_only_the_schedule() {
+    // A failure known only by its schedule string (say, saved by a previous run).
+    let found = first_random_failure(noisy_lost_update_unyielding);
+    let bare = ExploreFailure {
+        scheduler: None,
+        message: String::new(),
+        schedule: found.schedule.clone(),
+        schedules_run: 1,
+        preemptions: 0,
+        steps: 0,
+    };
+    let min = minimise(
+        noisy_lost_update_unyielding,
+        &bare,
+        |m| m.contains(LOST_UPDATE),
+        Duration::from_secs(60),
+    );
+    assert!(min.message.contains(LOST_UPDATE));
+    assert!((min.preemptions, min.steps) <= (found.preemptions, found.steps));
+    assert_eq!(min.preemptions, 1, "{min}");
+}

@@ -247,7 +247,9 @@ fn candidates(best: &Candidate) -> Vec<Vec<TaskId>> {
 
 /// Shrinks a failing schedule of `f`: returns a failure whose message satisfies `same`
 /// and whose schedule has no more preemptions than `failure`'s (at equal preemptions, no
-/// more steps), replayable byte-exactly by [`replay`](super::replay).
+/// more steps), replayable byte-exactly by [`replay`](super::replay). Only `failure`'s
+/// schedule is read (its statistics are recounted by running it, as `replay` counts
+/// them), and its `scheduler` and `schedules_run`, which the result keeps.
 ///
 /// Greedy passes try, on the schedule reached, cutting it at each decision that deviates
 /// from the non-preemptive default, and at each preemption letting the preempted task
@@ -293,10 +295,11 @@ where
         .collect();
     // Generous: a candidate with fewer preemptions may need more steps.
     let max_steps = original.len().saturating_mul(10).max(10_000);
-    // The first run reports its failure as usual; it also has shuttle install its panic
-    // hook, which the quiet one must wrap.
-    let Some(mut best) = run_guided(&f, original, schedule.seed, max_steps, false)
-        .filter(|c| same(&c.message) && c.key() <= (failure.preemptions, failure.steps))
+    // The first run, of the schedule as it is, gives its statistics (as a replay counts
+    // them); it reports its failure as usual, and has shuttle install its panic hook,
+    // which the quiet one must wrap.
+    let Some(mut best) =
+        run_guided(&f, original, schedule.seed, max_steps, false).filter(|c| same(&c.message))
     else {
         return failure.clone();
     };
