@@ -17,7 +17,8 @@
 //!
 //! Tests that explore are named `shuttle_*`; their files are compiled with the
 //! `shuttle` feature, so they run with `cargo test -p svmkit --features shuttle shuttle`
-//! and stay out of the plain `cargo test`.
+//! and stay out of the plain `cargo test`; the exploration library's own tests
+//! (`tests/explore_lib.rs`, `tests/explore_model.rs`) are small and run in it.
 
 mod dfs;
 mod explore;
