@@ -219,6 +219,8 @@ pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 fn shuttle_config(max_steps: usize) -> Config {
     let mut config = Config::new();
+    // svmkit reports a failing schedule itself (ExploreFailure carries it).
+    config.failure_persistence = shuttle::FailurePersistence::None;
     config.max_steps = shuttle::MaxSteps::FailAfter(max_steps);
     config
 }
@@ -402,6 +404,7 @@ fn explore_impl(
         exhausted: false,
         timed_out: false,
     };
+    let quiet = progress.is_some();
     for &kind in &config.schedulers {
         let progress = progress.as_ref().map(|report_fn| Progress {
             report: Arc::clone(report_fn),
@@ -453,7 +456,11 @@ fn explore_impl(
                 }
             }
             Err(failure) => {
-                eprintln!("svmkit: {failure}");
+                // Tests call `explore` and print nothing else: say how to replay. A
+                // caller with a progress callback reports the failure itself.
+                if !quiet {
+                    eprintln!("svmkit: {failure}");
+                }
                 return Err(failure);
             }
         }
