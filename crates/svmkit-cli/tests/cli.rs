@@ -247,7 +247,7 @@ fn explore_dfs_exhausts_a_small_space() {
         "--strategy",
         "dfs",
         "--preemption-bound",
-        "1",
+        "0",
         "--schedules",
         "100000",
         "--json",

@@ -216,7 +216,8 @@ fn body(
                     source.clone(),
                     running.clone(),
                 );
-                thread::spawn(move || {
+                let name = w.sc.threads[t].name.clone();
+                thread::spawn_named(&name, move || {
                     run_thread(t, &w, &gate, &turn, &sink, &source);
                     running.fetch_sub(1, Ordering::Relaxed);
                 })
@@ -225,7 +226,7 @@ fn body(
         let total: usize = sc.threads.iter().map(|t| t.steps.len()).sum();
         let monitor = {
             let (w, running) = (w.clone(), running.clone());
-            thread::spawn(move || {
+            thread::spawn_named("monitor", move || {
                 // A bounded number of checks, so that a deadlock of the others is
                 // still one (a task that yields forever would hide it).
                 for _ in 0..2 * total + 2 {

@@ -719,6 +719,13 @@ impl World {
     pub(crate) fn new(sc: Arc<Scenario>, profile: Profile) -> Result<World, StepError> {
         let mut config = SystemConfig::with_frames(sc.frames);
         config.profile = profile;
+        if svmkit::sync::in_explorer() {
+            // Two folio wait queues instead of 64: every schedule builds the system
+            // afresh, and each queue is a primitive shuttle registers. Sharing a
+            // queue only adds wake-ups that the sleepers re-check (Linux's hashed
+            // folio_waitqueue does the same).
+            config.mem.wait_table_bits = 1;
+        }
         let sys = System::new(config)?;
         if let Some(slots) = sc.swap {
             sys.mem().swapon(slots.max(1))?;

@@ -75,6 +75,32 @@ where
     JoinHandle { inner }
 }
 
+/// [`spawn`] with a name: the OS thread's name, or the shuttle task's (which the
+/// explorer's deadlock reports print).
+#[track_caller]
+pub fn spawn_named<F, T>(name: &str, f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let inner = match Backend::current() {
+        Backend::Std => JoinImpl::Std(
+            std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(f)
+                .unwrap_or_else(|e| panic!("cannot spawn thread {name}: {e}")),
+        ),
+        Backend::Shuttle(exec) => JoinImpl::Shuttle {
+            handle: shuttle::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(f)
+                .unwrap_or_else(|e| panic!("cannot spawn task {name}: {e}")),
+            exec,
+        },
+    };
+    JoinHandle { inner }
+}
+
 /// Lets the scheduler run another thread here.
 ///
 /// Linux: `cond_resched()` (and any preemption point between two steps).

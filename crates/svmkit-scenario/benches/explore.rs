@@ -1,0 +1,162 @@
+//! Schedules per second of `svmkit explore`, next to baselines measured in the same
+//! run (these machines are noisy: read the ratios).
+//!
+//! * `explore/library_exclusivity_4_threads` (baseline): the exclusivity race written
+//!   in Rust against the library (crates/svmkit/tests/shuttle_svm.rs's
+//!   `exclusivity_scenario`: a device doing 2 atomics, a CPU increment, munmap of the
+//!   neighbour page and fork, a monitor), explored with `svmkit::check::explore`.
+//! * `explore/scenario_exclusivity_4_threads`: the same race as a scenario file
+//!   (examples/race-exclusivity.toml) through the scenario explorer, which also
+//!   records every step for the account and checks the device invariants after each.
+//! * `explore/scenario_counter_2_threads`: examples/race-counter.toml, one CPU thread
+//!   and one svm_atomic device incrementing one counter twice each.
+//! * `explore/counter_jobs_1` and `explore/counter_jobs_2`: the counter with one and
+//!   two workers (`--jobs`), same total schedules; their ratio is the parallel speedup.
+//!
+//! Each iteration is one schedule (criterion's throughput is schedules/s); a
+//! measurement explores a batch and divides.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use svmkit::check::{ExploreConfig, SchedulerKind};
+use svmkit::device::DevRights;
+use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
+use svmkit::mm::{MapFlags, MmUser, Prot, Pte};
+use svmkit::sync::thread;
+use svmkit::task::Task;
+use svmkit::{PAGE_SIZE, Profile, System, SystemConfig};
+use svmkit_scenario::explore::{ExploreOptions, explore, explore_jobs};
+
+const A: u64 = 0x4000_0000;
+const P: u64 = PAGE_SIZE;
+
+fn check_exclusivity(gpu: &SvmAtomic, mm: &MmUser) {
+    let table = gpu.device().lock();
+    for (va, pte) in table.range(0, 1 << 47) {
+        if pte.rights.contains(DevRights::ATOMIC) {
+            let cpu = mm.pte_get_lockless(va);
+            assert!(
+                matches!(cpu, Pte::Swap(s) if s.is_device_exclusive() && s.pfn() == Some(pte.pfn))
+            );
+        }
+    }
+}
+
+/// shuttle_svm.rs's exclusivity scenario.
+fn library_exclusivity() {
+    let mut config = SystemConfig::with_frames(64);
+    config.mem.wait_table_bits = 1;
+    config.profile = Profile::linux_6_15();
+    let sys = System::new(config).unwrap();
+    let mm = sys.create_mm().unwrap();
+    mm.mmap(
+        A,
+        2 * P,
+        Prot::READ | Prot::WRITE,
+        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
+    )
+    .unwrap();
+    mm.write_u64(A, 0).unwrap();
+    mm.write_u64(A + P, 0).unwrap();
+    let gpu = Arc::new(SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), 4).unwrap());
+    let device = {
+        let gpu = gpu.clone();
+        thread::spawn(move || {
+            let task = Task::new("gpu");
+            (0..2)
+                .filter(|_| gpu.atomic_fetch_add(&task, A, 1).is_ok())
+                .count() as u64
+        })
+    };
+    let cpu = {
+        let mm = mm.clone();
+        thread::spawn(move || mm.fetch_add_u64(A, 10).unwrap())
+    };
+    let other = {
+        let (sys, mm) = (sys.clone(), mm.clone());
+        thread::spawn(move || {
+            mm.munmap(A + P, P).unwrap();
+            drop(sys.fork(&mm));
+        })
+    };
+    let monitor = {
+        let (gpu, mm) = (gpu.clone(), mm.clone());
+        thread::spawn(move || {
+            for _ in 0..3 {
+                check_exclusivity(&gpu, &mm);
+                thread::yield_now();
+            }
+        })
+    };
+    let done = device.join().unwrap();
+    cpu.join().unwrap();
+    other.join().unwrap();
+    monitor.join().unwrap();
+    assert_eq!(mm.read_u64(A).unwrap(), 10 + done);
+    drop(gpu);
+    sys.check().unwrap();
+}
+
+fn scenario(name: &str) -> (svmkit_scenario::Scenario, String) {
+    let path = format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    let src = std::fs::read_to_string(&path).unwrap();
+    (svmkit_scenario::parse(&path, &src).unwrap(), src)
+}
+
+fn benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("explore");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(5));
+    g.sample_size(10);
+    let batch = |iters: u64| (iters as usize).max(1);
+    g.bench_function("library_exclusivity_4_threads", |b| {
+        b.iter_custom(|iters| {
+            let mut config = ExploreConfig::new(batch(iters));
+            config.schedulers = vec![SchedulerKind::Random];
+            let t = Instant::now();
+            svmkit::check::explore(&config, library_exclusivity).unwrap();
+            t.elapsed()
+        })
+    });
+    for (id, file) in [
+        ("scenario_exclusivity_4_threads", "race-exclusivity.toml"),
+        ("scenario_counter_2_threads", "race-counter.toml"),
+    ] {
+        let (sc, src) = scenario(file);
+        g.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let opts = ExploreOptions {
+                    schedules: batch(iters),
+                    ..ExploreOptions::default()
+                };
+                let t = Instant::now();
+                let r = explore(&sc, &src, &opts, Arc::new(|_| {}));
+                assert!(r.failure.is_none());
+                t.elapsed()
+            })
+        });
+    }
+    let (sc, src) = scenario("race-counter.toml");
+    for jobs in [1usize, 2] {
+        g.bench_function(format!("counter_jobs_{jobs}"), |b| {
+            b.iter_custom(|iters| {
+                let opts = ExploreOptions {
+                    schedules: batch(iters).max(2000),
+                    ..ExploreOptions::default()
+                };
+                let t = Instant::now();
+                let r = explore_jobs(&sc, &src, &opts, jobs, None, Arc::new(|_| {}));
+                assert!(r.failures.is_empty());
+                // Per schedule, whatever the batch was rounded up to.
+                t.elapsed()
+                    .mul_f64(batch(iters) as f64 / r.schedules as f64)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(explore_benches, benches);
+criterion_main!(explore_benches);
