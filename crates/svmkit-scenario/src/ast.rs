@@ -379,6 +379,22 @@ pub enum PteKind {
     HugePmd,
 }
 
+impl PteKind {
+    /// The kind as a scenario file names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PteKind::None => "none",
+            PteKind::Present => "present",
+            PteKind::PresentWritable => "present-rw",
+            PteKind::PresentReadOnly => "present-ro",
+            PteKind::DeviceExclusive => "device-exclusive",
+            PteKind::Swap => "swap",
+            PteKind::Migration => "migration",
+            PteKind::HugePmd => "huge-pmd",
+        }
+    }
+}
+
 /// What a step must return.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -390,21 +406,106 @@ pub enum Outcome {
     Any,
 }
 
+/// A value that may differ by era: one for every era, or one for each era named
+/// (`{ "linux-5.14" = 1, "linux-6.15" = 2 }`; an era not named checks nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PerEra<T> {
+    /// The same under every era.
+    All(T),
+    /// Per era, by profile name ([`svmkit::Profile::name`]), in file order.
+    Eras(Vec<(String, T)>),
+}
+
+impl<T> PerEra<T> {
+    /// The value under the era (profile name) `era`, if there is one to check.
+    pub fn get(&self, era: &str) -> Option<&T> {
+        match self {
+            PerEra::All(v) => Some(v),
+            PerEra::Eras(v) => v.iter().find(|(e, _)| e == era).map(|(_, v)| v),
+        }
+    }
+}
+
+/// A bit of a PTE (or of the non-present entry in its place) that `expect_pte` can
+/// check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PteFlag {
+    /// Writable: `pte_write()`; on a device-exclusive entry
+    /// `is_writable_device_exclusive_entry()`, on a migration entry
+    /// `is_writable_migration_entry()`.
+    Write,
+    /// `pte_dirty()` (a present PTE or huge PMD only: the entries have no dirty bit).
+    Dirty,
+    /// `pte_young()` (a present PTE or huge PMD only).
+    Young,
+    /// `pte_soft_dirty()`, or `pte_swp_soft_dirty()` on a non-present entry.
+    SoftDirty,
+    /// `pte_uffd_wp()`, or `pte_swp_uffd_wp()` on a non-present entry.
+    UffdWp,
+}
+
+impl PteFlag {
+    /// Every flag with its key in a scenario file.
+    pub const ALL: [(&'static str, PteFlag); 5] = [
+        ("write", PteFlag::Write),
+        ("dirty", PteFlag::Dirty),
+        ("young", PteFlag::Young),
+        ("soft_dirty", PteFlag::SoftDirty),
+        ("uffd_wp", PteFlag::UffdWp),
+    ];
+
+    /// The flag's key in a scenario file.
+    pub fn key(self) -> &'static str {
+        PteFlag::ALL
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("?", |(k, _)| k)
+    }
+}
+
+/// `expect_pte`: what the entry at an address must be after the step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PteExpect {
+    /// Its kind.
+    pub kind: PerEra<PteKind>,
+    /// Bits that must be set (true) or clear (false).
+    pub flags: Vec<(PteFlag, PerEra<bool>)>,
+    /// Another address than the step's (`at`).
+    pub at: Option<Addr>,
+}
+
+/// `expect_refcount` / `expect_mapcount`: a count of the folio mapped at an address
+/// after the step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountExpect {
+    /// The count.
+    pub value: PerEra<u64>,
+    /// Another address than the step's (`at`).
+    pub at: Option<Addr>,
+}
+
 /// One step of a thread.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     /// The operation.
     pub op: Op,
-    /// What it must return.
-    pub expect: Outcome,
-    /// What the PTE at the step's address must be afterwards.
-    pub expect_pte: Option<PteKind>,
+    /// What it must return (per era if the file says so).
+    pub expect: PerEra<Outcome>,
+    /// What the PTE at the step's address (or `at`) must be afterwards.
+    pub expect_pte: Option<PteExpect>,
     /// Device entries at the step's address afterwards: (device, rights), rights
     /// `None` for no entry; the device is the thread's own when not named.
     pub expect_device: Vec<(usize, Option<svmkit::device::DevRights>)>,
     /// Notifier events the step must cause, in order (each a set of words the event's
     /// account line must contain); `Some(empty)`: none at all.
     pub expect_events: Option<Vec<String>>,
+    /// `folio_ref_count()` of the folio mapped at the address afterwards.
+    pub expect_refcount: Option<CountExpect>,
+    /// `folio_mapcount()` of the folio mapped at the address afterwards.
+    pub expect_mapcount: Option<CountExpect>,
+    /// Faults the step took: CPU page faults of a read, write or fetch_add; passes of
+    /// svm_atomic's fault loop for an atomic_add.
+    pub expect_faults: Option<PerEra<u64>>,
     /// A note printed with the step.
     pub note: Option<String>,
     /// A label `[outcomes]` can name (`fails_at`).

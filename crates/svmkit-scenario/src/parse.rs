@@ -601,8 +601,9 @@ const DEVICE_KEYS: [&str; 5] = ["name", "driver", "process", "max_passes", "flaw
 const THREAD_KEYS: [&str; 5] = ["name", "process", "device", "after", "steps"];
 const EXPECT_KEYS: [&str; 3] = ["checker", "all_freed", "values"];
 
-/// Every step name and the keys it takes (besides the common `expect`, `expect_err`,
-/// `expect_pte`, `note`).
+/// Every step name and the keys it takes (besides the common `op`, `id`, `expect`,
+/// `expect_err`, `expect_pte`, `expect_device`, `expect_events`, `expect_refcount`,
+/// `expect_mapcount`, `expect_faults`, `note`).
 pub const STEPS: &[(&str, &[&str])] = &[
     ("read", &["at"]),
     ("write", &["at", "value"]),
@@ -630,7 +631,7 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("migrate", &["at"]),
     ("repeat", &["times", "steps"]),
 ];
-const COMMON_STEP_KEYS: [&str; 8] = [
+const COMMON_STEP_KEYS: [&str; 11] = [
     "op",
     "id",
     "expect",
@@ -638,6 +639,9 @@ const COMMON_STEP_KEYS: [&str; 8] = [
     "expect_pte",
     "expect_device",
     "expect_events",
+    "expect_refcount",
+    "expect_mapcount",
+    "expect_faults",
     "note",
 ];
 
@@ -1367,34 +1371,258 @@ fn resolve_after(cx: &mut Ctx, nodes: &[&Node], threads: &mut [Thread]) {
     }
 }
 
-fn outcome(cx: &mut Ctx, t: &mut Tbl<'_>) -> Outcome {
-    let value = t.get("expect");
-    let err = t.get("expect_err");
-    match (value, err) {
-        (Some(v), Some(e)) => {
-            cx.err(
-                Problem::new(e.span, "a step expects a value or an error, not both")
-                    .label("second expectation"),
-            );
-            let _ = v;
-            Outcome::Any
+/// A value that may differ by era: what `inner` reads from the node, or a table
+/// `{ "linux-5.14" = ..., "linux-6.15" = ... }` of such values keyed by profile name.
+fn per_era<T>(
+    cx: &mut Ctx,
+    n: &Node,
+    what: &str,
+    mut inner: impl FnMut(&mut Ctx, &Node) -> Option<T>,
+) -> Option<PerEra<T>> {
+    let Kind::Table(entries) = &n.kind else {
+        return inner(cx, n).map(PerEra::All);
+    };
+    let names: Vec<&str> = Profile::ALL.iter().map(|p| p.name).collect();
+    if entries.is_empty() {
+        cx.err(
+            Problem::new(n.span, format!("{what} names no era"))
+                .label("empty table")
+                .help(format!(
+                    "write one value, or one per era: {what} = {{ \"{}\" = ... }}",
+                    names[0]
+                )),
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (era, span, v) in entries {
+        if Profile::by_name(era).is_none() {
+            let mut p =
+                Problem::new(*span, format!("unknown era `{era}` in {what}")).label("unknown era");
+            p = match did_you_mean(era, names.iter().copied()) {
+                Some(h) => p.help(h),
+                None => p.help(format!(
+                    "a per-era value is a table of era = value; eras: {}",
+                    names.join(", ")
+                )),
+            };
+            cx.err(p);
+            ok = false;
+            continue;
         }
-        (Some(v), None) => match &v.kind {
-            Kind::Str(s) if s == "any" => Outcome::Any,
-            Kind::Str(s) if s == "ok" => Outcome::Ok(None),
+        match inner(cx, v) {
+            Some(x) => out.push((era.clone(), x)),
+            None => ok = false,
+        }
+    }
+    ok.then_some(PerEra::Eras(out))
+}
+
+/// `expect` (N, `"ok"`, `"any"`) and `expect_err` (an error or a list), each one value
+/// or one per era; both may be given per era for different eras. An era neither
+/// names expects success (no value check).
+fn outcome(cx: &mut Ctx, t: &mut Tbl<'_>) -> PerEra<Outcome> {
+    let value = t.get("expect").and_then(|v| {
+        per_era(cx, v, "expect", |cx, v| match &v.kind {
+            Kind::Str(s) if s == "any" => Some(Outcome::Any),
+            Kind::Str(s) if s == "ok" => Some(Outcome::Ok(None)),
+            Kind::Str(s) => {
+                cx.err(
+                    Problem::new(v.span, format!("`{s}` is not an expected result"))
+                        .label("bad expect")
+                        .help("expect = N, \"ok\" or \"any\"; an error is expect_err = \"EBUSY\""),
+                );
+                None
+            }
             _ => cx
                 .want_u64(v, "expect", u64::MAX >> 1)
-                .map_or(Outcome::Any, |x| Outcome::Ok(Some(x))),
-        },
-        (None, Some(e)) => {
+                .map(|x| Outcome::Ok(Some(x))),
+        })
+        .map(|p| (p, v.span))
+    });
+    let err = t.get("expect_err").and_then(|e| {
+        per_era(cx, e, "expect_err", |cx, e| {
             let list: Vec<StepError> = match &e.kind {
                 Kind::Array(a) => a.iter().filter_map(|x| errno_of(cx, x)).collect(),
                 _ => errno_of(cx, e).into_iter().collect(),
             };
-            Outcome::Err(list)
+            Some(Outcome::Err(list))
+        })
+        .map(|p| (p, e.span))
+    });
+    match (value, err) {
+        (Some((PerEra::Eras(mut a), _)), Some((PerEra::Eras(b), espan))) => {
+            for (era, o) in b {
+                if a.iter().any(|(e, _)| *e == era) {
+                    cx.err(
+                        Problem::new(espan, format!("era `{era}` expects a value and an error"))
+                            .label("second expectation")
+                            .help("name each era in `expect` or in `expect_err`, not both"),
+                    );
+                } else {
+                    a.push((era, o));
+                }
+            }
+            PerEra::Eras(a)
         }
-        (None, None) => Outcome::Ok(None),
+        (Some(_), Some((_, espan))) => {
+            cx.err(
+                Problem::new(espan, "a step expects a value or an error, not both")
+                    .label("second expectation")
+                    .help("per era, both may be tables naming different eras"),
+            );
+            PerEra::All(Outcome::Any)
+        }
+        (Some((v, _)), None) | (None, Some((v, _))) => v,
+        (None, None) => PerEra::All(Outcome::Ok(None)),
     }
+}
+
+/// Steps with an address of their own (what `expect_pte`, `expect_refcount` and
+/// `expect_mapcount` look at when they give no `at`).
+const ADDRESSED_STEPS: [&str; 18] = [
+    "read",
+    "write",
+    "fetch_add",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "madvise",
+    "uffd_wp",
+    "make_exclusive",
+    "make_exclusive_range",
+    "gup",
+    "atomic_add",
+    "dmirror_read",
+    "dmirror_write",
+    "dmirror_exclusive",
+    "dmirror_check_exclusive",
+    "reclaim_folio",
+    "migrate",
+];
+
+/// Steps whose faults `expect_faults` counts.
+const FAULTING_STEPS: [&str; 4] = ["read", "write", "fetch_add", "atomic_add"];
+
+/// Reports an expectation about "the step's address" on a step without one.
+fn needs_addr(cx: &mut Ctx, op: &str, key: &str, span: Span) {
+    if !ADDRESSED_STEPS.contains(&op) {
+        cx.err(
+            Problem::new(span, format!("`{op}` has no address for {key} to look at"))
+                .label("whose entry?")
+                .help(format!("name one: {key} = {{ at = \"buf\", ... }}")),
+        );
+    }
+}
+
+/// `expect_pte = "present"` or `{ kind = "present", write = true, dirty = true,
+/// soft_dirty = false, uffd_wp = false, young = true, at = "buf+0x1000" }` (each
+/// value may be per era).
+fn pte_expect_of(cx: &mut Ctx, names: &Names, op: &str, n: &Node) -> Option<PteExpect> {
+    if let Kind::Str(_) = n.kind {
+        needs_addr(cx, op, "expect_pte", n.span);
+        return pte_kind_of(cx, n).map(|k| PteExpect {
+            kind: PerEra::All(k),
+            flags: Vec::new(),
+            at: None,
+        });
+    }
+    let mut t = Tbl::new(cx, n, "expect_pte")?;
+    let kind = t
+        .require(cx, "kind")
+        .and_then(|v| per_era(cx, v, "kind", pte_kind_of));
+    let mut flags = Vec::new();
+    let mut ok = true;
+    for (key, f) in PteFlag::ALL {
+        if let Some(v) = t.get(key) {
+            match per_era(cx, v, key, |cx, v| cx.want_bool(v, key)) {
+                Some(b) => {
+                    if let Some(PerEra::All(k)) = &kind
+                        && let Some(why) = flag_impossible(*k, f)
+                    {
+                        cx.err(
+                            Problem::new(v.span, format!("{why}: `{key}` cannot be checked"))
+                                .label("no such bit")
+                                .help(
+                                    "a present PTE has write, dirty, young, soft_dirty, uffd_wp; \
+                                     device-exclusive and migration entries write, soft_dirty, \
+                                     uffd_wp; swap entries soft_dirty, uffd_wp (spec 1.1)",
+                                ),
+                        );
+                        ok = false;
+                    }
+                    flags.push((f, b));
+                }
+                None => ok = false,
+            }
+        }
+    }
+    let at = t.get("at");
+    let at_addr = at.and_then(|v| names.addr(cx, v));
+    if at.is_none() {
+        needs_addr(cx, op, "expect_pte", n.span);
+    }
+    let mut known = vec!["kind", "at"];
+    known.extend(PteFlag::ALL.iter().map(|f| f.0));
+    t.finish(cx, &known);
+    if at.is_some() && at_addr.is_none() {
+        return None;
+    }
+    let kind = kind?;
+    ok.then_some(PteExpect {
+        kind,
+        flags,
+        at: at_addr,
+    })
+}
+
+/// Why an entry of kind `k` has no bit `f` (Linux's encodings, spec 1.1), if it has
+/// none.
+fn flag_impossible(k: PteKind, f: PteFlag) -> Option<&'static str> {
+    match (k, f) {
+        (PteKind::None, _) => Some("a none PTE has no bits"),
+        (PteKind::DeviceExclusive, PteFlag::Dirty | PteFlag::Young) => {
+            Some("a device-exclusive entry has no dirty or young bit")
+        }
+        (PteKind::Migration, PteFlag::Dirty | PteFlag::Young) => {
+            Some("the model's migration entries carry no dirty or young bit")
+        }
+        (PteKind::Swap, PteFlag::Write | PteFlag::Dirty | PteFlag::Young) => {
+            Some("a swap entry has no write, dirty or young bit")
+        }
+        _ => None,
+    }
+}
+
+/// `expect_refcount = N`, per era, or `{ at = "buf+0x1000", value = N }`.
+fn count_expect_of(
+    cx: &mut Ctx,
+    names: &Names,
+    op: &str,
+    key: &str,
+    n: &Node,
+) -> Option<CountExpect> {
+    let value =
+        |cx: &mut Ctx, v: &Node| per_era(cx, v, key, |cx, v| cx.want_u64(v, key, i32::MAX as u64));
+    let addressed =
+        matches!(&n.kind, Kind::Table(e) if e.iter().any(|(k, _, _)| k == "at" || k == "value"));
+    if !addressed {
+        needs_addr(cx, op, key, n.span);
+        return value(cx, n).map(|value| CountExpect { value, at: None });
+    }
+    let mut t = Tbl::new(cx, n, key)?;
+    let v = t.require(cx, "value").and_then(|v| value(cx, v));
+    let at = t.get("at");
+    let at_addr = at.and_then(|v| names.addr(cx, v));
+    if at.is_none() {
+        needs_addr(cx, op, key, n.span);
+    }
+    t.finish(cx, &["at", "value"]);
+    if at.is_some() && at_addr.is_none() {
+        return None;
+    }
+    v.map(|value| CountExpect { value, at: at_addr })
 }
 
 fn step(
@@ -1455,7 +1683,27 @@ fn step(
         return;
     }
     let expect = outcome(cx, &mut t);
-    let expect_pte = t.get("expect_pte").and_then(|v| pte_kind_of(cx, v));
+    let expect_pte = t
+        .get("expect_pte")
+        .and_then(|v| pte_expect_of(cx, names, &op, v));
+    let expect_refcount = t
+        .get("expect_refcount")
+        .and_then(|v| count_expect_of(cx, names, &op, "expect_refcount", v));
+    let expect_mapcount = t
+        .get("expect_mapcount")
+        .and_then(|v| count_expect_of(cx, names, &op, "expect_mapcount", v));
+    let expect_faults = t.get("expect_faults").and_then(|v| {
+        if !FAULTING_STEPS.contains(&op.as_str()) {
+            cx.err(
+                Problem::new(v.span, format!("`{op}` counts no faults"))
+                    .label("nothing to count")
+                    .help("expect_faults goes with read, write, fetch_add (CPU page faults) and atomic_add (svm_atomic fault-loop passes)"),
+            );
+        }
+        per_era(cx, v, "expect_faults", |cx, v| {
+            cx.want_u64(v, "expect_faults", 1 << 20)
+        })
+    });
     let expect_device = t
         .get("expect_device")
         .map_or_else(Vec::new, |v| device_expect_of(cx, names, actor, v));
@@ -1724,6 +1972,9 @@ fn step(
             expect_pte,
             expect_device,
             expect_events,
+            expect_refcount,
+            expect_mapcount,
+            expect_faults,
             note,
             id,
             span: n.span,

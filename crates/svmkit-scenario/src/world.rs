@@ -11,7 +11,7 @@ use svmkit::device::DevRights;
 use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
 use svmkit::device::svm_atomic::SvmAtomic;
 use svmkit::mm::mmu_notifier::{NotifierCallKind, RecordingNotifier};
-use svmkit::mm::{ExclusiveFolio, GupFlags, MapFlags, MmUser, Pte};
+use svmkit::mm::{ExclusiveFolio, GupFlags, MapFlags, MmUser, Pte, PteFlags, SwapPte};
 use svmkit::sync::Arc;
 use svmkit::task::Task;
 use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig, VirtAddr};
@@ -63,6 +63,8 @@ pub(crate) struct World {
     tasks: Vec<Task>,
     /// Notifier range starts minus ends seen so far (they pair up once nothing runs).
     open_ranges: std::sync::atomic::AtomicI64,
+    /// The era the run uses (its profile's name): which per-era values apply.
+    era: &'static str,
 }
 
 /// Locks one of the world's mutexes; a panic elsewhere never leaves them inconsistent
@@ -111,19 +113,94 @@ fn pte_text(p: Pte) -> String {
     match p {
         Pte::None => "none".into(),
         Pte::Present(p) => format!(
-            "present pfn {:#x} {}{}",
+            "present pfn {:#x} {}{}{}{}",
             p.pfn.raw(),
             if p.is_write() { "rw" } else { "ro" },
-            if p.is_dirty() { " dirty" } else { "" }
+            if p.is_dirty() { " dirty" } else { "" },
+            if p.flags.contains(PteFlags::SOFT_DIRTY) {
+                " soft-dirty"
+            } else {
+                ""
+            },
+            if p.flags.contains(PteFlags::UFFD_WP) {
+                " uffd-wp"
+            } else {
+                ""
+            }
         ),
-        Pte::Swap(s) if s.is_device_exclusive() => {
-            format!("device-exclusive pfn {:#x}", s.pfn().map_or(0, |p| p.raw()))
-        }
+        Pte::Swap(s) if s.is_device_exclusive() => format!(
+            "device-exclusive pfn {:#x}{}{}",
+            s.pfn().map_or(0, |p| p.raw()),
+            swp_bits(s),
+            if s.is_writable_device_exclusive() {
+                ""
+            } else {
+                " ro"
+            }
+        ),
         Pte::Swap(s) if s.is_migration() => {
-            format!("migration pfn {:#x}", s.pfn().map_or(0, |p| p.raw()))
+            format!(
+                "migration pfn {:#x}{}",
+                s.pfn().map_or(0, |p| p.raw()),
+                swp_bits(s)
+            )
         }
-        Pte::Swap(s) => format!("swap slot {}", s.offset),
+        Pte::Swap(s) => format!("swap slot {}{}", s.offset, swp_bits(s)),
     }
+}
+
+/// The PTE-level bits of a non-present entry, as the account prints them.
+fn swp_bits(s: SwapPte) -> String {
+    format!(
+        "{}{}",
+        if s.soft_dirty { " soft-dirty" } else { "" },
+        if s.uffd_wp { " uffd-wp" } else { "" }
+    )
+}
+
+/// Bit `f` of the entry, or why it has none.
+fn entry_flag(e: Entry, f: PteFlag) -> Result<bool, &'static str> {
+    let present = |p: svmkit::mm::PresentPte| match f {
+        PteFlag::Write => p.is_write(),
+        PteFlag::Dirty => p.is_dirty(),
+        PteFlag::Young => p.is_young(),
+        PteFlag::SoftDirty => p.flags.contains(PteFlags::SOFT_DIRTY),
+        PteFlag::UffdWp => p.flags.contains(PteFlags::UFFD_WP),
+    };
+    match e {
+        Entry::HugePmd(p) | Entry::Pte(Pte::Present(p)) => Ok(present(p)),
+        Entry::Pte(Pte::None) => Err("a none PTE has no bits"),
+        Entry::Pte(Pte::Swap(s)) => match f {
+            PteFlag::SoftDirty => Ok(s.soft_dirty),
+            PteFlag::UffdWp => Ok(s.uffd_wp),
+            PteFlag::Write if s.is_device_exclusive() => Ok(s.is_writable_device_exclusive()),
+            PteFlag::Write if s.is_migration() => {
+                Ok(s.swp_type == svmkit::mm::swp_type::SWP_MIGRATION_WRITE)
+            }
+            PteFlag::Write => Err("a swap entry has no write bit"),
+            PteFlag::Dirty | PteFlag::Young => Err("a non-present entry has no dirty or young bit"),
+        },
+    }
+}
+
+/// The frame the entry maps (a present PTE, a huge PMD's head, a device-exclusive or
+/// migration entry's pfn).
+fn entry_pfn(e: Entry) -> Option<Pfn> {
+    match e {
+        Entry::HugePmd(p) | Entry::Pte(Pte::Present(p)) => Some(p.pfn),
+        Entry::Pte(Pte::Swap(s)) => s.pfn(),
+        Entry::Pte(Pte::None) => None,
+    }
+}
+
+/// An expected PTE as the failure text says it: `present-rw, dirty, not soft_dirty`.
+fn pte_expect_text(kind: PteKind, flags: &[(PteFlag, bool)]) -> String {
+    let mut s = kind.name().to_string();
+    for (f, b) in flags {
+        s.push_str(if *b { ", " } else { ", not " });
+        s.push_str(f.key());
+    }
+    s
 }
 
 fn pte_is(p: Pte, k: PteKind) -> bool {
@@ -352,7 +429,9 @@ impl World {
         Ok(addr)
     }
 
-    fn run_step(&self, t: usize, step: &Step) -> StepResult {
+    /// Runs the step; adds the faults it took to `faults` (CPU page faults of a read,
+    /// write or fetch_add; fault-loop passes of an atomic_add).
+    fn run_step(&self, t: usize, step: &Step, faults: &mut u64) -> StepResult {
         let p = self.thread_process(t);
         let task = &self.tasks[t];
         let addr = |w: &World, a: &Addr| w.resolve(a).ok_or(StepError::Errno(Errno::EFAULT));
@@ -369,11 +448,17 @@ impl World {
             Actor::Process(_) => None,
         };
         match &step.op {
-            Op::Read { at } => cpu(self.mm(p)?.read_u64(addr(self, at)?)),
-            Op::Write { at, value } => {
-                cpu(self.mm(p)?.write_u64(addr(self, at)?, *value).map(|()| 0)).map(|_| None)
+            Op::Read { at } => cpu(self.mm(p)?.read_u64_counting(addr(self, at)?, faults)),
+            Op::Write { at, value } => cpu(self
+                .mm(p)?
+                .write_u64_counting(addr(self, at)?, *value, faults)
+                .map(|()| 0))
+            .map(|_| None),
+            Op::FetchAdd { at, value } => {
+                cpu(self
+                    .mm(p)?
+                    .fetch_add_u64_counting(addr(self, at)?, *value, faults))
             }
-            Op::FetchAdd { at, value } => cpu(self.mm(p)?.fetch_add_u64(addr(self, at)?, *value)),
             Op::Mmap { map } => self.map(*map).map(Some),
             Op::Munmap { at, len } => {
                 Ok(self.mm(p)?.munmap(addr(self, at)?, *len).map(|()| None)?)
@@ -494,7 +579,9 @@ impl World {
                     return Err(Errno::EINVAL.into());
                 };
                 match self.dev(d).as_deref() {
-                    Some(Dev::Svm(s)) => Ok(s.atomic_fetch_add(task, a, *value).map(Some)?),
+                    Some(Dev::Svm(s)) => Ok(s
+                        .atomic_fetch_add_counting(task, a, *value, faults)
+                        .map(Some)?),
                     _ => Err(Errno::EINVAL.into()),
                 }
             }
@@ -748,6 +835,7 @@ impl World {
                 .map(|t| Task::new(t.name.clone()))
                 .collect(),
             open_ranges: std::sync::atomic::AtomicI64::new(0),
+            era: profile.name,
             sc,
         };
         for (i, p) in w.sc.processes.iter().enumerate() {
@@ -814,21 +902,18 @@ impl World {
         let a = self.step_addr(&step.op);
         let before = a.map(|a| self.entry(p, a));
         let text = self.describe(&step.op);
-        let r = self.run_step(t, step);
+        let mut faults = 0;
+        let r = self.run_step(t, step, &mut faults);
         let after = a.map(|a| self.entry(p, a));
         let mut failed = None;
-        if !outcome_holds(&step.expect, &r) {
-            failed = Some(format!(
-                "{}, got {}",
-                expect_text(&step.expect),
-                result_text(&r)
-            ));
+        let expect = step.expect.get(self.era).unwrap_or(&Outcome::Ok(None));
+        if !outcome_holds(expect, &r) {
+            failed = Some(format!("{}, got {}", expect_text(expect), result_text(&r)));
         }
-        if let (Some(k), Some(after)) = (step.expect_pte, after)
-            && failed.is_none()
-            && !entry_is(after, k)
+        if failed.is_none()
+            && let Some(e) = &step.expect_pte
         {
-            failed = Some(format!("the PTE to be {k:?}, got {}", entry_text(after)));
+            failed = self.check_pte(p, e, a, after);
         }
         let devs: Vec<Option<Arc<Dev>>> = lk(&self.devs).clone();
         if failed.is_none()
@@ -856,6 +941,27 @@ impl World {
             && let Err(missing) = events_match(want, &events)
         {
             failed = Some(missing);
+        }
+        for (what, e) in [
+            ("refcount", &step.expect_refcount),
+            ("mapcount", &step.expect_mapcount),
+        ] {
+            if failed.is_none()
+                && let Some(e) = e
+            {
+                failed = self.check_count(p, what, e, a);
+            }
+        }
+        if failed.is_none()
+            && let Some(want) = step.expect_faults.as_ref().and_then(|f| f.get(self.era))
+            && faults != *want
+        {
+            let what = if matches!(step.op, Op::AtomicAdd { .. }) {
+                "fault-loop passes"
+            } else {
+                "page faults"
+            };
+            failed = Some(format!("{want} {what}, got {faults}"));
         }
         let devices = a.map_or_else(Vec::new, |a| {
             sc.devices
@@ -889,6 +995,97 @@ impl World {
             note: step.note.clone(),
             id: step.id.clone(),
         }
+    }
+
+    /// Where an expectation with an optional `at` looks: `at`, else the step's address.
+    fn expect_addr(&self, at: Option<&Addr>, step_addr: Option<u64>) -> Result<u64, String> {
+        match at {
+            Some(at) => self
+                .resolve(at)
+                .ok_or_else(|| format!("{} to be mapped, it is not", at.text)),
+            None => step_addr.ok_or_else(|| "an address, the step has none".to_string()),
+        }
+    }
+
+    /// `expect_pte` under this run's era: the failure text, if it does not hold.
+    fn check_pte(
+        &self,
+        p: usize,
+        e: &PteExpect,
+        step_addr: Option<u64>,
+        after: Option<Entry>,
+    ) -> Option<String> {
+        let kind = *e.kind.get(self.era)?;
+        let flags: Vec<(PteFlag, bool)> = e
+            .flags
+            .iter()
+            .filter_map(|(f, b)| b.get(self.era).map(|b| (*f, *b)))
+            .collect();
+        let (entry, where_) = match &e.at {
+            None => (after?, String::new()),
+            Some(at) => match self.expect_addr(Some(at), step_addr) {
+                Ok(a) => (self.entry(p, a), format!(" at {}", at.text)),
+                Err(why) => return Some(format!("the PTE: {why}")),
+            },
+        };
+        let want = pte_expect_text(kind, &flags);
+        let got = entry_text(entry);
+        if !entry_is(entry, kind) {
+            return Some(format!("the PTE{where_} to be {want}, got {got}"));
+        }
+        for (f, b) in flags {
+            match entry_flag(entry, f) {
+                Ok(have) if have == b => {}
+                Ok(_) => return Some(format!("the PTE{where_} to be {want}, got {got}")),
+                Err(why) => {
+                    return Some(format!("the PTE{where_} to be {want}, got {got} ({why})"));
+                }
+            }
+        }
+        None
+    }
+
+    /// `expect_refcount` / `expect_mapcount` under this run's era: the failure text,
+    /// if it does not hold. The mapcount is Linux's `folio_mapcount()` (5.14:
+    /// `total_mapcount()`): every PTE mapping of one of its pages plus every PMD
+    /// mapping of the whole folio.
+    fn check_count(
+        &self,
+        p: usize,
+        what: &str,
+        e: &CountExpect,
+        step_addr: Option<u64>,
+    ) -> Option<String> {
+        let want = *e.value.get(self.era)?;
+        let where_ =
+            e.at.as_ref()
+                .map_or_else(String::new, |a| format!(" at {}", a.text));
+        let addr = match self.expect_addr(e.at.as_ref(), step_addr) {
+            Ok(a) => a,
+            Err(why) => return Some(format!("{what} {want}: {why}")),
+        };
+        let entry = self.entry(p, addr);
+        let mem = self.sys.mem();
+        let Some(folio) = entry_pfn(entry).and_then(|pfn| mem.page_folio(pfn).ok()) else {
+            return Some(format!(
+                "{what} {want} of the folio mapped{where_}, got no folio ({})",
+                entry_text(entry)
+            ));
+        };
+        let got = if what == "refcount" {
+            i64::from(mem.folio_ref_count(folio))
+        } else {
+            i64::from(mem.folio_mapcount(folio))
+                + mem
+                    .page(folio.head())
+                    .map_or(0, |h| i64::from(h.entire_mapcount()))
+        };
+        (got != want as i64).then(|| {
+            format!(
+                "{what} {want} of the folio mapped{where_} ({:#x}), got {got}",
+                folio.head().raw()
+            )
+        })
     }
 
     /// The end checks, with everything still in place: the invariant checker (counting

@@ -78,11 +78,16 @@ fn access_error(access: Access, vma: &Vma) -> bool {
 
 impl Mm {
     /// Performs one access inside one page: finds a translation that allows it
-    /// (faulting as needed) and runs `op` on the frame while holding the PTL.
+    /// (faulting as needed) and runs `op` on the frame while holding the PTL. Adds the
+    /// page faults it took to `faults`: one per hardware fault, a handler's
+    /// `VM_FAULT_RETRY` and its second try being one fault (Linux: what
+    /// `mm_account_fault()` adds to `current->min_flt + maj_flt`, and
+    /// `PERF_COUNT_SW_PAGE_FAULTS`, counted once per entry to `do_user_addr_fault()`).
     fn access_page<R>(
         &self,
         addr: VirtAddr,
         access: Access,
+        faults: &mut u64,
         op: impl FnOnce(&PhysMem, Pfn) -> R,
     ) -> Result<R, FaultError> {
         let fail = |kind| FaultError { addr, access, kind };
@@ -93,6 +98,7 @@ impl Mm {
             flags |= FaultFlags::WRITE;
         }
         let mut op = Some(op);
+        let mut retrying = false;
         loop {
             if matches!(self.pmd_get_lockless(addr), Pmd::Huge(_))
                 && let Some(r) =
@@ -129,9 +135,15 @@ impl Mm {
             if access_error(access, &vma) {
                 return Err(fail(FaultKind::Protection));
             }
+            if !std::mem::replace(&mut retrying, false) {
+                *faults += 1;
+            }
             match self.handle_mm_fault(&mut guard, &vma, addr, flags) {
                 Ok(VmFault::Done) => {}
-                Ok(VmFault::Retry) => flags |= FaultFlags::TRIED,
+                Ok(VmFault::Retry) => {
+                    flags |= FaultFlags::TRIED;
+                    retrying = true;
+                }
                 Err(VmFaultError::Oom) => return Err(fail(FaultKind::OutOfMemory)),
                 Err(VmFaultError::Sigbus) => return Err(fail(FaultKind::Bus)),
             }
@@ -160,7 +172,9 @@ impl Mm {
                 })?;
             let off = va.page_offset();
             let n = ((PAGE_SIZE - off) as usize).min(len - done);
-            self.access_page(va, access, |mem, pfn| op(mem, pfn, off, done..done + n))?;
+            self.access_page(va, access, &mut 0, |mem, pfn| {
+                op(mem, pfn, off, done..done + n)
+            })?;
             done += n;
         }
         Ok(())
@@ -202,25 +216,54 @@ impl MmUser {
 
     /// Loads the naturally aligned `u64` at `addr`.
     pub fn read_u64(&self, addr: u64) -> Result<u64, FaultError> {
-        let va = word_addr(addr, Access::Read)?;
-        self.access_page(va, Access::Read, |mem, pfn| {
-            mem.read_u64(pfn, va.page_offset()).unwrap_or_default()
-        })
+        self.read_u64_counting(addr, &mut 0)
     }
 
     /// Stores the naturally aligned `u64` at `addr`.
     pub fn write_u64(&self, addr: u64, value: u64) -> Result<(), FaultError> {
-        let va = word_addr(addr, Access::Write)?;
-        self.access_page(va, Access::Write, |mem, pfn| {
-            let _ = mem.write_u64(pfn, va.page_offset(), value);
-        })
+        self.write_u64_counting(addr, value, &mut 0)
     }
 
     /// Atomically adds `delta` to the naturally aligned `u64` at `addr` and returns the
     /// old value (`lock xadd`; needs write permission like any store).
     pub fn fetch_add_u64(&self, addr: u64, delta: u64) -> Result<u64, FaultError> {
+        self.fetch_add_u64_counting(addr, delta, &mut 0)
+    }
+
+    /// [`read_u64`](Self::read_u64), adding the page faults the load took to `faults`
+    /// (Linux: what the access adds to the task's `min_flt + maj_flt`; a fault handler's
+    /// retry is part of one fault).
+    pub fn read_u64_counting(&self, addr: u64, faults: &mut u64) -> Result<u64, FaultError> {
+        let va = word_addr(addr, Access::Read)?;
+        self.access_page(va, Access::Read, faults, |mem, pfn| {
+            mem.read_u64(pfn, va.page_offset()).unwrap_or_default()
+        })
+    }
+
+    /// [`write_u64`](Self::write_u64), adding the page faults the store took to
+    /// `faults` (as [`read_u64_counting`](Self::read_u64_counting)).
+    pub fn write_u64_counting(
+        &self,
+        addr: u64,
+        value: u64,
+        faults: &mut u64,
+    ) -> Result<(), FaultError> {
         let va = word_addr(addr, Access::Write)?;
-        self.access_page(va, Access::Write, |mem, pfn| {
+        self.access_page(va, Access::Write, faults, |mem, pfn| {
+            let _ = mem.write_u64(pfn, va.page_offset(), value);
+        })
+    }
+
+    /// [`fetch_add_u64`](Self::fetch_add_u64), adding the page faults the atomic took
+    /// to `faults` (as [`read_u64_counting`](Self::read_u64_counting)).
+    pub fn fetch_add_u64_counting(
+        &self,
+        addr: u64,
+        delta: u64,
+        faults: &mut u64,
+    ) -> Result<u64, FaultError> {
+        let va = word_addr(addr, Access::Write)?;
+        self.access_page(va, Access::Write, faults, |mem, pfn| {
             mem.fetch_add_u64(pfn, va.page_offset(), delta)
                 .unwrap_or_default()
         })

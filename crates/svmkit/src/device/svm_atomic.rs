@@ -259,6 +259,21 @@ impl SvmAtomic {
     /// new fault); past that the atomic gives up with `EBUSY`. So with `max_passes`
     /// 1 an uncontended atomic takes one fault of one pass and one replay.
     pub fn atomic_fetch_add(&self, task: &Task, addr: u64, delta: u64) -> Result<u64, Errno> {
+        self.atomic_fetch_add_counting(task, addr, delta, &mut 0)
+    }
+
+    /// [`atomic_fetch_add`](Self::atomic_fetch_add), adding the passes of the fault
+    /// loop this atomic took, over all its faults, to `passes` (what
+    /// [`SvmStats::passes`] counts for the whole device; 0 when the device already
+    /// mapped the page atomically). A pass that gives up (`EINVAL` from the conversion)
+    /// counts; the bound's `EBUSY` check before a pass does not.
+    pub fn atomic_fetch_add_counting(
+        &self,
+        task: &Task,
+        addr: u64,
+        delta: u64,
+        passes: &mut u64,
+    ) -> Result<u64, Errno> {
         let mut faults = 0;
         loop {
             let r = if self.flaws.atomics_through_write_entry {
@@ -281,9 +296,9 @@ impl SvmAtomic {
                 Err(_) => {
                     faults += 1;
                     if self.flaws.atomics_through_write_entry {
-                        self.write_fault(addr)?;
+                        self.write_fault(addr, passes)?;
                     } else {
-                        self.atomic_range_fault(task, addr)?;
+                        self.atomic_range_fault_counting(task, addr, passes)?;
                     }
                 }
             }
@@ -296,6 +311,19 @@ impl SvmAtomic {
     ///
     /// Linux: `nouveau_atomic_range_fault()` (6.15 form: `make_device_exclusive()`).
     pub fn atomic_range_fault(&self, task: &Task, addr: u64) -> Result<u64, Errno> {
+        let mut passes = 0;
+        self.atomic_range_fault_counting(task, addr, &mut passes)
+            .map(|()| passes)
+    }
+
+    /// [`atomic_range_fault`](Self::atomic_range_fault), adding its passes to `passes`
+    /// whether it succeeds or not.
+    fn atomic_range_fault_counting(
+        &self,
+        task: &Task,
+        addr: u64,
+        counted: &mut u64,
+    ) -> Result<(), Errno> {
         self.stats.faults.fetch_add(1, Ordering::Relaxed);
         let start = addr & !(PAGE_SIZE - 1);
         let notifier = self.mm.mmu_interval_notifier_insert(
@@ -313,6 +341,7 @@ impl SvmAtomic {
                 break Err(Errno::EBUSY);
             }
             passes += 1;
+            *counted += 1;
             self.stats.passes.fetch_add(1, Ordering::Relaxed);
             let seq = notifier.read_begin();
             let made = {
@@ -357,7 +386,7 @@ impl SvmAtomic {
             );
             drop(table);
             drop(excl);
-            break Ok(passes);
+            break Ok(());
         };
         let _ = notifier.remove();
         result
@@ -365,7 +394,7 @@ impl SvmAtomic {
 
     /// The flawed alternative: mirror the page writable with `hmm_range_fault`
     /// (no exclusivity), the way a plain device write fault would.
-    fn write_fault(&self, addr: u64) -> Result<(), Errno> {
+    fn write_fault(&self, addr: u64, passes: &mut u64) -> Result<(), Errno> {
         self.stats.faults.fetch_add(1, Ordering::Relaxed);
         let start = addr & !(PAGE_SIZE - 1);
         let notifier = self.mm.mmu_interval_notifier_insert(
@@ -378,6 +407,7 @@ impl SvmAtomic {
         )?;
         let result = (|| {
             for _ in 0..self.max_passes {
+                *passes += 1;
                 self.stats.passes.fetch_add(1, Ordering::Relaxed);
                 let mut range = HmmRange::new(
                     &notifier,
