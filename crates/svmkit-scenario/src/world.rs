@@ -961,7 +961,7 @@ impl World {
             } else {
                 "page faults"
             };
-            failed = Some(format!("{want} {what}, got {faults}"));
+            failed = Some(format!("{what}: {want}, got {faults}"));
         }
         let devices = a.map_or_else(Vec::new, |a| {
             sc.devices

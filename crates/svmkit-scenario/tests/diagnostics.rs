@@ -96,6 +96,150 @@ fn diagnostics_unknown_names_keys_and_bad_values() {
     }
 }
 
+/// Bad values of the step expectations of issue 15 (expect_pte's table form,
+/// expect_refcount, expect_mapcount, expect_faults, per-era values): each is reported
+/// at its place with a hint, and nothing else is.
+#[test]
+fn diagnostics_bad_step_expectations_are_located_with_a_hint() {
+    // (replace the read step's `expect = 0 }` with this, what the message says, what
+    // the hint says)
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "expect = 0, expect_pte = { kind = \"present\", sof_dirty = true }",
+            "unknown key `sof_dirty` in expect_pte",
+            "did you mean `soft_dirty`?",
+        ),
+        (
+            "expect = 0, expect_pte = { write = true }",
+            "expect_pte needs `kind`",
+            "no `kind` here",
+        ),
+        (
+            "expect = 0, expect_pte = { kind = \"presnt\" }",
+            "unknown PTE kind `presnt`",
+            "did you mean `present`?",
+        ),
+        (
+            "expect = 0, expect_pte = { kind = \"present\", dirty = 1 }",
+            "dirty must be true or false",
+            "expected a boolean",
+        ),
+        (
+            "expect = 0, expect_pte = { kind = \"device-exclusive\", dirty = true }",
+            "a device-exclusive entry has no dirty or young bit",
+            "spec 1.1",
+        ),
+        (
+            "expect = 0, expect_pte = { kind = \"none\", at = \"bfu\" }",
+            "no mapping is called `bfu`",
+            "declare it with [[map]]",
+        ),
+        (
+            "expect = 0, expect_refcount = -1",
+            "expect_refcount -1 is out of range",
+            "use a value from 0 to",
+        ),
+        (
+            "expect = 0, expect_mapcount = { at = \"buf\" }",
+            "expect_mapcount needs `value`",
+            "no `value` here",
+        ),
+        (
+            "expect = 0, expect_mapcount = { at = \"buf\", valeu = 1, value = 1 }",
+            "unknown key `valeu` in expect_mapcount",
+            "did you mean `value`?",
+        ),
+        (
+            "expect = 0, expect_refcount = { \"linux-6.51\" = 1 }",
+            "unknown era `linux-6.51` in expect_refcount",
+            "did you mean `linux-6.15`?",
+        ),
+        (
+            "expect = 0, expect_faults = { }",
+            "expect_faults names no era",
+            "one per era",
+        ),
+        (
+            "expect = 0, expect_faults = \"one\"",
+            "expect_faults must be an integer",
+            "expected an integer",
+        ),
+        (
+            "expect = { \"linux-5.14\" = 0, \"linux-6.15\" = \"zero\" }",
+            "`zero` is not an expected result",
+            "expect = N, \"ok\" or \"any\"",
+        ),
+        (
+            "expect = { \"linux-6.15\" = 0 }, expect_err = { \"linux-6.15\" = \"EBUSY\" }",
+            "era `linux-6.15` expects a value and an error",
+            "not both",
+        ),
+        (
+            "expect = { \"linux-6.15\" = 0 }, expect_err = { \"linux-5.14\" = \"EBSY\" }",
+            "unknown error `EBSY`",
+            "did you mean `EBUSY`?",
+        ),
+    ];
+    for (to, want, hint) in cases {
+        let src = GOOD.replacen("expect = 0 }", &format!("{to} }}"), 1);
+        assert_ne!(src, GOOD);
+        let e = parse("t.toml", &src).unwrap_err();
+        let r = e.render();
+        assert_eq!(e.problems.len(), 1, "{to}: {r}");
+        assert!(r.contains(want), "{to}: {r}");
+        assert!(r.contains(hint), "{to}: {r}");
+        assert!(
+            r.contains("t.toml:18:"),
+            "{to}: located on the step's line: {r}"
+        );
+    }
+    // Expectations a step cannot have: no address to look at, nothing to count.
+    let no_addr = GOOD.replacen(
+        "{ op = \"write\", at = \"buf+8\", value = 1 },",
+        "{ op = \"write\", at = \"buf+8\", value = 1 },\n  { op = \"clear_soft_dirty\", expect_refcount = 1 },",
+        1,
+    );
+    let r = error_of(&no_addr);
+    assert!(
+        r.contains("`clear_soft_dirty` has no address for expect_refcount"),
+        "{r}"
+    );
+    assert!(r.contains("expect_refcount = { at = \"buf\""), "{r}");
+    let no_faults = GOOD.replacen(
+        "{ op = \"write\", at = \"buf+8\", value = 1 },",
+        "{ op = \"write\", at = \"buf+8\", value = 1 },\n  { op = \"munmap\", at = \"buf\", len = 4096, expect_faults = 0 },",
+        1,
+    );
+    let r = error_of(&no_faults);
+    assert!(r.contains("`munmap` counts no faults"), "{r}");
+    assert!(r.contains("atomic_add"), "{r}");
+}
+
+/// Good forms of the new expectations parse to what they say.
+#[test]
+fn diagnostics_new_expectation_forms_parse() {
+    use svmkit_scenario::ast::{Outcome, PerEra, PteFlag, PteKind};
+    let src = GOOD.replacen(
+        "expect = 0 }",
+        "expect = { \"linux-5.14\" = 0 }, expect_err = { \"linux-6.15\" = \"EBUSY\" }, \
+         expect_pte = { kind = \"present\", soft_dirty = { \"linux-5.14\" = true }, at = \"buf\" }, \
+         expect_refcount = 1, expect_mapcount = { at = \"buf\", value = 1 }, expect_faults = 0 }",
+        1,
+    );
+    let sc = parse("t.toml", &src).unwrap_or_else(|e| panic!("{}", e.render()));
+    let st = &sc.threads[0].steps[1];
+    assert_eq!(st.expect.get("linux-5.14"), Some(&Outcome::Ok(Some(0))));
+    assert!(matches!(st.expect.get("linux-6.15"), Some(Outcome::Err(_))));
+    let pte = st.expect_pte.as_ref().unwrap();
+    assert_eq!(pte.kind, PerEra::All(PteKind::Present));
+    assert_eq!(pte.flags[0].0, PteFlag::SoftDirty);
+    assert_eq!(pte.flags[0].1.get("linux-6.15"), None);
+    assert!(pte.at.is_some());
+    assert_eq!(st.expect_refcount.as_ref().unwrap().value, PerEra::All(1));
+    assert!(st.expect_mapcount.as_ref().unwrap().at.is_some());
+    assert_eq!(st.expect_faults, Some(PerEra::All(0)));
+}
+
 #[test]
 fn diagnostics_syntax_errors_are_located() {
     let r = error_of("[scenario\nname = 1\n");
