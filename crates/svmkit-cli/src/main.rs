@@ -216,13 +216,7 @@ fn main() -> ExitCode {
                     eprintln!("svmkit: running part {name}");
                 }
             };
-            let report = match demo::run(frames, &parts, &profiles, &mut progress) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("svmkit: error: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let report = demo::run(frames, &parts, &profiles, &mut progress);
             let stdout = io::stdout();
             let mut out = stdout.lock();
             let written = if json {
@@ -233,6 +227,9 @@ fn main() -> ExitCode {
             if let Err(e) = written.and_then(|()| out.flush()) {
                 eprintln!("svmkit: error: {e}");
                 return ExitCode::FAILURE;
+            }
+            if let Some(e) = &report.error {
+                eprintln!("svmkit: error: {e}");
             }
             if report.ok() {
                 ExitCode::SUCCESS

@@ -1,17 +1,72 @@
 //! What a demo run found: parts, each with its narrated lines, its figures and its
-//! verdicts (what Linux does against what the model did), printed as text or JSON.
+//! verdicts (what Linux does against what the model did, and where that expectation
+//! comes from), printed as text or JSON.
 
 use std::fmt::Display;
 use std::io::{self, Write};
 
 use serde_json::{Map, Value, json};
 
-/// One check of a part: the behaviour Linux has, and what the model showed.
+/// Where a verdict's expectation comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Observed on a real kernel; the citation names it (e.g. "6.12.117 via dmirror").
+    Kernel(String),
+    /// Stated by the spec (../shared/spec/device-exclusive.md); the citation is the
+    /// section (e.g. "4.7").
+    Spec(String),
+    /// The model's own prediction, not observed on a kernel yet; the citation says
+    /// what it rests on.
+    Derived(String),
+}
+
+impl Source {
+    /// Every kind, in the order the summary counts them.
+    pub(crate) const KINDS: [&'static str; 3] = ["kernel", "spec", "derived"];
+
+    pub(crate) fn kernel(cite: impl Into<String>) -> Source {
+        Source::Kernel(cite.into())
+    }
+
+    pub(crate) fn spec(cite: impl Into<String>) -> Source {
+        Source::Spec(cite.into())
+    }
+
+    pub(crate) fn derived(cite: impl Into<String>) -> Source {
+        Source::Derived(cite.into())
+    }
+
+    /// "kernel", "spec" or "derived".
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Source::Kernel(_) => "kernel",
+            Source::Spec(_) => "spec",
+            Source::Derived(_) => "derived",
+        }
+    }
+
+    /// The citation.
+    pub(crate) fn cite(&self) -> &str {
+        match self {
+            Source::Kernel(c) | Source::Spec(c) | Source::Derived(c) => c,
+        }
+    }
+}
+
+impl Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind(), self.cite())
+    }
+}
+
+/// One check of a part: the behaviour Linux has, what the model showed, and where
+/// the expectation comes from.
 #[derive(Debug, Clone)]
 pub(crate) struct Verdict {
     pub(crate) what: String,
     pub(crate) expected: String,
     pub(crate) observed: String,
+    pub(crate) source: Source,
 }
 
 impl Verdict {
@@ -30,23 +85,34 @@ pub(crate) struct PartOut {
 }
 
 impl PartOut {
-    /// The narrated text so far.
-    pub(crate) fn text_bytes(&self) -> Vec<u8> {
-        self.text.clone()
-    }
-
     /// Records a figure for the JSON output.
     pub(crate) fn fact(&mut self, key: &str, value: impl Into<Value>) {
         self.facts.insert(key.to_string(), value.into());
     }
 
-    /// Records a verdict: `expected` is what Linux does, `observed` what the model did.
-    pub(crate) fn verdict(&mut self, what: &str, expected: impl Display, observed: impl Display) {
+    /// Records a verdict: `expected` is what Linux does (a fact of the era, never
+    /// computed from the profile switches the model reads), `observed` what the model
+    /// did, `source` where the expectation comes from.
+    pub(crate) fn verdict(
+        &mut self,
+        what: &str,
+        expected: impl Display,
+        observed: impl Display,
+        source: Source,
+    ) {
         self.verdicts.push(Verdict {
             what: what.to_string(),
             expected: expected.to_string(),
             observed: observed.to_string(),
+            source,
         });
+    }
+
+    /// Appends another part output's text, figures and verdicts to this one.
+    pub(crate) fn absorb(&mut self, other: PartOut) {
+        self.text.extend_from_slice(&other.text);
+        self.facts.extend(other.facts);
+        self.verdicts.extend(other.verdicts);
     }
 }
 
@@ -73,14 +139,18 @@ pub(crate) struct Part {
 pub(crate) struct Report {
     pub(crate) profile: String,
     pub(crate) parts: Vec<Part>,
+    /// Why the run stopped early (a part failed): the parts before it are kept.
+    pub(crate) error: Option<String>,
 }
 
 impl Report {
-    /// Whether every verdict of every part matched.
+    /// Whether the run completed and every verdict of every part matched.
     pub(crate) fn ok(&self) -> bool {
-        self.parts
-            .iter()
-            .all(|p| p.out.verdicts.iter().all(Verdict::ok))
+        self.error.is_none()
+            && self
+                .parts
+                .iter()
+                .all(|p| p.out.verdicts.iter().all(Verdict::ok))
     }
 
     /// The narrated text, each part followed by its verdicts, then a summary line.
@@ -91,22 +161,41 @@ impl Report {
                 let mark = if v.ok() { "ok" } else { "MISMATCH" };
                 writeln!(
                     w,
-                    "   verdict [{mark}] {}: Linux {}, model {}",
-                    v.what, v.expected, v.observed
+                    "   verdict [{mark}] {}: Linux {}, model {} (source: {})",
+                    v.what, v.expected, v.observed, v.source
                 )?;
             }
             writeln!(w)?;
         }
         self.write_side_by_side(w)?;
+        if let Some(e) = &self.error {
+            writeln!(w, "stopped early: {e}")?;
+        }
         let (n, bad) = self.counts();
+        let kinds = self.kind_counts();
         writeln!(
             w,
-            "{} verdict(s), {} mismatch(es) with Linux ({} profile): {}",
-            n,
-            bad,
+            "{n} verdicts: {}; {bad} mismatches ({} profile): {}",
+            Source::KINDS
+                .iter()
+                .zip(kinds)
+                .map(|(k, c)| format!("{c} {k}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             self.profile,
-            if bad == 0 { "PASS" } else { "FAIL" }
+            if self.ok() { "PASS" } else { "FAIL" }
         )
+    }
+
+    /// How many verdicts have each source kind, in [`Source::KINDS`] order.
+    fn kind_counts(&self) -> [usize; 3] {
+        let mut counts = [0; 3];
+        for v in self.parts.iter().flat_map(|p| &p.out.verdicts) {
+            if let Some(i) = Source::KINDS.iter().position(|k| *k == v.source.kind()) {
+                counts[i] += 1;
+            }
+        }
+        counts
     }
 
     /// With more than one profile: one row per part, one column per profile.
@@ -188,17 +277,25 @@ impl Report {
                         "linux": v.expected,
                         "model": v.observed,
                         "ok": v.ok(),
+                        "source": {"kind": v.source.kind(), "cite": v.source.cite()},
                     })).collect::<Vec<_>>(),
                 })
             })
             .collect();
         let (n, bad) = self.counts();
+        let sources: Map<String, Value> = Source::KINDS
+            .iter()
+            .zip(self.kind_counts())
+            .map(|(k, c)| (k.to_string(), json!(c)))
+            .collect();
         json!({
             "profile": self.profile,
             "parts": parts,
             "verdicts": n,
+            "sources": sources,
             "mismatches": bad,
-            "ok": bad == 0,
+            "ok": self.ok(),
+            "error": self.error,
         })
     }
 }

@@ -62,10 +62,10 @@ use crate::mm::mmu_notifier::{
     MmuIntervalNotifier, MmuIntervalNotifierOps, MmuNotifierEvent, MmuNotifierId, MmuNotifierOps,
     MmuNotifierRange,
 };
-use crate::mm::{HmmPfn, HmmRange, Mm, MmUser};
+use crate::mm::{Folio, HmmPfn, HmmRange, Mm, MmUser};
 use crate::sync::{Arc, yield_now};
 use crate::task::Task;
-use crate::types::PAGE_SIZE;
+use crate::types::{PAGE_SIZE, Pfn};
 
 /// Design flaws to study; all off (`Default`) is the correct driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,6 +119,42 @@ pub struct SvmStats {
     pub atomics: AtomicU64,
     /// Folios leaked on retry (with `leak_folio_on_retry`).
     pub leaked: AtomicU64,
+}
+
+/// A folio the driver left locked and referenced on a retry (nouveau before
+/// `b3fefbb30a16`, spec 8 item 22): who leaked it, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeakedFolio {
+    /// The folio, still locked unless someone unlocked it since.
+    pub folio: Folio,
+    /// The page that was made exclusive.
+    pub page: Pfn,
+    /// The (page-aligned) address of the fault.
+    pub addr: u64,
+    /// The name of the task whose fault handler leaked it.
+    pub task: String,
+}
+
+/// What a task's fault handler is doing now (for hung-task style reports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultInFlight {
+    /// The task's name.
+    pub task: String,
+    /// The (page-aligned) address of the fault.
+    pub addr: u64,
+    /// The pass of the acquire loop it is in (1 for the first).
+    pub pass: u64,
+    /// Whether it is inside `make_device_exclusive[_range]` (whose GUP may sleep on
+    /// a folio lock), rather than elsewhere in the pass.
+    pub in_make_exclusive: bool,
+}
+
+/// The driver's bookkeeping of leaks and faults in flight. A plain (not model)
+/// mutex: it is never held across a model operation, so it adds no scheduling point.
+#[derive(Debug, Default)]
+struct Ledger {
+    leaked: Vec<LeakedFolio>,
+    in_flight: Vec<FaultInFlight>,
 }
 
 /// The interval callback (Linux: `nouveau_svm_range_invalidate()`).
@@ -205,6 +241,7 @@ pub struct SvmAtomic {
     flaws: SvmFlaws,
     max_passes: u64,
     stats: SvmStats,
+    ledger: std::sync::Mutex<Ledger>,
 }
 
 impl SvmAtomic {
@@ -233,7 +270,43 @@ impl SvmAtomic {
             flaws,
             max_passes: max_passes.max(1),
             stats: SvmStats::default(),
+            ledger: std::sync::Mutex::default(),
         })
+    }
+
+    /// The process's mm this driver serves.
+    pub fn mm(&self) -> &Arc<Mm> {
+        &self.mm
+    }
+
+    /// The folios the driver left locked and referenced on a retry, oldest first
+    /// (each also counted in [`SvmStats::leaked`]).
+    pub fn leaked_folios(&self) -> Vec<LeakedFolio> {
+        self.ledger().leaked.clone()
+    }
+
+    /// The device faults being handled now, one per task inside
+    /// [`atomic_range_fault`](Self::atomic_range_fault).
+    pub fn faults_in_flight(&self) -> Vec<FaultInFlight> {
+        self.ledger().in_flight.clone()
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records (or, with `None`, forgets) what `task`'s fault handler is doing.
+    fn set_in_flight(&self, task: &Task, now: Option<(u64, u64, bool)>) {
+        let mut l = self.ledger();
+        l.in_flight.retain(|f| f.task != task.name());
+        if let Some((addr, pass, in_make_exclusive)) = now {
+            l.in_flight.push(FaultInFlight {
+                task: task.name().to_string(),
+                addr,
+                pass,
+                in_make_exclusive,
+            });
+        }
     }
 
     /// The device.
@@ -344,6 +417,7 @@ impl SvmAtomic {
             *counted += 1;
             self.stats.passes.fetch_add(1, Ordering::Relaxed);
             let seq = notifier.read_begin();
+            self.set_in_flight(task, Some((start, passes, true)));
             let made = {
                 let Some(user) = self.mm.mmget_not_zero() else {
                     break Err(Errno::EINVAL);
@@ -361,6 +435,7 @@ impl SvmAtomic {
                     user.make_device_exclusive(&mut g, start, owner, task)
                 }
             };
+            self.set_in_flight(task, Some((start, passes, false)));
             let Ok(excl) = made else {
                 break Err(Errno::EINVAL);
             };
@@ -370,7 +445,13 @@ impl SvmAtomic {
                 drop(table);
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
                 if self.flaws.leak_folio_on_retry || !self.mm.profile().svm_atomic_unlock_on_retry {
-                    excl.leak();
+                    let (folio, page) = excl.leak();
+                    self.ledger().leaked.push(LeakedFolio {
+                        folio,
+                        page,
+                        addr: start,
+                        task: task.name().to_string(),
+                    });
                     self.stats.leaked.fetch_add(1, Ordering::Relaxed);
                 } else {
                     drop(excl);
@@ -388,6 +469,7 @@ impl SvmAtomic {
             drop(excl);
             break Ok(());
         };
+        self.set_in_flight(task, None);
         let _ = notifier.remove();
         result
     }

@@ -303,6 +303,16 @@ impl PhysMem {
         self.folio_test(folio, PageFlags::LOCKED)
     }
 
+    /// How many threads sleep on the wait queue the folio hashes to (waiting for its
+    /// lock, or for it to be unlocked): a hung-task report's evidence. The queues are
+    /// hashed, so a sleeper may wait for another folio of the same queue.
+    ///
+    /// Linux: `folio_test_waiters()` (PG_waiters), as a count.
+    #[doc(alias = "folio_test_waiters")]
+    pub fn folio_wait_queue_sleepers(&self, folio: Folio) -> usize {
+        self.wait_queue(folio.head()).sleepers()
+    }
+
     /// Takes the folio lock if it is free.
     ///
     /// Linux: `folio_trylock()`.

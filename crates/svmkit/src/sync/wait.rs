@@ -82,6 +82,10 @@ impl<B: Raw> Queue<B> {
         f()
     }
 
+    fn sleepers(&self) -> usize {
+        *B::lock(&self.lock)
+    }
+
     #[inline]
     fn update_and_wake<R>(&self, f: impl FnOnce() -> R) -> R {
         let sleepers = B::lock(&self.lock);
@@ -137,6 +141,12 @@ impl WaitQueue {
     #[inline]
     pub fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
         on_backend!(self.inner, "WaitQueue", |q| q.with_lock(f))
+    }
+
+    /// How many threads sleep on the queue now (Linux: `waitqueue_active()`, as a
+    /// count).
+    pub fn sleepers(&self) -> usize {
+        on_backend!(self.inner, "WaitQueue", |q| q.sleepers())
     }
 
     /// Wakes every sleeper so that each re-evaluates its condition.
