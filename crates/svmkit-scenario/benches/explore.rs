@@ -20,84 +20,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use svmkit::Profile;
 use svmkit::check::{ExploreConfig, SchedulerKind};
-use svmkit::device::DevRights;
-use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
-use svmkit::mm::{MapFlags, MmUser, Prot, Pte};
-use svmkit::sync::thread;
-use svmkit::task::Task;
-use svmkit::{PAGE_SIZE, Profile, System, SystemConfig};
+use svmkit::device::svm_atomic::SvmFlaws;
 use svmkit_scenario::explore::{ExploreOptions, explore, explore_jobs};
 
-const A: u64 = 0x4000_0000;
-const P: u64 = PAGE_SIZE;
-
-fn check_exclusivity(gpu: &SvmAtomic, mm: &MmUser) {
-    let table = gpu.device().lock();
-    for (va, pte) in table.range(0, 1 << 47) {
-        if pte.rights.contains(DevRights::ATOMIC) {
-            let cpu = mm.pte_get_lockless(va);
-            assert!(
-                matches!(cpu, Pte::Swap(s) if s.is_device_exclusive() && s.pfn() == Some(pte.pfn))
-            );
-        }
-    }
-}
-
-/// shuttle_svm.rs's exclusivity scenario.
-fn library_exclusivity() {
-    let mut config = SystemConfig::with_frames(64);
-    config.mem.wait_table_bits = 1;
-    config.profile = Profile::linux_6_15();
-    let sys = System::new(config).unwrap();
-    let mm = sys.create_mm().unwrap();
-    mm.mmap(
-        A,
-        2 * P,
-        Prot::READ | Prot::WRITE,
-        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
-    )
-    .unwrap();
-    mm.write_u64(A, 0).unwrap();
-    mm.write_u64(A + P, 0).unwrap();
-    let gpu = Arc::new(SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), 4).unwrap());
-    let device = {
-        let gpu = gpu.clone();
-        thread::spawn(move || {
-            let task = Task::new("gpu");
-            (0..2)
-                .filter(|_| gpu.atomic_fetch_add(&task, A, 1).is_ok())
-                .count() as u64
-        })
-    };
-    let cpu = {
-        let mm = mm.clone();
-        thread::spawn(move || mm.fetch_add_u64(A, 10).unwrap())
-    };
-    let other = {
-        let (sys, mm) = (sys.clone(), mm.clone());
-        thread::spawn(move || {
-            mm.munmap(A + P, P).unwrap();
-            drop(sys.fork(&mm));
-        })
-    };
-    let monitor = {
-        let (gpu, mm) = (gpu.clone(), mm.clone());
-        thread::spawn(move || {
-            for _ in 0..3 {
-                check_exclusivity(&gpu, &mm);
-                thread::yield_now();
-            }
-        })
-    };
-    let done = device.join().unwrap();
-    cpu.join().unwrap();
-    other.join().unwrap();
-    monitor.join().unwrap();
-    assert_eq!(mm.read_u64(A).unwrap(), 10 + done);
-    drop(gpu);
-    sys.check().unwrap();
-}
+// The library baseline is the very scenario crates/svmkit/tests/shuttle_svm.rs
+// explores.
+#[path = "../../svmkit/tests/common/explored.rs"]
+mod explored;
 
 fn scenario(name: &str) -> (svmkit_scenario::Scenario, String) {
     let path = format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -116,7 +47,10 @@ fn benches(c: &mut Criterion) {
             let mut config = ExploreConfig::new(batch(iters));
             config.schedulers = vec![SchedulerKind::Random];
             let t = Instant::now();
-            svmkit::check::explore(&config, library_exclusivity).unwrap();
+            svmkit::check::explore(&config, || {
+                explored::exclusivity_scenario(Profile::linux_6_15(), SvmFlaws::default())
+            })
+            .unwrap();
             t.elapsed()
         })
     });

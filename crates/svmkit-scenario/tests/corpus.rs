@@ -2,26 +2,13 @@
 //! names with the outcome it documents there (each outcome cites its source in the
 //! file).
 
-use std::path::PathBuf;
-use std::time::Duration;
+mod common;
 
-use svmkit::Profile;
-use svmkit_scenario::{RunOptions, parse, run};
-
-fn examples() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    v.sort();
-    v
-}
+use svmkit_scenario::parse;
 
 #[test]
 fn corpus_every_example_ends_as_documented_under_every_era_it_names() {
-    let files = examples();
+    let files = common::toml_files("../../examples");
     assert!(!files.is_empty());
     let mut failures = Vec::new();
     for f in &files {
@@ -35,22 +22,8 @@ fn corpus_every_example_ends_as_documented_under_every_era_it_names() {
             }
         };
         for o in &sc.outcomes {
-            let opts = RunOptions {
-                profile: Profile::by_name(&o.profile),
-                step_timeout: Duration::from_secs(3),
-            };
-            let report = run(&sc, &src, &opts).unwrap();
-            if !report.ends_as(o) {
-                failures.push(format!(
-                    "{name} under {}: {} at {:?} (documented: {} at {:?}, {})\n{}",
-                    o.profile,
-                    report.outcome().name(),
-                    report.first_failure(),
-                    o.outcome.name(),
-                    o.fails_at,
-                    o.source,
-                    report.account()
-                ));
+            if let Err(e) = common::run_as_documented(&name, &sc, &src, o) {
+                failures.push(e);
             }
         }
     }

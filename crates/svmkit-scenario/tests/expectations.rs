@@ -4,21 +4,12 @@
 //! a file whose header says `# failure: TEXT` fails with a failure text containing
 //! TEXT under every era it documents as failing.
 
-use std::path::PathBuf;
-use std::time::Duration;
+mod common;
 
-use svmkit::Profile;
-use svmkit_scenario::{RunOptions, RunOutcome, parse, run};
+use svmkit_scenario::{RunOutcome, parse};
 
-fn files() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/expectations");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    v.sort();
-    v
+fn files() -> Vec<std::path::PathBuf> {
+    common::toml_files("tests/expectations")
 }
 
 #[test]
@@ -60,23 +51,13 @@ fn expectations_end_as_documented_with_the_documented_failure_text() {
             );
         }
         for o in &sc.outcomes {
-            let opts = RunOptions {
-                profile: Profile::by_name(&o.profile),
-                step_timeout: Duration::from_secs(3),
+            let report = match common::run_as_documented(&name, &sc, &src, o) {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.push(e);
+                    continue;
+                }
             };
-            let report = run(&sc, &src, &opts).unwrap();
-            if !report.ends_as(o) {
-                failures.push(format!(
-                    "{name} under {}: {} at {:?} (documented: {} at {:?})\n{}",
-                    o.profile,
-                    report.outcome().name(),
-                    report.first_failure(),
-                    o.outcome.name(),
-                    o.fails_at,
-                    report.account()
-                ));
-                continue;
-            }
             if o.outcome == RunOutcome::Fail
                 && let Some(text) = text
             {

@@ -4,7 +4,8 @@
 //! within their budget; and every failure replays to the same violation and the
 //! same account, byte for byte.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,17 +13,6 @@ use svmkit::Profile;
 use svmkit_scenario::RunOutcome;
 use svmkit_scenario::explore::{ExploreOptions, explore, replay};
 use svmkit_scenario::parse;
-
-fn examples() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    v.sort();
-    v
-}
 
 /// A clean file's budget in this (debug-build) test: its own `[explore] schedules`,
 /// capped so that the suite stays within CI's time. The full budgets run in release
@@ -33,7 +23,7 @@ const CI_CAP: usize = 200;
 fn explore_corpus_every_example_ends_as_documented_and_replays_byte_for_byte() {
     let mut problems = Vec::new();
     let mut table = Vec::new();
-    for f in examples() {
+    for f in common::toml_files("../../examples") {
         let src = std::fs::read_to_string(&f).unwrap();
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         let sc = parse(&name, &src).unwrap_or_else(|e| panic!("{}", e.render()));

@@ -2,78 +2,15 @@
 //! `cargo test -p svmkit --features shuttle shuttle`).
 #![cfg(feature = "shuttle")]
 
+use svmkit::Errno;
 use svmkit::check::{ExploreConfig, SchedulerKind, explore, replay};
-use svmkit::mm::{Gfp, PhysMem, PhysMemConfig};
+use svmkit::mm::Gfp;
 use svmkit::sync::{Arc, MmapLock, thread, yield_now};
 use svmkit::task::Task;
-use svmkit::{Errno, Pfn};
 
-const COUNTER: u64 = 0;
-
-fn small_mem() -> Arc<PhysMem> {
-    PhysMem::new(PhysMemConfig {
-        frames: 8,
-        wait_table_bits: 1,
-    })
-    .unwrap()
-}
-
-/// The racy increment the lock must protect: read, let others run, write back.
-fn read_yield_write(mem: &PhysMem, pfn: Pfn) {
-    let v = mem.read_u64(pfn, COUNTER).unwrap();
-    yield_now();
-    mem.write_u64(pfn, COUNTER, v + 1).unwrap();
-}
-
-/// Two threads increment a counter in a folio's frame under the folio lock while a
-/// third takes the mmap lock as writer. `locked == false` is the deliberately broken
-/// variant.
-fn counter_scenario(locked: bool) {
-    let mem = small_mem();
-    let folio = mem.folio_alloc(0, Gfp::ZERO).unwrap();
-    let mmap = Arc::new(MmapLock::new(0u64));
-    let incrementers: Vec<_> = (0..2)
-        .map(|_| {
-            let mem = Arc::clone(&mem);
-            thread::spawn(move || {
-                for _ in 0..2 {
-                    if locked {
-                        let guard = mem.folio_lock(folio);
-                        read_yield_write(&mem, guard.folio().head());
-                    } else {
-                        read_yield_write(&mem, folio.head());
-                    }
-                }
-            })
-        })
-        .collect();
-    let writer = {
-        let (mmap, mem) = (Arc::clone(&mmap), Arc::clone(&mem));
-        thread::spawn(move || {
-            let mut w = mmap.write();
-            yield_now();
-            *w = mem.read_u64(folio.head(), COUNTER).unwrap() + 100;
-        })
-    };
-    // Main thread: a reader of the mmap lock, racing the writer.
-    {
-        let r = mmap.read();
-        assert!(*r == 0 || *r >= 100, "reader saw a torn write: {}", *r);
-    }
-    for t in incrementers {
-        t.join().unwrap();
-    }
-    writer.join().unwrap();
-    assert_eq!(
-        mem.read_u64(folio.head(), COUNTER).unwrap(),
-        4,
-        "lost update"
-    );
-    assert!(!mem.folio_test_locked(folio));
-    mem.folio_put(folio);
-    assert_eq!(mem.nr_free_pages(), mem.nr_usable_pages());
-    assert!(mem.bad_pages().is_empty());
-}
+#[path = "common/explored.rs"]
+mod explored;
+use explored::*;
 
 #[test]
 fn shuttle_folio_lock_protects_the_frame_counter() {

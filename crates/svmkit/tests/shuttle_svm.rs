@@ -6,102 +6,15 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use svmkit::check::{ExploreConfig, explore};
-use svmkit::device::DevRights;
 use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
-use svmkit::mm::{Advice, MapFlags, MmUser, Prot, Pte};
+use svmkit::mm::Advice;
 use svmkit::sync::{Arc, thread};
 use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Profile, RestoreEvent, System, SystemConfig};
+use svmkit::{Errno, Profile, RestoreEvent};
 
-const A: u64 = 0x4000_0000;
-const P: u64 = PAGE_SIZE;
-
-fn setup(profile: Profile) -> (Arc<System>, MmUser) {
-    let mut config = SystemConfig::with_frames(64);
-    config.mem.wait_table_bits = 1;
-    config.profile = profile;
-    let sys = System::new(config).unwrap();
-    let mm = sys.create_mm().unwrap();
-    mm.mmap(
-        A,
-        2 * P,
-        Prot::READ | Prot::WRITE,
-        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
-    )
-    .unwrap();
-    mm.write_u64(A, 0).unwrap();
-    mm.write_u64(A + P, 0).unwrap();
-    (sys, mm)
-}
-
-/// DESIGN.md: a valid atomic device entry implies the CPU entry is device-exclusive
-/// for the same pfn. Checked under the driver lock (invalidations take it before
-/// changing the CPU side).
-fn check_exclusivity(gpu: &SvmAtomic, mm: &MmUser) {
-    let table = gpu.device().lock();
-    for (va, pte) in table.range(0, 1 << 47) {
-        if !pte.rights.contains(DevRights::ATOMIC) {
-            continue;
-        }
-        let cpu = mm.pte_get_lockless(va);
-        let ok = matches!(cpu, Pte::Swap(s) if s.is_device_exclusive() && s.pfn() == Some(pte.pfn));
-        assert!(
-            ok,
-            "exclusivity violated at {va}: the device maps {} atomically, the CPU has {cpu:?}",
-            pte.pfn
-        );
-    }
-}
-
-/// A device doing atomics, a CPU thread touching, a munmap of the neighbour page, a
-/// fork, and a monitor checking exclusivity at its scheduling points.
-fn exclusivity_scenario(profile: Profile, flaws: SvmFlaws) {
-    let (sys, mm) = setup(profile);
-    let gpu = Arc::new(SvmAtomic::new(&mm, "gpu", flaws, 4).unwrap());
-    let device = {
-        let gpu = gpu.clone();
-        thread::spawn(move || {
-            let task = Task::new("gpu");
-            (0..2)
-                .filter(|_| gpu.atomic_fetch_add(&task, A, 1).is_ok())
-                .count() as u64
-        })
-    };
-    let cpu = {
-        let mm = mm.clone();
-        thread::spawn(move || mm.fetch_add_u64(A, 10).unwrap())
-    };
-    let other = {
-        let (sys, mm) = (sys.clone(), mm.clone());
-        thread::spawn(move || {
-            mm.munmap(A + P, P).unwrap();
-            // Fork fails with ENOMEM when the driver holds the folio lock (spec 4.1).
-            match sys.fork(&mm) {
-                Ok(child) => drop(child),
-                Err(e) => assert_eq!(e, Errno::ENOMEM),
-            }
-        })
-    };
-    let monitor = {
-        let (gpu, mm) = (gpu.clone(), mm.clone());
-        thread::spawn(move || {
-            for _ in 0..3 {
-                check_exclusivity(&gpu, &mm);
-                thread::yield_now();
-            }
-        })
-    };
-    let done = device.join().unwrap();
-    cpu.join().unwrap();
-    other.join().unwrap();
-    monitor.join().unwrap();
-    check_exclusivity(&gpu, &mm);
-    assert_eq!(mm.read_u64(A).unwrap(), 10 + done, "an update was lost");
-    drop(gpu);
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
-}
+#[path = "common/explored.rs"]
+mod explored;
+use explored::*;
 
 #[test]
 fn shuttle_svm_exclusivity_invariant_holds() {
