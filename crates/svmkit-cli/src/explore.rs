@@ -403,6 +403,29 @@ pub fn replay_main(file: &Path, schedule: &Path, profile: Option<&str>, json: bo
             );
         }
     };
+    if let Err(f) = &r {
+        // The replay scheduler's own complaints: the schedule is not this file's.
+        let v = f.violation.as_str();
+        if v.starts_with("invalid schedule") {
+            return bad(
+                format!("{}: the schedule string cannot be read", schedule.display()),
+                "give the file `svmkit explore` saved, unedited",
+            );
+        }
+        if v.contains("scheduled task is not runnable")
+            || v.contains("schedule ended early")
+            || v.contains("expected random choice")
+            || v.contains("expected context switch")
+        {
+            return bad(
+                format!(
+                    "{}: the schedule does not fit this scenario ({v})",
+                    schedule.display()
+                ),
+                "it was found with another version of the file or of svmkit: explore again",
+            );
+        }
+    }
     let out = std::io::stdout();
     let mut out = out.lock();
     match r {
