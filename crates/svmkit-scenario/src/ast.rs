@@ -343,6 +343,26 @@ pub enum Op {
         /// The address (a page address for page operations).
         at: Addr,
     },
+    /// The hmm selftests' buffer fill: word `i` of `pages` pages from `at` gets
+    /// `value + i` (hmm-tests.c: `for (i = 0; i < size / sizeof(*ptr); ++i) ptr[i] = i;`).
+    Fill {
+        /// Where the buffer starts.
+        at: Addr,
+        /// Its length in pages.
+        pages: u64,
+        /// The first word's value.
+        value: u64,
+    },
+    /// The selftests' check of a buffer against the fill pattern: how many words of
+    /// `pages` pages from `at` are not `value + i` (0: the buffer is as filled).
+    Compare {
+        /// Where the buffer starts.
+        at: Addr,
+        /// Its length in pages.
+        pages: u64,
+        /// The first word's expected value.
+        value: u64,
+    },
 }
 
 /// A dmirror ioctl.

@@ -629,6 +629,8 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("reclaim", &["pages"]),
     ("reclaim_folio", &["at"]),
     ("migrate", &["at"]),
+    ("fill", &["at", "pages", "value"]),
+    ("compare", &["at", "pages", "value"]),
     ("repeat", &["times", "steps"]),
 ];
 const COMMON_STEP_KEYS: [&str; 11] = [
@@ -1481,7 +1483,7 @@ fn outcome(cx: &mut Ctx, t: &mut Tbl<'_>) -> PerEra<Outcome> {
 
 /// Steps with an address of their own (what `expect_pte`, `expect_refcount` and
 /// `expect_mapcount` look at when they give no `at`).
-const ADDRESSED_STEPS: [&str; 18] = [
+const ADDRESSED_STEPS: [&str; 20] = [
     "read",
     "write",
     "fetch_add",
@@ -1500,6 +1502,8 @@ const ADDRESSED_STEPS: [&str; 18] = [
     "dmirror_check_exclusive",
     "reclaim_folio",
     "migrate",
+    "fill",
+    "compare",
 ];
 
 /// Steps whose faults `expect_faults` counts.
@@ -1962,6 +1966,22 @@ fn step(
         }
         "reclaim_folio" => at(cx, &mut t).map(|at| Op::ReclaimFolio { at }),
         "migrate" => at(cx, &mut t).map(|at| Op::Migrate { at }),
+        "fill" | "compare" => {
+            process_only(cx);
+            let a = at(cx, &mut t);
+            let p = pages(cx, &mut t);
+            // The selftests' pattern starts at 0.
+            let v = t
+                .get("value")
+                .map_or(Some(0), |v| cx.want_u64(v, "value", u64::MAX >> 1));
+            match (a, p, v) {
+                (Some(at), Some(pages), Some(value)) if op == "fill" => {
+                    Some(Op::Fill { at, pages, value })
+                }
+                (Some(at), Some(pages), Some(value)) => Some(Op::Compare { at, pages, value }),
+                _ => None,
+            }
+        }
         _ => None,
     };
     t.finish(cx, &known);

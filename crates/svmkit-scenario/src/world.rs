@@ -73,6 +73,16 @@ fn lk<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A zeroed buffer of `pages` pages for a buffer-wide step (at most 64 MiB, what the
+/// dmirror steps allow too).
+fn buffer(pages: u64) -> Result<Vec<u8>, StepError> {
+    let bytes = usize::try_from(pages.saturating_mul(PAGE_SIZE)).map_err(|_| Errno::EINVAL)?;
+    if bytes > 64 << 20 {
+        return Err(Errno::EINVAL.into());
+    }
+    Ok(vec![0u8; bytes])
+}
+
 /// The line of a byte offset.
 pub(crate) fn line_of(src: &str, off: usize) -> usize {
     src.get(..off.min(src.len()))
@@ -389,6 +399,12 @@ impl World {
             Op::Reclaim { pages } => format!("reclaim up to {pages} pages"),
             Op::ReclaimFolio { at } => format!("reclaim folio at {}", a(at)),
             Op::Migrate { at } => format!("migrate folio at {}", a(at)),
+            Op::Fill { at, pages, value } => {
+                format!("fill {} pages {pages} with {value} + i", a(at))
+            }
+            Op::Compare { at, pages, value } => {
+                format!("compare {} pages {pages} with {value} + i", a(at))
+            }
         }
     }
 
@@ -644,6 +660,29 @@ impl World {
                     .migrate_folio(f)
                     .map(|n| Some(n.head().raw()))?)
             }
+            Op::Fill { at, pages, value } => {
+                let a = addr(self, at)?;
+                let mut buf = buffer(*pages)?;
+                for (i, w) in buf.chunks_exact_mut(8).enumerate() {
+                    w.copy_from_slice(&value.wrapping_add(i as u64).to_le_bytes());
+                }
+                cpu(self.mm(p)?.write_bytes(a, &buf).map(|()| 0))?;
+                Ok(Some(buf.len() as u64 / 8))
+            }
+            Op::Compare { at, pages, value } => {
+                let a = addr(self, at)?;
+                let mut buf = buffer(*pages)?;
+                cpu(self.mm(p)?.read_bytes(a, &mut buf).map(|()| 0))?;
+                let differ = buf
+                    .chunks_exact(8)
+                    .enumerate()
+                    .filter(|(i, w)| {
+                        u64::from_le_bytes((*w).try_into().unwrap_or([0; 8]))
+                            != value.wrapping_add(*i as u64)
+                    })
+                    .count();
+                Ok(Some(differ as u64))
+            }
         }
     }
 
@@ -677,7 +716,9 @@ impl World {
             | Op::AtomicAdd { at, .. }
             | Op::Dmirror { at, .. }
             | Op::ReclaimFolio { at }
-            | Op::Migrate { at } => self.resolve(at),
+            | Op::Migrate { at }
+            | Op::Fill { at, .. }
+            | Op::Compare { at, .. } => self.resolve(at),
             Op::Mmap { map } => lk(&self.map_at)[*map],
             _ => None,
         }
