@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::bundled::{self, Ran};
 use crate::report::{Part, PartOut, Report, Source};
 use svmkit::device::hmm_tests::{self, HMM_NPAGES, HmmSelftest};
 use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
@@ -18,6 +19,8 @@ use svmkit::mm::{
 use svmkit::sync::{Arc, MmapLock, thread};
 use svmkit::task::Task;
 use svmkit::{Errno, PAGE_SIZE, Profile, System, SystemConfig, VirtAddr};
+use svmkit_scenario::ast::Driver;
+use svmkit_scenario::engine::StepRecord;
 
 /// The parts of the demo, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -147,9 +150,8 @@ fn run_part(part: PartName, profile: Profile, frames: u64, out: &mut PartOut) ->
         PartName::Exclusive => exclusive_tour(out, frames, profile),
         // The svm_atomic parts run under a watchdog in every era: a driver that
         // stops making progress gets a hung-task report read from the model.
-        PartName::Story | PartName::Livelock | PartName::TwoDevices => {
-            watchdog_part(part, profile, out)
-        }
+        PartName::Story | PartName::TwoDevices => watchdog_part(part, profile, out),
+        PartName::Livelock => livelock(out, profile),
         PartName::Reclaim => reclaim_tour(out, profile),
         PartName::Selftests => selftests_tour(out, profile),
     }
@@ -561,7 +563,6 @@ fn watchdog_part(part: PartName, profile: Profile, out: &mut PartOut) -> Result<
             let mut inner = PartOut::default();
             let r = match part {
                 PartName::Story => story(&mut inner, profile, &watch),
-                PartName::Livelock => livelock(&mut inner, profile, &watch),
                 _ => two_devices(&mut inner, profile, &watch),
             };
             let _ = tx.send((inner, r.map_err(|e| format!("{e:#}"))));
@@ -868,88 +869,124 @@ fn one_page(mm: &MmUser, value: u64) -> Result<()> {
     Ok(())
 }
 
-const LIVELOCK_BOUND: u64 = 50;
+/// How long a step of a bundled scenario may take before its run counts as hung: a
+/// driver's self-deadlock ends the run after this (a model step takes microseconds).
+const DRIVER_STEP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Part `livelock`: the owner filter off.
-fn livelock(out: &mut PartOut, profile: Profile, watch: &Watched) -> Result<()> {
-    let (sys, mm) = story_system(profile)?;
-    watch_system(watch, &sys);
+/// The bound of the fault loop of device `name` in a bundled file.
+fn max_passes(r: &Ran, name: &str) -> Result<u64> {
+    match r
+        .sc
+        .devices
+        .iter()
+        .find(|d| d.name == name)
+        .map(|d| &d.driver)
+    {
+        Some(Driver::SvmAtomic { max_passes, .. }) => Ok(*max_passes),
+        _ => bail!("{} has no svm_atomic device {name}", r.file),
+    }
+}
+
+/// Prints the PTE change, the notifier events and the device entries of a step.
+fn changes(out: &mut PartOut, rec: &StepRecord) -> Result<()> {
+    if let Some((before, after)) = &rec.pte
+        && before != after
+    {
+        writeln!(out, "    pte: {before} -> {after}")?;
+    }
+    for e in &rec.events {
+        writeln!(out, "    notifier: {e}")?;
+    }
+    for d in &rec.devices {
+        writeln!(out, "    device: {d}")?;
+    }
+    Ok(())
+}
+
+/// Prints how a bundled run ended when it did not pass (the deadlock, or the first
+/// failed expectation).
+fn ending(out: &mut PartOut, r: &Ran) -> Result<()> {
+    if let Some(d) = &r.report.deadlock {
+        writeln!(out, "    deadlock: {d}")?;
+    } else if let Some(s) = r.report.steps.iter().find(|s| s.failed.is_some()) {
+        writeln!(
+            out,
+            "    {} (line {}): expected {}",
+            s.step,
+            s.line,
+            s.failed.as_deref().unwrap_or("")
+        )?;
+    }
+    Ok(())
+}
+
+/// The end values of a bundled run as verdicts.
+fn value_verdicts(out: &mut PartOut, r: &Ran, source: &Source) {
+    for (at, want, got) in r.end_values() {
+        out.verdict(&format!("value at {at}"), want, got, source.clone());
+    }
+}
+
+/// Part `livelock`: the owner filter off (examples/owner-filter-livelock.toml).
+fn livelock(out: &mut PartOut, profile: Profile) -> Result<()> {
+    let r = bundled::run(&bundled::OWNER_FILTER, profile, DRIVER_STEP_TIMEOUT)?;
     writeln!(
         out,
-        "svmkit demo: without the owner filter (the 2021 review's argument, spec 6.3)"
+        "svmkit demo: without the owner filter (the 2021 review's argument, spec 6.3; {})",
+        r.file
     )?;
     writeln!(out)?;
-    one_page(&mm, 5)?;
-    let flaws = SvmFlaws {
-        filter_own_exclusive: false,
-        ..SvmFlaws::default()
-    };
-    let gpu = Arc::new(SvmAtomic::new(&mm, "gpu", flaws, LIVELOCK_BOUND)?);
-    watch_driver(watch, &gpu);
-    let r = gpu.atomic_fetch_add(&Task::new("gpu"), STORY_BUF, 1);
-    let s = gpu.stats();
-    let (passes, retries) = (
-        s.passes.load(Ordering::Relaxed),
-        s.retries.load(Ordering::Relaxed),
-    );
-    writeln!(
-        out,
-        "L1. a GPU atomic with the filter off: {} after {passes} passes, {retries} of them retried (bound {LIVELOCK_BOUND}; Linux: 1 s)",
-        match r {
-            Ok(v) => format!("succeeded (old value {v})"),
-            Err(e) => e.name().to_string(),
+    let bound = max_passes(&r, "blind")?;
+    writeln!(out, "L1. {}", r.line("blind", 0)?)?;
+    if let (_, Some(rec)) = r.step("blind", 0)? {
+        let own = rec
+            .events
+            .iter()
+            .filter(|e| e.contains("EXCLUSIVE") && e.contains("owner blind"))
+            .count();
+        if let Some(p) = rec.faults {
+            writeln!(
+                out,
+                "    the driver without the filter: {p} passes (bound {bound}; Linux: 1 s), {own} Exclusive invalidations of its own, each moving its read section's sequence"
+            )?;
         }
-    )?;
-    writeln!(
-        out,
-        "    each pass's own Exclusive invalidation moved its read section's sequence; the value is untouched: {}",
-        mm.read_u64(STORY_BUF)?
-    )?;
-    let with = Arc::new(SvmAtomic::new(
-        &mm,
-        "gpu2",
-        SvmFlaws::default(),
-        LIVELOCK_BOUND,
-    )?);
-    watch_driver(watch, &with);
-    let ok = with.atomic_fetch_add(&Task::new("gpu"), STORY_BUF, 1);
-    writeln!(
-        out,
-        "L2. the same with the filter on: {} in {} pass(es)",
-        if ok.is_ok() { "succeeded" } else { "failed" },
-        with.stats().passes.load(Ordering::Relaxed)
-    )?;
-    out.fact("bound", LIVELOCK_BOUND);
-    out.fact("passes_without_filter", passes);
-    out.fact("retries_without_filter", retries);
-    out.verdict(
-        "atomic fault without the owner filter",
-        "EBUSY",
-        r.err()
-            .map_or("success".to_string(), |e| e.name().to_string()),
-        Source::spec("6.3"),
-    );
-    out.verdict(
-        "passes until the bound",
-        LIVELOCK_BOUND,
-        passes,
-        Source::spec("6.3 (every iteration retries)"),
-    );
-    out.verdict(
-        "atomic fault with the owner filter",
-        "success",
-        if ok.is_ok() { "success" } else { "failure" },
-        Source::spec("6.3"),
-    );
-    drop((gpu, with));
-    drop(mm);
-    out.verdict(
-        "checker after exit",
-        "all invariants hold",
-        checker_verdict(&sys),
-        checker_source(),
-    );
+    }
+    writeln!(out, "L2. {}", r.line("gpu", 0)?)?;
+    if let (_, Some(rec)) = r.step("gpu", 0)? {
+        if let Some(p) = rec.faults {
+            writeln!(out, "    the driver with the filter: {p} pass(es)")?;
+        }
+        changes(out, rec)?;
+    }
+    for n in 0..2 {
+        writeln!(out, "L{}. {}", 3 + n, r.line("reader", n)?)?;
+    }
+    ending(out, &r)?;
+    out.fact("bound", bound);
+    if let Some(p) = r.step("blind", 0)?.1.and_then(|rec| rec.faults) {
+        out.fact("passes_without_filter", p);
+    }
+    r.outcome_verdict(out, "owner-filter-livelock.toml ends as documented")?;
+    if r.documented_pass()? {
+        let src = r.source()?;
+        let (e, o) = r.result("blind", 0)?;
+        out.verdict("atomic fault without the owner filter", e, o, src.clone());
+        let (e, o) = r.faults("blind", 0)?;
+        out.verdict("passes until the bound", e, show(o), src.clone());
+        let (e, o) = r.result("gpu", 0)?;
+        out.verdict("atomic fault with the owner filter", e, o, src.clone());
+        let (e, o) = r.faults("gpu", 0)?;
+        out.verdict("passes with the owner filter", e, show(o), src.clone());
+        let (e, o) = r.pte_kind("gpu", 0)?;
+        out.verdict("PTE after the filtered atomic", e, o, src.clone());
+        value_verdicts(out, &r, &src);
+    }
     Ok(())
+}
+
+/// A count a step may not have recorded.
+fn show(n: Option<u64>) -> String {
+    n.map_or_else(|| "none".to_string(), |n| n.to_string())
 }
 
 /// Part `two-devices`: two GPUs contending for one page.
@@ -1775,14 +1812,32 @@ mod tests {
         for t in story["facts"]["counters"].as_array().unwrap() {
             assert_eq!(t, &story["facts"]["expected_per_counter"]);
         }
+        // Livelock, from examples/owner-filter-livelock.toml: every pass retried, up
+        // to the bound, and 6.15's source names the livelock reproduced on 6.12.
         let livelock = part(&json, "linux-6.15", "livelock");
         assert_eq!(
             livelock["facts"]["passes_without_filter"],
             livelock["facts"]["bound"]
         );
+        assert_eq!(livelock["facts"]["bound"], 4);
+        assert_eq!(livelock["facts"]["outcome"], "pass");
+        let v = verdict(livelock, "atomic fault without the owner filter");
         assert_eq!(
-            livelock["facts"]["retries_without_filter"],
-            livelock["facts"]["bound"]
+            (&v["linux"], &v["model"]),
+            (&"EBUSY".into(), &"EBUSY".into())
+        );
+        assert_eq!(v["source"]["kind"], "kernel", "{v}");
+        // 5.14: the blind driver sleeps on the folio lock it kept on retry (spec 8
+        // item 22): the engine's watchdog reports the step that never returned.
+        let livelock = part(&json, "linux-5.14", "livelock");
+        assert_eq!(livelock["facts"]["outcome"], "deadlock", "{livelock}");
+        let d = livelock["facts"]["deadlock"].as_str().unwrap();
+        assert!(d.contains("thread blind sleeps in"), "{d}");
+        let v = verdict(livelock, "owner-filter-livelock.toml ends as documented");
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(
+            (&v["source"]["kind"], &v["source"]["cite"]),
+            (&"spec".into(), &"8 item 22".into())
         );
         let two = part(&json, "linux-6.15", "two-devices");
         let v = verdict(two, "second device while the first holds the page");
@@ -1790,7 +1845,7 @@ mod tests {
         assert_eq!(v["source"]["kind"], "derived", "{v}");
         // 5.14: each part is the driver's self-deadlock, diagnosed from the model:
         // the driver task sleeps on the folio lock it leaked itself.
-        for name in ["story", "livelock", "two-devices"] {
+        for name in ["story", "two-devices"] {
             let p = part(&json, "linux-5.14", name);
             assert_eq!(p["facts"]["deadlocked_task"], "gpu", "{p}");
             let v = verdict(p, "driver on its first retry");
@@ -1862,7 +1917,13 @@ mod tests {
         let report = super::run(1024, &[PartName::Livelock], &[fixed], &mut |_| {});
         let json = report.to_json();
         assert_eq!(json["ok"], false, "{json}");
-        let v = verdict(&json["parts"][0], "driver on its first retry");
-        assert_eq!(v["model"], "the part finished", "{v}");
+        let v = verdict(
+            &json["parts"][0],
+            "owner-filter-livelock.toml ends as documented",
+        );
+        assert_eq!(
+            (&v["linux"], &v["model"]),
+            (&"deadlock".into(), &"pass".into())
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bundled;
 mod demo;
 mod explore;
 mod report;

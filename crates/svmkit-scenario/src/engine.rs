@@ -63,6 +63,10 @@ pub struct StepRecord {
     pub events: Vec<String>,
     /// Device entries at the step's address after the step (`gpu: rwa`).
     pub devices: Vec<String>,
+    /// The faults it took, for the steps that count them (`expect_faults`): CPU page
+    /// faults of a read, write or fetch_add, passes of svm_atomic's fault loop for an
+    /// atomic_add; `None` for other steps and for a step that did not return.
+    pub faults: Option<u64>,
     /// The expectation it failed, if any.
     pub failed: Option<String>,
     /// The step's note.
@@ -337,6 +341,7 @@ fn hung_report(p: &Progress, timeout: std::time::Duration) -> RunReport {
         pte: None,
         events: Vec::new(),
         devices: Vec::new(),
+        faults: None,
         failed: Some("the step to return".into()),
         note: None,
         id: None,
@@ -434,6 +439,7 @@ fn run_on(
                         pte: None,
                         events: Vec::new(),
                         devices: Vec::new(),
+                        faults: None,
                         failed: None,
                         note: None,
                         id: None,

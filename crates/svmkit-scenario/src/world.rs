@@ -1032,6 +1032,11 @@ impl World {
                 .map(|(b, a)| (entry_text(b), entry_text(a))),
             events,
             devices,
+            faults: matches!(
+                step.op,
+                Op::Read { .. } | Op::Write { .. } | Op::FetchAdd { .. } | Op::AtomicAdd { .. }
+            )
+            .then_some(faults),
             failed,
             note: step.note.clone(),
             id: step.id.clone(),
