@@ -36,6 +36,8 @@ macro_rules! bundle {
 
 /// The owner-filter livelock (part `livelock`).
 pub(crate) const OWNER_FILTER: Bundled = bundle!("owner-filter-livelock.toml");
+/// Two GPUs on one page (part `two-devices`).
+pub(crate) const TWO_DEVICES: Bundled = bundle!("two-devices-one-page.toml");
 
 /// Classifies an `[outcomes]` source string: a source that mentions a run on a real
 /// kernel is `kernel`, else one that says `derived` is `derived`, else one that names
