@@ -36,6 +36,21 @@ macro_rules! bundle {
 
 /// The owner-filter livelock (part `livelock`).
 pub(crate) const OWNER_FILTER: Bundled = bundle!("owner-filter-livelock.toml");
+/// The hmm selftest ports (part `selftests`), with the selftest's name.
+pub(crate) const SELFTESTS: [(Bundled, &str); 6] = [
+    (bundle!("hmm-exclusive.toml"), "exclusive"),
+    (bundle!("hmm-exclusive-thp.toml"), "exclusive (THP buffer)"),
+    (bundle!("hmm-exclusive-mprotect.toml"), "exclusive_mprotect"),
+    (
+        bundle!("hmm-exclusive-mprotect-thp.toml"),
+        "exclusive_mprotect (THP buffer)",
+    ),
+    (bundle!("hmm-exclusive-cow.toml"), "exclusive_cow"),
+    (
+        bundle!("hmm-exclusive-cow-thp.toml"),
+        "exclusive_cow (THP buffer)",
+    ),
+];
 /// Two GPUs on one page (part `two-devices`).
 pub(crate) const TWO_DEVICES: Bundled = bundle!("two-devices-one-page.toml");
 
