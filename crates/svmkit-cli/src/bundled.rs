@@ -51,6 +51,14 @@ pub(crate) const SELFTESTS: [(Bundled, &str); 6] = [
         "exclusive_cow (THP buffer)",
     ),
 ];
+/// Reclaim and migration of a device-exclusive page (part `reclaim`): each era's
+/// reclaim file, then each era's migration file.
+pub(crate) const RECLAIM: [Bundled; 4] = [
+    bundle!("reclaim-stuck-5.14.toml"),
+    bundle!("reclaim-swapped-6.15.toml"),
+    bundle!("offline-loop-5.14.toml"),
+    bundle!("migrate-migrated-6.15.toml"),
+];
 /// Two GPUs on one page (part `two-devices`).
 pub(crate) const TWO_DEVICES: Bundled = bundle!("two-devices-one-page.toml");
 
