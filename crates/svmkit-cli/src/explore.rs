@@ -33,7 +33,7 @@ pub struct Args {
     pub seed: u64,
     pub pct_depth: usize,
     pub preemption_bound: usize,
-    pub max_steps: usize,
+    pub max_steps: Option<usize>,
     pub jobs: usize,
     pub shard: Option<String>,
     pub json: bool,
@@ -197,7 +197,7 @@ pub fn explore(a: Args) -> ExitCode {
         seed: a.seed,
         pct_depth: a.pct_depth,
         preemption_bound: a.preemption_bound,
-        max_steps: a.max_steps,
+        max_steps: a.max_steps.or(sc.explore.max_steps).unwrap_or(100_000),
     };
     let mut shrunk = None;
     let report = {

@@ -105,9 +105,10 @@ enum Command {
         /// DFS's preemption bound.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=16))]
         preemption_bound: u64,
-        /// Scheduling points after which a schedule counts as a livelock.
-        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(100..=100_000_000))]
-        max_steps: u64,
+        /// Scheduling points after which a schedule counts as a livelock (default: the
+        /// file's [explore] max_steps, else 100000).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(100..=1_000_000_000))]
+        max_steps: Option<u64>,
         /// Exploration workers in this process, on disjoint seeds.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
         jobs: u64,
@@ -183,7 +184,7 @@ fn main() -> ExitCode {
             seed,
             pct_depth: pct_depth as usize,
             preemption_bound: preemption_bound as usize,
-            max_steps: max_steps as usize,
+            max_steps: max_steps.map(|n| n as usize),
             jobs: jobs as usize,
             shard,
             json,

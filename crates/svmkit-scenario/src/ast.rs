@@ -59,6 +59,9 @@ pub struct Scenario {
 pub struct ExploreSpec {
     /// The budget (schedules) the outcomes are claimed for.
     pub schedules: Option<usize>,
+    /// Scheduling points after which a schedule counts as a livelock, for files whose
+    /// schedules are long by nature (a whole-buffer step over a thousand pages).
+    pub max_steps: Option<usize>,
     /// Per era; an era not named here is expected to end as `[outcomes]` says (a file
     /// whose threads run one after another has one schedule's worth of interleaving).
     pub outcomes: Vec<EraOutcome>,

@@ -870,7 +870,8 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
     })
 }
 
-/// `[explore]`: `schedules` (the budget the outcomes are claimed for) and
+/// `[explore]`: `schedules` (the budget the outcomes are claimed for), `max_steps`
+/// (the livelock bound), and
 /// `[explore.outcomes]` (what `svmkit explore` finds under each era).
 fn explore_spec(cx: &mut Ctx, n: &Node) -> ExploreSpec {
     let mut spec = ExploreSpec::default();
@@ -889,10 +890,22 @@ fn explore_spec(cx: &mut Ctx, n: &Node) -> ExploreSpec {
             ),
         }
     }
+    if let Some(x) = t.get("max_steps") {
+        match &x.kind {
+            Kind::Int(v) if (100..=1_000_000_000).contains(v) => spec.max_steps = Some(*v as usize),
+            _ => cx.err(
+                Problem::new(
+                    x.span,
+                    "max_steps must be a whole number from 100 to 1000000000",
+                )
+                .label("bad bound"),
+            ),
+        }
+    }
     if let Some(o) = t.get("outcomes") {
         spec.outcomes = outcomes_of(cx, o, true);
     }
-    t.finish(cx, &["schedules", "outcomes"]);
+    t.finish(cx, &["schedules", "max_steps", "outcomes"]);
     spec
 }
 

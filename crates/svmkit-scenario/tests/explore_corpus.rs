@@ -42,6 +42,10 @@ fn explore_corpus_every_example_ends_as_documented_and_replays_byte_for_byte() {
                     RunOutcome::Pass => sc.explore.schedules.unwrap_or(1000).min(CI_CAP),
                     _ => sc.explore.schedules.unwrap_or(1000),
                 },
+                max_steps: sc
+                    .explore
+                    .max_steps
+                    .unwrap_or(ExploreOptions::default().max_steps),
                 ..ExploreOptions::default()
             };
             let t = Instant::now();
