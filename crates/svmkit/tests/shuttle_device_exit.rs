@@ -15,32 +15,21 @@
 //! flag, whatever the interleaving.
 #![cfg(feature = "shuttle")]
 
-use svmkit::check::{ExploreConfig, explore};
 use svmkit::device::DevRights;
 use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
 use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
-use svmkit::mm::{MapFlags, MmUser, Prot};
+use svmkit::mm::MmUser;
 use svmkit::sync::{Arc, thread};
 use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Profile, System, SystemConfig};
+use svmkit::{Errno, PAGE_SIZE, Profile, System};
 
-const A: u64 = 0x4000_0000;
+mod common;
+use common::BASE as A;
+use common::sched::*;
 
+/// The process and its page, 41 written at its start.
 fn setup(profile: Profile) -> (Arc<System>, MmUser) {
-    let mut config = SystemConfig::with_frames(48);
-    config.mem.wait_table_bits = 1;
-    config.profile = profile;
-    let sys = System::new(config).unwrap();
-    let mm = sys.create_mm().unwrap();
-    mm.mmap(
-        A,
-        PAGE_SIZE,
-        Prot::READ | Prot::WRITE,
-        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
-    )
-    .unwrap();
-    mm.write_u64(A, 41).unwrap();
-    (sys, mm)
+    explored_page(profile, 48, 41)
 }
 
 fn exit_vs_device_atomic(profile: Profile) {
@@ -96,16 +85,12 @@ fn exit_vs_device_atomic(profile: Profile) {
     if let Err(e) = sys.check() {
         panic!("after close: {e}");
     }
-    assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
+    all_frames_free(&sys);
 }
 
 #[test]
 fn shuttle_exit_races_a_device_atomic_6_15() {
-    let report = explore(&ExploreConfig::new(1000), || {
-        exit_vs_device_atomic(Profile::linux_6_15())
-    })
-    .unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 2000);
+    explored(ITERS, || exit_vs_device_atomic(Profile::linux_6_15()));
 }
 
 #[test]
@@ -113,15 +98,7 @@ fn shuttle_exit_races_a_device_atomic_5_14() {
     // The 2021 design with nouveau's 2025 retry fix: the pre-fix driver
     // self-deadlocks on any retry (shuttle_leak_on_retry_*), and the exit's Release
     // can cause one.
-    let profile = Profile {
-        svm_atomic_unlock_on_retry: true,
-        ..Profile::linux_5_14()
-    };
-    let report = explore(&ExploreConfig::new(1000), move || {
-        exit_vs_device_atomic(profile)
-    })
-    .unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 2000);
+    explored(ITERS, || exit_vs_device_atomic(linux_5_14_fixed_driver()));
 }
 
 /// dmirror's EXCLUSIVE racing the exit: the ioctl holds a user for its conversion, so
@@ -131,7 +108,7 @@ fn shuttle_exit_races_a_device_atomic_5_14() {
 /// table and the checker has nothing to flag.
 #[test]
 fn shuttle_exit_races_a_dmirror_exclusive_6_15() {
-    let report = explore(&ExploreConfig::new(1000), || {
+    explored(ITERS, || {
         let (sys, mm) = setup(Profile::linux_6_15());
         let dm = Arc::new(Dmirror::open(&mm).unwrap());
         let driver = {
@@ -167,8 +144,6 @@ fn shuttle_exit_races_a_dmirror_exclusive_6_15() {
             panic!("dmirror open after the exit: {e}");
         }
         drop(dm);
-        assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
-    })
-    .unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 2000);
+        all_frames_free(&sys);
+    });
 }

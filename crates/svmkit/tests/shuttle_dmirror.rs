@@ -14,29 +14,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use svmkit::check::{ExploreConfig, explore, replay};
 use svmkit::device::DevRights;
 use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
-use svmkit::mm::{Advice, MapFlags, Prot, Pte};
+use svmkit::mm::{Advice, Pte};
 use svmkit::sync::thread;
 use svmkit::task::Task;
-use svmkit::{PAGE_SIZE, System, SystemConfig, VirtAddr};
+use svmkit::{PAGE_SIZE, Profile};
 
-const A: u64 = 0x4000_0000;
+mod common;
+use common::sched::explored_page;
+use common::{BASE as A, checked, va};
 
 static SCHEDULES: AtomicUsize = AtomicUsize::new(0);
 
 fn scenario() {
     SCHEDULES.fetch_add(1, Ordering::Relaxed);
-    let mut config = SystemConfig::with_frames(48);
-    config.mem.wait_table_bits = 1;
-    let sys = System::new(config).unwrap();
-    let mm = sys.create_mm().unwrap();
-    mm.mmap(
-        A,
-        PAGE_SIZE,
-        Prot::READ | Prot::WRITE,
-        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
-    )
-    .unwrap();
-    mm.write_u64(A, 1).unwrap();
+    let (sys, mm) = explored_page(Profile::linux_6_15(), 48, 1);
     let dm = std::sync::Arc::new(Dmirror::open(&mm).unwrap());
     let driver = {
         let dm = dm.clone();
@@ -63,7 +54,7 @@ fn scenario() {
     zapper.join().unwrap();
     assert_eq!(r, Ok(()));
     let dev = dm.device().lock().get(A);
-    let cpu = mm.pte_get_lockless(VirtAddr::try_new(A).unwrap());
+    let cpu = mm.pte_get_lockless(va(A));
     if let Some(d) = dev
         && d.rights.contains(DevRights::ATOMIC)
     {
@@ -76,9 +67,7 @@ fn scenario() {
         );
     }
     drop(dm);
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
+    checked(&sys);
 }
 
 #[test]

@@ -2,28 +2,21 @@
 //! neighbouring munmap (run with `cargo test -p svmkit --features shuttle shuttle`).
 #![cfg(feature = "shuttle")]
 
-use svmkit::check::{ExploreConfig, explore};
 use svmkit::mm::mmu_notifier::Owner;
-use svmkit::mm::{MapFlags, Prot};
 use svmkit::sync::thread;
 use svmkit::task::Task;
-use svmkit::{PAGE_SIZE, System, SystemConfig};
+use svmkit::{PAGE_SIZE, Profile};
 
-const FIXED: MapFlags = MapFlags::PRIVATE
-    .union(MapFlags::ANONYMOUS)
-    .union(MapFlags::FIXED);
-const A: u64 = 0x4000_0000;
+mod common;
+use common::sched::{all_frames_free, explored, explored_mapping};
+use common::{BASE as A, checked};
+
 const INCREMENTS: u64 = 3;
 
 #[test]
 fn shuttle_exclusive_conversions_never_lose_a_cpu_increment() {
-    let report = explore(&ExploreConfig::new(600), || {
-        let mut config = SystemConfig::with_frames(48);
-        config.mem.wait_table_bits = 1;
-        let sys = System::new(config).unwrap();
-        let mm = sys.create_mm().unwrap();
-        mm.mmap(A, 2 * PAGE_SIZE, Prot::READ | Prot::WRITE, FIXED)
-            .unwrap();
+    explored(600, || {
+        let (sys, mm) = explored_mapping(Profile::linux_6_15(), 48, 2 * PAGE_SIZE);
         mm.write_u64(A, 0).unwrap();
         mm.write_u64(A + PAGE_SIZE, 0).unwrap();
         let cpu = {
@@ -58,15 +51,9 @@ fn shuttle_exclusive_conversions_never_lose_a_cpu_increment() {
         driver.join().unwrap();
         unmapper.join().unwrap();
         assert_eq!(mm.read_u64(A).unwrap(), INCREMENTS, "an increment was lost");
-        if let Err(e) = sys.check() {
-            panic!("{e}");
-        }
+        checked(&sys);
         drop(mm);
-        if let Err(e) = sys.check() {
-            panic!("{e}");
-        }
-        assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
-    })
-    .unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 1000);
+        checked(&sys);
+        all_frames_free(&sys);
+    });
 }

@@ -3,38 +3,17 @@
 //! `cargo test -p svmkit --features shuttle shuttle`).
 #![cfg(feature = "shuttle")]
 
-use svmkit::check::{ExploreConfig, explore};
-use svmkit::mm::{MapFlags, Prot};
 use svmkit::sync::thread;
-use svmkit::{PAGE_SIZE, System, SystemConfig};
+use svmkit::{PAGE_SIZE, Profile};
 
-const FIXED: MapFlags = MapFlags::PRIVATE
-    .union(MapFlags::ANONYMOUS)
-    .union(MapFlags::FIXED);
-const A: u64 = 0x4000_0000;
-
-fn small_system() -> std::sync::Arc<System> {
-    let mut config = SystemConfig::with_frames(48);
-    config.mem.wait_table_bits = 1;
-    System::new(config).unwrap()
-}
-
-#[track_caller]
-fn checked(sys: &System) {
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
-}
+mod common;
+use common::sched::{all_frames_free, explored, explored_mapping, explored_page};
+use common::{BASE as A, checked};
 
 #[test]
 fn shuttle_fork_parent_and_child_break_cow_on_the_same_page() {
-    let report = explore(&ExploreConfig::new(600), || {
-        let sys = small_system();
-        let parent = sys.create_mm().unwrap();
-        parent
-            .mmap(A, PAGE_SIZE, Prot::READ | Prot::WRITE, FIXED)
-            .unwrap();
-        parent.write_u64(A, 1).unwrap();
+    explored(600, || {
+        let (sys, parent) = explored_page(Profile::linux_6_15(), 48, 1);
         let child = sys.fork(&parent).unwrap();
         let tp = {
             let mm = parent.clone();
@@ -52,20 +31,14 @@ fn shuttle_fork_parent_and_child_break_cow_on_the_same_page() {
         drop(child);
         drop(parent);
         checked(&sys);
-        assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
-    })
-    .unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 1000);
+        all_frames_free(&sys);
+    });
 }
 
 #[test]
 fn shuttle_fork_races_a_write_in_the_parent() {
-    let report = explore(&ExploreConfig::new(600), || {
-        let sys = small_system();
-        let parent = sys.create_mm().unwrap();
-        parent
-            .mmap(A, 2 * PAGE_SIZE, Prot::READ | Prot::WRITE, FIXED)
-            .unwrap();
+    explored(600, || {
+        let (sys, parent) = explored_mapping(Profile::linux_6_15(), 48, 2 * PAGE_SIZE);
         parent.write_u64(A, 1).unwrap();
         let forker = {
             let (sys, mm) = (sys.clone(), parent.clone());
@@ -94,8 +67,6 @@ fn shuttle_fork_races_a_write_in_the_parent() {
         checked(&sys);
         drop(child);
         drop(parent);
-        assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
-    })
-    .unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 1000);
+        all_frames_free(&sys);
+    });
 }

@@ -8,47 +8,21 @@
 //! the parent (issue 14, bug 4).
 #![cfg(feature = "shuttle")]
 
-use svmkit::check::{ExploreConfig, explore};
-use svmkit::mm::{MapFlags, Prot};
+use svmkit::mm::Prot;
 use svmkit::sync::thread;
-use svmkit::{Errno, PAGE_SIZE, Profile, System, SystemConfig, VirtAddr};
+use svmkit::{PAGE_SIZE, Profile};
 
-const A: u64 = 0x4000_0000;
-const RW: Prot = Prot::READ.union(Prot::WRITE);
+mod common;
+use common::sched::*;
+use common::{BASE as A, RW, checked, folio_at};
 
 fn scenario(profile: Profile) {
-    let mut config = SystemConfig::with_frames(64);
-    config.mem.wait_table_bits = 1;
-    config.profile = profile;
-    let sys = System::new(config).unwrap();
-    let parent = sys.create_mm().unwrap();
-    parent
-        .mmap(
-            A,
-            PAGE_SIZE,
-            RW,
-            MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
-        )
-        .unwrap();
-    parent.write_u64(A, 1).unwrap();
+    let (sys, parent) = explored_page(profile, 64, 1);
     // Still anon-exclusive, now mapped read-only: the migration entry is
     // readable-exclusive (Linux: try_to_migrate_one()).
     parent.mprotect(A, PAGE_SIZE, Prot::READ).unwrap();
-    let folio = sys
-        .mem()
-        .page_folio(parent.translate(VirtAddr::try_new(A).unwrap()).unwrap())
-        .unwrap();
-    let migrator = {
-        let sys = sys.clone();
-        thread::spawn(move || {
-            // A folio that cannot be moved now (EAGAIN) or is no longer an anonymous
-            // folio (EINVAL) is an answer, not a failure: nothing was migrated.
-            match sys.mem().migrate_folio(folio) {
-                Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINVAL) => {}
-                Err(e) => panic!("{e}"),
-            }
-        })
-    };
+    let folio = folio_at(&sys, &parent, A);
+    let migrator = spawn_migrate(&sys, folio);
     let forker = {
         let (sys, parent) = (sys.clone(), parent.clone());
         thread::spawn(move || sys.fork(&parent).unwrap())
@@ -72,9 +46,7 @@ fn scenario(profile: Profile) {
         2,
         "the parent's write reached the child"
     );
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
+    checked(&sys);
     assert!(
         sys.mem().bad_pages().is_empty(),
         "{:?}",
@@ -82,25 +54,15 @@ fn scenario(profile: Profile) {
     );
     drop(child);
     drop(parent);
-    assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
+    all_frames_free(&sys);
 }
 
 #[test]
 fn shuttle_migration_races_fork_6_15() {
-    let report = explore(
-        &ExploreConfig::new(1000),
-        || scenario(Profile::linux_6_15()),
-    )
-    .unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 2000);
+    explored(ITERS, || scenario(Profile::linux_6_15()));
 }
 
 #[test]
 fn shuttle_migration_races_fork_5_14() {
-    let report = explore(
-        &ExploreConfig::new(1000),
-        || scenario(Profile::linux_5_14()),
-    )
-    .unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 2000);
+    explored(ITERS, || scenario(Profile::linux_5_14()));
 }

@@ -2,34 +2,15 @@
 //! `cargo test -p svmkit --features shuttle shuttle`).
 #![cfg(feature = "shuttle")]
 
-use svmkit::check::{ExploreConfig, ExtraRefs, explore};
-use svmkit::mm::{Advice, GupFlags, MapFlags, PMD_SIZE, Prot};
+use svmkit::Profile;
+use svmkit::check::ExtraRefs;
+use svmkit::mm::GupFlags;
 use svmkit::sync::thread;
-use svmkit::{Errno, PAGE_SIZE, Pfn, System, SystemConfig, VirtAddr};
+use svmkit::{Errno, Pfn};
 
-const FIXED: MapFlags = MapFlags::PRIVATE
-    .union(MapFlags::ANONYMOUS)
-    .union(MapFlags::FIXED);
-const H: u64 = 0x4000_0000;
-const P: u64 = PAGE_SIZE;
-
-fn thp_system() -> std::sync::Arc<System> {
-    // One free order-9 block (frames 512..1024) plus small ones for tables.
-    let mut config = SystemConfig::with_frames(1100);
-    config.mem.wait_table_bits = 1;
-    System::new(config).unwrap()
-}
-
-fn va(a: u64) -> VirtAddr {
-    VirtAddr::try_new(a).unwrap()
-}
-
-#[track_caller]
-fn checked(sys: &System, extra: &ExtraRefs) {
-    if let Err(e) = sys.check_with(extra) {
-        panic!("{e}");
-    }
-}
+mod common;
+use common::sched::{THP_FRAMES, all_frames_free, explored, explored_system, map_thp};
+use common::{BASE as H, P, checked_with, va};
 
 #[test]
 fn shuttle_gup_split_pmd_races_munmap_of_part_of_the_thp() {
@@ -40,12 +21,10 @@ fn shuttle_gup_split_pmd_races_munmap_of_part_of_the_thp() {
     // with EFAULT at the hole at K. Splits (GUP's, and each munmap's) may interleave
     // in any order; whatever GUP returns must be subpages of the same folio.
     const K: u64 = 10;
-    let report = explore(&ExploreConfig::new(500), || {
-        let sys = thp_system();
+    explored(500, || {
+        let sys = explored_system(Profile::linux_6_15(), THP_FRAMES);
         let mm = sys.create_mm().unwrap();
-        mm.mmap(H, PMD_SIZE, Prot::READ | Prot::WRITE, FIXED)
-            .unwrap();
-        mm.madvise(H, PMD_SIZE, Advice::HugePage).unwrap();
+        map_thp(&mm);
         mm.write_u64(H, 1).unwrap();
         assert!(mm.pmd_is_huge(va(H)), "the first write made a THP");
         let head = mm.translate(va(H)).unwrap();
@@ -109,17 +88,15 @@ fn shuttle_gup_split_pmd_races_munmap_of_part_of_the_thp() {
         if !pfns.is_empty() {
             extra.insert(folio, pfns.len() as i32);
         }
-        checked(&sys, &extra);
+        checked_with(&sys, &extra);
         // The references keep the folio alive past the exit.
         drop(mm);
-        checked(&sys, &extra);
+        checked_with(&sys, &extra);
         assert!(pfns.is_empty() || !sys.mem().is_free_frame(head));
         for &pfn in &pfns {
             sys.mem().put_page(pfn);
         }
-        checked(&sys, &ExtraRefs::new());
-        assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
-    })
-    .unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 1000);
+        checked_with(&sys, &ExtraRefs::new());
+        all_frames_free(&sys);
+    });
 }

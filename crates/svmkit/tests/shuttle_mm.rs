@@ -2,29 +2,23 @@
 //! `cargo test -p svmkit --features shuttle shuttle`).
 #![cfg(feature = "shuttle")]
 
-use svmkit::check::{ExploreConfig, explore};
-use svmkit::mm::{Advice, MapFlags, Prot};
-use svmkit::sync::thread;
-use svmkit::{FaultKind, PAGE_SIZE, System, SystemConfig};
+use svmkit::mm::{Advice, MmUser};
+use svmkit::sync::{Arc, thread};
+use svmkit::{FaultKind, PAGE_SIZE, Profile, System};
 
-const FIXED: MapFlags = MapFlags::PRIVATE
-    .union(MapFlags::ANONYMOUS)
-    .union(MapFlags::FIXED);
-const A: u64 = 0x4000_0000;
+mod common;
+use common::sched::{all_frames_free, explored, explored_mapping};
+use common::{BASE as A, checked};
 
-fn small_system() -> std::sync::Arc<System> {
-    let mut config = SystemConfig::with_frames(32);
-    config.mem.wait_table_bits = 1;
-    System::new(config).unwrap()
+/// A small system whose process maps `pages` pages at `A`, none touched yet.
+fn small_mapping(pages: u64) -> (Arc<System>, MmUser) {
+    explored_mapping(Profile::linux_6_15(), 32, pages * PAGE_SIZE)
 }
 
 #[test]
 fn shuttle_read_and_write_faults_race_munmap_of_the_same_fresh_page() {
-    let report = explore(&ExploreConfig::new(600), || {
-        let sys = small_system();
-        let mm = sys.create_mm().unwrap();
-        mm.mmap(A, PAGE_SIZE, Prot::READ | Prot::WRITE, FIXED)
-            .unwrap();
+    explored(600, || {
+        let (sys, mm) = small_mapping(1);
         let reader = {
             let mm = mm.clone();
             thread::spawn(move || mm.read_u64(A))
@@ -52,17 +46,11 @@ fn shuttle_read_and_write_faults_race_munmap_of_the_same_fresh_page() {
         }
         // After the munmap everything is gone again.
         assert_eq!(mm.read_u64(A).unwrap_err().kind, FaultKind::Unmapped);
-        if let Err(e) = sys.check() {
-            panic!("{e}");
-        }
+        checked(&sys);
         drop(mm);
-        if let Err(e) = sys.check() {
-            panic!("{e}");
-        }
-        assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
-    })
-    .unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 1000);
+        checked(&sys);
+        all_frames_free(&sys);
+    });
 }
 
 #[test]
@@ -70,11 +58,8 @@ fn shuttle_fetch_add_faults_race_dontneed_without_losing_the_mapping() {
     // DONTNEED runs under the mmap lock in read mode, concurrently with faults: the
     // PTL is what keeps them apart. Each increment either lands before the zap (and is
     // wiped) or after it (and survives); nothing else may happen.
-    let report = explore(&ExploreConfig::new(600), || {
-        let sys = small_system();
-        let mm = sys.create_mm().unwrap();
-        mm.mmap(A, 2 * PAGE_SIZE, Prot::READ | Prot::WRITE, FIXED)
-            .unwrap();
+    explored(600, || {
+        let (sys, mm) = small_mapping(2);
         let adders: Vec<_> = (0..2)
             .map(|_| {
                 let mm = mm.clone();
@@ -95,10 +80,6 @@ fn shuttle_fetch_add_faults_race_dontneed_without_losing_the_mapping() {
             ([0, 1], 0) | ([0, 1], 2) | ([0, 0], 1)
         );
         assert!(ok, "increments returned {olds:?}, final value {end}");
-        if let Err(e) = sys.check() {
-            panic!("{e}");
-        }
-    })
-    .unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 1000);
+        checked(&sys);
+    });
 }

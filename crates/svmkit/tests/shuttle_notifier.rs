@@ -10,14 +10,13 @@
 
 use svmkit::check::{ExploreConfig, explore};
 use svmkit::mm::mmu_notifier::{MmuIntervalNotifier, MmuIntervalNotifierOps, MmuNotifierRange};
-use svmkit::mm::{MapFlags, Prot, Pte};
+use svmkit::mm::{Prot, Pte};
 use svmkit::sync::{Arc, Mutex, thread, yield_now};
-use svmkit::{PAGE_SIZE, System, SystemConfig, VirtAddr};
+use svmkit::{PAGE_SIZE, Profile};
 
-const FIXED: MapFlags = MapFlags::PRIVATE
-    .union(MapFlags::ANONYMOUS)
-    .union(MapFlags::FIXED);
-const A: u64 = 0x4000_0000;
+mod common;
+use common::sched::{all_frames_free, explored, explored_page};
+use common::{BASE as A, checked};
 
 /// The device's copy of the translation of `A`, behind the driver lock.
 struct Mirror {
@@ -43,13 +42,7 @@ impl MmuIntervalNotifierOps for Mirror {
 }
 
 fn scenario(set_seq: bool) {
-    let mut config = SystemConfig::with_frames(32);
-    config.mem.wait_table_bits = 1;
-    let sys = System::new(config).unwrap();
-    let mm = sys.create_mm().unwrap();
-    mm.mmap(A, PAGE_SIZE, Prot::READ | Prot::WRITE, FIXED)
-        .unwrap();
-    mm.write_u64(A, 1).unwrap();
+    let (sys, mm) = explored_page(Profile::linux_6_15(), 32, 1);
     let mirror = Arc::new(Mirror {
         dev: Mutex::new(None),
         set_seq,
@@ -58,7 +51,7 @@ fn scenario(set_seq: bool) {
         .mm()
         .mmu_interval_notifier_insert(A, PAGE_SIZE, mirror.clone())
         .unwrap();
-    let va = VirtAddr::try_new(A).unwrap();
+    let va = common::va(A);
 
     let reader = {
         let (mm, sub, mirror) = (mm.clone(), sub.clone(), mirror.clone());
@@ -101,18 +94,14 @@ fn scenario(set_seq: bool) {
     let _ = protector.join().unwrap();
     sub.remove().unwrap();
     drop(sub);
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
+    checked(&sys);
     drop(mm);
-    assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
+    all_frames_free(&sys);
 }
 
 #[test]
 fn shuttle_interval_reader_never_keeps_a_stale_translation() {
-    let report =
-        explore(&ExploreConfig::new(600), || scenario(true)).unwrap_or_else(|f| panic!("{f}"));
-    assert!(report.schedules() >= 1000);
+    explored(600, || scenario(true));
 }
 
 #[test]

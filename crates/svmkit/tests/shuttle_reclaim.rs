@@ -11,36 +11,31 @@
 //! anonymous memory (Linux madvise(2)).
 #![cfg(feature = "shuttle")]
 
-use svmkit::check::{ExploreConfig, explore};
 use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
-use svmkit::mm::{Advice, MapFlags, PMD_SIZE, Prot};
-use svmkit::sync::{Arc, thread};
-use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Profile, System, SystemConfig, VirtAddr};
+use svmkit::mm::{Advice, Folio, MmUser, PMD_SIZE, Prot};
+use svmkit::sync::Arc;
+use svmkit::sync::thread::{self, JoinHandle};
+use svmkit::{Errno, Profile, System};
 
-const A: u64 = 0x4000_0000;
-const P: u64 = PAGE_SIZE;
-const RW: Prot = Prot::READ.union(Prot::WRITE);
-const FIXED: MapFlags = MapFlags::PRIVATE
-    .union(MapFlags::ANONYMOUS)
-    .union(MapFlags::FIXED);
+mod common;
+use common::sched::*;
+use common::{BASE as A, FIXED, P, RW, folio_at, va};
 
-/// Schedules per scheduler (random, then PCT): CI runs at least 1000 of each.
-const ITERS: usize = 1000;
-
-fn system(profile: Profile, frames: u64) -> Arc<System> {
-    let mut config = SystemConfig::with_frames(frames);
-    config.mem.wait_table_bits = 1;
-    config.profile = profile;
-    let sys = System::new(config).unwrap();
+/// [`explored_system`] with 16 swap slots, and a process that maps `len` bytes of
+/// read-write private anonymous memory at `A`, none of it touched yet.
+fn swap_mapping(profile: Profile, frames: u64, len: u64) -> (Arc<System>, MmUser) {
+    let sys = explored_system(profile, frames);
     sys.mem().swapon(16).unwrap();
-    sys
+    let mm = sys.create_mm().unwrap();
+    mm.mmap(A, len, RW, FIXED).unwrap();
+    (sys, mm)
 }
 
-fn folio_at(sys: &System, mm: &svmkit::mm::MmUser, a: u64) -> svmkit::mm::Folio {
-    sys.mem()
-        .page_folio(mm.translate(VirtAddr::try_new(a).unwrap()).unwrap())
-        .unwrap()
+/// One page holding `value` at its start, in a system of 64 frames and 16 swap slots.
+fn swap_page(profile: Profile, value: u64) -> (Arc<System>, MmUser) {
+    let (sys, mm) = swap_mapping(profile, 64, P);
+    mm.write_u64(A, value).unwrap();
+    (sys, mm)
 }
 
 /// Reclaim's answers that are not failures: freed, busy (locked, referenced, still
@@ -52,48 +47,19 @@ fn reclaim_ok(r: Result<(), Errno>) {
     }
 }
 
-/// The checker, the bad-page list, and (after `drop_all`) that every frame and slot
-/// came back.
-#[track_caller]
-fn check_clean(sys: &System) {
-    assert!(
-        sys.mem().bad_pages().is_empty(),
-        "{:?}",
-        sys.mem().bad_pages()
-    );
-    if let Err(e) = sys.check() {
-        panic!("{e}");
-    }
-}
-
-#[track_caller]
-fn check_nothing_left(sys: &System) {
-    check_clean(sys);
-    assert_eq!(sys.mem().swap_slots_used(), 0, "a swap slot leaked");
-    assert_eq!(
-        sys.mem().nr_free_pages(),
-        sys.mem().nr_usable_pages(),
-        "a frame leaked"
-    );
-}
-
-fn explored(name: &str, f: impl Fn() + Send + Sync + 'static) {
-    let report = explore(&ExploreConfig::new(ITERS), f).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert!(report.schedules() >= 2 * ITERS, "{name}: {report:?}");
+/// A thread reclaiming `folio`.
+fn spawn_reclaim(sys: &Arc<System>, folio: Folio) -> JoinHandle<()> {
+    let sys = sys.clone();
+    thread::spawn(move || reclaim_ok(sys.mem().reclaim_folio(folio)))
 }
 
 /// Reclaim of a page while a CPU thread stores to it: the store survives (bug 1 of
 /// issue 14: the contents used to be copied out before the unmap).
 fn reclaim_vs_cpu_write(profile: Profile) {
-    let sys = system(profile, 64);
-    let mm = sys.create_mm().unwrap();
-    mm.mmap(A, P, RW, FIXED).unwrap();
+    let (sys, mm) = swap_mapping(profile, 64, P);
     mm.write_u64(A + 8, 1).unwrap();
     let folio = folio_at(&sys, &mm, A);
-    let reclaimer = {
-        let sys = sys.clone();
-        thread::spawn(move || reclaim_ok(sys.mem().reclaim_folio(folio)))
-    };
+    let reclaimer = spawn_reclaim(&sys, folio);
     let writer = {
         let mm = mm.clone();
         thread::spawn(move || mm.write_u64(A + 8, 2).unwrap())
@@ -113,15 +79,9 @@ fn reclaim_vs_cpu_write(profile: Profile) {
 /// Reclaim racing MADV_DONTNEED of the same page: the swap-cache reference is put
 /// exactly once (bug 2 of issue 14), and the page reads zero afterwards.
 fn reclaim_vs_dontneed(profile: Profile) {
-    let sys = system(profile, 64);
-    let mm = sys.create_mm().unwrap();
-    mm.mmap(A, P, RW, FIXED).unwrap();
-    mm.write_u64(A, 5).unwrap();
+    let (sys, mm) = swap_page(profile, 5);
     let folio = folio_at(&sys, &mm, A);
-    let reclaimer = {
-        let sys = sys.clone();
-        thread::spawn(move || reclaim_ok(sys.mem().reclaim_folio(folio)))
-    };
+    let reclaimer = spawn_reclaim(&sys, folio);
     let zapper = {
         let mm = mm.clone();
         thread::spawn(move || mm.madvise(A, P, Advice::DontNeed).unwrap())
@@ -141,10 +101,7 @@ fn reclaim_vs_dontneed(profile: Profile) {
 /// A page swapped out and shared by parent and child (one slot, two entries): the
 /// child's swap-in, a reclaim of what the child maps, and the parent's write race.
 fn reclaim_vs_swapin(profile: Profile) {
-    let sys = system(profile, 64);
-    let parent = sys.create_mm().unwrap();
-    parent.mmap(A, P, RW, FIXED).unwrap();
-    parent.write_u64(A, 3).unwrap();
+    let (sys, parent) = swap_page(profile, 3);
     let child = sys.fork(&parent).unwrap();
     sys.mem().reclaim_folio(folio_at(&sys, &parent, A)).unwrap();
     let reader = {
@@ -179,15 +136,9 @@ fn reclaim_vs_swapin(profile: Profile) {
 /// Reclaim racing fork: whichever wins, both processes see the forked value and then
 /// only their own writes.
 fn reclaim_vs_fork(profile: Profile) {
-    let sys = system(profile, 64);
-    let parent = sys.create_mm().unwrap();
-    parent.mmap(A, P, RW, FIXED).unwrap();
-    parent.write_u64(A, 1).unwrap();
+    let (sys, parent) = swap_page(profile, 1);
     let folio = folio_at(&sys, &parent, A);
-    let reclaimer = {
-        let sys = sys.clone();
-        thread::spawn(move || reclaim_ok(sys.mem().reclaim_folio(folio)))
-    };
+    let reclaimer = spawn_reclaim(&sys, folio);
     let forker = {
         let sys = sys.clone();
         let parent = parent.clone();
@@ -217,16 +168,10 @@ fn reclaim_vs_fork(profile: Profile) {
 /// the folio outlives one of the two): nothing leaks, nothing is freed twice, and the
 /// survivor keeps the data.
 fn reclaim_vs_exit(profile: Profile) {
-    let sys = system(profile, 64);
-    let parent = sys.create_mm().unwrap();
-    parent.mmap(A, P, RW, FIXED).unwrap();
-    parent.write_u64(A, 9).unwrap();
+    let (sys, parent) = swap_page(profile, 9);
     let child = sys.fork(&parent).unwrap();
     let folio = folio_at(&sys, &parent, A);
-    let reclaimer = {
-        let sys = sys.clone();
-        thread::spawn(move || reclaim_ok(sys.mem().reclaim_folio(folio)))
-    };
+    let reclaimer = spawn_reclaim(&sys, folio);
     let exiter = thread::spawn(move || drop(child));
     reclaimer.join().unwrap();
     exiter.join().unwrap();
@@ -240,13 +185,10 @@ fn reclaim_vs_exit(profile: Profile) {
 /// the range: the model does not swap large folios, but none of the paths may lose the
 /// increment or corrupt the split.
 fn reclaim_vs_thp_split(profile: Profile) {
-    // One free order-9 block (frames 512..1024) plus small ones for tables.
-    let sys = system(profile, 1100);
-    let mm = sys.create_mm().unwrap();
-    mm.mmap(A, PMD_SIZE, RW, FIXED).unwrap();
+    let (sys, mm) = swap_mapping(profile, THP_FRAMES, PMD_SIZE);
     mm.madvise(A, PMD_SIZE, Advice::HugePage).unwrap();
     mm.write_u64(A + 3 * P, 1).unwrap();
-    assert!(mm.pmd_is_huge(VirtAddr::try_new(A).unwrap()));
+    assert!(mm.pmd_is_huge(va(A)));
     let splitter = {
         let mm = mm.clone();
         thread::spawn(move || mm.mprotect(A + 7 * P, P, Prot::READ).unwrap())
@@ -276,31 +218,12 @@ fn reclaim_vs_thp_split(profile: Profile) {
 /// entry (revoking the device), 5.14 cannot reclaim it (spec 4.7, 8 item 12); in both
 /// no update is lost.
 fn reclaim_vs_device_exclusive(profile: Profile) {
-    let sys = system(profile, 64);
-    let mm = sys.create_mm().unwrap();
-    mm.mmap(A, P, RW, FIXED).unwrap();
-    mm.write_u64(A, 0).unwrap();
+    let (sys, mm) = swap_page(profile, 0);
     let folio = folio_at(&sys, &mm, A);
     let gpu = Arc::new(SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), 3).unwrap());
-    let device = {
-        let gpu = gpu.clone();
-        thread::spawn(
-            move || match gpu.atomic_fetch_add(&Task::new("gpu"), A, 1) {
-                Ok(_) => 1,
-                // The bound (starvation) or a failed conversion: no update happened.
-                Err(Errno::EBUSY | Errno::EINVAL) => 0,
-                Err(e) => panic!("{e}"),
-            },
-        )
-    };
-    let cpu = {
-        let mm = mm.clone();
-        thread::spawn(move || mm.fetch_add_u64(A, 10).unwrap())
-    };
-    let reclaimer = {
-        let sys = sys.clone();
-        thread::spawn(move || reclaim_ok(sys.mem().reclaim_folio(folio)))
-    };
+    let device = spawn_device_add(&gpu);
+    let cpu = spawn_cpu_add(&mm, 10);
+    let reclaimer = spawn_reclaim(&sys, folio);
     let done = device.join().unwrap();
     cpu.join().unwrap();
     reclaimer.join().unwrap();
@@ -312,25 +235,16 @@ fn reclaim_vs_device_exclusive(profile: Profile) {
     check_nothing_left(&sys);
 }
 
-/// The 2021 design with nouveau's 2025 retry fix, to isolate the mm paths: the
-/// pre-fix driver self-deadlocks on any retry (shuttle_svm's leak-on-retry tests).
-fn linux_5_14_fixed_driver() -> Profile {
-    Profile {
-        svm_atomic_unlock_on_retry: true,
-        ..Profile::linux_5_14()
-    }
-}
-
 macro_rules! both_eras {
     ($scenario:ident, $t615:ident, $t514:ident) => {
         #[test]
         fn $t615() {
-            explored(stringify!($t615), || $scenario(Profile::linux_6_15()));
+            explored(ITERS, || $scenario(Profile::linux_6_15()));
         }
 
         #[test]
         fn $t514() {
-            explored(stringify!($t514), || $scenario(linux_5_14_fixed_driver()));
+            explored(ITERS, || $scenario(linux_5_14_fixed_driver()));
         }
     };
 }
@@ -374,9 +288,7 @@ both_eras!(
 /// Fork, a child's COW write and exit, the parent's write, and reclaim of the
 /// parent's memory, all at once (what the real-thread stress test does).
 fn reclaim_vs_fork_child_cow_exit(profile: Profile) {
-    let sys = system(profile, 64);
-    let parent = sys.create_mm().unwrap();
-    parent.mmap(A, 2 * P, RW, FIXED).unwrap();
+    let (sys, parent) = swap_mapping(profile, 64, 2 * P);
     parent.write_u64(A, 1).unwrap();
     parent.write_u64(A + P, 7).unwrap();
     let forker = {
@@ -422,10 +334,7 @@ both_eras!(
 /// entry for it (Linux: free_swap_and_cache() only trylocks the folio; a slot whose
 /// cached folio is locked stays until the lock holder frees it).
 fn reclaim_of_a_cached_folio_vs_the_last_other_entry(profile: Profile) {
-    let sys = system(profile, 64);
-    let parent = sys.create_mm().unwrap();
-    parent.mmap(A, P, RW, FIXED).unwrap();
-    parent.write_u64(A, 6).unwrap();
+    let (sys, parent) = swap_page(profile, 6);
     let child = sys.fork(&parent).unwrap();
     sys.mem().reclaim_folio(folio_at(&sys, &parent, A)).unwrap();
     // The parent swaps it in: mapped by the parent, cached, the slot named by the
@@ -433,10 +342,7 @@ fn reclaim_of_a_cached_folio_vs_the_last_other_entry(profile: Profile) {
     assert_eq!(parent.read_u64(A).unwrap(), 6);
     assert_eq!(sys.mem().swap_slots_used(), 1);
     let folio = folio_at(&sys, &parent, A);
-    let reclaimer = {
-        let sys = sys.clone();
-        thread::spawn(move || reclaim_ok(sys.mem().reclaim_folio(folio)))
-    };
+    let reclaimer = spawn_reclaim(&sys, folio);
     let zapper = {
         let child = child.clone();
         thread::spawn(move || child.madvise(A, P, Advice::DontNeed).unwrap())
@@ -469,9 +375,7 @@ both_eras!(
 /// since. (The scan's table reads are plain atomics, not scheduling points: what this
 /// explores is the scan against the whole munmap and the fault, not a read inside it.)
 fn reclaim_mm_vs_munmap(profile: Profile) {
-    let sys = system(profile, 64);
-    let mm = sys.create_mm().unwrap();
-    mm.mmap(A, 2 * P, RW, FIXED).unwrap();
+    let (sys, mm) = swap_mapping(profile, 64, 2 * P);
     mm.write_u64(A, 1).unwrap();
     mm.write_u64(A + P, 2).unwrap();
     let reclaimer = {

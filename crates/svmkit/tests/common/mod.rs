@@ -1,8 +1,11 @@
 //! Helpers the integration tests share: a system with one process, the checker, and
 //! the constants most tests map with.
 //!
-//! Each test binary compiles its own copy and uses a part of it.
+//! Each test binary compiles its own copy and uses a part of it. [`sched`] holds what
+//! the schedule-explored suites (tests/shuttle_*.rs) share.
 #![allow(dead_code)]
+
+pub mod sched;
 
 use svmkit::check::ExtraRefs;
 use svmkit::mm::{Folio, MapFlags, MmUser, Prot};
