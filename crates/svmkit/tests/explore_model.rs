@@ -5,8 +5,6 @@
 use std::time::Duration;
 
 use svmkit::check::{ExploreConfig, SchedulerKind, explore, minimise, replay};
-use svmkit::mm::Gfp;
-use svmkit::sync::{Arc, thread};
 
 #[path = "common/explored.rs"]
 mod explored;
@@ -64,25 +62,6 @@ fn minimise_a_random_lost_update_in_the_model() {
         (again.preemptions, again.steps),
         (min.preemptions, min.steps)
     );
-}
-
-/// Two folio locks taken in opposite orders by two tasks.
-fn abba() {
-    let mem = small_mem();
-    let a = mem.folio_alloc(0, Gfp::empty()).unwrap();
-    let b = mem.folio_alloc(0, Gfp::empty()).unwrap();
-    let t = {
-        let mem = Arc::clone(&mem);
-        thread::spawn(move || {
-            let _gb = mem.folio_lock(b);
-            let _ga = mem.folio_lock(a);
-        })
-    };
-    {
-        let _ga = mem.folio_lock(a);
-        let _gb = mem.folio_lock(b);
-    }
-    t.join().unwrap();
 }
 
 #[test]

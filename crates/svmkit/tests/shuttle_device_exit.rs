@@ -16,7 +16,7 @@
 #![cfg(feature = "shuttle")]
 
 use svmkit::device::DevRights;
-use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
+use svmkit::device::dmirror::Dmirror;
 use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
 use svmkit::mm::MmUser;
 use svmkit::sync::{Arc, thread};
@@ -114,18 +114,8 @@ fn shuttle_exit_races_a_dmirror_exclusive_6_15() {
         let driver = {
             let dm = dm.clone();
             thread::spawn(move || {
-                let mut cmd = HmmDmirrorCmd {
-                    addr: A,
-                    npages: 1,
-                    ..Default::default()
-                };
                 let mut buf = vec![0u8; PAGE_SIZE as usize];
-                let r = dm.ioctl(
-                    &Task::new("test"),
-                    DmirrorIoctl::Exclusive,
-                    &mut cmd,
-                    &mut buf,
-                );
+                let r = dmirror_exclusive(&dm, &mut buf);
                 (r, buf[0])
             })
         };

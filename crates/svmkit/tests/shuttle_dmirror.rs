@@ -13,14 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use svmkit::check::{ExploreConfig, explore, replay};
 use svmkit::device::DevRights;
-use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
+use svmkit::device::dmirror::Dmirror;
 use svmkit::mm::{Advice, Pte};
 use svmkit::sync::thread;
-use svmkit::task::Task;
 use svmkit::{PAGE_SIZE, Profile};
 
 mod common;
-use common::sched::explored_page;
+use common::sched::{dmirror_exclusive, explored_page};
 use common::{BASE as A, checked, va};
 
 static SCHEDULES: AtomicUsize = AtomicUsize::new(0);
@@ -31,20 +30,7 @@ fn scenario() {
     let dm = std::sync::Arc::new(Dmirror::open(&mm).unwrap());
     let driver = {
         let dm = dm.clone();
-        thread::spawn(move || {
-            let mut cmd = HmmDmirrorCmd {
-                addr: A,
-                npages: 1,
-                ..Default::default()
-            };
-            let mut buf = vec![0u8; PAGE_SIZE as usize];
-            dm.ioctl(
-                &Task::new("test"),
-                DmirrorIoctl::Exclusive,
-                &mut cmd,
-                &mut buf,
-            )
-        })
+        thread::spawn(move || dmirror_exclusive(&dm, &mut vec![0u8; PAGE_SIZE as usize]))
     };
     let zapper = {
         let mm = mm.clone();

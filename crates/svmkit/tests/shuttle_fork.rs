@@ -7,7 +7,7 @@ use svmkit::sync::thread;
 use svmkit::{PAGE_SIZE, Profile};
 
 mod common;
-use common::sched::{all_frames_free, explored, explored_mapping, explored_page};
+use common::sched::{all_frames_free, explored, explored_mapping, explored_page, spawn_fork};
 use common::{BASE as A, checked};
 
 #[test]
@@ -40,10 +40,7 @@ fn shuttle_fork_races_a_write_in_the_parent() {
     explored(600, || {
         let (sys, parent) = explored_mapping(Profile::linux_6_15(), 48, 2 * PAGE_SIZE);
         parent.write_u64(A, 1).unwrap();
-        let forker = {
-            let (sys, mm) = (sys.clone(), parent.clone());
-            thread::spawn(move || sys.fork(&mm).unwrap())
-        };
+        let forker = spawn_fork(&sys, &parent);
         let writer = {
             let mm = parent.clone();
             thread::spawn(move || {

@@ -9,7 +9,6 @@
 #![cfg(feature = "shuttle")]
 
 use svmkit::mm::Prot;
-use svmkit::sync::thread;
 use svmkit::{PAGE_SIZE, Profile};
 
 mod common;
@@ -23,10 +22,7 @@ fn scenario(profile: Profile) {
     parent.mprotect(A, PAGE_SIZE, Prot::READ).unwrap();
     let folio = folio_at(&sys, &parent, A);
     let migrator = spawn_migrate(&sys, folio);
-    let forker = {
-        let (sys, parent) = (sys.clone(), parent.clone());
-        thread::spawn(move || sys.fork(&parent).unwrap())
-    };
+    let forker = spawn_fork(&sys, &parent);
     migrator.join().unwrap();
     let child = forker.join().unwrap();
     parent.mprotect(A, PAGE_SIZE, RW).unwrap();

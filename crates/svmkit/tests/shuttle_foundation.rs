@@ -47,24 +47,7 @@ fn shuttle_explorer_reports_a_deadlock() {
     // Two folio locks taken in opposite orders: the classic ABBA deadlock that the
     // lock-order rule forbids. The explorer must find it rather than hang.
     let config = ExploreConfig::new(300);
-    let failure = explore(&config, || {
-        let mem = small_mem();
-        let a = mem.folio_alloc(0, Gfp::empty()).unwrap();
-        let b = mem.folio_alloc(0, Gfp::empty()).unwrap();
-        let t = {
-            let mem = Arc::clone(&mem);
-            thread::spawn(move || {
-                let _gb = mem.folio_lock(b);
-                let _ga = mem.folio_lock(a);
-            })
-        };
-        {
-            let _ga = mem.folio_lock(a);
-            let _gb = mem.folio_lock(b);
-        }
-        t.join().unwrap();
-    })
-    .expect_err("ABBA must deadlock in some schedule");
+    let failure = explore(&config, abba).expect_err("ABBA must deadlock in some schedule");
     assert!(
         failure.message.to_lowercase().contains("deadlock"),
         "{failure}"

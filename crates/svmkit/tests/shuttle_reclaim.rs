@@ -47,6 +47,15 @@ fn reclaim_ok(r: Result<(), Errno>) {
     }
 }
 
+/// Parent and child exit: [`check_clean`] before, [`check_nothing_left`] after.
+#[track_caller]
+fn exit_both(sys: &System, parent: MmUser, child: MmUser) {
+    check_clean(sys);
+    drop(child);
+    drop(parent);
+    check_nothing_left(sys);
+}
+
 /// A thread reclaiming `folio`.
 fn spawn_reclaim(sys: &Arc<System>, folio: Folio) -> JoinHandle<()> {
     let sys = sys.clone();
@@ -127,10 +136,7 @@ fn reclaim_vs_swapin(profile: Profile) {
         3,
         "the parent's write reached the child"
     );
-    check_clean(&sys);
-    drop(child);
-    drop(parent);
-    check_nothing_left(&sys);
+    exit_both(&sys, parent, child);
 }
 
 /// Reclaim racing fork: whichever wins, both processes see the forked value and then
@@ -139,11 +145,7 @@ fn reclaim_vs_fork(profile: Profile) {
     let (sys, parent) = swap_page(profile, 1);
     let folio = folio_at(&sys, &parent, A);
     let reclaimer = spawn_reclaim(&sys, folio);
-    let forker = {
-        let sys = sys.clone();
-        let parent = parent.clone();
-        thread::spawn(move || sys.fork(&parent).unwrap())
-    };
+    let forker = spawn_fork(&sys, &parent);
     reclaimer.join().unwrap();
     let child = forker.join().unwrap();
     child.write_u64(A, 2).unwrap();
@@ -158,10 +160,7 @@ fn reclaim_vs_fork(profile: Profile) {
         2,
         "the parent's write reached the child"
     );
-    check_clean(&sys);
-    drop(child);
-    drop(parent);
-    check_nothing_left(&sys);
+    exit_both(&sys, parent, child);
 }
 
 /// A process exits while reclaim works on its page (shared with a forked child, so
@@ -356,10 +355,7 @@ fn reclaim_of_a_cached_folio_vs_the_last_other_entry(profile: Profile) {
         0,
         "DONTNEED of private memory reads zero"
     );
-    check_clean(&sys);
-    drop(child);
-    drop(parent);
-    check_nothing_left(&sys);
+    exit_both(&sys, parent, child);
 }
 
 both_eras!(

@@ -33,20 +33,31 @@ fn shuttle_svm_exclusivity_broken_by_an_owner_blind_filter_and_an_exclusive_rest
         restore_event: RestoreEvent::ExclusiveNoOwner,
         ..Profile::linux_6_15()
     };
+    owner_blind_filter_goes_stale(
+        profile,
+        "the explorer must find the stale device mapping",
+        200,
+    );
+}
+
+/// A driver whose filter ignores the owner, under `stale` (a profile with the 5.14
+/// restore event): the explorer must find it losing exclusivity (`why` if it does
+/// not). The same driver with 6.15's Clear restore is revoked correctly (`clean_iters`
+/// schedules per scheduler).
+fn owner_blind_filter_goes_stale(stale: Profile, why: &str, clean_iters: usize) {
     let flaws = SvmFlaws {
         filter_ignores_owner: true,
         ..SvmFlaws::default()
     };
     let failure = explore(&ExploreConfig::new(500), move || {
-        exclusivity_scenario(profile, flaws)
+        exclusivity_scenario(stale, flaws)
     })
-    .expect_err("the explorer must find the stale device mapping");
+    .expect_err(why);
     assert!(
         failure.message.contains("exclusivity violated") || failure.message.contains("lost"),
         "{failure}"
     );
-    // The same driver with 6.15's Clear restore is revoked correctly.
-    explore(&ExploreConfig::new(200), move || {
+    explore(&ExploreConfig::new(clean_iters), move || {
         exclusivity_scenario(Profile::linux_6_15(), flaws)
     })
     .unwrap_or_else(|f| panic!("{f}"));
@@ -226,26 +237,11 @@ fn shuttle_leak_on_retry_leaks_or_deadlocks_when_a_zap_causes_the_retry() {
 fn shuttle_e1_filter_owner_blind_driver_goes_stale_under_5_14_not_6_15() {
     // The same owner-blind driver under each era's restore event. svm_atomic's
     // pre-2025 retry leak is turned off here to isolate the filter (spec 6.4).
-    let flaws = SvmFlaws {
-        filter_ignores_owner: true,
-        ..SvmFlaws::default()
-    };
     let e1 = Profile {
         svm_atomic_unlock_on_retry: true,
         ..Profile::linux_5_14()
     };
-    let failure = explore(&ExploreConfig::new(500), move || {
-        exclusivity_scenario(e1, flaws)
-    })
-    .expect_err("under 5.14 the Exclusive restore is swallowed");
-    assert!(
-        failure.message.contains("exclusivity violated") || failure.message.contains("lost"),
-        "{failure}"
-    );
-    explore(&ExploreConfig::new(300), move || {
-        exclusivity_scenario(Profile::linux_6_15(), flaws)
-    })
-    .unwrap_or_else(|f| panic!("{f}"));
+    owner_blind_filter_goes_stale(e1, "under 5.14 the Exclusive restore is swallowed", 300);
 }
 
 /// Spec 8 item 5: before 6.3 the restore did not take a folio reference before

@@ -1,8 +1,8 @@
 //! Explored scenarios more than one test binary runs: the foundation's folio-lock
-//! counter (tests/shuttle_foundation.rs, tests/explore_model.rs) and the svm_atomic
-//! exclusivity race (tests/shuttle_svm.rs, and crates/svmkit-scenario/benches/
-//! explore.rs as the library baseline of the scenario explorer, which includes this
-//! file by path).
+//! counter and ABBA deadlock (tests/shuttle_foundation.rs, tests/explore_model.rs)
+//! and the svm_atomic exclusivity race (tests/shuttle_svm.rs, and
+//! crates/svmkit-scenario/benches/explore.rs as the library baseline of the scenario
+//! explorer, which includes this file by path).
 #![allow(dead_code)]
 
 use svmkit::device::DevRights;
@@ -82,6 +82,26 @@ pub fn counter_scenario(locked: bool) {
     mem.folio_put(folio);
     assert_eq!(mem.nr_free_pages(), mem.nr_usable_pages());
     assert!(mem.bad_pages().is_empty());
+}
+
+/// Two folio locks taken in opposite orders by two tasks: the classic ABBA deadlock
+/// that the lock-order rule forbids.
+pub fn abba() {
+    let mem = small_mem();
+    let a = mem.folio_alloc(0, Gfp::empty()).unwrap();
+    let b = mem.folio_alloc(0, Gfp::empty()).unwrap();
+    let t = {
+        let mem = Arc::clone(&mem);
+        thread::spawn(move || {
+            let _gb = mem.folio_lock(b);
+            let _ga = mem.folio_lock(a);
+        })
+    };
+    {
+        let _ga = mem.folio_lock(a);
+        let _gb = mem.folio_lock(b);
+    }
+    t.join().unwrap();
 }
 
 pub fn setup(profile: Profile) -> (Arc<System>, MmUser) {

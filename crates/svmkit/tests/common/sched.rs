@@ -3,6 +3,7 @@
 //! scenarios race, and the exploration run with its schedule count.
 
 use svmkit::check::{ExploreConfig, ExploreReport, explore};
+use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
 use svmkit::device::svm_atomic::SvmAtomic;
 use svmkit::mm::{Advice, Folio, MmUser, PMD_SIZE};
 use svmkit::sync::Arc;
@@ -116,10 +117,27 @@ pub fn spawn_device_add(gpu: &Arc<SvmAtomic>) -> JoinHandle<u64> {
     )
 }
 
+/// dmirror's EXCLUSIVE ioctl on the page at [`BASE`], reading it back into `buf` (a
+/// page).
+pub fn dmirror_exclusive(dm: &Dmirror, buf: &mut [u8]) -> Result<(), Errno> {
+    let mut cmd = HmmDmirrorCmd {
+        addr: BASE,
+        npages: 1,
+        ..Default::default()
+    };
+    dm.ioctl(&Task::new("test"), DmirrorIoctl::Exclusive, &mut cmd, buf)
+}
+
 /// A CPU thread adding `delta` at [`BASE`].
 pub fn spawn_cpu_add(mm: &MmUser, delta: u64) -> JoinHandle<u64> {
     let mm = mm.clone();
     thread::spawn(move || mm.fetch_add_u64(BASE, delta).unwrap())
+}
+
+/// A thread forking `parent`; it returns the child.
+pub fn spawn_fork(sys: &Arc<System>, parent: &MmUser) -> JoinHandle<MmUser> {
+    let (sys, parent) = (sys.clone(), parent.clone());
+    thread::spawn(move || sys.fork(&parent).unwrap())
 }
 
 /// A thread migrating `folio`. The folio may be busy (locked by the driver,
