@@ -10,9 +10,9 @@ use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
 use svmkit::mm::{Advice, MapFlags, MmUser, PMD_SIZE, Prot, Pte, SwapPte};
 use svmkit::sync::Arc;
 use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig};
+use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System};
 
-use common::{checked, va};
+use common::{checked, system as system_with, va};
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const PRIVATE: MapFlags = MapFlags::PRIVATE.union(MapFlags::ANONYMOUS);
@@ -31,19 +31,31 @@ fn system(frames: u64) -> (Arc<System>, MmUser) {
     system_with(Profile::linux_6_15(), frames)
 }
 
-fn system_with(profile: Profile, frames: u64) -> (Arc<System>, MmUser) {
-    let mut config = SystemConfig::with_frames(frames);
-    config.profile = profile;
-    let sys = System::new(config).unwrap();
-    let mm = sys.create_mm().unwrap();
-    (sys, mm)
-}
-
 /// After everything is dropped, no frame may be left allocated.
 #[track_caller]
 fn all_free(sys: &System) {
     checked(sys);
     assert_eq!(sys.mem().nr_free_pages(), sys.mem().nr_usable_pages());
+}
+
+/// The end of a test with a buffer of `len` bytes at `ptr`: the checker, then the
+/// munmap erases the mirror (its invalidation), then [`close`].
+#[track_caller]
+fn unmap_and_close(sys: &System, dm: Dmirror, mm: MmUser, ptr: u64, len: u64) {
+    checked(sys);
+    mm.munmap(ptr, len).unwrap();
+    assert!(dm.device().lock().is_empty());
+    close(sys, dm, mm);
+}
+
+/// The end of a test: the checker, then the mirror is closed and the process exits,
+/// and no frame is left allocated.
+#[track_caller]
+fn close<D>(sys: &System, dm: D, mm: MmUser) {
+    checked(sys);
+    drop(dm);
+    drop(mm);
+    all_free(sys);
 }
 
 fn task() -> Task {
@@ -96,6 +108,13 @@ fn excl_entry(mm: &MmUser, addr: u64) -> Option<SwapPte> {
         Pte::Swap(s) if s.is_device_exclusive() => Some(s),
         _ => None,
     }
+}
+
+/// The device-exclusive entry of each page of the selftest buffer at `ptr`.
+fn excl_entries(mm: &MmUser, ptr: u64) -> Vec<SwapPte> {
+    pages(ptr, HMM_NPAGES)
+        .map(|a| excl_entry(mm, a).unwrap())
+        .collect()
 }
 
 fn rights(dm: &Dmirror, addr: u64) -> Option<DevRights> {
@@ -152,10 +171,7 @@ fn dmirror_read_mirrors_cpu_data_in_one_fault_pass_in(profile: Profile) {
         u64::from_ne_bytes(again[..8].try_into().unwrap()),
         0xdead_beef
     );
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 #[test]
@@ -183,10 +199,7 @@ fn dmirror_read_of_untouched_memory_maps_the_zero_page_in(profile: Profile) {
     // Only page tables were allocated, no data frames.
     assert!(free - sys.mem().nr_free_pages() <= 3);
     assert_eq!(mm.rss_anon(), 0);
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 #[test]
@@ -235,10 +248,7 @@ fn dmirror_write_lands_and_maps_the_device_writable_in(profile: Profile) {
         assert_eq!(dev_pfn(&dm, a), Some(pfn));
         assert_eq!(rights(&dm, a), Some(DevRights::READ | DevRights::WRITE));
     }
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 #[test]
@@ -273,10 +283,7 @@ fn dmirror_write_into_read_only_vma_is_eperm_and_leaves_cmd_unchanged_in(profile
     // Reading is fine.
     let c = cmd(&dm, Read, BASE, 4, &mut data).unwrap();
     assert_eq!((c.cpages, c.faults), (4, 1));
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 #[test]
@@ -380,10 +387,7 @@ fn dmirror_exclusive_converts_and_a_cpu_touch_revokes_one_page_in(profile: Profi
     }
     assert!(pages(BASE, n).all(|a| excl_entry(&mm, a).is_none()));
     cmd(&dm, CheckExclusive, BASE, n, &mut []).unwrap();
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 #[test]
@@ -423,10 +427,7 @@ fn dmirror_exclusive_on_shared_anonymous_memory_in(profile: Profile) {
     let c = cmd(&dm, Read, BASE, 4, &mut mirror).unwrap();
     assert_eq!((c.cpages, c.faults), (4, 1));
     assert_eq!(mirror, data);
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 #[test]
@@ -480,10 +481,7 @@ fn dmirror_exclusive_stops_with_efault_at_a_hole_after_converting_what_precedes_
     // The CPU gets its data back.
     assert_eq!(cpu_read(&mm, BASE, 3), data);
     cmd(&dm, CheckExclusive, BASE, 7, &mut []).unwrap();
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 #[test]
@@ -573,10 +571,7 @@ fn dmirror_validation_einval_efault_and_cmd_unchanged_on_failure_in(profile: Pro
         );
         assert_eq!(c, before);
     }
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 #[test]
@@ -696,10 +691,7 @@ fn dmirror_checker_flags_entries_the_cpu_does_not_map() {
         },
     );
     dm.device().lock().erase_range(BASE + P, BASE + 2 * P);
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 #[test]
@@ -769,10 +761,7 @@ fn dmirror_invalidate_erases_on_munmap_dontneed_and_mprotect_in(profile: Profile
     for a in pages(BASE + 12 * P, 4) {
         assert!(!mm.pte_get_lockless(va(a)).present().unwrap().is_write());
     }
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 // ---------------------------------------------------------------------------------
@@ -803,13 +792,7 @@ fn dmirror_selftest_anon_read_in(profile: Profile) {
     let c = cmd(&dm, Read, ptr, npages, &mut mirror).unwrap();
     assert_eq!((c.cpages, c.faults), (npages, 1));
     assert_eq!(mirror, data);
-    checked(&sys);
-    mm.munmap(ptr, size).unwrap();
-    assert!(dm.device().lock().is_empty());
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    unmap_and_close(&sys, dm, mm, ptr, size);
 }
 
 #[test]
@@ -842,10 +825,7 @@ fn dmirror_selftest_anon_read_prot_in(profile: Profile) {
     mm.mprotect(ptr, size, Prot::READ).unwrap();
     assert_eq!(cpu_read(&mm, ptr, npages), data);
     assert_eq!(mirror, ints(npages, |i| -i));
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 #[test]
@@ -865,10 +845,7 @@ fn dmirror_selftest_anon_write_in(profile: Profile) {
     let c = cmd(&dm, Write, ptr, npages, &mut mirror).unwrap();
     assert_eq!((c.cpages, c.faults), (npages, 1));
     assert_eq!(cpu_read(&mm, ptr, npages), mirror);
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 #[test]
@@ -896,10 +873,7 @@ fn dmirror_selftest_anon_write_prot_in(profile: Profile) {
     let c = cmd(&dm, Write, ptr, npages, &mut mirror).unwrap();
     assert_eq!((c.cpages, c.faults), (npages, 1));
     assert_eq!(cpu_read(&mm, ptr, npages), mirror);
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 #[test]
@@ -930,10 +904,7 @@ fn dmirror_selftest_anon_write_huge_in(profile: Profile) {
     let c = cmd(&dm, Read, ptr, npages, &mut back).unwrap();
     assert_eq!((c.cpages, c.faults), (npages, 0));
     assert_eq!(back, mirror);
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    close(&sys, dm, mm);
 }
 
 // ---------------------------------------------------------------------------------
@@ -1028,13 +999,7 @@ fn selftest_exclusive(thp: bool) {
         assert!(!rights(&dm, a).is_some_and(|r| r.contains(DevRights::ATOMIC)));
     }
     cmd(&dm, CheckExclusive, ptr, HMM_NPAGES, &mut []).unwrap();
-    checked(&sys);
-    mm.munmap(ptr, HMM_NPAGES * P).unwrap();
-    assert!(dm.device().lock().is_empty());
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    unmap_and_close(&sys, dm, mm, ptr, HMM_NPAGES * P);
 }
 
 #[test]
@@ -1054,14 +1019,10 @@ fn selftest_exclusive_mprotect(thp: bool) {
     let size = HMM_NPAGES * P;
     selftest_make_exclusive(&sys, &mm, &dm, ptr, &frames);
 
-    let before: Vec<SwapPte> = pages(ptr, HMM_NPAGES)
-        .map(|a| excl_entry(&mm, a).unwrap())
-        .collect();
+    let before: Vec<SwapPte> = excl_entries(&mm, ptr);
     mm.mprotect(ptr, size, Prot::READ).unwrap();
     // 6.15: no downgrade, the entries are untouched.
-    let after: Vec<SwapPte> = pages(ptr, HMM_NPAGES)
-        .map(|a| excl_entry(&mm, a).unwrap())
-        .collect();
+    let after: Vec<SwapPte> = excl_entries(&mm, ptr);
     assert_eq!(before, after);
     checked(&sys);
 
@@ -1078,9 +1039,7 @@ fn selftest_exclusive_mprotect(thp: bool) {
     assert_eq!(c.cpages, 0);
     // The permission check precedes the fault: nothing was restored, and the CPU
     // still reads its data (read-only now).
-    let still: Vec<SwapPte> = pages(ptr, HMM_NPAGES)
-        .map(|a| excl_entry(&mm, a).unwrap())
-        .collect();
+    let still: Vec<SwapPte> = excl_entries(&mm, ptr);
     assert_eq!(still, before);
     checked(&sys);
     assert_eq!(cpu_read(&mm, ptr, HMM_NPAGES), ints(HMM_NPAGES, |i| i));
@@ -1088,13 +1047,7 @@ fn selftest_exclusive_mprotect(thp: bool) {
         let pte = mm.pte_get_lockless(va(a)).present().unwrap();
         !pte.is_write()
     }));
-    checked(&sys);
-    mm.munmap(ptr, size).unwrap();
-    assert!(dm.device().lock().is_empty());
-    checked(&sys);
-    drop(dm);
-    drop(mm);
-    all_free(&sys);
+    unmap_and_close(&sys, dm, mm, ptr, size);
 }
 
 #[test]

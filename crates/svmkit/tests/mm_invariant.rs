@@ -673,6 +673,21 @@ fn excl_folios(sys: &System, m: &Model) -> BTreeSet<Folio> {
     out
 }
 
+/// Drops the held guards if touching `pages` of `slot` would sleep on one of their
+/// folio locks ([`blocks`]).
+fn drop_guards_if_blocking(
+    sys: &System,
+    m: &Model,
+    guards: &mut Vec<ExclusiveFolio>,
+    slot: usize,
+    pages: impl IntoIterator<Item = u64>,
+    present: bool,
+) {
+    if blocks(sys, m, guards, slot, pages, present) {
+        guards.clear();
+    }
+}
+
 /// Whether touching `pages` of `slot` could sleep on a folio lock a held guard has
 /// (this thread would deadlock): a device-exclusive entry of such a folio (the
 /// restore locks it, spec 3), a swap entry whose swap-cache folio is one (swap-in
@@ -799,18 +814,7 @@ fn check_frames(
             s,
             p
         );
-        for word in 0..WORDS {
-            prop_assert_eq!(
-                sys.mem().read_u64(pfn, word * 8),
-                Ok(m.load(s, p, word)),
-                "{}: slot {} page {} word {} in frame {:?}",
-                ctx,
-                s,
-                p,
-                word,
-                pfn
-            );
-        }
+        check_frame(sys, m, s, p, pfn, ctx)?;
     }
     Ok(())
 }
@@ -1305,6 +1309,16 @@ struct InitMap {
     prot: u8,
     shared: bool,
     huge: bool,
+}
+
+/// A private read-write mapping (prot 2), a THP-enabled one if `huge`: what the
+/// fixed sequences start from.
+fn private_rw(huge: bool) -> Option<InitMap> {
+    Some(InitMap {
+        prot: 2,
+        shared: false,
+        huge,
+    })
 }
 
 fn init_map() -> impl Strategy<Value = Option<InitMap>> {
@@ -2019,9 +2033,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 prop_assert_eq!(got, want, "{}", ctx);
             }
             (Op::Read { page, word, .. }, Some(s)) => {
-                if blocks(&sys, &m, &guards, s, [page], false) {
-                    guards.clear();
-                }
+                drop_guards_if_blocking(&sys, &m, &mut guards, s, [page], false);
                 let proc = m.proc(s);
                 let got = proc.user.read_u64(addr(page, word)).map_err(|e| e.kind);
                 let want = proc.access(page, false).map(|()| m.load(s, page, word));
@@ -2033,9 +2045,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 },
                 Some(s),
             ) => {
-                if blocks(&sys, &m, &guards, s, [page], false) {
-                    guards.clear();
-                }
+                drop_guards_if_blocking(&sys, &m, &mut guards, s, [page], false);
                 let proc = m.proc(s);
                 let got = proc
                     .user
@@ -2048,9 +2058,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 prop_assert_eq!(got, want, "{}", ctx);
             }
             (Op::Fill { page, n, value, .. }, Some(s)) => {
-                if blocks(&sys, &m, &guards, s, range(page, n), false) {
-                    guards.clear();
-                }
+                drop_guards_if_blocking(&sys, &m, &mut guards, s, range(page, n), false);
                 for (i, (p, word)) in range(page, n)
                     .flat_map(|p| (0..WORDS).map(move |w| (p, w)))
                     .enumerate()
@@ -2071,9 +2079,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 },
                 Some(s),
             ) => {
-                if blocks(&sys, &m, &guards, s, [page], false) {
-                    guards.clear();
-                }
+                drop_guards_if_blocking(&sys, &m, &mut guards, s, [page], false);
                 let proc = m.proc(s);
                 let got = proc
                     .user
@@ -2102,9 +2108,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                     continue;
                 }
                 // GUP faults entries back (spec 4.16), which waits for their lock.
-                if blocks(&sys, &m, &guards, s, range(page, n), false) {
-                    guards.clear();
-                }
+                drop_guards_if_blocking(&sys, &m, &mut guards, s, range(page, n), false);
                 let mut flags = if pin { GupFlags::PIN } else { GupFlags::GET };
                 if write {
                     flags |= GupFlags::WRITE;
@@ -2168,9 +2172,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 }
                 // 6.15 waits for the folio lock (spec 2.4 step 4); 5.14 only tries it
                 // (spec 2.1); both first fault an existing entry back (GUP).
-                if blocks(&sys, &m, &guards, s, [page], era == Era::Linux615) {
-                    guards.clear();
-                }
+                drop_guards_if_blocking(&sys, &m, &mut guards, s, [page], era == Era::Linux615);
                 let locked = locked_folios(&guards);
                 match make_one(&sys, era, &m, s, page, &locked, &task, &ctx)? {
                     Ok(g) => {
@@ -2193,9 +2195,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 if era == Era::Linux615 {
                     // 6.15 has no range API (spec 2.4, patch 03/17): its callers call
                     // make_device_exclusive per page and unlock each before the next.
-                    if blocks(&sys, &m, &guards, s, r.clone(), true) {
-                        guards.clear();
-                    }
+                    drop_guards_if_blocking(&sys, &m, &mut guards, s, r.clone(), true);
                     let locked = locked_folios(&guards);
                     for p in r {
                         match make_one(&sys, era, &m, s, p, &locked, &task, &ctx)? {
@@ -2212,9 +2212,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 // first one the VMA does not allow, EFAULT if that is the first),
                 // then per page a trylock and the rmap walk; a NULL slot for a shared
                 // page, a tail page, a locked folio or a walk that met an entry.
-                if blocks(&sys, &m, &guards, s, r.clone(), false) {
-                    guards.clear();
-                }
+                drop_guards_if_blocking(&sys, &m, &mut guards, s, r.clone(), false);
                 let locked = locked_folios(&guards);
                 let proc = m.procs[s].as_ref().unwrap();
                 let got = {
@@ -2700,11 +2698,7 @@ fn run(era: Era, init: &Init, ops: &[Op]) -> Stats {
 /// mms exit with the pins held.
 #[test]
 fn invariant_thp_and_gup_sequence() {
-    let huge = Some(InitMap {
-        prot: 2,
-        shared: false,
-        huge: true,
-    });
+    let huge = private_rw(true);
     let gup = |mm, page, n, write, pin, split| Op::Gup {
         mm,
         page,
@@ -2775,14 +2769,7 @@ fn invariant_thp_and_gup_sequence() {
 fn invariant_migration_sequence() {
     let init = Init {
         always: false,
-        maps: [
-            Some(InitMap {
-                prot: 2,
-                shared: false,
-                huge: true,
-            }),
-            None,
-        ],
+        maps: [private_rw(true), None],
     };
     let write = |mm, page, value| Op::Write {
         mm,
@@ -2851,16 +2838,9 @@ fn invariant_migration_sequence() {
 /// swap entries, reclaim of a whole mm and munmap of swapped-out pages.
 #[test]
 fn invariant_swap_sequence() {
-    let map = |huge| {
-        Some(InitMap {
-            prot: 2,
-            shared: false,
-            huge,
-        })
-    };
     let init = Init {
         always: false,
-        maps: [map(false), map(true)],
+        maps: [private_rw(false), private_rw(true)],
     };
     let write = |mm, page, value| Op::Write {
         mm,
@@ -3176,14 +3156,7 @@ fn soak_linux_6_15() {
 fn invariant_device_exclusive_sequence() {
     let init = Init {
         always: false,
-        maps: [
-            Some(InitMap {
-                prot: 2,
-                shared: false,
-                huge: false,
-            }),
-            None,
-        ],
+        maps: [private_rw(false), None],
     };
     let write = |page, word, value| Op::Write {
         mm: 0,
