@@ -307,13 +307,10 @@ fn documented(sc: &Scenario, report: &ExploreReport) {
     let Some(want) = sc.expected_explore_outcome(&report.profile) else {
         return;
     };
-    let got = match report.failures.first() {
-        None => svmkit_scenario::RunOutcome::Pass,
-        Some(f) if f.violation.to_lowercase().contains("deadlock") => {
-            svmkit_scenario::RunOutcome::Deadlock
-        }
-        Some(_) => svmkit_scenario::RunOutcome::Fail,
-    };
+    let got = report
+        .failures
+        .first()
+        .map_or(svmkit_scenario::RunOutcome::Pass, |f| f.outcome());
     let finds_ok = match (&want.finds, report.failures.first()) {
         (Some(w), Some(f)) => f.violation.contains(w.as_str()),
         _ => true,

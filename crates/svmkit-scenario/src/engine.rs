@@ -129,6 +129,18 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// A report with no steps yet, every expectation holding so far.
+    pub fn new(scenario: &str, profile: &str) -> RunReport {
+        RunReport {
+            scenario: scenario.to_string(),
+            profile: profile.to_string(),
+            steps: Vec::new(),
+            deadlock: None,
+            end: Vec::new(),
+            passed: true,
+        }
+    }
+
     /// Where the run first failed: the `id` of the first step whose expectation failed
     /// (`"?"` for a step without one), or `"end"` when only end checks failed.
     pub fn first_failure(&self) -> Option<String> {
@@ -378,14 +390,7 @@ fn run_on(
         p.scenario = sc.name.clone();
         p.profile = profile.name.to_string();
     }
-    let mut report = RunReport {
-        scenario: sc.name.clone(),
-        profile: profile.name.to_string(),
-        steps: Vec::new(),
-        deadlock: None,
-        end: Vec::new(),
-        passed: true,
-    };
+    let mut report = RunReport::new(&sc.name, profile.name);
     if let Some(failed) = w.setup()? {
         report.end.push(failed);
         report.passed = false;

@@ -87,6 +87,18 @@ pub struct FoundFailure {
     pub steps: usize,
 }
 
+impl FoundFailure {
+    /// How the failing schedule ended, as scenario files name it: `deadlock` when
+    /// every task blocked (shuttle's report says so), else `fail`.
+    pub fn outcome(&self) -> crate::RunOutcome {
+        if self.violation.to_lowercase().contains("deadlock") {
+            crate::RunOutcome::Deadlock
+        } else {
+            crate::RunOutcome::Fail
+        }
+    }
+}
+
 /// What one exploration worker did.
 #[derive(Debug, Clone)]
 pub struct Exploration {
@@ -248,14 +260,7 @@ fn body(
         if let Err(p) = monitor.join() {
             panic::resume_unwind(p);
         }
-        let mut report = RunReport {
-            scenario: sc.name.clone(),
-            profile: profile.name.to_string(),
-            steps: Vec::new(),
-            deadlock: None,
-            end: Vec::new(),
-            passed: true,
-        };
+        let mut report = RunReport::new(&sc.name, profile.name);
         w.end_checks(&mut report, true);
         w.teardown(&mut report);
         let bad = report.end.iter().find(|c| !c.ok).cloned();
@@ -331,12 +336,10 @@ fn run_thread(
 /// checks it reached, and the violation.
 fn account_of(sc: &Scenario, profile: &str, sink: &Sink, violation: &str) -> String {
     let report = RunReport {
-        scenario: sc.name.clone(),
-        profile: profile.to_string(),
         steps: sink.steps.clone(),
-        deadlock: None,
         end: sink.end.clone(),
         passed: false,
+        ..RunReport::new(&sc.name, profile)
     };
     let mut text = report.account();
     // The run's closing line says an expectation failed; say what failed instead.

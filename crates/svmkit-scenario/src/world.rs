@@ -245,10 +245,7 @@ pub(crate) type StepResult = Result<Option<u64>, StepError>;
 
 impl World {
     fn thread_process(&self, t: usize) -> usize {
-        match self.sc.threads[t].actor {
-            Actor::Process(p) => p,
-            Actor::Device(d) => self.sc.devices[d].process,
-        }
+        crate::engine::w_thread_process(&self.sc, t)
     }
 
     pub(crate) fn resolve(&self, a: &Addr) -> Option<u64> {

@@ -51,11 +51,10 @@ fn explore_corpus_every_example_ends_as_documented_and_replays_byte_for_byte() {
             let t = Instant::now();
             let got = explore(&sc, &src, &opts, Arc::new(|_| {}));
             let secs = t.elapsed().as_secs_f64();
-            let outcome = match &got.failure {
-                None => RunOutcome::Pass,
-                Some(f) if f.violation.to_lowercase().contains("deadlock") => RunOutcome::Deadlock,
-                Some(_) => RunOutcome::Fail,
-            };
+            let outcome = got
+                .failure
+                .as_ref()
+                .map_or(RunOutcome::Pass, |f| f.outcome());
             table.push(format!(
                 "{name:<48} {era:<11} {:<8} after {:>5} schedule(s), {secs:.3} s",
                 outcome.name(),
