@@ -53,6 +53,10 @@ pub struct ScheduleFile {
     pub violation: String,
     /// The encoded schedule.
     pub schedule: String,
+    /// The step bound it was found under (absent: shuttle's default); the replay runs
+    /// under it, so that a livelock at the bound reproduces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<usize>,
 }
 
 const SCHEDULE_FORMAT: &str = "svmkit-schedule/1";
@@ -261,6 +265,7 @@ pub fn explore(a: Args) -> ExitCode {
                 profile: profile_name.clone(),
                 violation: f.violation.clone(),
                 schedule: f.schedule.clone(),
+                max_steps: f.max_steps,
             };
             let saved_ok = serde_json::to_string_pretty(&saved)
                 .map_err(std::io::Error::other)
@@ -389,7 +394,7 @@ pub fn replay_main(file: &Path, schedule: &Path, profile: Option<&str>, json: bo
         .and_then(svmkit::Profile::by_name);
     let r = {
         let _hush = StderrHush::new();
-        std::panic::catch_unwind(|| replay(&sc, &source, profile, &saved.schedule))
+        std::panic::catch_unwind(|| replay(&sc, &source, profile, &saved.schedule, saved.max_steps))
     };
     let r = match r {
         Ok(r) => r,

@@ -321,9 +321,17 @@ fn explore_finds_the_lost_update_saves_it_and_replay_reproduces_it_byte_for_byte
     assert!(stderr.contains("replay with: svmkit replay"), "{stderr}");
     assert!(stderr.contains("as documented"), "{stderr}");
     let account = &text[text.find("scenario ").unwrap()..];
+    assert_replays_to(&file, &save, &[], account);
+}
+
+/// Replays `save` twice: each time exit 1 with "reproduced", and stdout equal to
+/// `account` (the explorer's), byte for byte.
+fn assert_replays_to(file: &str, save: &std::path::Path, extra: &[&str], account: &str) {
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let r = svmkit(&["replay", &file, save.to_str().unwrap()]);
+        let mut args = vec!["replay", file, save.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let r = svmkit(&args);
         assert_eq!(
             r.status.code(),
             Some(1),
@@ -338,6 +346,39 @@ fn explore_finds_the_lost_update_saves_it_and_replay_reproduces_it_byte_for_byte
         seen[0], account,
         "the replay differs from the explored account"
     );
+}
+
+#[test]
+fn a_failure_at_the_step_bound_replays_to_the_same_step() {
+    // A schedule bound far below what the starvation example's atomic needs turns
+    // every schedule into a step-bound failure, as a livelock would be: the replay must
+    // stop at the same bound with the same account, not run out of schedule.
+    let dir = tempdir();
+    let save = dir.join("bound.schedule.json");
+    let file = example("nouveau-starvation-thp.toml");
+    let args = ["--profile", "linux-6.15"];
+    let out = svmkit(&[
+        "explore",
+        &file,
+        args[0],
+        args[1],
+        "--max-steps",
+        "200",
+        "--save",
+        save.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("exceeded max_steps bound 200"), "{text}");
+    assert!(!text.contains("schedule ended early"), "{text}");
+    let saved = std::fs::read_to_string(&save).unwrap();
+    assert!(saved.contains("\"max_steps\": 200"), "{saved}");
+    let account = &text[text.find("scenario ").unwrap()..];
+    assert!(
+        account.contains("exceeded max_steps bound 200"),
+        "{account}"
+    );
+    assert_replays_to(&file, &save, &args, account);
 }
 
 #[test]

@@ -85,6 +85,9 @@ pub struct FoundFailure {
     pub preemptions: usize,
     /// Scheduling steps in the schedule.
     pub steps: usize,
+    /// The step bound it was found under: a replay runs under the same bound, so that
+    /// a failure at the bound (a livelock) reproduces.
+    pub max_steps: Option<usize>,
 }
 
 impl FoundFailure {
@@ -453,7 +456,7 @@ fn replay_failure(
     profile: Profile,
     fail: &ExploreFailure,
 ) -> FoundFailure {
-    let r = replay_schedule(sc, source, profile, &fail.schedule);
+    let r = replay_schedule(sc, source, profile, &fail.schedule, fail.max_steps);
     FoundFailure {
         violation: fail.message.clone(),
         schedule: fail.schedule.clone(),
@@ -462,6 +465,7 @@ fn replay_failure(
         seed: 0,
         preemptions: fail.preemptions,
         steps: fail.steps,
+        max_steps: fail.max_steps,
     }
 }
 
@@ -487,6 +491,7 @@ pub fn minimise(
         schedules_run: found.schedules_run,
         preemptions: found.preemptions,
         steps: found.steps,
+        max_steps: found.max_steps,
     };
     let small =
         quiet(|| svmkit::check::minimise(f, &input, |m| violation_class(m) == class, budget));
@@ -508,10 +513,11 @@ fn replay_schedule(
     source: &Arc<str>,
     profile: Profile,
     schedule: &str,
+    max_steps: Option<usize>,
 ) -> ReplayResult {
     let sink = Arc::new(std::sync::Mutex::new(Sink::default()));
     let f = body(sc.clone(), source.clone(), profile, sink.clone());
-    let r = quiet(|| svmkit::check::replay(f, schedule));
+    let r = quiet(|| svmkit::check::replay_bounded(f, schedule, max_steps));
     match r {
         Ok(()) => Ok(()),
         Err(fail) => {
@@ -524,21 +530,30 @@ fn replay_schedule(
                 seed: 0,
                 preemptions: 0,
                 steps: 0,
+                max_steps,
             })
         }
     }
 }
 
-/// Runs `sc` once on `schedule` (as [`explore`] reported it): the same violation and
-/// the same account, every time.
+/// Runs `sc` once on `schedule` (as [`explore`] reported it), under the step bound it
+/// was found under ([`FoundFailure::max_steps`]): the same violation and the same
+/// account, every time.
 pub fn replay(
     sc: &Scenario,
     source: &str,
     profile: Option<Profile>,
     schedule: &str,
+    max_steps: Option<usize>,
 ) -> ReplayResult {
     let profile = profile.unwrap_or(sc.profile);
-    replay_schedule(&Arc::new(sc.clone()), &Arc::from(source), profile, schedule)
+    replay_schedule(
+        &Arc::new(sc.clone()),
+        &Arc::from(source),
+        profile,
+        schedule,
+        max_steps,
+    )
 }
 
 thread_local! {

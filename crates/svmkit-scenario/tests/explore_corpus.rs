@@ -83,7 +83,7 @@ fn explore_corpus_every_example_ends_as_documented_and_replays_byte_for_byte() {
             }
             if let Some(found) = &got.failure {
                 for _ in 0..2 {
-                    match replay(&sc, &src, opts.profile, &found.schedule) {
+                    match replay(&sc, &src, opts.profile, &found.schedule, found.max_steps) {
                         Err(again) => {
                             if again.violation != found.violation || again.account != found.account
                             {

@@ -391,6 +391,7 @@ fn minimise_reads_only_the_schedule() {
         schedules_run: 1,
         preemptions: 0,
         steps: 0,
+        max_steps: None,
     };
     let min = minimise(
         noisy_lost_update_unyielding,

@@ -185,6 +185,10 @@ pub struct ExploreFailure {
     pub preemptions: usize,
     /// Scheduling decisions (task steps) in the schedule.
     pub steps: usize,
+    /// The step bound the schedule ran under (`None`: shuttle's default). A replay or a
+    /// minimisation must run under the same bound, or a failure at the bound (a
+    /// livelock) would not reproduce: the schedule would end before the bound does.
+    pub max_steps: Option<usize>,
 }
 
 impl fmt::Display for ExploreFailure {
@@ -328,6 +332,10 @@ fn run_tracked<S: Scheduler + 'static>(
         progress,
         deadline,
     };
+    let max_steps = match config.max_steps {
+        shuttle::MaxSteps::FailAfter(n) | shuttle::MaxSteps::ContinueAfter(n) => Some(n),
+        _ => None,
+    };
     let runner = Runner::new(tracked, config);
     let scope = ExplorationScope::enter();
     let os_thread = scope.os_thread();
@@ -350,6 +358,7 @@ fn run_tracked<S: Scheduler + 'static>(
             schedules_run: tally.started.get(),
             preemptions: tally.preemptions.get(),
             steps: tally.steps.get(),
+            max_steps,
         }),
     }
 }
@@ -470,16 +479,33 @@ fn explore_impl(
 
 /// Runs `f` once under the schedule a failure reported, reproducing it. The failure it
 /// returns carries the schedule's statistics (steps and preemptions). A schedule that
-/// cannot be read is a failure too (with no steps).
+/// cannot be read is a failure too (with no steps). Runs under shuttle's default step
+/// bound; a failure found at an exploration's own bound needs [`replay_bounded`].
 pub fn replay<F>(f: F, schedule: &str) -> Result<(), ExploreFailure>
 where
     F: Fn() + Send + Sync + 'static,
 {
+    replay_bounded(f, schedule, None)
+}
+
+/// [`replay`] under a step bound: give the [`ExploreFailure::max_steps`] the failure
+/// was found under, so that a failure at the bound (a livelock) fails at the same step
+/// again instead of running out of schedule.
+pub fn replay_bounded<F>(
+    f: F,
+    schedule: &str,
+    max_steps: Option<usize>,
+) -> Result<(), ExploreFailure>
+where
+    F: Fn() + Send + Sync + 'static,
+{
+    let mut config = Config::default();
+    if let Some(n) = max_steps {
+        config.max_steps = shuttle::MaxSteps::FailAfter(n);
+    }
     let scheduler = panic::catch_unwind(|| ReplayScheduler::new_from_encoded(schedule));
     let result = match scheduler {
-        Ok(scheduler) => {
-            run_tracked(scheduler, None, Config::default(), Arc::new(f), None, None).map(|_| ())
-        }
+        Ok(scheduler) => run_tracked(scheduler, None, config, Arc::new(f), None, None).map(|_| ()),
         Err(payload) => Err(ExploreFailure {
             scheduler: None,
             message: panic_message(payload.as_ref()),
@@ -487,6 +513,7 @@ where
             schedules_run: 0,
             preemptions: 0,
             steps: 0,
+            max_steps,
         }),
     };
     result.map_err(|failure| ExploreFailure {

@@ -293,8 +293,12 @@ where
             ScheduleStep::Random => None,
         })
         .collect();
-    // Generous: a candidate with fewer preemptions may need more steps.
-    let max_steps = original.len().saturating_mul(10).max(10_000);
+    // Under the bound the failure was found under, so that a failure at the bound (a
+    // livelock) stays one; else generous: a candidate with fewer preemptions may need
+    // more steps.
+    let max_steps = failure
+        .max_steps
+        .unwrap_or_else(|| original.len().saturating_mul(10).max(10_000));
     // The first run, of the schedule as it is, gives its statistics (as a replay counts
     // them); it reports its failure as usual, and has shuttle install its panic hook,
     // which the quiet one must wrap.
@@ -350,5 +354,6 @@ where
         schedules_run: failure.schedules_run,
         preemptions: best.preemptions,
         steps: best.steps(),
+        max_steps: Some(max_steps),
     }
 }
