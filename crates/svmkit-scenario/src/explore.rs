@@ -5,11 +5,13 @@
 //! # What a schedule is checked for
 //! * every step's expectations, when the step returns (the file's expectations are
 //!   claims about every schedule; `svmkit run` checks them on one);
-//! * after every step of every thread, and at the scheduling points of a monitor task
-//!   the scheduler interleaves anywhere, the checks that hold at every moment:
-//!   DESIGN.md's exclusivity invariant (an atomic device entry has a device-exclusive
-//!   CPU entry for the same pfn), no stale device translation, no device access to a
-//!   frame it no longer maps ([`svmkit::System::check_devices_now`]);
+//! * at every scheduling point of every task (every lock taken, every yield:
+//!   [`svmkit::check::at_every_scheduling_point`]), so at every state another task
+//!   could observe, the checks that hold at every moment: DESIGN.md's exclusivity
+//!   invariant (an atomic device entry has a device-exclusive CPU entry for the same
+//!   pfn), no stale device translation, no device access to a frame it no longer maps
+//!   ([`svmkit::System::check_devices_now`], which takes no lock, so the checks add
+//!   no scheduling point);
 //! * at the end: the invariant checker, notifier start/end pairing, the values and
 //!   the frames the file expects;
 //! * deadlocks (shuttle sees every task blocked) and livelocks (a schedule past
@@ -217,51 +219,43 @@ fn body(
             Ok(Some(c)) => panic!("setup failed: {}: {}", c.what, c.detail),
             Err(e) => panic!("setup failed: {}", e.name()),
         }
+        // The device invariants at every scheduling point from here on: at every state
+        // another task could see. A weak reference: the hook outlives the execution.
+        let sys = Arc::downgrade(&w.sys);
+        svmkit::check::at_every_scheduling_point(move || {
+            if let Some(sys) = sys.upgrade()
+                && let Err(e) = sys.check_devices_now()
+            {
+                let who = shuttle::thread::current();
+                panic!(
+                    "invariant violated (at a scheduling point of {}): {}",
+                    who.name().unwrap_or("the main task"),
+                    first(&e)
+                );
+            }
+        });
         let n = sc.threads.len();
         let gate = Arc::new((Mutex::new(vec![false; n]), Condvar::new()));
         let turn = Arc::new(AtomicUsize::new(0));
-        let running = Arc::new(AtomicUsize::new(n));
         let handles: Vec<_> = (0..n)
             .map(|t| {
-                let (w, gate, turn, sink, source, running) = (
+                let (w, gate, turn, sink, source) = (
                     w.clone(),
                     gate.clone(),
                     turn.clone(),
                     sink.clone(),
                     source.clone(),
-                    running.clone(),
                 );
                 let name = w.sc.threads[t].name.clone();
                 thread::spawn_named(&name, move || {
                     run_thread(t, &w, &gate, &turn, &sink, &source);
-                    running.fetch_sub(1, Ordering::Relaxed);
                 })
             })
             .collect();
-        let total: usize = sc.threads.iter().map(|t| t.steps.len()).sum();
-        let monitor = {
-            let (w, running) = (w.clone(), running.clone());
-            thread::spawn_named("monitor", move || {
-                // A bounded number of checks, so that a deadlock of the others is
-                // still one (a task that yields forever would hide it).
-                for _ in 0..2 * total + 2 {
-                    if running.load(Ordering::Relaxed) == 0 {
-                        break;
-                    }
-                    if let Err(e) = w.sys.check_devices_now() {
-                        panic!("invariant violated (seen by the monitor): {}", first(&e));
-                    }
-                    thread::yield_now();
-                }
-            })
-        };
         for h in handles {
             if let Err(p) = h.join() {
                 panic::resume_unwind(p);
             }
-        }
-        if let Err(p) = monitor.join() {
-            panic::resume_unwind(p);
         }
         let mut report = RunReport::new(&sc.name, profile.name);
         w.end_checks(&mut report, true);
@@ -311,20 +305,12 @@ fn run_thread(
                 rec.thread, rec.line, rec.step, rec.result
             )
         });
-        let line = rec.line;
         sink.lock()
             .unwrap_or_else(|e| e.into_inner())
             .steps
             .push(rec);
         if let Some(f) = failed {
             panic!("{f}");
-        }
-        if let Err(e) = w.sys.check_devices_now() {
-            panic!(
-                "invariant violated (after thread {}'s step at line {line}): {}",
-                th.name,
-                first(&e)
-            );
         }
         if matches!(step.op, Op::Fork { .. }) {
             gate.1.notify_all();

@@ -403,3 +403,104 @@ fn minimise_reads_only_the_schedule() {
     assert!((min.preemptions, min.steps) <= (found.preemptions, found.steps));
     assert_eq!(min.preemptions, 1, "{min}");
 }
+
+#[test]
+fn a_task_alone_takes_locks_without_scheduling_points() {
+    // 1000 lock round trips by the main task before it spawns and after it joins,
+    // under a bound of 100 scheduling steps: alone, the task has no one to switch to,
+    // so its locks are no scheduling points (derived: the facade's design) and the
+    // bound holds; the two tasks' locks in between still are.
+    let mut c = config(&[SchedulerKind::Random], 50);
+    c.max_steps = 100;
+    let alone = |m: &Mutex<u32>| {
+        for _ in 0..1000 {
+            *m.lock() += 1;
+        }
+    };
+    explore(&c, move || {
+        let m = Arc::new(Mutex::new(0u32));
+        alone(&m);
+        let m2 = Arc::clone(&m);
+        let t = thread::spawn(move || *m2.lock() += 1);
+        *m.lock() += 1;
+        t.join().unwrap();
+        alone(&m);
+        assert_eq!(*m.lock(), 2002);
+    })
+    .unwrap();
+    // The same round trips with a second task alive (the main task, waiting in
+    // join) exceed the bound.
+    let failure = explore(&c, || {
+        let m = Arc::new(Mutex::new(0u32));
+        let t = thread::spawn(move || {
+            for _ in 0..1000 {
+                *m.lock() += 1;
+            }
+        });
+        t.join().unwrap();
+    })
+    .unwrap_err();
+    assert!(failure.message.contains("max_steps"), "{}", failure.message);
+    assert_eq!(failure.max_steps, Some(100));
+}
+
+#[test]
+fn the_scheduling_point_hook_sees_a_state_between_two_locks() {
+    // A task breaks an "invariant" and repairs it between two of its locks; no
+    // assertion at the end can see it, the hook at every scheduling point does.
+    let body = |hooked: bool| {
+        move || {
+            let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            if hooked {
+                let b = Arc::clone(&broken);
+                svmkit::check::at_every_scheduling_point(move || {
+                    assert!(!b.load(Ordering::Relaxed), "invariant broken");
+                });
+            }
+            let m = Arc::new(Mutex::new(0u32));
+            let (m2, b2) = (Arc::clone(&m), Arc::clone(&broken));
+            let t = thread::spawn(move || {
+                b2.store(true, Ordering::Relaxed);
+                *m2.lock() += 1;
+                b2.store(false, Ordering::Relaxed);
+            });
+            *m.lock() += 1;
+            t.join().unwrap();
+        }
+    };
+    let c = config(&[SchedulerKind::Random], 200);
+    explore(&c, body(false)).unwrap();
+    let failure = explore(&c, body(true)).unwrap_err();
+    assert!(
+        failure.message.contains("invariant broken"),
+        "{}",
+        failure.message
+    );
+    // Outside an exploration the hook is not installed: nothing runs, nothing fails.
+    svmkit::check::at_every_scheduling_point(|| panic!("ran outside an exploration"));
+    let m = Mutex::new(1);
+    assert_eq!(*m.lock(), 1);
+}
+
+#[test]
+fn peek_reads_a_free_mutex_and_not_a_held_one() {
+    let m = Mutex::new(7);
+    assert_eq!(m.peek(|v| *v), Some(7));
+    let g = m.lock();
+    assert_eq!(m.peek(|v| *v), None);
+    drop(g);
+    // Inside an exploration too, and without a scheduling point: under a bound of
+    // 20 steps, 1000 peeks with a second task alive still pass.
+    let mut c = config(&[SchedulerKind::Random], 20);
+    c.max_steps = 20;
+    explore(&c, || {
+        let t = thread::spawn(|| {
+            let m = Mutex::new(3);
+            for _ in 0..1000 {
+                assert_eq!(m.peek(|v| *v), Some(3));
+            }
+        });
+        t.join().unwrap();
+    })
+    .unwrap();
+}

@@ -477,6 +477,22 @@ fn explore_impl(
     Ok(report)
 }
 
+/// Runs `hook` at every scheduling point of the running execution from now on, just
+/// before the scheduler chooses who runs next: every lock taken, every yield, of every
+/// task. A panic in `hook` fails the schedule there, as a failed assertion would. This
+/// is how an invariant is checked at every state another task could observe; the hook
+/// must take no facade lock that could block (read with [`Mutex::peek`](crate::sync::Mutex::peek)
+/// and atomics: [`System::check_devices_now`](crate::System::check_devices_now) does),
+/// and should hold only weak references to model objects, since it is dropped when
+/// the execution ends. A facade lock the hook takes does not run it again.
+///
+/// Outside an exploration (on OS threads) it does nothing.
+pub fn at_every_scheduling_point(hook: impl Fn() + 'static) {
+    if crate::sync::mode::current_execution() != 0 {
+        crate::sync::mode::set_hook(Some(Rc::new(hook)));
+    }
+}
+
 /// Runs `f` once under the schedule a failure reported, reproducing it. The failure it
 /// returns carries the schedule's statistics (steps and preemptions). A schedule that
 /// cannot be read is a failure too (with no steps). Runs under shuttle's default step

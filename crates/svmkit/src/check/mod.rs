@@ -27,7 +27,7 @@ mod minimise;
 
 pub use explore::{
     ExploreConfig, ExploreFailure, ExploreProgress, ExploreReport, ProgressFn, SchedulerKind,
-    explore, explore_with_progress, replay, replay_bounded,
+    at_every_scheduling_point, explore, explore_with_progress, replay, replay_bounded,
 };
 pub use invariants::{CheckError, ExtraRefs, Violation};
 pub use minimise::minimise;

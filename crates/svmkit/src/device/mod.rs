@@ -354,16 +354,25 @@ impl SecondaryMmu for Device {
     }
 
     fn translations(&self) -> Vec<SecondaryPte> {
-        self.lock()
-            .range(0, u64::MAX)
-            .into_iter()
-            .map(|(addr, pte)| SecondaryPte {
-                addr,
-                pfn: pte.pfn,
-                atomic: pte.rights.contains(DevRights::ATOMIC),
-            })
-            .collect()
+        secondary_ptes(&self.lock())
     }
+
+    fn translations_now(&self) -> Option<Vec<SecondaryPte>> {
+        self.table.peek(|t| secondary_ptes(t))
+    }
+}
+
+/// A device table's entries as the checker sees them.
+fn secondary_ptes(table: &DevTable) -> Vec<SecondaryPte> {
+    table
+        .entries
+        .iter()
+        .map(|(&page, pte)| SecondaryPte {
+            addr: VirtAddr::new_truncate(page << PAGE_SHIFT),
+            pfn: pte.pfn,
+            atomic: pte.rights.contains(DevRights::ATOMIC),
+        })
+        .collect()
 }
 
 impl fmt::Debug for Device {

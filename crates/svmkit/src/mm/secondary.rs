@@ -160,6 +160,12 @@ pub trait SecondaryMmu: Send + Sync {
     fn mirrored_mm(&self) -> Option<Arc<Mm>>;
     /// Its translations now, by address (takes the driver lock).
     fn translations(&self) -> Vec<SecondaryPte>;
+    /// Its translations if the driver lock is free at this moment, read without
+    /// taking it (no scheduling point: the explorer calls this at every one); `None`
+    /// while the lock is held, that is while the table is being changed.
+    fn translations_now(&self) -> Option<Vec<SecondaryPte>> {
+        Some(self.translations())
+    }
 }
 
 /// The devices registered on one physical memory, and the stale accesses they made.
@@ -195,6 +201,11 @@ impl PhysMem {
     /// Records a device access through a stale translation.
     pub fn report_stale_device_access(&self, access: StaleDeviceAccess) {
         std_lock(&self.secondary.stale).push(access);
+    }
+
+    /// Whether a stale device access has been recorded (and not taken).
+    pub fn has_stale_device_accesses(&self) -> bool {
+        !std_lock(&self.secondary.stale).is_empty()
     }
 
     /// The stale device accesses recorded so far (the checker reports each).

@@ -47,6 +47,58 @@ thread_local! {
     static EXECUTION: Cell<u64> = const { Cell::new(0) };
 }
 
+thread_local! {
+    /// Tasks of this OS thread's execution that have not finished: 1 at its start, one
+    /// more per task [`spawn`](super::thread::spawn)ed, one less as each returns; 0
+    /// outside an execution of svmkit's explorer (unknown: another runner's tasks are
+    /// not counted).
+    static LIVE_TASKS: Cell<usize> = const { Cell::new(0) };
+    /// What to run at every scheduling point of this OS thread's execution (see
+    /// [`crate::check::at_every_scheduling_point`]).
+    static HOOK: std::cell::RefCell<Option<std::rc::Rc<dyn Fn()>>> =
+        const { std::cell::RefCell::new(None) };
+    /// Whether [`HOOK`] is set (one test on the hot path) and not running.
+    static HOOK_ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs the execution's scheduling-point hook, if any, unless it is running already
+/// (a facade lock taken by the hook itself does not recurse).
+#[inline]
+pub(crate) fn at_scheduling_point() {
+    if HOOK_ARMED.get() {
+        run_hook();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn run_hook() {
+    // A task unwinding (from the hook's own panic, say) takes locks in its drops: a
+    // second panic there would abort the process.
+    if std::thread::panicking() {
+        return;
+    }
+    let Some(hook) = HOOK.with(|h| h.borrow().clone()) else {
+        return;
+    };
+    struct Rearm;
+    impl Drop for Rearm {
+        fn drop(&mut self) {
+            HOOK_ARMED.set(HOOK.with(|h| h.borrow().is_some()));
+        }
+    }
+    HOOK_ARMED.set(false);
+    let _rearm = Rearm;
+    hook();
+}
+
+/// Sets (or clears) the hook of the running execution.
+pub(crate) fn set_hook(hook: Option<std::rc::Rc<dyn Fn()>>) {
+    HOOK_ARMED.set(hook.is_some());
+    let old = HOOK.with(|h| h.replace(hook));
+    drop(old);
+}
+
 /// Ids of executions: each one svmkit starts gets a new one, never 0.
 static NEXT_EXECUTION: AtomicU64 = AtomicU64::new(1);
 
@@ -123,6 +175,8 @@ impl ExplorationScope {
              the facade's backend detection relies on one thread per exploration"
         );
         EXECUTION.set(NEXT_EXECUTION.fetch_add(1, Ordering::Relaxed));
+        LIVE_TASKS.set(1);
+        set_hook(None);
     }
 
     /// The runner's OS thread, to hand to [`begin_execution`](Self::begin_execution).
@@ -134,6 +188,34 @@ impl ExplorationScope {
 impl Drop for ExplorationScope {
     fn drop(&mut self) {
         EXECUTION.set(self.previous);
+        LIVE_TASKS.set(0);
+        set_hook(None);
+    }
+}
+
+/// Whether the running execution has a single task left (or yet): then no other task
+/// can run between two of its steps, and a facade [`Mutex`](super::Mutex) is taken
+/// without a scheduling point. A schedule is the same without them (there is nothing
+/// to switch to), but a scenario's set-up, end checks and teardown, which run alone,
+/// no longer pay the explorer's cost for each lock.
+#[inline]
+pub(crate) fn single_task() -> bool {
+    LIVE_TASKS.get() == 1
+}
+
+/// A task is about to be spawned in this execution.
+pub(crate) fn task_spawned() {
+    let live = LIVE_TASKS.get();
+    if live != 0 {
+        LIVE_TASKS.set(live + 1);
+    }
+}
+
+/// A spawned task of this execution has returned (or unwound).
+pub(crate) fn task_finished() {
+    let live = LIVE_TASKS.get();
+    if live > 1 {
+        LIVE_TASKS.set(live - 1);
     }
 }
 

@@ -54,6 +54,8 @@ pub struct MutexGuard<'a, T: 'a> {
 
 /// The held gate, if any. Its own `Drop` keeps the guard's drop small enough to be
 /// inlined on the OS-thread path (a null test), with the release out of line.
+/// `None` also for a shuttle mutex taken without its gate by the only task of an
+/// execution ([`mode::single_task`]).
 struct Gate<'a, T>(Option<Box<GateHold<'a, T>>>);
 
 /// A held gate, and the data lock it protects (to re-take it after a condvar wait).
@@ -124,6 +126,18 @@ impl<T> Mutex<T> {
         })
     }
 
+    /// Reads the data if no one holds the lock at this moment, without taking it: no
+    /// scheduling point, in either backend, so an observer (the checker, a trace) can
+    /// look without changing the schedules it observes. `None` while the lock is held
+    /// (the data may be in the middle of a change).
+    pub fn peek<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        match self.data.try_lock() {
+            Ok(g) => Some(f(&g)),
+            Err(TryLockError::Poisoned(e)) => Some(f(&e.into_inner())),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Whether this is a std mutex used outside any exploration, the fast path: one
     /// test for both conditions (the gate pointer and the thread's execution id are
     /// both zero).
@@ -140,7 +154,16 @@ impl<T> Mutex<T> {
     #[cold]
     #[inline(never)]
     fn lock_explored(&self) -> MutexGuard<'_, T> {
-        let guard = ShuttleRaw::lock(self.gate());
+        let gate = self.gate();
+        if mode::single_task() {
+            // Alone: nothing to switch to, so no scheduling point (see
+            // `mode::single_task`).
+            return self.lock_gateless().unwrap_or_else(|| {
+                panic!("deadlock: the only task of the execution takes a Mutex it already holds")
+            });
+        }
+        mode::at_scheduling_point();
+        let guard = ShuttleRaw::lock(gate);
         MutexGuard {
             data: relock_behind_gate(&self.data),
             gate: Gate(Some(Box::new(GateHold {
@@ -153,7 +176,12 @@ impl<T> Mutex<T> {
     #[cold]
     #[inline(never)]
     fn try_lock_explored(&self) -> Option<MutexGuard<'_, T>> {
-        let guard = match self.gate().try_lock() {
+        let gate = self.gate();
+        if mode::single_task() {
+            return self.lock_gateless();
+        }
+        mode::at_scheduling_point();
+        let guard = match gate.try_lock() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
             Err(TryLockError::WouldBlock) => return None,
@@ -164,6 +192,23 @@ impl<T> Mutex<T> {
                 guard,
                 data: &self.data,
             }))),
+        })
+    }
+
+    /// The data lock alone, by the only task of the execution. The data lock is held
+    /// exactly when the gate is (a condvar wait releases both), so if it is free the gate
+    /// is too, and stays so: a task spawned later takes the gate first (and finds the
+    /// data lock held, and says so, if this guard is still alive: see
+    /// [`relock_behind_gate`]). `None` if it is held (by this task).
+    fn lock_gateless(&self) -> Option<MutexGuard<'_, T>> {
+        let data = match self.data.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(MutexGuard {
+            data,
+            gate: Gate(None),
         })
     }
 
@@ -197,7 +242,12 @@ fn relock_behind_gate<T>(data: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_
     match data.try_lock() {
         Ok(g) => g,
         Err(TryLockError::Poisoned(e)) => e.into_inner(),
-        Err(TryLockError::WouldBlock) => unreachable!("the data lock is free behind the gate"),
+        // Behind the gate nobody else holds it, unless a task alone in its execution took
+        // it without the gate and still held it when it spawned another.
+        Err(TryLockError::WouldBlock) => panic!(
+            "svmkit::sync: a Mutex taken while its task was alone in the execution was still \
+             held when another task took it; release such locks before spawning"
+        ),
     }
 }
 
@@ -281,6 +331,9 @@ impl Condvar {
                     data: relocked,
                     gate,
                 }
+            }
+            (DualRef::Shuttle(_), None) if mode::single_task() => {
+                panic!("deadlock: the only task of the execution waits on a condition variable")
             }
             (DualRef::Std(_), Some(_)) => mixed_wait("std", "shuttle"),
             (DualRef::Shuttle(_), None) => mixed_wait("shuttle", "std"),

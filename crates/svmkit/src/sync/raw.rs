@@ -98,6 +98,7 @@ impl Raw for ShuttleRaw {
     }
 
     fn lock<T>(m: &Self::Mutex<T>) -> Self::Guard<'_, T> {
+        mode::at_scheduling_point();
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -68,7 +68,7 @@ where
     let inner = match Backend::current() {
         Backend::Std => JoinImpl::Std(std::thread::spawn(f)),
         Backend::Shuttle(exec) => JoinImpl::Shuttle {
-            handle: shuttle::thread::spawn(f),
+            handle: shuttle::thread::spawn(counted(f)),
             exec,
         },
     };
@@ -93,7 +93,7 @@ where
         Backend::Shuttle(exec) => JoinImpl::Shuttle {
             handle: shuttle::thread::Builder::new()
                 .name(name.to_string())
-                .spawn(f)
+                .spawn(counted(f))
                 .unwrap_or_else(|e| panic!("cannot spawn task {name}: {e}")),
             exec,
         },
@@ -101,12 +101,37 @@ where
     JoinHandle { inner }
 }
 
+/// `f`, counted among its execution's live tasks until it returns or unwinds (see
+/// [`mode::single_task`]).
+fn counted<F, T>(f: F) -> impl FnOnce() -> T + Send + 'static
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    struct Finished;
+    impl Drop for Finished {
+        fn drop(&mut self) {
+            mode::task_finished();
+        }
+    }
+    mode::task_spawned();
+    move || {
+        let _finished = Finished;
+        f()
+    }
+}
+
 /// Lets the scheduler run another thread here.
 ///
 /// Linux: `cond_resched()` (and any preemption point between two steps).
 #[doc(alias = "cond_resched")]
 pub fn yield_now() {
+    if mode::single_task() {
+        // Alone in an exploration: nothing to yield to (see `mode::single_task`).
+        return;
+    }
     if mode::in_explorer() {
+        mode::at_scheduling_point();
         shuttle::thread::yield_now();
     } else {
         std::thread::yield_now();

@@ -6,7 +6,9 @@ use std::fmt;
 use super::interval::{MmuIntervalNotifier, MmuIntervalNotifierOps};
 use super::{MmuNotifierEvent, MmuNotifierOps, MmuNotifierRange, Owner};
 use crate::mm::mm_types::Mm;
-use crate::sync::{Arc, Mutex};
+use std::sync::Mutex as StdMutex;
+
+use crate::sync::Arc;
 
 /// Which callback ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,9 +89,12 @@ impl fmt::Display for NotifierCall {
 
 /// Records every callback. As an interval notifier it calls `set_seq` for every event
 /// except the `(event, owner)` pair it was told to ignore (the way nouveau filters its
-/// own `Exclusive` events); its log mutex stands for the driver lock.
+/// own `Exclusive` events).
+///
+/// Its log is behind a std mutex, held only to push or read, so recording adds no
+/// scheduling point: an observed schedule is the schedule it would be unobserved.
 pub struct RecordingNotifier {
-    log: Mutex<Vec<NotifierCall>>,
+    log: StdMutex<Vec<NotifierCall>>,
     ignore: Option<(MmuNotifierEvent, Option<Owner>)>,
     set_seq: bool,
 }
@@ -98,7 +103,7 @@ impl RecordingNotifier {
     /// A recorder whose interval callback calls `set_seq` on every event.
     pub fn new() -> Arc<Self> {
         Arc::new(RecordingNotifier {
-            log: Mutex::new(Vec::new()),
+            log: StdMutex::new(Vec::new()),
             ignore: None,
             set_seq: true,
         })
@@ -108,7 +113,7 @@ impl RecordingNotifier {
     /// owner, and calls `set_seq` for everything else.
     pub fn ignoring(event: MmuNotifierEvent, owner: Option<Owner>) -> Arc<Self> {
         Arc::new(RecordingNotifier {
-            log: Mutex::new(Vec::new()),
+            log: StdMutex::new(Vec::new()),
             ignore: Some((event, owner)),
             set_seq: true,
         })
@@ -117,41 +122,44 @@ impl RecordingNotifier {
     /// A recorder that never calls `set_seq`: it watches without making readers retry.
     pub fn passive() -> Arc<Self> {
         Arc::new(RecordingNotifier {
-            log: Mutex::new(Vec::new()),
+            log: StdMutex::new(Vec::new()),
             ignore: None,
             set_seq: false,
         })
     }
 
+    fn log(&self) -> std::sync::MutexGuard<'_, Vec<NotifierCall>> {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Everything recorded so far.
     pub fn calls(&self) -> Vec<NotifierCall> {
-        self.log.lock().clone()
+        self.log().clone()
     }
 
     /// Everything recorded so far, clearing the log.
     pub fn take(&self) -> Vec<NotifierCall> {
-        std::mem::take(&mut *self.log.lock())
+        std::mem::take(&mut *self.log())
     }
 }
 
 impl MmuNotifierOps for RecordingNotifier {
     fn invalidate_range_start(&self, range: &MmuNotifierRange<'_>) -> Result<(), crate::Errno> {
-        self.log
-            .lock()
+        self.log()
             .push(NotifierCall::of(NotifierCallKind::Start, range));
         Ok(())
     }
 
     fn invalidate_range_end(&self, range: &MmuNotifierRange<'_>) {
-        self.log
-            .lock()
+        self.log()
             .push(NotifierCall::of(NotifierCallKind::End, range));
     }
 
     fn release(&self, mm: &Mm) {
         let range = MmuNotifierRange::new(mm, MmuNotifierEvent::Release, 0, u64::MAX);
-        self.log
-            .lock()
+        self.log()
             .push(NotifierCall::of(NotifierCallKind::Release, &range));
     }
 }
@@ -163,12 +171,11 @@ impl MmuIntervalNotifierOps for RecordingNotifier {
         range: &MmuNotifierRange<'_>,
         cur_seq: u64,
     ) -> bool {
-        let mut log = self.log.lock();
         let set_seq = self.set_seq && self.ignore != Some((range.event, range.owner));
         if set_seq {
             sub.set_seq(cur_seq);
         }
-        log.push(NotifierCall::of(
+        self.log().push(NotifierCall::of(
             NotifierCallKind::Interval { cur_seq, set_seq },
             range,
         ));
@@ -179,7 +186,7 @@ impl MmuIntervalNotifierOps for RecordingNotifier {
 impl fmt::Debug for RecordingNotifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecordingNotifier")
-            .field("calls", &self.log.lock().len())
+            .field("calls", &self.log().len())
             .field("ignore", &self.ignore)
             .field("set_seq", &self.set_seq)
             .finish()
