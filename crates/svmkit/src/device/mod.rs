@@ -358,7 +358,7 @@ impl SecondaryMmu for Device {
     }
 
     fn translations_now(&self) -> Option<Vec<SecondaryPte>> {
-        self.table.peek(|t| secondary_ptes(t))
+        self.table.peek(secondary_ptes)
     }
 }
 
