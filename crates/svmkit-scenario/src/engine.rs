@@ -13,6 +13,11 @@
 //! report (who waits for which folio, held by whom). A thread with `after = [...]`
 //! takes its first turn only once those threads have finished. The explorer
 //! interleaves inside steps; this schedule is the one a reader follows.
+//!
+//! After every step the engine checks what must hold at every moment, as the explorer
+//! does ([`System::check_devices_now`]), and that every notifier range the step
+//! started it also ended; a violation fails that step. The whole invariant checker
+//! runs at the end.
 
 use std::fmt::Write as _;
 
@@ -464,7 +469,8 @@ fn run_on(
                 let known = p.steps.len();
                 p.steps.extend_from_slice(&report.steps[known..]);
             }
-            let rec = w.perform(t, step, turn, source);
+            let mut rec = w.perform(t, step, turn, source);
+            check_invariants(&w, &mut rec);
             if rec.failed.is_some() {
                 report.passed = false;
             }
@@ -491,6 +497,39 @@ fn run_on(
         report.passed = false;
     }
     Ok(report)
+}
+
+/// The checks that hold at every moment, run after every step as the explorer runs
+/// them ([`System::check_devices_now`]: DESIGN.md's exclusivity invariant, no stale
+/// device translation, no device access to a frame it no longer maps), and, since no
+/// step is in flight between two turns, notifier start/end pairing. A violation fails
+/// the step that left it, after the step's own expectations.
+fn check_invariants(w: &World, rec: &mut StepRecord) {
+    let mut bad = Vec::new();
+    if let Err(e) = w.sys.check_devices_now() {
+        bad.push(
+            e.violations
+                .first()
+                .map_or_else(|| e.to_string(), |v| v.to_string()),
+        );
+    }
+    let open = w.ranges_open();
+    if open != 0 {
+        bad.push(format!(
+            "{open} notifier range(s) started and not ended (invalidate_range_start without its end)"
+        ));
+    }
+    if bad.is_empty() {
+        return;
+    }
+    let text = format!(
+        "the invariants to hold after the step, got: {}",
+        bad.join("; ")
+    );
+    rec.failed = Some(match rec.failed.take() {
+        None => text,
+        Some(f) => format!("{f}; and {text}"),
+    });
 }
 
 /// The process a thread acts in: its own, or its device's.

@@ -731,6 +731,11 @@ impl World {
             .map_or_else(|| format!("{raw:#x}"), |(d, _)| d.name.clone())
     }
 
+    /// Notifier range starts minus ends seen so far (`take_events` counts them).
+    pub(crate) fn ranges_open(&self) -> i64 {
+        self.open_ranges.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn take_events(&self) -> Vec<String> {
         let mut out = Vec::new();
         let recorders: Vec<_> = lk(&self.recorders).clone();
