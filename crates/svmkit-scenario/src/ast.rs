@@ -81,6 +81,9 @@ pub struct EraOutcome {
     pub fails_at: Option<String>,
     /// For an explored `fail` or `deadlock`: text the violation must contain.
     pub finds: Option<String>,
+    /// For `deadlock`: the hung-task report must show a self-deadlock (a task asleep
+    /// on a folio lock it leaked itself), `diagnosis = "self-deadlock"`.
+    pub self_deadlock: bool,
 }
 
 impl Scenario {
@@ -520,8 +523,9 @@ pub struct Step {
     /// `None` for no entry; the device is the thread's own when not named.
     pub expect_device: Vec<(usize, Option<svmkit::device::DevRights>)>,
     /// Notifier events the step must cause, in order (each a set of words the event's
-    /// account line must contain); `Some(empty)`: none at all.
-    pub expect_events: Option<Vec<String>>,
+    /// account line must contain), one list or one per era; an empty list: none at
+    /// all.
+    pub expect_events: Option<PerEra<Vec<String>>>,
     /// `folio_ref_count()` of the folio mapped at the address afterwards.
     pub expect_refcount: Option<CountExpect>,
     /// `folio_mapcount()` of the folio mapped at the address afterwards.

@@ -821,6 +821,7 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
             source: "the file's own expectations".into(),
             fails_at: None,
             finds: None,
+            self_deadlock: false,
         });
     }
     let ids: Vec<&str> = threads
@@ -935,6 +936,7 @@ fn outcomes_of(cx: &mut Ctx, n: &Node, explore: bool) -> Vec<EraOutcome> {
         }
         let mut fails_at = None;
         let mut finds = None;
+        let mut self_deadlock = false;
         let (word, source) = match &v.kind {
             Kind::Str(s) => (Some((s.clone(), v.span)), String::from("(no source given)")),
             Kind::Table(_) => {
@@ -953,7 +955,27 @@ fn outcomes_of(cx: &mut Ctx, n: &Node, explore: bool) -> Vec<EraOutcome> {
                     t.finish(cx, &["outcome", "source", "finds"]);
                 } else {
                     fails_at = t.get("fails_at").and_then(|x| cx.want_str(x, "fails_at"));
-                    t.finish(cx, &["outcome", "source", "fails_at"]);
+                    if let Some(d) = t.get("diagnosis") {
+                        match cx.want_str(d, "diagnosis").as_deref() {
+                            Some("self-deadlock") => self_deadlock = true,
+                            Some(other) => cx.err(
+                                Problem::new(d.span, format!("unknown diagnosis `{other}`"))
+                                    .label("unknown diagnosis")
+                                    .help(
+                                        "diagnosis = \"self-deadlock\": the hung-task report shows a task asleep on a folio lock it leaked itself",
+                                    ),
+                            ),
+                            None => {}
+                        }
+                        if self_deadlock && w.as_ref().is_some_and(|(w, _)| w != "deadlock") {
+                            cx.err(
+                                Problem::new(d.span, "`diagnosis` goes with outcome \"deadlock\"")
+                                    .label("not a deadlock")
+                                    .help("write outcome = \"deadlock\", or drop the diagnosis"),
+                            );
+                        }
+                    }
+                    t.finish(cx, &["outcome", "source", "fails_at", "diagnosis"]);
                 }
                 (w, src)
             }
@@ -991,6 +1013,7 @@ fn outcomes_of(cx: &mut Ctx, n: &Node, explore: bool) -> Vec<EraOutcome> {
             source,
             fails_at,
             finds,
+            self_deadlock,
         });
     }
     out
@@ -1724,19 +1747,25 @@ fn step(
     let expect_device = t
         .get("expect_device")
         .map_or_else(Vec::new, |v| device_expect_of(cx, names, actor, v));
-    let expect_events = t.get("expect_events").map(|v| match &v.kind {
-        Kind::Array(a) => a
-            .iter()
-            .filter_map(|x| cx.want_str(x, "an event"))
-            .collect(),
-        _ => {
-            cx.err(
-                Problem::new(v.span, "expect_events is a list of events")
-                    .label("expected a list")
-                    .help("expect_events = [\"EXCLUSIVE owner gpu\", \"CLEAR\"], or [] for none"),
-            );
-            Vec::new()
-        }
+    let expect_events = t.get("expect_events").and_then(|v| {
+        per_era(cx, v, "expect_events", |cx, v| match &v.kind {
+            Kind::Array(a) => Some(
+                a.iter()
+                    .filter_map(|x| cx.want_str(x, "an event"))
+                    .collect(),
+            ),
+            _ => {
+                cx.err(
+                    Problem::new(v.span, "expect_events is a list of events")
+                        .label("expected a list")
+                        .help(
+                            "expect_events = [\"EXCLUSIVE owner gpu\", \"CLEAR\"], [] for none, \
+                             or one list per era: { \"linux-6.15\" = [\"CLEAR\"] }",
+                        ),
+                );
+                None
+            }
+        })
     });
     let note = t.get("note").and_then(|v| cx.want_str(v, "note"));
     let id = t.get("id").and_then(|v| cx.want_str(v, "id"));

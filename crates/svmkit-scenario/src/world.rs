@@ -17,7 +17,7 @@ use svmkit::task::Task;
 use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig, VirtAddr};
 
 use crate::ast::*;
-use crate::engine::{EndCheck, RunReport, StepError, StepRecord};
+use crate::engine::{EndCheck, Hang, RunReport, StepError, StepRecord};
 
 /// What a thread holds across steps.
 pub(crate) enum Held {
@@ -769,6 +769,142 @@ impl World {
     }
 }
 
+impl World {
+    /// A hung-task report of a run whose current step never returned (read from
+    /// another thread while the step sleeps: the world's mutexes are never held across
+    /// a model call). It lists every folio locked now and who holds it (a guard of the
+    /// scenario, or a lock a driver leaked on a retry), and for each device fault in
+    /// flight, what the PTE there needs: a device-exclusive entry's restore takes its
+    /// folio's lock (spec 3). A task asleep on a lock it leaked itself is a
+    /// self-deadlock (spec 8 item 22, 9.6).
+    pub(crate) fn diagnose_hang(&self, stalled: std::time::Duration) -> Hang {
+        let mem = self.sys.mem();
+        let devs: Vec<Option<Arc<Dev>>> = lk(&self.devs).clone();
+        let drivers: Vec<&SvmAtomic> = devs
+            .iter()
+            .filter_map(|d| match d.as_deref() {
+                Some(Dev::Svm(s)) => Some(s),
+                _ => None,
+            })
+            .collect();
+        let leaked: Vec<(String, svmkit::device::svm_atomic::LeakedFolio)> = drivers
+            .iter()
+            .flat_map(|d| {
+                d.leaked_folios()
+                    .into_iter()
+                    .map(|l| (d.device().name().to_string(), l))
+            })
+            .collect();
+        let holder_of = |folio: svmkit::mm::Folio| -> Option<String> {
+            if let Some((dev, l)) = leaked.iter().find(|(_, l)| l.folio == folio) {
+                return Some(format!(
+                    "task {} (driver {dev} left it locked and referenced on a retry at {:#x}, spec 8 item 22)",
+                    l.task, l.addr
+                ));
+            }
+            lk(&self.held)
+                .iter()
+                .find(|(_, h)| matches!(h, Held::Exclusive(g) if g.folio() == folio))
+                .map(|((th, name), _)| {
+                    format!("guard `{name}` of thread {}", self.sc.threads[*th].name)
+                })
+        };
+        let mut lines = Vec::new();
+        let mut locked = Vec::new();
+        for raw in 0..mem.nr_frames() {
+            let pfn = Pfn::new(raw);
+            if let Ok(f) = mem.page_folio(pfn)
+                && f.head() == pfn
+                && !mem.is_free_frame(pfn)
+                && mem.folio_test_locked(f)
+            {
+                locked.push(format!(
+                    "{:#x} (held by {})",
+                    f.head().raw(),
+                    holder_of(f).unwrap_or_else(|| "nobody the scenario knows".into())
+                ));
+            }
+        }
+        lines.push(format!(
+            "folios locked now: {}",
+            if locked.is_empty() {
+                "none".to_string()
+            } else {
+                locked.join(", ")
+            }
+        ));
+        let mut hang = Hang {
+            lines: Vec::new(),
+            task: None,
+            folio: None,
+            holder: None,
+            self_deadlock: false,
+        };
+        for d in &drivers {
+            let name = d.device().name();
+            for f in d.faults_in_flight() {
+                lines.push(format!(
+                    "INFO: task {}:{name} blocked for more than {} seconds: device fault at {:#x}, pass {}, {}",
+                    f.task,
+                    stalled.as_secs(),
+                    f.addr,
+                    f.pass,
+                    if f.in_make_exclusive {
+                        "in make_device_exclusive (its GUP)"
+                    } else {
+                        "outside make_device_exclusive"
+                    }
+                ));
+                hang.task.get_or_insert_with(|| f.task.clone());
+                let pte = VirtAddr::try_new(f.addr)
+                    .map_or(Pte::None, |a| d.mm().pte_get_lockless(a.page_align_down()));
+                let needed = match pte {
+                    Pte::Swap(e) if e.is_device_exclusive() => {
+                        e.pfn().and_then(|p| mem.page_folio(p).ok())
+                    }
+                    _ => None,
+                };
+                let Some(folio) = needed else {
+                    lines.push(format!(
+                        "  the entry at {:#x} is {}: no folio lock is needed there",
+                        f.addr,
+                        pte_text(pte)
+                    ));
+                    continue;
+                };
+                let is_locked = mem.folio_test_locked(folio);
+                lines.push(format!(
+                    "  the entry at {:#x} is a device-exclusive entry of folio {:#x}: GUP restores it under that folio's lock (spec 3); locked {is_locked}, sleepers on its wait queue {}",
+                    f.addr,
+                    folio.head().raw(),
+                    mem.folio_wait_queue_sleepers(folio)
+                ));
+                let holder = leaked.iter().find(|(_, l)| l.folio == folio);
+                lines.push(format!(
+                    "  lock holder: {}",
+                    holder_of(folio).unwrap_or_else(|| "unknown".into())
+                ));
+                if f.in_make_exclusive && is_locked && holder.is_some_and(|(_, l)| l.task == f.task)
+                {
+                    lines.push(format!(
+                        "  => task {} waits for a lock only it can release: self-deadlock",
+                        f.task
+                    ));
+                    hang.task = Some(f.task.clone());
+                    hang.folio = Some(folio.head().raw());
+                    hang.holder = Some(f.task.clone());
+                    hang.self_deadlock = true;
+                } else if hang.folio.is_none() {
+                    hang.folio = Some(folio.head().raw());
+                    hang.holder = holder.map(|(_, l)| l.task.clone());
+                }
+            }
+        }
+        hang.lines = lines;
+        hang
+    }
+}
+
 /// Whether `events` contain the expected ones in order: each expectation is a set of
 /// words (an event name may drop its `MMU_NOTIFY_` prefix; case does not matter) that
 /// one event line must all contain, the next expectation matching a later event. An
@@ -980,7 +1116,7 @@ impl World {
         }
         let events = self.take_events();
         if failed.is_none()
-            && let Some(want) = &step.expect_events
+            && let Some(want) = step.expect_events.as_ref().and_then(|e| e.get(self.era))
             && let Err(missing) = events_match(want, &events)
         {
             failed = Some(missing);
