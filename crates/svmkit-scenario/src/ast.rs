@@ -403,6 +403,9 @@ pub enum PteKind {
     Migration,
     /// A huge PMD (a PMD-mapped THP) covers the address.
     HugePmd,
+    /// A present PTE mapping the shared zero page (`is_zero_pfn(pte_pfn(pte))`: a
+    /// read fault of untouched anonymous memory, `do_anonymous_page()`).
+    ZeroPage,
 }
 
 impl PteKind {
@@ -417,6 +420,7 @@ impl PteKind {
             PteKind::Swap => "swap",
             PteKind::Migration => "migration",
             PteKind::HugePmd => "huge-pmd",
+            PteKind::ZeroPage => "zero-page",
         }
     }
 }

@@ -501,7 +501,7 @@ fn errno_of(cx: &mut Ctx, n: &Node) -> Option<StepError> {
     e
 }
 
-const PTE_KINDS: [(&str, PteKind); 8] = [
+const PTE_KINDS: [(&str, PteKind); 9] = [
     ("huge-pmd", PteKind::HugePmd),
     ("none", PteKind::None),
     ("present", PteKind::Present),
@@ -510,6 +510,7 @@ const PTE_KINDS: [(&str, PteKind); 8] = [
     ("device-exclusive", PteKind::DeviceExclusive),
     ("swap", PteKind::Swap),
     ("migration", PteKind::Migration),
+    ("zero-page", PteKind::ZeroPage),
 ];
 
 fn pte_kind_of(cx: &mut Ctx, n: &Node) -> Option<PteKind> {

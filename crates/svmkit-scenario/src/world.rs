@@ -123,8 +123,9 @@ fn pte_text(p: Pte) -> String {
     match p {
         Pte::None => "none".into(),
         Pte::Present(p) => format!(
-            "present pfn {:#x} {}{}{}{}",
+            "present pfn {:#x}{} {}{}{}{}",
             p.pfn.raw(),
+            if p.is_special() { " zero-page" } else { "" },
             if p.is_write() { "rw" } else { "ro" },
             if p.is_dirty() { " dirty" } else { "" },
             if p.flags.contains(PteFlags::SOFT_DIRTY) {
@@ -217,6 +218,8 @@ fn pte_is(p: Pte, k: PteKind) -> bool {
     match (k, p) {
         (PteKind::None, Pte::None) => true,
         (PteKind::Present, Pte::Present(_)) => true,
+        // Only the zero page is mapped special (`pte_special()`, `do_anonymous_page()`).
+        (PteKind::ZeroPage, Pte::Present(p)) => p.is_special(),
         (PteKind::PresentWritable, Pte::Present(p)) => p.is_write(),
         (PteKind::PresentReadOnly, Pte::Present(p)) => !p.is_write(),
         (PteKind::DeviceExclusive, Pte::Swap(s)) => s.is_device_exclusive(),

@@ -25,6 +25,7 @@ fn expectations_each_has_a_passing_and_a_failing_file() {
         "per-era",
         "buffer",
         "invariant",
+        "zero-page",
     ] {
         for end in ["pass", "fail"] {
             let n = format!("{what}-{end}");
