@@ -537,6 +537,9 @@ pub struct Step {
     /// Faults the step took: CPU page faults of a read, write or fetch_add; passes of
     /// svm_atomic's fault loop for an atomic_add.
     pub expect_faults: Option<PerEra<u64>>,
+    /// `cpages` of a dmirror ioctl: the pages the driver reports done in `struct
+    /// hmm_dmirror_cmd` (what the selftests check, `ASSERT_EQ(buffer->cpages, npages)`).
+    pub expect_cpages: Option<PerEra<u64>>,
     /// A note printed with the step.
     pub note: Option<String>,
     /// A label `[outcomes]` can name (`fails_at`).

@@ -72,6 +72,9 @@ pub struct StepRecord {
     /// faults of a read, write or fetch_add, passes of svm_atomic's fault loop for an
     /// atomic_add; `None` for other steps and for a step that did not return.
     pub faults: Option<u64>,
+    /// `cpages` of a dmirror ioctl that returned (the pages the driver reports done);
+    /// `None` for other steps.
+    pub cpages: Option<u64>,
     /// The expectation it failed, if any.
     pub failed: Option<String>,
     /// The step's note.
@@ -239,6 +242,9 @@ impl RunReport {
             if let Some(n) = &s.note {
                 let _ = writeln!(out, "             # {n}");
             }
+            if let Some(c) = s.cpages {
+                let _ = writeln!(out, "             cpages: {c}");
+            }
             if let Some((a, b)) = &s.pte
                 && a != b
             {
@@ -395,6 +401,7 @@ fn hung_report(p: &Progress, timeout: std::time::Duration) -> RunReport {
         events: Vec::new(),
         devices: Vec::new(),
         faults: None,
+        cpages: None,
         failed: Some("the step to return".into()),
         note: None,
         id: None,
@@ -489,6 +496,7 @@ fn run_on(
                         events: Vec::new(),
                         devices: Vec::new(),
                         faults: None,
+                        cpages: None,
                         failed: None,
                         note: None,
                         id: None,

@@ -604,7 +604,7 @@ const EXPECT_KEYS: [&str; 3] = ["checker", "all_freed", "values"];
 
 /// Every step name and the keys it takes (besides the common `op`, `id`, `expect`,
 /// `expect_err`, `expect_pte`, `expect_device`, `expect_events`, `expect_refcount`,
-/// `expect_mapcount`, `expect_faults`, `note`).
+/// `expect_mapcount`, `expect_faults`, `expect_cpages`, `note`).
 pub const STEPS: &[(&str, &[&str])] = &[
     ("read", &["at"]),
     ("write", &["at", "value"]),
@@ -634,7 +634,7 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("compare", &["at", "pages", "value"]),
     ("repeat", &["times", "steps"]),
 ];
-const COMMON_STEP_KEYS: [&str; 11] = [
+const COMMON_STEP_KEYS: [&str; 12] = [
     "op",
     "id",
     "expect",
@@ -645,6 +645,7 @@ const COMMON_STEP_KEYS: [&str; 11] = [
     "expect_refcount",
     "expect_mapcount",
     "expect_faults",
+    "expect_cpages",
     "note",
 ];
 
@@ -1745,6 +1746,18 @@ fn step(
             cx.want_u64(v, "expect_faults", 1 << 20)
         })
     });
+    let expect_cpages = t.get("expect_cpages").and_then(|v| {
+        if !op.starts_with("dmirror_") {
+            cx.err(
+                Problem::new(v.span, format!("`{op}` is no dmirror ioctl: it has no cpages"))
+                    .label("no cpages here")
+                    .help("expect_cpages goes with dmirror_read, dmirror_write, dmirror_exclusive and dmirror_check_exclusive"),
+            );
+        }
+        per_era(cx, v, "expect_cpages", |cx, v| {
+            cx.want_u64(v, "expect_cpages", 1 << 24)
+        })
+    });
     let expect_device = t
         .get("expect_device")
         .map_or_else(Vec::new, |v| device_expect_of(cx, names, actor, v));
@@ -2038,6 +2051,7 @@ fn step(
             expect_refcount,
             expect_mapcount,
             expect_faults,
+            expect_cpages,
             note,
             id,
             span: n.span,

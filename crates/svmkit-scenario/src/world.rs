@@ -446,8 +446,15 @@ impl World {
     }
 
     /// Runs the step; adds the faults it took to `faults` (CPU page faults of a read,
-    /// write or fetch_add; fault-loop passes of an atomic_add).
-    fn run_step(&self, t: usize, step: &Step, faults: &mut u64) -> StepResult {
+    /// write or fetch_add; fault-loop passes of an atomic_add) and sets `cpages` to a
+    /// dmirror ioctl's `cpages` when it returns.
+    fn run_step(
+        &self,
+        t: usize,
+        step: &Step,
+        faults: &mut u64,
+        cpages: &mut Option<u64>,
+    ) -> StepResult {
         let p = self.thread_process(t);
         let task = &self.tasks[t];
         let addr = |w: &World, a: &Addr| w.resolve(a).ok_or(StepError::Errno(Errno::EFAULT));
@@ -639,6 +646,7 @@ impl World {
                     DmirrorCmd::CheckExclusive => DmirrorIoctl::CheckExclusive,
                 };
                 dm.ioctl(task, req, &mut c, &mut buf)?;
+                *cpages = Some(c.cpages);
                 // READ and EXCLUSIVE return the first word read; the others the pages.
                 Ok(Some(match cmd {
                     DmirrorCmd::Read | DmirrorCmd::Exclusive => {
@@ -1085,7 +1093,8 @@ impl World {
         let before = a.map(|a| self.entry(p, a));
         let text = self.describe(&step.op);
         let mut faults = 0;
-        let r = self.run_step(t, step, &mut faults);
+        let mut cpages = None;
+        let r = self.run_step(t, step, &mut faults, &mut cpages);
         let after = a.map(|a| self.entry(p, a));
         let mut failed = None;
         let expect = step.expect.get(self.era).unwrap_or(&Outcome::Ok(None));
@@ -1145,6 +1154,15 @@ impl World {
             };
             failed = Some(format!("{what}: {want}, got {faults}"));
         }
+        if failed.is_none()
+            && let Some(want) = step.expect_cpages.as_ref().and_then(|c| c.get(self.era))
+            && cpages != Some(*want)
+        {
+            failed = Some(format!(
+                "cpages {want}, got {}",
+                cpages.map_or_else(|| "none (the ioctl failed)".to_string(), |c| c.to_string())
+            ));
+        }
         let devices = a.map_or_else(Vec::new, |a| {
             sc.devices
                 .iter()
@@ -1178,6 +1196,7 @@ impl World {
                 Op::Read { .. } | Op::Write { .. } | Op::FetchAdd { .. } | Op::AtomicAdd { .. }
             )
             .then_some(faults),
+            cpages,
             failed,
             note: step.note.clone(),
             id: step.id.clone(),

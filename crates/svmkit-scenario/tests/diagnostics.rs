@@ -223,6 +223,19 @@ fn diagnostics_bad_step_expectations_are_located_with_a_hint() {
     let r = error_of(&no_faults);
     assert!(r.contains("`munmap` counts no faults"), "{r}");
     assert!(r.contains("atomic_add"), "{r}");
+    // cpages belongs to the dmirror ioctls.
+    let no_cpages = GOOD.replacen(
+        "{ op = \"write\", at = \"buf+8\", value = 1 },",
+        "{ op = \"write\", at = \"buf+8\", value = 1, expect_cpages = 1 },",
+        1,
+    );
+    let r = error_of(&no_cpages);
+    assert!(
+        r.contains("`write` is no dmirror ioctl: it has no cpages"),
+        "{r}"
+    );
+    assert!(r.contains("t.toml:17:"), "{r}");
+    assert!(r.contains("expect_cpages goes with dmirror_read"), "{r}");
 }
 
 /// Good forms of the new expectations parse to what they say.

@@ -26,6 +26,7 @@ fn expectations_each_has_a_passing_and_a_failing_file() {
         "buffer",
         "invariant",
         "zero-page",
+        "cpages",
     ] {
         for end in ["pass", "fail"] {
             let n = format!("{what}-{end}");
