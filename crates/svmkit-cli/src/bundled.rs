@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use svmkit::Profile;
-use svmkit_scenario::ast::{EraOutcome, Outcome, Step};
+use svmkit_scenario::ast::{EraOutcome, Outcome, PteKind, Step};
 use svmkit_scenario::engine::StepRecord;
 use svmkit_scenario::{RunOptions, RunOutcome, RunReport, Scenario};
 
@@ -61,6 +61,14 @@ pub(crate) const RECLAIM: [Bundled; 4] = [
 ];
 /// Two GPUs on one page (part `two-devices`).
 pub(crate) const TWO_DEVICES: Bundled = bundle!("two-devices-one-page.toml");
+/// An anonymous mapping's faults, mprotect and munmap (part `address-space`).
+pub(crate) const ADDRESS_SPACE: Bundled = bundle!("anon-fault-mprotect-munmap.toml");
+/// fork, copy-on-write and shared memory as notifiers see them (part `fork`).
+pub(crate) const FORK: Bundled = bundle!("fork-cow-notifiers.toml");
+/// One conversion and its restore, and a filtered device atomic (part `exclusive`).
+pub(crate) const EXCLUSIVE: Bundled = bundle!("exclusive-conversion-restore.toml");
+/// A GPU and two CPU threads counting in a THP (part `story`).
+pub(crate) const STORY: Bundled = bundle!("story-gpu-and-cpus-count.toml");
 
 /// Classifies an `[outcomes]` source string: a source that mentions a run on a real
 /// kernel is `kernel`, else one that says `derived` is `derived`, else one that names
@@ -107,11 +115,27 @@ pub(crate) struct Ran {
 }
 
 /// Parses and runs `b` under `profile`; a step that does not return within
-/// `step_timeout` ends the run as a deadlock.
-pub(crate) fn run(b: &Bundled, profile: Profile, step_timeout: Duration) -> Result<Ran> {
-    let sc = svmkit_scenario::parse(b.file, b.src)
+/// `step_timeout` ends the run as a deadlock. `frames`, when given, replaces the
+/// file's machine size (`svmkit demo --frames`).
+pub(crate) fn run(
+    b: &Bundled,
+    profile: Profile,
+    step_timeout: Duration,
+    frames: Option<u64>,
+) -> Result<Ran> {
+    let mut sc = svmkit_scenario::parse(b.file, b.src)
         .map_err(|e| anyhow::anyhow!("{}", e.render()))
         .with_context(|| format!("bundled scenario {}", b.file))?;
+    if let Some(n) = frames {
+        // The bound the file format itself has (`frames`, docs/SCENARIOS.md).
+        if !(16..=svmkit_scenario::parse::MAX_FRAMES).contains(&n) {
+            bail!(
+                "{}: a scenario's memory has 16 to 1048576 frames, --frames gives {n}",
+                b.file
+            );
+        }
+        sc.frames = n;
+    }
     let opts = RunOptions {
         profile: Some(profile),
         step_timeout,
@@ -126,13 +150,18 @@ pub(crate) fn run(b: &Bundled, profile: Profile, step_timeout: Duration) -> Resu
     })
 }
 
-/// `pass`, `deadlock`, `fail`, or `fail at ID` when the failure's place matters.
-fn outcome_text(outcome: RunOutcome, at: Option<&str>) -> String {
-    match (outcome, at) {
-        (RunOutcome::Fail, Some(at)) => format!("fail at {at}"),
-        (o, _) => o.name().to_string(),
+/// `pass`, `deadlock`, `fail`, or `fail at ID` when the failure's place matters, or
+/// `deadlock (WHY)` when the kind of deadlock matters.
+fn outcome_text(outcome: RunOutcome, at: Option<&str>, why: Option<&str>) -> String {
+    match (outcome, at, why) {
+        (RunOutcome::Fail, Some(at), _) => format!("fail at {at}"),
+        (RunOutcome::Deadlock, _, Some(why)) => format!("deadlock ({why})"),
+        (o, _, _) => o.name().to_string(),
     }
 }
+
+/// How the documented self-deadlock reads in a verdict.
+const SELF_DEADLOCK: &str = "self-deadlock";
 
 /// What an expected step result looks like in the account (`= 41`, `EBUSY`, `ok`).
 fn expected_result(e: &Outcome) -> String {
@@ -146,6 +175,39 @@ fn expected_result(e: &Outcome) -> String {
             .collect::<Vec<_>>()
             .join(" or "),
     }
+}
+
+/// The kind of the entry an account line shows (`present pfn 0x5 rw dirty`), as
+/// `expect_pte` names kinds, at the detail `want` asks for: `present` for any present
+/// entry when that is what is expected, `present-ro` for the zero page, and so on
+/// (the engine's own matching).
+fn kind_of(want: PteKind, after: &str) -> String {
+    let mut words = after.split_whitespace();
+    let first = words.next().unwrap_or("none");
+    let rw = after.split_whitespace().any(|w| w == "rw");
+    let exact = match first {
+        "present" if after.contains("zero-page") => "zero-page",
+        "present" if rw => "present-rw",
+        "present" => "present-ro",
+        "huge" => "huge-pmd",
+        other => other,
+    };
+    let present = matches!(
+        exact,
+        "present-rw" | "present-ro" | "zero-page" | "huge-pmd"
+    );
+    match want {
+        PteKind::Present if present => "present",
+        PteKind::PresentWritable | PteKind::PresentReadOnly if present => {
+            if rw {
+                "present-rw"
+            } else {
+                "present-ro"
+            }
+        }
+        _ => exact,
+    }
+    .to_string()
 }
 
 impl Ran {
@@ -166,11 +228,22 @@ impl Ran {
         classify(&self.documented()?.source)
     }
 
-    /// How the run ended, in the documented outcome's terms.
+    /// How the run ended, in the documented outcome's terms: where it failed if the
+    /// file names the step; if the file documents a self-deadlock, what the hung-task
+    /// report shows (the self-deadlock, or who waits for what instead).
     pub(crate) fn observed(&self) -> Result<String> {
         let want = self.documented()?;
         let at = want.fails_at.as_ref().and(self.report.first_failure());
-        Ok(outcome_text(self.report.outcome(), at.as_deref()))
+        let why = want.self_deadlock.then(|| match &self.report.hang {
+            Some(h) if h.self_deadlock => SELF_DEADLOCK.to_string(),
+            Some(h) => h.summary(),
+            None => "no step hung".to_string(),
+        });
+        Ok(outcome_text(
+            self.report.outcome(),
+            at.as_deref(),
+            why.as_deref(),
+        ))
     }
 
     /// The verdict that the run ends as the file documents for the era, and the
@@ -183,9 +256,21 @@ impl Ran {
         if let Some(d) = &self.report.deadlock {
             out.fact("deadlock", d.as_str());
         }
+        if let Some(h) = &self.report.hang {
+            if let Some(t) = &h.task {
+                out.fact("deadlocked_task", t.as_str());
+            }
+            if let Some(f) = h.folio {
+                out.fact("deadlocked_on_folio", format!("{f:#x}"));
+            }
+        }
         out.verdict(
             what,
-            outcome_text(want.outcome, want.fails_at.as_deref()),
+            outcome_text(
+                want.outcome,
+                want.fails_at.as_deref(),
+                want.self_deadlock.then_some(SELF_DEADLOCK),
+            ),
             observed,
             self.source()?,
         );
@@ -238,11 +323,11 @@ impl Ran {
             .as_ref()
             .and_then(|p| p.kind.get(self.era))
             .with_context(|| format!("{}: step {n} of {thread} expects no PTE", self.file))?;
-        let got = rec
-            .and_then(|r| r.pte.as_ref())
-            .and_then(|(_, after)| after.split_whitespace().next())
-            .unwrap_or("never ran");
-        Ok((want.name().to_string(), got.to_string()))
+        let got = rec.and_then(|r| r.pte.as_ref()).map_or_else(
+            || "never ran".to_string(),
+            |(_, after)| kind_of(*want, after),
+        );
+        Ok((want.name().to_string(), got))
     }
 
     /// The step's `expect_faults` under this era, and the faults it took.
@@ -254,6 +339,55 @@ impl Ran {
             .and_then(|f| f.get(self.era))
             .with_context(|| format!("{}: step {n} of {thread} expects no faults", self.file))?;
         Ok((*want, rec.and_then(|r| r.faults)))
+    }
+
+    /// Every step the file labels with an `id`: (thread, index in the thread, id).
+    pub(crate) fn labelled(&self) -> Vec<(&str, usize, &str)> {
+        self.sc
+            .threads
+            .iter()
+            .flat_map(|t| {
+                t.steps
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(n, s)| s.id.as_deref().map(|id| (t.name.as_str(), n, id)))
+            })
+            .collect()
+    }
+
+    /// A verdict for each labelled step's expectations under this era, each against
+    /// what the step did: its result, the kind of PTE it left (if the file expects
+    /// one) and the faults it took (if the file counts them). The expectations are the
+    /// file's, the source its documented outcome's.
+    pub(crate) fn labelled_verdicts(&self, out: &mut PartOut) -> Result<()> {
+        let src = self.source()?;
+        for (thread, n, id) in self.labelled() {
+            let (step, _) = self.step(thread, n)?;
+            let (e, o) = self.result(thread, n)?;
+            out.verdict(&format!("{id}: result"), e, o, src.clone());
+            if step
+                .expect_pte
+                .as_ref()
+                .is_some_and(|p| p.at.is_none() && p.kind.get(self.era).is_some())
+            {
+                let (e, o) = self.pte_kind(thread, n)?;
+                out.verdict(&format!("{id}: PTE after"), e, o, src.clone());
+            }
+            if step
+                .expect_faults
+                .as_ref()
+                .is_some_and(|f| f.get(self.era).is_some())
+            {
+                let (e, o) = self.faults(thread, n)?;
+                out.verdict(
+                    &format!("{id}: faults"),
+                    e,
+                    o.map_or_else(|| "none".to_string(), |n| n.to_string()),
+                    src.clone(),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The end values the file expects (`[expect] values`), each with what the run
@@ -344,6 +478,50 @@ mod tests {
         for bad in ["", "the model says so", "spec", "spectrum 4"] {
             assert!(classify(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A documented self-deadlock matches only a hung-task report that shows one: a
+    /// run that hangs with another task holding the lock reads as that, a mismatch.
+    #[test]
+    fn a_deadlock_of_another_kind_is_not_the_documented_self_deadlock() {
+        use svmkit_scenario::RunReport;
+        use svmkit_scenario::engine::Hang;
+        let b = &super::OWNER_FILTER;
+        let sc = svmkit_scenario::parse(b.file, b.src).unwrap();
+        let hang = |self_deadlock: bool, holder: &str| Hang {
+            lines: Vec::new(),
+            task: Some("blind".into()),
+            folio: Some(5),
+            holder: Some(holder.into()),
+            self_deadlock,
+        };
+        let ran = |h: Hang| super::Ran {
+            file: b.file,
+            sc: sc.clone(),
+            report: RunReport {
+                deadlock: Some("thread blind sleeps".into()),
+                hang: Some(h),
+                passed: false,
+                ..RunReport::new("t", "linux-5.14")
+            },
+            era: "linux-5.14",
+        };
+        let want = "deadlock (self-deadlock)";
+        let mut out = crate::report::PartOut::default();
+        let same = ran(hang(true, "blind"));
+        assert_eq!(same.observed().unwrap(), want);
+        same.outcome_verdict(&mut out, "x").unwrap();
+        let other = ran(hang(false, "gpu"));
+        let got = other.observed().unwrap();
+        assert_ne!(got, want);
+        assert!(got.contains("held by task gpu"), "{got}");
+        other.outcome_verdict(&mut out, "y").unwrap();
+        let json = crate::report::Report {
+            parts: vec![crate::report::Part { name: "t", out }],
+            ..Default::default()
+        }
+        .to_json();
+        assert_eq!(json["mismatches"], 1, "{json}");
     }
 
     /// Every source string of every example classifies (the demo may bundle any).

@@ -1,6 +1,13 @@
 //! `svmkit demo`: a narrated tour of what the model can do so far.
 //!
 //! Every number printed is read back from the model, not written into the text.
+//! Every part but `foundation` runs bundled scenario files from `examples/`
+//! ([`crate::bundled`]) through the scenario engine, the same files `svmkit run` and
+//! CI run; this module only narrates their accounts and states their verdicts, each
+//! expectation taken from the file with the source the file gives it. `foundation`
+//! drives the physical allocator, the folio lock and the mmap lock directly: those
+//! primitives (an allocation until exhaustion, a killable lock wait, a writer queued
+//! behind readers) are below what a scenario step is.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,16 +15,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::bundled::{self, Ran};
+use crate::bundled::{self, Bundled, Ran};
 use crate::report::{Part, PartOut, Report, Source};
-use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
-use svmkit::mm::mmu_notifier::{MmuNotifierEvent, Owner, RecordingNotifier};
-use svmkit::mm::{
-    Gfp, MAX_PAGE_ORDER, MapFlags, MmUser, PhysMem, PhysMemConfig, Prot, Pte, PteFlags,
-};
+use svmkit::mm::{Gfp, MAX_PAGE_ORDER, PhysMem, PhysMemConfig};
 use svmkit::sync::{Arc, MmapLock, thread};
 use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Profile, System, SystemConfig, VirtAddr};
+use svmkit::{Errno, PAGE_SIZE, Profile};
 use svmkit_scenario::ast::Driver;
 use svmkit_scenario::engine::StepRecord;
 
@@ -77,12 +80,14 @@ impl PartName {
     }
 }
 
-/// Runs the chosen parts (all when `parts` is empty) on memories of `frames` frames.
+/// Runs the chosen parts (all when `parts` is empty). `frames`, when given, is the
+/// size of every part's memory (the foundation's, and every bundled scenario's instead
+/// of the file's); the foundation has 4096 frames otherwise.
 /// `progress` gets one line per part as it starts (long runs say what they do). A
 /// part that fails ends the run: the report keeps the parts so far (the failed one
 /// too, with what it printed) and the error.
 pub(crate) fn run(
-    frames: u64,
+    frames: Option<u64>,
     parts: &[PartName],
     profiles: &[Profile],
     progress: &mut dyn FnMut(&str),
@@ -139,55 +144,210 @@ pub(crate) fn run(
 }
 
 /// Runs one part into `out`.
-fn run_part(part: PartName, profile: Profile, frames: u64, out: &mut PartOut) -> Result<()> {
+fn run_part(
+    part: PartName,
+    profile: Profile,
+    frames: Option<u64>,
+    out: &mut PartOut,
+) -> Result<()> {
     writeln!(out, "[{}]", profile.name)?;
     out.fact("profile", profile.name);
     match part {
-        PartName::Foundation => foundation(out, frames),
-        PartName::AddressSpace => address_space_tour(out, frames, profile),
-        PartName::Fork => fork_tour(out, frames, profile),
-        PartName::Exclusive => exclusive_tour(out, frames, profile),
-        // The svm_atomic parts run under a watchdog in every era: a driver that
-        // stops making progress gets a hung-task report read from the model.
-        PartName::Story => watchdog_part(part, profile, out),
-        PartName::Livelock => livelock(out, profile),
-        PartName::TwoDevices => two_devices(out, profile),
-        PartName::Reclaim => reclaim_tour(out, profile),
-        PartName::Selftests => selftests_tour(out, profile),
-    }
-}
-
-/// The Linux era a profile models, told by the profile's *name*: a verdict's
-/// expectation is a fact of the era, never read from the switches the model code
-/// reads (that would make every verdict agree with the model by construction).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Era {
-    /// The 2021 design as merged (spec E1), `linux-5.14`.
-    E1,
-    /// The 2025 rework (spec E2), `linux-6.15`.
-    E2,
-}
-
-fn era(profile: Profile) -> Result<Era> {
-    match profile.name {
-        "linux-5.14" => Ok(Era::E1),
-        "linux-6.15" => Ok(Era::E2),
-        other => bail!("no era facts for profile {other}"),
-    }
-}
-
-/// The same kernel with a nouveau-style driver loop.
-const KERNEL_6_12_LOOP: &str = "6.12.117 (Debian, QEMU TCG) with a nouveau-style loop, spec 10.3";
-
-/// The source of an expectation seen on 6.12.117 with a nouveau-style loop: that
-/// kernel has the 2021 design (E1.x), so under E2 it is the model's prediction.
-fn seen_on_6_12_loop(era: Era) -> Source {
-    match era {
-        Era::E1 => Source::kernel(KERNEL_6_12_LOOP),
-        Era::E2 => Source::derived(
-            "seen on 6.12.117 (E1.x design, spec 10.3); the same retry mechanism in 6.15 (spec 6.3 step 4) not run on a kernel",
+        PartName::Foundation => foundation(out, frames.unwrap_or(FOUNDATION_FRAMES)),
+        PartName::AddressSpace => scenario_tour(
+            out,
+            &bundled::ADDRESS_SPACE,
+            profile,
+            frames,
+            "A",
+            "an address space (page tables, faults, mprotect, munmap)",
         ),
+        PartName::Fork => scenario_tour(
+            out,
+            &bundled::FORK,
+            profile,
+            frames,
+            "F",
+            "MMU notifiers, fork and copy-on-write, shared memory",
+        ),
+        PartName::Exclusive => scenario_tour(
+            out,
+            &bundled::EXCLUSIVE,
+            profile,
+            frames,
+            "E",
+            "device-exclusive access: a conversion, its restore, the owner filter",
+        ),
+        PartName::Story => story(out, profile, frames),
+        PartName::Livelock => livelock(out, profile, frames),
+        PartName::TwoDevices => two_devices(out, profile, frames),
+        PartName::Reclaim => reclaim_tour(out, profile, frames),
+        PartName::Selftests => selftests_tour(out, profile, frames),
     }
+}
+
+/// The foundation's memory when `--frames` is not given.
+const FOUNDATION_FRAMES: u64 = 4096;
+
+/// A bundled file run and narrated: each step that ran, numbered `PREFIX1.`,
+/// `PREFIX2.`, ... with what it changed, how the run ended, the verdict that it ended
+/// as the file documents for this era, and (when the era is documented to pass) a
+/// verdict for each labelled step and each end value.
+fn scenario_tour(
+    out: &mut PartOut,
+    b: &Bundled,
+    profile: Profile,
+    frames: Option<u64>,
+    prefix: &str,
+    title: &str,
+) -> Result<()> {
+    let r = bundled::run(b, profile, LONG_STEP_TIMEOUT, frames)?;
+    writeln!(out, "svmkit demo: {title} ({}, {})", r.file, r.sc.name)?;
+    writeln!(out)?;
+    narrate(out, &r, prefix)?;
+    ending(out, &r)?;
+    for c in &r.report.end {
+        writeln!(
+            out,
+            "    end: {}: {}{}",
+            c.what,
+            c.detail,
+            if c.ok { "" } else { " (FAILED)" }
+        )?;
+    }
+    r.outcome_verdict(out, &format!("{} ends as documented", r.file))?;
+    if r.documented_pass()? {
+        r.labelled_verdicts(out)?;
+        value_verdicts(out, &r, &r.source()?);
+    }
+    Ok(())
+}
+
+/// Every step of a run that ran, in order, with its note, the faults it took and
+/// what it changed.
+fn narrate(out: &mut PartOut, r: &Ran, prefix: &str) -> Result<()> {
+    for (i, rec) in r.report.steps.iter().filter(|s| !s.waited).enumerate() {
+        writeln!(
+            out,
+            "{prefix}{}. {}: {} -> {}{}",
+            i + 1,
+            rec.thread,
+            rec.step,
+            rec.result,
+            rec.note
+                .as_ref()
+                .map_or_else(String::new, |n| format!("  # {n}"))
+        )?;
+        // A failed access's count says nothing (a SIGSEGV is no fault the task
+        // accounts); a successful one's, zero included, is what the step cost.
+        if let Some(f) = rec.faults.filter(|_| !rec.result.starts_with(['E', 'S'])) {
+            writeln!(
+                out,
+                "    {f} {}",
+                if rec.step.starts_with("device atomic") {
+                    "pass(es) of the fault loop"
+                } else {
+                    "page fault(s)"
+                }
+            )?;
+        }
+        changes(out, rec)?;
+    }
+    Ok(())
+}
+
+/// Part `story`: a GPU and two CPU threads count in a THP-backed buffer
+/// (examples/story-gpu-and-cpus-count.toml).
+fn story(out: &mut PartOut, profile: Profile, frames: Option<u64>) -> Result<()> {
+    let r = bundled::run(&bundled::STORY, profile, DRIVER_STEP_TIMEOUT, frames)?;
+    writeln!(
+        out,
+        "svmkit demo: the story: a GPU and two CPU threads increment shared counters ({})",
+        r.file
+    )?;
+    writeln!(out)?;
+    let zeroes =
+        r.sc.threads
+            .iter()
+            .find(|t| t.name == "zero")
+            .map_or(0, |t| t.steps.len());
+    writeln!(out, "S1. {}", r.line("zero", 0)?)?;
+    if let (_, Some(rec)) = r.step("zero", 0)? {
+        changes(out, rec)?;
+    }
+    writeln!(
+        out,
+        "    and {} more counters, one every 64 pages",
+        zeroes.saturating_sub(1)
+    )?;
+    let bound = max_passes(&r, "gpu-first")?;
+    writeln!(out, "S2. {}", r.line("first", 0)?)?;
+    if let (_, Some(rec)) = r.step("first", 0)? {
+        if let Some(p) = rec.faults {
+            writeln!(out, "    {p} passes of the fault loop (bound {bound})")?;
+        }
+        if let Some((before, after)) = &rec.pte {
+            let split = before.starts_with("huge") && !after.starts_with("huge");
+            writeln!(out, "    the PMD was split (FOLL_SPLIT_PMD): {split}")?;
+            out.fact("first_atomic_split_the_pmd", split);
+        }
+        changes(out, rec)?;
+    }
+    if r.report.deadlock.is_some() {
+        // The first atomic never returned: nothing after it ran.
+        ending(out, &r)?;
+        r.outcome_verdict(out, "story-gpu-and-cpus-count.toml ends as documented")?;
+        return Ok(());
+    }
+    writeln!(out, "S3. {}", r.line("touch", 0)?)?;
+    let ran = |thread: &str| -> Vec<&StepRecord> {
+        r.report
+            .steps
+            .iter()
+            .filter(|s| s.thread == thread && !s.waited && s.failed.is_none())
+            .collect()
+    };
+    let gpu = ran("gpu");
+    let passes: u64 = gpu.iter().filter_map(|s| s.faults).sum();
+    let retried = gpu
+        .iter()
+        .filter(|s| s.faults.is_some_and(|f| f > 1))
+        .count();
+    let cpu = ran("cpu1").len() + ran("cpu2").len();
+    writeln!(
+        out,
+        "S4. the GPU (svm_atomic, owner filter on) did {} atomics in {passes} passes of its fault loop ({retried} needed more than one); the two CPU threads {cpu} fetch_adds, one whole step per turn",
+        gpu.len()
+    )?;
+    let values = r.end_values();
+    let totals: Vec<String> = values.iter().map(|(_, _, got)| got.clone()).collect();
+    writeln!(
+        out,
+        "S5. totals: [{}] (the file expects {} each)",
+        totals.join(", "),
+        values
+            .first()
+            .map_or_else(|| "?".to_string(), |(_, want, _)| want.to_string())
+    )?;
+    ending(out, &r)?;
+    out.fact(
+        "counters",
+        totals
+            .iter()
+            .map(|t| t.parse::<u64>().ok())
+            .collect::<Vec<_>>(),
+    );
+    if let Some((_, want, _)) = values.first() {
+        out.fact("expected_per_counter", *want);
+    }
+    out.fact("gpu_atomics", gpu.len());
+    out.fact("gpu_passes", passes);
+    r.outcome_verdict(out, "story-gpu-and-cpus-count.toml ends as documented")?;
+    if r.documented_pass()? {
+        r.labelled_verdicts(out)?;
+        value_verdicts(out, &r, &r.source()?);
+    }
+    Ok(())
 }
 
 /// Of two bundled files about one behaviour, the one that documents that this era
@@ -212,7 +372,7 @@ fn documented_to_pass(runs: [Ran; 2]) -> Result<Ran> {
 /// exclusively (spec 4.6, 4.7, 8 item 8): examples/reclaim-stuck-5.14.toml,
 /// reclaim-swapped-6.15.toml, offline-loop-5.14.toml and migrate-migrated-6.15.toml,
 /// each under this era.
-fn reclaim_tour(out: &mut PartOut, profile: Profile) -> Result<()> {
+fn reclaim_tour(out: &mut PartOut, profile: Profile, frames: Option<u64>) -> Result<()> {
     writeln!(
         out,
         "svmkit demo: reclaim and migration of a device-exclusive page"
@@ -220,7 +380,7 @@ fn reclaim_tour(out: &mut PartOut, profile: Profile) -> Result<()> {
     writeln!(out)?;
     let [stuck, swapped, offline, migrated] = bundled::RECLAIM
         .each_ref()
-        .map(|b| bundled::run(b, profile, LONG_STEP_TIMEOUT));
+        .map(|b| bundled::run(b, profile, LONG_STEP_TIMEOUT, frames));
     let runs = [stuck?, swapped?, offline?, migrated?];
     for r in &runs {
         r.outcome_verdict(out, &format!("{} ends as documented", r.file))?;
@@ -315,515 +475,6 @@ fn reclaim_tour(out: &mut PartOut, profile: Profile) -> Result<()> {
     Ok(())
 }
 
-/// How long the drivers of a part may make no progress before it is reported stuck.
-const STUCK_AFTER: Duration = Duration::from_secs(3);
-/// How long a part may run at all (a stall with no driver to watch).
-const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
-/// The 5.14-era driver's fate on its first retry, as the observed text of a verdict.
-const SELF_DEADLOCK: &str =
-    "self-deadlock: the driver thread sleeps on the folio lock it leaked itself on retry";
-
-/// What the watchdog may look at while a part runs: the part's machine and drivers,
-/// held weakly so that the part's own drops still tear them down.
-#[derive(Default)]
-pub(crate) struct Watch {
-    sys: Option<std::sync::Weak<System>>,
-    drivers: Vec<std::sync::Weak<SvmAtomic>>,
-}
-
-type Watched = Arc<std::sync::Mutex<Watch>>;
-
-fn watch_lock(w: &Watched) -> std::sync::MutexGuard<'_, Watch> {
-    w.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn watch_system(w: &Watched, sys: &Arc<System>) {
-    watch_lock(w).sys = Some(Arc::downgrade(sys));
-}
-
-fn watch_driver(w: &Watched, drv: &Arc<SvmAtomic>) {
-    watch_lock(w).drivers.push(Arc::downgrade(drv));
-}
-
-/// The drivers' progress counters, summed (any change is progress).
-fn progress_of(w: &Watched) -> u64 {
-    watch_lock(w)
-        .drivers
-        .iter()
-        .filter_map(std::sync::Weak::upgrade)
-        .map(|d| {
-            let s = d.stats();
-            s.passes.load(Ordering::Relaxed)
-                + s.atomics.load(Ordering::Relaxed)
-                + s.faults.load(Ordering::Relaxed)
-        })
-        .sum()
-}
-
-/// A hung-task report read from the model, and whether it shows the 5.14-era
-/// self-deadlock.
-struct Diagnosis {
-    lines: Vec<String>,
-    /// The task that sleeps on the lock of a folio it leaked itself, and that folio.
-    self_deadlock: Option<(String, svmkit::mm::Folio)>,
-    /// One line for a verdict when it is not the self-deadlock.
-    summary: String,
-}
-
-/// Reads the stalled part's state: every folio locked now; for each fault a driver
-/// is handling, where it is, what the PTE at its address is, which folio lock that
-/// PTE's restore needs, who sleeps on that folio's queue and whether the driver
-/// itself leaked that lock.
-fn diagnose(w: &Watched, stalled: Duration) -> Diagnosis {
-    let (sys, drivers) = {
-        let g = watch_lock(w);
-        (
-            g.sys.as_ref().and_then(std::sync::Weak::upgrade),
-            g.drivers
-                .iter()
-                .filter_map(std::sync::Weak::upgrade)
-                .collect::<Vec<_>>(),
-        )
-    };
-    let mut lines = Vec::new();
-    let Some(sys) = sys else {
-        return Diagnosis {
-            lines,
-            self_deadlock: None,
-            summary: "stalled; the part's machine is gone".into(),
-        };
-    };
-    let mem = sys.mem();
-    let mut locked = Vec::new();
-    for raw in 0..mem.nr_frames() {
-        let pfn = svmkit::Pfn::new(raw);
-        if let Ok(f) = mem.page_folio(pfn)
-            && f.head() == pfn
-            && !mem.is_free_frame(pfn)
-            && mem.folio_test_locked(f)
-        {
-            locked.push(f);
-        }
-    }
-    lines.push(format!(
-        "folios locked now: {}",
-        if locked.is_empty() {
-            "none".to_string()
-        } else {
-            locked
-                .iter()
-                .map(|f| format!("{f:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    ));
-    let mut self_deadlock = None;
-    let mut summary = "stalled with no device fault in flight".to_string();
-    for d in &drivers {
-        let s = d.stats();
-        let leaked = d.leaked_folios();
-        lines.push(format!(
-            "driver {}: {} passes, {} retried, {} folio(s) leaked locked on retry{}",
-            d.device().name(),
-            s.passes.load(Ordering::Relaxed),
-            s.retries.load(Ordering::Relaxed),
-            s.leaked.load(Ordering::Relaxed),
-            leaked
-                .iter()
-                .map(|l| format!(" [{:?} at {:#x} by task {}]", l.folio, l.addr, l.task))
-                .collect::<String>()
-        ));
-        for f in d.faults_in_flight() {
-            lines.push(format!(
-                "INFO: task {}:{} blocked for more than {} seconds: device fault at {:#x}, pass {}, {}",
-                f.task,
-                d.device().name(),
-                stalled.as_secs(),
-                f.addr,
-                f.pass,
-                if f.in_make_exclusive {
-                    "in make_device_exclusive (its GUP)"
-                } else {
-                    "outside make_device_exclusive"
-                }
-            ));
-            let pte = VirtAddr::try_new(f.addr).map_or(Pte::None, |a| d.mm().pte_get_lockless(a));
-            let needed = match pte {
-                Pte::Swap(e) if e.is_device_exclusive() => {
-                    e.pfn().and_then(|p| mem.page_folio(p).ok())
-                }
-                _ => None,
-            };
-            let Some(folio) = needed else {
-                lines.push(format!(
-                    "  the PTE at {:#x} is not a device-exclusive entry ({pte:?}): nothing there needs a folio lock",
-                    f.addr
-                ));
-                summary = format!(
-                    "stalled: task {} in a fault, no folio lock involved",
-                    f.task
-                );
-                continue;
-            };
-            let sleepers = mem.folio_wait_queue_sleepers(folio);
-            let is_locked = mem.folio_test_locked(folio);
-            lines.push(format!(
-                "  the PTE at {:#x} is a device-exclusive entry of {folio:?}: GUP must restore it, and the restore takes that folio's lock (spec 3)",
-                f.addr
-            ));
-            lines.push(format!(
-                "  {folio:?}: locked {is_locked}, refcount {}, sleepers on its wait queue {sleepers}",
-                mem.folio_ref_count(folio)
-            ));
-            let holder = leaked.iter().find(|l| l.folio == folio);
-            match holder {
-                Some(l) => lines.push(format!(
-                    "  lock holder: task {} (driver {} left it locked and referenced on a retry at {:#x}, spec 8 item 22)",
-                    l.task,
-                    d.device().name(),
-                    l.addr
-                )),
-                None => lines.push(
-                    "  lock holder: not a folio this driver leaked (unknown)".to_string(),
-                ),
-            }
-            let own = holder.is_some_and(|l| l.task == f.task);
-            if f.in_make_exclusive && is_locked && sleepers > 0 && own {
-                lines.push(format!(
-                    "  => task {} waits for a lock only it can release: self-deadlock",
-                    f.task
-                ));
-                self_deadlock = Some((f.task.clone(), folio));
-            } else {
-                summary = format!(
-                    "stalled: task {} waits on {folio:?} (locked {is_locked}, sleepers {sleepers}), {}",
-                    f.task,
-                    match holder {
-                        Some(l) if l.task != f.task =>
-                            format!("leaked by another task, {}", l.task),
-                        Some(_) => "its own leak, but not asleep in make_device_exclusive".into(),
-                        None => "not leaked by the driver".into(),
-                    }
-                );
-            }
-        }
-    }
-    Diagnosis {
-        lines,
-        self_deadlock,
-        summary,
-    }
-}
-
-/// Runs an svm_atomic part on its own thread, watching its drivers' progress. A part
-/// whose drivers make no progress for [`STUCK_AFTER`] is stalled: the watchdog reads a
-/// hung-task report from the model ([`diagnose`]). Under 5.14, nouveau's retry path
-/// kept the folio locked (before `b3fefbb30a16`, spec 8 item 22), and the next
-/// pass's GUP sleeps on that lock (spec 9.6): the expected outcome is that
-/// self-deadlock, and it matches only if the report shows the driver thread asleep on
-/// the lock it leaked itself. Under 6.15 the part must finish. The stuck thread is
-/// left blocked; the process ends without it.
-fn watchdog_part(part: PartName, profile: Profile, out: &mut PartOut) -> Result<()> {
-    let era = era(profile)?;
-    let watch = Watched::default();
-    let (tx, rx) = std::sync::mpsc::channel();
-    {
-        let watch = watch.clone();
-        std::thread::spawn(move || {
-            let mut inner = PartOut::default();
-            let r = story(&mut inner, profile, &watch);
-            let _ = tx.send((inner, r.map_err(|e| format!("{e:#}"))));
-        });
-    }
-    let started = std::time::Instant::now();
-    let mut last = (progress_of(&watch), started);
-    let finished = loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(done) => break Some(done),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                bail!("the part's thread panicked")
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                let now = progress_of(&watch);
-                if now != last.0 {
-                    last = (now, std::time::Instant::now());
-                } else if last.1.elapsed() >= STUCK_AFTER || started.elapsed() >= GIVE_UP_AFTER {
-                    break None;
-                }
-            }
-        }
-    };
-    // Linux 5.14's nouveau (spec 8 item 22, 9.6: a reading of the code; the 6.12.117
-    // kernel of spec 10.3 already has the fix, so it was not observed).
-    let deadlock_source = || {
-        Source::derived(
-            "spec 8 item 22 and 9.6, a reading of the code; not observed (6.12.117 has the fix, spec 10.3)",
-        )
-    };
-    match finished {
-        Some((inner, r)) => {
-            out.absorb(inner);
-            if let Err(e) = r {
-                bail!("{e}");
-            }
-            if era == Era::E1 {
-                out.verdict(
-                    "driver on its first retry",
-                    SELF_DEADLOCK,
-                    "the part finished",
-                    deadlock_source(),
-                );
-            }
-        }
-        None => {
-            let stalled = last.1.elapsed();
-            let d = diagnose(&watch, stalled);
-            writeln!(
-                out,
-                "{}: the drivers made no progress for {} s; hung-task report read from the model:",
-                part.name(),
-                stalled.as_secs()
-            )?;
-            for l in &d.lines {
-                writeln!(out, "   {l}")?;
-            }
-            if let Some((task, folio)) = &d.self_deadlock {
-                out.fact("deadlocked_task", task.as_str());
-                out.fact("deadlocked_on_folio", format!("{:#x}", folio.head().raw()));
-            }
-            let observed = if d.self_deadlock.is_some() {
-                SELF_DEADLOCK.to_string()
-            } else {
-                d.summary
-            };
-            match era {
-                Era::E1 => out.verdict(
-                    "driver on its first retry",
-                    SELF_DEADLOCK,
-                    observed,
-                    deadlock_source(),
-                ),
-                Era::E2 => out.verdict(
-                    "the part finishes (6.14-rc's fix unlocks and puts the folio on retry)",
-                    "finishes",
-                    observed,
-                    Source::spec("8 item 22"),
-                ),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A machine of `frames` frames following `profile`.
-fn config(frames: u64, profile: Profile) -> SystemConfig {
-    let mut c = SystemConfig::with_frames(frames);
-    c.profile = profile;
-    c
-}
-
-/// The story's machine: enough memory for a THP-backed buffer and its copies.
-fn story_system(profile: Profile) -> Result<(Arc<System>, MmUser)> {
-    let sys = System::new(config(4096, profile))?;
-    let mm = sys.create_mm()?;
-    Ok((sys, mm))
-}
-
-const STORY_BUF: u64 = 0x4000_0000;
-const STORY_COUNTERS: u64 = 8;
-const STORY_ROUNDS: u64 = 200;
-const STORY_FIRST_BOUND: u64 = 20;
-
-/// Part `story`: counters in a THP-backed buffer, incremented by a GPU-style device
-/// (through device-exclusive pages) and two CPU threads at once.
-fn story(out: &mut PartOut, profile: Profile, watch: &Watched) -> Result<()> {
-    let era = era(profile)?;
-    let (sys, mm) = story_system(profile)?;
-    watch_system(watch, &sys);
-    writeln!(
-        out,
-        "svmkit demo: the story: a GPU and two CPU threads increment shared counters"
-    )?;
-    writeln!(out)?;
-    let len = svmkit::mm::PMD_SIZE;
-    mm.mmap(
-        STORY_BUF,
-        len,
-        Prot::READ | Prot::WRITE,
-        MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED,
-    )?;
-    mm.madvise(STORY_BUF, len, svmkit::mm::Advice::HugePage)?;
-    for i in 0..STORY_COUNTERS {
-        mm.write_u64(STORY_BUF + i * 64 * PAGE_SIZE, 0)?;
-    }
-    let huge = mm.pmd_is_huge(VirtAddr::try_new(STORY_BUF)?);
-    writeln!(
-        out,
-        "S1. a process maps 2 MiB with MADV_HUGEPAGE and zeroes {STORY_COUNTERS} counters, one every 64 pages: PMD-mapped THP: {huge}"
-    )?;
-    let counters: Vec<u64> = (0..STORY_COUNTERS)
-        .map(|i| STORY_BUF + i * 64 * PAGE_SIZE)
-        .collect();
-    // The first device atomic on a PMD-mapped THP: GUP's FOLL_SPLIT_PMD splits the
-    // PMD inside the driver's read section, and that split's Clear makes it retry;
-    // every later pass then restores the entry its previous pass installed.
-    let first = Arc::new(SvmAtomic::new(
-        &mm,
-        "gpu",
-        SvmFlaws::default(),
-        STORY_FIRST_BOUND,
-    )?);
-    watch_driver(watch, &first);
-    let r = first.atomic_fetch_add(&Task::new("gpu"), counters[0], 1);
-    let first_passes = first.stats().passes.load(Ordering::Relaxed);
-    let first_result = r.map_or_else(|e| e.name().to_string(), |_| "ok".to_string());
-    let split = !mm.pmd_is_huge(VirtAddr::try_new(STORY_BUF)?);
-    writeln!(
-        out,
-        "S2. the GPU's first atomic on the THP: {first_result} after {first_passes} passes (bound {STORY_FIRST_BOUND}); the PMD was split (FOLL_SPLIT_PMD): {split}"
-    )?;
-    writeln!(
-        out,
-        "    the split's Clear hit the driver's read section, and each retry restored the entry its previous pass installed (a finding of the model: nouveau's loop cannot take a PMD-mapped THP page until the CPU touches it)"
-    )?;
-    drop(first);
-    for &c in &counters {
-        mm.read_u64(c)?;
-    }
-    writeln!(
-        out,
-        "    the CPU reads the counters (restoring that entry); now the pages are PTE-mapped and present"
-    )?;
-    out.verdict(
-        "first device atomic on a PMD-mapped THP page",
-        "EBUSY",
-        &first_result,
-        seen_on_6_12_loop(era),
-    );
-    // Every pass retries until the timeout (spec 10.3); the bound stands for it.
-    out.verdict(
-        "passes until the bound",
-        STORY_FIRST_BOUND,
-        first_passes,
-        seen_on_6_12_loop(era),
-    );
-    let gpu = Arc::new(SvmAtomic::new(&mm, "gpu", SvmFlaws::default(), 100_000)?);
-    watch_driver(watch, &gpu);
-    let device = {
-        let (gpu, counters) = (gpu.clone(), counters.clone());
-        thread::spawn(move || -> Result<(), Errno> {
-            let task = Task::new("gpu");
-            for _ in 0..STORY_ROUNDS {
-                for &c in &counters {
-                    gpu.atomic_fetch_add(&task, c, 1)?;
-                }
-            }
-            Ok(())
-        })
-    };
-    // After their increments the CPU threads keep reading until the GPU is done: a
-    // GPU fault that starts on its own stale entry only ends when a CPU touch restores
-    // the page in between two passes (S2), so a GPU left alone could spin to its bound.
-    let gpu_done = Arc::new(AtomicBool::new(false));
-    let cpus: Vec<_> = (0..2)
-        .map(|_| {
-            let (mm, counters, done) = (mm.clone(), counters.clone(), gpu_done.clone());
-            thread::spawn(move || -> Result<u64, svmkit::FaultError> {
-                for _ in 0..STORY_ROUNDS {
-                    for &c in &counters {
-                        mm.fetch_add_u64(c, 1)?;
-                    }
-                }
-                let mut reads = 0;
-                while !done.load(Ordering::Acquire) {
-                    for &c in &counters {
-                        mm.read_u64(c)?;
-                        reads += 1;
-                    }
-                    thread::yield_now();
-                }
-                Ok(reads)
-            })
-        })
-        .collect();
-    let gpu_result = device
-        .join()
-        .map_err(|_| anyhow::anyhow!("device thread panicked"));
-    gpu_done.store(true, Ordering::Release);
-    let mut extra_reads = 0;
-    for c in cpus {
-        extra_reads += c
-            .join()
-            .map_err(|_| anyhow::anyhow!("CPU thread panicked"))??;
-    }
-    gpu_result??;
-    let s = gpu.stats();
-    let (faults, passes, retries) = (
-        s.faults.load(Ordering::Relaxed),
-        s.passes.load(Ordering::Relaxed),
-        s.retries.load(Ordering::Relaxed),
-    );
-    writeln!(
-        out,
-        "S3. the GPU (svm_atomic, owner filter on) and 2 CPU threads each add 1 to every counter {STORY_ROUNDS} times"
-    )?;
-    writeln!(
-        out,
-        "    GPU: {} atomics, {faults} device faults resolved in {passes} passes ({retries} retried: a CPU restore hit the read section)",
-        s.atomics.load(Ordering::Relaxed)
-    )?;
-    writeln!(
-        out,
-        "    after their increments the CPU threads read the counters {extra_reads} more times until the GPU finished (reads change no value)"
-    )?;
-    let want = 3 * STORY_ROUNDS;
-    let mut totals = Vec::new();
-    for &c in &counters {
-        totals.push(mm.read_u64(c)?);
-    }
-    writeln!(
-        out,
-        "S4. totals: {totals:?} (each must be {want}, counter 0 too: the first atomic never ran)"
-    )?;
-    drop(gpu);
-    drop(mm);
-    let verdict = checker_verdict(&sys);
-    out.fact("counters", totals.clone());
-    out.fact("expected_per_counter", want);
-    out.fact("gpu_faults", faults);
-    out.fact("gpu_passes", passes);
-    out.fact("gpu_retries", retries);
-    for (i, t) in totals.iter().enumerate() {
-        out.verdict(
-            &format!("counter {i} total"),
-            want,
-            t,
-            Source::spec(
-                "3, 6.2 (exclusive access lasts until the driver unlocks: atomics are exact)",
-            ),
-        );
-    }
-    out.verdict(
-        "checker after exit",
-        "all invariants hold",
-        &verdict,
-        checker_source(),
-    );
-    Ok(())
-}
-
-/// The source of a "checker after exit" verdict: the model's own invariants.
-fn checker_source() -> Source {
-    Source::derived("the model's invariant checker (spec 1.2's invariants among them)")
-}
-
-/// What the invariant checker says of `sys`: "all invariants hold", or the first
-/// violation.
-fn checker_verdict(sys: &System) -> String {
-    sys.check()
-        .map_or_else(|e| e.to_string(), |()| "all invariants hold".into())
-}
-
 /// How long a step of a bundled scenario may take before its run counts as hung: a
 /// driver's self-deadlock ends the run after this (a model step takes microseconds).
 const DRIVER_STEP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -886,6 +537,12 @@ fn changes(out: &mut PartOut, rec: &StepRecord) -> Result<()> {
 fn ending(out: &mut PartOut, r: &Ran) -> Result<()> {
     if let Some(d) = &r.report.deadlock {
         writeln!(out, "    deadlock: {d}")?;
+        if let Some(h) = &r.report.hang {
+            writeln!(out, "    hung-task report read from the model:")?;
+            for l in &h.lines {
+                writeln!(out, "      {l}")?;
+            }
+        }
     } else if let Some(s) = r.report.steps.iter().find(|s| s.failed.is_some()) {
         writeln!(
             out,
@@ -906,8 +563,8 @@ fn value_verdicts(out: &mut PartOut, r: &Ran, source: &Source) {
 }
 
 /// Part `livelock`: the owner filter off (examples/owner-filter-livelock.toml).
-fn livelock(out: &mut PartOut, profile: Profile) -> Result<()> {
-    let r = bundled::run(&bundled::OWNER_FILTER, profile, DRIVER_STEP_TIMEOUT)?;
+fn livelock(out: &mut PartOut, profile: Profile, frames: Option<u64>) -> Result<()> {
+    let r = bundled::run(&bundled::OWNER_FILTER, profile, DRIVER_STEP_TIMEOUT, frames)?;
     writeln!(
         out,
         "svmkit demo: without the owner filter (the 2021 review's argument, spec 6.3; {})",
@@ -969,8 +626,8 @@ fn show(n: Option<u64>) -> String {
 
 /// Part `two-devices`: two GPUs contending for one page
 /// (examples/two-devices-one-page.toml).
-fn two_devices(out: &mut PartOut, profile: Profile) -> Result<()> {
-    let r = bundled::run(&bundled::TWO_DEVICES, profile, DRIVER_STEP_TIMEOUT)?;
+fn two_devices(out: &mut PartOut, profile: Profile, frames: Option<u64>) -> Result<()> {
+    let r = bundled::run(&bundled::TWO_DEVICES, profile, DRIVER_STEP_TIMEOUT, frames)?;
     writeln!(
         out,
         "svmkit demo: two GPUs and one page (spec 9.14, which no upstream test covers; {})",
@@ -1120,363 +777,23 @@ fn foundation(out: &mut PartOut, frames: u64) -> Result<()> {
     Ok(())
 }
 
-fn describe(mm: &MmUser, addr: u64) -> String {
-    match mm.pte_get_lockless(VirtAddr::try_new(addr).unwrap_or(VirtAddr::ZERO)) {
-        Pte::None => "none".to_string(),
-        Pte::Swap(s) if s.is_device_exclusive() => {
-            let pfn = s.pfn().map_or_else(|| "?".to_string(), |p| p.to_string());
-            format!("device-exclusive entry for {pfn}")
-        }
-        Pte::Swap(s) => format!("{s:?}"),
-        Pte::Present(p) => {
-            let what = if p.is_special() {
-                "zero page"
-            } else if mm
-                .mem()
-                .page_folio(p.pfn)
-                .is_ok_and(|f| mm.mem().folio_test(f, svmkit::mm::PageFlags::ANON))
-            {
-                "anon page"
-            } else {
-                "shmem page"
-            };
-            let mut bits = Vec::new();
-            for (flag, name) in [
-                (PteFlags::WRITE, "W"),
-                (PteFlags::DIRTY, "D"),
-                (PteFlags::ACCESSED, "A"),
-                (PteFlags::PROTNONE, "PROT_NONE"),
-            ] {
-                if p.flags.contains(flag) {
-                    bits.push(name);
-                }
-            }
-            format!("{} ({what}) [{}]", p.pfn, bits.join(" "))
-        }
-    }
-}
-
-fn faults(mm: &MmUser) -> u64 {
-    mm.stats().faults.load(Ordering::SeqCst)
-}
-
-/// The address-space half of the tour: map, fault, mprotect, fault again, munmap.
-fn address_space_tour(out: &mut PartOut, frames: u64, profile: Profile) -> Result<()> {
-    let sys = System::new(config(frames, profile))?;
-    let mm = sys.create_mm()?;
-    let free0 = sys.mem().nr_free_pages();
-    writeln!(
-        out,
-        "svmkit demo: an address space (page tables, faults, mprotect, munmap)"
-    )?;
-    writeln!(out)?;
-    let len = 4 * PAGE_SIZE;
-    let a = mm
-        .mmap(
-            0,
-            len,
-            Prot::READ | Prot::WRITE,
-            MapFlags::PRIVATE | MapFlags::ANONYMOUS,
-        )?
-        .raw();
-    writeln!(
-        out,
-        "9. mmap(4 pages, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS) -> {a:#x}; PTE: {}",
-        describe(&mm, a)
-    )?;
-    let v = mm.read_u64(a)?;
-    writeln!(
-        out,
-        "10. CPU read at {a:#x} -> {v} after {} fault; PTE: {}",
-        faults(&mm),
-        describe(&mm, a)
-    )?;
-    mm.write_u64(a, 0x1234)?;
-    writeln!(
-        out,
-        "11. CPU write 0x1234 -> write fault replaces the zero page ({} faults, {} copy); PTE: {}; rss {}",
-        faults(&mm),
-        mm.stats().cow_copies.load(Ordering::SeqCst),
-        describe(&mm, a),
-        mm.rss_anon()
-    )?;
-    mm.mprotect(a, len, Prot::READ)?;
-    let denied = mm.write_u64(a, 1).err();
-    writeln!(
-        out,
-        "12. mprotect(PROT_READ): PTE {}; a write now fails: {}",
-        describe(&mm, a),
-        denied.map_or("succeeded (BUG)".to_string(), |e| e.to_string())
-    )?;
-    let before = faults(&mm);
-    mm.mprotect(a, len, Prot::READ | Prot::WRITE)?;
-    mm.write_u64(a, 0x5678)?;
-    writeln!(
-        out,
-        "13. mprotect(PROT_READ|PROT_WRITE) upgrades the exclusive page at once: PTE {}; write 0x5678 took {} fault(s); read back {:#x}",
-        describe(&mm, a),
-        faults(&mm) - before,
-        mm.read_u64(a)?
-    )?;
-    let mut tables = 0;
-    mm.walk_tables(|_| tables += 1);
-    let used_before = free0 - sys.mem().nr_free_pages();
-    mm.munmap(a, len)?;
-    let mut after = 0;
-    mm.walk_tables(|_| after += 1);
-    writeln!(
-        out,
-        "14. munmap: access now fails: {}; page tables {tables} -> {after}; frames in use (pages and tables) {} -> {}",
-        mm.read_u64(a)
-            .err()
-            .map_or("succeeded (BUG)".to_string(), |e| e.to_string()),
-        used_before,
-        free0 - sys.mem().nr_free_pages()
-    )?;
-    drop(mm);
-    let verdict = checker_verdict(&sys);
-    writeln!(
-        out,
-        "15. process exit; checker: {verdict}; free frames {} of {}",
-        sys.mem().nr_free_pages(),
-        sys.mem().nr_usable_pages()
-    )?;
-    out.verdict(
-        "checker after exit",
-        "all invariants hold",
-        &verdict,
-        checker_source(),
-    );
-    out.verdict(
-        "frames free after exit",
-        sys.mem().nr_usable_pages(),
-        sys.mem().nr_free_pages(),
-        Source::derived("the model's frame accounting"),
-    );
-    Ok(())
-}
-
-/// Prints each callback the recorder got since the last call, one per line.
-fn print_calls(out: &mut dyn Write, rec: &RecordingNotifier) -> Result<()> {
-    let calls = rec.take();
-    if calls.is_empty() {
-        writeln!(out, "      (no notifier callback)")?;
-    }
-    for c in calls {
-        writeln!(out, "      notifier: {c}")?;
-    }
-    Ok(())
-}
-
-/// The notifier and fork half of the tour: a device-like listener watches what
-/// munmap, fork, COW breaks and shared memory send it.
-fn fork_tour(out: &mut PartOut, frames: u64, profile: Profile) -> Result<()> {
-    let sys = System::new(config(frames, profile))?;
-    let parent = sys.create_mm()?;
-    writeln!(
-        out,
-        "svmkit demo: MMU notifiers, fork and copy-on-write, shared memory, rmap"
-    )?;
-    writeln!(out)?;
-    let rec = RecordingNotifier::new();
-    parent.mmu_notifier_register(rec.clone())?;
-    let sub = parent
-        .mm()
-        .mmu_interval_notifier_insert(0, 1 << 47, rec.clone())?;
-    let anon = MapFlags::PRIVATE | MapFlags::ANONYMOUS;
-    let rw = Prot::READ | Prot::WRITE;
-    let a = parent.mmap(0, 2 * PAGE_SIZE, rw, anon)?.raw();
-    let s = parent
-        .mmap(0, PAGE_SIZE, rw, MapFlags::SHARED | MapFlags::ANONYMOUS)?
-        .raw();
-    parent.write_u64(a, 1)?;
-    parent.write_u64(s, 2)?;
-    writeln!(
-        out,
-        "16. a listener subscribes (classic + interval notifier); mmap private {a:#x} and shared {s:#x}, write both:"
-    )?;
-    print_calls(out, &rec)?;
-    let seq = sub.read_begin();
-    let child = sys.fork(&parent)?;
-    let page = parent
-        .pte_get_lockless(VirtAddr::try_new(a)?)
-        .present()
-        .context("parent page")?
-        .pfn;
-    let folio = sys.mem().page_folio(page)?;
-    writeln!(
-        out,
-        "17. fork: the private page is now shared copy-on-write (parent PTE {}, child PTE {}; refcount {}, mapcount {}); the listener's read section must retry: {}",
-        describe(&parent, a),
-        describe(&child, a),
-        sys.mem().folio_ref_count(folio),
-        sys.mem().page(page).map_or(0, |p| p.mapcount()),
-        sub.read_retry(seq)
-    )?;
-    print_calls(out, &rec)?;
-    let found: Vec<String> = sys
-        .mem()
-        .rmap_mappings(folio)
-        .iter()
-        .map(|(mm, addr, _)| format!("mm {mm} at {addr}"))
-        .collect();
-    writeln!(
-        out,
-        "    rmap_walk of {folio:?} finds: {}",
-        found.join(", ")
-    )?;
-    parent.write_u64(a, 10)?;
-    writeln!(
-        out,
-        "18. the parent writes: COW break copies the page (parent PTE {}); the child still reads {}",
-        describe(&parent, a),
-        child.read_u64(a)?
-    )?;
-    print_calls(out, &rec)?;
-    child.write_u64(s, 3)?;
-    writeln!(
-        out,
-        "19. the child writes 3 to the shared page; the parent reads {} (no copy, no notifier)",
-        parent.read_u64(s)?
-    )?;
-    print_calls(out, &rec)?;
-    drop(child);
-    parent.munmap(a, 2 * PAGE_SIZE)?;
-    writeln!(
-        out,
-        "20. the child exits; the parent unmaps the private range:"
-    )?;
-    print_calls(out, &rec)?;
-    drop(parent);
-    writeln!(
-        out,
-        "21. the parent exits: release first, then the teardown:"
-    )?;
-    print_calls(out, &rec)?;
-    sub.remove()?;
-    drop(sub);
-    let verdict = checker_verdict(&sys);
-    writeln!(
-        out,
-        "    checker: {verdict}; free frames {} of {}",
-        sys.mem().nr_free_pages(),
-        sys.mem().nr_usable_pages()
-    )?;
-    out.verdict(
-        "checker after exit",
-        "all invariants hold",
-        &verdict,
-        checker_source(),
-    );
-    Ok(())
-}
-
-/// The device-exclusive half of the tour (the 6.15 design): a driver makes a page
-/// exclusive inside its read section, filters its own event, and the CPU takes the
-/// page back.
-fn exclusive_tour(out: &mut PartOut, frames: u64, profile: Profile) -> Result<()> {
-    let sys = System::new(config(frames, profile))?;
-    let mm = sys.create_mm()?;
-    writeln!(
-        out,
-        "svmkit demo: device-exclusive access ({} profile)",
-        sys.profile().name
-    )?;
-    writeln!(out)?;
-    let a = mm
-        .mmap(
-            0,
-            PAGE_SIZE,
-            Prot::READ | Prot::WRITE,
-            MapFlags::PRIVATE | MapFlags::ANONYMOUS,
-        )?
-        .raw();
-    mm.write_u64(a, 41)?;
-    let owner = Owner::new();
-    // The driver's interval notifier ignores Exclusive events carrying its own owner
-    // and makes readers retry for everything else (nouveau's filter).
-    let drv = RecordingNotifier::ignoring(MmuNotifierEvent::Exclusive, Some(owner));
-    let sub = mm
-        .mm()
-        .mmu_interval_notifier_insert(a, PAGE_SIZE, drv.clone())?;
-    let seq = sub.read_begin();
-    let excl = {
-        let mut g = mm.mmap_read_lock();
-        mm.make_device_exclusive(&mut g, a, Some(owner), &Task::new("driver"))?
-    };
-    let retry = sub.read_retry(seq);
-    let folio = excl.folio();
-    writeln!(
-        out,
-        "22. make_device_exclusive({a:#x}, owner {:#x}): PTE {}; refcount {} (entry + driver), mapcount {}, folio locked: {}",
-        owner.raw(),
-        describe(&mm, a),
-        sys.mem().folio_ref_count(folio),
-        sys.mem().page(excl.page()).map_or(0, |p| p.mapcount()),
-        sys.mem().folio_test_locked(folio)
-    )?;
-    print_calls(out, &drv)?;
-    writeln!(
-        out,
-        "    the driver's read section must retry: {retry} (its own event was filtered); it programs the device and drops the guard"
-    )?;
-    drop(excl);
-    mm.fetch_add_u64(a, 1)?;
-    writeln!(
-        out,
-        "23. the CPU does fetch_add on the page: the fault restores it ({}), value {}",
-        describe(&mm, a),
-        mm.read_u64(a)?
-    )?;
-    print_calls(out, &drv)?;
-    writeln!(
-        out,
-        "    that restore ({}) revokes the device: a read section begun before it must retry: {}",
-        profile.restore_event.event(),
-        sub.read_retry(seq)
-    )?;
-    sub.remove()?;
-    drop(sub);
-    drop(mm);
-    let verdict = checker_verdict(&sys);
-    writeln!(
-        out,
-        "24. exit; checker: {verdict}; free frames {} of {}",
-        sys.mem().nr_free_pages(),
-        sys.mem().nr_usable_pages()
-    )?;
-    out.verdict(
-        "driver's read section after its own conversion",
-        "no retry",
-        if retry { "retry" } else { "no retry" },
-        Source::spec("6.3 (the owner filter), 6.2"),
-    );
-    out.verdict(
-        "checker after exit",
-        "all invariants hold",
-        &verdict,
-        checker_source(),
-    );
-    Ok(())
-}
-
 /// How long a step of a bundled scenario without a flawed driver may take (a step
 /// over a 1024-page buffer in a debug build takes a while; none sleeps).
 const LONG_STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Part `selftests`: the ports of Linux's hmm selftests for exclusive access over
 /// dmirror, plain and on a THP-backed buffer (examples/hmm-exclusive*.toml).
-fn selftests_tour(out: &mut PartOut, profile: Profile) -> Result<()> {
+fn selftests_tour(out: &mut PartOut, profile: Profile, frames: Option<u64>) -> Result<()> {
     writeln!(
         out,
         "svmkit demo: Linux's hmm selftests for exclusive access, over dmirror (examples/hmm-exclusive*.toml)"
     )?;
     writeln!(out)?;
     for (n, (b, label)) in bundled::SELFTESTS.iter().enumerate() {
-        let r = bundled::run(b, profile, LONG_STEP_TIMEOUT)?;
+        let r = bundled::run(b, profile, LONG_STEP_TIMEOUT, frames)?;
         let ran = r.report.steps.iter().filter(|s| !s.waited).count();
         let mark = if r.report.passed { "[ OK ]" } else { "[FAIL]" };
-        writeln!(out, "{}. {mark} {label} ({}): {ran} steps", 25 + n, r.file)?;
+        writeln!(out, "H{}. {mark} {label} ({}): {ran} steps", n + 1, r.file)?;
         if r.report.passed {
             if let Some(c) = r
                 .report
@@ -1618,7 +935,7 @@ mod tests {
     const BOTH: [Profile; 2] = Profile::ALL;
 
     fn text(parts: &[PartName]) -> String {
-        let report = super::run(1024, parts, &BOTH, &mut |_| {});
+        let report = super::run(None, parts, &BOTH, &mut |_| {});
         assert!(report.ok(), "{:?}", report.to_json());
         let mut out = Vec::new();
         report.write_text(&mut out).unwrap();
@@ -1670,6 +987,17 @@ mod tests {
         (n, k, s, d)
     }
 
+    /// The lines a part printed under one profile, joined.
+    fn lines(json: &Value, profile: &str, name: &str) -> String {
+        part(json, profile, name)["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     #[test]
     fn demo_tour_prints_values_read_from_the_model() {
         let text = text(&[
@@ -1693,51 +1021,101 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("BUG"), "{text}");
-        assert!(text.contains("(zero page)"), "{text}");
-        assert!(
-            text.contains("write 0x5678 took 0 fault(s); read back 0x5678"),
-            "{text}"
-        );
-        assert!(text.contains("Protection fault on write"), "{text}");
-        assert!(text.contains("Unmapped fault on read"), "{text}");
-        assert!(text.contains("all invariants hold"), "{text}");
-        assert!(text.contains("MMU_NOTIFY_PROTECTION_PAGE"), "{text}");
-        assert!(text.contains("must retry: true"), "{text}");
-        assert!(text.contains("the parent reads 3"), "{text}");
-        assert!(text.contains("MMU_NOTIFY_RELEASE"), "{text}");
-        assert!(!text.contains("violation"), "{text}");
-        assert!(text.contains("PTE device-exclusive entry"), "{text}");
-        assert!(
-            text.contains("must retry: false (its own event was filtered)"),
-            "{text}"
-        );
-        assert!(text.contains("value 42"), "{text}");
-        // The restore's event per era: 5.14 Exclusive with no owner, 6.15 Clear.
-        assert!(
-            text.contains("that restore (MMU_NOTIFY_EXCLUSIVE)"),
-            "{text}"
-        );
-        assert!(text.contains("that restore (MMU_NOTIFY_CLEAR)"), "{text}");
-        assert!(text.contains("(source: spec 6.3"), "{text}");
+        assert!(!text.contains("FAILED"), "{text}");
+        assert!(text.contains("(source: spec 4.2"), "{text}");
         assert!(text.contains("(source: derived "), "{text}");
         assert!(text.contains("PASS"), "{text}");
+    }
+
+    /// The tours run their bundled files through the engine: what each part prints is
+    /// the engine's account of the file's steps, under each era.
+    #[test]
+    fn demo_tours_narrate_the_bundled_scenarios_per_era() {
+        let report = super::run(
+            None,
+            &[PartName::AddressSpace, PartName::Fork, PartName::Exclusive],
+            &BOTH,
+            &mut |_| {},
+        );
+        let json = report.to_json();
+        assert_eq!(json["ok"], true, "{json}");
+        for profile in ["linux-5.14", "linux-6.15"] {
+            let a = lines(&json, profile, "address-space");
+            assert!(a.contains("anon-fault-mprotect-munmap.toml"), "{a}");
+            // The read maps the zero page, the write replaces it (wp_page_copy's Clear).
+            assert!(
+                a.contains("pte: none -> present pfn 0x0 zero-page ro"),
+                "{a}"
+            );
+            assert!(a.contains("zero-page ro -> present pfn"), "{a}");
+            assert!(a.contains("MMU_NOTIFY_PROTECTION_VMA"), "{a}");
+            assert!(a.contains("= 1 -> SIGSEGV"), "{a}");
+            assert!(a.contains("-> = 22136"), "{a}");
+            assert!(a.contains("MMU_NOTIFY_UNMAP"), "{a}");
+            assert!(a.contains("end: every frame free after exit"), "{a}");
+            let p = part(&json, profile, "address-space");
+            assert_eq!(verdict(p, "read: PTE after")["model"], "zero-page");
+            assert_eq!(verdict(p, "denied: result")["model"], "SIGSEGV");
+            let f = lines(&json, profile, "fork");
+            assert!(
+                f.contains("notifier: parent MMU_NOTIFY_PROTECTION_PAGE"),
+                "{f}"
+            );
+            assert!(f.contains("notifier: parent MMU_NOTIFY_CLEAR"), "{f}");
+            assert!(f.contains("child-again: read priv"), "{f}");
+            assert!(f.contains("parent-ends: read shm (0x"), "{f}");
+            assert!(f.contains("notifier: child MMU_NOTIFY_RELEASE"), "{f}");
+            let p = part(&json, profile, "fork");
+            assert_eq!(verdict(p, "child-keeps: result")["model"], "= 1");
+            assert_eq!(verdict(p, "shared-read: result")["model"], "= 3");
+            let e = lines(&json, profile, "exclusive");
+            assert!(
+                e.contains("MMU_NOTIFY_EXCLUSIVE [0x7ffeffffe000, 0x7ffefffff000) owner gpu"),
+                "{e}"
+            );
+            assert!(e.contains("device: gpu: rwa"), "{e}");
+            assert!(e.contains("1 pass(es) of the fault loop"), "{e}");
+            let p = part(&json, profile, "exclusive");
+            assert_eq!(verdict(p, "atomic: faults")["model"], "1");
+            assert_eq!(verdict(p, "value at buf")["model"], "42");
+        }
+        // The restore's event per era (spec 6.4): 5.14 Exclusive with no owner, 6.15
+        // Clear; the account line under the restore step says which.
+        let restore = |profile: &str| -> String {
+            let e = lines(&json, profile, "exclusive");
+            let mut it = e.lines().skip_while(|l| !l.contains("restore: fetch_add"));
+            it.find(|l| l.contains("notifier:"))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let old = restore("linux-5.14");
+        assert!(
+            old.contains("MMU_NOTIFY_EXCLUSIVE") && !old.contains("owner"),
+            "{old}"
+        );
+        assert!(restore("linux-6.15").contains("MMU_NOTIFY_CLEAR"), "{json}");
     }
 
     #[test]
     fn demo_story_livelock_and_two_devices_verdicts_match_linux() {
         let report = super::run(
-            1024,
+            None,
             &[PartName::Story, PartName::Livelock, PartName::TwoDevices],
             &BOTH,
             &mut |_| {},
         );
         let json = report.to_json();
         assert_eq!(json["ok"], true, "{json}");
-        // 6.15: the parts run to their end.
+        // 6.15: the story runs to its end, every counter exact
+        // (examples/story-gpu-and-cpus-count.toml).
         let story = part(&json, "linux-6.15", "story");
-        for t in story["facts"]["counters"].as_array().unwrap() {
+        let counters = story["facts"]["counters"].as_array().unwrap();
+        assert_eq!(counters.len(), 8, "{story}");
+        for t in counters {
             assert_eq!(t, &story["facts"]["expected_per_counter"]);
         }
+        assert_eq!(story["facts"]["first_atomic_split_the_pmd"], true);
+        assert_eq!(verdict(story, "first: result")["model"], "EBUSY");
         // Livelock, from examples/owner-filter-livelock.toml: every pass retried, up
         // to the bound, and 6.15's source names the livelock reproduced on 6.12.
         let livelock = part(&json, "linux-6.15", "livelock");
@@ -1758,7 +1136,10 @@ mod tests {
         // 5.14: the blind driver sleeps on the folio lock it kept on retry (spec 8
         // item 22): the engine's watchdog reports the step that never returned.
         let livelock = part(&json, "linux-5.14", "livelock");
-        assert_eq!(livelock["facts"]["outcome"], "deadlock", "{livelock}");
+        assert_eq!(
+            livelock["facts"]["outcome"], "deadlock (self-deadlock)",
+            "{livelock}"
+        );
         let d = livelock["facts"]["deadlock"].as_str().unwrap();
         assert!(d.contains("thread blind sleeps in"), "{d}");
         let v = verdict(livelock, "owner-filter-livelock.toml ends as documented");
@@ -1780,27 +1161,28 @@ mod tests {
         // 5.14: B's first retry keeps the folio locked and its next pass sleeps on it
         // (spec 8 item 22, 9.6, derived from code).
         let two = part(&json, "linux-5.14", "two-devices");
-        assert_eq!(two["facts"]["outcome"], "deadlock", "{two}");
+        assert_eq!(two["facts"]["outcome"], "deadlock (self-deadlock)", "{two}");
         let d = two["facts"]["deadlock"].as_str().unwrap();
         assert!(d.contains("thread b sleeps in"), "{d}");
         let v = verdict(two, "two-devices-one-page.toml ends as documented");
         assert_eq!(v["source"]["kind"], "derived", "{v}");
-        // 5.14: each part is the driver's self-deadlock, diagnosed from the model:
-        // the driver task sleeps on the folio lock it leaked itself.
+        // 5.14: the story's first atomic is the driver's self-deadlock, diagnosed from
+        // the model: the driver task sleeps on the folio lock it leaked itself.
         let p = part(&json, "linux-5.14", "story");
-        assert_eq!(p["facts"]["deadlocked_task"], "gpu", "{p}");
-        let v = verdict(p, "driver on its first retry");
+        assert_eq!(p["facts"]["deadlocked_task"], "first", "{p}");
+        let v = verdict(p, "story-gpu-and-cpus-count.toml ends as documented");
         assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["model"], "deadlock (self-deadlock)", "{v}");
         assert_eq!(v["source"]["kind"], "derived", "{v}");
         let lines = p["lines"].to_string();
         assert!(lines.contains("blocked for more than"), "{lines}");
-        assert!(lines.contains("lock holder: task gpu"), "{lines}");
+        assert!(lines.contains("lock holder: task first"), "{lines}");
     }
 
     #[test]
     fn demo_sources_and_summary_counts_agree_with_the_verdicts() {
         let report = super::run(
-            1024,
+            None,
             &[PartName::Foundation, PartName::Exclusive, PartName::Reclaim],
             &BOTH,
             &mut |_| {},
@@ -1844,7 +1226,7 @@ mod tests {
             walkers_handle_entries: false,
             ..Profile::linux_6_15()
         };
-        let report = super::run(1024, &[PartName::Reclaim], &[odd], &mut |_| {});
+        let report = super::run(None, &[PartName::Reclaim], &[odd], &mut |_| {});
         assert!(report.error.is_none(), "{:?}", report.error);
         assert!(!report.ok(), "{}", report.to_json());
         // A 5.14-named profile whose driver unlocks on retry does not self-deadlock:
@@ -1853,7 +1235,7 @@ mod tests {
             svm_atomic_unlock_on_retry: true,
             ..Profile::linux_5_14()
         };
-        let report = super::run(1024, &[PartName::Livelock], &[fixed], &mut |_| {});
+        let report = super::run(None, &[PartName::Livelock], &[fixed], &mut |_| {});
         let json = report.to_json();
         assert_eq!(json["ok"], false, "{json}");
         let v = verdict(
@@ -1862,7 +1244,24 @@ mod tests {
         );
         assert_eq!(
             (&v["linux"], &v["model"]),
-            (&"deadlock".into(), &"pass".into())
+            (&"deadlock (self-deadlock)".into(), &"pass".into())
         );
+    }
+
+    /// The self-deadlock verdict names the folio the hung-task report found: the
+    /// THP's head, whose lock the first atomic's retry leaked.
+    #[test]
+    fn demo_story_self_deadlock_names_the_folio_of_the_hung_task_report() {
+        let report = super::run(
+            None,
+            &[PartName::Story],
+            &[Profile::linux_5_14()],
+            &mut |_| {},
+        );
+        let json = report.to_json();
+        let p = &json["parts"][0];
+        let v = verdict(p, "story-gpu-and-cpus-count.toml ends as documented");
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(p["facts"]["deadlocked_on_folio"], "0x200", "{p}");
     }
 }

@@ -36,9 +36,10 @@ enum Command {
     /// part ends with verdicts comparing what the model did with what Linux does. Exit
     /// status 0 only when every verdict matches.
     Demo {
-        /// Number of 4 KiB frames for the tour parts (2..=1048576).
-        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(2..=1_048_576))]
-        frames: u64,
+        /// Number of 4 KiB frames of every part's memory (2..=1048576): the foundation's
+        /// (4096 when not given) and each bundled scenario's instead of the file's own.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(2..=1_048_576))]
+        frames: Option<u64>,
         /// Print the report as JSON (parts, lines, figures, verdicts) instead of text.
         #[arg(long)]
         json: bool,

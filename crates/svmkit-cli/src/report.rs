@@ -107,13 +107,6 @@ impl PartOut {
             source,
         });
     }
-
-    /// Appends another part output's text, figures and verdicts to this one.
-    pub(crate) fn absorb(&mut self, other: PartOut) {
-        self.text.extend_from_slice(&other.text);
-        self.facts.extend(other.facts);
-        self.verdicts.extend(other.verdicts);
-    }
 }
 
 impl Write for PartOut {

@@ -81,6 +81,9 @@ pub struct EraOutcome {
     pub fails_at: Option<String>,
     /// For an explored `fail` or `deadlock`: text the violation must contain.
     pub finds: Option<String>,
+    /// For `deadlock`: the hung-task report must show a self-deadlock (a task asleep
+    /// on a folio lock it leaked itself), `diagnosis = "self-deadlock"`.
+    pub self_deadlock: bool,
 }
 
 impl Scenario {
@@ -400,6 +403,9 @@ pub enum PteKind {
     Migration,
     /// A huge PMD (a PMD-mapped THP) covers the address.
     HugePmd,
+    /// A present PTE mapping the shared zero page (`is_zero_pfn(pte_pfn(pte))`: a
+    /// read fault of untouched anonymous memory, `do_anonymous_page()`).
+    ZeroPage,
 }
 
 impl PteKind {
@@ -414,6 +420,7 @@ impl PteKind {
             PteKind::Swap => "swap",
             PteKind::Migration => "migration",
             PteKind::HugePmd => "huge-pmd",
+            PteKind::ZeroPage => "zero-page",
         }
     }
 }
@@ -520,8 +527,9 @@ pub struct Step {
     /// `None` for no entry; the device is the thread's own when not named.
     pub expect_device: Vec<(usize, Option<svmkit::device::DevRights>)>,
     /// Notifier events the step must cause, in order (each a set of words the event's
-    /// account line must contain); `Some(empty)`: none at all.
-    pub expect_events: Option<Vec<String>>,
+    /// account line must contain), one list or one per era; an empty list: none at
+    /// all.
+    pub expect_events: Option<PerEra<Vec<String>>>,
     /// `folio_ref_count()` of the folio mapped at the address afterwards.
     pub expect_refcount: Option<CountExpect>,
     /// `folio_mapcount()` of the folio mapped at the address afterwards.
@@ -529,6 +537,9 @@ pub struct Step {
     /// Faults the step took: CPU page faults of a read, write or fetch_add; passes of
     /// svm_atomic's fault loop for an atomic_add.
     pub expect_faults: Option<PerEra<u64>>,
+    /// `cpages` of a dmirror ioctl: the pages the driver reports done in `struct
+    /// hmm_dmirror_cmd` (what the selftests check, `ASSERT_EQ(buffer->cpages, npages)`).
+    pub expect_cpages: Option<PerEra<u64>>,
     /// A note printed with the step.
     pub note: Option<String>,
     /// A label `[outcomes]` can name (`fails_at`).

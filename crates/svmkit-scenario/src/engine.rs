@@ -13,12 +13,17 @@
 //! report (who waits for which folio, held by whom). A thread with `after = [...]`
 //! takes its first turn only once those threads have finished. The explorer
 //! interleaves inside steps; this schedule is the one a reader follows.
+//!
+//! After every step the engine checks what must hold at every moment, as the explorer
+//! does ([`svmkit::System::check_devices_now`]), and that every notifier range the step
+//! started it also ended; a violation fails that step. The whole invariant checker
+//! runs at the end.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 use svmkit::sync::Arc;
-use svmkit::{Errno, Pfn, Profile, System};
+use svmkit::{Errno, Profile};
 
 use crate::ast::*;
 use crate::world::{World, line_of};
@@ -67,6 +72,9 @@ pub struct StepRecord {
     /// faults of a read, write or fetch_add, passes of svm_atomic's fault loop for an
     /// atomic_add; `None` for other steps and for a step that did not return.
     pub faults: Option<u64>,
+    /// `cpages` of a dmirror ioctl that returned (the pages the driver reports done);
+    /// `None` for other steps.
+    pub cpages: Option<u64>,
     /// The expectation it failed, if any.
     pub failed: Option<String>,
     /// The step's note.
@@ -84,6 +92,44 @@ pub struct EndCheck {
     pub ok: bool,
     /// What was seen.
     pub detail: String,
+}
+
+/// A hung-task report: what the model shows of a step that never returned.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hang {
+    /// The report, line by line (locked folios and their holders; each device fault
+    /// in flight, the entry it needs and that entry's folio lock).
+    pub lines: Vec<String>,
+    /// The task asleep in a device fault, if one is.
+    pub task: Option<String>,
+    /// The folio (head pfn) whose lock it sleeps on, if one is named.
+    pub folio: Option<u64>,
+    /// The task holding that lock (a driver leaked it on a retry), if known.
+    pub holder: Option<String>,
+    /// Whether the sleeper holds the lock it sleeps on (a self-deadlock: the driver
+    /// leaked its folio lock on a retry and its next pass's GUP waits for it).
+    pub self_deadlock: bool,
+}
+
+impl Hang {
+    /// One line for the deadlock report: who waits for which lock, held by whom.
+    pub fn summary(&self) -> String {
+        match (&self.task, self.folio, &self.holder) {
+            (Some(t), Some(f), Some(h)) if self.self_deadlock && t == h => format!(
+                "task {t} waits for the lock of folio {f:#x}, which it left locked itself on a retry: self-deadlock"
+            ),
+            (Some(t), Some(f), Some(h)) => {
+                format!("task {t} waits for the lock of folio {f:#x}, held by task {h}")
+            }
+            (Some(t), Some(f), None) => {
+                format!("task {t} waits for the lock of folio {f:#x}, holder unknown")
+            }
+            (Some(t), None, _) => {
+                format!("task {t} is stuck in a device fault, no folio lock named")
+            }
+            _ => "no device fault in flight".to_string(),
+        }
+    }
 }
 
 /// How a run ended.
@@ -122,6 +168,8 @@ pub struct RunReport {
     /// lock the scenario holds (found before the steps started), or a step never
     /// returned (found by the step timeout).
     pub deadlock: Option<String>,
+    /// The hung-task report of a step that never returned.
+    pub hang: Option<Hang>,
     /// The end checks.
     pub end: Vec<EndCheck>,
     /// Whether every expectation held.
@@ -136,6 +184,7 @@ impl RunReport {
             profile: profile.to_string(),
             steps: Vec::new(),
             deadlock: None,
+            hang: None,
             end: Vec::new(),
             passed: true,
         }
@@ -150,14 +199,16 @@ impl RunReport {
         self.end.iter().any(|c| !c.ok).then(|| "end".to_string())
     }
 
-    /// Whether the run ended as `want` documents (outcome, and for a documented
-    /// failure, where it first failed).
+    /// Whether the run ended as `want` documents (outcome; for a documented failure,
+    /// where it first failed; for a documented self-deadlock, a hung-task report that
+    /// shows one).
     pub fn ends_as(&self, want: &EraOutcome) -> bool {
         self.outcome() == want.outcome
             && want
                 .fails_at
                 .as_ref()
                 .is_none_or(|f| self.first_failure().as_ref() == Some(f))
+            && (!want.self_deadlock || self.hang.as_ref().is_some_and(|h| h.self_deadlock))
     }
 
     /// How the run ended: every expectation held, one did not, or it deadlocked.
@@ -191,6 +242,9 @@ impl RunReport {
             if let Some(n) = &s.note {
                 let _ = writeln!(out, "             # {n}");
             }
+            if let Some(c) = s.cpages {
+                let _ = writeln!(out, "             cpages: {c}");
+            }
             if let Some((a, b)) = &s.pte
                 && a != b
             {
@@ -208,6 +262,11 @@ impl RunReport {
         }
         if let Some(d) = &self.deadlock {
             let _ = writeln!(out, "FAIL deadlock: {d}");
+        }
+        if let Some(h) = &self.hang {
+            for l in &h.lines {
+                let _ = writeln!(out, "             {l}");
+            }
         }
         for c in &self.end {
             let _ = writeln!(
@@ -270,7 +329,7 @@ struct Progress {
     current: Option<(String, String, usize)>,
     /// When the current step started.
     since: Option<std::time::Instant>,
-    sys: Option<Arc<System>>,
+    world: Option<Arc<World>>,
     scenario: String,
     profile: String,
 }
@@ -321,27 +380,15 @@ pub fn run(sc: &Scenario, source: &str, opts: &RunOptions) -> Result<RunReport, 
     }
 }
 
-/// The report of a run whose current step never returned.
+/// The report of a run whose current step never returned, with a hung-task report
+/// read from the model.
 fn hung_report(p: &Progress, timeout: std::time::Duration) -> RunReport {
     let (thread, step, line) = p
         .current
         .clone()
         .unwrap_or_else(|| ("?".into(), "?".into(), 0));
-    let mut locked = Vec::new();
-    if let Some(sys) = &p.sys {
-        let mem = sys.mem();
-        let frames = mem.nr_frames();
-        for raw in 0..frames {
-            let pfn = Pfn::new(raw);
-            if let Ok(f) = mem.page_folio(pfn)
-                && f.head() == pfn
-                && !mem.is_free_frame(pfn)
-                && mem.folio_test_locked(f)
-            {
-                locked.push(format!("{:#x}", f.head().raw()));
-            }
-        }
-    }
+    let stalled = p.since.map_or(timeout, |t| t.elapsed());
+    let hang = p.world.as_ref().map(|w| w.diagnose_hang(stalled));
     let mut steps = p.steps.clone();
     steps.push(StepRecord {
         turn: steps.last().map_or(1, |s| s.turn + 1),
@@ -354,25 +401,29 @@ fn hung_report(p: &Progress, timeout: std::time::Duration) -> RunReport {
         events: Vec::new(),
         devices: Vec::new(),
         faults: None,
+        cpages: None,
         failed: Some("the step to return".into()),
         note: None,
         id: None,
     });
+    let why = hang.as_ref().map_or_else(
+        || "folios locked now: unknown".to_string(),
+        |h| {
+            if h.task.is_some() {
+                h.summary()
+            } else {
+                h.lines.first().cloned().unwrap_or_default()
+            }
+        },
+    );
     RunReport {
-        scenario: p.scenario.clone(),
-        profile: p.profile.clone(),
         steps,
         deadlock: Some(format!(
-            "thread {thread} sleeps in `{step}` (line {line}) and nothing will wake it; \
-             folios locked now: {}",
-            if locked.is_empty() {
-                "none".to_string()
-            } else {
-                locked.join(", ")
-            }
+            "thread {thread} sleeps in `{step}` (line {line}) and nothing will wake it: {why}"
         )),
-        end: Vec::new(),
+        hang,
         passed: false,
+        ..RunReport::new(&p.scenario, &p.profile)
     }
 }
 
@@ -383,10 +434,10 @@ fn run_on(
     progress: &std::sync::Mutex<Progress>,
 ) -> Result<RunReport, StepError> {
     let profile = opts.profile.unwrap_or(sc.profile);
-    let w = World::new(Arc::new(sc.clone()), profile)?;
+    let w = Arc::new(World::new(Arc::new(sc.clone()), profile)?);
     {
         let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
-        p.sys = Some(w.sys.clone());
+        p.world = Some(w.clone());
         p.scenario = sc.name.clone();
         p.profile = profile.name.to_string();
     }
@@ -445,6 +496,7 @@ fn run_on(
                         events: Vec::new(),
                         devices: Vec::new(),
                         faults: None,
+                        cpages: None,
                         failed: None,
                         note: None,
                         id: None,
@@ -464,7 +516,8 @@ fn run_on(
                 let known = p.steps.len();
                 p.steps.extend_from_slice(&report.steps[known..]);
             }
-            let rec = w.perform(t, step, turn, source);
+            let mut rec = w.perform(t, step, turn, source);
+            check_invariants(&w, &mut rec);
             if rec.failed.is_some() {
                 report.passed = false;
             }
@@ -491,6 +544,39 @@ fn run_on(
         report.passed = false;
     }
     Ok(report)
+}
+
+/// The checks that hold at every moment, run after every step as the explorer runs
+/// them ([`svmkit::System::check_devices_now`]: DESIGN.md's exclusivity invariant, no stale
+/// device translation, no device access to a frame it no longer maps), and, since no
+/// step is in flight between two turns, notifier start/end pairing. A violation fails
+/// the step that left it, after the step's own expectations.
+fn check_invariants(w: &World, rec: &mut StepRecord) {
+    let mut bad = Vec::new();
+    if let Err(e) = w.sys.check_devices_now() {
+        bad.push(
+            e.violations
+                .first()
+                .map_or_else(|| e.to_string(), |v| v.to_string()),
+        );
+    }
+    let open = w.ranges_open();
+    if open != 0 {
+        bad.push(format!(
+            "{open} notifier range(s) started and not ended (invalidate_range_start without its end)"
+        ));
+    }
+    if bad.is_empty() {
+        return;
+    }
+    let text = format!(
+        "the invariants to hold after the step, got: {}",
+        bad.join("; ")
+    );
+    rec.failed = Some(match rec.failed.take() {
+        None => text,
+        Some(f) => format!("{f}; and {text}"),
+    });
 }
 
 /// The process a thread acts in: its own, or its device's.

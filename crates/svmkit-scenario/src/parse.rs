@@ -501,7 +501,7 @@ fn errno_of(cx: &mut Ctx, n: &Node) -> Option<StepError> {
     e
 }
 
-const PTE_KINDS: [(&str, PteKind); 8] = [
+const PTE_KINDS: [(&str, PteKind); 9] = [
     ("huge-pmd", PteKind::HugePmd),
     ("none", PteKind::None),
     ("present", PteKind::Present),
@@ -510,6 +510,7 @@ const PTE_KINDS: [(&str, PteKind); 8] = [
     ("device-exclusive", PteKind::DeviceExclusive),
     ("swap", PteKind::Swap),
     ("migration", PteKind::Migration),
+    ("zero-page", PteKind::ZeroPage),
 ];
 
 fn pte_kind_of(cx: &mut Ctx, n: &Node) -> Option<PteKind> {
@@ -603,7 +604,7 @@ const EXPECT_KEYS: [&str; 3] = ["checker", "all_freed", "values"];
 
 /// Every step name and the keys it takes (besides the common `op`, `id`, `expect`,
 /// `expect_err`, `expect_pte`, `expect_device`, `expect_events`, `expect_refcount`,
-/// `expect_mapcount`, `expect_faults`, `note`).
+/// `expect_mapcount`, `expect_faults`, `expect_cpages`, `note`).
 pub const STEPS: &[(&str, &[&str])] = &[
     ("read", &["at"]),
     ("write", &["at", "value"]),
@@ -633,7 +634,7 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("compare", &["at", "pages", "value"]),
     ("repeat", &["times", "steps"]),
 ];
-const COMMON_STEP_KEYS: [&str; 11] = [
+const COMMON_STEP_KEYS: [&str; 12] = [
     "op",
     "id",
     "expect",
@@ -644,6 +645,7 @@ const COMMON_STEP_KEYS: [&str; 11] = [
     "expect_refcount",
     "expect_mapcount",
     "expect_faults",
+    "expect_cpages",
     "note",
 ];
 
@@ -821,6 +823,7 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
             source: "the file's own expectations".into(),
             fails_at: None,
             finds: None,
+            self_deadlock: false,
         });
     }
     let ids: Vec<&str> = threads
@@ -935,6 +938,7 @@ fn outcomes_of(cx: &mut Ctx, n: &Node, explore: bool) -> Vec<EraOutcome> {
         }
         let mut fails_at = None;
         let mut finds = None;
+        let mut self_deadlock = false;
         let (word, source) = match &v.kind {
             Kind::Str(s) => (Some((s.clone(), v.span)), String::from("(no source given)")),
             Kind::Table(_) => {
@@ -953,7 +957,27 @@ fn outcomes_of(cx: &mut Ctx, n: &Node, explore: bool) -> Vec<EraOutcome> {
                     t.finish(cx, &["outcome", "source", "finds"]);
                 } else {
                     fails_at = t.get("fails_at").and_then(|x| cx.want_str(x, "fails_at"));
-                    t.finish(cx, &["outcome", "source", "fails_at"]);
+                    if let Some(d) = t.get("diagnosis") {
+                        match cx.want_str(d, "diagnosis").as_deref() {
+                            Some("self-deadlock") => self_deadlock = true,
+                            Some(other) => cx.err(
+                                Problem::new(d.span, format!("unknown diagnosis `{other}`"))
+                                    .label("unknown diagnosis")
+                                    .help(
+                                        "diagnosis = \"self-deadlock\": the hung-task report shows a task asleep on a folio lock it leaked itself",
+                                    ),
+                            ),
+                            None => {}
+                        }
+                        if self_deadlock && w.as_ref().is_some_and(|(w, _)| w != "deadlock") {
+                            cx.err(
+                                Problem::new(d.span, "`diagnosis` goes with outcome \"deadlock\"")
+                                    .label("not a deadlock")
+                                    .help("write outcome = \"deadlock\", or drop the diagnosis"),
+                            );
+                        }
+                    }
+                    t.finish(cx, &["outcome", "source", "fails_at", "diagnosis"]);
                 }
                 (w, src)
             }
@@ -991,6 +1015,7 @@ fn outcomes_of(cx: &mut Ctx, n: &Node, explore: bool) -> Vec<EraOutcome> {
             source,
             fails_at,
             finds,
+            self_deadlock,
         });
     }
     out
@@ -1721,22 +1746,40 @@ fn step(
             cx.want_u64(v, "expect_faults", 1 << 20)
         })
     });
+    let expect_cpages = t.get("expect_cpages").and_then(|v| {
+        if !op.starts_with("dmirror_") {
+            cx.err(
+                Problem::new(v.span, format!("`{op}` is no dmirror ioctl: it has no cpages"))
+                    .label("no cpages here")
+                    .help("expect_cpages goes with dmirror_read, dmirror_write, dmirror_exclusive and dmirror_check_exclusive"),
+            );
+        }
+        per_era(cx, v, "expect_cpages", |cx, v| {
+            cx.want_u64(v, "expect_cpages", 1 << 24)
+        })
+    });
     let expect_device = t
         .get("expect_device")
         .map_or_else(Vec::new, |v| device_expect_of(cx, names, actor, v));
-    let expect_events = t.get("expect_events").map(|v| match &v.kind {
-        Kind::Array(a) => a
-            .iter()
-            .filter_map(|x| cx.want_str(x, "an event"))
-            .collect(),
-        _ => {
-            cx.err(
-                Problem::new(v.span, "expect_events is a list of events")
-                    .label("expected a list")
-                    .help("expect_events = [\"EXCLUSIVE owner gpu\", \"CLEAR\"], or [] for none"),
-            );
-            Vec::new()
-        }
+    let expect_events = t.get("expect_events").and_then(|v| {
+        per_era(cx, v, "expect_events", |cx, v| match &v.kind {
+            Kind::Array(a) => Some(
+                a.iter()
+                    .filter_map(|x| cx.want_str(x, "an event"))
+                    .collect(),
+            ),
+            _ => {
+                cx.err(
+                    Problem::new(v.span, "expect_events is a list of events")
+                        .label("expected a list")
+                        .help(
+                            "expect_events = [\"EXCLUSIVE owner gpu\", \"CLEAR\"], [] for none, \
+                             or one list per era: { \"linux-6.15\" = [\"CLEAR\"] }",
+                        ),
+                );
+                None
+            }
+        })
     });
     let note = t.get("note").and_then(|v| cx.want_str(v, "note"));
     let id = t.get("id").and_then(|v| cx.want_str(v, "id"));
@@ -2008,6 +2051,7 @@ fn step(
             expect_refcount,
             expect_mapcount,
             expect_faults,
+            expect_cpages,
             note,
             id,
             span: n.span,

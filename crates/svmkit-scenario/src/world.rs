@@ -17,7 +17,7 @@ use svmkit::task::Task;
 use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig, VirtAddr};
 
 use crate::ast::*;
-use crate::engine::{EndCheck, RunReport, StepError, StepRecord};
+use crate::engine::{EndCheck, Hang, RunReport, StepError, StepRecord};
 
 /// What a thread holds across steps.
 pub(crate) enum Held {
@@ -123,8 +123,9 @@ fn pte_text(p: Pte) -> String {
     match p {
         Pte::None => "none".into(),
         Pte::Present(p) => format!(
-            "present pfn {:#x} {}{}{}{}",
+            "present pfn {:#x}{} {}{}{}{}",
             p.pfn.raw(),
+            if p.is_special() { " zero-page" } else { "" },
             if p.is_write() { "rw" } else { "ro" },
             if p.is_dirty() { " dirty" } else { "" },
             if p.flags.contains(PteFlags::SOFT_DIRTY) {
@@ -217,6 +218,8 @@ fn pte_is(p: Pte, k: PteKind) -> bool {
     match (k, p) {
         (PteKind::None, Pte::None) => true,
         (PteKind::Present, Pte::Present(_)) => true,
+        // Only the zero page is mapped special (`pte_special()`, `do_anonymous_page()`).
+        (PteKind::ZeroPage, Pte::Present(p)) => p.is_special(),
         (PteKind::PresentWritable, Pte::Present(p)) => p.is_write(),
         (PteKind::PresentReadOnly, Pte::Present(p)) => !p.is_write(),
         (PteKind::DeviceExclusive, Pte::Swap(s)) => s.is_device_exclusive(),
@@ -443,8 +446,15 @@ impl World {
     }
 
     /// Runs the step; adds the faults it took to `faults` (CPU page faults of a read,
-    /// write or fetch_add; fault-loop passes of an atomic_add).
-    fn run_step(&self, t: usize, step: &Step, faults: &mut u64) -> StepResult {
+    /// write or fetch_add; fault-loop passes of an atomic_add) and sets `cpages` to a
+    /// dmirror ioctl's `cpages` when it returns.
+    fn run_step(
+        &self,
+        t: usize,
+        step: &Step,
+        faults: &mut u64,
+        cpages: &mut Option<u64>,
+    ) -> StepResult {
         let p = self.thread_process(t);
         let task = &self.tasks[t];
         let addr = |w: &World, a: &Addr| w.resolve(a).ok_or(StepError::Errno(Errno::EFAULT));
@@ -636,6 +646,7 @@ impl World {
                     DmirrorCmd::CheckExclusive => DmirrorIoctl::CheckExclusive,
                 };
                 dm.ioctl(task, req, &mut c, &mut buf)?;
+                *cpages = Some(c.cpages);
                 // READ and EXCLUSIVE return the first word read; the others the pages.
                 Ok(Some(match cmd {
                     DmirrorCmd::Read | DmirrorCmd::Exclusive => {
@@ -731,6 +742,11 @@ impl World {
             .map_or_else(|| format!("{raw:#x}"), |(d, _)| d.name.clone())
     }
 
+    /// Notifier range starts minus ends seen so far (`take_events` counts them).
+    pub(crate) fn ranges_open(&self) -> i64 {
+        self.open_ranges.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn take_events(&self) -> Vec<String> {
         let mut out = Vec::new();
         let recorders: Vec<_> = lk(&self.recorders).clone();
@@ -761,6 +777,142 @@ impl World {
             }
         }
         out
+    }
+}
+
+impl World {
+    /// A hung-task report of a run whose current step never returned (read from
+    /// another thread while the step sleeps: the world's mutexes are never held across
+    /// a model call). It lists every folio locked now and who holds it (a guard of the
+    /// scenario, or a lock a driver leaked on a retry), and for each device fault in
+    /// flight, what the PTE there needs: a device-exclusive entry's restore takes its
+    /// folio's lock (spec 3). A task asleep on a lock it leaked itself is a
+    /// self-deadlock (spec 8 item 22, 9.6).
+    pub(crate) fn diagnose_hang(&self, stalled: std::time::Duration) -> Hang {
+        let mem = self.sys.mem();
+        let devs: Vec<Option<Arc<Dev>>> = lk(&self.devs).clone();
+        let drivers: Vec<&SvmAtomic> = devs
+            .iter()
+            .filter_map(|d| match d.as_deref() {
+                Some(Dev::Svm(s)) => Some(s),
+                _ => None,
+            })
+            .collect();
+        let leaked: Vec<(String, svmkit::device::svm_atomic::LeakedFolio)> = drivers
+            .iter()
+            .flat_map(|d| {
+                d.leaked_folios()
+                    .into_iter()
+                    .map(|l| (d.device().name().to_string(), l))
+            })
+            .collect();
+        let holder_of = |folio: svmkit::mm::Folio| -> Option<String> {
+            if let Some((dev, l)) = leaked.iter().find(|(_, l)| l.folio == folio) {
+                return Some(format!(
+                    "task {} (driver {dev} left it locked and referenced on a retry at {:#x}, spec 8 item 22)",
+                    l.task, l.addr
+                ));
+            }
+            lk(&self.held)
+                .iter()
+                .find(|(_, h)| matches!(h, Held::Exclusive(g) if g.folio() == folio))
+                .map(|((th, name), _)| {
+                    format!("guard `{name}` of thread {}", self.sc.threads[*th].name)
+                })
+        };
+        let mut lines = Vec::new();
+        let mut locked = Vec::new();
+        for raw in 0..mem.nr_frames() {
+            let pfn = Pfn::new(raw);
+            if let Ok(f) = mem.page_folio(pfn)
+                && f.head() == pfn
+                && !mem.is_free_frame(pfn)
+                && mem.folio_test_locked(f)
+            {
+                locked.push(format!(
+                    "{:#x} (held by {})",
+                    f.head().raw(),
+                    holder_of(f).unwrap_or_else(|| "nobody the scenario knows".into())
+                ));
+            }
+        }
+        lines.push(format!(
+            "folios locked now: {}",
+            if locked.is_empty() {
+                "none".to_string()
+            } else {
+                locked.join(", ")
+            }
+        ));
+        let mut hang = Hang {
+            lines: Vec::new(),
+            task: None,
+            folio: None,
+            holder: None,
+            self_deadlock: false,
+        };
+        for d in &drivers {
+            let name = d.device().name();
+            for f in d.faults_in_flight() {
+                lines.push(format!(
+                    "INFO: task {}:{name} blocked for more than {} seconds: device fault at {:#x}, pass {}, {}",
+                    f.task,
+                    stalled.as_secs(),
+                    f.addr,
+                    f.pass,
+                    if f.in_make_exclusive {
+                        "in make_device_exclusive (its GUP)"
+                    } else {
+                        "outside make_device_exclusive"
+                    }
+                ));
+                hang.task.get_or_insert_with(|| f.task.clone());
+                let pte = VirtAddr::try_new(f.addr)
+                    .map_or(Pte::None, |a| d.mm().pte_get_lockless(a.page_align_down()));
+                let needed = match pte {
+                    Pte::Swap(e) if e.is_device_exclusive() => {
+                        e.pfn().and_then(|p| mem.page_folio(p).ok())
+                    }
+                    _ => None,
+                };
+                let Some(folio) = needed else {
+                    lines.push(format!(
+                        "  the entry at {:#x} is {}: no folio lock is needed there",
+                        f.addr,
+                        pte_text(pte)
+                    ));
+                    continue;
+                };
+                let is_locked = mem.folio_test_locked(folio);
+                lines.push(format!(
+                    "  the entry at {:#x} is a device-exclusive entry of folio {:#x}: GUP restores it under that folio's lock (spec 3); locked {is_locked}, sleepers on its wait queue {}",
+                    f.addr,
+                    folio.head().raw(),
+                    mem.folio_wait_queue_sleepers(folio)
+                ));
+                let holder = leaked.iter().find(|(_, l)| l.folio == folio);
+                lines.push(format!(
+                    "  lock holder: {}",
+                    holder_of(folio).unwrap_or_else(|| "unknown".into())
+                ));
+                if f.in_make_exclusive && is_locked && holder.is_some_and(|(_, l)| l.task == f.task)
+                {
+                    lines.push(format!(
+                        "  => task {} waits for a lock only it can release: self-deadlock",
+                        f.task
+                    ));
+                    hang.task = Some(f.task.clone());
+                    hang.folio = Some(folio.head().raw());
+                    hang.holder = Some(f.task.clone());
+                    hang.self_deadlock = true;
+                } else if hang.folio.is_none() {
+                    hang.folio = Some(folio.head().raw());
+                    hang.holder = holder.map(|(_, l)| l.task.clone());
+                }
+            }
+        }
+        hang.lines = lines;
+        hang
     }
 }
 
@@ -941,7 +1093,8 @@ impl World {
         let before = a.map(|a| self.entry(p, a));
         let text = self.describe(&step.op);
         let mut faults = 0;
-        let r = self.run_step(t, step, &mut faults);
+        let mut cpages = None;
+        let r = self.run_step(t, step, &mut faults, &mut cpages);
         let after = a.map(|a| self.entry(p, a));
         let mut failed = None;
         let expect = step.expect.get(self.era).unwrap_or(&Outcome::Ok(None));
@@ -975,7 +1128,7 @@ impl World {
         }
         let events = self.take_events();
         if failed.is_none()
-            && let Some(want) = &step.expect_events
+            && let Some(want) = step.expect_events.as_ref().and_then(|e| e.get(self.era))
             && let Err(missing) = events_match(want, &events)
         {
             failed = Some(missing);
@@ -1000,6 +1153,15 @@ impl World {
                 "page faults"
             };
             failed = Some(format!("{what}: {want}, got {faults}"));
+        }
+        if failed.is_none()
+            && let Some(want) = step.expect_cpages.as_ref().and_then(|c| c.get(self.era))
+            && cpages != Some(*want)
+        {
+            failed = Some(format!(
+                "cpages {want}, got {}",
+                cpages.map_or_else(|| "none (the ioctl failed)".to_string(), |c| c.to_string())
+            ));
         }
         let devices = a.map_or_else(Vec::new, |a| {
             sc.devices
@@ -1034,6 +1196,7 @@ impl World {
                 Op::Read { .. } | Op::Write { .. } | Op::FetchAdd { .. } | Op::AtomicAdd { .. }
             )
             .then_some(faults),
+            cpages,
             failed,
             note: step.note.clone(),
             id: step.id.clone(),

@@ -179,6 +179,16 @@ fn diagnostics_bad_step_expectations_are_located_with_a_hint() {
             "unknown error `EBSY`",
             "did you mean `EBUSY`?",
         ),
+        (
+            "expect = 0, expect_events = { \"linux-5.41\" = [\"EXCLUSIVE\"] }",
+            "unknown era `linux-5.41` in expect_events",
+            "did you mean `linux-5.14`?",
+        ),
+        (
+            "expect = 0, expect_events = { \"linux-5.14\" = \"EXCLUSIVE\" }",
+            "expect_events is a list of events",
+            "one list per era",
+        ),
     ];
     for (to, want, hint) in cases {
         let src = GOOD.replacen("expect = 0 }", &format!("{to} }}"), 1);
@@ -213,6 +223,19 @@ fn diagnostics_bad_step_expectations_are_located_with_a_hint() {
     let r = error_of(&no_faults);
     assert!(r.contains("`munmap` counts no faults"), "{r}");
     assert!(r.contains("atomic_add"), "{r}");
+    // cpages belongs to the dmirror ioctls.
+    let no_cpages = GOOD.replacen(
+        "{ op = \"write\", at = \"buf+8\", value = 1 },",
+        "{ op = \"write\", at = \"buf+8\", value = 1, expect_cpages = 1 },",
+        1,
+    );
+    let r = error_of(&no_cpages);
+    assert!(
+        r.contains("`write` is no dmirror ioctl: it has no cpages"),
+        "{r}"
+    );
+    assert!(r.contains("t.toml:17:"), "{r}");
+    assert!(r.contains("expect_cpages goes with dmirror_read"), "{r}");
 }
 
 /// Good forms of the new expectations parse to what they say.
@@ -238,6 +261,68 @@ fn diagnostics_new_expectation_forms_parse() {
     assert_eq!(st.expect_refcount.as_ref().unwrap().value, PerEra::All(1));
     assert!(st.expect_mapcount.as_ref().unwrap().at.is_some());
     assert_eq!(st.expect_faults, Some(PerEra::All(0)));
+}
+
+/// `[outcomes]`'s `diagnosis`: only `self-deadlock`, only with outcome `deadlock`;
+/// located at the value with a hint. And a good one parses to what it says.
+#[test]
+fn diagnostics_outcome_diagnosis_is_checked() {
+    let with = |outcome: &str| {
+        format!(
+            "{GOOD}\n[outcomes]\n\"linux-5.14\" = {{ outcome = \"{outcome}\", source = \"spec 8 item 22\" }}\n"
+        )
+    };
+    for (outcome, diag, want, hint, col) in [
+        (
+            "deadlock",
+            "self-dedlock",
+            "unknown diagnosis `self-dedlock`",
+            "diagnosis = \"self-deadlock\"",
+            "t.toml:22:",
+        ),
+        (
+            "pass",
+            "self-deadlock",
+            "`diagnosis` goes with outcome \"deadlock\"",
+            "drop the diagnosis",
+            "t.toml:22:",
+        ),
+    ] {
+        let src =
+            with(outcome).replacen("source =", &format!("diagnosis = \"{diag}\", source ="), 1);
+        let e = parse("t.toml", &src).unwrap_err();
+        let r = e.render();
+        assert_eq!(e.problems.len(), 1, "{r}");
+        assert!(r.contains(want), "{r}");
+        assert!(r.contains(hint), "{r}");
+        assert!(r.contains(col), "{r}");
+    }
+    let src = with("deadlock").replacen("source =", "diagnosis = \"self-deadlock\", source =", 1);
+    let sc = parse("t.toml", &src).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert!(sc.outcomes[0].self_deadlock);
+    let sc = parse("t.toml", &with("deadlock")).unwrap();
+    assert!(!sc.outcomes[0].self_deadlock);
+}
+
+/// `expect_events` per era parses to one list per era.
+#[test]
+fn diagnostics_per_era_events_parse() {
+    use svmkit_scenario::ast::PerEra;
+    let src = GOOD.replacen(
+        "expect = 0 }",
+        "expect = 0, expect_events = { \"linux-5.14\" = [\"EXCLUSIVE\"], \"linux-6.15\" = [] } }",
+        1,
+    );
+    let sc = parse("t.toml", &src).unwrap_or_else(|e| panic!("{}", e.render()));
+    let ev = sc.threads[0].steps[1].expect_events.as_ref().unwrap();
+    assert_eq!(ev.get("linux-5.14"), Some(&vec!["EXCLUSIVE".to_string()]));
+    assert_eq!(ev.get("linux-6.15"), Some(&Vec::new()));
+    let src = GOOD.replacen("expect = 0 }", "expect = 0, expect_events = [] }", 1);
+    let sc = parse("t.toml", &src).unwrap();
+    assert_eq!(
+        sc.threads[0].steps[1].expect_events,
+        Some(PerEra::All(Vec::new()))
+    );
 }
 
 #[test]

@@ -18,7 +18,16 @@ fn expectations_each_has_a_passing_and_a_failing_file() {
         .iter()
         .map(|f| f.file_stem().unwrap().to_string_lossy().to_string())
         .collect();
-    for what in ["pte-flags", "counts", "faults", "per-era", "buffer"] {
+    for what in [
+        "pte-flags",
+        "counts",
+        "faults",
+        "per-era",
+        "buffer",
+        "invariant",
+        "zero-page",
+        "cpages",
+    ] {
         for end in ["pass", "fail"] {
             let n = format!("{what}-{end}");
             assert!(names.contains(&n), "tests/expectations/{n}.toml is missing");
