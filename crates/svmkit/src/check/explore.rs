@@ -479,7 +479,9 @@ fn explore_impl(
 
 /// Runs `hook` at every scheduling point of the running execution from now on, just
 /// before the scheduler chooses who runs next: every lock taken, every yield, of every
-/// task. A panic in `hook` fails the schedule there, as a failed assertion would. This
+/// task, except where no facade lock was released since the hook last ran (the model
+/// changes what other tasks see only under locks, so nothing new could be seen there).
+/// A panic in `hook` fails the schedule there, as a failed assertion would. This
 /// is how an invariant is checked at every state another task could observe; the hook
 /// must take no facade lock that could block (read with [`Mutex::peek`](crate::sync::Mutex::peek)
 /// and atomics: [`System::check_devices_now`](crate::System::check_devices_now) does),

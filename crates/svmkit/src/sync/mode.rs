@@ -59,15 +59,44 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
     /// Whether [`HOOK`] is set (one test on the hot path) and not running.
     static HOOK_ARMED: Cell<bool> = const { Cell::new(false) };
+    /// Lock releases in this OS thread's execution so far, and their number when the
+    /// hook last ran: the hook runs only after something was released (see
+    /// [`at_scheduling_point`]).
+    static RELEASES: Cell<u64> = const { Cell::new(0) };
+    static RELEASES_SEEN: Cell<u64> = const { Cell::new(u64::MAX) };
+}
+
+/// A facade lock of the execution was released.
+#[inline]
+pub(crate) fn released() {
+    RELEASES.set(RELEASES.get().wrapping_add(1));
 }
 
 /// Runs the execution's scheduling-point hook, if any, unless it is running already
-/// (a facade lock taken by the hook itself does not recurse).
+/// (a facade lock taken by the hook itself does not recurse) or no lock was released
+/// since it last ran: the model changes what another task can see only under a lock,
+/// so nothing another task could observe has changed since.
+/// Nor does it run while no other task is runnable: no one could observe the state
+/// here, and it lasts until a later scheduling point where someone can.
 #[inline]
 pub(crate) fn at_scheduling_point() {
-    if HOOK_ARMED.get() {
+    if HOOK_ARMED.get() && RELEASES.get() != RELEASES_SEEN.get() && others_runnable() {
+        RELEASES_SEEN.set(RELEASES.get());
         run_hook();
     }
+}
+
+/// Whether a task other than the running one is runnable (not blocked, not finished).
+fn others_runnable() -> bool {
+    use shuttle_engine::runtime::task::TaskId;
+    ExecutionState::try_with(|s| {
+        let me = s.try_current().map(|t| t.id());
+        (0usize..)
+            .map(TaskId::from)
+            .map_while(|id| s.try_get(id))
+            .any(|t| Some(t.id()) != me && t.runnable())
+    })
+    .unwrap_or(true)
 }
 
 #[cold]
@@ -95,6 +124,7 @@ fn run_hook() {
 /// Sets (or clears) the hook of the running execution.
 pub(crate) fn set_hook(hook: Option<std::rc::Rc<dyn Fn()>>) {
     HOOK_ARMED.set(hook.is_some());
+    RELEASES_SEEN.set(u64::MAX);
     let old = HOOK.with(|h| h.replace(hook));
     drop(old);
 }

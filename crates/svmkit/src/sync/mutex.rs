@@ -77,6 +77,7 @@ impl<T> Drop for Gate<'_, T> {
 #[inline(never)]
 fn release_gate<T>(hold: Box<GateHold<'_, T>>) {
     drop(hold);
+    mode::released();
 }
 
 impl<T> Mutex<T> {

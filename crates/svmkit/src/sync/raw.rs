@@ -178,7 +178,11 @@ impl<S, X> Dual<S, X> {
 #[inline(never)]
 pub(crate) fn on_shuttle<X, R>(x: &Explored<X>, what: &'static str, f: impl FnOnce(&X) -> R) -> R {
     mode::check_shuttle(x.exec, what);
-    f(&x.prim)
+    let r = f(&x.prim);
+    // A composite lock's operation (a wait queue's, the mmap lock's) may have released
+    // what it guards.
+    mode::released();
+    r
 }
 
 /// Runs `$body` on the state of `$dual` with `$c` bound to it, for either backend:
