@@ -446,8 +446,10 @@ fn a_task_alone_takes_locks_without_scheduling_points() {
 
 #[test]
 fn the_scheduling_point_hook_sees_a_state_between_two_locks() {
-    // A task breaks an "invariant" and repairs it between two of its locks; no
-    // assertion at the end can see it, the hook at every scheduling point does.
+    // A task breaks an "invariant" under one lock and repairs it under another,
+    // taking a third in between; no assertion at the end can see it, the hook at
+    // every scheduling point does (where a lock was released and another task could
+    // run: the main task, still taking its own locks).
     let body = |hooked: bool| {
         move || {
             let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -457,14 +459,20 @@ fn the_scheduling_point_hook_sees_a_state_between_two_locks() {
                     assert!(!b.load(Ordering::Relaxed), "invariant broken");
                 });
             }
-            let m = Arc::new(Mutex::new(0u32));
-            let (m2, b2) = (Arc::clone(&m), Arc::clone(&broken));
+            let (a, m) = (Arc::new(Mutex::new(())), Arc::new(Mutex::new(0u32)));
+            let (a2, m2, b2) = (Arc::clone(&a), Arc::clone(&m), Arc::clone(&broken));
             let t = thread::spawn(move || {
-                b2.store(true, Ordering::Relaxed);
+                {
+                    let _a = a2.lock();
+                    b2.store(true, Ordering::Relaxed);
+                }
                 *m2.lock() += 1;
+                let _a = a2.lock();
                 b2.store(false, Ordering::Relaxed);
             });
-            *m.lock() += 1;
+            for _ in 0..3 {
+                *m.lock() += 1;
+            }
             t.join().unwrap();
         }
     };
