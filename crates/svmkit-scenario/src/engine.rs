@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 use svmkit::sync::Arc;
+use svmkit::trace::{TraceEvent, TraceLevel};
 use svmkit::{Errno, Pfn, Profile, System};
 
 use crate::ast::*;
@@ -31,6 +32,9 @@ pub struct RunOptions {
     /// How long one step may take before the run is declared hung (a step of the model
     /// takes microseconds; only a sleep on a lock that is never released lasts).
     pub step_timeout: std::time::Duration,
+    /// What the run records in its trace ([`RunReport::trace`]); at `normal` or above
+    /// the account also shows each notifier subscriber's decision.
+    pub trace: TraceLevel,
 }
 
 impl Default for RunOptions {
@@ -38,6 +42,7 @@ impl Default for RunOptions {
         RunOptions {
             profile: None,
             step_timeout: std::time::Duration::from_secs(10),
+            trace: TraceLevel::Normal,
         }
     }
 }
@@ -61,6 +66,11 @@ pub struct StepRecord {
     pub pte: Option<(String, String)>,
     /// Notifier events the step caused, in order.
     pub events: Vec<String>,
+    /// For each notifier range the step caused (when the run is traced), what each
+    /// subscriber decided: `MMU_NOTIFY_CLEAR [0x..., 0x...): gpu interval seq=5
+    /// set_seq, gpu start done`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<String>,
     /// Device entries at the step's address after the step (`gpu: rwa`).
     pub devices: Vec<String>,
     /// The faults it took, for the steps that count them (`expect_faults`): CPU page
@@ -126,6 +136,11 @@ pub struct RunReport {
     pub end: Vec<EndCheck>,
     /// Whether every expectation held.
     pub passed: bool,
+    /// The run's trace (empty unless [`RunOptions::trace`] records): what happened
+    /// inside every step, for the views of `svmkit::trace`. Not part of the JSON
+    /// report (`svmkit run --trace FILE` writes it).
+    #[serde(skip)]
+    pub trace: Vec<TraceEvent>,
 }
 
 impl RunReport {
@@ -138,6 +153,7 @@ impl RunReport {
             deadlock: None,
             end: Vec::new(),
             passed: true,
+            trace: Vec::new(),
         }
     }
 
@@ -198,6 +214,9 @@ impl RunReport {
             }
             for e in &s.events {
                 let _ = writeln!(out, "             notifier: {e}");
+            }
+            for d in &s.decisions {
+                let _ = writeln!(out, "             decided: {d}");
             }
             for d in &s.devices {
                 let _ = writeln!(out, "             device: {d}");
@@ -352,6 +371,7 @@ fn hung_report(p: &Progress, timeout: std::time::Duration) -> RunReport {
         waited: false,
         pte: None,
         events: Vec::new(),
+        decisions: Vec::new(),
         devices: Vec::new(),
         faults: None,
         failed: Some("the step to return".into()),
@@ -373,6 +393,7 @@ fn hung_report(p: &Progress, timeout: std::time::Duration) -> RunReport {
         )),
         end: Vec::new(),
         passed: false,
+        trace: p.sys.as_ref().map_or_else(Vec::new, |s| s.trace().events()),
     }
 }
 
@@ -384,6 +405,8 @@ fn run_on(
 ) -> Result<RunReport, StepError> {
     let profile = opts.profile.unwrap_or(sc.profile);
     let w = World::new(Arc::new(sc.clone()), profile)?;
+    w.sys.set_trace(opts.trace);
+    w.sys.trace().set_track(Some("setup"));
     {
         let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
         p.sys = Some(w.sys.clone());
@@ -443,6 +466,7 @@ fn run_on(
                         waited: true,
                         pte: None,
                         events: Vec::new(),
+                        decisions: Vec::new(),
                         devices: Vec::new(),
                         faults: None,
                         failed: None,
@@ -464,6 +488,7 @@ fn run_on(
                 let known = p.steps.len();
                 p.steps.extend_from_slice(&report.steps[known..]);
             }
+            w.sys.trace().set_track(Some(&th.name));
             let rec = w.perform(t, step, turn, source);
             if rec.failed.is_some() {
                 report.passed = false;
@@ -480,6 +505,7 @@ fn run_on(
         }
     }
     // The end: checker and values with everything still in place, then teardown.
+    w.sys.trace().set_track(Some("end"));
     let clean = report.deadlock.is_none();
     w.end_checks(&mut report, clean);
     if report.deadlock.is_none() {
@@ -490,6 +516,7 @@ fn run_on(
     if report.end.iter().any(|c| !c.ok) {
         report.passed = false;
     }
+    report.trace = w.sys.trace().take();
     Ok(report)
 }
 

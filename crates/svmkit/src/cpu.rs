@@ -90,64 +90,83 @@ impl Mm {
         faults: &mut u64,
         op: impl FnOnce(&PhysMem, Pfn) -> R,
     ) -> Result<R, FaultError> {
-        let fail = |kind| FaultError { addr, access, kind };
-        let write = access == Access::Write;
-        let mut guard = self.mmap_read_lock();
-        let mut flags = FaultFlags::USER | FaultFlags::ALLOW_RETRY | FaultFlags::KILLABLE;
-        if write {
-            flags |= FaultFlags::WRITE;
-        }
-        let mut op = Some(op);
-        let mut retrying = false;
-        loop {
-            if matches!(self.pmd_get_lockless(addr), Pmd::Huge(_))
-                && let Some(r) =
-                    self.access_huge_pmd(addr, write, |mem, pfn| op.take().map(|op| op(mem, pfn)))
-                && let Some(r) = r
-            {
-                return Ok(r);
+        let mut span = self
+            .mem()
+            .tracer()
+            .span(|| crate::trace::Payload::CpuAccess {
+                mm: self.id(),
+                access: access.to_string(),
+                addr: addr.raw(),
+            });
+        #[expect(
+            clippy::redundant_closure_call,
+            reason = "the body returns early; the span records what it returned"
+        )]
+        let r = (|| -> Result<R, FaultError> {
+            let fail = |kind| FaultError { addr, access, kind };
+            let write = access == Access::Write;
+            let mut guard = self.mmap_read_lock();
+            let mut flags = FaultFlags::USER | FaultFlags::ALLOW_RETRY | FaultFlags::KILLABLE;
+            if write {
+                flags |= FaultFlags::WRITE;
             }
-            if let Some(mut ptl) = self.pte_offset_map_lock(addr)
-                && let Pte::Present(pte) = ptl.get(addr)
-                && !pte.is_protnone()
-                && (!write || pte.is_write())
-            {
-                drop(guard);
-                let mut hw = pte.with(PteFlags::ACCESSED);
-                if write {
-                    // The hardware sets the dirty bit only; soft-dirty is software's.
-                    hw = hw.with(PteFlags::DIRTY);
+            let mut op = Some(op);
+            let mut retrying = false;
+            loop {
+                if matches!(self.pmd_get_lockless(addr), Pmd::Huge(_))
+                    && let Some(r) = self
+                        .access_huge_pmd(addr, write, |mem, pfn| op.take().map(|op| op(mem, pfn)))
+                    && let Some(r) = r
+                {
+                    return Ok(r);
                 }
-                if hw != pte {
-                    ptl.set(addr, Pte::Present(hw));
+                if let Some(mut ptl) = self.pte_offset_map_lock(addr)
+                    && let Pte::Present(pte) = ptl.get(addr)
+                    && !pte.is_protnone()
+                    && (!write || pte.is_write())
+                {
+                    drop(guard);
+                    let mut hw = pte.with(PteFlags::ACCESSED);
+                    if write {
+                        // The hardware sets the dirty bit only; soft-dirty is software's.
+                        hw = hw.with(PteFlags::DIRTY);
+                    }
+                    if hw != pte {
+                        ptl.set(addr, Pte::Present(hw));
+                    }
+                    let Some(op) = op.take() else {
+                        return Err(fail(FaultKind::Bus));
+                    };
+                    let r = op(self.mem(), pte.pfn);
+                    drop(ptl);
+                    return Ok(r);
                 }
-                let Some(op) = op.take() else {
-                    return Err(fail(FaultKind::Bus));
+                // Linux: do_user_addr_fault().
+                let Some(vma) = guard.find(addr).cloned() else {
+                    return Err(fail(FaultKind::Unmapped));
                 };
-                let r = op(self.mem(), pte.pfn);
-                drop(ptl);
-                return Ok(r);
-            }
-            // Linux: do_user_addr_fault().
-            let Some(vma) = guard.find(addr).cloned() else {
-                return Err(fail(FaultKind::Unmapped));
-            };
-            if access_error(access, &vma) {
-                return Err(fail(FaultKind::Protection));
-            }
-            if !std::mem::replace(&mut retrying, false) {
-                *faults += 1;
-            }
-            match self.handle_mm_fault(&mut guard, &vma, addr, flags) {
-                Ok(VmFault::Done) => {}
-                Ok(VmFault::Retry) => {
-                    flags |= FaultFlags::TRIED;
-                    retrying = true;
+                if access_error(access, &vma) {
+                    return Err(fail(FaultKind::Protection));
                 }
-                Err(VmFaultError::Oom) => return Err(fail(FaultKind::OutOfMemory)),
-                Err(VmFaultError::Sigbus) => return Err(fail(FaultKind::Bus)),
+                if !std::mem::replace(&mut retrying, false) {
+                    *faults += 1;
+                }
+                match self.handle_mm_fault(&mut guard, &vma, addr, flags) {
+                    Ok(VmFault::Done) => {}
+                    Ok(VmFault::Retry) => {
+                        flags |= FaultFlags::TRIED;
+                        retrying = true;
+                    }
+                    Err(VmFaultError::Oom) => return Err(fail(FaultKind::OutOfMemory)),
+                    Err(VmFaultError::Sigbus) => return Err(fail(FaultKind::Bus)),
+                }
             }
-        }
+        })();
+        span.result(|| match &r {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("{:?}", e.kind),
+        });
+        r
     }
 
     /// Runs `op(frame, offset in page, range in buf)` for each page `[addr, addr+len)`

@@ -181,24 +181,41 @@ impl Mm {
         nr_pages: u64,
         flags: GupFlags,
     ) -> Result<Vec<Pfn>, Errno> {
-        check_gup_flags(flags)?;
-        if nr_pages == 0 {
-            return Ok(Vec::new());
-        }
-        if flags.contains(GupFlags::PIN) {
-            // Linux: mm_set_has_pinned_flag(), before any page is looked at.
-            self.set_has_pinned();
-        }
-        let mut pages = Vec::with_capacity(nr_pages.min(512) as usize);
-        let mut vma: Option<Vma> = None;
-        for i in 0..nr_pages {
-            match self.gup_one(guard, &mut vma, start, i, flags) {
-                Ok(pfn) => pages.push(pfn),
-                Err(Stop::Err(e)) if pages.is_empty() => return Err(e),
-                Err(Stop::Err(_) | Stop::Busy) => break,
+        let mut span = self.mem.tracer().span(|| crate::trace::Payload::Gup {
+            mm: self.id(),
+            start,
+            nr_pages,
+            flags: format!("{flags:?}"),
+        });
+        #[expect(
+            clippy::redundant_closure_call,
+            reason = "the body returns early; the span records what it returned"
+        )]
+        let r = (|| -> Result<Vec<Pfn>, Errno> {
+            check_gup_flags(flags)?;
+            if nr_pages == 0 {
+                return Ok(Vec::new());
             }
-        }
-        Ok(pages)
+            if flags.contains(GupFlags::PIN) {
+                // Linux: mm_set_has_pinned_flag(), before any page is looked at.
+                self.set_has_pinned();
+            }
+            let mut pages = Vec::with_capacity(nr_pages.min(512) as usize);
+            let mut vma: Option<Vma> = None;
+            for i in 0..nr_pages {
+                match self.gup_one(guard, &mut vma, start, i, flags) {
+                    Ok(pfn) => pages.push(pfn),
+                    Err(Stop::Err(e)) if pages.is_empty() => return Err(e),
+                    Err(Stop::Err(_) | Stop::Busy) => break,
+                }
+            }
+            Ok(pages)
+        })();
+        span.result(|| match &r {
+            Ok(v) => format!("ok, {} pages", v.len()),
+            Err(e) => e.name().to_string(),
+        });
+        r
     }
 
     /// [`get_user_pages`](Self::get_user_pages) with `PIN` set (and `GET` cleared).
@@ -488,6 +505,7 @@ impl PhysMem {
         {
             return Err(Errno::ENOMEM);
         }
+        self.trace_ref(folio, i64::from(refs));
         if flags.contains(GupFlags::PIN) && folio.is_large() {
             head.pincount_add(1);
         }
@@ -511,8 +529,11 @@ impl PhysMem {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
                 (c >= refs).then_some(c - refs)
             }) {
-            Ok(c) if c == refs => self.free_folio(folio),
-            Ok(_) => {}
+            Ok(c) if c == refs => {
+                self.trace_ref(folio, -i64::from(refs));
+                self.free_folio(folio)
+            }
+            Ok(_) => self.trace_ref(folio, -i64::from(refs)),
             Err(_) => self.report_bad(folio.head(), "folio_put_refs below zero"),
         }
     }

@@ -102,53 +102,73 @@ impl Mm {
         addr: VirtAddr,
         flags: FaultFlags,
     ) -> Result<VmFault, VmFaultError> {
-        // The guard is the capability: holding it proves the mmap lock is held.
-        let _ = &guard;
-        self.stats().faults.fetch_add(1, Ordering::Relaxed);
-        let addr = addr.page_align_down();
-        // Both anonymous write paths (first touch, COW copy) put a new folio under the
-        // VMA's anon_vma; make sure it has one (Linux: vmf_anon_prepare()).
-        let anon =
-            if flags.intersects(FaultFlags::WRITE | FaultFlags::UNSHARE) && vma.shmem().is_none() {
+        let mut span = self.mem.tracer().span(|| crate::trace::Payload::PageFault {
+            mm: self.id(),
+            addr: addr.page_align_down().raw(),
+            write: flags.contains(FaultFlags::WRITE),
+            tried: flags.contains(FaultFlags::TRIED),
+        });
+        #[expect(
+            clippy::redundant_closure_call,
+            reason = "the body returns early; the span records what it returned"
+        )]
+        let r = (|| -> Result<VmFault, VmFaultError> {
+            // The guard is the capability: holding it proves the mmap lock is held.
+            let _ = &guard;
+            self.stats().faults.fetch_add(1, Ordering::Relaxed);
+            let addr = addr.page_align_down();
+            // Both anonymous write paths (first touch, COW copy) put a new folio under the
+            // VMA's anon_vma; make sure it has one (Linux: vmf_anon_prepare()).
+            let anon = if flags.intersects(FaultFlags::WRITE | FaultFlags::UNSHARE)
+                && vma.shmem().is_none()
+            {
                 Some(self.anon_vma_prepare(guard, addr)?)
             } else {
                 None
             };
-        let write = flags.contains(FaultFlags::WRITE);
-        match self.pmd_get_lockless(addr) {
-            Pmd::None if write && vma.thp_suitable(self.mem.thp_mode(), haddr_of(addr)) => {
-                if let Some(anon) = &anon
-                    && let Some(done) = self.do_huge_pmd_anonymous_page(vma, addr, anon)?
-                {
-                    return Ok(done);
-                }
-            }
-            Pmd::Huge(h) => {
-                let unshare = flags.contains(FaultFlags::UNSHARE);
-                if (write || unshare) && !h.is_write() {
-                    if let Some(done) = self.do_huge_pmd_wp_page(vma, addr, !write)? {
+            let write = flags.contains(FaultFlags::WRITE);
+            match self.pmd_get_lockless(addr) {
+                Pmd::None if write && vma.thp_suitable(self.mem.thp_mode(), haddr_of(addr)) => {
+                    if let Some(anon) = &anon
+                        && let Some(done) = self.do_huge_pmd_anonymous_page(vma, addr, anon)?
+                    {
                         return Ok(done);
                     }
-                    // Split: the PTE-level write fault below copies one page.
-                } else {
-                    self.huge_pmd_set_accessed(addr, write);
-                    return Ok(VmFault::Done);
                 }
+                Pmd::Huge(h) => {
+                    let unshare = flags.contains(FaultFlags::UNSHARE);
+                    if (write || unshare) && !h.is_write() {
+                        if let Some(done) = self.do_huge_pmd_wp_page(vma, addr, !write)? {
+                            return Ok(done);
+                        }
+                        // Split: the PTE-level write fault below copies one page.
+                    } else {
+                        self.huge_pmd_set_accessed(addr, write);
+                        return Ok(VmFault::Done);
+                    }
+                }
+                _ => {}
             }
-            _ => {}
-        }
-        match self.pte_alloc(addr) {
-            Ok(_) => {}
-            // A huge PMD appeared meanwhile: let the access retry.
-            Err(Errno::EEXIST) => return Ok(VmFault::Done),
-            Err(e) => return Err(e.into()),
-        }
-        match self.pte_get_lockless(addr) {
-            Pte::None if vma.shmem().is_some() => self.do_shared_fault(vma, addr, flags),
-            Pte::None => self.do_anonymous_page(vma, addr, flags, anon.as_ref()),
-            Pte::Swap(_) => self.do_swap_page(guard, vma, addr, flags),
-            Pte::Present(_) => self.handle_present_pte(vma, addr, flags, anon.as_ref()),
-        }
+            match self.pte_alloc(addr) {
+                Ok(_) => {}
+                // A huge PMD appeared meanwhile: let the access retry.
+                Err(Errno::EEXIST) => return Ok(VmFault::Done),
+                Err(e) => return Err(e.into()),
+            }
+            match self.pte_get_lockless(addr) {
+                Pte::None if vma.shmem().is_some() => self.do_shared_fault(vma, addr, flags),
+                Pte::None => self.do_anonymous_page(vma, addr, flags, anon.as_ref()),
+                Pte::Swap(_) => self.do_swap_page(guard, vma, addr, flags),
+                Pte::Present(_) => self.handle_present_pte(vma, addr, flags, anon.as_ref()),
+            }
+        })();
+        span.result(|| match &r {
+            Ok(VmFault::Done) => "done".into(),
+            Ok(VmFault::Retry) => "retry".into(),
+            Err(VmFaultError::Oom) => "OOM".into(),
+            Err(VmFaultError::Sigbus) => "SIGBUS".into(),
+        });
+        r
     }
 
     /// The anon_vma of the VMA at `addr`, allocated and linked on first use.
@@ -340,40 +360,57 @@ impl Mm {
         flags: FaultFlags,
         orig: SwapPte,
     ) -> Result<VmFault, VmFaultError> {
-        let mem = &self.mem;
-        let profile = *self.profile();
-        let Some(folio) = orig.pfn().and_then(|p| mem.page_folio(p).ok()) else {
-            return Err(VmFaultError::Sigbus);
-        };
-        if profile.restore_takes_folio_ref && !mem.folio_try_get(folio) {
-            // Freed already: the entry must be gone too; let the access retry.
-            return Ok(VmFault::Done);
-        }
-        let put = || {
-            if profile.restore_takes_folio_ref {
-                mem.folio_put(folio);
+        let mut span = self.mem.tracer().span(|| crate::trace::Payload::Restore {
+            mm: self.id(),
+            addr: addr.raw(),
+            pfn: orig.pfn().map_or(0, |p| p.raw()),
+        });
+        #[expect(
+            clippy::redundant_closure_call,
+            reason = "the body returns early; the span records what it returned"
+        )]
+        let r = (|| -> Result<VmFault, VmFaultError> {
+            let mem = &self.mem;
+            let profile = *self.profile();
+            let Some(folio) = orig.pfn().and_then(|p| mem.page_folio(p).ok()) else {
+                return Err(VmFaultError::Sigbus);
+            };
+            if profile.restore_takes_folio_ref && !mem.folio_try_get(folio) {
+                // Freed already: the entry must be gone too; let the access retry.
+                return Ok(VmFault::Done);
             }
-        };
-        if !self.folio_lock_or_retry(guard, folio, flags) {
+            let put = || {
+                if profile.restore_takes_folio_ref {
+                    mem.folio_put(folio);
+                }
+            };
+            if !self.folio_lock_or_retry(guard, folio, flags) {
+                put();
+                return Ok(VmFault::Retry);
+            }
+            let range = MmuNotifierRange::new(
+                self,
+                profile.restore_event.event(),
+                addr.raw(),
+                addr.raw() + PAGE_SIZE,
+            )
+            .invalidate_range_start();
+            if let Some(mut ptl) = self.pte_offset_map_lock(addr)
+                && ptl.get(addr) == Pte::Swap(orig)
+            {
+                self.restore_exclusive_pte(vma, folio, addr, &mut ptl, orig);
+            }
+            mem.folio_unlock(folio);
             put();
-            return Ok(VmFault::Retry);
-        }
-        let range = MmuNotifierRange::new(
-            self,
-            profile.restore_event.event(),
-            addr.raw(),
-            addr.raw() + PAGE_SIZE,
-        )
-        .invalidate_range_start();
-        if let Some(mut ptl) = self.pte_offset_map_lock(addr)
-            && ptl.get(addr) == Pte::Swap(orig)
-        {
-            self.restore_exclusive_pte(vma, folio, addr, &mut ptl, orig);
-        }
-        mem.folio_unlock(folio);
-        put();
-        range.end();
-        Ok(VmFault::Done)
+            range.end();
+            Ok(VmFault::Done)
+        })();
+        span.result(|| match &r {
+            Ok(VmFault::Done) => "done".into(),
+            Ok(VmFault::Retry) => "retry (folio locked: mmap lock dropped, waited)".into(),
+            Err(_) => "SIGBUS".into(),
+        });
+        r
     }
 
     /// Locks `folio` for a fault, or, on the first attempt of a retryable fault, drops

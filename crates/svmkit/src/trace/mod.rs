@@ -817,3 +817,49 @@ pub(crate) fn result_text<T>(r: &Result<T, crate::Errno>) -> String {
         Err(e) => e.name().to_string(),
     }
 }
+
+/// A view of a record, chosen by the output file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum View {
+    /// `.txt`: [`text::render`].
+    Text,
+    /// `.jsonl`: [`jsonl::render`].
+    JsonLines,
+}
+
+/// Why no view fits a file name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    /// The extension names a view that is planned but not built yet.
+    #[error("trace view `.{0}` is not supported yet; use .txt (text) or .jsonl (JSON lines)")]
+    NotYetSupported(String),
+    /// No view has this extension (or there is none).
+    #[error("no trace view for `{0}`; the extension picks it: .txt (text) or .jsonl (JSON lines)")]
+    Unknown(String),
+}
+
+impl View {
+    /// The view for an output file, from its extension (case-insensitive). The one
+    /// place that maps extensions to views: `.json` (Perfetto / Chrome trace events)
+    /// and `.html` (timeline) are reserved for views to come.
+    pub fn for_path(path: &std::path::Path) -> Result<View, ViewError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("txt") => Ok(View::Text),
+            Some("jsonl") => Ok(View::JsonLines),
+            Some(e @ ("json" | "html")) => Err(ViewError::NotYetSupported(e.to_string())),
+            _ => Err(ViewError::Unknown(path.display().to_string())),
+        }
+    }
+
+    /// The record in this view.
+    pub fn render(self, events: &[TraceEvent]) -> String {
+        match self {
+            View::Text => text::render(events),
+            View::JsonLines => jsonl::render(events),
+        }
+    }
+}

@@ -154,6 +154,10 @@ impl MmuNotifierOps for RecordingNotifier {
             .lock()
             .push(NotifierCall::of(NotifierCallKind::Release, &range));
     }
+
+    fn trace_name(&self) -> Option<String> {
+        Some("recorder".into())
+    }
 }
 
 impl MmuIntervalNotifierOps for RecordingNotifier {
@@ -173,6 +177,10 @@ impl MmuIntervalNotifierOps for RecordingNotifier {
             range,
         ));
         true
+    }
+
+    fn trace_name(&self) -> Option<String> {
+        Some("recorder".into())
     }
 }
 
