@@ -766,7 +766,7 @@ impl World {
 
 /// For each notifier range in `events`, one line: the range and what each subscriber
 /// (other than the engine's own recorder) decided, in callback order.
-fn decisions(events: &[svmkit::trace::TraceEvent]) -> Vec<String> {
+fn decisions(events: &[svmkit::trace::TraceEvent], names: &[(u64, String)]) -> Vec<String> {
     use svmkit::trace::{Payload, Phase};
     let mut out = Vec::new();
     for (i, e) in events.iter().enumerate() {
@@ -806,8 +806,12 @@ fn decisions(events: &[svmkit::trace::TraceEvent]) -> Vec<String> {
                 ));
             }
         }
+        let process = names
+            .iter()
+            .find(|(id, _)| id == mm)
+            .map_or_else(|| format!("mm{mm}"), |(_, n)| n.clone());
         out.push(format!(
-            "mm{mm} {event} [{start:#x}, {end:#x}){}: {}",
+            "{process} {event} [{start:#x}, {end:#x}){}: {}",
             owner
                 .as_ref()
                 .map_or(String::new(), |o| format!(" owner {o}")),
@@ -1004,7 +1008,12 @@ impl World {
         let r = self.run_step(t, step, &mut faults);
         drop(span);
         let decisions = if tracer.on() {
-            decisions(&tracer.events_since(since))
+            let names: Vec<(u64, String)> = lk(&self.procs)
+                .iter()
+                .zip(&self.sc.processes)
+                .filter_map(|(m, p)| Some((m.as_ref()?.mm().id(), p.name.clone())))
+                .collect();
+            decisions(&tracer.events_since(since), &names)
         } else {
             Vec::new()
         };

@@ -553,15 +553,20 @@ enum TaskKey {
 
 impl TaskKey {
     fn current() -> (TaskKey, Option<String>) {
-        if crate::sync::in_explorer() {
-            let me = shuttle::thread::current();
-            (
-                TaskKey::Shuttle(usize::from(me.id())),
-                me.name().map(str::to_string),
-            )
-        } else {
-            let me = std::thread::current();
-            (TaskKey::Os(me.id()), me.name().map(str::to_string))
+        // Shuttle's execution state, when there is one on this OS thread, names the
+        // running task; asking it is no scheduling point. It is absent outside an
+        // execution and while an execution tears its tasks down (values dropped then
+        // are traced on the OS thread's track).
+        let task = shuttle_engine::runtime::execution::ExecutionState::try_with(|s| {
+            let me = s.current();
+            (usize::from(me.id()), me.name())
+        });
+        match task {
+            Ok((id, name)) => (TaskKey::Shuttle(id), name),
+            Err(_) => {
+                let me = std::thread::current();
+                (TaskKey::Os(me.id()), me.name().map(str::to_string))
+            }
         }
     }
 }
