@@ -98,10 +98,6 @@ impl Mm {
                 access: access.to_string(),
                 addr: addr.raw(),
             });
-        #[expect(
-            clippy::redundant_closure_call,
-            reason = "the body returns early; the span records what it returned"
-        )]
         let r = (|| -> Result<R, FaultError> {
             let fail = |kind| FaultError { addr, access, kind };
             let write = access == Access::Write;

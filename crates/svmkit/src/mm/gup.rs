@@ -187,10 +187,6 @@ impl Mm {
             nr_pages,
             flags: format!("{flags:?}"),
         });
-        #[expect(
-            clippy::redundant_closure_call,
-            reason = "the body returns early; the span records what it returned"
-        )]
         let r = (|| -> Result<Vec<Pfn>, Errno> {
             check_gup_flags(flags)?;
             if nr_pages == 0 {

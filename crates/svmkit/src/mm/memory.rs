@@ -108,10 +108,6 @@ impl Mm {
             write: flags.contains(FaultFlags::WRITE),
             tried: flags.contains(FaultFlags::TRIED),
         });
-        #[expect(
-            clippy::redundant_closure_call,
-            reason = "the body returns early; the span records what it returned"
-        )]
         let r = (|| -> Result<VmFault, VmFaultError> {
             // The guard is the capability: holding it proves the mmap lock is held.
             let _ = &guard;
@@ -365,10 +361,6 @@ impl Mm {
             addr: addr.raw(),
             pfn: orig.pfn().map_or(0, |p| p.raw()),
         });
-        #[expect(
-            clippy::redundant_closure_call,
-            reason = "the body returns early; the span records what it returned"
-        )]
         let r = (|| -> Result<VmFault, VmFaultError> {
             let mem = &self.mem;
             let profile = *self.profile();

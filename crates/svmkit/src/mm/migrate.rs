@@ -80,10 +80,6 @@ impl PhysMem {
         let mut span = self.tracer().span(|| crate::trace::Payload::Migrate {
             pfn: folio.head().raw(),
         });
-        #[expect(
-            clippy::redundant_closure_call,
-            reason = "the body returns early; the span records what it returned"
-        )]
         let r = (|| -> Result<Folio, Errno> {
             // The isolation reference first, then the checks: without it the frame could
             // be freed and reused (as a page table, say) between the check and the get.

@@ -274,34 +274,26 @@ impl Mm {
     ///
     /// Linux: `exit_mmap()`.
     pub(crate) fn exit_mmap(&self) {
-        let mut span = self
+        let _span = self
             .mem
             .tracer()
             .span(|| crate::trace::Payload::Exit { mm: self.id() });
-        #[expect(
-            clippy::redundant_closure_call,
-            reason = "the body returns early; the span records what it returned"
-        )]
-        let r = (|| -> () {
-            // Listeners drop their mirrors before the teardown (and classic ones are gone
-            // after this); interval notifiers still registered see the Unmap below.
-            self.mmu_notifier_release();
-            let mut tree = self.mmap_write_lock();
-            let all = tree.remove_range(VirtAddr::ZERO, VirtAddr::new_truncate(TASK_SIZE));
-            if !all.is_empty() {
-                // Linux: unmap_vmas(..., 0, ULONG_MAX, ...).
-                let range = MmuNotifierRange::new(self, MmuNotifierEvent::Unmap, 0, u64::MAX)
-                    .invalidate_range_start();
-                for vma in &all {
-                    self.unmap_page_range(vma.start(), vma.end());
-                }
-                range.end();
+        // Listeners drop their mirrors before the teardown (and classic ones are gone
+        // after this); interval notifiers still registered see the Unmap below.
+        self.mmu_notifier_release();
+        let mut tree = self.mmap_write_lock();
+        let all = tree.remove_range(VirtAddr::ZERO, VirtAddr::new_truncate(TASK_SIZE));
+        if !all.is_empty() {
+            // Linux: unmap_vmas(..., 0, ULONG_MAX, ...).
+            let range = MmuNotifierRange::new(self, MmuNotifierEvent::Unmap, 0, u64::MAX)
+                .invalidate_range_start();
+            for vma in &all {
+                self.unmap_page_range(vma.start(), vma.end());
             }
-            tree.unlink_anon_vmas(&all);
-            self.free_pgtables(&tree, VirtAddr::ZERO, VirtAddr::new_truncate(TASK_SIZE));
-        })();
-        span.result(|| "done".to_string());
-        r
+            range.end();
+        }
+        tree.unlink_anon_vmas(&all);
+        self.free_pgtables(&tree, VirtAddr::ZERO, VirtAddr::new_truncate(TASK_SIZE));
     }
 }
 
@@ -321,10 +313,6 @@ impl Mm {
             parent: self.id(),
             child: child.id(),
         });
-        #[expect(
-            clippy::redundant_closure_call,
-            reason = "the body returns early; the span records what it returned"
-        )]
         let r = (|| -> Result<(), Errno> {
             let tree = self.mmap_write_lock();
             let mut ctree = child.mmap_write_lock();

@@ -547,10 +547,6 @@ impl Mm {
                 end: (addr & !(PAGE_SIZE - 1)) + PAGE_SIZE,
                 owner: owner.map(|o| self.mem.tracer().owner_name(o)),
             });
-        #[expect(
-            clippy::redundant_closure_call,
-            reason = "the body returns early; the span records what it returned"
-        )]
         let r = (|| -> Result<ExclusiveFolio, Errno> {
             if self.profile().convert_via_rmap_walk_whole_folio {
                 // 5.14 had only the range API: one page of it, a NULL page reported as
@@ -674,10 +670,6 @@ impl Mm {
                 end,
                 owner: owner.map(|o| self.mem.tracer().owner_name(o)),
             });
-        #[expect(
-            clippy::redundant_closure_call,
-            reason = "the body returns early; the span records what it returned"
-        )]
         let r = (|| -> Result<Vec<Option<ExclusiveFolio>>, Errno> {
             let _ = task; // 5.14 never waited for a folio lock: nothing to kill.
             if !self.profile().has_range_api {

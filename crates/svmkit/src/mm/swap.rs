@@ -216,10 +216,6 @@ impl PhysMem {
         let mut span = self.tracer().span(|| crate::trace::Payload::Reclaim {
             pfn: folio.head().raw(),
         });
-        #[expect(
-            clippy::redundant_closure_call,
-            reason = "the body returns early; the span records what it returned"
-        )]
         let r = (|| -> Result<(), Errno> {
             let Some(lock) = self.folio_trylock(folio) else {
                 self.folio_put(folio);
