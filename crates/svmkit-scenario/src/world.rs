@@ -1003,7 +1003,8 @@ impl World {
         let text = self.describe(&step.op);
         let mut faults = 0;
         let tracer = self.sys.trace();
-        let since = tracer.now();
+        // Only a traced run (svmkit run) reads its record back.
+        let since = if tracer.on() { tracer.now() } else { 0 };
         let span = tracer.span(|| svmkit::trace::Payload::Step { step: text.clone() });
         let r = self.run_step(t, step, &mut faults);
         drop(span);
