@@ -98,71 +98,80 @@ impl Mm {
                 access: access.to_string(),
                 addr: addr.raw(),
             });
-        let r = (|| -> Result<R, FaultError> {
-            let fail = |kind| FaultError { addr, access, kind };
-            let write = access == Access::Write;
-            let mut guard = self.mmap_read_lock();
-            let mut flags = FaultFlags::USER | FaultFlags::ALLOW_RETRY | FaultFlags::KILLABLE;
-            if write {
-                flags |= FaultFlags::WRITE;
-            }
-            let mut op = Some(op);
-            let mut retrying = false;
-            loop {
-                if matches!(self.pmd_get_lockless(addr), Pmd::Huge(_))
-                    && let Some(r) = self
-                        .access_huge_pmd(addr, write, |mem, pfn| op.take().map(|op| op(mem, pfn)))
-                    && let Some(r) = r
-                {
-                    return Ok(r);
-                }
-                if let Some(mut ptl) = self.pte_offset_map_lock(addr)
-                    && let Pte::Present(pte) = ptl.get(addr)
-                    && !pte.is_protnone()
-                    && (!write || pte.is_write())
-                {
-                    drop(guard);
-                    let mut hw = pte.with(PteFlags::ACCESSED);
-                    if write {
-                        // The hardware sets the dirty bit only; soft-dirty is software's.
-                        hw = hw.with(PteFlags::DIRTY);
-                    }
-                    if hw != pte {
-                        ptl.set(addr, Pte::Present(hw));
-                    }
-                    let Some(op) = op.take() else {
-                        return Err(fail(FaultKind::Bus));
-                    };
-                    let r = op(self.mem(), pte.pfn);
-                    drop(ptl);
-                    return Ok(r);
-                }
-                // Linux: do_user_addr_fault().
-                let Some(vma) = guard.find(addr).cloned() else {
-                    return Err(fail(FaultKind::Unmapped));
-                };
-                if access_error(access, &vma) {
-                    return Err(fail(FaultKind::Protection));
-                }
-                if !std::mem::replace(&mut retrying, false) {
-                    *faults += 1;
-                }
-                match self.handle_mm_fault(&mut guard, &vma, addr, flags) {
-                    Ok(VmFault::Done) => {}
-                    Ok(VmFault::Retry) => {
-                        flags |= FaultFlags::TRIED;
-                        retrying = true;
-                    }
-                    Err(VmFaultError::Oom) => return Err(fail(FaultKind::OutOfMemory)),
-                    Err(VmFaultError::Sigbus) => return Err(fail(FaultKind::Bus)),
-                }
-            }
-        })();
+        let r = self.access_page_body(addr, access, faults, op);
         span.result(|| match &r {
             Ok(_) => "ok".to_string(),
             Err(e) => format!("{:?}", e.kind),
         });
         r
+    }
+
+    /// [`access_page`](Self::access_page) without its trace operation.
+    fn access_page_body<R>(
+        &self,
+        addr: VirtAddr,
+        access: Access,
+        faults: &mut u64,
+        op: impl FnOnce(&PhysMem, Pfn) -> R,
+    ) -> Result<R, FaultError> {
+        let fail = |kind| FaultError { addr, access, kind };
+        let write = access == Access::Write;
+        let mut guard = self.mmap_read_lock();
+        let mut flags = FaultFlags::USER | FaultFlags::ALLOW_RETRY | FaultFlags::KILLABLE;
+        if write {
+            flags |= FaultFlags::WRITE;
+        }
+        let mut op = Some(op);
+        let mut retrying = false;
+        loop {
+            if matches!(self.pmd_get_lockless(addr), Pmd::Huge(_))
+                && let Some(r) =
+                    self.access_huge_pmd(addr, write, |mem, pfn| op.take().map(|op| op(mem, pfn)))
+                && let Some(r) = r
+            {
+                return Ok(r);
+            }
+            if let Some(mut ptl) = self.pte_offset_map_lock(addr)
+                && let Pte::Present(pte) = ptl.get(addr)
+                && !pte.is_protnone()
+                && (!write || pte.is_write())
+            {
+                drop(guard);
+                let mut hw = pte.with(PteFlags::ACCESSED);
+                if write {
+                    // The hardware sets the dirty bit only; soft-dirty is software's.
+                    hw = hw.with(PteFlags::DIRTY);
+                }
+                if hw != pte {
+                    ptl.set(addr, Pte::Present(hw));
+                }
+                let Some(op) = op.take() else {
+                    return Err(fail(FaultKind::Bus));
+                };
+                let r = op(self.mem(), pte.pfn);
+                drop(ptl);
+                return Ok(r);
+            }
+            // Linux: do_user_addr_fault().
+            let Some(vma) = guard.find(addr).cloned() else {
+                return Err(fail(FaultKind::Unmapped));
+            };
+            if access_error(access, &vma) {
+                return Err(fail(FaultKind::Protection));
+            }
+            if !std::mem::replace(&mut retrying, false) {
+                *faults += 1;
+            }
+            match self.handle_mm_fault(&mut guard, &vma, addr, flags) {
+                Ok(VmFault::Done) => {}
+                Ok(VmFault::Retry) => {
+                    flags |= FaultFlags::TRIED;
+                    retrying = true;
+                }
+                Err(VmFaultError::Oom) => return Err(fail(FaultKind::OutOfMemory)),
+                Err(VmFaultError::Sigbus) => return Err(fail(FaultKind::Bus)),
+            }
+        }
     }
 
     /// Runs `op(frame, offset in page, range in buf)` for each page `[addr, addr+len)`

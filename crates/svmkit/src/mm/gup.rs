@@ -187,31 +187,40 @@ impl Mm {
             nr_pages,
             flags: format!("{flags:?}"),
         });
-        let r = (|| -> Result<Vec<Pfn>, Errno> {
-            check_gup_flags(flags)?;
-            if nr_pages == 0 {
-                return Ok(Vec::new());
-            }
-            if flags.contains(GupFlags::PIN) {
-                // Linux: mm_set_has_pinned_flag(), before any page is looked at.
-                self.set_has_pinned();
-            }
-            let mut pages = Vec::with_capacity(nr_pages.min(512) as usize);
-            let mut vma: Option<Vma> = None;
-            for i in 0..nr_pages {
-                match self.gup_one(guard, &mut vma, start, i, flags) {
-                    Ok(pfn) => pages.push(pfn),
-                    Err(Stop::Err(e)) if pages.is_empty() => return Err(e),
-                    Err(Stop::Err(_) | Stop::Busy) => break,
-                }
-            }
-            Ok(pages)
-        })();
+        let r = self.get_user_pages_body(guard, start, nr_pages, flags);
         span.result(|| match &r {
             Ok(v) => format!("ok, {} pages", v.len()),
             Err(e) => e.name().to_string(),
         });
         r
+    }
+
+    /// [`get_user_pages`](Self::get_user_pages) without its trace operation.
+    fn get_user_pages_body(
+        &self,
+        guard: &mut MmapReadGuard<'_, VmaTree>,
+        start: u64,
+        nr_pages: u64,
+        flags: GupFlags,
+    ) -> Result<Vec<Pfn>, Errno> {
+        check_gup_flags(flags)?;
+        if nr_pages == 0 {
+            return Ok(Vec::new());
+        }
+        if flags.contains(GupFlags::PIN) {
+            // Linux: mm_set_has_pinned_flag(), before any page is looked at.
+            self.set_has_pinned();
+        }
+        let mut pages = Vec::with_capacity(nr_pages.min(512) as usize);
+        let mut vma: Option<Vma> = None;
+        for i in 0..nr_pages {
+            match self.gup_one(guard, &mut vma, start, i, flags) {
+                Ok(pfn) => pages.push(pfn),
+                Err(Stop::Err(e)) if pages.is_empty() => return Err(e),
+                Err(Stop::Err(_) | Stop::Busy) => break,
+            }
+        }
+        Ok(pages)
     }
 
     /// [`get_user_pages`](Self::get_user_pages) with `PIN` set (and `GET` cleared).

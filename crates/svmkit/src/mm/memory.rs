@@ -108,56 +108,7 @@ impl Mm {
             write: flags.contains(FaultFlags::WRITE),
             tried: flags.contains(FaultFlags::TRIED),
         });
-        let r = (|| -> Result<VmFault, VmFaultError> {
-            // The guard is the capability: holding it proves the mmap lock is held.
-            let _ = &guard;
-            self.stats().faults.fetch_add(1, Ordering::Relaxed);
-            let addr = addr.page_align_down();
-            // Both anonymous write paths (first touch, COW copy) put a new folio under the
-            // VMA's anon_vma; make sure it has one (Linux: vmf_anon_prepare()).
-            let anon = if flags.intersects(FaultFlags::WRITE | FaultFlags::UNSHARE)
-                && vma.shmem().is_none()
-            {
-                Some(self.anon_vma_prepare(guard, addr)?)
-            } else {
-                None
-            };
-            let write = flags.contains(FaultFlags::WRITE);
-            match self.pmd_get_lockless(addr) {
-                Pmd::None if write && vma.thp_suitable(self.mem.thp_mode(), haddr_of(addr)) => {
-                    if let Some(anon) = &anon
-                        && let Some(done) = self.do_huge_pmd_anonymous_page(vma, addr, anon)?
-                    {
-                        return Ok(done);
-                    }
-                }
-                Pmd::Huge(h) => {
-                    let unshare = flags.contains(FaultFlags::UNSHARE);
-                    if (write || unshare) && !h.is_write() {
-                        if let Some(done) = self.do_huge_pmd_wp_page(vma, addr, !write)? {
-                            return Ok(done);
-                        }
-                        // Split: the PTE-level write fault below copies one page.
-                    } else {
-                        self.huge_pmd_set_accessed(addr, write);
-                        return Ok(VmFault::Done);
-                    }
-                }
-                _ => {}
-            }
-            match self.pte_alloc(addr) {
-                Ok(_) => {}
-                // A huge PMD appeared meanwhile: let the access retry.
-                Err(Errno::EEXIST) => return Ok(VmFault::Done),
-                Err(e) => return Err(e.into()),
-            }
-            match self.pte_get_lockless(addr) {
-                Pte::None if vma.shmem().is_some() => self.do_shared_fault(vma, addr, flags),
-                Pte::None => self.do_anonymous_page(vma, addr, flags, anon.as_ref()),
-                Pte::Swap(_) => self.do_swap_page(guard, vma, addr, flags),
-                Pte::Present(_) => self.handle_present_pte(vma, addr, flags, anon.as_ref()),
-            }
-        })();
+        let r = self.handle_mm_fault_body(guard, vma, addr, flags);
         span.result(|| match &r {
             Ok(VmFault::Done) => "done".into(),
             Ok(VmFault::Retry) => "retry".into(),
@@ -165,6 +116,63 @@ impl Mm {
             Err(VmFaultError::Sigbus) => "SIGBUS".into(),
         });
         r
+    }
+
+    /// [`handle_mm_fault`](Self::handle_mm_fault) without its trace operation.
+    fn handle_mm_fault_body(
+        &self,
+        guard: &mut MmapReadGuard<'_, VmaTree>,
+        vma: &Vma,
+        addr: VirtAddr,
+        flags: FaultFlags,
+    ) -> Result<VmFault, VmFaultError> {
+        // The guard is the capability: holding it proves the mmap lock is held.
+        let _ = &guard;
+        self.stats().faults.fetch_add(1, Ordering::Relaxed);
+        let addr = addr.page_align_down();
+        // Both anonymous write paths (first touch, COW copy) put a new folio under the
+        // VMA's anon_vma; make sure it has one (Linux: vmf_anon_prepare()).
+        let anon =
+            if flags.intersects(FaultFlags::WRITE | FaultFlags::UNSHARE) && vma.shmem().is_none() {
+                Some(self.anon_vma_prepare(guard, addr)?)
+            } else {
+                None
+            };
+        let write = flags.contains(FaultFlags::WRITE);
+        match self.pmd_get_lockless(addr) {
+            Pmd::None if write && vma.thp_suitable(self.mem.thp_mode(), haddr_of(addr)) => {
+                if let Some(anon) = &anon
+                    && let Some(done) = self.do_huge_pmd_anonymous_page(vma, addr, anon)?
+                {
+                    return Ok(done);
+                }
+            }
+            Pmd::Huge(h) => {
+                let unshare = flags.contains(FaultFlags::UNSHARE);
+                if (write || unshare) && !h.is_write() {
+                    if let Some(done) = self.do_huge_pmd_wp_page(vma, addr, !write)? {
+                        return Ok(done);
+                    }
+                    // Split: the PTE-level write fault below copies one page.
+                } else {
+                    self.huge_pmd_set_accessed(addr, write);
+                    return Ok(VmFault::Done);
+                }
+            }
+            _ => {}
+        }
+        match self.pte_alloc(addr) {
+            Ok(_) => {}
+            // A huge PMD appeared meanwhile: let the access retry.
+            Err(Errno::EEXIST) => return Ok(VmFault::Done),
+            Err(e) => return Err(e.into()),
+        }
+        match self.pte_get_lockless(addr) {
+            Pte::None if vma.shmem().is_some() => self.do_shared_fault(vma, addr, flags),
+            Pte::None => self.do_anonymous_page(vma, addr, flags, anon.as_ref()),
+            Pte::Swap(_) => self.do_swap_page(guard, vma, addr, flags),
+            Pte::Present(_) => self.handle_present_pte(vma, addr, flags, anon.as_ref()),
+        }
     }
 
     /// The anon_vma of the VMA at `addr`, allocated and linked on first use.
@@ -361,48 +369,58 @@ impl Mm {
             addr: addr.raw(),
             pfn: orig.pfn().map_or(0, |p| p.raw()),
         });
-        let r = (|| -> Result<VmFault, VmFaultError> {
-            let mem = &self.mem;
-            let profile = *self.profile();
-            let Some(folio) = orig.pfn().and_then(|p| mem.page_folio(p).ok()) else {
-                return Err(VmFaultError::Sigbus);
-            };
-            if profile.restore_takes_folio_ref && !mem.folio_try_get(folio) {
-                // Freed already: the entry must be gone too; let the access retry.
-                return Ok(VmFault::Done);
-            }
-            let put = || {
-                if profile.restore_takes_folio_ref {
-                    mem.folio_put(folio);
-                }
-            };
-            if !self.folio_lock_or_retry(guard, folio, flags) {
-                put();
-                return Ok(VmFault::Retry);
-            }
-            let range = MmuNotifierRange::new(
-                self,
-                profile.restore_event.event(),
-                addr.raw(),
-                addr.raw() + PAGE_SIZE,
-            )
-            .invalidate_range_start();
-            if let Some(mut ptl) = self.pte_offset_map_lock(addr)
-                && ptl.get(addr) == Pte::Swap(orig)
-            {
-                self.restore_exclusive_pte(vma, folio, addr, &mut ptl, orig);
-            }
-            mem.folio_unlock(folio);
-            put();
-            range.end();
-            Ok(VmFault::Done)
-        })();
+        let r = self.remove_device_exclusive_entry_body(guard, vma, addr, flags, orig);
         span.result(|| match &r {
             Ok(VmFault::Done) => "done".into(),
             Ok(VmFault::Retry) => "retry (folio locked: mmap lock dropped, waited)".into(),
             Err(_) => "SIGBUS".into(),
         });
         r
+    }
+
+    /// [`remove_device_exclusive_entry`](Self::remove_device_exclusive_entry) without its trace operation.
+    fn remove_device_exclusive_entry_body(
+        &self,
+        guard: &mut MmapReadGuard<'_, VmaTree>,
+        vma: &Vma,
+        addr: VirtAddr,
+        flags: FaultFlags,
+        orig: SwapPte,
+    ) -> Result<VmFault, VmFaultError> {
+        let mem = &self.mem;
+        let profile = *self.profile();
+        let Some(folio) = orig.pfn().and_then(|p| mem.page_folio(p).ok()) else {
+            return Err(VmFaultError::Sigbus);
+        };
+        if profile.restore_takes_folio_ref && !mem.folio_try_get(folio) {
+            // Freed already: the entry must be gone too; let the access retry.
+            return Ok(VmFault::Done);
+        }
+        let put = || {
+            if profile.restore_takes_folio_ref {
+                mem.folio_put(folio);
+            }
+        };
+        if !self.folio_lock_or_retry(guard, folio, flags) {
+            put();
+            return Ok(VmFault::Retry);
+        }
+        let range = MmuNotifierRange::new(
+            self,
+            profile.restore_event.event(),
+            addr.raw(),
+            addr.raw() + PAGE_SIZE,
+        )
+        .invalidate_range_start();
+        if let Some(mut ptl) = self.pte_offset_map_lock(addr)
+            && ptl.get(addr) == Pte::Swap(orig)
+        {
+            self.restore_exclusive_pte(vma, folio, addr, &mut ptl, orig);
+        }
+        mem.folio_unlock(folio);
+        put();
+        range.end();
+        Ok(VmFault::Done)
     }
 
     /// Locks `folio` for a fault, or, on the first attempt of a retryable fault, drops

@@ -80,69 +80,69 @@ impl PhysMem {
         let mut span = self.tracer().span(|| crate::trace::Payload::Migrate {
             pfn: folio.head().raw(),
         });
-        let r = (|| -> Result<Folio, Errno> {
-            // The isolation reference first, then the checks: without it the frame could
-            // be freed and reused (as a page table, say) between the check and the get.
-            if !self.folio_try_get(folio) {
-                return Err(Errno::EINVAL);
-            }
-            if !self.folio_test(folio, PageFlags::ANON)
-                || self.page_folio(folio.head()) != Ok(folio)
-            {
-                self.folio_put(folio);
-                return Err(Errno::EINVAL);
-            }
-            // The isolation reference is ours from here on.
-            let Some(lock) = self.folio_trylock(folio) else {
-                self.folio_put(folio);
-                return Err(Errno::EAGAIN);
-            };
-            lock.leak();
-            // Linux: migrate_folio_unmap() unmaps only a mapped folio (folio_mapped()); a
-            // 5.14 small folio held by a device-exclusive entry has mapcount 0, so it sends
-            // no invalidation and keeps the device's mapping (spec 4.6).
-            if self.folio_mapped(folio) {
-                self.try_to_migrate(folio);
-                self.trace_step(folio, "try_to_migrate", || {
-                    format!("mapcount now {}", self.folio_mapcount(folio))
-                });
-            }
-            // Linux: folio_migrate_mapping()'s expected-refcount check: our isolation
-            // reference, plus the swap cache's if the folio is in it.
-            let cached = self.swap_cache_slot(folio);
-            let expected = 1 + i32::from(cached.is_some());
-            let result =
-                if self.folio_ref_count(folio) != expected || self.folio_mapcount(folio) != 0 {
-                    Err(Errno::EAGAIN)
-                } else {
-                    self.folio_alloc(folio.order(), Gfp::empty())
-                        .map_err(|_| Errno::ENOMEM)
-                        .and_then(|new| {
-                            self.move_to_new_folio(folio, new)?;
-                            if let Some(slot) = cached {
-                                self.swap_cache_replace(slot, folio, new);
-                            }
-                            Ok(new)
-                        })
-                };
-            let target = *result.as_ref().unwrap_or(&folio);
-            self.trace_step(folio, "remove_migration_ptes", || {
-                format!("map {:#x}", target.head().raw())
-            });
-            self.remove_migration_ptes(folio, target);
-            if let Ok(new) = result {
-                // The new folio's mappings hold their references; drop the allocation's.
-                self.folio_put(new);
-            }
-            self.folio_unlock(folio);
-            self.folio_put(folio);
-            result
-        })();
+        let r = self.migrate_folio_body(folio);
         span.result(|| match &r {
             Ok(f) => format!("moved to {:#x}", f.head().raw()),
             Err(e) => e.name().to_string(),
         });
         r
+    }
+
+    /// [`migrate_folio`](Self::migrate_folio) without its trace operation.
+    fn migrate_folio_body(&self, folio: Folio) -> Result<Folio, Errno> {
+        // The isolation reference first, then the checks: without it the frame could
+        // be freed and reused (as a page table, say) between the check and the get.
+        if !self.folio_try_get(folio) {
+            return Err(Errno::EINVAL);
+        }
+        if !self.folio_test(folio, PageFlags::ANON) || self.page_folio(folio.head()) != Ok(folio) {
+            self.folio_put(folio);
+            return Err(Errno::EINVAL);
+        }
+        // The isolation reference is ours from here on.
+        let Some(lock) = self.folio_trylock(folio) else {
+            self.folio_put(folio);
+            return Err(Errno::EAGAIN);
+        };
+        lock.leak();
+        // Linux: migrate_folio_unmap() unmaps only a mapped folio (folio_mapped()); a
+        // 5.14 small folio held by a device-exclusive entry has mapcount 0, so it sends
+        // no invalidation and keeps the device's mapping (spec 4.6).
+        if self.folio_mapped(folio) {
+            self.try_to_migrate(folio);
+            self.trace_step(folio, "try_to_migrate", || {
+                format!("mapcount now {}", self.folio_mapcount(folio))
+            });
+        }
+        // Linux: folio_migrate_mapping()'s expected-refcount check: our isolation
+        // reference, plus the swap cache's if the folio is in it.
+        let cached = self.swap_cache_slot(folio);
+        let expected = 1 + i32::from(cached.is_some());
+        let result = if self.folio_ref_count(folio) != expected || self.folio_mapcount(folio) != 0 {
+            Err(Errno::EAGAIN)
+        } else {
+            self.folio_alloc(folio.order(), Gfp::empty())
+                .map_err(|_| Errno::ENOMEM)
+                .and_then(|new| {
+                    self.move_to_new_folio(folio, new)?;
+                    if let Some(slot) = cached {
+                        self.swap_cache_replace(slot, folio, new);
+                    }
+                    Ok(new)
+                })
+        };
+        let target = *result.as_ref().unwrap_or(&folio);
+        self.trace_step(folio, "remove_migration_ptes", || {
+            format!("map {:#x}", target.head().raw())
+        });
+        self.remove_migration_ptes(folio, target);
+        if let Ok(new) = result {
+            // The new folio's mappings hold their references; drop the allocation's.
+            self.folio_put(new);
+        }
+        self.folio_unlock(folio);
+        self.folio_put(folio);
+        result
     }
 
     /// Migrates every anonymous folio with a frame in `[first, first + nr)`, trying

@@ -313,19 +313,22 @@ impl Mm {
             parent: self.id(),
             child: child.id(),
         });
-        let r = (|| -> Result<(), Errno> {
-            let tree = self.mmap_write_lock();
-            let mut ctree = child.mmap_write_lock();
-            for vma in tree.iter() {
-                // The copy shares the anon_vma (anon_vma_fork()) and the shmem object.
-                let copy = vma.clone();
-                ctree.insert(copy.clone());
-                self.copy_page_range(child, &copy, vma)?;
-            }
-            Ok(())
-        })();
+        let r = self.dup_mmap_body(child);
         span.result(|| crate::trace::result_text(&r));
         r
+    }
+
+    /// [`dup_mmap`](Self::dup_mmap) without its trace operation.
+    fn dup_mmap_body(&self, child: &Mm) -> Result<(), Errno> {
+        let tree = self.mmap_write_lock();
+        let mut ctree = child.mmap_write_lock();
+        for vma in tree.iter() {
+            // The copy shares the anon_vma (anon_vma_fork()) and the shmem object.
+            let copy = vma.clone();
+            ctree.insert(copy.clone());
+            self.copy_page_range(child, &copy, vma)?;
+        }
+        Ok(())
     }
 }
 

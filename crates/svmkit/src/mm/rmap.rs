@@ -547,88 +547,93 @@ impl Mm {
                 end: (addr & !(PAGE_SIZE - 1)) + PAGE_SIZE,
                 owner: owner.map(|o| self.mem.tracer().owner_name(o)),
             });
-        let r = (|| -> Result<ExclusiveFolio, Errno> {
-            if self.profile().convert_via_rmap_walk_whole_folio {
-                // 5.14 had only the range API: one page of it, a NULL page reported as
-                // EBUSY (what its callers turned it into).
-                let start = addr & !(PAGE_SIZE - 1);
-                let mut pages = self.make_device_exclusive_range_e1(guard, start, 1, owner)?;
-                return pages.pop().flatten().ok_or(Errno::EBUSY);
-            }
-            let addr = addr & !(PAGE_SIZE - 1);
-            let va = VirtAddr::try_new(addr).map_err(|_| Errno::EFAULT)?;
-            let mem = &self.mem;
-            loop {
-                let (page, _vma) = self.get_user_page(
-                    guard,
-                    addr,
-                    GupFlags::GET | GupFlags::WRITE | GupFlags::SPLIT_PMD,
-                )?;
-                let folio = match mem.page_folio(page) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        mem.put_page(page);
-                        return Err(e);
-                    }
-                };
-                if !mem.folio_test(folio, PageFlags::ANON) {
-                    mem.folio_put(folio);
-                    return Err(Errno::EOPNOTSUPP);
-                }
-                match mem.folio_lock_killable(folio, task) {
-                    Ok(lock) => {
-                        lock.leak();
-                    }
-                    Err(e) => {
-                        mem.folio_put(folio);
-                        return Err(e);
-                    }
-                }
-                // Inform secondary MMUs that this PTE becomes device-exclusive, so they
-                // unmap it now; the caller filters this event by its owner.
-                let mut range = MmuNotifierRange::new(
-                    self,
-                    MmuNotifierEvent::Exclusive,
-                    addr,
-                    addr + PAGE_SIZE,
-                );
-                range.owner = owner;
-                let range = range.invalidate_range_start();
-                // Linux: folio_walk_start(): the same page, at PTE level, writable.
-                let converted =
-                    self.pte_offset_map_lock(va)
-                        .and_then(|mut ptl| match ptl.get(va) {
-                            Pte::Present(p) if p.pfn == page && p.is_write() => {
-                                // Linux: ptep_clear_flush(), then the dirty bit goes to the folio.
-                                ptl.clear(va);
-                                if p.is_dirty() {
-                                    mem.folio_set(folio, PageFlags::DIRTY);
-                                }
-                                let mut entry = SwapPte::device_exclusive(page, true);
-                                entry.soft_dirty = p.flags.contains(PteFlags::SOFT_DIRTY);
-                                ptl.set(va, Pte::Swap(entry));
-                                Some(())
-                            }
-                            _ => None,
-                        });
-                range.end();
-                if converted.is_some() {
-                    return Ok(ExclusiveFolio {
-                        mem: Arc::clone(mem),
-                        folio,
-                        page,
-                        addr: va,
-                        armed: true,
-                    });
-                }
-                // Raced with a change of the PTE: undo and start over from GUP.
-                mem.folio_unlock(folio);
-                mem.folio_put(folio);
-                crate::sync::yield_now();
-            }
-        })();
+        let r = self.make_device_exclusive_body(guard, addr, owner, task);
         span.result(|| crate::trace::result_text(&r));
         r
+    }
+
+    /// [`make_device_exclusive`](Self::make_device_exclusive) without its trace operation.
+    fn make_device_exclusive_body(
+        &self,
+        guard: &mut MmapReadGuard<'_, super::VmaTree>,
+        addr: u64,
+        owner: Option<Owner>,
+        task: &Task,
+    ) -> Result<ExclusiveFolio, Errno> {
+        if self.profile().convert_via_rmap_walk_whole_folio {
+            // 5.14 had only the range API: one page of it, a NULL page reported as
+            // EBUSY (what its callers turned it into).
+            let start = addr & !(PAGE_SIZE - 1);
+            let mut pages = self.make_device_exclusive_range_e1(guard, start, 1, owner)?;
+            return pages.pop().flatten().ok_or(Errno::EBUSY);
+        }
+        let addr = addr & !(PAGE_SIZE - 1);
+        let va = VirtAddr::try_new(addr).map_err(|_| Errno::EFAULT)?;
+        let mem = &self.mem;
+        loop {
+            let (page, _vma) = self.get_user_page(
+                guard,
+                addr,
+                GupFlags::GET | GupFlags::WRITE | GupFlags::SPLIT_PMD,
+            )?;
+            let folio = match mem.page_folio(page) {
+                Ok(f) => f,
+                Err(e) => {
+                    mem.put_page(page);
+                    return Err(e);
+                }
+            };
+            if !mem.folio_test(folio, PageFlags::ANON) {
+                mem.folio_put(folio);
+                return Err(Errno::EOPNOTSUPP);
+            }
+            match mem.folio_lock_killable(folio, task) {
+                Ok(lock) => {
+                    lock.leak();
+                }
+                Err(e) => {
+                    mem.folio_put(folio);
+                    return Err(e);
+                }
+            }
+            // Inform secondary MMUs that this PTE becomes device-exclusive, so they
+            // unmap it now; the caller filters this event by its owner.
+            let mut range =
+                MmuNotifierRange::new(self, MmuNotifierEvent::Exclusive, addr, addr + PAGE_SIZE);
+            range.owner = owner;
+            let range = range.invalidate_range_start();
+            // Linux: folio_walk_start(): the same page, at PTE level, writable.
+            let converted = self
+                .pte_offset_map_lock(va)
+                .and_then(|mut ptl| match ptl.get(va) {
+                    Pte::Present(p) if p.pfn == page && p.is_write() => {
+                        // Linux: ptep_clear_flush(), then the dirty bit goes to the folio.
+                        ptl.clear(va);
+                        if p.is_dirty() {
+                            mem.folio_set(folio, PageFlags::DIRTY);
+                        }
+                        let mut entry = SwapPte::device_exclusive(page, true);
+                        entry.soft_dirty = p.flags.contains(PteFlags::SOFT_DIRTY);
+                        ptl.set(va, Pte::Swap(entry));
+                        Some(())
+                    }
+                    _ => None,
+                });
+            range.end();
+            if converted.is_some() {
+                return Ok(ExclusiveFolio {
+                    mem: Arc::clone(mem),
+                    folio,
+                    page,
+                    addr: va,
+                    armed: true,
+                });
+            }
+            // Raced with a change of the PTE: undo and start over from GUP.
+            mem.folio_unlock(folio);
+            mem.folio_put(folio);
+            crate::sync::yield_now();
+        }
     }
 
     /// The 2021 range API (spec 2.1): makes each page of `[start, end)`
@@ -670,15 +675,7 @@ impl Mm {
                 end,
                 owner: owner.map(|o| self.mem.tracer().owner_name(o)),
             });
-        let r = (|| -> Result<Vec<Option<ExclusiveFolio>>, Errno> {
-            let _ = task; // 5.14 never waited for a folio lock: nothing to kill.
-            if !self.profile().has_range_api {
-                return Err(Errno::ENOSYS);
-            }
-            let start = start & !(PAGE_SIZE - 1);
-            let npages = end.saturating_sub(start).div_ceil(PAGE_SIZE);
-            self.make_device_exclusive_range_e1(guard, start, npages, owner)
-        })();
+        let r = self.make_device_exclusive_range_body(guard, start, end, owner, task);
         span.result(|| match &r {
             Ok(v) => format!(
                 "ok, {} of {} pages exclusive",
@@ -688,6 +685,24 @@ impl Mm {
             Err(e) => e.name().to_string(),
         });
         r
+    }
+
+    /// [`make_device_exclusive_range`](Self::make_device_exclusive_range) without its trace operation.
+    fn make_device_exclusive_range_body(
+        &self,
+        guard: &mut MmapReadGuard<'_, super::VmaTree>,
+        start: u64,
+        end: u64,
+        owner: Option<Owner>,
+        task: &Task,
+    ) -> Result<Vec<Option<ExclusiveFolio>>, Errno> {
+        let _ = task; // 5.14 never waited for a folio lock: nothing to kill.
+        if !self.profile().has_range_api {
+            return Err(Errno::ENOSYS);
+        }
+        let start = start & !(PAGE_SIZE - 1);
+        let npages = end.saturating_sub(start).div_ceil(PAGE_SIZE);
+        self.make_device_exclusive_range_e1(guard, start, npages, owner)
     }
 
     /// The body of the 2021 range API over `npages` pages from `start` (spec 2.1).

@@ -216,100 +216,103 @@ impl PhysMem {
         let mut span = self.tracer().span(|| crate::trace::Payload::Reclaim {
             pfn: folio.head().raw(),
         });
-        let r = (|| -> Result<(), Errno> {
-            let Some(lock) = self.folio_trylock(folio) else {
-                self.folio_put(folio);
-                return Err(Errno::EAGAIN);
-            };
-            lock.leak();
-            // A folio already in the swap cache keeps its slot; others get a new one. The
-            // contents are not written yet: the folio may still be mapped writable.
-            let slot = match self.swap_cache_slot(folio) {
-                Some(s) => Ok(s),
-                None => self.add_to_swap(folio),
-            };
-            let slot = match slot {
-                Ok(s) => s,
-                Err(e) => {
-                    self.folio_unlock(folio);
-                    self.folio_put(folio);
-                    return Err(e);
-                }
-            };
-            // Linux: only a mapped folio is unmapped; 5.14's device-exclusive small folios
-            // look unmapped (mapcount 0) and are skipped here.
-            self.trace_step(folio, "add_to_swap", || format!("slot {slot}"));
-            if self.folio_mapcount(folio) > 0 {
-                self.try_to_unmap(folio, slot);
-                self.trace_step(folio, "try_to_unmap", || {
-                    format!("mapcount now {}", self.folio_mapcount(folio))
-                });
-            }
-            let mapped = self.folio_mapcount(folio) > 0;
-            let mut s = self.swap.0.lock();
-            // Whether the cache still holds this folio for this slot. It does (swap_free
-            // cannot take it from under our lock, it leaves an orphan for us), but say so
-            // where the write-out and the freeze depend on it.
-            let ours = s.cache.get(&slot) == Some(&folio);
-            // Linux: pageout() after try_to_unmap(): with no PTE mapping the folio, no
-            // store can come after this copy, and every store before the unmap is in it.
-            if ours && !mapped {
-                let data: Result<Vec<u64>, Errno> = (0..WORDS_PER_PAGE as u64)
-                    .map(|i| self.read_u64(folio.head(), i * 8))
-                    .collect();
-                if let (Ok(data), Some(Some(sl))) = (data, s.slots.get_mut(slot as usize)) {
-                    sl.data.copy_from_slice(&data);
-                }
-            }
-            // Linux: __remove_mapping(): freeze the count at ours + the swap cache's, so
-            // that no one can take a reference any more, and only then leave the cache.
-            let frozen = ours && !mapped && self.folio_ref_freeze(folio, 2);
-            self.trace_step(folio, "pageout", || {
-                if ours && !mapped {
-                    "written"
-                } else {
-                    "skipped (still mapped)"
-                }
-                .to_string()
-            });
-            self.trace_step(folio, "remove_mapping", || {
-                if frozen {
-                    "frozen, freed"
-                } else {
-                    "references remain"
-                }
-                .to_string()
-            });
-            let unused = s.slots[slot as usize]
-                .as_ref()
-                .is_some_and(|sl| sl.count == 0);
-            // Not freed and no entry names the slot (nothing was unmapped, as for 5.14's
-            // "unmapped" device-exclusive folios): undo the slot (Linux keeps it cached
-            // until a later pass; the model leaves no unreachable cache entry behind).
-            let drop_cache = ours && (frozen || unused);
-            if drop_cache {
-                s.delete_from_cache(slot, unused);
-                self.swap.1.store(s.orphans.len(), Ordering::SeqCst);
-            }
-            drop(s);
-            if frozen {
-                // Both references (ours and the cache's) went with the freeze.
-                self.folio_unlock_raw(folio);
-                self.free_frozen_folio(folio);
-                return Ok(());
-            }
-            self.folio_unlock(folio);
-            if drop_cache {
-                self.folio_put(folio); // the swap cache's
-            }
-            self.folio_put(folio); // ours
-            Err(Errno::EAGAIN)
-        })();
+        let r = self.shrink_folio_body(folio);
         span.result(|| match &r {
             Ok(()) => "freed".to_string(),
             Err(e) => e.name().to_string(),
         });
         r
+    }
+
+    /// [`shrink_folio`](Self::shrink_folio) without its trace operation.
+    fn shrink_folio_body(&self, folio: Folio) -> Result<(), Errno> {
+        let Some(lock) = self.folio_trylock(folio) else {
+            self.folio_put(folio);
+            return Err(Errno::EAGAIN);
+        };
+        lock.leak();
+        // A folio already in the swap cache keeps its slot; others get a new one. The
+        // contents are not written yet: the folio may still be mapped writable.
+        let slot = match self.swap_cache_slot(folio) {
+            Some(s) => Ok(s),
+            None => self.add_to_swap(folio),
+        };
+        let slot = match slot {
+            Ok(s) => s,
+            Err(e) => {
+                self.folio_unlock(folio);
+                self.folio_put(folio);
+                return Err(e);
+            }
+        };
+        self.trace_step(folio, "add_to_swap", || format!("slot {slot}"));
+        // Linux: only a mapped folio is unmapped; 5.14's device-exclusive small folios
+        // look unmapped (mapcount 0) and are skipped here.
+        if self.folio_mapcount(folio) > 0 {
+            self.try_to_unmap(folio, slot);
+            self.trace_step(folio, "try_to_unmap", || {
+                format!("mapcount now {}", self.folio_mapcount(folio))
+            });
+        }
+        let mapped = self.folio_mapcount(folio) > 0;
+        let mut s = self.swap.0.lock();
+        // Whether the cache still holds this folio for this slot. It does (swap_free
+        // cannot take it from under our lock, it leaves an orphan for us), but say so
+        // where the write-out and the freeze depend on it.
+        let ours = s.cache.get(&slot) == Some(&folio);
+        // Linux: pageout() after try_to_unmap(): with no PTE mapping the folio, no
+        // store can come after this copy, and every store before the unmap is in it.
+        if ours && !mapped {
+            let data: Result<Vec<u64>, Errno> = (0..WORDS_PER_PAGE as u64)
+                .map(|i| self.read_u64(folio.head(), i * 8))
+                .collect();
+            if let (Ok(data), Some(Some(sl))) = (data, s.slots.get_mut(slot as usize)) {
+                sl.data.copy_from_slice(&data);
+            }
+        }
+        // Linux: __remove_mapping(): freeze the count at ours + the swap cache's, so
+        // that no one can take a reference any more, and only then leave the cache.
+        let frozen = ours && !mapped && self.folio_ref_freeze(folio, 2);
+        self.trace_step(folio, "pageout", || {
+            if ours && !mapped {
+                "written"
+            } else {
+                "skipped (still mapped)"
+            }
+            .to_string()
+        });
+        self.trace_step(folio, "remove_mapping", || {
+            if frozen {
+                "frozen, freed"
+            } else {
+                "references remain"
+            }
+            .to_string()
+        });
+        let unused = s.slots[slot as usize]
+            .as_ref()
+            .is_some_and(|sl| sl.count == 0);
+        // Not freed and no entry names the slot (nothing was unmapped, as for 5.14's
+        // "unmapped" device-exclusive folios): undo the slot (Linux keeps it cached
+        // until a later pass; the model leaves no unreachable cache entry behind).
+        let drop_cache = ours && (frozen || unused);
+        if drop_cache {
+            s.delete_from_cache(slot, unused);
+            self.swap.1.store(s.orphans.len(), Ordering::SeqCst);
+        }
+        drop(s);
+        if frozen {
+            // Both references (ours and the cache's) went with the freeze.
+            self.folio_unlock_raw(folio);
+            self.free_frozen_folio(folio);
+            return Ok(());
+        }
+        self.folio_unlock(folio);
+        if drop_cache {
+            self.folio_put(folio); // the swap cache's
+        }
+        self.folio_put(folio); // ours
+        Err(Errno::EAGAIN)
     }
 
     /// A step of reclaim or migration, for traces.
