@@ -78,7 +78,7 @@ fn assert_starvation(report: &RunReport, thread: &str, bound: usize) {
     let ev = &report.trace;
     let step = begins(ev, |p| matches!(p, Payload::Step { .. }))
         .into_iter()
-        .find(|&i| ev[i].track == thread)
+        .find(|&i| &*ev[i].track == thread)
         .unwrap_or_else(|| panic!("no step of {thread}"));
     let in_step = inside(ev, step);
     let passes = begins(in_step, |p| matches!(p, Payload::DriverPass { .. }));
