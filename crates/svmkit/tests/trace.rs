@@ -308,8 +308,7 @@ fn explored_outcomes(level: TraceLevel) -> (usize, bool, Vec<(u64, u64, u64)>) {
         let retries = stats.retries.load(std::sync::atomic::Ordering::Relaxed);
         if level != TraceLevel::Off {
             let ev = sys.trace().events();
-            let tracks: std::collections::BTreeSet<&str> =
-                ev.iter().map(|e| &*e.track).collect();
+            let tracks: std::collections::BTreeSet<&str> = ev.iter().map(|e| &*e.track).collect();
             assert!(
                 tracks.contains("gpu") && tracks.contains("cpu"),
                 "{tracks:?}"

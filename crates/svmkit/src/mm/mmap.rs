@@ -315,7 +315,7 @@ impl Mm {
                 child: child.id(),
             },
             || self.dup_mmap_body(child),
-            |r| crate::trace::result_text(r),
+            crate::trace::result_text,
         )
     }
 

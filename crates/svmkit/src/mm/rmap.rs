@@ -546,7 +546,7 @@ impl Mm {
                 owner: owner.map(|o| self.mem.tracer().owner_name(o)),
             },
             || self.make_device_exclusive_body(guard, addr, owner, task),
-            |r| crate::trace::result_text(r),
+            crate::trace::result_text,
         )
     }
 

@@ -812,7 +812,11 @@ impl Tracer {
 
     /// Every event recorded so far, clearing the record (logical time goes on).
     pub fn take(&self) -> Vec<TraceEvent> {
-        std::mem::take(&mut self.record().events)
+        let mut r = self.record();
+        // Keep the room: a caller that takes the record in rounds should not pay for
+        // growing it again each round.
+        let room = r.events.capacity();
+        std::mem::replace(&mut r.events, Vec::with_capacity(room))
     }
 
     /// How many events have been recorded (the next event's `t`).
