@@ -139,6 +139,7 @@ pub(crate) fn run(
     let opts = RunOptions {
         profile: Some(profile),
         step_timeout,
+        ..RunOptions::default()
     };
     let report = svmkit_scenario::run(&sc, b.src, &opts)
         .map_err(|e| anyhow::anyhow!("{} could not be set up: {}", b.file, e.name()))?;

@@ -71,6 +71,15 @@ enum Command {
         /// takes microseconds; only a sleep on a lock nobody releases lasts).
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
         step_timeout: u64,
+        /// Write the run's trace, event by event, to this file; the extension picks the
+        /// view: .txt (text, indented by nesting) or .jsonl (JSON lines, schema in
+        /// docs/TRACES.md).
+        #[arg(long, value_name = "OUT")]
+        trace: Option<std::path::PathBuf>,
+        /// What the trace records: normal, or detail (adds every refcount and
+        /// mapcount change).
+        #[arg(long, default_value = "normal", value_parser = ["normal", "detail"])]
+        trace_level: String,
     },
     /// Explore the schedules of a scenario file: every thread becomes a task, and the
     /// explorer interleaves them at every lock the model takes, checking each schedule
@@ -203,7 +212,16 @@ fn main() -> ExitCode {
             profile,
             json,
             step_timeout,
-        } => run::main(&file, profile.as_deref(), json, step_timeout),
+            trace,
+            trace_level,
+        } => run::main(&run::Args {
+            file,
+            profile,
+            json,
+            step_timeout,
+            trace,
+            trace_level,
+        }),
         Command::Demo {
             frames,
             json,

@@ -1,15 +1,46 @@
 //! `svmkit run FILE`: parse, run, print the account (or JSON), exit 0/1/2.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use svmkit::trace::{TraceLevel, View};
 use svmkit_scenario::{RunOptions, parse, run};
 
 /// Exit status for a file with mistakes (nothing ran).
 const BAD_INPUT: u8 = 2;
 
-pub fn main(file: &Path, profile: Option<&str>, json: bool, step_timeout: u64) -> ExitCode {
+/// What `svmkit run` was asked.
+pub struct Args {
+    pub file: PathBuf,
+    pub profile: Option<String>,
+    pub json: bool,
+    pub step_timeout: u64,
+    pub trace: Option<PathBuf>,
+    pub trace_level: String,
+}
+
+/// The view for `--trace OUT`, or the message for an extension no view has (a bad
+/// argument: exit 2, nothing runs).
+pub fn trace_view(out: &Path) -> Result<View, String> {
+    View::for_path(out).map_err(|e| format!("svmkit: error: --trace {}: {e}", out.display()))
+}
+
+pub fn main(args: &Args) -> ExitCode {
+    let (file, json, step_timeout) = (args.file.as_path(), args.json, args.step_timeout);
+    let profile = args.profile.as_deref();
+    let view = match args.trace.as_deref().map(trace_view).transpose() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let level = if args.trace.is_some() {
+        TraceLevel::from_name(&args.trace_level).unwrap_or(TraceLevel::Normal)
+    } else {
+        TraceLevel::Normal
+    };
     let name = file.display().to_string();
     let source = match std::fs::read_to_string(file) {
         Ok(s) => s,
@@ -32,6 +63,7 @@ pub fn main(file: &Path, profile: Option<&str>, json: bool, step_timeout: u64) -
     let opts = RunOptions {
         profile: profile.and_then(svmkit::Profile::by_name),
         step_timeout: std::time::Duration::from_secs(step_timeout),
+        trace: level,
     };
     let report = match run(&scenario, &source, &opts) {
         Ok(r) => r,
@@ -43,6 +75,15 @@ pub fn main(file: &Path, profile: Option<&str>, json: bool, step_timeout: u64) -
             return ExitCode::from(BAD_INPUT);
         }
     };
+    if let (Some(view), Some(path)) = (view, &args.trace)
+        && let Err(e) = std::fs::write(path, view.render(&report.trace))
+    {
+        eprintln!(
+            "svmkit: error: cannot write the trace to {}: {e}",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let written = if json {

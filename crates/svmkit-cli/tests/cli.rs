@@ -513,3 +513,73 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn run_trace_writes_the_view_the_extension_names() {
+    let dir = std::env::temp_dir().join(format!("svmkit-cli-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = example("nouveau-starvation-after-revocation.toml");
+    let jsonl = dir.join("t.jsonl");
+    let out = svmkit(&["run", &f, "--trace", jsonl.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(events.iter().any(|e| e["kind"] == "driver_pass"));
+    assert!(events.iter().any(|e| e["kind"] == "subscriber"
+        && e["decision"] == "set_seq"
+        && e["subscriber"] == "gpu"));
+    // Detail adds refcount changes; normal has none.
+    assert!(!events.iter().any(|e| e["kind"] == "refcount"));
+    let detail = dir.join("d.jsonl");
+    let out = svmkit(&[
+        "run",
+        &f,
+        "--trace",
+        detail.to_str().unwrap(),
+        "--trace-level",
+        "detail",
+    ]);
+    assert!(out.status.success());
+    assert!(
+        std::fs::read_to_string(&detail)
+            .unwrap()
+            .contains("\"kind\":\"refcount\"")
+    );
+    // The text view, and the account's decisions on stdout.
+    let txt = dir.join("t.txt");
+    let out = svmkit(&["run", &f, "--trace", txt.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&txt).unwrap();
+    assert!(text.contains("restore device-exclusive entry"), "{text}");
+    assert!(text.contains("subscriber gpu interval seq="), "{text}");
+    let account = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        account.contains("decided: app MMU_NOTIFY_CLEAR"),
+        "{account}"
+    );
+}
+
+#[test]
+fn run_trace_with_an_unknown_or_future_extension_exits_2_with_a_hint() {
+    let f = example("owner-filter-livelock.toml");
+    for (out, want) in [
+        ("x.json", "not supported yet"),
+        ("x.html", "not supported yet"),
+        ("x.csv", "no trace view"),
+        ("x", "no trace view"),
+    ] {
+        let o = svmkit(&["run", &f, "--trace", out]);
+        assert_eq!(o.status.code(), Some(2), "{out}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want) && err.contains(".jsonl"), "{out}: {err}");
+        assert!(o.stdout.is_empty(), "nothing ran");
+        assert!(!std::path::Path::new(out).exists());
+    }
+}

@@ -23,6 +23,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 use svmkit::sync::Arc;
+use svmkit::trace::{TraceEvent, TraceLevel};
 use svmkit::{Errno, Profile};
 
 use crate::ast::*;
@@ -36,6 +37,9 @@ pub struct RunOptions {
     /// How long one step may take before the run is declared hung (a step of the model
     /// takes microseconds; only a sleep on a lock that is never released lasts).
     pub step_timeout: std::time::Duration,
+    /// What the run records in its trace ([`RunReport::trace`]); at `normal` or above
+    /// the account also shows each notifier subscriber's decision.
+    pub trace: TraceLevel,
 }
 
 impl Default for RunOptions {
@@ -43,6 +47,7 @@ impl Default for RunOptions {
         RunOptions {
             profile: None,
             step_timeout: std::time::Duration::from_secs(10),
+            trace: TraceLevel::Normal,
         }
     }
 }
@@ -66,6 +71,11 @@ pub struct StepRecord {
     pub pte: Option<(String, String)>,
     /// Notifier events the step caused, in order.
     pub events: Vec<String>,
+    /// For each notifier range the step caused (when the run is traced), what each
+    /// subscriber decided: `MMU_NOTIFY_CLEAR [0x..., 0x...): gpu interval seq=5
+    /// set_seq, gpu start done`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<String>,
     /// Device entries at the step's address after the step (`gpu: rwa`).
     pub devices: Vec<String>,
     /// The faults it took, for the steps that count them (`expect_faults`): CPU page
@@ -174,6 +184,11 @@ pub struct RunReport {
     pub end: Vec<EndCheck>,
     /// Whether every expectation held.
     pub passed: bool,
+    /// The run's trace (empty unless [`RunOptions::trace`] records): what happened
+    /// inside every step, for the views of `svmkit::trace`. Not part of the JSON
+    /// report (`svmkit run --trace FILE` writes it).
+    #[serde(skip)]
+    pub trace: Vec<TraceEvent>,
 }
 
 impl RunReport {
@@ -187,6 +202,7 @@ impl RunReport {
             hang: None,
             end: Vec::new(),
             passed: true,
+            trace: Vec::new(),
         }
     }
 
@@ -252,6 +268,9 @@ impl RunReport {
             }
             for e in &s.events {
                 let _ = writeln!(out, "             notifier: {e}");
+            }
+            for d in &s.decisions {
+                let _ = writeln!(out, "             decided: {d}");
             }
             for d in &s.devices {
                 let _ = writeln!(out, "             device: {d}");
@@ -399,6 +418,7 @@ fn hung_report(p: &Progress, timeout: std::time::Duration) -> RunReport {
         waited: false,
         pte: None,
         events: Vec::new(),
+        decisions: Vec::new(),
         devices: Vec::new(),
         faults: None,
         cpages: None,
@@ -423,6 +443,10 @@ fn hung_report(p: &Progress, timeout: std::time::Duration) -> RunReport {
         )),
         hang,
         passed: false,
+        trace: p
+            .world
+            .as_ref()
+            .map_or_else(Vec::new, |w| w.sys.trace().events()),
         ..RunReport::new(&p.scenario, &p.profile)
     }
 }
@@ -435,6 +459,8 @@ fn run_on(
 ) -> Result<RunReport, StepError> {
     let profile = opts.profile.unwrap_or(sc.profile);
     let w = Arc::new(World::new(Arc::new(sc.clone()), profile)?);
+    w.sys.set_trace(opts.trace);
+    w.sys.trace().set_track(Some("setup"));
     {
         let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
         p.world = Some(w.clone());
@@ -494,6 +520,7 @@ fn run_on(
                         waited: true,
                         pte: None,
                         events: Vec::new(),
+                        decisions: Vec::new(),
                         devices: Vec::new(),
                         faults: None,
                         cpages: None,
@@ -516,6 +543,7 @@ fn run_on(
                 let known = p.steps.len();
                 p.steps.extend_from_slice(&report.steps[known..]);
             }
+            w.sys.trace().set_track(Some(&th.name));
             let mut rec = w.perform(t, step, turn, source);
             check_invariants(&w, &mut rec);
             if rec.failed.is_some() {
@@ -533,6 +561,7 @@ fn run_on(
         }
     }
     // The end: checker and values with everything still in place, then teardown.
+    w.sys.trace().set_track(Some("end"));
     let clean = report.deadlock.is_none();
     w.end_checks(&mut report, clean);
     if report.deadlock.is_none() {
@@ -543,6 +572,7 @@ fn run_on(
     if report.end.iter().any(|c| !c.ok) {
         report.passed = false;
     }
+    report.trace = w.sys.trace().take();
     Ok(report)
 }
 

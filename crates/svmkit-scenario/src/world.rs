@@ -916,6 +916,67 @@ impl World {
     }
 }
 
+/// For each notifier range in `events`, one line: the range and what each subscriber
+/// (other than the engine's own recorder) decided, in callback order.
+fn decisions(events: &[svmkit::trace::TraceEvent], names: &[(u64, String)]) -> Vec<String> {
+    use svmkit::trace::{Payload, Phase};
+    let mut out = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let Payload::Notifier {
+            mm,
+            event,
+            owner,
+            start,
+            end,
+            ..
+        } = &e.payload
+        else {
+            continue;
+        };
+        let mut said = Vec::new();
+        for inner in &events[i + 1..] {
+            if inner.track != e.track {
+                continue;
+            }
+            if inner.depth <= e.depth {
+                break;
+            }
+            if inner.depth == e.depth + 1
+                && inner.phase == Phase::Instant
+                && let Payload::Subscriber {
+                    subscriber,
+                    callback,
+                    cur_seq,
+                    decision,
+                } = &inner.payload
+                && subscriber != "recorder"
+            {
+                said.push(format!(
+                    "{subscriber} {callback}{} {}",
+                    cur_seq.map_or(String::new(), |s| format!(" seq={s}")),
+                    decision.name()
+                ));
+            }
+        }
+        let process = names
+            .iter()
+            .find(|(id, _)| id == mm)
+            .map_or_else(|| format!("mm{mm}"), |(_, n)| n.clone());
+        out.push(format!(
+            "{process} {event} [{start:#x}, {end:#x}){}: {}",
+            owner
+                .as_ref()
+                .map_or(String::new(), |o| format!(" owner {o}")),
+            if said.is_empty() {
+                "no subscriber".to_string()
+            } else {
+                said.join(", ")
+            }
+        ));
+    }
+    out
+}
+
 /// Whether `events` contain the expected ones in order: each expectation is a set of
 /// words (an event name may drop its `MMU_NOTIFY_` prefix; case does not matter) that
 /// one event line must all contain, the next expectation matching a later event. An
@@ -1094,7 +1155,24 @@ impl World {
         let text = self.describe(&step.op);
         let mut faults = 0;
         let mut cpages = None;
+        let tracer = self.sys.trace();
+        // Only a traced run (svmkit run) reads its record back.
+        let since = if tracer.on() { tracer.now() } else { 0 };
+        let span = tracer.span(|| svmkit::trace::Payload::Step {
+            step: text.clone().into(),
+        });
         let r = self.run_step(t, step, &mut faults, &mut cpages);
+        drop(span);
+        let decisions = if tracer.on() {
+            let names: Vec<(u64, String)> = lk(&self.procs)
+                .iter()
+                .zip(&self.sc.processes)
+                .filter_map(|(m, p)| Some((m.as_ref()?.mm().id(), p.name.clone())))
+                .collect();
+            decisions(&tracer.events_since(since), &names)
+        } else {
+            Vec::new()
+        };
         let after = a.map(|a| self.entry(p, a));
         let mut failed = None;
         let expect = step.expect.get(self.era).unwrap_or(&Outcome::Ok(None));
@@ -1190,6 +1268,7 @@ impl World {
                 .zip(after)
                 .map(|(b, a)| (entry_text(b), entry_text(a))),
             events,
+            decisions,
             devices,
             faults: matches!(
                 step.op,

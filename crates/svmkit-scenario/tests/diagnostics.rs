@@ -384,6 +384,7 @@ fn diagnostics_mutated_examples_that_parse_run_without_panicking() {
                 let opts = svmkit_scenario::RunOptions {
                     profile: None,
                     step_timeout: std::time::Duration::from_millis(300),
+                    ..Default::default()
                 };
                 let _ = svmkit_scenario::run(&sc, &s, &opts);
             }

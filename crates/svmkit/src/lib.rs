@@ -40,10 +40,12 @@ pub mod profile;
 pub mod sync;
 pub mod system;
 pub mod task;
+pub mod trace;
 pub mod types;
 
 pub use cpu::{Access, FaultError, FaultKind};
 pub use error::Errno;
 pub use profile::{Profile, RestoreEvent, RestoreWritability};
 pub use system::{System, SystemConfig};
+pub use trace::{TraceEvent, TraceLevel, Tracer};
 pub use types::{PAGE_SHIFT, PAGE_SIZE, Pfn, VirtAddr};

@@ -53,6 +53,17 @@ impl System {
         &self.mem
     }
 
+    /// Starts, changes or stops recording this machine's trace (off by default; see
+    /// [`crate::trace`]).
+    pub fn set_trace(&self, level: crate::trace::TraceLevel) {
+        self.mem.tracer().set_level(level);
+    }
+
+    /// This machine's trace record.
+    pub fn trace(&self) -> &crate::trace::Tracer {
+        self.mem.tracer()
+    }
+
     /// The device-exclusive design every mm of this machine follows.
     pub fn profile(&self) -> &Profile {
         &self.profile

@@ -32,6 +32,7 @@ pub fn run_as_documented(
     let opts = RunOptions {
         profile: Profile::by_name(&want.profile),
         step_timeout: Duration::from_secs(3),
+        ..RunOptions::default()
     };
     let report = run(sc, src, &opts).map_err(|e| format!("{name}: setup failed: {}", e.name()))?;
     if report.ends_as(want) {

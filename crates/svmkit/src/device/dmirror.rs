@@ -100,6 +100,10 @@ impl MmuIntervalNotifierOps for DmirrorNotifier {
         table.erase_range(range.start, range.end);
         true
     }
+
+    fn trace_name(&self) -> Option<String> {
+        Some(self.dev.name().to_string())
+    }
 }
 
 /// One open dmirror device (Linux: `struct dmirror`, one per open file).

@@ -100,9 +100,63 @@ impl std::error::Error for DeviceFault {}
 #[derive(Debug, Default)]
 pub struct DevTable {
     entries: BTreeMap<u64, DevPte>,
+    /// Where its changes are traced: the system's memory and the device's name.
+    trace: Option<TableTrace>,
+}
+
+struct TableTrace {
+    mem: Arc<PhysMem>,
+    device: String,
+}
+
+impl fmt::Debug for TableTrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TableTrace").field(&self.device).finish()
+    }
+}
+
+/// `rwa`-style rights, as traces show them.
+fn rights_text(r: DevRights) -> String {
+    [
+        (DevRights::READ, 'r'),
+        (DevRights::WRITE, 'w'),
+        (DevRights::ATOMIC, 'a'),
+    ]
+    .iter()
+    .filter(|(f, _)| r.contains(*f))
+    .map(|(_, c)| *c)
+    .collect()
 }
 
 impl DevTable {
+    /// An empty table whose changes go to `mem`'s trace under `device`'s name.
+    fn traced(mem: &Arc<PhysMem>, device: &str) -> DevTable {
+        DevTable {
+            entries: BTreeMap::new(),
+            trace: Some(TableTrace {
+                mem: Arc::clone(mem),
+                device: device.to_string(),
+            }),
+        }
+    }
+
+    #[inline]
+    fn trace(&self, addr: u64, change: &'static str, pte: DevPte) {
+        if let Some(t) = &self.trace {
+            t.mem.tracer().instant(|| crate::trace::Payload::DevEntry {
+                device: t.device.clone().into(),
+                addr: addr & !(PAGE_SIZE - 1),
+                change: change.into(),
+                pfn: pte.pfn.raw(),
+                rights: if change == "unmap" {
+                    String::new().into()
+                } else {
+                    rights_text(pte.rights).into()
+                },
+            });
+        }
+    }
+
     /// The entry for the page containing `addr`.
     pub fn get(&self, addr: u64) -> Option<DevPte> {
         self.entries.get(&(addr >> PAGE_SHIFT)).copied()
@@ -111,6 +165,7 @@ impl DevTable {
     /// Installs (or replaces) the entry for the page containing `addr`.
     pub fn set(&mut self, addr: u64, pte: DevPte) {
         self.entries.insert(addr >> PAGE_SHIFT, pte);
+        self.trace(addr, "map", pte);
     }
 
     /// Removes every entry in `[start, end)`; returns how many there were.
@@ -118,7 +173,9 @@ impl DevTable {
         let (lo, hi) = (start >> PAGE_SHIFT, end.div_ceil(PAGE_SIZE));
         let keys: Vec<u64> = self.entries.range(lo..hi).map(|(k, _)| *k).collect();
         for k in &keys {
-            self.entries.remove(k);
+            if let Some(old) = self.entries.remove(k) {
+                self.trace(k << PAGE_SHIFT, "unmap", old);
+            }
         }
         keys.len()
     }
@@ -135,7 +192,9 @@ impl DevTable {
     /// Removes every entry; returns how many there were.
     pub fn clear(&mut self) -> usize {
         let n = self.entries.len();
-        self.entries.clear();
+        for (k, old) in std::mem::take(&mut self.entries) {
+            self.trace(k << PAGE_SHIFT, "unmap", old);
+        }
         n
     }
 
@@ -189,13 +248,16 @@ impl Device {
     /// A new device mirroring `mm`, with a fresh owner token and an empty table,
     /// registered with `mm`'s physical memory for the checker's audit.
     pub fn new(mm: &Arc<Mm>, name: impl Into<String>) -> Arc<Device> {
+        let name = name.into();
+        let owner = Owner::new();
+        mm.mem().tracer().name_owner(owner, &name);
         let dev = Arc::new(Device {
-            name: name.into(),
-            owner: Owner::new(),
+            table: Mutex::new(DevTable::traced(mm.mem(), &name)),
+            name,
+            owner,
             mem: Arc::clone(mm.mem()),
             mm: Arc::downgrade(mm),
             mm_id: mm.id(),
-            table: Mutex::new(DevTable::default()),
         });
         let weak: Weak<Device> = Arc::downgrade(&dev);
         dev.mem

@@ -65,6 +65,7 @@ use crate::mm::mmu_notifier::{
 use crate::mm::{Folio, HmmPfn, HmmRange, Mm, MmUser};
 use crate::sync::{Arc, yield_now};
 use crate::task::Task;
+use crate::trace::Payload;
 use crate::types::{PAGE_SIZE, Pfn};
 
 /// Design flaws to study; all off (`Default`) is the correct driver.
@@ -196,6 +197,10 @@ impl MmuIntervalNotifierOps for IntervalOps {
         sub.set_seq(cur_seq);
         true
     }
+
+    fn trace_name(&self) -> Option<String> {
+        Some(self.dev.name().to_string())
+    }
 }
 
 /// The whole-mm notifier (Linux: `nouveau_mn_ops`, whose only callbacks are
@@ -228,6 +233,10 @@ impl MmuNotifierOps for ClassicOps {
             table.erase_range(range.start, range.end);
         }
         Ok(())
+    }
+
+    fn trace_name(&self) -> Option<String> {
+        Some(self.dev.name().to_string())
     }
 }
 
@@ -399,6 +408,11 @@ impl SvmAtomic {
     ) -> Result<(), Errno> {
         self.stats.faults.fetch_add(1, Ordering::Relaxed);
         let start = addr & !(PAGE_SIZE - 1);
+        let tracer = self.mm.mem().tracer();
+        let mut fault_span = tracer.span(|| Payload::DeviceFault {
+            device: self.dev.name().to_string().into(),
+            addr: start,
+        });
         let notifier = self.mm.mmu_interval_notifier_insert(
             start,
             PAGE_SIZE,
@@ -416,6 +430,11 @@ impl SvmAtomic {
             passes += 1;
             *counted += 1;
             self.stats.passes.fetch_add(1, Ordering::Relaxed);
+            let mut pass_span = tracer.span(|| Payload::DriverPass {
+                device: self.dev.name().to_string().into(),
+                addr: start,
+                pass: passes,
+            });
             let seq = notifier.read_begin();
             self.set_in_flight(task, Some((start, passes, true)));
             let made = {
@@ -437,6 +456,7 @@ impl SvmAtomic {
             };
             self.set_in_flight(task, Some((start, passes, false)));
             let Ok(excl) = made else {
+                pass_span.result(|| "EINVAL (make_device_exclusive failed)".into());
                 break Err(Errno::EINVAL);
             };
             yield_now();
@@ -453,9 +473,12 @@ impl SvmAtomic {
                         task: task.name().to_string(),
                     });
                     self.stats.leaked.fetch_add(1, Ordering::Relaxed);
+                    pass_span.result(|| "retry (read_retry; folio left locked)".into());
                 } else {
                     drop(excl);
+                    pass_span.result(|| "retry (read_retry)".into());
                 }
+                drop(pass_span);
                 continue;
             }
             table.set(
@@ -467,10 +490,15 @@ impl SvmAtomic {
             );
             drop(table);
             drop(excl);
+            pass_span.result(|| "mapped atomic".into());
             break Ok(());
         };
         self.set_in_flight(task, None);
         let _ = notifier.remove();
+        fault_span.result(|| match &result {
+            Ok(()) => format!("ok after {passes} passes").into(),
+            Err(e) => format!("{} after {passes} passes", e.name()).into(),
+        });
         result
     }
 

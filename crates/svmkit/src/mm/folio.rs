@@ -173,13 +173,18 @@ impl PhysMem {
         let Some(page) = self.page(folio.head()) else {
             return false;
         };
-        page.refcount_atomic()
+        let got = page
+            .refcount_atomic()
             .fetch_update(
                 std::sync::atomic::Ordering::SeqCst,
                 std::sync::atomic::Ordering::SeqCst,
                 |c| (c > 0).then_some(c + 1),
             )
-            .is_ok()
+            .is_ok();
+        if got {
+            self.trace_ref(folio, 1);
+        }
+        got
     }
 
     /// Drops a reference; the last one frees the folio to the buddy allocator (after
@@ -199,8 +204,11 @@ impl PhysMem {
             std::sync::atomic::Ordering::SeqCst,
             |c| (c > 0).then_some(c - 1),
         ) {
-            Ok(1) => self.free_folio(folio),
-            Ok(_) => {}
+            Ok(1) => {
+                self.trace_ref(folio, -1);
+                self.free_folio(folio)
+            }
+            Ok(_) => self.trace_ref(folio, -1),
             Err(_) => self.report_bad(folio.head(), "folio_put on a folio with no references"),
         }
     }
@@ -317,15 +325,59 @@ impl PhysMem {
     ///
     /// Linux: `folio_trylock()`.
     pub fn folio_trylock(&self, folio: Folio) -> Option<FolioLockGuard<'_>> {
-        self.bit_trylock(folio.head(), PageFlags::LOCKED)
-            .then(|| FolioLockGuard::new(self, folio))
+        let got = self.bit_trylock(folio.head(), PageFlags::LOCKED);
+        self.trace_lock(folio, "trylock", if got { "acquired" } else { "busy" });
+        got.then(|| FolioLockGuard::new(self, folio))
+    }
+
+    /// A folio-lock event; `waits` is recorded before a lock that will sleep, so a
+    /// trace that ends in a hang shows who sleeps on which folio.
+    #[inline(always)]
+    fn trace_lock(&self, folio: Folio, op: &'static str, outcome: &'static str) {
+        self.tracer().instant(|| crate::trace::Payload::FolioLock {
+            pfn: folio.head().raw(),
+            op: op.into(),
+            outcome: outcome.into(),
+        });
+    }
+
+    /// Before a sleeping lock: records `waits` if the folio is locked now.
+    #[inline(always)]
+    fn trace_lock_wait(&self, folio: Folio, op: &'static str) {
+        if self.tracer().on() && self.folio_test_locked(folio) {
+            self.trace_lock(folio, op, "waits");
+        }
+    }
+
+    /// Detail level: a folio's reference count changed by `delta`.
+    #[inline(always)]
+    pub(crate) fn trace_ref(&self, folio: Folio, delta: i64) {
+        self.tracer()
+            .detail_instant(|| crate::trace::Payload::Refcount {
+                pfn: folio.head().raw(),
+                delta,
+                count: i64::from(self.folio_ref_count(folio)),
+            });
+    }
+
+    /// Detail level: a page's mapcount changed by `delta`.
+    #[inline(always)]
+    pub(crate) fn trace_mapcount(&self, pfn: Pfn, delta: i64) {
+        self.tracer()
+            .detail_instant(|| crate::trace::Payload::Mapcount {
+                pfn: pfn.raw(),
+                delta,
+                count: self.page(pfn).map_or(0, |p| i64::from(p.mapcount())),
+            });
     }
 
     /// Takes the folio lock, sleeping until it is free.
     ///
     /// Linux: `folio_lock()`.
     pub fn folio_lock(&self, folio: Folio) -> FolioLockGuard<'_> {
+        self.trace_lock_wait(folio, "lock");
         self.bit_lock(folio.head(), PageFlags::LOCKED);
+        self.trace_lock(folio, "lock", "acquired");
         FolioLockGuard::new(self, folio)
     }
 
@@ -338,8 +390,16 @@ impl PhysMem {
         folio: Folio,
         task: &Task,
     ) -> Result<FolioLockGuard<'_>, Errno> {
-        self.wait_queue(folio.head())
-            .wait_event_killable(task, || self.try_set_bit(folio.head(), PageFlags::LOCKED))?;
+        self.trace_lock_wait(folio, "lock_killable");
+        let r = self
+            .wait_queue(folio.head())
+            .wait_event_killable(task, || self.try_set_bit(folio.head(), PageFlags::LOCKED));
+        self.trace_lock(
+            folio,
+            "lock_killable",
+            if r.is_ok() { "acquired" } else { "EINTR" },
+        );
+        r?;
         Ok(FolioLockGuard::new(self, folio))
     }
 
@@ -361,6 +421,11 @@ impl PhysMem {
     pub(crate) fn folio_unlock_raw(&self, folio: Folio) {
         if !self.bit_unlock(folio.head(), PageFlags::LOCKED) {
             self.report_bad(folio.head(), "folio_unlock of an unlocked folio");
+        } else {
+            self.tracer()
+                .instant(|| crate::trace::Payload::FolioUnlock {
+                    pfn: folio.head().raw(),
+                });
         }
     }
 
@@ -368,6 +433,9 @@ impl PhysMem {
     ///
     /// Linux: `folio_wait_locked()`.
     pub fn folio_wait_locked(&self, folio: Folio) {
+        self.tracer().instant(|| crate::trace::Payload::FolioWait {
+            pfn: folio.head().raw(),
+        });
         self.wait_queue(folio.head())
             .wait_event(|| !self.folio_test_locked(folio));
     }
@@ -376,6 +444,9 @@ impl PhysMem {
     ///
     /// Linux: `folio_wait_locked_killable()`.
     pub fn folio_wait_locked_killable(&self, folio: Folio, task: &Task) -> Result<(), Errno> {
+        self.tracer().instant(|| crate::trace::Payload::FolioWait {
+            pfn: folio.head().raw(),
+        });
         self.wait_queue(folio.head())
             .wait_event_killable(task, || !self.folio_test_locked(folio))
     }

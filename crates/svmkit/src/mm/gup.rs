@@ -181,6 +181,29 @@ impl Mm {
         nr_pages: u64,
         flags: GupFlags,
     ) -> Result<Vec<Pfn>, Errno> {
+        self.mem.tracer().traced(
+            || crate::trace::Payload::Gup {
+                mm: self.id(),
+                start,
+                nr_pages,
+                flags: format!("{flags:?}").into(),
+            },
+            || self.get_user_pages_body(guard, start, nr_pages, flags),
+            |r| match r {
+                Ok(v) => format!("ok, {} pages", v.len()).into(),
+                Err(e) => e.name().into(),
+            },
+        )
+    }
+
+    /// [`get_user_pages`](Self::get_user_pages) without its trace operation.
+    fn get_user_pages_body(
+        &self,
+        guard: &mut MmapReadGuard<'_, VmaTree>,
+        start: u64,
+        nr_pages: u64,
+        flags: GupFlags,
+    ) -> Result<Vec<Pfn>, Errno> {
         check_gup_flags(flags)?;
         if nr_pages == 0 {
             return Ok(Vec::new());
@@ -488,6 +511,7 @@ impl PhysMem {
         {
             return Err(Errno::ENOMEM);
         }
+        self.trace_ref(folio, i64::from(refs));
         if flags.contains(GupFlags::PIN) && folio.is_large() {
             head.pincount_add(1);
         }
@@ -511,8 +535,11 @@ impl PhysMem {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
                 (c >= refs).then_some(c - refs)
             }) {
-            Ok(c) if c == refs => self.free_folio(folio),
-            Ok(_) => {}
+            Ok(c) if c == refs => {
+                self.trace_ref(folio, -i64::from(refs));
+                self.free_folio(folio)
+            }
+            Ok(_) => self.trace_ref(folio, -i64::from(refs)),
             Err(_) => self.report_bad(folio.head(), "folio_put_refs below zero"),
         }
     }

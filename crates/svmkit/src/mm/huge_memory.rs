@@ -173,7 +173,7 @@ impl Mm {
         if vma.flags.contains(VmFlags::WRITE) {
             pmd = pmd.mkdirty().with(PteFlags::WRITE);
         }
-        mem.pt_write(slot.table, slot.idx, Pmd::Huge(pmd).encode());
+        self.set_pmd(slot, haddr, Pmd::Huge(pmd));
         deposits.insert(haddr.raw(), deposit);
         drop(deposits);
         self.add_rss_anon(HPAGE_PMD_NR as i64);
@@ -210,6 +210,10 @@ impl Mm {
             return;
         }
         let haddr = haddr_of(addr);
+        let _split = self.mem.tracer().span(|| crate::trace::Payload::ThpSplit {
+            mm: self.id(),
+            addr: haddr.raw(),
+        });
         let range = MmuNotifierRange::new(
             self,
             MmuNotifierEvent::Clear,
@@ -250,7 +254,7 @@ impl Mm {
         if let Some(head) = mem.page(folio.head()) {
             head.entire_mapcount_add(-1);
         }
-        mem.pt_write(slot.table, slot.idx, Pmd::Table(table).encode());
+        self.set_pmd(slot, haddr, Pmd::Table(table));
         drop(deposits);
         self.stats().thp_split_pmds.fetch_add(1, Ordering::Relaxed);
         range.end();
@@ -278,7 +282,7 @@ impl Mm {
         let Some((slot, huge)) = self.huge_pmd_locked(haddr) else {
             return;
         };
-        mem.pt_write(slot.table, slot.idx, 0);
+        self.set_pmd(slot, haddr, Pmd::None);
         if let Some(t) = deposits.remove(&haddr.raw()) {
             mem.pgtable_free(t);
         }
@@ -304,7 +308,6 @@ impl Mm {
     ///
     /// Linux: `change_huge_pmd()`.
     pub(crate) fn change_huge_pmd(&self, vma: &Vma, haddr: VirtAddr) -> bool {
-        let mem = &self.mem;
         let _deposits = self.page_table_lock();
         let Some((slot, old)) = self.huge_pmd_locked(haddr) else {
             return false;
@@ -321,7 +324,7 @@ impl Mm {
         if new == old {
             return false;
         }
-        mem.pt_write(slot.table, slot.idx, Pmd::Huge(new).encode());
+        self.set_pmd(slot, haddr, Pmd::Huge(new));
         true
     }
 
@@ -364,13 +367,9 @@ impl Mm {
         let mut pmd = huge;
         if src_vma.is_cow_mapping() && huge.is_write() {
             pmd = pmd.without(PteFlags::WRITE);
-            mem.pt_write(slot.table, slot.idx, Pmd::Huge(pmd).encode());
+            self.set_pmd(slot, haddr, Pmd::Huge(pmd));
         }
-        mem.pt_write(
-            dst_slot.table,
-            dst_slot.idx,
-            Pmd::Huge(pmd.without(PteFlags::ACCESSED)).encode(),
-        );
+        dst.set_pmd(dst_slot, haddr, Pmd::Huge(pmd.without(PteFlags::ACCESSED)));
         dst_deposits.insert(haddr.raw(), deposit);
         drop((src_deposits, dst_deposits));
         dst.add_rss_anon(HPAGE_PMD_NR as i64);
@@ -414,7 +413,7 @@ impl Mm {
                     return Ok(Some(VmFault::Done));
                 }
                 let new = huge.with(PteFlags::ACCESSED | PteFlags::WRITE).mkdirty();
-                mem.pt_write(slot.table, slot.idx, Pmd::Huge(new).encode());
+                self.set_pmd(slot, addr, Pmd::Huge(new));
                 self.stats().wp_reuses.fetch_add(1, Ordering::Relaxed);
                 return Ok(Some(VmFault::Done));
             }
@@ -437,8 +436,7 @@ impl Mm {
             new = new.mkdirty();
         }
         if new != huge {
-            self.mem
-                .pt_write(slot.table, slot.idx, Pmd::Huge(new).encode());
+            self.set_pmd(slot, addr, Pmd::Huge(new));
         }
     }
 
@@ -462,8 +460,7 @@ impl Mm {
             hw = hw.with(PteFlags::DIRTY);
         }
         if hw != huge {
-            self.mem
-                .pt_write(slot.table, slot.idx, Pmd::Huge(hw).encode());
+            self.set_pmd(slot, addr, Pmd::Huge(hw));
         }
         let pfn = Pfn::new(huge.pfn.raw() + ((addr.raw() % PMD_SIZE) >> PAGE_SHIFT));
         Some(op(&self.mem, pfn))

@@ -102,6 +102,31 @@ impl Mm {
         addr: VirtAddr,
         flags: FaultFlags,
     ) -> Result<VmFault, VmFaultError> {
+        self.mem.tracer().traced(
+            || crate::trace::Payload::PageFault {
+                mm: self.id(),
+                addr: addr.page_align_down().raw(),
+                write: flags.contains(FaultFlags::WRITE),
+                tried: flags.contains(FaultFlags::TRIED),
+            },
+            || self.handle_mm_fault_body(guard, vma, addr, flags),
+            |r| match r {
+                Ok(VmFault::Done) => "done".into(),
+                Ok(VmFault::Retry) => "retry".into(),
+                Err(VmFaultError::Oom) => "OOM".into(),
+                Err(VmFaultError::Sigbus) => "SIGBUS".into(),
+            },
+        )
+    }
+
+    /// [`handle_mm_fault`](Self::handle_mm_fault) without its trace operation.
+    fn handle_mm_fault_body(
+        &self,
+        guard: &mut MmapReadGuard<'_, VmaTree>,
+        vma: &Vma,
+        addr: VirtAddr,
+        flags: FaultFlags,
+    ) -> Result<VmFault, VmFaultError> {
         // The guard is the capability: holding it proves the mmap lock is held.
         let _ = &guard;
         self.stats().faults.fetch_add(1, Ordering::Relaxed);
@@ -333,6 +358,30 @@ impl Mm {
     ///
     /// Linux: `remove_device_exclusive_entry()`.
     fn remove_device_exclusive_entry(
+        &self,
+        guard: &mut MmapReadGuard<'_, VmaTree>,
+        vma: &Vma,
+        addr: VirtAddr,
+        flags: FaultFlags,
+        orig: SwapPte,
+    ) -> Result<VmFault, VmFaultError> {
+        self.mem.tracer().traced(
+            || crate::trace::Payload::Restore {
+                mm: self.id(),
+                addr: addr.raw(),
+                pfn: orig.pfn().map_or(0, |p| p.raw()),
+            },
+            || self.remove_device_exclusive_entry_body(guard, vma, addr, flags, orig),
+            |r| match r {
+                Ok(VmFault::Done) => "done".into(),
+                Ok(VmFault::Retry) => "retry (folio locked: mmap lock dropped, waited)".into(),
+                Err(_) => "SIGBUS".into(),
+            },
+        )
+    }
+
+    /// [`remove_device_exclusive_entry`](Self::remove_device_exclusive_entry) without its trace operation.
+    fn remove_device_exclusive_entry_body(
         &self,
         guard: &mut MmapReadGuard<'_, VmaTree>,
         vma: &Vma,

@@ -77,6 +77,20 @@ impl PhysMem {
     ///
     /// Linux: `migrate_pages()` → `migrate_folio_unmap()` + `migrate_folio_move()`.
     pub fn migrate_folio(&self, folio: Folio) -> Result<Folio, Errno> {
+        self.tracer().traced(
+            || crate::trace::Payload::Migrate {
+                pfn: folio.head().raw(),
+            },
+            || self.migrate_folio_body(folio),
+            |r| match r {
+                Ok(f) => format!("moved to {:#x}", f.head().raw()).into(),
+                Err(e) => e.name().into(),
+            },
+        )
+    }
+
+    /// [`migrate_folio`](Self::migrate_folio) without its trace operation.
+    fn migrate_folio_body(&self, folio: Folio) -> Result<Folio, Errno> {
         // The isolation reference first, then the checks: without it the frame could
         // be freed and reused (as a page table, say) between the check and the get.
         if !self.folio_try_get(folio) {
@@ -97,6 +111,9 @@ impl PhysMem {
         // no invalidation and keeps the device's mapping (spec 4.6).
         if self.folio_mapped(folio) {
             self.try_to_migrate(folio);
+            self.trace_step(folio, "try_to_migrate", || {
+                format!("mapcount now {}", self.folio_mapcount(folio))
+            });
         }
         // Linux: folio_migrate_mapping()'s expected-refcount check: our isolation
         // reference, plus the swap cache's if the folio is in it.
@@ -116,6 +133,9 @@ impl PhysMem {
                 })
         };
         let target = *result.as_ref().unwrap_or(&folio);
+        self.trace_step(folio, "remove_migration_ptes", || {
+            format!("map {:#x}", target.head().raw())
+        });
         self.remove_migration_ptes(folio, target);
         if let Ok(new) = result {
             // The new folio's mappings hold their references; drop the allocation's.

@@ -274,6 +274,10 @@ impl Mm {
     ///
     /// Linux: `exit_mmap()`.
     pub(crate) fn exit_mmap(&self) {
+        let _span = self
+            .mem
+            .tracer()
+            .span(|| crate::trace::Payload::Exit { mm: self.id() });
         // Listeners drop their mirrors before the teardown (and classic ones are gone
         // after this); interval notifiers still registered see the Unmap below.
         self.mmu_notifier_release();
@@ -305,6 +309,18 @@ impl Mm {
     ///
     /// Linux: `dup_mmap()`.
     pub(crate) fn dup_mmap(&self, child: &Mm) -> Result<(), Errno> {
+        self.mem.tracer().traced(
+            || crate::trace::Payload::Fork {
+                parent: self.id(),
+                child: child.id(),
+            },
+            || self.dup_mmap_body(child),
+            crate::trace::result_text,
+        )
+    }
+
+    /// [`dup_mmap`](Self::dup_mmap) without its trace operation.
+    fn dup_mmap_body(&self, child: &Mm) -> Result<(), Errno> {
         let tree = self.mmap_write_lock();
         let mut ctree = child.mmap_write_lock();
         for vma in tree.iter() {

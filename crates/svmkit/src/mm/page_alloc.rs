@@ -167,9 +167,17 @@ pub struct PhysMem {
     pub(super) swap: super::swap::Swap,
     /// The devices mirroring mms on this memory, for the checker.
     pub(super) secondary: super::secondary::SecondaryMmuRegistry,
+    /// The system's trace record (off by default).
+    trace: crate::trace::Tracer,
 }
 
 impl PhysMem {
+    /// The trace record of the system this memory belongs to.
+    #[inline(always)]
+    pub fn tracer(&self) -> &crate::trace::Tracer {
+        &self.trace
+    }
+
     /// Builds physical memory with `config.frames` zeroed frames; frame 0 becomes the
     /// shared zero page and the rest goes to the buddy allocator.
     ///
@@ -205,6 +213,7 @@ impl PhysMem {
             thp: super::huge_memory::ThpSetting::new(),
             swap: super::swap::Swap::default(),
             secondary: super::secondary::SecondaryMmuRegistry::default(),
+            trace: crate::trace::Tracer::new(),
         };
         let zero = &mem.pages[ZERO_PFN.raw() as usize];
         zero.reset_flags(PageFlags::RESERVED);

@@ -67,12 +67,37 @@ impl PhysMem {
 pub struct PtlGuard<'a> {
     mem: &'a PhysMem,
     table: Pfn,
+    /// The id of the mm whose table it is if the trace was recording when the lock was
+    /// taken, else 0 (ids start at 1): read once per hold, so that with tracing off a
+    /// PTE change pays a test of this field, not a load through `mem`.
+    traced_mm: u64,
 }
 
 impl<'a> PtlGuard<'a> {
-    fn lock(mem: &'a PhysMem, table: Pfn) -> Self {
+    fn lock(mem: &'a PhysMem, table: Pfn, mm: u64) -> Self {
         mem.bit_lock(table, PageFlags::PTL_LOCKED);
-        PtlGuard { mem, table }
+        let traced_mm = if mem.tracer().on() { mm } else { 0 };
+        PtlGuard {
+            mem,
+            table,
+            traced_mm,
+        }
+    }
+
+    /// Every PTE change goes through `set` or `clear`, so this is the one place that
+    /// traces PTE transitions; out of line, so that with tracing off `set` and `clear`
+    /// stay as small as they were (the old value is read only when recording).
+    #[cold]
+    #[inline(never)]
+    fn trace_pte(&self, addr: VirtAddr, old: Pte, new: Pte) {
+        if old != new {
+            self.mem.tracer().instant(|| crate::trace::Payload::Pte {
+                mm: self.traced_mm,
+                addr: addr.page_align_down().raw(),
+                old: crate::trace::EntryView::of_pte(old),
+                new: crate::trace::EntryView::of_pte(new),
+            });
+        }
     }
 
     /// The locked PTE table's frame.
@@ -90,8 +115,20 @@ impl<'a> PtlGuard<'a> {
     /// Installs `pte` for `addr`.
     ///
     /// Linux: `set_pte_at()`.
+    #[inline]
     pub fn set(&mut self, addr: VirtAddr, pte: Pte) {
+        if self.traced_mm != 0 {
+            return self.set_traced(addr, pte);
+        }
         self.mem.pt_write(self.table, pte_index(addr), pte.encode());
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn set_traced(&mut self, addr: VirtAddr, pte: Pte) {
+        let old = self.get(addr);
+        self.mem.pt_write(self.table, pte_index(addr), pte.encode());
+        self.trace_pte(addr, old, pte);
     }
 
     /// Clears the PTE for `addr` and returns what it was. The PTL stands for the TLB:
@@ -99,12 +136,17 @@ impl<'a> PtlGuard<'a> {
     ///
     /// Linux: `ptep_get_and_clear()` / `ptep_clear_flush()`.
     #[doc(alias = "ptep_clear_flush")]
+    #[inline]
     pub fn clear(&mut self, addr: VirtAddr) -> Pte {
-        Pte::decode(
+        let old = Pte::decode(
             self.mem
                 .table_word(self.table, pte_index(addr))
                 .swap(0, Ordering::SeqCst),
-        )
+        );
+        if self.traced_mm != 0 {
+            self.trace_pte(addr, old, Pte::None);
+        }
+        old
     }
 }
 
@@ -130,6 +172,32 @@ pub(crate) struct PmdSlot {
 }
 
 impl Mm {
+    /// Writes a PMD entry (the caller holds `page_table_lock`, or the mmap lock in
+    /// write mode for a table being freed). PMD changes all pass here so that traces
+    /// see each transition; the old word is read only when recording.
+    #[inline]
+    pub(crate) fn set_pmd(&self, slot: PmdSlot, addr: VirtAddr, new: Pmd) {
+        if self.mem.tracer().on() {
+            return self.set_pmd_traced(slot, addr, new);
+        }
+        self.mem.pt_write(slot.table, slot.idx, new.encode());
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn set_pmd_traced(&self, slot: PmdSlot, addr: VirtAddr, new: Pmd) {
+        let old = Pmd::decode(self.mem.pt_read(slot.table, slot.idx));
+        self.mem.pt_write(slot.table, slot.idx, new.encode());
+        if old != new {
+            self.mem.tracer().instant(|| crate::trace::Payload::Pmd {
+                mm: self.id(),
+                addr: addr.raw() & !(PMD_SIZE - 1),
+                old: crate::trace::EntryView::of_pmd(old),
+                new: crate::trace::EntryView::of_pmd(new),
+            });
+        }
+    }
+
     fn upper(&self, table: Pfn, idx: usize) -> UpperEntry {
         UpperEntry::decode(self.mem.pt_read(table, idx))
     }
@@ -298,7 +366,7 @@ impl Mm {
         let _ptl = self.page_table_lock();
         match read(self) {
             Pmd::None => {
-                self.mem.pt_write(pmd, idx, Pmd::Table(new).encode());
+                self.set_pmd(PmdSlot { table: pmd, idx }, addr, Pmd::Table(new));
                 Ok(new)
             }
             other => {
@@ -321,7 +389,7 @@ impl Mm {
             let Pmd::Table(t) = self.pmd_get_lockless(addr) else {
                 return None;
             };
-            let guard = PtlGuard::lock(&self.mem, t);
+            let guard = PtlGuard::lock(&self.mem, t, self.id());
             if self.pmd_get_lockless(addr) == Pmd::Table(t) {
                 return Some(guard);
             }
@@ -402,7 +470,14 @@ impl Mm {
                                 && self.mem.table_is_empty(pte)
                             {
                                 let _ptl = self.page_table_lock();
-                                self.mem.pt_write(pmd, mi, 0);
+                                self.set_pmd(
+                                    PmdSlot {
+                                        table: pmd,
+                                        idx: mi,
+                                    },
+                                    VirtAddr::new_truncate(m),
+                                    Pmd::None,
+                                );
                                 self.mem.pgtable_free(pte);
                             }
                             m += PMD_SIZE;

@@ -297,6 +297,7 @@ impl PhysMem {
             if let Some(p) = self.page(pfn) {
                 p.set(PageFlags::ANON_EXCLUSIVE);
                 p.set_mapcount(1);
+                self.trace_mapcount(pfn, 1);
             }
         }
     }
@@ -310,6 +311,7 @@ impl PhysMem {
         if let Some(p) = self.page(pfn) {
             p.clear(PageFlags::ANON_EXCLUSIVE);
             p.mapcount_add(1);
+            self.trace_mapcount(pfn, 1);
         }
     }
 
@@ -320,6 +322,7 @@ impl PhysMem {
     pub(crate) fn folio_add_anon_rmap_pte(&self, pfn: Pfn) {
         if let Some(p) = self.page(pfn) {
             p.mapcount_add(1);
+            self.trace_mapcount(pfn, 1);
         }
     }
 
@@ -329,6 +332,7 @@ impl PhysMem {
     pub(crate) fn folio_add_file_rmap_pte(&self, pfn: Pfn) {
         if let Some(p) = self.page(pfn) {
             p.mapcount_add(1);
+            self.trace_mapcount(pfn, 1);
         }
     }
 
@@ -342,6 +346,8 @@ impl PhysMem {
         {
             p.mapcount_add(1);
             self.report_bad(pfn, "mapcount underflow");
+        } else {
+            self.trace_mapcount(pfn, -1);
         }
     }
 }
@@ -532,6 +538,26 @@ impl Mm {
         owner: Option<Owner>,
         task: &Task,
     ) -> Result<ExclusiveFolio, Errno> {
+        self.mem.tracer().traced(
+            || crate::trace::Payload::MakeDeviceExclusive {
+                mm: self.id(),
+                start: addr & !(PAGE_SIZE - 1),
+                end: (addr & !(PAGE_SIZE - 1)) + PAGE_SIZE,
+                owner: owner.map(|o| self.mem.tracer().owner_name(o)),
+            },
+            || self.make_device_exclusive_body(guard, addr, owner, task),
+            crate::trace::result_text,
+        )
+    }
+
+    /// [`make_device_exclusive`](Self::make_device_exclusive) without its trace operation.
+    fn make_device_exclusive_body(
+        &self,
+        guard: &mut MmapReadGuard<'_, super::VmaTree>,
+        addr: u64,
+        owner: Option<Owner>,
+        task: &Task,
+    ) -> Result<ExclusiveFolio, Errno> {
         if self.profile().convert_via_rmap_walk_whole_folio {
             // 5.14 had only the range API: one page of it, a NULL page reported as
             // EBUSY (what its callers turned it into).
@@ -631,6 +657,35 @@ impl Mm {
     /// [`make_device_exclusive`]: Self::make_device_exclusive
     /// [`Profile::has_range_api`]: crate::Profile::has_range_api
     pub fn make_device_exclusive_range(
+        &self,
+        guard: &mut MmapReadGuard<'_, super::VmaTree>,
+        start: u64,
+        end: u64,
+        owner: Option<Owner>,
+        task: &Task,
+    ) -> Result<Vec<Option<ExclusiveFolio>>, Errno> {
+        self.mem.tracer().traced(
+            || crate::trace::Payload::MakeDeviceExclusive {
+                mm: self.id(),
+                start,
+                end,
+                owner: owner.map(|o| self.mem.tracer().owner_name(o)),
+            },
+            || self.make_device_exclusive_range_body(guard, start, end, owner, task),
+            |r| match r {
+                Ok(v) => format!(
+                    "ok, {} of {} pages exclusive",
+                    v.iter().filter(|p| p.is_some()).count(),
+                    v.len()
+                )
+                .into(),
+                Err(e) => e.name().into(),
+            },
+        )
+    }
+
+    /// [`make_device_exclusive_range`](Self::make_device_exclusive_range) without its trace operation.
+    fn make_device_exclusive_range_body(
         &self,
         guard: &mut MmapReadGuard<'_, super::VmaTree>,
         start: u64,

@@ -213,6 +213,20 @@ impl PhysMem {
     ///
     /// Linux: `shrink_folio_list()`.
     pub(crate) fn shrink_folio(&self, folio: Folio) -> Result<(), Errno> {
+        self.tracer().traced(
+            || crate::trace::Payload::Reclaim {
+                pfn: folio.head().raw(),
+            },
+            || self.shrink_folio_body(folio),
+            |r| match r {
+                Ok(()) => "freed".into(),
+                Err(e) => e.name().into(),
+            },
+        )
+    }
+
+    /// [`shrink_folio`](Self::shrink_folio) without its trace operation.
+    fn shrink_folio_body(&self, folio: Folio) -> Result<(), Errno> {
         let Some(lock) = self.folio_trylock(folio) else {
             self.folio_put(folio);
             return Err(Errno::EAGAIN);
@@ -232,10 +246,14 @@ impl PhysMem {
                 return Err(e);
             }
         };
+        self.trace_step(folio, "add_to_swap", || format!("slot {slot}"));
         // Linux: only a mapped folio is unmapped; 5.14's device-exclusive small folios
         // look unmapped (mapcount 0) and are skipped here.
         if self.folio_mapcount(folio) > 0 {
             self.try_to_unmap(folio, slot);
+            self.trace_step(folio, "try_to_unmap", || {
+                format!("mapcount now {}", self.folio_mapcount(folio))
+            });
         }
         let mapped = self.folio_mapcount(folio) > 0;
         let mut s = self.swap.0.lock();
@@ -256,6 +274,22 @@ impl PhysMem {
         // Linux: __remove_mapping(): freeze the count at ours + the swap cache's, so
         // that no one can take a reference any more, and only then leave the cache.
         let frozen = ours && !mapped && self.folio_ref_freeze(folio, 2);
+        self.trace_step(folio, "pageout", || {
+            if ours && !mapped {
+                "written"
+            } else {
+                "skipped (still mapped)"
+            }
+            .to_string()
+        });
+        self.trace_step(folio, "remove_mapping", || {
+            if frozen {
+                "frozen, freed"
+            } else {
+                "references remain"
+            }
+            .to_string()
+        });
         let unused = s.slots[slot as usize]
             .as_ref()
             .is_some_and(|sl| sl.count == 0);
@@ -280,6 +314,21 @@ impl PhysMem {
         }
         self.folio_put(folio); // ours
         Err(Errno::EAGAIN)
+    }
+
+    /// A step of reclaim or migration, for traces.
+    #[inline(always)]
+    pub(crate) fn trace_step(
+        &self,
+        folio: Folio,
+        step: &'static str,
+        outcome: impl FnOnce() -> String,
+    ) {
+        self.tracer().instant(|| crate::trace::Payload::KernelStep {
+            pfn: folio.head().raw(),
+            step: step.into(),
+            outcome: outcome().into(),
+        });
     }
 
     /// The slot whose swap-cache folio `folio` is, if any.

@@ -50,6 +50,12 @@ pub trait MmuIntervalNotifierOps: Send + Sync {
         range: &MmuNotifierRange<'_>,
         cur_seq: u64,
     ) -> bool;
+
+    /// The subscriber's name in traces (a device's name); `None` (the default) shows
+    /// it as `interval#N`, N its insertion number.
+    fn trace_name(&self) -> Option<String> {
+        None
+    }
 }
 
 impl<F> MmuIntervalNotifierOps for F
@@ -79,6 +85,8 @@ pub struct MmuIntervalNotifier {
     ops: Arc<dyn MmuIntervalNotifierOps>,
     /// Linux: `interval_sub->invalidate_seq`.
     invalidate_seq: AtomicU64,
+    /// `set_seq` calls while tracing, so a trace can tell which callback called it.
+    traced_set_seqs: AtomicU64,
 }
 
 /// A queued change to the tree, applied when the sequence becomes even.
@@ -150,8 +158,28 @@ impl MmuNotifierSubscriptions {
     /// Linux: `mn_itree_invalidate()` (with `mn_itree_inv_start_range()`).
     pub(super) fn itree_invalidate(&self, range: &MmuNotifierRange<'_>) -> Result<(), Errno> {
         let (hits, cur_seq) = self.itree_inv_start_range(range);
+        let tracer = range.mm.mem().tracer();
         for sub in &hits {
-            if sub.ops.invalidate(sub, range, cur_seq) {
+            let before = sub.traced_set_seqs.load(Ordering::Relaxed);
+            let ok = sub.ops.invalidate(sub, range, cur_seq);
+            tracer.instant(|| {
+                let decision = if !ok && range.blockable {
+                    crate::trace::Decision::BadReturn
+                } else if !ok {
+                    crate::trace::Decision::Eagain
+                } else if sub.traced_set_seqs.load(Ordering::Relaxed) != before {
+                    crate::trace::Decision::SetSeq
+                } else {
+                    crate::trace::Decision::Ignored
+                };
+                crate::trace::Payload::Subscriber {
+                    subscriber: sub.trace_name().into(),
+                    callback: "interval".into(),
+                    cur_seq: Some(cur_seq),
+                    decision,
+                }
+            });
+            if ok {
                 continue;
             }
             if range.blockable {
@@ -227,10 +255,25 @@ impl MmuNotifierSubscriptions {
     pub(super) fn itree_release(&self, mm: &Mm) {
         let range = MmuNotifierRange::new(mm, MmuNotifierEvent::Release, 0, u64::MAX);
         let (hits, cur_seq) = self.itree_inv_start_range(&range);
+        let tracer = mm.mem().tracer();
         for sub in &hits {
-            if !sub.ops.invalidate(sub, &range, cur_seq) {
+            let before = sub.traced_set_seqs.load(Ordering::Relaxed);
+            let ok = sub.ops.invalidate(sub, &range, cur_seq);
+            if !ok {
                 self.bad_returns.fetch_add(1, Ordering::Relaxed);
             }
+            tracer.instant(|| crate::trace::Payload::Subscriber {
+                subscriber: sub.trace_name().into(),
+                callback: "interval release".into(),
+                cur_seq: Some(cur_seq),
+                decision: if !ok {
+                    crate::trace::Decision::BadReturn
+                } else if sub.traced_set_seqs.load(Ordering::Relaxed) != before {
+                    crate::trace::Decision::SetSeq
+                } else {
+                    crate::trace::Decision::Ignored
+                },
+            });
         }
         self.itree_inv_end();
     }
@@ -271,6 +314,7 @@ impl Mm {
             last,
             ops,
             invalidate_seq: AtomicU64::new(0),
+            traced_set_seqs: AtomicU64::new(0),
         };
         let mut st = subs.itree.lock();
         if st.active > 0 {
@@ -312,6 +356,14 @@ impl MmuIntervalNotifier {
         &self.mm
     }
 
+    /// The notifier's name in traces: its ops' [`trace_name`](
+    /// MmuIntervalNotifierOps::trace_name), else `interval#N`.
+    pub fn trace_name(&self) -> String {
+        self.ops
+            .trace_name()
+            .unwrap_or_else(|| format!("interval#{}", self.id))
+    }
+
     /// Begins a read-side critical section: returns the sequence to hand to
     /// [`read_retry`](Self::read_retry), after waiting for every running invalidation
     /// that already called this notifier to end (so the caller never reads page tables
@@ -323,7 +375,16 @@ impl MmuIntervalNotifier {
         let subs = self.mm.mmu_notifiers();
         let st = subs.itree.lock();
         let seq = self.invalidate_seq.load(Ordering::Acquire);
+        let waited = st.invalidate_seq == seq;
         drop(subs.wait_seq_change(st, seq));
+        self.mm
+            .mem()
+            .tracer()
+            .instant(|| crate::trace::Payload::ReadBegin {
+                subscriber: self.trace_name().into(),
+                seq,
+                waited,
+            });
         seq
     }
 
@@ -335,7 +396,17 @@ impl MmuIntervalNotifier {
     /// Linux: `mmu_interval_read_retry()`.
     #[doc(alias = "mmu_interval_read_retry")]
     pub fn read_retry(&self, seq: u64) -> bool {
-        self.invalidate_seq.load(Ordering::Acquire) != seq
+        let now = self.invalidate_seq.load(Ordering::Acquire);
+        self.mm
+            .mem()
+            .tracer()
+            .instant(|| crate::trace::Payload::ReadRetry {
+                subscriber: self.trace_name().into(),
+                seq,
+                now,
+                retry: now != seq,
+            });
+        now != seq
     }
 
     /// The same test without the driver lock: only a hint that the section is already
@@ -354,6 +425,9 @@ impl MmuIntervalNotifier {
     #[doc(alias = "mmu_interval_set_seq")]
     pub fn set_seq(&self, cur_seq: u64) {
         self.invalidate_seq.store(cur_seq, Ordering::Release);
+        if self.mm.mem().tracer().on() {
+            self.traced_set_seqs.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Ends the subscription. During an invalidation the removal is queued and this

@@ -216,12 +216,28 @@ impl<'a> MmuNotifierRange<'a> {
     #[doc(alias = "mmu_notifier_invalidate_range_start")]
     pub fn invalidate_range_start(mut self) -> InvalidateRange<'a> {
         self.blockable = true;
+        let span = self.trace_span();
         let active = self.mm.mmu_notifiers().invalidate_start(&self);
         debug_assert!(active.is_ok(), "a blockable start cannot be refused");
         InvalidateRange {
             range: self,
             active: active.unwrap_or_default(),
+            _span: span,
         }
+    }
+
+    /// The trace's `notifier` operation, from the start to the end of the range.
+    fn trace_span(&self) -> crate::trace::Span<'a> {
+        let mm: &'a Mm = self.mm;
+        let tracer = mm.mem().tracer();
+        tracer.span(|| crate::trace::Payload::Notifier {
+            mm: mm.id(),
+            event: self.event.linux_name().into(),
+            owner: self.owner.map(|o| tracer.owner_name(o)),
+            start: self.start,
+            end: self.end,
+            blockable: self.blockable,
+        })
     }
 
     /// Like [`invalidate_range_start`](Self::invalidate_range_start) but listeners may
@@ -232,10 +248,18 @@ impl<'a> MmuNotifierRange<'a> {
     #[doc(alias = "mmu_notifier_invalidate_range_start_nonblock")]
     pub fn invalidate_range_start_nonblock(mut self) -> Result<InvalidateRange<'a>, Errno> {
         self.blockable = false;
-        let active = self.mm.mmu_notifiers().invalidate_start(&self)?;
+        let mut span = self.trace_span();
+        let active = match self.mm.mmu_notifiers().invalidate_start(&self) {
+            Ok(a) => a,
+            Err(e) => {
+                span.result(|| e.name().into());
+                return Err(e);
+            }
+        };
         Ok(InvalidateRange {
             range: self,
             active,
+            _span: span,
         })
     }
 }
@@ -268,6 +292,8 @@ struct Started {
 pub struct InvalidateRange<'a> {
     range: MmuNotifierRange<'a>,
     active: Started,
+    /// The trace's operation; a field, so it ends after `Drop` ran the end callbacks.
+    _span: crate::trace::Span<'a>,
 }
 
 impl<'a> InvalidateRange<'a> {
@@ -330,6 +356,18 @@ pub trait MmuNotifierOps: Send + Sync {
     fn release(&self, mm: &Mm) {
         let _ = mm;
     }
+
+    /// The subscriber's name in traces (a device's name); `None` (the default) shows
+    /// it as `classic#N`, N its registration number.
+    fn trace_name(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A classic subscriber's name in traces.
+fn classic_name(id: MmuNotifierId, ops: &Arc<dyn MmuNotifierOps>) -> String {
+    ops.trace_name()
+        .unwrap_or_else(|| format!("classic#{}", id.0))
 }
 
 /// Names one classic registration, for [`Mm::mmu_notifier_unregister`].
@@ -405,22 +443,25 @@ impl MmuNotifierSubscriptions {
             self.itree_inv_end();
         }
         if started.classic {
-            self.classic_walk(|ops| ops.invalidate_range_end(range));
+            self.classic_walk(|_, ops| ops.invalidate_range_end(range));
         }
     }
 
     /// Runs `f` on a snapshot of the classic list, counted as an SRCU read side.
-    fn classic_walk(&self, mut f: impl FnMut(&Arc<dyn MmuNotifierOps>)) {
-        let subs: Vec<Arc<dyn MmuNotifierOps>> = {
+    fn classic_walk(&self, mut f: impl FnMut(MmuNotifierId, &Arc<dyn MmuNotifierOps>)) {
+        let subs: Vec<(MmuNotifierId, Arc<dyn MmuNotifierOps>)> = {
             let mut list = self.classic.lock();
             if list.subs.is_empty() {
                 return;
             }
             list.walkers += 1;
-            list.subs.iter().map(|(_, s)| Arc::clone(s)).collect()
+            list.subs
+                .iter()
+                .map(|(id, s)| (*id, Arc::clone(s)))
+                .collect()
         };
-        for s in &subs {
-            f(s);
+        for (id, s) in &subs {
+            f(*id, s);
         }
         let mut list = self.classic.lock();
         list.walkers -= 1;
@@ -434,14 +475,27 @@ impl MmuNotifierSubscriptions {
     fn classic_start(&self, range: &MmuNotifierRange<'_>) -> Result<(), Errno> {
         let mut started: Vec<Arc<dyn MmuNotifierOps>> = Vec::new();
         let mut refused = None;
-        self.classic_walk(|ops| {
+        let tracer = range.mm.mem().tracer();
+        self.classic_walk(|id, ops| {
             if refused.is_some() {
                 return;
             }
-            match ops.invalidate_range_start(range) {
-                Err(Errno::EAGAIN) if !range.blockable => refused = Some(Errno::EAGAIN),
-                _ => started.push(Arc::clone(ops)),
-            }
+            let decision = match ops.invalidate_range_start(range) {
+                Err(Errno::EAGAIN) if !range.blockable => {
+                    refused = Some(Errno::EAGAIN);
+                    crate::trace::Decision::Eagain
+                }
+                _ => {
+                    started.push(Arc::clone(ops));
+                    crate::trace::Decision::Done
+                }
+            };
+            tracer.instant(|| crate::trace::Payload::Subscriber {
+                subscriber: classic_name(id, ops).into(),
+                callback: "start".into(),
+                cur_seq: None,
+                decision,
+            });
         });
         match refused {
             None => Ok(()),
@@ -606,7 +660,16 @@ impl Mm {
             return;
         }
         subs.itree_release(self);
-        subs.classic_walk(|s| s.release(self));
+        let tracer = self.mem().tracer();
+        subs.classic_walk(|id, s| {
+            s.release(self);
+            tracer.instant(|| crate::trace::Payload::Subscriber {
+                subscriber: classic_name(id, s).into(),
+                callback: "release".into(),
+                cur_seq: None,
+                decision: crate::trace::Decision::Done,
+            });
+        });
         let unhooked = std::mem::take(&mut subs.classic.lock().subs);
         subs.synchronize();
         drop(unhooked);

@@ -162,6 +162,10 @@ impl MmuNotifierOps for RecordingNotifier {
         self.log()
             .push(NotifierCall::of(NotifierCallKind::Release, &range));
     }
+
+    fn trace_name(&self) -> Option<String> {
+        Some("recorder".into())
+    }
 }
 
 impl MmuIntervalNotifierOps for RecordingNotifier {
@@ -180,6 +184,10 @@ impl MmuIntervalNotifierOps for RecordingNotifier {
             range,
         ));
         true
+    }
+
+    fn trace_name(&self) -> Option<String> {
+        Some("recorder".into())
     }
 }
 

@@ -1,0 +1,946 @@
+//! Traces: what happened inside the model, event by event.
+//!
+//! Every [`System`](crate::System) has a [`Tracer`], off by default. Switched on
+//! ([`System::set_trace`](crate::System::set_trace)), it records a [`TraceEvent`] at
+//! each site of the mm that matters to device-exclusive access: CPU accesses and
+//! their faults, every PTE and PMD change, THP splits, folio locks, notifier ranges
+//! and each subscriber's decision, interval sequences, device entries, driver loop
+//! passes, GUP, `make_device_exclusive`, restores, fork, exit, reclaim and migration.
+//! [`TraceLevel::Detail`] adds refcount and mapcount changes.
+//!
+//! # What an event says
+//! * `t`: logical time, the event's number in this system's record (the model never
+//!   reads a clock, so a schedule traces the same way every time it runs).
+//! * `track`: who did it, the name of the simulated thread: the name set with
+//!   [`Tracer::set_track`] for the calling thread or task, else the thread's (or
+//!   shuttle task's) own name, else `main`.
+//! * `phase` and `depth`: an operation is a [`Phase::Begin`] event, the events inside
+//!   it, then a [`Phase::End`] event ([`Payload::End`] with its result); `depth` is
+//!   how many operations of the same track are open around the event.
+//! * the typed payload ([`Payload`]).
+//!
+//! # Determinism and cost
+//! Recording takes no facade lock: the record sits behind a std mutex that is held only
+//! to push an event, never across a model operation, so tracing adds no scheduling
+//! point and an explored schedule is the same with tracing on or off. Under
+//! exploration every task of an execution runs on one OS thread, so the calling task
+//! is told apart through shuttle (its task id and name), not through an OS
+//! thread-local. With tracing off each site costs one relaxed atomic load and a
+//! branch; the event is built only when it is recorded.
+//!
+//! The views: [`text`] (one line per event, indented by nesting) and [`jsonl`] (one
+//! JSON object per line; schema in `docs/TRACES.md`).
+
+pub mod jsonl;
+pub mod text;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// Text in an event: mostly fixed words (`MMU_NOTIFY_CLEAR`, `present`), borrowed so
+/// that recording them allocates nothing; owned when built (a result with a count) or
+/// read back from JSON.
+pub type Text = std::borrow::Cow<'static, str>;
+
+use crate::mm::{Pmd, Pte};
+
+/// How much a [`Tracer`] records.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceLevel {
+    /// Nothing (the default).
+    #[default]
+    Off,
+    /// Operations, page-table transitions, locks, notifiers, device entries.
+    Normal,
+    /// Also every refcount and mapcount change.
+    Detail,
+}
+
+impl TraceLevel {
+    /// The level named `off`, `normal` or `detail`.
+    pub fn from_name(name: &str) -> Option<TraceLevel> {
+        match name {
+            "off" => Some(TraceLevel::Off),
+            "normal" => Some(TraceLevel::Normal),
+            "detail" => Some(TraceLevel::Detail),
+            _ => None,
+        }
+    }
+}
+
+/// Where an event sits in its track's nesting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// An operation starts; the events up to its [`Phase::End`] happen inside it.
+    Begin,
+    /// The innermost open operation of the track ends.
+    End,
+    /// A point event.
+    Instant,
+}
+
+/// A page-table entry as a trace shows it: the raw word and its decoding.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EntryView {
+    /// The raw x86-64 style word.
+    pub raw: u64,
+    /// `none`, `present`, `device_exclusive`, `migration`, `swap`, `swap_other` (a
+    /// swap-type entry of another type), `table` (a PMD pointing to a PTE table) or
+    /// `huge` (a PMD mapping a THP).
+    pub kind: Text,
+    /// The frame it names, if any (the swap slot is not a frame: see `slot`).
+    pub pfn: Option<u64>,
+    /// The swap slot of a `swap` entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u64>,
+    /// Its flags: `rw`/`ro`, `dirty`, `young`, `soft_dirty`, `uffd_wp`, `protnone`,
+    /// `special` (present); `soft_dirty`, `uffd_wp`, `exclusive`, `ro` (non-present).
+    pub flags: Vec<Text>,
+}
+
+impl EntryView {
+    /// The view of a PTE.
+    pub fn of_pte(p: Pte) -> EntryView {
+        let raw = p.encode();
+        match p {
+            Pte::None => EntryView::plain(raw, "none", None),
+            Pte::Present(pp) => {
+                let mut flags: Vec<Text> = vec![if pp.is_write() { "rw" } else { "ro" }.into()];
+                for (on, name) in [
+                    (pp.is_dirty(), "dirty"),
+                    (pp.is_young(), "young"),
+                    (
+                        pp.flags.contains(crate::mm::PteFlags::SOFT_DIRTY),
+                        "soft_dirty",
+                    ),
+                    (pp.flags.contains(crate::mm::PteFlags::UFFD_WP), "uffd_wp"),
+                    (pp.is_protnone(), "protnone"),
+                    (pp.is_special(), "special"),
+                ] {
+                    if on {
+                        flags.push(name.into());
+                    }
+                }
+                EntryView {
+                    raw,
+                    kind: "present".into(),
+                    pfn: Some(pp.pfn.raw()),
+                    slot: None,
+                    flags,
+                }
+            }
+            Pte::Swap(s) => {
+                let (kind, pfn, slot) = if s.is_device_exclusive() {
+                    ("device_exclusive", s.pfn(), None)
+                } else if s.is_migration() {
+                    ("migration", s.pfn(), None)
+                } else if s.swp_type < crate::mm::swp_type::MAX_SWAPFILES {
+                    ("swap", None, Some(s.offset))
+                } else {
+                    ("swap_other", s.pfn(), None)
+                };
+                let mut flags: Vec<Text> = Vec::new();
+                for (on, name) in [
+                    (s.soft_dirty, "soft_dirty"),
+                    (s.uffd_wp, "uffd_wp"),
+                    (s.exclusive, "exclusive"),
+                    (
+                        s.is_device_exclusive() && !s.is_writable_device_exclusive(),
+                        "ro",
+                    ),
+                ] {
+                    if on {
+                        flags.push(name.into());
+                    }
+                }
+                EntryView {
+                    raw,
+                    kind: kind.into(),
+                    pfn: pfn.map(|p| p.raw()),
+                    slot,
+                    flags,
+                }
+            }
+        }
+    }
+
+    /// The view of a PMD.
+    pub fn of_pmd(p: Pmd) -> EntryView {
+        let raw = p.encode();
+        match p {
+            Pmd::None => EntryView::plain(raw, "none", None),
+            Pmd::Table(t) => EntryView::plain(raw, "table", Some(t.raw())),
+            Pmd::Huge(h) => {
+                let mut v = EntryView::of_pte(Pte::Present(h));
+                v.raw = raw;
+                v.kind = "huge".into();
+                v
+            }
+        }
+    }
+
+    fn plain(raw: u64, kind: &'static str, pfn: Option<u64>) -> EntryView {
+        EntryView {
+            raw,
+            kind: kind.into(),
+            pfn,
+            slot: None,
+            flags: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for EntryView {
+    /// `none`, `present(pfn 0x12) rw,dirty`, `device-exclusive(pfn 0x12)`,
+    /// `swap(slot 3) exclusive`, `table(pfn 0x5)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.kind.replace('_', "-"))?;
+        if let Some(p) = self.pfn {
+            write!(f, "(pfn {p:#x})")?;
+        } else if let Some(s) = self.slot {
+            write!(f, "(slot {s})")?;
+        }
+        if !self.flags.is_empty() {
+            write!(f, " {}", self.flags.join(","))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a notifier subscriber did with one callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// An interval callback called `set_seq`: the subscriber's readers will retry.
+    SetSeq,
+    /// An interval callback returned without `set_seq`: the event was filtered out
+    /// (ignored) by the subscriber.
+    Ignored,
+    /// The callback refused a non-blockable range (`EAGAIN`): the invalidation fails.
+    Eagain,
+    /// An interval callback returned false in a blockable range (a driver bug; counted
+    /// and ignored, as Linux WARNs).
+    BadReturn,
+    /// A classic `invalidate_range_start` or `invalidate_range_end` returned.
+    Done,
+}
+
+impl Decision {
+    /// How the text view and `svmkit run` name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Decision::SetSeq => "set_seq",
+            Decision::Ignored => "ignored",
+            Decision::Eagain => "EAGAIN",
+            Decision::BadReturn => "bad return",
+            Decision::Done => "done",
+        }
+    }
+}
+
+/// What happened: one variant per kind of event. Operations (`Begin` events) are the
+/// variants documented as such; every operation ends with [`Payload::End`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Payload {
+    /// Operation: a step of a scenario (recorded by the scenario engine).
+    Step {
+        /// The step as written, resolved.
+        step: Text,
+    },
+    /// Operation: a CPU load, store or atomic on one page.
+    CpuAccess {
+        /// The mm's id.
+        mm: u64,
+        /// `read` or `write`.
+        access: Text,
+        /// The address.
+        addr: u64,
+    },
+    /// Operation: one call of the fault handler (`handle_mm_fault`).
+    PageFault {
+        /// The mm's id.
+        mm: u64,
+        /// The faulting address.
+        addr: u64,
+        /// A write fault.
+        write: bool,
+        /// The retried attempt (`FAULT_FLAG_TRIED`).
+        tried: bool,
+    },
+    /// Operation: `get_user_pages` (and pin).
+    Gup {
+        /// The mm's id.
+        mm: u64,
+        /// First address.
+        start: u64,
+        /// Pages asked for.
+        nr_pages: u64,
+        /// The GUP flags (`GET|WRITE|SPLIT_PMD`).
+        flags: Text,
+    },
+    /// Operation: `make_device_exclusive` of one page (or, 5.14, the range API).
+    MakeDeviceExclusive {
+        /// The mm's id.
+        mm: u64,
+        /// First address.
+        start: u64,
+        /// End address (exclusive).
+        end: u64,
+        /// The owner passed (a device name when the owner is a device's).
+        owner: Option<Text>,
+    },
+    /// Operation: the restore of a device-exclusive entry by a fault
+    /// (`remove_device_exclusive_entry`).
+    Restore {
+        /// The mm's id.
+        mm: u64,
+        /// The address.
+        addr: u64,
+        /// The entry's frame.
+        pfn: u64,
+    },
+    /// Operation: a notifier range, from `invalidate_range_start` to its end.
+    Notifier {
+        /// The mm's id.
+        mm: u64,
+        /// The Linux event name (`MMU_NOTIFY_CLEAR`).
+        event: Text,
+        /// The range's owner (a device name when the owner is a device's).
+        owner: Option<Text>,
+        /// First address.
+        start: u64,
+        /// End (exclusive).
+        end: u64,
+        /// Whether callbacks may sleep.
+        blockable: bool,
+    },
+    /// Operation: a THP split (`split_huge_pmd`).
+    ThpSplit {
+        /// The mm's id.
+        mm: u64,
+        /// The 2 MiB aligned address.
+        addr: u64,
+    },
+    /// Operation: a device fault handled by a driver (svm_atomic's atomic fault).
+    DeviceFault {
+        /// The device.
+        device: Text,
+        /// The page address.
+        addr: u64,
+    },
+    /// Operation: one pass of a driver's acquire loop.
+    DriverPass {
+        /// The device.
+        device: Text,
+        /// The page address.
+        addr: u64,
+        /// The pass number (1 for the first).
+        pass: u64,
+    },
+    /// Operation: fork (`dup_mmap`).
+    Fork {
+        /// The parent's mm id.
+        parent: u64,
+        /// The child's mm id.
+        child: u64,
+    },
+    /// Operation: the teardown of an address space (`exit_mmap`).
+    Exit {
+        /// The mm's id.
+        mm: u64,
+    },
+    /// Operation: reclaim of one folio (`shrink_folio_list`).
+    Reclaim {
+        /// The folio's head frame.
+        pfn: u64,
+    },
+    /// Operation: migration of one folio.
+    Migrate {
+        /// The folio's head frame.
+        pfn: u64,
+    },
+    /// The end of the innermost open operation of the track.
+    End {
+        /// The operation's kind (`cpu_access`, `notifier`, ...).
+        op: Text,
+        /// What it returned (`ok`, `retry`, `EBUSY`, ...).
+        result: Text,
+    },
+    /// A PTE changed.
+    Pte {
+        /// The mm's id (0 when the change was made through a table no mm is known for).
+        mm: u64,
+        /// The address the PTE maps.
+        addr: u64,
+        /// Before.
+        old: EntryView,
+        /// After.
+        new: EntryView,
+    },
+    /// A PMD changed (huge mappings, tables installed or removed).
+    Pmd {
+        /// The mm's id.
+        mm: u64,
+        /// The 2 MiB aligned address.
+        addr: u64,
+        /// Before.
+        old: EntryView,
+        /// After.
+        new: EntryView,
+    },
+    /// A folio lock attempt: `op` is `lock`, `lock_killable` or `trylock`; `outcome`
+    /// is `acquired`, `contended` (it slept first), `busy` (a trylock failed) or
+    /// `EINTR` (a killable lock interrupted).
+    FolioLock {
+        /// The folio's head frame.
+        pfn: u64,
+        /// Which call.
+        op: Text,
+        /// What came of it.
+        outcome: Text,
+    },
+    /// A folio unlocked.
+    FolioUnlock {
+        /// The folio's head frame.
+        pfn: u64,
+    },
+    /// A wait for a folio to be unlocked (`folio_wait_locked`, the fault-retry wait).
+    FolioWait {
+        /// The folio's head frame.
+        pfn: u64,
+    },
+    /// Detail level: a folio's reference count changed.
+    Refcount {
+        /// The folio's head frame.
+        pfn: u64,
+        /// The change.
+        delta: i64,
+        /// The count after it.
+        count: i64,
+    },
+    /// Detail level: a page's mapcount changed.
+    Mapcount {
+        /// The page's frame.
+        pfn: u64,
+        /// The change.
+        delta: i64,
+        /// The count after it.
+        count: i64,
+    },
+    /// A notifier subscriber's callback ran and decided (inside the `notifier`
+    /// operation it belongs to).
+    Subscriber {
+        /// The subscriber's name (a device name, or `interval#N` / `classic#N`).
+        subscriber: Text,
+        /// `interval`, `start`, `end` or `release`.
+        callback: Text,
+        /// The odd sequence an interval callback was given.
+        cur_seq: Option<u64>,
+        /// What it did.
+        decision: Decision,
+    },
+    /// `mmu_interval_read_begin` returned `seq`; `waited` when it slept first for a
+    /// running invalidation.
+    ReadBegin {
+        /// The subscriber.
+        subscriber: Text,
+        /// The sequence returned.
+        seq: u64,
+        /// Whether it slept.
+        waited: bool,
+    },
+    /// `mmu_interval_read_retry(seq)`: the subscriber's sequence is `now`; `retry`
+    /// when they differ.
+    ReadRetry {
+        /// The subscriber.
+        subscriber: Text,
+        /// The sequence of the read section.
+        seq: u64,
+        /// The subscriber's sequence now.
+        now: u64,
+        /// Whether the section must be retried.
+        retry: bool,
+    },
+    /// A device page-table entry changed: `change` is `map` (installed or replaced)
+    /// or `unmap`.
+    DevEntry {
+        /// The device.
+        device: Text,
+        /// The page address.
+        addr: u64,
+        /// `map` or `unmap`.
+        change: Text,
+        /// The frame.
+        pfn: u64,
+        /// The rights after (`rwa`; empty when unmapped).
+        rights: Text,
+    },
+    /// A step of reclaim or migration (`add_to_swap`, `try_to_unmap`, `pageout`,
+    /// `remove_mapping`, `try_to_migrate`, `copy`, `remove_migration_ptes`) and what
+    /// came of it.
+    KernelStep {
+        /// The folio's head frame.
+        pfn: u64,
+        /// The step.
+        step: Text,
+        /// Its outcome.
+        outcome: Text,
+    },
+}
+
+impl Payload {
+    /// The snake-case name of the variant (`cpu_access`): the JSON `kind`, and the
+    /// `op` of an operation's [`Payload::End`].
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Payload::Step { .. } => "step",
+            Payload::CpuAccess { .. } => "cpu_access",
+            Payload::PageFault { .. } => "page_fault",
+            Payload::Gup { .. } => "gup",
+            Payload::MakeDeviceExclusive { .. } => "make_device_exclusive",
+            Payload::Restore { .. } => "restore",
+            Payload::Notifier { .. } => "notifier",
+            Payload::ThpSplit { .. } => "thp_split",
+            Payload::DeviceFault { .. } => "device_fault",
+            Payload::DriverPass { .. } => "driver_pass",
+            Payload::Fork { .. } => "fork",
+            Payload::Exit { .. } => "exit",
+            Payload::Reclaim { .. } => "reclaim",
+            Payload::Migrate { .. } => "migrate",
+            Payload::End { .. } => "end",
+            Payload::Pte { .. } => "pte",
+            Payload::Pmd { .. } => "pmd",
+            Payload::FolioLock { .. } => "folio_lock",
+            Payload::FolioUnlock { .. } => "folio_unlock",
+            Payload::FolioWait { .. } => "folio_wait",
+            Payload::Refcount { .. } => "refcount",
+            Payload::Mapcount { .. } => "mapcount",
+            Payload::Subscriber { .. } => "subscriber",
+            Payload::ReadBegin { .. } => "read_begin",
+            Payload::ReadRetry { .. } => "read_retry",
+            Payload::DevEntry { .. } => "dev_entry",
+            Payload::KernelStep { .. } => "kernel_step",
+        }
+    }
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceEvent {
+    /// Logical time: the event's number in the system's record, from 0.
+    pub t: u64,
+    /// Who: the simulated thread (see the module docs).
+    pub track: std::sync::Arc<str>,
+    /// Operations of the same track open around this event.
+    pub depth: u32,
+    /// Begin, end or instant.
+    pub phase: Phase,
+    /// What.
+    #[serde(flatten)]
+    pub payload: Payload,
+}
+
+/// Identifies the calling thread: an OS thread, or a shuttle task of the running
+/// execution (all of which share one OS thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskKey {
+    Os(std::thread::ThreadId),
+    Shuttle(usize),
+}
+
+impl TaskKey {
+    fn current() -> TaskKey {
+        // Shuttle's execution state, when there is one on this OS thread, names the
+        // running task; asking it is no scheduling point. It is absent outside an
+        // execution and while an execution tears its tasks down (values dropped then
+        // are traced on the OS thread's track).
+        let task = shuttle_engine::runtime::execution::ExecutionState::try_with(|s| {
+            usize::from(s.current().id())
+        });
+        match task {
+            Ok(id) => TaskKey::Shuttle(id),
+            Err(_) => TaskKey::Os(std::thread::current().id()),
+        }
+    }
+
+    /// The thread's or task's own name, asked once per track.
+    fn own_name(self) -> std::sync::Arc<str> {
+        let name = match self {
+            TaskKey::Shuttle(_) => {
+                shuttle_engine::runtime::execution::ExecutionState::try_with(|s| s.current().name())
+                    .ok()
+                    .flatten()
+            }
+            TaskKey::Os(_) => std::thread::current().name().map(str::to_string),
+        };
+        name.unwrap_or_else(|| "main".to_string()).into()
+    }
+}
+
+#[derive(Debug)]
+struct TrackState {
+    key: TaskKey,
+    /// The name set with `set_track`, else the thread's own.
+    name: std::sync::Arc<str>,
+    depth: u32,
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    events: Vec<TraceEvent>,
+    next_t: u64,
+    tracks: Vec<TrackState>,
+    owners: BTreeMap<u64, String>,
+}
+
+impl Record {
+    fn track(&mut self, key: TaskKey) -> &mut TrackState {
+        let i = match self.tracks.iter().position(|t| t.key == key) {
+            Some(i) => i,
+            None => {
+                self.tracks.push(TrackState {
+                    key,
+                    name: key.own_name(),
+                    depth: 0,
+                });
+                self.tracks.len() - 1
+            }
+        };
+        &mut self.tracks[i]
+    }
+}
+
+/// A system's event record (see the module docs).
+#[derive(Default)]
+pub struct Tracer {
+    level: AtomicU8,
+    record: std::sync::Mutex<Record>,
+}
+
+impl Tracer {
+    /// A tracer that records nothing until [`set_level`](Self::set_level).
+    pub fn new() -> Tracer {
+        Tracer::default()
+    }
+
+    fn record(&self) -> std::sync::MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts, changes or stops recording.
+    pub fn set_level(&self, level: TraceLevel) {
+        self.level.store(level as u8, Ordering::Relaxed);
+    }
+
+    /// The current level.
+    pub fn level(&self) -> TraceLevel {
+        match self.level.load(Ordering::Relaxed) {
+            0 => TraceLevel::Off,
+            1 => TraceLevel::Normal,
+            _ => TraceLevel::Detail,
+        }
+    }
+
+    /// Whether anything is recorded: the one load a site pays with tracing off.
+    #[inline(always)]
+    pub fn on(&self) -> bool {
+        self.level.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether refcount and mapcount changes are recorded.
+    #[inline(always)]
+    pub fn detail(&self) -> bool {
+        self.level.load(Ordering::Relaxed) >= TraceLevel::Detail as u8
+    }
+
+    /// Names the calling thread's (or shuttle task's) track from now on; `None` goes
+    /// back to the thread's own name. The scenario engine, which runs every scenario
+    /// thread's steps on one OS thread, names the track before each step.
+    pub fn set_track(&self, name: Option<&str>) {
+        let key = TaskKey::current();
+        self.record().track(key).name = name.map_or_else(|| key.own_name(), Into::into);
+    }
+
+    /// Gives an owner token a name (a device's), used wherever the owner is shown.
+    pub fn name_owner(&self, owner: crate::mm::mmu_notifier::Owner, name: &str) {
+        self.record().owners.insert(owner.raw(), name.to_string());
+    }
+
+    /// The name of an owner token: its device's name, or its value in hex.
+    pub fn owner_name(&self, owner: crate::mm::mmu_notifier::Owner) -> Text {
+        self.record()
+            .owners
+            .get(&owner.raw())
+            .cloned()
+            .unwrap_or_else(|| format!("{:#x}", owner.raw()))
+            .into()
+    }
+
+    /// Records an instant event built by `f`, if recording.
+    #[inline(always)]
+    pub fn instant(&self, f: impl FnOnce() -> Payload) {
+        if self.on() {
+            self.instant_slow(f);
+        }
+    }
+
+    /// Records a detail-level instant event built by `f`, if recording at that level.
+    #[inline(always)]
+    pub fn detail_instant(&self, f: impl FnOnce() -> Payload) {
+        if self.detail() {
+            self.instant_slow(f);
+        }
+    }
+
+    // Building the payload out of line keeps the recording site small, so tracing does
+    // not change how the mm's hot paths inline.
+    #[cold]
+    #[inline(never)]
+    fn instant_slow(&self, f: impl FnOnce() -> Payload) {
+        self.push(Phase::Instant, f());
+    }
+
+    /// Begins an operation built by `f`, if recording; the returned span ends it when
+    /// dropped (with the result given to [`Span::result`], else `done`).
+    #[inline(always)]
+    pub fn span(&self, f: impl FnOnce() -> Payload) -> Span<'_> {
+        if self.on() {
+            self.span_slow(f)
+        } else {
+            Span {
+                open: None,
+                result: None,
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn span_slow(&self, f: impl FnOnce() -> Payload) -> Span<'_> {
+        let p = f();
+        let op = p.kind_name();
+        self.push(Phase::Begin, p);
+        Span {
+            open: Some((self, op)),
+            result: None,
+        }
+    }
+
+    /// Runs `body` as an operation: with recording off, just `body()` (one load and a
+    /// branch); on, between the begin event `payload()` and an end whose result is
+    /// `result(&what body returned)`.
+    ///
+    /// `body` appears once in the code, so it inlines as it did before tracing; a
+    /// panic inside it leaves the operation without its end (the run failed anyway).
+    #[inline(always)]
+    pub fn traced<R>(
+        &self,
+        payload: impl FnOnce() -> Payload,
+        body: impl FnOnce() -> R,
+        result: impl FnOnce(&R) -> Text,
+    ) -> R {
+        let op = if self.on() {
+            Some(self.begin_slow(payload))
+        } else {
+            None
+        };
+        let r = body();
+        if let Some(op) = op {
+            self.end_slow(op, || result(&r));
+        }
+        r
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn begin_slow(&self, payload: impl FnOnce() -> Payload) -> &'static str {
+        let p = payload();
+        let op = p.kind_name();
+        self.push(Phase::Begin, p);
+        op
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn end_slow(&self, op: &'static str, result: impl FnOnce() -> Text) {
+        self.push(
+            Phase::End,
+            Payload::End {
+                op: op.into(),
+                result: result(),
+            },
+        );
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push(&self, phase: Phase, payload: Payload) {
+        let key = TaskKey::current();
+        let mut r = self.record();
+        let t = r.next_t;
+        r.next_t += 1;
+        let tr = r.track(key);
+        if phase == Phase::End {
+            tr.depth = tr.depth.saturating_sub(1);
+        }
+        let depth = tr.depth;
+        if phase == Phase::Begin {
+            tr.depth += 1;
+        }
+        let track = std::sync::Arc::clone(&tr.name);
+        r.events.push(TraceEvent {
+            t,
+            track,
+            depth,
+            phase,
+            payload,
+        });
+    }
+
+    /// Every event recorded so far.
+    pub fn events(&self) -> Vec<TraceEvent> {
+        self.record().events.clone()
+    }
+
+    /// Every event recorded so far, clearing the record (logical time goes on).
+    pub fn take(&self) -> Vec<TraceEvent> {
+        let mut r = self.record();
+        // Keep the room: a caller that takes the record in rounds should not pay for
+        // growing it again each round.
+        let room = r.events.capacity();
+        std::mem::replace(&mut r.events, Vec::with_capacity(room))
+    }
+
+    /// How many events have been recorded (the next event's `t`).
+    pub fn now(&self) -> u64 {
+        self.record().next_t
+    }
+
+    /// The events from logical time `since` on.
+    pub fn events_since(&self, since: u64) -> Vec<TraceEvent> {
+        self.record()
+            .events
+            .iter()
+            .filter(|e| e.t >= since)
+            .cloned()
+            .collect()
+    }
+}
+
+impl fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracer")
+            .field("level", &self.level())
+            .field("events", &self.record().events.len())
+            .finish()
+    }
+}
+
+/// An open operation of a [`Tracer`]; dropping it records the operation's end.
+#[must_use = "dropping the span ends the operation at once"]
+pub struct Span<'a> {
+    open: Option<(&'a Tracer, &'static str)>,
+    result: Option<Text>,
+}
+
+impl Span<'_> {
+    /// Whether the operation is being recorded (to skip building a result).
+    #[inline(always)]
+    pub fn is_recording(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Sets the result its end records, built by `f` only if recording.
+    #[inline(always)]
+    pub fn result(&mut self, f: impl FnOnce() -> Text) {
+        if self.open.is_some() {
+            self.result = Some(f());
+        }
+    }
+}
+
+impl Drop for Span<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let Some((tracer, op)) = self.open.take() {
+            let result = self.result.take().unwrap_or(Text::Borrowed("done"));
+            tracer.push(
+                Phase::End,
+                Payload::End {
+                    op: op.into(),
+                    result,
+                },
+            );
+        }
+    }
+}
+
+impl fmt::Debug for Span<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Span")
+            .field("op", &self.open.map(|(_, op)| op))
+            .finish()
+    }
+}
+
+/// The result text of a `Result` whose error has a Linux name.
+pub(crate) fn result_text<T>(r: &Result<T, crate::Errno>) -> Text {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => e.name().into(),
+    }
+}
+
+/// A view of a record, chosen by the output file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum View {
+    /// `.txt`: [`text::render`].
+    Text,
+    /// `.jsonl`: [`jsonl::render`].
+    JsonLines,
+}
+
+/// Why no view fits a file name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    /// The extension names a view that is planned but not built yet.
+    #[error("trace view `.{0}` is not supported yet; use .txt (text) or .jsonl (JSON lines)")]
+    NotYetSupported(String),
+    /// No view has this extension (or there is none).
+    #[error("no trace view for `{0}`; the extension picks it: .txt (text) or .jsonl (JSON lines)")]
+    Unknown(String),
+}
+
+impl View {
+    /// The view for an output file, from its extension (case-insensitive). The one
+    /// place that maps extensions to views: `.json` (Perfetto / Chrome trace events)
+    /// and `.html` (timeline) are reserved for views to come.
+    pub fn for_path(path: &std::path::Path) -> Result<View, ViewError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("txt") => Ok(View::Text),
+            Some("jsonl") => Ok(View::JsonLines),
+            Some(e @ ("json" | "html")) => Err(ViewError::NotYetSupported(e.to_string())),
+            _ => Err(ViewError::Unknown(path.display().to_string())),
+        }
+    }
+
+    /// The record in this view.
+    pub fn render(self, events: &[TraceEvent]) -> String {
+        match self {
+            View::Text => text::render(events),
+            View::JsonLines => jsonl::render(events),
+        }
+    }
+}
