@@ -83,8 +83,8 @@ enum Command {
     },
     /// Explore the schedules of a scenario file: every thread becomes a task, and the
     /// explorer interleaves them at every lock the model takes, checking each schedule
-    /// (every expectation, the exclusivity invariant after every step and at a
-    /// monitor's scheduling points, the end checks, deadlocks, livelocks). On a
+    /// (every expectation, the exclusivity invariant at every scheduling point, the
+    /// end checks, deadlocks, livelocks). On a
     /// failure it shrinks the schedule, saves it, and prints the violation, the
     /// failing schedule's account and the command that replays it. Exit status 0 when
     /// no failure is found within the budget, 1 when one is, 2 for bad input. Guide:
