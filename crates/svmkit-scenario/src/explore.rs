@@ -18,6 +18,12 @@
 //! A failing schedule stops at its first violation. Its account lists the steps in
 //! the order they returned, in the format of `svmkit run`; replaying the schedule
 //! ([`replay`]) gives the same account and violation, byte for byte.
+//!
+//! # Traces
+//! Explorations record no trace (cost). The replay that writes a failure's account
+//! records one ([`FoundFailure::trace`]), and [`replay_traced`] replays a schedule with
+//! its trace; the account is the same traced or not (it leaves out the per-step
+//! `decided:` lines a traced `svmkit run` prints, which the trace holds).
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use svmkit::Profile;
 use svmkit::check::{ExploreConfig, ExploreFailure, SchedulerKind};
 use svmkit::sync::{Arc, Condvar, Mutex, thread};
+use svmkit::trace::{TraceEvent, TraceLevel};
 
 use crate::ast::{Op, Scenario};
 use crate::engine::{EndCheck, RunReport, StepRecord, w_thread_process};
@@ -85,6 +92,11 @@ pub struct FoundFailure {
     pub preemptions: usize,
     /// Scheduling steps in the schedule.
     pub steps: usize,
+    /// The trace of the replay that wrote the account (level `normal`), for the views
+    /// of `svmkit::trace`. Not part of the JSON report (`svmkit explore` writes it
+    /// beside the schedule file).
+    #[serde(skip)]
+    pub trace: Vec<TraceEvent>,
 }
 
 impl FoundFailure {
@@ -193,6 +205,9 @@ impl ExploreReport {
 struct Sink {
     steps: Vec<StepRecord>,
     end: Vec<EndCheck>,
+    /// The schedule's system, kept when it is traced: its record is read once the
+    /// execution is over, whichever way it ended (a panic, a deadlock).
+    traced: Option<Arc<svmkit::System>>,
 }
 
 /// The explored closure: the whole scenario, once, on the schedule shuttle chooses.
@@ -202,6 +217,7 @@ fn body(
     source: Arc<str>,
     profile: Profile,
     sink: Arc<std::sync::Mutex<Sink>>,
+    trace: TraceLevel,
 ) -> impl Fn() + Send + Sync + 'static {
     move || {
         *sink.lock().unwrap_or_else(|e| e.into_inner()) = Sink::default();
@@ -209,6 +225,11 @@ fn body(
             Ok(w) => Arc::new(w),
             Err(e) => panic!("setup failed: {}", e.name()),
         };
+        if trace != TraceLevel::Off {
+            w.sys.set_trace(trace);
+            w.sys.trace().set_track(Some("setup"));
+            sink.lock().unwrap_or_else(|e| e.into_inner()).traced = Some(w.sys.clone());
+        }
         match w.setup() {
             Ok(None) => {}
             Ok(Some(c)) => panic!("setup failed: {}: {}", c.what, c.detail),
@@ -260,6 +281,7 @@ fn body(
         if let Err(p) = monitor.join() {
             panic::resume_unwind(p);
         }
+        w.sys.trace().set_track(Some("end"));
         let mut report = RunReport::new(&sc.name, profile.name);
         w.end_checks(&mut report, true);
         w.teardown(&mut report);
@@ -333,10 +355,15 @@ fn run_thread(
 }
 
 /// The account of a failing schedule: its steps in the order they returned, the end
-/// checks it reached, and the violation.
+/// checks it reached, and the violation. The same traced or not: the subscriber
+/// decisions a traced step records are left out.
 fn account_of(sc: &Scenario, profile: &str, sink: &Sink, violation: &str) -> String {
+    let mut steps = sink.steps.clone();
+    for s in &mut steps {
+        s.decisions.clear();
+    }
     let report = RunReport {
-        steps: sink.steps.clone(),
+        steps,
         end: sink.end.clone(),
         passed: false,
         ..RunReport::new(&sc.name, profile)
@@ -411,7 +438,13 @@ fn explore_until(
     let count = Arc::new(AtomicUsize::new(0));
     let f = {
         let (inner, count, progress) = (
-            body(sc.clone(), source.clone(), profile, sink.clone()),
+            body(
+                sc.clone(),
+                source.clone(),
+                profile,
+                sink.clone(),
+                TraceLevel::Off,
+            ),
             count.clone(),
             progress.clone(),
         );
@@ -446,14 +479,14 @@ fn explore_until(
     summary
 }
 
-/// Replays `fail`'s schedule to write its account.
+/// Replays `fail`'s schedule, traced, to write its account and keep its trace.
 fn replay_failure(
     sc: &Arc<Scenario>,
     source: &Arc<str>,
     profile: Profile,
     fail: &ExploreFailure,
 ) -> FoundFailure {
-    let r = replay_schedule(sc, source, profile, &fail.schedule);
+    let (r, trace) = replay_schedule(sc, source, profile, &fail.schedule, TraceLevel::Normal);
     FoundFailure {
         violation: fail.message.clone(),
         schedule: fail.schedule.clone(),
@@ -462,6 +495,7 @@ fn replay_failure(
         seed: 0,
         preemptions: fail.preemptions,
         steps: fail.steps,
+        trace,
     }
 }
 
@@ -478,7 +512,7 @@ pub fn minimise(
     let profile = profile.unwrap_or(sc.profile);
     let (sc, source) = (Arc::new(sc.clone()), Arc::<str>::from(source));
     let sink = Arc::new(std::sync::Mutex::new(Sink::default()));
-    let f = body(sc.clone(), source.clone(), profile, sink);
+    let f = body(sc.clone(), source.clone(), profile, sink, TraceLevel::Off);
     let class = violation_class(&found.violation);
     let input = ExploreFailure {
         scheduler: None,
@@ -508,25 +542,30 @@ fn replay_schedule(
     source: &Arc<str>,
     profile: Profile,
     schedule: &str,
-) -> ReplayResult {
+    trace: TraceLevel,
+) -> (ReplayResult, Vec<TraceEvent>) {
     let sink = Arc::new(std::sync::Mutex::new(Sink::default()));
-    let f = body(sc.clone(), source.clone(), profile, sink.clone());
+    let f = body(sc.clone(), source.clone(), profile, sink.clone(), trace);
     let r = quiet(|| svmkit::check::replay(f, schedule));
-    match r {
+    let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+    let events = s
+        .traced
+        .take()
+        .map_or_else(Vec::new, |sys| sys.trace().take());
+    let r = match r {
         Ok(()) => Ok(()),
-        Err(fail) => {
-            let s = sink.lock().unwrap_or_else(|e| e.into_inner());
-            Err(FoundFailure {
-                account: account_of(sc, profile.name, &s, &fail.message),
-                violation: fail.message,
-                schedule: schedule.to_string(),
-                schedules_run: 1,
-                seed: 0,
-                preemptions: 0,
-                steps: 0,
-            })
-        }
-    }
+        Err(fail) => Err(FoundFailure {
+            account: account_of(sc, profile.name, &s, &fail.message),
+            violation: fail.message,
+            schedule: schedule.to_string(),
+            schedules_run: 1,
+            seed: 0,
+            preemptions: 0,
+            steps: 0,
+            trace: events.clone(),
+        }),
+    };
+    (r, events)
 }
 
 /// Runs `sc` once on `schedule` (as [`explore`] reported it): the same violation and
@@ -537,8 +576,26 @@ pub fn replay(
     profile: Option<Profile>,
     schedule: &str,
 ) -> ReplayResult {
+    replay_traced(sc, source, profile, schedule, TraceLevel::Off).0
+}
+
+/// [`replay`], recording the replayed schedule's trace at `level` (its account and
+/// violation are the same as untraced); returns the trace too, failing or not.
+pub fn replay_traced(
+    sc: &Scenario,
+    source: &str,
+    profile: Option<Profile>,
+    schedule: &str,
+    level: TraceLevel,
+) -> (ReplayResult, Vec<TraceEvent>) {
     let profile = profile.unwrap_or(sc.profile);
-    replay_schedule(&Arc::new(sc.clone()), &Arc::from(source), profile, schedule)
+    replay_schedule(
+        &Arc::new(sc.clone()),
+        &Arc::from(source),
+        profile,
+        schedule,
+        level,
+    )
 }
 
 thread_local! {
