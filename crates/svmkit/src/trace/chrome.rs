@@ -129,8 +129,14 @@ pub fn trace_events(events: &[TraceEvent], info: &TraceInfo) -> Vec<Value> {
                     Payload::End { result, .. } => result.clone(),
                     _ => String::new(),
                 };
+                // An end whose begin is not in the record (taken before it) closes
+                // nothing here.
+                let Some(b) = shape.begin[i] else {
+                    continue;
+                };
+                let name = name_of(&events[b].payload);
                 out.push(json!({
-                    "ph": "E", "name": name_of(&e.payload), "ts": t, "pid": PID, "tid": tid,
+                    "ph": "E", "name": name, "ts": t, "pid": PID, "tid": tid,
                     "args": {"result": result, "t": e.t},
                 }));
             }

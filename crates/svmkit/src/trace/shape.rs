@@ -15,6 +15,8 @@ pub(crate) struct Shape {
     /// For each begin event, the index of its end event (`None`: still open when the
     /// record ends, as a hung run's can be).
     pub end: Vec<Option<usize>>,
+    /// For each end event, the index of its begin event.
+    pub begin: Vec<Option<usize>>,
     /// The tracks, in the order they first appear.
     pub tracks: Vec<String>,
     /// For each event, its index in [`Shape::tracks`].
@@ -30,6 +32,7 @@ impl Shape {
     pub(crate) fn of(events: &[TraceEvent]) -> Shape {
         let mut parent = vec![None; events.len()];
         let mut end = vec![None; events.len()];
+        let mut begin = vec![None; events.len()];
         let mut tracks: Vec<String> = Vec::new();
         let mut track_of = Vec::with_capacity(events.len());
         let mut stacks: Vec<Vec<usize>> = Vec::new();
@@ -49,6 +52,7 @@ impl Shape {
                 Phase::End => {
                     if let Some(b) = stack.pop() {
                         end[b] = Some(i);
+                        begin[i] = Some(b);
                         parent[i] = stack.last().copied();
                     }
                 }
@@ -70,6 +74,7 @@ impl Shape {
         Shape {
             parent,
             end,
+            begin,
             tracks,
             track_of,
             devices: devices.into_iter().collect(),
