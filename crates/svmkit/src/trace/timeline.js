@@ -184,6 +184,9 @@ window.onerror = function (msg, src, line) {
   draw();
   if (D.violation) document.getElementById("scroll").scrollLeft = Math.max(0, x(D.violation.t) - 600);
   var b = document.body;
+  // Reading a laid-out size makes the browser lay the drawing out now, so that the
+  // time below includes it.
+  b.setAttribute("data-width", String(document.getElementById("scroll").scrollWidth));
   b.setAttribute("data-lanes", String(D.lanes.length));
   b.setAttribute("data-bands", String(D.bands.length));
   b.setAttribute("data-items", String(D.items.length));
