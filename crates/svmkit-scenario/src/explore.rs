@@ -96,7 +96,7 @@ pub struct FoundFailure {
     /// of `svmkit::trace`. Not part of the JSON report (`svmkit explore` writes it
     /// beside the schedule file).
     #[serde(skip)]
-    pub trace: Vec<TraceEvent>,
+    pub trace: Arc<[TraceEvent]>,
 }
 
 impl FoundFailure {
@@ -495,7 +495,7 @@ fn replay_failure(
         seed: 0,
         preemptions: fail.preemptions,
         steps: fail.steps,
-        trace,
+        trace: trace.into(),
     }
 }
 
@@ -562,7 +562,7 @@ fn replay_schedule(
             seed: 0,
             preemptions: 0,
             steps: 0,
-            trace: events.clone(),
+            trace: events.as_slice().into(),
         }),
     };
     (r, events)
