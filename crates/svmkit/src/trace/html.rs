@@ -167,6 +167,13 @@ fn label_of(p: &Payload) -> String {
             format!("read_retry: {}", if *retry { "retry" } else { "valid" })
         }
         Payload::ReadBegin { seq, .. } => format!("read_begin seq={seq}"),
+        Payload::FolioLock { .. }
+        | Payload::FolioUnlock { .. }
+        | Payload::FolioWait { .. }
+        | Payload::Refcount { .. }
+        | Payload::Mapcount { .. }
+        | Payload::KernelStep { .. }
+        | Payload::DevEntry { .. } => text::describe(p),
         other => super::chrome::name_of(other),
     }
 }

@@ -13,17 +13,22 @@ window.onerror = function (msg, src, line) {
   var ROW = 16, BAND = 14, GAP = 8, AXIS = 22, PAD = 8, NAMES = 190;
   var STATES = [["cpu", "CPU-present"], ["excl", "device-exclusive"], ["atomic", "device-mapped atomically"],
     ["swap", "swapped"], ["migration", "migration entry"], ["none", "none"], ["huge", "PMD: huge"], ["table", "PMD: PTE table"]];
-  var scale = Math.max(2, Math.min(16, 1600 / Math.max(1, D.t_end)));
+  // The whole run fits the window when it can (2 to 16 px per event).
+  var fit = Math.max(600, (window.innerWidth || 1600) - NAMES - 2 * PAD - 40);
+  var scale = Math.max(2, Math.min(16, fit / Math.max(1, D.t_end)));
   function esc(s) {
     return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
   }
   function x(t) { return PAD + t * scale; }
-  // Vertical layout: the axis, the bands, then the lanes.
-  var laneY = [], y = AXIS, bandsY = 0, h;
+  // Vertical layout: the axis, the page bands, the device lanes (next to the pages
+  // they map), then the thread lanes.
+  var laneY = [], y = AXIS, bandsY = 0, h, order = [];
   if (D.bands.length) { y += ROW; bandsY = y; y += D.bands.length * BAND + GAP; }
   var lanesTop = y + ROW;
   y = lanesTop;
-  for (var l = 0; l < D.lanes.length; l++) { laneY.push(y); y += D.lanes[l].rows * ROW + GAP; }
+  D.lanes.forEach(function (ln, i) { if (ln.kind === "device") order.push(i); });
+  D.lanes.forEach(function (ln, i) { if (ln.kind !== "device") order.push(i); });
+  order.forEach(function (l) { laneY[l] = y; y += D.lanes[l].rows * ROW + GAP; });
   h = y;
   var led = {}, failing = D.violation ? D.violation.failing : null, stepNo = {};
   if (D.violation) D.violation.steps.forEach(function (s, k) { led[s] = true; stepNo[s] = k + 1; });
@@ -36,7 +41,7 @@ window.onerror = function (msg, src, line) {
         o.push('<text class="lname" x="10" y="' + (bandsY + i * BAND + 11) + '">' + esc(b.label) + '</text>');
       });
     }
-    o.push('<text class="section" x="6" y="' + (lanesTop - 4) + '">threads and devices</text>');
+    o.push('<text class="section" x="6" y="' + (lanesTop - 4) + '">devices and threads</text>');
     D.lanes.forEach(function (ln, i) {
       o.push('<text class="lname ' + ln.kind + '" x="10" y="' + (laneY[i] + 12) + '">' +
         esc((ln.kind === "device" ? "device " : "") + ln.name) + '</text>');
