@@ -113,7 +113,11 @@ fn item(tl: &Value, i: usize) -> (u64, Option<u64>, usize, u64, String, String) 
         it[2].as_u64().unwrap() as usize,
         it[3].as_u64().unwrap(),
         it[4].as_str().unwrap().to_string(),
-        it[5].as_str().unwrap().to_string(),
+        // The label, or the text when the label is left out as the same.
+        Some(it[5].as_str().unwrap())
+            .filter(|l| !l.is_empty())
+            .unwrap_or(it[6].as_str().unwrap())
+            .to_string(),
     )
 }
 

@@ -36,7 +36,8 @@ pub struct Lane {
 }
 
 /// One bar (an operation) or tick (a point event) of a lane: serialised as an array
-/// `[t, end, lane, row, kind, label, text, result]` to keep the file small.
+/// `[t, end, lane, row, kind, label, text, result]` to keep the file small (`label`
+/// empty when it is the same as `text`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
     /// Logical time of the event (an operation's begin).
@@ -65,7 +66,11 @@ impl Serialize for Item {
             self.lane,
             self.row,
             self.kind,
-            &self.label,
+            if self.label == self.text {
+                ""
+            } else {
+                &self.label
+            },
             &self.text,
             &self.result,
         )

@@ -20,6 +20,8 @@ window.onerror = function (msg, src, line) {
     return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
   }
   function x(t) { return PAD + t * scale; }
+  // An item's label: its text when the data leaves the label out (the same).
+  function lab(it) { return it[5] || it[6]; }
   // Vertical layout: the axis, the page bands, the device lanes (next to the pages
   // they map), then the thread lanes.
   var laneY = [], y = AXIS, bandsY = 0, h, order = [];
@@ -82,12 +84,12 @@ window.onerror = function (msg, src, line) {
         var it = D.items[i], yy = laneY[li] + it[3] * ROW + 1, cls = "ev k-" + it[4];
         if (led[i]) cls += " led";
         if (i === failing) cls += " failing";
-        var attrs = ' data-i="' + i + '" data-kind="' + it[4] + '" data-label="' + esc(it[5]) + '"';
+        var attrs = ' data-i="' + i + '" data-kind="' + it[4] + '" data-label="' + esc(lab(it)) + '"';
         if (it[1] !== null) {
           var bw = Math.max(2, (it[1] - it[0]) * scale);
           o.push('<rect class="' + cls + ' bar"' + attrs + ' x="' + x(it[0]) + '" y="' + yy + '" width="' + bw + '" height="' + (ROW - 2) + '"/>');
-          if (bw > it[5].length * 5.6 + 6) {
-            o.push('<text class="barlabel" x="' + (x(it[0]) + 3) + '" y="' + (yy + 11) + '">' + esc(it[5]) + '</text>');
+          if (bw > lab(it).length * 5.6 + 6) {
+            o.push('<text class="barlabel" x="' + (x(it[0]) + 3) + '" y="' + (yy + 11) + '">' + esc(lab(it)) + '</text>');
           }
         } else {
           o.push('<rect class="' + cls + ' tick"' + attrs + ' x="' + (x(it[0]) - 1.5 + scale / 2) + '" y="' + yy + '" width="3" height="' + (ROW - 2) + '"/>');
