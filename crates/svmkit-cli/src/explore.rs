@@ -202,6 +202,22 @@ pub fn explore(a: Args) -> ExitCode {
         Ok(v) => v,
         Err(c) => return c,
     };
+    if let Some(save) = &a.save {
+        let dir = save
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return bad(
+                format!(
+                    "--save {}: no directory {} to save the schedule (and its trace) in",
+                    save.display(),
+                    dir.display()
+                ),
+                "give a path in an existing directory",
+            );
+        }
+    }
     let (sc, source) = match load(&a.file) {
         Ok(x) => x,
         Err(c) => return c,

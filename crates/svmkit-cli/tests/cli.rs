@@ -414,6 +414,9 @@ fn explore_trace_picks_the_view_or_none_and_rejects_an_unknown_one() {
     let s = views::validate_chrome(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(s.threads.values().any(|t| t == "gpu"), "{:?}", s.threads);
     assert!(!dir.join("skip.linux-6.15.trace.html").exists());
+    let o = svmkit(&["explore", &file, "--save", "/nonexistent-svmkit-dir/s.json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("hint:"));
     for bad in ["csv", "perfetto"] {
         let o = svmkit(&["explore", &file, "--trace", bad]);
         assert_eq!(o.status.code(), Some(2), "{bad}");
