@@ -1005,7 +1005,9 @@ impl World {
         let tracer = self.sys.trace();
         // Only a traced run (svmkit run) reads its record back.
         let since = if tracer.on() { tracer.now() } else { 0 };
-        let span = tracer.span(|| svmkit::trace::Payload::Step { step: text.clone() });
+        let span = tracer.span(|| svmkit::trace::Payload::Step {
+            step: text.clone().into(),
+        });
         let r = self.run_step(t, step, &mut faults);
         drop(span);
         let decisions = if tracer.on() {

@@ -90,23 +90,42 @@ impl Mm {
         faults: &mut u64,
         op: impl FnOnce(&PhysMem, Pfn) -> R,
     ) -> Result<R, FaultError> {
-        let mut span = self
-            .mem()
-            .tracer()
-            .span(|| crate::trace::Payload::CpuAccess {
+        if self.mem().tracer().on() {
+            return self.access_page_traced(addr, access, faults, op);
+        }
+        self.access_page_body(addr, access, faults, op)
+    }
+
+    // Every CPU access passes here: the traced path stays out of line so that, with
+    // tracing off, the body inlines into the load or store as it did before tracing.
+    #[cold]
+    #[inline(never)]
+    fn access_page_traced<R>(
+        &self,
+        addr: VirtAddr,
+        access: Access,
+        faults: &mut u64,
+        op: impl FnOnce(&PhysMem, Pfn) -> R,
+    ) -> Result<R, FaultError> {
+        self.mem().tracer().traced(
+            || crate::trace::Payload::CpuAccess {
                 mm: self.id(),
-                access: access.to_string(),
+                access: match access {
+                    Access::Read => "read".into(),
+                    Access::Write => "write".into(),
+                },
                 addr: addr.raw(),
-            });
-        let r = self.access_page_body(addr, access, faults, op);
-        span.result(|| match &r {
-            Ok(_) => "ok".to_string(),
-            Err(e) => format!("{:?}", e.kind),
-        });
-        r
+            },
+            || self.access_page_body(addr, access, faults, op),
+            |r| match r {
+                Ok(_) => "ok".into(),
+                Err(e) => format!("{:?}", e.kind).into(),
+            },
+        )
     }
 
     /// [`access_page`](Self::access_page) without its trace operation.
+    #[inline(always)]
     fn access_page_body<R>(
         &self,
         addr: VirtAddr,

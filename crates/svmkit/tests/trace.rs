@@ -270,7 +270,7 @@ fn trace_names_tracks_by_thread_and_by_set_track() {
     let tracks: Vec<&str> = ev
         .iter()
         .filter(|e| matches!(e.payload, Payload::CpuAccess { .. }))
-        .map(|e| e.track.as_str())
+        .map(|e| &*e.track)
         .collect();
     assert_eq!(tracks, ["cpu7", "kswapd"]);
 }
@@ -310,8 +310,7 @@ fn explored_outcomes(level: TraceLevel) -> (usize, bool, Vec<(u64, u64, u64)>) {
         let retries = stats.retries.load(std::sync::atomic::Ordering::Relaxed);
         if level != TraceLevel::Off {
             let ev = sys.trace().events();
-            let tracks: std::collections::BTreeSet<&str> =
-                ev.iter().map(|e| e.track.as_str()).collect();
+            let tracks: std::collections::BTreeSet<&str> = ev.iter().map(|e| &*e.track).collect();
             assert!(
                 tracks.contains("gpu") && tracks.contains("cpu"),
                 "{tracks:?}"

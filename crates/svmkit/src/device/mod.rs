@@ -141,17 +141,17 @@ impl DevTable {
     }
 
     #[inline]
-    fn trace(&self, addr: u64, change: &str, pte: DevPte) {
+    fn trace(&self, addr: u64, change: &'static str, pte: DevPte) {
         if let Some(t) = &self.trace {
             t.mem.tracer().instant(|| crate::trace::Payload::DevEntry {
-                device: t.device.clone(),
+                device: t.device.clone().into(),
                 addr: addr & !(PAGE_SIZE - 1),
-                change: change.to_string(),
+                change: change.into(),
                 pfn: pte.pfn.raw(),
                 rights: if change == "unmap" {
-                    String::new()
+                    String::new().into()
                 } else {
-                    rights_text(pte.rights)
+                    rights_text(pte.rights).into()
                 },
             });
         }

@@ -410,7 +410,7 @@ impl SvmAtomic {
         let start = addr & !(PAGE_SIZE - 1);
         let tracer = self.mm.mem().tracer();
         let mut fault_span = tracer.span(|| Payload::DeviceFault {
-            device: self.dev.name().to_string(),
+            device: self.dev.name().to_string().into(),
             addr: start,
         });
         let notifier = self.mm.mmu_interval_notifier_insert(
@@ -431,7 +431,7 @@ impl SvmAtomic {
             *counted += 1;
             self.stats.passes.fetch_add(1, Ordering::Relaxed);
             let mut pass_span = tracer.span(|| Payload::DriverPass {
-                device: self.dev.name().to_string(),
+                device: self.dev.name().to_string().into(),
                 addr: start,
                 pass: passes,
             });
@@ -496,8 +496,8 @@ impl SvmAtomic {
         self.set_in_flight(task, None);
         let _ = notifier.remove();
         fault_span.result(|| match &result {
-            Ok(()) => format!("ok after {passes} passes"),
-            Err(e) => format!("{} after {passes} passes", e.name()),
+            Ok(()) => format!("ok after {passes} passes").into(),
+            Err(e) => format!("{} after {passes} passes", e.name()).into(),
         });
         result
     }

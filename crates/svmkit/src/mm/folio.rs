@@ -333,17 +333,17 @@ impl PhysMem {
     /// A folio-lock event; `waits` is recorded before a lock that will sleep, so a
     /// trace that ends in a hang shows who sleeps on which folio.
     #[inline(always)]
-    fn trace_lock(&self, folio: Folio, op: &str, outcome: &str) {
+    fn trace_lock(&self, folio: Folio, op: &'static str, outcome: &'static str) {
         self.tracer().instant(|| crate::trace::Payload::FolioLock {
             pfn: folio.head().raw(),
-            op: op.to_string(),
-            outcome: outcome.to_string(),
+            op: op.into(),
+            outcome: outcome.into(),
         });
     }
 
     /// Before a sleeping lock: records `waits` if the folio is locked now.
     #[inline(always)]
-    fn trace_lock_wait(&self, folio: Folio, op: &str) {
+    fn trace_lock_wait(&self, folio: Folio, op: &'static str) {
         if self.tracer().on() && self.folio_test_locked(folio) {
             self.trace_lock(folio, op, "waits");
         }

@@ -181,18 +181,19 @@ impl Mm {
         nr_pages: u64,
         flags: GupFlags,
     ) -> Result<Vec<Pfn>, Errno> {
-        let mut span = self.mem.tracer().span(|| crate::trace::Payload::Gup {
-            mm: self.id(),
-            start,
-            nr_pages,
-            flags: format!("{flags:?}"),
-        });
-        let r = self.get_user_pages_body(guard, start, nr_pages, flags);
-        span.result(|| match &r {
-            Ok(v) => format!("ok, {} pages", v.len()),
-            Err(e) => e.name().to_string(),
-        });
-        r
+        self.mem.tracer().traced(
+            || crate::trace::Payload::Gup {
+                mm: self.id(),
+                start,
+                nr_pages,
+                flags: format!("{flags:?}").into(),
+            },
+            || self.get_user_pages_body(guard, start, nr_pages, flags),
+            |r| match r {
+                Ok(v) => format!("ok, {} pages", v.len()).into(),
+                Err(e) => e.name().into(),
+            },
+        )
     }
 
     /// [`get_user_pages`](Self::get_user_pages) without its trace operation.

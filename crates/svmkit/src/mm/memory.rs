@@ -102,20 +102,21 @@ impl Mm {
         addr: VirtAddr,
         flags: FaultFlags,
     ) -> Result<VmFault, VmFaultError> {
-        let mut span = self.mem.tracer().span(|| crate::trace::Payload::PageFault {
-            mm: self.id(),
-            addr: addr.page_align_down().raw(),
-            write: flags.contains(FaultFlags::WRITE),
-            tried: flags.contains(FaultFlags::TRIED),
-        });
-        let r = self.handle_mm_fault_body(guard, vma, addr, flags);
-        span.result(|| match &r {
-            Ok(VmFault::Done) => "done".into(),
-            Ok(VmFault::Retry) => "retry".into(),
-            Err(VmFaultError::Oom) => "OOM".into(),
-            Err(VmFaultError::Sigbus) => "SIGBUS".into(),
-        });
-        r
+        self.mem.tracer().traced(
+            || crate::trace::Payload::PageFault {
+                mm: self.id(),
+                addr: addr.page_align_down().raw(),
+                write: flags.contains(FaultFlags::WRITE),
+                tried: flags.contains(FaultFlags::TRIED),
+            },
+            || self.handle_mm_fault_body(guard, vma, addr, flags),
+            |r| match r {
+                Ok(VmFault::Done) => "done".into(),
+                Ok(VmFault::Retry) => "retry".into(),
+                Err(VmFaultError::Oom) => "OOM".into(),
+                Err(VmFaultError::Sigbus) => "SIGBUS".into(),
+            },
+        )
     }
 
     /// [`handle_mm_fault`](Self::handle_mm_fault) without its trace operation.
@@ -364,18 +365,19 @@ impl Mm {
         flags: FaultFlags,
         orig: SwapPte,
     ) -> Result<VmFault, VmFaultError> {
-        let mut span = self.mem.tracer().span(|| crate::trace::Payload::Restore {
-            mm: self.id(),
-            addr: addr.raw(),
-            pfn: orig.pfn().map_or(0, |p| p.raw()),
-        });
-        let r = self.remove_device_exclusive_entry_body(guard, vma, addr, flags, orig);
-        span.result(|| match &r {
-            Ok(VmFault::Done) => "done".into(),
-            Ok(VmFault::Retry) => "retry (folio locked: mmap lock dropped, waited)".into(),
-            Err(_) => "SIGBUS".into(),
-        });
-        r
+        self.mem.tracer().traced(
+            || crate::trace::Payload::Restore {
+                mm: self.id(),
+                addr: addr.raw(),
+                pfn: orig.pfn().map_or(0, |p| p.raw()),
+            },
+            || self.remove_device_exclusive_entry_body(guard, vma, addr, flags, orig),
+            |r| match r {
+                Ok(VmFault::Done) => "done".into(),
+                Ok(VmFault::Retry) => "retry (folio locked: mmap lock dropped, waited)".into(),
+                Err(_) => "SIGBUS".into(),
+            },
+        )
     }
 
     /// [`remove_device_exclusive_entry`](Self::remove_device_exclusive_entry) without its trace operation.

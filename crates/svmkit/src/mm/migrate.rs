@@ -77,15 +77,16 @@ impl PhysMem {
     ///
     /// Linux: `migrate_pages()` → `migrate_folio_unmap()` + `migrate_folio_move()`.
     pub fn migrate_folio(&self, folio: Folio) -> Result<Folio, Errno> {
-        let mut span = self.tracer().span(|| crate::trace::Payload::Migrate {
-            pfn: folio.head().raw(),
-        });
-        let r = self.migrate_folio_body(folio);
-        span.result(|| match &r {
-            Ok(f) => format!("moved to {:#x}", f.head().raw()),
-            Err(e) => e.name().to_string(),
-        });
-        r
+        self.tracer().traced(
+            || crate::trace::Payload::Migrate {
+                pfn: folio.head().raw(),
+            },
+            || self.migrate_folio_body(folio),
+            |r| match r {
+                Ok(f) => format!("moved to {:#x}", f.head().raw()).into(),
+                Err(e) => e.name().into(),
+            },
+        )
     }
 
     /// [`migrate_folio`](Self::migrate_folio) without its trace operation.

@@ -309,13 +309,14 @@ impl Mm {
     ///
     /// Linux: `dup_mmap()`.
     pub(crate) fn dup_mmap(&self, child: &Mm) -> Result<(), Errno> {
-        let mut span = self.mem.tracer().span(|| crate::trace::Payload::Fork {
-            parent: self.id(),
-            child: child.id(),
-        });
-        let r = self.dup_mmap_body(child);
-        span.result(|| crate::trace::result_text(&r));
-        r
+        self.mem.tracer().traced(
+            || crate::trace::Payload::Fork {
+                parent: self.id(),
+                child: child.id(),
+            },
+            || self.dup_mmap_body(child),
+            crate::trace::result_text,
+        )
     }
 
     /// [`dup_mmap`](Self::dup_mmap) without its trace operation.

@@ -67,23 +67,32 @@ impl PhysMem {
 pub struct PtlGuard<'a> {
     mem: &'a PhysMem,
     table: Pfn,
-    /// The mm whose table it is, for traces.
-    mm: u64,
+    /// The id of the mm whose table it is if the trace was recording when the lock was
+    /// taken, else 0 (ids start at 1): read once per hold, so that with tracing off a
+    /// PTE change pays a test of this field, not a load through `mem`.
+    traced_mm: u64,
 }
 
 impl<'a> PtlGuard<'a> {
     fn lock(mem: &'a PhysMem, table: Pfn, mm: u64) -> Self {
         mem.bit_lock(table, PageFlags::PTL_LOCKED);
-        PtlGuard { mem, table, mm }
+        let traced_mm = if mem.tracer().on() { mm } else { 0 };
+        PtlGuard {
+            mem,
+            table,
+            traced_mm,
+        }
     }
 
     /// Every PTE change goes through `set` or `clear`, so this is the one place that
-    /// traces PTE transitions (the old value is read only when recording).
+    /// traces PTE transitions; out of line, so that with tracing off `set` and `clear`
+    /// stay as small as they were (the old value is read only when recording).
     #[cold]
+    #[inline(never)]
     fn trace_pte(&self, addr: VirtAddr, old: Pte, new: Pte) {
         if old != new {
             self.mem.tracer().instant(|| crate::trace::Payload::Pte {
-                mm: self.mm,
+                mm: self.traced_mm,
                 addr: addr.page_align_down().raw(),
                 old: crate::trace::EntryView::of_pte(old),
                 new: crate::trace::EntryView::of_pte(new),
@@ -106,14 +115,20 @@ impl<'a> PtlGuard<'a> {
     /// Installs `pte` for `addr`.
     ///
     /// Linux: `set_pte_at()`.
+    #[inline]
     pub fn set(&mut self, addr: VirtAddr, pte: Pte) {
-        if self.mem.tracer().on() {
-            let old = self.get(addr);
-            self.mem.pt_write(self.table, pte_index(addr), pte.encode());
-            self.trace_pte(addr, old, pte);
-            return;
+        if self.traced_mm != 0 {
+            return self.set_traced(addr, pte);
         }
         self.mem.pt_write(self.table, pte_index(addr), pte.encode());
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn set_traced(&mut self, addr: VirtAddr, pte: Pte) {
+        let old = self.get(addr);
+        self.mem.pt_write(self.table, pte_index(addr), pte.encode());
+        self.trace_pte(addr, old, pte);
     }
 
     /// Clears the PTE for `addr` and returns what it was. The PTL stands for the TLB:
@@ -121,13 +136,14 @@ impl<'a> PtlGuard<'a> {
     ///
     /// Linux: `ptep_get_and_clear()` / `ptep_clear_flush()`.
     #[doc(alias = "ptep_clear_flush")]
+    #[inline]
     pub fn clear(&mut self, addr: VirtAddr) -> Pte {
         let old = Pte::decode(
             self.mem
                 .table_word(self.table, pte_index(addr))
                 .swap(0, Ordering::SeqCst),
         );
-        if self.mem.tracer().on() {
+        if self.traced_mm != 0 {
             self.trace_pte(addr, old, Pte::None);
         }
         old
@@ -159,22 +175,27 @@ impl Mm {
     /// Writes a PMD entry (the caller holds `page_table_lock`, or the mmap lock in
     /// write mode for a table being freed). PMD changes all pass here so that traces
     /// see each transition; the old word is read only when recording.
+    #[inline]
     pub(crate) fn set_pmd(&self, slot: PmdSlot, addr: VirtAddr, new: Pmd) {
-        let tracer = self.mem.tracer();
-        if tracer.on() {
-            let old = Pmd::decode(self.mem.pt_read(slot.table, slot.idx));
-            self.mem.pt_write(slot.table, slot.idx, new.encode());
-            if old != new {
-                tracer.instant(|| crate::trace::Payload::Pmd {
-                    mm: self.id(),
-                    addr: addr.raw() & !(PMD_SIZE - 1),
-                    old: crate::trace::EntryView::of_pmd(old),
-                    new: crate::trace::EntryView::of_pmd(new),
-                });
-            }
-            return;
+        if self.mem.tracer().on() {
+            return self.set_pmd_traced(slot, addr, new);
         }
         self.mem.pt_write(slot.table, slot.idx, new.encode());
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn set_pmd_traced(&self, slot: PmdSlot, addr: VirtAddr, new: Pmd) {
+        let old = Pmd::decode(self.mem.pt_read(slot.table, slot.idx));
+        self.mem.pt_write(slot.table, slot.idx, new.encode());
+        if old != new {
+            self.mem.tracer().instant(|| crate::trace::Payload::Pmd {
+                mm: self.id(),
+                addr: addr.raw() & !(PMD_SIZE - 1),
+                old: crate::trace::EntryView::of_pmd(old),
+                new: crate::trace::EntryView::of_pmd(new),
+            });
+        }
     }
 
     fn upper(&self, table: Pfn, idx: usize) -> UpperEntry {

@@ -538,18 +538,16 @@ impl Mm {
         owner: Option<Owner>,
         task: &Task,
     ) -> Result<ExclusiveFolio, Errno> {
-        let mut span = self
-            .mem
-            .tracer()
-            .span(|| crate::trace::Payload::MakeDeviceExclusive {
+        self.mem.tracer().traced(
+            || crate::trace::Payload::MakeDeviceExclusive {
                 mm: self.id(),
                 start: addr & !(PAGE_SIZE - 1),
                 end: (addr & !(PAGE_SIZE - 1)) + PAGE_SIZE,
                 owner: owner.map(|o| self.mem.tracer().owner_name(o)),
-            });
-        let r = self.make_device_exclusive_body(guard, addr, owner, task);
-        span.result(|| crate::trace::result_text(&r));
-        r
+            },
+            || self.make_device_exclusive_body(guard, addr, owner, task),
+            crate::trace::result_text,
+        )
     }
 
     /// [`make_device_exclusive`](Self::make_device_exclusive) without its trace operation.
@@ -666,25 +664,24 @@ impl Mm {
         owner: Option<Owner>,
         task: &Task,
     ) -> Result<Vec<Option<ExclusiveFolio>>, Errno> {
-        let mut span = self
-            .mem
-            .tracer()
-            .span(|| crate::trace::Payload::MakeDeviceExclusive {
+        self.mem.tracer().traced(
+            || crate::trace::Payload::MakeDeviceExclusive {
                 mm: self.id(),
                 start,
                 end,
                 owner: owner.map(|o| self.mem.tracer().owner_name(o)),
-            });
-        let r = self.make_device_exclusive_range_body(guard, start, end, owner, task);
-        span.result(|| match &r {
-            Ok(v) => format!(
-                "ok, {} of {} pages exclusive",
-                v.iter().filter(|p| p.is_some()).count(),
-                v.len()
-            ),
-            Err(e) => e.name().to_string(),
-        });
-        r
+            },
+            || self.make_device_exclusive_range_body(guard, start, end, owner, task),
+            |r| match r {
+                Ok(v) => format!(
+                    "ok, {} of {} pages exclusive",
+                    v.iter().filter(|p| p.is_some()).count(),
+                    v.len()
+                )
+                .into(),
+                Err(e) => e.name().into(),
+            },
+        )
     }
 
     /// [`make_device_exclusive_range`](Self::make_device_exclusive_range) without its trace operation.

@@ -213,15 +213,16 @@ impl PhysMem {
     ///
     /// Linux: `shrink_folio_list()`.
     pub(crate) fn shrink_folio(&self, folio: Folio) -> Result<(), Errno> {
-        let mut span = self.tracer().span(|| crate::trace::Payload::Reclaim {
-            pfn: folio.head().raw(),
-        });
-        let r = self.shrink_folio_body(folio);
-        span.result(|| match &r {
-            Ok(()) => "freed".to_string(),
-            Err(e) => e.name().to_string(),
-        });
-        r
+        self.tracer().traced(
+            || crate::trace::Payload::Reclaim {
+                pfn: folio.head().raw(),
+            },
+            || self.shrink_folio_body(folio),
+            |r| match r {
+                Ok(()) => "freed".into(),
+                Err(e) => e.name().into(),
+            },
+        )
     }
 
     /// [`shrink_folio`](Self::shrink_folio) without its trace operation.
@@ -317,11 +318,16 @@ impl PhysMem {
 
     /// A step of reclaim or migration, for traces.
     #[inline(always)]
-    pub(crate) fn trace_step(&self, folio: Folio, step: &str, outcome: impl FnOnce() -> String) {
+    pub(crate) fn trace_step(
+        &self,
+        folio: Folio,
+        step: &'static str,
+        outcome: impl FnOnce() -> String,
+    ) {
         self.tracer().instant(|| crate::trace::Payload::KernelStep {
             pfn: folio.head().raw(),
-            step: step.to_string(),
-            outcome: outcome(),
+            step: step.into(),
+            outcome: outcome().into(),
         });
     }
 

@@ -44,6 +44,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+/// Text in an event: mostly fixed words (`MMU_NOTIFY_CLEAR`, `present`), borrowed so
+/// that recording them allocates nothing; owned when built (a result with a count) or
+/// read back from JSON.
+pub type Text = std::borrow::Cow<'static, str>;
+
 use crate::mm::{Pmd, Pte};
 
 /// How much a [`Tracer`] records.
@@ -93,7 +98,7 @@ pub struct EntryView {
     /// `none`, `present`, `device_exclusive`, `migration`, `swap`, `swap_other` (a
     /// swap-type entry of another type), `table` (a PMD pointing to a PTE table) or
     /// `huge` (a PMD mapping a THP).
-    pub kind: String,
+    pub kind: Text,
     /// The frame it names, if any (the swap slot is not a frame: see `slot`).
     pub pfn: Option<u64>,
     /// The swap slot of a `swap` entry.
@@ -101,7 +106,7 @@ pub struct EntryView {
     pub slot: Option<u64>,
     /// Its flags: `rw`/`ro`, `dirty`, `young`, `soft_dirty`, `uffd_wp`, `protnone`,
     /// `special` (present); `soft_dirty`, `uffd_wp`, `exclusive`, `ro` (non-present).
-    pub flags: Vec<String>,
+    pub flags: Vec<Text>,
 }
 
 impl EntryView {
@@ -111,7 +116,7 @@ impl EntryView {
         match p {
             Pte::None => EntryView::plain(raw, "none", None),
             Pte::Present(pp) => {
-                let mut flags = vec![if pp.is_write() { "rw" } else { "ro" }.to_string()];
+                let mut flags: Vec<Text> = vec![if pp.is_write() { "rw" } else { "ro" }.into()];
                 for (on, name) in [
                     (pp.is_dirty(), "dirty"),
                     (pp.is_young(), "young"),
@@ -124,7 +129,7 @@ impl EntryView {
                     (pp.is_special(), "special"),
                 ] {
                     if on {
-                        flags.push(name.to_string());
+                        flags.push(name.into());
                     }
                 }
                 EntryView {
@@ -145,7 +150,7 @@ impl EntryView {
                 } else {
                     ("swap_other", s.pfn(), None)
                 };
-                let mut flags = Vec::new();
+                let mut flags: Vec<Text> = Vec::new();
                 for (on, name) in [
                     (s.soft_dirty, "soft_dirty"),
                     (s.uffd_wp, "uffd_wp"),
@@ -156,7 +161,7 @@ impl EntryView {
                     ),
                 ] {
                     if on {
-                        flags.push(name.to_string());
+                        flags.push(name.into());
                     }
                 }
                 EntryView {
@@ -185,7 +190,7 @@ impl EntryView {
         }
     }
 
-    fn plain(raw: u64, kind: &str, pfn: Option<u64>) -> EntryView {
+    fn plain(raw: u64, kind: &'static str, pfn: Option<u64>) -> EntryView {
         EntryView {
             raw,
             kind: kind.into(),
@@ -252,14 +257,14 @@ pub enum Payload {
     /// Operation: a step of a scenario (recorded by the scenario engine).
     Step {
         /// The step as written, resolved.
-        step: String,
+        step: Text,
     },
     /// Operation: a CPU load, store or atomic on one page.
     CpuAccess {
         /// The mm's id.
         mm: u64,
         /// `read` or `write`.
-        access: String,
+        access: Text,
         /// The address.
         addr: u64,
     },
@@ -283,7 +288,7 @@ pub enum Payload {
         /// Pages asked for.
         nr_pages: u64,
         /// The GUP flags (`GET|WRITE|SPLIT_PMD`).
-        flags: String,
+        flags: Text,
     },
     /// Operation: `make_device_exclusive` of one page (or, 5.14, the range API).
     MakeDeviceExclusive {
@@ -294,7 +299,7 @@ pub enum Payload {
         /// End address (exclusive).
         end: u64,
         /// The owner passed (a device name when the owner is a device's).
-        owner: Option<String>,
+        owner: Option<Text>,
     },
     /// Operation: the restore of a device-exclusive entry by a fault
     /// (`remove_device_exclusive_entry`).
@@ -311,9 +316,9 @@ pub enum Payload {
         /// The mm's id.
         mm: u64,
         /// The Linux event name (`MMU_NOTIFY_CLEAR`).
-        event: String,
+        event: Text,
         /// The range's owner (a device name when the owner is a device's).
-        owner: Option<String>,
+        owner: Option<Text>,
         /// First address.
         start: u64,
         /// End (exclusive).
@@ -331,14 +336,14 @@ pub enum Payload {
     /// Operation: a device fault handled by a driver (svm_atomic's atomic fault).
     DeviceFault {
         /// The device.
-        device: String,
+        device: Text,
         /// The page address.
         addr: u64,
     },
     /// Operation: one pass of a driver's acquire loop.
     DriverPass {
         /// The device.
-        device: String,
+        device: Text,
         /// The page address.
         addr: u64,
         /// The pass number (1 for the first).
@@ -369,9 +374,9 @@ pub enum Payload {
     /// The end of the innermost open operation of the track.
     End {
         /// The operation's kind (`cpu_access`, `notifier`, ...).
-        op: String,
+        op: Text,
         /// What it returned (`ok`, `retry`, `EBUSY`, ...).
-        result: String,
+        result: Text,
     },
     /// A PTE changed.
     Pte {
@@ -402,9 +407,9 @@ pub enum Payload {
         /// The folio's head frame.
         pfn: u64,
         /// Which call.
-        op: String,
+        op: Text,
         /// What came of it.
-        outcome: String,
+        outcome: Text,
     },
     /// A folio unlocked.
     FolioUnlock {
@@ -438,9 +443,9 @@ pub enum Payload {
     /// operation it belongs to).
     Subscriber {
         /// The subscriber's name (a device name, or `interval#N` / `classic#N`).
-        subscriber: String,
+        subscriber: Text,
         /// `interval`, `start`, `end` or `release`.
-        callback: String,
+        callback: Text,
         /// The odd sequence an interval callback was given.
         cur_seq: Option<u64>,
         /// What it did.
@@ -450,7 +455,7 @@ pub enum Payload {
     /// running invalidation.
     ReadBegin {
         /// The subscriber.
-        subscriber: String,
+        subscriber: Text,
         /// The sequence returned.
         seq: u64,
         /// Whether it slept.
@@ -460,7 +465,7 @@ pub enum Payload {
     /// when they differ.
     ReadRetry {
         /// The subscriber.
-        subscriber: String,
+        subscriber: Text,
         /// The sequence of the read section.
         seq: u64,
         /// The subscriber's sequence now.
@@ -472,15 +477,15 @@ pub enum Payload {
     /// or `unmap`.
     DevEntry {
         /// The device.
-        device: String,
+        device: Text,
         /// The page address.
         addr: u64,
         /// `map` or `unmap`.
-        change: String,
+        change: Text,
         /// The frame.
         pfn: u64,
         /// The rights after (`rwa`; empty when unmapped).
-        rights: String,
+        rights: Text,
     },
     /// A step of reclaim or migration (`add_to_swap`, `try_to_unmap`, `pageout`,
     /// `remove_mapping`, `try_to_migrate`, `copy`, `remove_migration_ptes`) and what
@@ -489,9 +494,9 @@ pub enum Payload {
         /// The folio's head frame.
         pfn: u64,
         /// The step.
-        step: String,
+        step: Text,
         /// Its outcome.
-        outcome: String,
+        outcome: Text,
     },
 }
 
@@ -537,7 +542,7 @@ pub struct TraceEvent {
     /// Logical time: the event's number in the system's record, from 0.
     pub t: u64,
     /// Who: the simulated thread (see the module docs).
-    pub track: String,
+    pub track: std::sync::Arc<str>,
     /// Operations of the same track open around this event.
     pub depth: u32,
     /// Begin, end or instant.
@@ -556,29 +561,39 @@ enum TaskKey {
 }
 
 impl TaskKey {
-    fn current() -> (TaskKey, Option<String>) {
+    fn current() -> TaskKey {
         // Shuttle's execution state, when there is one on this OS thread, names the
         // running task; asking it is no scheduling point. It is absent outside an
         // execution and while an execution tears its tasks down (values dropped then
         // are traced on the OS thread's track).
         let task = shuttle_engine::runtime::execution::ExecutionState::try_with(|s| {
-            let me = s.current();
-            (usize::from(me.id()), me.name())
+            usize::from(s.current().id())
         });
         match task {
-            Ok((id, name)) => (TaskKey::Shuttle(id), name),
-            Err(_) => {
-                let me = std::thread::current();
-                (TaskKey::Os(me.id()), me.name().map(str::to_string))
-            }
+            Ok(id) => TaskKey::Shuttle(id),
+            Err(_) => TaskKey::Os(std::thread::current().id()),
         }
+    }
+
+    /// The thread's or task's own name, asked once per track.
+    fn own_name(self) -> std::sync::Arc<str> {
+        let name = match self {
+            TaskKey::Shuttle(_) => {
+                shuttle_engine::runtime::execution::ExecutionState::try_with(|s| s.current().name())
+                    .ok()
+                    .flatten()
+            }
+            TaskKey::Os(_) => std::thread::current().name().map(str::to_string),
+        };
+        name.unwrap_or_else(|| "main".to_string()).into()
     }
 }
 
 #[derive(Debug)]
 struct TrackState {
     key: TaskKey,
-    name: Option<String>,
+    /// The name set with `set_track`, else the thread's own.
+    name: std::sync::Arc<str>,
     depth: u32,
 }
 
@@ -597,7 +612,7 @@ impl Record {
             None => {
                 self.tracks.push(TrackState {
                     key,
-                    name: None,
+                    name: key.own_name(),
                     depth: 0,
                 });
                 self.tracks.len() - 1
@@ -654,8 +669,8 @@ impl Tracer {
     /// back to the thread's own name. The scenario engine, which runs every scenario
     /// thread's steps on one OS thread, names the track before each step.
     pub fn set_track(&self, name: Option<&str>) {
-        let (key, _) = TaskKey::current();
-        self.record().track(key).name = name.map(str::to_string);
+        let key = TaskKey::current();
+        self.record().track(key).name = name.map_or_else(|| key.own_name(), Into::into);
     }
 
     /// Gives an owner token a name (a device's), used wherever the owner is shown.
@@ -664,19 +679,20 @@ impl Tracer {
     }
 
     /// The name of an owner token: its device's name, or its value in hex.
-    pub fn owner_name(&self, owner: crate::mm::mmu_notifier::Owner) -> String {
+    pub fn owner_name(&self, owner: crate::mm::mmu_notifier::Owner) -> Text {
         self.record()
             .owners
             .get(&owner.raw())
             .cloned()
             .unwrap_or_else(|| format!("{:#x}", owner.raw()))
+            .into()
     }
 
     /// Records an instant event built by `f`, if recording.
     #[inline(always)]
     pub fn instant(&self, f: impl FnOnce() -> Payload) {
         if self.on() {
-            self.push(Phase::Instant, f());
+            self.instant_slow(f);
         }
     }
 
@@ -684,8 +700,16 @@ impl Tracer {
     #[inline(always)]
     pub fn detail_instant(&self, f: impl FnOnce() -> Payload) {
         if self.detail() {
-            self.push(Phase::Instant, f());
+            self.instant_slow(f);
         }
+    }
+
+    // Building the payload out of line keeps the recording site small, so tracing does
+    // not change how the mm's hot paths inline.
+    #[cold]
+    #[inline(never)]
+    fn instant_slow(&self, f: impl FnOnce() -> Payload) {
+        self.push(Phase::Instant, f());
     }
 
     /// Begins an operation built by `f`, if recording; the returned span ends it when
@@ -693,13 +717,7 @@ impl Tracer {
     #[inline(always)]
     pub fn span(&self, f: impl FnOnce() -> Payload) -> Span<'_> {
         if self.on() {
-            let p = f();
-            let op = p.kind_name();
-            self.push(Phase::Begin, p);
-            Span {
-                open: Some((self, op)),
-                result: None,
-            }
+            self.span_slow(f)
         } else {
             Span {
                 open: None,
@@ -710,8 +728,66 @@ impl Tracer {
 
     #[cold]
     #[inline(never)]
+    fn span_slow(&self, f: impl FnOnce() -> Payload) -> Span<'_> {
+        let p = f();
+        let op = p.kind_name();
+        self.push(Phase::Begin, p);
+        Span {
+            open: Some((self, op)),
+            result: None,
+        }
+    }
+
+    /// Runs `body` as an operation: with recording off, just `body()` (one load and a
+    /// branch); on, between the begin event `payload()` and an end whose result is
+    /// `result(&what body returned)`.
+    ///
+    /// `body` appears once in the code, so it inlines as it did before tracing; a
+    /// panic inside it leaves the operation without its end (the run failed anyway).
+    #[inline(always)]
+    pub fn traced<R>(
+        &self,
+        payload: impl FnOnce() -> Payload,
+        body: impl FnOnce() -> R,
+        result: impl FnOnce(&R) -> Text,
+    ) -> R {
+        let op = if self.on() {
+            Some(self.begin_slow(payload))
+        } else {
+            None
+        };
+        let r = body();
+        if let Some(op) = op {
+            self.end_slow(op, || result(&r));
+        }
+        r
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn begin_slow(&self, payload: impl FnOnce() -> Payload) -> &'static str {
+        let p = payload();
+        let op = p.kind_name();
+        self.push(Phase::Begin, p);
+        op
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn end_slow(&self, op: &'static str, result: impl FnOnce() -> Text) {
+        self.push(
+            Phase::End,
+            Payload::End {
+                op: op.into(),
+                result: result(),
+            },
+        );
+    }
+
+    #[cold]
+    #[inline(never)]
     fn push(&self, phase: Phase, payload: Payload) {
-        let (key, os_name) = TaskKey::current();
+        let key = TaskKey::current();
         let mut r = self.record();
         let t = r.next_t;
         r.next_t += 1;
@@ -723,11 +799,7 @@ impl Tracer {
         if phase == Phase::Begin {
             tr.depth += 1;
         }
-        let track = tr
-            .name
-            .clone()
-            .or(os_name)
-            .unwrap_or_else(|| "main".to_string());
+        let track = std::sync::Arc::clone(&tr.name);
         r.events.push(TraceEvent {
             t,
             track,
@@ -744,7 +816,11 @@ impl Tracer {
 
     /// Every event recorded so far, clearing the record (logical time goes on).
     pub fn take(&self) -> Vec<TraceEvent> {
-        std::mem::take(&mut self.record().events)
+        let mut r = self.record();
+        // Keep the room: a caller that takes the record in rounds should not pay for
+        // growing it again each round.
+        let room = r.events.capacity();
+        std::mem::replace(&mut r.events, Vec::with_capacity(room))
     }
 
     /// How many events have been recorded (the next event's `t`).
@@ -776,7 +852,7 @@ impl fmt::Debug for Tracer {
 #[must_use = "dropping the span ends the operation at once"]
 pub struct Span<'a> {
     open: Option<(&'a Tracer, &'static str)>,
-    result: Option<String>,
+    result: Option<Text>,
 }
 
 impl Span<'_> {
@@ -788,7 +864,7 @@ impl Span<'_> {
 
     /// Sets the result its end records, built by `f` only if recording.
     #[inline(always)]
-    pub fn result(&mut self, f: impl FnOnce() -> String) {
+    pub fn result(&mut self, f: impl FnOnce() -> Text) {
         if self.open.is_some() {
             self.result = Some(f());
         }
@@ -799,11 +875,11 @@ impl Drop for Span<'_> {
     #[inline(always)]
     fn drop(&mut self) {
         if let Some((tracer, op)) = self.open.take() {
-            let result = self.result.take().unwrap_or_else(|| "done".to_string());
+            let result = self.result.take().unwrap_or(Text::Borrowed("done"));
             tracer.push(
                 Phase::End,
                 Payload::End {
-                    op: op.to_string(),
+                    op: op.into(),
                     result,
                 },
             );
@@ -820,10 +896,10 @@ impl fmt::Debug for Span<'_> {
 }
 
 /// The result text of a `Result` whose error has a Linux name.
-pub(crate) fn result_text<T>(r: &Result<T, crate::Errno>) -> String {
+pub(crate) fn result_text<T>(r: &Result<T, crate::Errno>) -> Text {
     match r {
-        Ok(_) => "ok".to_string(),
-        Err(e) => e.name().to_string(),
+        Ok(_) => "ok".into(),
+        Err(e) => e.name().into(),
     }
 }
 

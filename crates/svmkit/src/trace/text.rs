@@ -128,7 +128,7 @@ pub fn describe(p: &Payload) -> String {
     }
 }
 
-fn owner_text(owner: &Option<String>) -> String {
+fn owner_text(owner: &Option<super::Text>) -> String {
     owner
         .as_ref()
         .map_or(String::new(), |o| format!(" owner {o}"))

@@ -173,7 +173,7 @@ impl MmuNotifierSubscriptions {
                     crate::trace::Decision::Ignored
                 };
                 crate::trace::Payload::Subscriber {
-                    subscriber: sub.trace_name(),
+                    subscriber: sub.trace_name().into(),
                     callback: "interval".into(),
                     cur_seq: Some(cur_seq),
                     decision,
@@ -263,7 +263,7 @@ impl MmuNotifierSubscriptions {
                 self.bad_returns.fetch_add(1, Ordering::Relaxed);
             }
             tracer.instant(|| crate::trace::Payload::Subscriber {
-                subscriber: sub.trace_name(),
+                subscriber: sub.trace_name().into(),
                 callback: "interval release".into(),
                 cur_seq: Some(cur_seq),
                 decision: if !ok {
@@ -381,7 +381,7 @@ impl MmuIntervalNotifier {
             .mem()
             .tracer()
             .instant(|| crate::trace::Payload::ReadBegin {
-                subscriber: self.trace_name(),
+                subscriber: self.trace_name().into(),
                 seq,
                 waited,
             });
@@ -401,7 +401,7 @@ impl MmuIntervalNotifier {
             .mem()
             .tracer()
             .instant(|| crate::trace::Payload::ReadRetry {
-                subscriber: self.trace_name(),
+                subscriber: self.trace_name().into(),
                 seq,
                 now,
                 retry: now != seq,

@@ -232,7 +232,7 @@ impl<'a> MmuNotifierRange<'a> {
         let tracer = mm.mem().tracer();
         tracer.span(|| crate::trace::Payload::Notifier {
             mm: mm.id(),
-            event: self.event.linux_name().to_string(),
+            event: self.event.linux_name().into(),
             owner: self.owner.map(|o| tracer.owner_name(o)),
             start: self.start,
             end: self.end,
@@ -252,7 +252,7 @@ impl<'a> MmuNotifierRange<'a> {
         let active = match self.mm.mmu_notifiers().invalidate_start(&self) {
             Ok(a) => a,
             Err(e) => {
-                span.result(|| e.name().to_string());
+                span.result(|| e.name().into());
                 return Err(e);
             }
         };
@@ -491,7 +491,7 @@ impl MmuNotifierSubscriptions {
                 }
             };
             tracer.instant(|| crate::trace::Payload::Subscriber {
-                subscriber: classic_name(id, ops),
+                subscriber: classic_name(id, ops).into(),
                 callback: "start".into(),
                 cur_seq: None,
                 decision,
@@ -664,7 +664,7 @@ impl Mm {
         subs.classic_walk(|id, s| {
             s.release(self);
             tracer.instant(|| crate::trace::Payload::Subscriber {
-                subscriber: classic_name(id, s),
+                subscriber: classic_name(id, s).into(),
                 callback: "release".into(),
                 cur_seq: None,
                 decision: crate::trace::Decision::Done,
