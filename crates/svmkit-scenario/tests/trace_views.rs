@@ -58,7 +58,7 @@ fn check_view(view: View, events: &[TraceEvent], info: &TraceInfo, what: &str) {
             let begins = events.iter().filter(|e| e.phase == Phase::Begin).count();
             assert_eq!(s.slices, begins, "{what}: a slice per operation");
             let tracks: std::collections::BTreeSet<&str> =
-                events.iter().map(|e| e.track.as_str()).collect();
+                events.iter().map(|e| &*e.track).collect();
             for t in tracks {
                 assert!(
                     s.threads.values().any(|n| n == t),

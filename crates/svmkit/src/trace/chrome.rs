@@ -60,7 +60,7 @@ pub fn name_of(p: &Payload) -> String {
                 format!("device {change} {rights}")
             }
         }
-        Payload::End { op, .. } => op.clone(),
+        Payload::End { op, .. } => op.to_string(),
         other => other.kind_name().to_string(),
     }
 }
@@ -126,7 +126,7 @@ pub fn trace_events(events: &[TraceEvent], info: &TraceInfo) -> Vec<Value> {
             }
             Phase::End => {
                 let result = match &e.payload {
-                    Payload::End { result, .. } => result.clone(),
+                    Payload::End { result, .. } => result.to_string(),
                     _ => String::new(),
                 };
                 // An end whose begin is not in the record (taken before it) closes

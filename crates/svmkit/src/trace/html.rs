@@ -186,7 +186,7 @@ fn label_of(p: &Payload) -> String {
 fn entry_short(e: &EntryView) -> String {
     match e.pfn {
         Some(p) => format!("{}({p:#x})", e.kind),
-        None => e.kind.clone(),
+        None => e.kind.to_string(),
     }
 }
 
@@ -202,7 +202,7 @@ struct PageState {
 }
 
 fn state_of(entry: &EntryView, pmd: bool, atomic: Option<&str>) -> &'static str {
-    match entry.kind.as_str() {
+    match &*entry.kind {
         "present" => "cpu",
         "device_exclusive" if atomic.is_some() => "atomic",
         "device_exclusive" => "excl",
@@ -251,7 +251,7 @@ impl Timeline {
                     Some(j) => (
                         Some(events[j].t),
                         match &events[j].payload {
-                            Payload::End { result, .. } => result.clone(),
+                            Payload::End { result, .. } => result.to_string(),
                             _ => String::new(),
                         },
                     ),
@@ -377,9 +377,9 @@ fn bands_of(events: &[TraceEvent], t_end: u64) -> Vec<Band> {
                 rights,
             } => {
                 if change == "unmap" || rights.is_empty() {
-                    dev.remove(&(device.clone(), *addr));
+                    dev.remove(&(device.to_string(), *addr));
                 } else {
-                    dev.insert((device.clone(), *addr), (*pfn, rights.clone()));
+                    dev.insert((device.to_string(), *addr), (*pfn, rights.to_string()));
                 }
                 for (key, s) in pages.iter_mut() {
                     if key.1 != *addr || key.2 {

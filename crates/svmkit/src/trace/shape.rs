@@ -38,10 +38,10 @@ impl Shape {
         let mut stacks: Vec<Vec<usize>> = Vec::new();
         let mut devices = BTreeSet::new();
         for (i, e) in events.iter().enumerate() {
-            let k = match tracks.iter().position(|t| *t == e.track) {
+            let k = match tracks.iter().position(|t| **t == *e.track) {
                 Some(k) => k,
                 None => {
-                    tracks.push(e.track.clone());
+                    tracks.push(e.track.to_string());
                     stacks.push(Vec::new());
                     tracks.len() - 1
                 }
@@ -66,7 +66,7 @@ impl Shape {
                 Payload::DevEntry { device, .. }
                 | Payload::DeviceFault { device, .. }
                 | Payload::DriverPass { device, .. } => {
-                    devices.insert(device.clone());
+                    devices.insert(device.to_string());
                 }
                 _ => {}
             }
@@ -137,7 +137,7 @@ impl Shape {
                 .iter()
                 .rev()
                 .copied()
-                .find(|&i| events[i].track == name)
+                .find(|&i| &*events[i].track == name)
         });
         let anchor = failing
             .map(|i| self.end[i].map_or(self.t_end, |e| events[e].t))
