@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use svmkit::check::SchedulerKind;
+use svmkit::trace::{TraceInfo, TraceLevel, View};
 use svmkit_scenario::Scenario;
 use svmkit_scenario::explore::{
-    ExploreOptions, ExploreReport, Shard, explore_jobs, minimise, replay,
+    ExploreOptions, ExploreReport, Shard, explore_jobs, minimise, replay_traced,
 };
+
+use crate::run::TraceOut;
 
 /// Exit status: no failure within the budget.
 const CLEAN: u8 = 0;
@@ -38,6 +41,9 @@ pub struct Args {
     pub shard: Option<String>,
     pub json: bool,
     pub save: Option<PathBuf>,
+    /// The view of the failing schedule's trace (an extension: html, json, jsonl,
+    /// txt), or `off`.
+    pub trace: String,
 }
 
 /// A saved failing schedule: what `svmkit replay` reads.
@@ -165,7 +171,57 @@ fn progress_sink(total: usize, err: Option<std::fs::File>) -> (Tick, Box<dyn FnO
     }
 }
 
+/// The view `--trace VIEW` names (`None` for `off`), or the exit for a name no view
+/// has.
+fn explore_trace_view(name: &str) -> Result<Option<View>, ExitCode> {
+    if name.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    View::for_path(Path::new(&format!("trace.{name}")))
+        .map(Some)
+        .map_err(|_| {
+            bad(
+                format!("--trace {name}: no such trace view"),
+                "--trace html (timeline, the default), json (Perfetto / Chrome), jsonl, txt, or off",
+            )
+        })
+}
+
+/// Where the failing schedule's trace goes: beside its schedule file,
+/// `STEM.PROFILE.trace.EXT` for `STEM.PROFILE.schedule.json`.
+pub fn trace_path_beside(schedule: &Path, view: View) -> PathBuf {
+    let name = schedule
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("schedule.json");
+    let stem = name
+        .strip_suffix(".schedule.json")
+        .or_else(|| name.strip_suffix(".json"))
+        .unwrap_or(name);
+    schedule.with_file_name(format!("{stem}.trace.{}", view.extension()))
+}
+
 pub fn explore(a: Args) -> ExitCode {
+    let trace_view = match explore_trace_view(&a.trace) {
+        Ok(v) => v,
+        Err(c) => return c,
+    };
+    if let Some(save) = &a.save {
+        let dir = save
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return bad(
+                format!(
+                    "--save {}: no directory {} to save the schedule (and its trace) in",
+                    save.display(),
+                    dir.display()
+                ),
+                "give a path in an existing directory",
+            );
+        }
+    }
     let (sc, source) = match load(&a.file) {
         Ok(x) => x,
         Err(c) => return c,
@@ -300,6 +356,25 @@ pub fn explore(a: Args) -> ExitCode {
                     path.display()
                 ),
             }
+            if let Some(view) = trace_view {
+                let out = trace_path_beside(&path, view);
+                let info = TraceInfo {
+                    title: format!("{} under {} (failing schedule)", sc.name, profile_name),
+                    violation: Some(f.violation.clone()),
+                };
+                match std::fs::write(&out, view.render_with(&f.trace, &info)) {
+                    Ok(()) => eprintln!(
+                        "svmkit: trace of the failing schedule ({}, {} events) written to {}",
+                        view.description(),
+                        f.trace.len(),
+                        out.display()
+                    ),
+                    Err(e) => eprintln!(
+                        "svmkit: error: cannot write the trace to {}: {e}",
+                        out.display()
+                    ),
+                }
+            }
             FOUND
         }
     };
@@ -346,7 +421,29 @@ fn default_save_path(file: &Path, profile: &str) -> PathBuf {
     PathBuf::from(format!("{stem}.{profile}.schedule.json"))
 }
 
-pub fn replay_main(file: &Path, schedule: &Path, profile: Option<&str>, json: bool) -> ExitCode {
+/// What `svmkit replay` was asked.
+pub struct ReplayArgs {
+    pub file: PathBuf,
+    pub schedule: PathBuf,
+    pub profile: Option<String>,
+    pub json: bool,
+    pub trace: Option<PathBuf>,
+    pub trace_level: String,
+}
+
+pub fn replay_main(a: &ReplayArgs) -> ExitCode {
+    let (file, schedule, profile, json) = (
+        a.file.as_path(),
+        a.schedule.as_path(),
+        a.profile.as_deref(),
+        a.json,
+    );
+    if let Some(out) = &a.trace
+        && let Err(e) = crate::run::trace_view(out)
+    {
+        eprintln!("{e}");
+        return ExitCode::from(BAD_INPUT);
+    }
     let (sc, source) = match load(file) {
         Ok(x) => x,
         Err(c) => return c,
@@ -389,14 +486,33 @@ pub fn replay_main(file: &Path, schedule: &Path, profile: Option<&str>, json: bo
             "replay a schedule with the file it was found in",
         );
     }
-    let profile = profile
-        .or(Some(saved.profile.as_str()))
-        .and_then(svmkit::Profile::by_name);
+    let profile_name = profile.unwrap_or(saved.profile.as_str()).to_string();
+    let profile = svmkit::Profile::by_name(&profile_name);
+    let trace_out = match a.trace.as_deref().map(TraceOut::create).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let level = match &trace_out {
+        Some(_) => TraceLevel::from_name(&a.trace_level).unwrap_or(TraceLevel::Normal),
+        None => TraceLevel::Off,
+    };
     let r = {
         let _hush = StderrHush::new();
-        std::panic::catch_unwind(|| replay(&sc, &source, profile, &saved.schedule, saved.max_steps))
+        std::panic::catch_unwind(|| {
+            replay_traced(
+                &sc,
+                &source,
+                profile,
+                &saved.schedule,
+                saved.max_steps,
+                level,
+            )
+        })
     };
-    let r = match r {
+    let (r, trace) = match r {
         Ok(r) => r,
         Err(_) => {
             return bad(
@@ -426,6 +542,25 @@ pub fn replay_main(file: &Path, schedule: &Path, profile: Option<&str>, json: bo
                 ),
                 "it was found with another version of the file or of svmkit: explore again",
             );
+        }
+    }
+    if let Some(t) = trace_out {
+        let info = TraceInfo {
+            title: format!("{} under {} (replayed schedule)", sc.name, profile_name),
+            violation: r.as_ref().err().map(|f| f.violation.clone()),
+        };
+        let (path, view) = (t.path.clone(), t.view);
+        match t.write(&trace, &info) {
+            Ok(()) => eprintln!(
+                "svmkit: trace ({}, {} events) written to {}",
+                view.description(),
+                trace.len(),
+                path.display()
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
     let out = std::io::stdout();

@@ -72,8 +72,9 @@ enum Command {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
         step_timeout: u64,
         /// Write the run's trace, event by event, to this file; the extension picks the
-        /// view: .txt (text, indented by nesting) or .jsonl (JSON lines, schema in
-        /// docs/TRACES.md).
+        /// view: .txt (text, indented by nesting), .jsonl (JSON lines, schema in
+        /// docs/TRACES.md), .json (Perfetto / Chrome trace events: open it in
+        /// ui.perfetto.dev) or .html (a single-file timeline for a browser).
         #[arg(long, value_name = "OUT")]
         trace: Option<std::path::PathBuf>,
         /// What the trace records: normal, or detail (adds every refcount and
@@ -132,6 +133,11 @@ enum Command {
         /// Where to save a failing schedule (default: FILE-STEM.PROFILE.schedule.json).
         #[arg(long)]
         save: Option<std::path::PathBuf>,
+        /// The view of the failing schedule's trace, written beside the schedule file
+        /// as STEM.PROFILE.trace.VIEW: html (the timeline), json (Perfetto / Chrome
+        /// trace events), jsonl, txt, or off.
+        #[arg(long, value_name = "VIEW", default_value = "html")]
+        trace: String,
     },
     /// Replay a schedule `svmkit explore` saved: the same violation and the same
     /// account, byte for byte. Exit status 1 when the schedule fails (the failure is
@@ -147,6 +153,15 @@ enum Command {
         /// Print the failure as JSON instead of the account.
         #[arg(long)]
         json: bool,
+        /// Write the replayed schedule's trace to this file; the extension picks the
+        /// view: .txt, .jsonl, .json (Perfetto / Chrome trace events) or .html (the
+        /// timeline, with the violation marked).
+        #[arg(long, value_name = "OUT")]
+        trace: Option<std::path::PathBuf>,
+        /// What the trace records: normal, or detail (adds every refcount and
+        /// mapcount change).
+        #[arg(long, default_value = "normal", value_parser = ["normal", "detail"])]
+        trace_level: String,
     },
     /// Merge the --json reports of explore shards into one: schedules and throughput
     /// add up, failures are kept. Exit status 1 when any shard found a failure.
@@ -185,6 +200,7 @@ fn main() -> ExitCode {
             shard,
             json,
             save,
+            trace,
         } => explore::explore(explore::Args {
             file,
             profile,
@@ -199,13 +215,23 @@ fn main() -> ExitCode {
             shard,
             json,
             save,
+            trace,
         }),
         Command::Replay {
             file,
             schedule,
             profile,
             json,
-        } => explore::replay_main(&file, &schedule, profile.as_deref(), json),
+            trace,
+            trace_level,
+        } => explore::replay_main(&explore::ReplayArgs {
+            file,
+            schedule,
+            profile,
+            json,
+            trace,
+            trace_level,
+        }),
         Command::Merge { reports, json } => explore::merge_main(&reports, json),
         Command::Run {
             file,

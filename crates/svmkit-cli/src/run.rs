@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use svmkit::trace::{TraceLevel, View};
+use svmkit::trace::{TraceInfo, TraceLevel, View};
 use svmkit_scenario::{RunOptions, parse, run};
 
 /// Exit status for a file with mistakes (nothing ran).
@@ -26,16 +26,59 @@ pub fn trace_view(out: &Path) -> Result<View, String> {
     View::for_path(out).map_err(|e| format!("svmkit: error: --trace {}: {e}", out.display()))
 }
 
+/// A trace file to write once the run is over, created before anything runs so that
+/// an unwritable path is a bad argument (exit 2), not a lost run.
+pub struct TraceOut {
+    /// Where.
+    pub path: PathBuf,
+    /// Which view.
+    pub view: View,
+    file: std::fs::File,
+}
+
+impl TraceOut {
+    /// Picks the view from the extension and creates the file; the message (with a
+    /// hint) when either fails.
+    pub fn create(path: &Path) -> Result<TraceOut, String> {
+        let view = trace_view(path)?;
+        let file = std::fs::File::create(path).map_err(|e| {
+            format!(
+                "svmkit: error: --trace {}: cannot write there: {e}\n  hint: give a path in a directory you can write to",
+                path.display()
+            )
+        })?;
+        Ok(TraceOut {
+            path: path.to_path_buf(),
+            view,
+            file,
+        })
+    }
+
+    /// Writes the record in the view; the message when it cannot.
+    pub fn write(
+        mut self,
+        events: &[svmkit::trace::TraceEvent],
+        info: &TraceInfo,
+    ) -> Result<(), String> {
+        self.file
+            .write_all(self.view.render_with(events, info).as_bytes())
+            .and_then(|()| self.file.flush())
+            .map_err(|e| {
+                format!(
+                    "svmkit: error: cannot write the trace to {}: {e}",
+                    self.path.display()
+                )
+            })
+    }
+}
+
 pub fn main(args: &Args) -> ExitCode {
     let (file, json, step_timeout) = (args.file.as_path(), args.json, args.step_timeout);
     let profile = args.profile.as_deref();
-    let view = match args.trace.as_deref().map(trace_view).transpose() {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(BAD_INPUT);
-        }
-    };
+    if let Err(e) = args.trace.as_deref().map(trace_view).transpose() {
+        eprintln!("{e}");
+        return ExitCode::from(BAD_INPUT);
+    }
     let level = if args.trace.is_some() {
         TraceLevel::from_name(&args.trace_level).unwrap_or(TraceLevel::Normal)
     } else {
@@ -60,6 +103,14 @@ pub fn main(args: &Args) -> ExitCode {
             return ExitCode::from(BAD_INPUT);
         }
     };
+    // Created before the run: an unwritable path is a bad argument, not a lost run.
+    let trace_out = match args.trace.as_deref().map(TraceOut::create).transpose() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
     let opts = RunOptions {
         profile: profile.and_then(svmkit::Profile::by_name),
         step_timeout: std::time::Duration::from_secs(step_timeout),
@@ -75,14 +126,15 @@ pub fn main(args: &Args) -> ExitCode {
             return ExitCode::from(BAD_INPUT);
         }
     };
-    if let (Some(view), Some(path)) = (view, &args.trace)
-        && let Err(e) = std::fs::write(path, view.render(&report.trace))
-    {
-        eprintln!(
-            "svmkit: error: cannot write the trace to {}: {e}",
-            path.display()
-        );
-        return ExitCode::FAILURE;
+    if let Some(out) = trace_out {
+        let info = TraceInfo {
+            title: format!("{} under {}", report.scenario, report.profile),
+            violation: None,
+        };
+        if let Err(e) = out.write(&report.trace, &info) {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
     }
     let stdout = io::stdout();
     let mut out = stdout.lock();

@@ -20,6 +20,12 @@
 //! A failing schedule stops at its first violation. Its account lists the steps in
 //! the order they returned, in the format of `svmkit run`; replaying the schedule
 //! ([`replay`]) gives the same account and violation, byte for byte.
+//!
+//! # Traces
+//! Explorations record no trace (cost). The replay that writes a failure's account
+//! records one ([`FoundFailure::trace`]), and [`replay_traced`] replays a schedule with
+//! its trace; the account is the same traced or not (it leaves out the per-step
+//! `decided:` lines a traced `svmkit run` prints, which the trace holds).
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use svmkit::Profile;
 use svmkit::check::{ExploreConfig, ExploreFailure, SchedulerKind};
 use svmkit::sync::{Arc, Condvar, Mutex, thread};
+use svmkit::trace::{TraceEvent, TraceLevel};
 
 use crate::ast::{Op, Scenario};
 use crate::engine::{EndCheck, RunReport, StepRecord, w_thread_process};
@@ -90,6 +97,11 @@ pub struct FoundFailure {
     /// The step bound it was found under: a replay runs under the same bound, so that
     /// a failure at the bound (a livelock) reproduces.
     pub max_steps: Option<usize>,
+    /// The trace of the replay that wrote the account (level `normal`), for the views
+    /// of `svmkit::trace`. Not part of the JSON report (`svmkit explore` writes it
+    /// beside the schedule file).
+    #[serde(skip)]
+    pub trace: Arc<[TraceEvent]>,
 }
 
 impl FoundFailure {
@@ -198,6 +210,9 @@ impl ExploreReport {
 struct Sink {
     steps: Vec<StepRecord>,
     end: Vec<EndCheck>,
+    /// The schedule's system, kept when it is traced: its record is read once the
+    /// execution is over, whichever way it ended (a panic, a deadlock).
+    traced: Option<Arc<svmkit::System>>,
 }
 
 /// The explored closure: the whole scenario, once, on the schedule shuttle chooses.
@@ -207,6 +222,7 @@ fn body(
     source: Arc<str>,
     profile: Profile,
     sink: Arc<std::sync::Mutex<Sink>>,
+    trace: TraceLevel,
 ) -> impl Fn() + Send + Sync + 'static {
     move || {
         *sink.lock().unwrap_or_else(|e| e.into_inner()) = Sink::default();
@@ -214,6 +230,11 @@ fn body(
             Ok(w) => Arc::new(w),
             Err(e) => panic!("setup failed: {}", e.name()),
         };
+        if trace != TraceLevel::Off {
+            w.sys.set_trace(trace);
+            w.sys.trace().set_track(Some("setup"));
+            sink.lock().unwrap_or_else(|e| e.into_inner()).traced = Some(w.sys.clone());
+        }
         match w.setup() {
             Ok(None) => {}
             Ok(Some(c)) => panic!("setup failed: {}: {}", c.what, c.detail),
@@ -257,6 +278,7 @@ fn body(
                 panic::resume_unwind(p);
             }
         }
+        w.sys.trace().set_track(Some("end"));
         let mut report = RunReport::new(&sc.name, profile.name);
         w.end_checks(&mut report, true);
         w.teardown(&mut report);
@@ -322,10 +344,15 @@ fn run_thread(
 }
 
 /// The account of a failing schedule: its steps in the order they returned, the end
-/// checks it reached, and the violation.
+/// checks it reached, and the violation. The same traced or not: the subscriber
+/// decisions a traced step records are left out.
 fn account_of(sc: &Scenario, profile: &str, sink: &Sink, violation: &str) -> String {
+    let mut steps = sink.steps.clone();
+    for s in &mut steps {
+        s.decisions.clear();
+    }
     let report = RunReport {
-        steps: sink.steps.clone(),
+        steps,
         end: sink.end.clone(),
         passed: false,
         ..RunReport::new(&sc.name, profile)
@@ -400,7 +427,13 @@ fn explore_until(
     let count = Arc::new(AtomicUsize::new(0));
     let f = {
         let (inner, count, progress) = (
-            body(sc.clone(), source.clone(), profile, sink.clone()),
+            body(
+                sc.clone(),
+                source.clone(),
+                profile,
+                sink.clone(),
+                TraceLevel::Off,
+            ),
             count.clone(),
             progress.clone(),
         );
@@ -435,14 +468,21 @@ fn explore_until(
     summary
 }
 
-/// Replays `fail`'s schedule to write its account.
+/// Replays `fail`'s schedule, traced, to write its account and keep its trace.
 fn replay_failure(
     sc: &Arc<Scenario>,
     source: &Arc<str>,
     profile: Profile,
     fail: &ExploreFailure,
 ) -> FoundFailure {
-    let r = replay_schedule(sc, source, profile, &fail.schedule, fail.max_steps);
+    let (r, trace) = replay_schedule(
+        sc,
+        source,
+        profile,
+        &fail.schedule,
+        fail.max_steps,
+        TraceLevel::Normal,
+    );
     FoundFailure {
         violation: fail.message.clone(),
         schedule: fail.schedule.clone(),
@@ -452,6 +492,7 @@ fn replay_failure(
         preemptions: fail.preemptions,
         steps: fail.steps,
         max_steps: fail.max_steps,
+        trace: trace.into(),
     }
 }
 
@@ -468,7 +509,7 @@ pub fn minimise(
     let profile = profile.unwrap_or(sc.profile);
     let (sc, source) = (Arc::new(sc.clone()), Arc::<str>::from(source));
     let sink = Arc::new(std::sync::Mutex::new(Sink::default()));
-    let f = body(sc.clone(), source.clone(), profile, sink);
+    let f = body(sc.clone(), source.clone(), profile, sink, TraceLevel::Off);
     let class = violation_class(&found.violation);
     let input = ExploreFailure {
         scheduler: None,
@@ -500,31 +541,40 @@ fn replay_schedule(
     profile: Profile,
     schedule: &str,
     max_steps: Option<usize>,
-) -> ReplayResult {
+    trace: TraceLevel,
+) -> (ReplayResult, Vec<TraceEvent>) {
     let sink = Arc::new(std::sync::Mutex::new(Sink::default()));
-    let f = body(sc.clone(), source.clone(), profile, sink.clone());
+    let f = body(sc.clone(), source.clone(), profile, sink.clone(), trace);
     let r = quiet(|| svmkit::check::replay_bounded(f, schedule, max_steps));
-    match r {
+    let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+    let events = s
+        .traced
+        .take()
+        .map_or_else(Vec::new, |sys| sys.trace().take());
+    let r = match r {
         Ok(()) => Ok(()),
-        Err(fail) => {
-            let s = sink.lock().unwrap_or_else(|e| e.into_inner());
-            Err(FoundFailure {
-                account: account_of(sc, profile.name, &s, &fail.message),
-                violation: fail.message,
-                schedule: schedule.to_string(),
-                schedules_run: 1,
-                seed: 0,
-                preemptions: 0,
-                steps: 0,
-                max_steps,
-            })
-        }
-    }
+        Err(fail) => Err(FoundFailure {
+            account: account_of(sc, profile.name, &s, &fail.message),
+            violation: fail.message,
+            schedule: schedule.to_string(),
+            schedules_run: 1,
+            seed: 0,
+            preemptions: 0,
+            steps: 0,
+            max_steps,
+            trace: events.as_slice().into(),
+        }),
+    };
+    (r, events)
 }
 
 /// Runs `sc` once on `schedule` (as [`explore`] reported it), under the step bound it
 /// was found under ([`FoundFailure::max_steps`]): the same violation and the same
 /// account, every time.
+#[expect(
+    clippy::result_large_err,
+    reason = "the failure is what a replay is for, returned once per run"
+)]
 pub fn replay(
     sc: &Scenario,
     source: &str,
@@ -532,6 +582,19 @@ pub fn replay(
     schedule: &str,
     max_steps: Option<usize>,
 ) -> ReplayResult {
+    replay_traced(sc, source, profile, schedule, max_steps, TraceLevel::Off).0
+}
+
+/// [`replay`], recording the replayed schedule's trace at `level` (its account and
+/// violation are the same as untraced); returns the trace too, failing or not.
+pub fn replay_traced(
+    sc: &Scenario,
+    source: &str,
+    profile: Option<Profile>,
+    schedule: &str,
+    max_steps: Option<usize>,
+    level: TraceLevel,
+) -> (ReplayResult, Vec<TraceEvent>) {
     let profile = profile.unwrap_or(sc.profile);
     replay_schedule(
         &Arc::new(sc.clone()),
@@ -539,6 +602,7 @@ pub fn replay(
         profile,
         schedule,
         max_steps,
+        level,
     )
 }
 

@@ -234,17 +234,19 @@ fn trace_view_is_picked_by_extension() {
     let p = std::path::Path::new;
     assert_eq!(View::for_path(p("a.txt")), Ok(View::Text));
     assert_eq!(View::for_path(p("dir/a.JSONL")), Ok(View::JsonLines));
-    for later in ["a.json", "a.html"] {
-        assert!(matches!(
-            View::for_path(p(later)),
-            Err(ViewError::NotYetSupported(_))
-        ));
+    assert_eq!(View::for_path(p("a.json")), Ok(View::Chrome));
+    assert_eq!(View::for_path(p("a.b/c.Html")), Ok(View::Html));
+    for v in View::ALL {
+        let name = format!("out.{}", v.extension());
+        assert_eq!(View::for_path(p(&name)), Ok(v), "{name}");
     }
     for bad in ["a.csv", "a", ""] {
         let e = View::for_path(p(bad)).unwrap_err();
         assert!(matches!(e, ViewError::Unknown(_)));
         assert!(
-            e.to_string().contains(".txt"),
+            [".txt", ".jsonl", ".json", ".html"]
+                .iter()
+                .all(|x| e.to_string().contains(x)),
             "the error hints at the views: {e}"
         );
     }

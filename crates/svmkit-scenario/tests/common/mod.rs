@@ -2,6 +2,8 @@
 //! under one era against its documented outcome.
 #![allow(dead_code)]
 
+pub mod views;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

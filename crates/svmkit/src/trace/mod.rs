@@ -28,10 +28,14 @@
 //! thread-local. With tracing off each site costs one relaxed atomic load and a
 //! branch; the event is built only when it is recorded.
 //!
-//! The views: [`text`] (one line per event, indented by nesting) and [`jsonl`] (one
-//! JSON object per line; schema in `docs/TRACES.md`).
+//! The views: [`text`] (one line per event, indented by nesting), [`jsonl`] (one
+//! JSON object per line; schema in `docs/TRACES.md`), [`chrome`] (Perfetto / Chrome
+//! trace-event JSON) and [`html`] (a single-file timeline).
 
+pub mod chrome;
+pub mod html;
 pub mod jsonl;
+mod shape;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -899,6 +903,16 @@ pub(crate) fn result_text<T>(r: &Result<T, crate::Errno>) -> Text {
     }
 }
 
+/// What a view says about the record beyond its events: the graphical views show a
+/// title and mark a failing schedule's violation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceInfo {
+    /// The run, for a title (`nouveau-starvation-after-revocation under linux-6.15`).
+    pub title: String,
+    /// The violation of a failing schedule (explore, replay), as the explorer words it.
+    pub violation: Option<String>,
+}
+
 /// A view of a record, chosen by the output file's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum View {
@@ -906,23 +920,28 @@ pub enum View {
     Text,
     /// `.jsonl`: [`jsonl::render`].
     JsonLines,
+    /// `.json`: [`chrome::render`] (Perfetto / Chrome trace events).
+    Chrome,
+    /// `.html`: [`html::render`] (the timeline).
+    Html,
 }
 
 /// Why no view fits a file name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ViewError {
-    /// The extension names a view that is planned but not built yet.
-    #[error("trace view `.{0}` is not supported yet; use .txt (text) or .jsonl (JSON lines)")]
-    NotYetSupported(String),
     /// No view has this extension (or there is none).
-    #[error("no trace view for `{0}`; the extension picks it: .txt (text) or .jsonl (JSON lines)")]
+    #[error(
+        "no trace view for `{0}`; the extension picks it: .txt (text), .jsonl (JSON lines), .json (Perfetto / Chrome trace events) or .html (timeline)"
+    )]
     Unknown(String),
 }
 
 impl View {
-    /// The view for an output file, from its extension (case-insensitive). The one
-    /// place that maps extensions to views: `.json` (Perfetto / Chrome trace events)
-    /// and `.html` (timeline) are reserved for views to come.
+    /// Every view, in the order the docs list them.
+    pub const ALL: [View; 4] = [View::Text, View::JsonLines, View::Chrome, View::Html];
+
+    /// The view for an output file, from its extension (case-insensitive): the one
+    /// place that maps extensions to views.
     pub fn for_path(path: &std::path::Path) -> Result<View, ViewError> {
         let ext = path
             .extension()
@@ -931,16 +950,45 @@ impl View {
         match ext.as_deref() {
             Some("txt") => Ok(View::Text),
             Some("jsonl") => Ok(View::JsonLines),
-            Some(e @ ("json" | "html")) => Err(ViewError::NotYetSupported(e.to_string())),
+            Some("json") => Ok(View::Chrome),
+            Some("html") => Ok(View::Html),
             _ => Err(ViewError::Unknown(path.display().to_string())),
         }
     }
 
-    /// The record in this view.
+    /// The extension of this view's files (without the dot).
+    pub fn extension(self) -> &'static str {
+        match self {
+            View::Text => "txt",
+            View::JsonLines => "jsonl",
+            View::Chrome => "json",
+            View::Html => "html",
+        }
+    }
+
+    /// What the view is, in words (`HTML timeline`).
+    pub fn description(self) -> &'static str {
+        match self {
+            View::Text => "text",
+            View::JsonLines => "JSON lines",
+            View::Chrome => "Perfetto / Chrome trace-event JSON",
+            View::Html => "HTML timeline",
+        }
+    }
+
+    /// The record in this view, untitled.
     pub fn render(self, events: &[TraceEvent]) -> String {
+        self.render_with(events, &TraceInfo::default())
+    }
+
+    /// The record in this view, with a title and a violation for the views that show
+    /// them (the text and JSON-lines views are the events alone).
+    pub fn render_with(self, events: &[TraceEvent], info: &TraceInfo) -> String {
         match self {
             View::Text => text::render(events),
             View::JsonLines => jsonl::render(events),
+            View::Chrome => chrome::render(events, info),
+            View::Html => html::render(events, info),
         }
     }
 }
