@@ -248,9 +248,11 @@ fn body(
                 && let Err(e) = sys.check_devices_now()
             {
                 let who = shuttle::thread::current();
+                let who = who
+                    .name()
+                    .map_or_else(|| "the main task".to_string(), |n| format!("thread {n}"));
                 panic!(
-                    "invariant violated (at a scheduling point of {}): {}",
-                    who.name().unwrap_or("the main task"),
+                    "invariant violated (at a scheduling point of {who}): {}",
                     first(&e)
                 );
             }

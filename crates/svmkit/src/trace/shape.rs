@@ -160,8 +160,9 @@ pub(crate) struct ViolationAt {
     pub anchor: u64,
 }
 
-/// The thread a violation names: `thread NAME,` (an expectation) or `after thread
-/// NAME's step` (an invariant).
+/// The thread a violation names: `thread NAME,` (an expectation), `after thread
+/// NAME's step` or `of thread NAME)` (an invariant, after a step or at a scheduling
+/// point inside one).
 fn thread_named(v: &str) -> Option<&str> {
     let rest = &v[v.find("thread ")? + "thread ".len()..];
     let end = rest.find([',', '\'', ' ', ')']).unwrap_or(rest.len());
