@@ -6,8 +6,12 @@ mod common;
 use std::time::Duration;
 
 use svmkit::Profile;
-use svmkit::trace::{Decision, Payload, Phase, TraceEvent, TraceLevel};
+use svmkit::trace::{Decision, Payload, TraceEvent, TraceLevel};
 use svmkit_scenario::{RunOptions, RunOutcome, RunReport, parse, run};
+
+#[path = "../../svmkit/tests/common/trace_ops.rs"]
+mod trace_ops;
+use trace_ops::{inside, ops};
 
 fn run_file(file: &str, profile: Profile, trace: TraceLevel) -> RunReport {
     run_file_within(file, profile, trace, Duration::from_secs(3))
@@ -31,25 +35,6 @@ fn run_file_within(
         trace,
     };
     run(&sc, &src, &opts).unwrap()
-}
-
-/// The events inside the operation that begins at `events[begin]`.
-fn inside(events: &[TraceEvent], begin: usize) -> &[TraceEvent] {
-    let b = &events[begin];
-    let end = events[begin + 1..]
-        .iter()
-        .position(|e| e.track == b.track && e.depth == b.depth && e.phase == Phase::End)
-        .map_or(events.len(), |i| begin + 1 + i);
-    &events[begin + 1..end]
-}
-
-fn begins(events: &[TraceEvent], is: impl Fn(&Payload) -> bool) -> Vec<usize> {
-    events
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.phase == Phase::Begin && is(&e.payload))
-        .map(|(i, _)| i)
-        .collect()
 }
 
 /// The frame of the device-exclusive entry a pass left (its conversion's PTE change),
@@ -76,12 +61,12 @@ fn pass_entries(pass: &[TraceEvent]) -> (Option<u64>, Option<u64>) {
 /// then fails the pass, up to the bound.
 fn assert_starvation(report: &RunReport, thread: &str, bound: usize) {
     let ev = &report.trace;
-    let step = begins(ev, |p| matches!(p, Payload::Step { .. }))
+    let step = ops(ev, |p| matches!(p, Payload::Step { .. }))
         .into_iter()
         .find(|&i| &*ev[i].track == thread)
         .unwrap_or_else(|| panic!("no step of {thread}"));
     let in_step = inside(ev, step);
-    let passes = begins(in_step, |p| matches!(p, Payload::DriverPass { .. }));
+    let passes = ops(in_step, |p| matches!(p, Payload::DriverPass { .. }));
     assert_eq!(passes.len(), bound, "one pass per bound");
     let mut previous: Option<u64> = None;
     for (n, &p) in passes.iter().enumerate() {
@@ -99,9 +84,9 @@ fn assert_starvation(report: &RunReport, thread: &str, bound: usize) {
         }
         assert!(left.is_some(), "pass {}: no new entry", n + 1);
         previous = left;
-        let restore = begins(pass, |p| matches!(p, Payload::Restore { .. }));
+        let restore = ops(pass, |p| matches!(p, Payload::Restore { .. }));
         assert_eq!(restore.len(), 1, "pass {}", n + 1);
-        let clear = begins(
+        let clear = ops(
             inside(pass, restore[0]),
             |p| matches!(p, Payload::Notifier { event, owner: None, .. } if event == "MMU_NOTIFY_CLEAR"),
         );
@@ -181,7 +166,7 @@ fn trace_nouveau_starvation_thp_shows_the_split_then_the_starvation() {
     let ev = &report.trace;
     // derived (spec 2.4: FOLL_SPLIT_PMD): the first pass splits the huge PMD under a
     // Clear range that the driver's interval notifier does not filter.
-    let split = begins(ev, |p| matches!(p, Payload::ThpSplit { .. }));
+    let split = ops(ev, |p| matches!(p, Payload::ThpSplit { .. }));
     assert!(!split.is_empty(), "{file}: no THP split");
     let in_split = inside(ev, split[0]);
     assert!(in_split.iter().any(|e| matches!(&e.payload, Payload::Pmd { old, new, .. } if old.kind == "huge" && new.kind == "table")));

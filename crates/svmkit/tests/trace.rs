@@ -12,32 +12,14 @@ use svmkit::mm::mmu_notifier::Owner;
 use svmkit::mm::{MmUser, Pte};
 use svmkit::sync::{Arc, thread};
 use svmkit::task::Task;
-use svmkit::trace::{Decision, Payload, Phase, TraceEvent, TraceLevel, View, ViewError, jsonl};
+use svmkit::trace::{Decision, Payload, Phase, TraceLevel, View, ViewError, jsonl};
 use svmkit::{Profile, System};
 
 use common::{BASE, FIXED, P, RW, system, va};
 
-/// The events between the operation that begins at `events[begin]` and its end, on
-/// the same track (the operation's own begin and end excluded).
-fn inside(events: &[TraceEvent], begin: usize) -> &[TraceEvent] {
-    let b = &events[begin];
-    assert_eq!(b.phase, Phase::Begin, "{b:?} is no operation");
-    let end = events[begin + 1..]
-        .iter()
-        .position(|e| e.track == b.track && e.depth == b.depth && e.phase == Phase::End)
-        .map_or(events.len(), |i| begin + 1 + i);
-    &events[begin + 1..end]
-}
-
-/// Indices of the operations whose payload `is` accepts.
-fn ops(events: &[TraceEvent], is: impl Fn(&Payload) -> bool) -> Vec<usize> {
-    events
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.phase == Phase::Begin && is(&e.payload))
-        .map(|(i, _)| i)
-        .collect()
-}
+#[path = "common/trace_ops.rs"]
+mod trace_ops;
+use trace_ops::{inside, ops};
 
 /// One page written, then made device-exclusive by `owner`; the guard dropped.
 fn exclusive_page(profile: Profile, level: TraceLevel) -> (Arc<System>, MmUser) {

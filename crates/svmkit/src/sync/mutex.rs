@@ -116,15 +116,7 @@ impl<T> Mutex<T> {
         if !self.on_os_threads_here() {
             return self.try_lock_explored();
         }
-        let data = match self.data.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
-        Some(MutexGuard {
-            data,
-            gate: Gate(None),
-        })
+        self.try_lock_data()
     }
 
     /// Reads the data if no one holds the lock at this moment, without taking it: no
@@ -159,7 +151,7 @@ impl<T> Mutex<T> {
         if mode::single_task() {
             // Alone: nothing to switch to, so no scheduling point (see
             // `mode::single_task`).
-            return self.lock_gateless().unwrap_or_else(|| {
+            return self.try_lock_data().unwrap_or_else(|| {
                 panic!("deadlock: the only task of the execution takes a Mutex it already holds")
             });
         }
@@ -179,7 +171,7 @@ impl<T> Mutex<T> {
     fn try_lock_explored(&self) -> Option<MutexGuard<'_, T>> {
         let gate = self.gate();
         if mode::single_task() {
-            return self.lock_gateless();
+            return self.try_lock_data();
         }
         mode::at_scheduling_point();
         let guard = match gate.try_lock() {
@@ -196,12 +188,14 @@ impl<T> Mutex<T> {
         })
     }
 
-    /// The data lock alone, by the only task of the execution. The data lock is held
+    /// The data lock alone, without a gate: std's try_lock on OS threads, and the only
+    /// task's lock inside an execution. There, the data lock is held
     /// exactly when the gate is (a condvar wait releases both), so if it is free the gate
     /// is too, and stays so: a task spawned later takes the gate first (and finds the
     /// data lock held, and says so, if this guard is still alive: see
     /// [`relock_behind_gate`]). `None` if it is held (by this task).
-    fn lock_gateless(&self) -> Option<MutexGuard<'_, T>> {
+    #[inline]
+    fn try_lock_data(&self) -> Option<MutexGuard<'_, T>> {
         let data = match self.data.try_lock() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
