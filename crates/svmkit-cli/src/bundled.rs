@@ -34,6 +34,9 @@ macro_rules! bundle {
     };
 }
 
+/// The zero page, folios, a THP, the folio lock, memory running out (part
+/// `foundation`).
+pub(crate) const FOUNDATION: Bundled = bundle!("foundation-folios-and-locks.toml");
 /// The owner-filter livelock (part `livelock`).
 pub(crate) const OWNER_FILTER: Bundled = bundle!("owner-filter-livelock.toml");
 /// The hmm selftest ports (part `selftests`), with the selftest's name.
@@ -361,9 +364,14 @@ impl Ran {
     /// one) and the faults it took (if the file counts them). The expectations are the
     /// file's, the source its documented outcome's.
     pub(crate) fn labelled_verdicts(&self, out: &mut PartOut) -> Result<()> {
-        let src = self.source()?;
+        let file_src = self.source()?;
         for (thread, n, id) in self.labelled() {
-            let (step, _) = self.step(thread, n)?;
+            let (step, rec) = self.step(thread, n)?;
+            // A step's own `source` wins over the file's.
+            let src = match step.source.as_ref().and_then(|s| s.get(self.era)) {
+                Some(s) => classify(s)?,
+                None => file_src.clone(),
+            };
             let (e, o) = self.result(thread, n)?;
             out.verdict(&format!("{id}: result"), e, o, src.clone());
             if step
@@ -386,6 +394,25 @@ impl Ran {
                     o.map_or_else(|| "none".to_string(), |n| n.to_string()),
                     src.clone(),
                 );
+            }
+            for (what, e) in [
+                ("refcount", &step.expect_refcount),
+                ("mapcount", &step.expect_mapcount),
+            ] {
+                let Some(want) = e
+                    .as_ref()
+                    .filter(|e| e.at.is_none())
+                    .and_then(|e| e.value.get(self.era))
+                else {
+                    continue;
+                };
+                let got = match rec.map(|r| r.folio) {
+                    None => "never ran".to_string(),
+                    Some(None) => "no folio".to_string(),
+                    Some(Some(c)) if what == "refcount" => c.refcount.to_string(),
+                    Some(Some(c)) => c.mapcount.to_string(),
+                };
+                out.verdict(&format!("{id}: {what}"), want, got, src.clone());
             }
         }
         Ok(())

@@ -1,33 +1,27 @@
 //! `svmkit demo`: a narrated tour of what the model can do so far.
 //!
 //! Every number printed is read back from the model, not written into the text.
-//! Every part but `foundation` runs bundled scenario files from `examples/`
-//! ([`crate::bundled`]) through the scenario engine, the same files `svmkit run` and
-//! CI run; this module only narrates their accounts and states their verdicts, each
-//! expectation taken from the file with the source the file gives it. `foundation`
-//! drives the physical allocator, the folio lock and the mmap lock directly: those
-//! primitives (an allocation until exhaustion, a killable lock wait, a writer queued
-//! behind readers) are below what a scenario step is.
+//! Every part runs bundled scenario files from `examples/` ([`crate::bundled`])
+//! through the scenario engine, the same files `svmkit run` and CI run; this module
+//! only narrates their accounts and states their verdicts, each expectation taken
+//! from the file with the source the file gives it.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use crate::bundled::{self, Bundled, Ran};
 use crate::report::{Part, PartOut, Report, Source};
-use svmkit::mm::{Gfp, MAX_PAGE_ORDER, PhysMem, PhysMemConfig};
-use svmkit::sync::{Arc, MmapLock, thread};
-use svmkit::task::Task;
-use svmkit::{Errno, PAGE_SIZE, Profile};
+use svmkit::Profile;
 use svmkit_scenario::ast::Driver;
 use svmkit_scenario::engine::StepRecord;
 
 /// The parts of the demo, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub(crate) enum PartName {
-    /// Physical memory, folios, the folio lock and the mmap lock.
+    /// The zero page, folios and their references, a THP, the folio lock (a sleeper
+    /// that wakes, a killable one that is killed), memory running out.
     Foundation,
     /// An address space: faults, mprotect, munmap, the checker.
     AddressSpace,
@@ -81,8 +75,7 @@ impl PartName {
 }
 
 /// Runs the chosen parts (all when `parts` is empty). `frames`, when given, is the
-/// size of every part's memory (the foundation's, and every bundled scenario's instead
-/// of the file's); the foundation has 4096 frames otherwise.
+/// size of every part's memory (every bundled scenario's, instead of the file's).
 /// `progress` gets one line per part as it starts (long runs say what they do). A
 /// part that fails ends the run: the report keeps the parts so far (the failed one
 /// too, with what it printed) and the error.
@@ -122,10 +115,6 @@ pub(crate) fn run(
     };
     for &profile in &profiles {
         for &part in &chosen {
-            if part == PartName::Foundation && profile != profiles[0] {
-                // Physical memory and locks do not depend on the era.
-                continue;
-            }
             progress(&format!("{} ({})", part.name(), profile.name));
             let mut out = PartOut::default();
             let r = run_part(part, profile, frames, &mut out)
@@ -153,7 +142,14 @@ fn run_part(
     writeln!(out, "[{}]", profile.name)?;
     out.fact("profile", profile.name);
     match part {
-        PartName::Foundation => foundation(out, frames.unwrap_or(FOUNDATION_FRAMES)),
+        PartName::Foundation => scenario_tour(
+            out,
+            &bundled::FOUNDATION,
+            profile,
+            frames,
+            "",
+            "the foundation (the zero page, folios and references, a THP, the folio lock, memory running out)",
+        ),
         PartName::AddressSpace => scenario_tour(
             out,
             &bundled::ADDRESS_SPACE,
@@ -185,9 +181,6 @@ fn run_part(
         PartName::Selftests => selftests_tour(out, profile, frames),
     }
 }
-
-/// The foundation's memory when `--frames` is not given.
-const FOUNDATION_FRAMES: u64 = 4096;
 
 /// A bundled file run and narrated: each step that ran, numbered `PREFIX1.`,
 /// `PREFIX2.`, ... with what it changed, how the run ended, the verdict that it ended
@@ -239,8 +232,13 @@ fn narrate(out: &mut PartOut, r: &Ran, prefix: &str) -> Result<()> {
                 .map_or_else(String::new, |n| format!("  # {n}"))
         )?;
         // A failed access's count says nothing (a SIGSEGV is no fault the task
-        // accounts); a successful one's, zero included, is what the step cost.
-        if let Some(f) = rec.faults.filter(|_| !rec.result.starts_with(['E', 'S'])) {
+        // accounts); a successful one's, zero included, is what the step cost. A
+        // touch loop's faults up to its failure are the pages it got.
+        if rec.step.starts_with("touch") && rec.result.starts_with('E') {
+            if let Some(f) = rec.faults {
+                writeln!(out, "    {f} page fault(s) served, then {}", rec.result)?;
+            }
+        } else if let Some(f) = rec.faults.filter(|_| !rec.result.starts_with(['E', 'S'])) {
             writeln!(
                 out,
                 "    {f} {}",
@@ -529,6 +527,13 @@ fn changes(out: &mut PartOut, rec: &StepRecord) -> Result<()> {
     for d in &rec.devices {
         writeln!(out, "    device: {d}")?;
     }
+    if let Some(c) = &rec.folio {
+        writeln!(
+            out,
+            "    folio {:#x}: refcount {}, mapcount {}",
+            c.folio, c.refcount, c.mapcount
+        )?;
+    }
     Ok(())
 }
 
@@ -664,119 +669,6 @@ fn two_devices(out: &mut PartOut, profile: Profile, frames: Option<u64>) -> Resu
     Ok(())
 }
 
-/// Part `foundation`: physical memory, folios and the locks.
-fn foundation(out: &mut PartOut, frames: u64) -> Result<()> {
-    let mem = PhysMem::new(PhysMemConfig::with_frames(frames))
-        .with_context(|| format!("cannot build a memory of {frames} frames"))?;
-    writeln!(
-        out,
-        "svmkit demo: the foundation (physical memory, folios, locks)"
-    )?;
-    writeln!(out)?;
-
-    writeln!(
-        out,
-        "1. Physical memory: {} frames of {} KiB; the zero page is {}; {} frames free",
-        mem.nr_frames(),
-        PAGE_SIZE / 1024,
-        mem.zero_pfn(),
-        mem.nr_free_pages()
-    )?;
-    writeln!(
-        out,
-        "   buddyinfo (free blocks per order 0..={MAX_PAGE_ORDER}): {:?}",
-        mem.buddyinfo()
-    )?;
-
-    let small = mem.folio_alloc(0, Gfp::ZERO)?;
-    mem.write_u64(small.head(), 0, 0xdead_beef)?;
-    writeln!(
-        out,
-        "2. folio_alloc(order 0) -> {:?}, refcount {}; wrote 0xdeadbeef, read back {:#x}",
-        small,
-        mem.folio_ref_count(small),
-        mem.read_u64(small.head(), 0)?
-    )?;
-    writeln!(
-        out,
-        "   buddyinfo after splitting a block for it: {:?}",
-        mem.buddyinfo()
-    )?;
-
-    match mem.folio_alloc(MAX_PAGE_ORDER, Gfp::empty()) {
-        Ok(thp) => {
-            let tail = thp.page(thp.nr_pages() - 1).unwrap_or(thp.head());
-            writeln!(
-                out,
-                "3. folio_alloc(order {MAX_PAGE_ORDER}) -> {:?} ({} KiB); tail {} resolves to head {:?}",
-                thp,
-                thp.size() / 1024,
-                tail,
-                mem.page_folio(tail)?
-            )?;
-            mem.folio_put(thp);
-        }
-        Err(e) => writeln!(
-            out,
-            "3. folio_alloc(order {MAX_PAGE_ORDER}) -> {e} (memory too small)"
-        )?,
-    }
-
-    mem.folio_get(small);
-    let after_get = mem.folio_ref_count(small);
-    mem.folio_put(small);
-    let after_put = mem.folio_ref_count(small);
-    mem.folio_put(small);
-    writeln!(
-        out,
-        "4. folio_get -> refcount {after_get}; folio_put -> {after_put}; last folio_put frees it: {} frames free again, buddies merged: {:?}",
-        mem.nr_free_pages(),
-        mem.buddyinfo()
-    )?;
-    mem.folio_get(mem.page_folio(mem.zero_pfn())?);
-    mem.folio_put(mem.page_folio(mem.zero_pfn())?);
-    mem.folio_put(mem.page_folio(mem.zero_pfn())?);
-    writeln!(
-        out,
-        "   get/put on the zero page are not counted: it is still reserved, refcount {}",
-        mem.folio_ref_count(mem.page_folio(mem.zero_pfn())?)
-    )?;
-
-    folio_lock_tour(out, &mem)?;
-    killable_tour(out, &mem)?;
-    mmap_lock_tour(out)?;
-
-    let mut n = 0u64;
-    let err = loop {
-        match mem.folio_alloc(0, Gfp::empty()) {
-            Ok(_) => n += 1,
-            Err(e) => break e,
-        }
-    };
-    writeln!(
-        out,
-        "8. Allocating order-0 folios until none is left: {n} succeeded, then {err} ({})",
-        Errno::from(err).name()
-    )?;
-    let bad = mem.bad_pages();
-    writeln!(out, "   bad-page reports during the tour: {}", bad.len())?;
-    out.fact("frames", mem.nr_frames());
-    out.fact("allocated_until_oom", n);
-    out.verdict(
-        "allocation until exhaustion",
-        "ENOMEM",
-        Errno::from(err).name(),
-        Source::derived("the generic page allocator's failure; not in the spec"),
-    );
-    out.verdict(
-        "bad-page reports",
-        0,
-        bad.len(),
-        Source::derived("the model's bad-page checks"),
-    );
-    Ok(())
-}
-
 /// How long a step of a bundled scenario without a flawed driver may take (a step
 /// over a 1024-page buffer in a debug build takes a while; none sleeps).
 const LONG_STEP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -808,120 +700,6 @@ fn selftests_tour(out: &mut PartOut, profile: Profile, frames: Option<u64>) -> R
         }
         r.outcome_verdict(out, &format!("selftest {label}"))?;
     }
-    Ok(())
-}
-
-fn folio_lock_tour(out: &mut dyn Write, mem: &Arc<PhysMem>) -> Result<()> {
-    let folio = mem.folio_alloc(0, Gfp::ZERO)?;
-    let guard = mem.folio_trylock(folio).context("first trylock")?;
-    let second = mem.folio_trylock(folio).is_some();
-    writeln!(
-        out,
-        "5. folio_trylock({folio:?}) -> locked; a second trylock while held -> {}",
-        if second { "succeeded (BUG)" } else { "fails" }
-    )?;
-    let started = Arc::new(AtomicBool::new(false));
-    let waiter = {
-        let (mem, started) = (Arc::clone(mem), Arc::clone(&started));
-        thread::spawn(move || {
-            started.store(true, Ordering::SeqCst);
-            let g = mem.folio_lock(folio);
-            let old = mem.fetch_add_u64(g.folio().head(), 0, 1);
-            drop(g);
-            old
-        })
-    };
-    while !started.load(Ordering::SeqCst) {
-        thread::yield_now();
-    }
-    std::thread::sleep(Duration::from_millis(20));
-    let held_value = mem.read_u64(folio.head(), 0)?;
-    drop(guard);
-    let old = waiter
-        .join()
-        .map_err(|_| anyhow::anyhow!("waiter panicked"))??;
-    writeln!(
-        out,
-        "   a waiter thread sleeps in folio_lock (counter in the frame still {held_value}); on unlock it wakes, takes the lock and increments {old} -> {}",
-        mem.read_u64(folio.head(), 0)?
-    )?;
-    mem.folio_put(folio);
-    Ok(())
-}
-
-fn killable_tour(out: &mut dyn Write, mem: &Arc<PhysMem>) -> Result<()> {
-    let folio = mem.folio_alloc(0, Gfp::empty())?;
-    let guard = mem.folio_lock(folio);
-    let task = Task::new("victim");
-    let waiter = {
-        let (mem, task) = (Arc::clone(mem), task.clone());
-        thread::spawn(move || mem.folio_lock_killable(folio, &task).map(|g| g.folio()))
-    };
-    std::thread::sleep(Duration::from_millis(20));
-    task.kill();
-    let res = waiter
-        .join()
-        .map_err(|_| anyhow::anyhow!("waiter panicked"))?;
-    writeln!(
-        out,
-        "6. folio_lock_killable by task '{}' blocks on the held lock; kill -> {}; the holder still has it: {}",
-        task.name(),
-        match res {
-            Ok(_) => "acquired (BUG)".to_string(),
-            Err(e) => e.name().to_string(),
-        },
-        mem.folio_test_locked(folio)
-    )?;
-    drop(guard);
-    mem.folio_put(folio);
-    Ok(())
-}
-
-fn mmap_lock_tour(out: &mut dyn Write) -> Result<()> {
-    let lock = Arc::new(MmapLock::new(0u32));
-    let r1 = lock.read();
-    let r2 = lock.try_read().context("second reader")?;
-    writeln!(
-        out,
-        "7. mmap_lock: two readers share it (readers = {}); try_write -> {}",
-        lock.readers(),
-        if lock.try_write().is_some() {
-            "succeeded (BUG)"
-        } else {
-            "fails"
-        }
-    )?;
-    let writer = {
-        let lock = Arc::clone(&lock);
-        thread::spawn(move || {
-            let mut w = lock.write();
-            *w += 1;
-        })
-    };
-    while lock.waiting_writers() == 0 {
-        thread::yield_now();
-    }
-    let new_reader = lock.try_read().is_some();
-    writeln!(
-        out,
-        "   a writer queues (waiting writers = {}); a new reader now {} (writer preference)",
-        lock.waiting_writers(),
-        if new_reader {
-            "gets in (BUG)"
-        } else {
-            "must wait"
-        }
-    )?;
-    drop(r1);
-    drop(r2);
-    writer
-        .join()
-        .map_err(|_| anyhow::anyhow!("writer panicked"))?;
-    writeln!(
-        out,
-        "   readers leave, the writer runs: value {}",
-        *lock.read()
-    )?;
     Ok(())
 }
 
@@ -1007,19 +785,17 @@ mod tests {
             PartName::Exclusive,
         ]);
         assert!(text.contains("[linux-5.14]") && text.contains("[linux-6.15]"));
-        assert!(text.contains("read back 0xdeadbeef"), "{text}");
+        // The foundation (examples/foundation-folios-and-locks.toml): the counts
+        // and results the model returned, under each era.
         assert!(
-            text.contains("a second trylock while held -> fails"),
+            text.contains("folio 0x5: refcount 1025, mapcount 1"),
             "{text}"
         );
-        assert!(text.contains("kill -> EINTR"), "{text}");
-        assert!(text.contains("a new reader now must wait"), "{text}");
-        assert!(text.contains("increments 0 -> 1"), "{text}");
-        assert!(text.contains("then out of memory"), "{text}");
-        assert!(
-            text.contains("bad-page reports during the tour: 0"),
-            "{text}"
-        );
+        assert!(text.contains("-> = 3735928559"), "{text}");
+        assert!(text.contains("thp[page 1] (0x40001000) -> EINTR"), "{text}");
+        assert!(text.contains("thp[page 1] (0x40001000) -> EBUSY"), "{text}");
+        assert!(text.contains("page fault(s) served, then ENOMEM"), "{text}");
+        assert!(text.contains("every frame free after exit"), "{text}");
         assert!(!text.contains("BUG"), "{text}");
         assert!(!text.contains("FAILED"), "{text}");
         assert!(text.contains("(source: spec 4.2"), "{text}");

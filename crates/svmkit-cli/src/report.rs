@@ -55,6 +55,10 @@ impl Source {
 
 impl Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // "derived (the model ...)" says its kind already.
+        if self.cite().to_ascii_lowercase().starts_with(self.kind()) {
+            return f.write_str(self.cite());
+        }
         write!(f, "{} {}", self.kind(), self.cite())
     }
 }

@@ -293,6 +293,15 @@ pub enum Op {
         /// Number of pages.
         pages: u64,
     },
+    /// `kill(tid, SIGKILL)` of another scenario thread's task. A killable sleep it is in
+    /// (a `make_exclusive` waiting in `folio_lock_killable`) ends with `EINTR`; an
+    /// uninterruptible one (a fault's or GUP's `folio_lock`) goes on until the lock is
+    /// free. Either way the step it is in is its last: a task with a fatal signal
+    /// pending never returns to user space.
+    Kill {
+        /// The thread (index into [`Scenario::threads`]).
+        thread: usize,
+    },
     /// Drops a held guard (`folio_unlock` + `folio_put`).
     Release {
         /// The guard to release.
@@ -359,6 +368,18 @@ pub enum Op {
         /// The first word's value.
         value: u64,
     },
+    /// A user loop storing `value` to the first word of each of `pages` pages from `at`
+    /// (`for (p = buf; p < end; p += 4096) *p = v;`): one first-touch write fault per
+    /// page (Linux: `do_anonymous_page()`), without a buffer of the whole range.
+    /// Returns the pages touched; stops at the first page that fails.
+    Touch {
+        /// Where the range starts.
+        at: Addr,
+        /// Its length in pages.
+        pages: u64,
+        /// The value stored.
+        value: u64,
+    },
     /// The selftests' check of a buffer against the fill pattern: how many words of
     /// `pages` pages from `at` are not `value + i` (0: the buffer is as filled).
     Compare {
@@ -369,6 +390,22 @@ pub enum Op {
         /// The first word's expected value.
         value: u64,
     },
+}
+
+impl Op {
+    /// Whether this is a CPU access of user memory (a load, store or atomic, or a
+    /// loop of them): what sleeps in a user page fault.
+    pub fn is_cpu_access(&self) -> bool {
+        matches!(
+            self,
+            Op::Read { .. }
+                | Op::Write { .. }
+                | Op::FetchAdd { .. }
+                | Op::Fill { .. }
+                | Op::Touch { .. }
+                | Op::Compare { .. }
+        )
+    }
 }
 
 /// A dmirror ioctl.
@@ -542,6 +579,9 @@ pub struct Step {
     pub expect_cpages: Option<PerEra<u64>>,
     /// A note printed with the step.
     pub note: Option<String>,
+    /// Where this step's expectations come from (a kernel, a spec section, or
+    /// `derived`), when not from the file's `[outcomes]` source; one or one per era.
+    pub source: Option<PerEra<String>>,
     /// A label `[outcomes]` can name (`fails_at`).
     pub id: Option<String>,
     /// Where it was written.

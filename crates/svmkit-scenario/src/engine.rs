@@ -85,12 +85,53 @@ pub struct StepRecord {
     /// `cpages` of a dmirror ioctl that returned (the pages the driver reports done);
     /// `None` for other steps.
     pub cpages: Option<u64>,
+    /// The folio mapped at the step's address after the step, with its counts, when
+    /// the step expects them or they changed (`None` for the zero page or an unmapped
+    /// address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folio: Option<FolioCounts>,
     /// The expectation it failed, if any.
     pub failed: Option<String>,
     /// The step's note.
     pub note: Option<String>,
     /// The step's `id`, if it has one.
     pub id: Option<String>,
+}
+
+impl StepRecord {
+    /// A record of a turn in which the thread ran nothing (its `result` says why).
+    fn waited(turn: usize, thread: &str, line: usize, step: String) -> StepRecord {
+        StepRecord {
+            turn,
+            thread: thread.to_string(),
+            line,
+            step,
+            result: String::new(),
+            waited: true,
+            pte: None,
+            events: Vec::new(),
+            decisions: Vec::new(),
+            devices: Vec::new(),
+            faults: None,
+            cpages: None,
+            folio: None,
+            failed: None,
+            note: None,
+            id: None,
+        }
+    }
+}
+
+/// A folio's counts, as `expect_refcount` and `expect_mapcount` read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FolioCounts {
+    /// Its head pfn.
+    pub folio: u64,
+    /// `folio_ref_count()`.
+    pub refcount: i64,
+    /// `folio_mapcount()` plus the PMD mappings of the whole folio (5.14:
+    /// `total_mapcount()`).
+    pub mapcount: i64,
 }
 
 /// One end-of-run check.
@@ -275,6 +316,13 @@ impl RunReport {
             for d in &s.devices {
                 let _ = writeln!(out, "             device: {d}");
             }
+            if let Some(c) = &s.folio {
+                let _ = writeln!(
+                    out,
+                    "             folio {:#x}: refcount {}, mapcount {}",
+                    c.folio, c.refcount, c.mapcount
+                );
+            }
             if let Some(f) = &s.failed {
                 let _ = writeln!(out, "             expected {f}");
             }
@@ -422,6 +470,7 @@ fn hung_report(p: &Progress, timeout: std::time::Duration) -> RunReport {
         devices: Vec::new(),
         faults: None,
         cpages: None,
+        folio: None,
         failed: Some("the step to return".into()),
         note: None,
         id: None,
@@ -484,6 +533,31 @@ fn run_on(
                 continue;
             };
             let p = w_thread_process(sc, t);
+            turn += 1;
+            // A killed task runs no further step, except the one it sleeps in (that
+            // step ends with EINTR if the sleep is killable, or when its lock is free).
+            let sleeping = report
+                .steps
+                .iter()
+                .rev()
+                .find(|s| s.thread == th.name)
+                .is_some_and(|s| s.waited);
+            if w.killed(t) && !sleeping {
+                report.steps.push(StepRecord {
+                    result: format!(
+                        "killed: its {} remaining step(s) do not run",
+                        th.steps.len() - pc[t]
+                    ),
+                    ..StepRecord::waited(
+                        turn,
+                        &th.name,
+                        line_of(source, step.span.start),
+                        w.describe(&step.op),
+                    )
+                });
+                pc[t] = th.steps.len();
+                continue;
+            }
             let unfinished: Vec<&str> = th
                 .after
                 .iter()
@@ -500,7 +574,36 @@ fn run_on(
             } else {
                 w.would_block(t, step)
             };
-            turn += 1;
+            // A killed task asleep where a fatal signal wakes it (a user page fault's
+            // folio wait is killable, FAULT_FLAG_KILLABLE; a thread waiting for
+            // another is in user space) dies there; GUP's folio_lock goes on sleeping.
+            if w.killed(t)
+                && let Some(b) = &blocker
+                && (!unfinished.is_empty() || !w.was_created(p) || step.op.is_cpu_access())
+            {
+                let left = th.steps.len() - pc[t];
+                let result = if step.op.is_cpu_access() && unfinished.is_empty() && w.was_created(p)
+                {
+                    format!(
+                        "killed in its page fault, asleep on {b}: the step does not return, {} more step(s) do not run",
+                        left - 1
+                    )
+                } else {
+                    format!("killed while it waited for {b}: its {left} step(s) do not run")
+                };
+                report.steps.push(StepRecord {
+                    result,
+                    ..StepRecord::waited(
+                        turn,
+                        &th.name,
+                        line_of(source, step.span.start),
+                        w.describe(&step.op),
+                    )
+                });
+                pc[t] = th.steps.len();
+                progressed = true;
+                continue;
+            }
             if let Some(b) = blocker {
                 waiting.push(format!("{} waits for {b}", th.name));
                 // One wait record per stretch of waiting, not one per turn.
@@ -509,24 +612,16 @@ fn run_on(
                     .iter()
                     .rev()
                     .find(|s| s.thread == th.name)
-                    .is_some_and(|s| s.waited);
+                    .is_some_and(|s| s.waited && s.result.strip_prefix("waits for ") == Some(&b));
                 if !last_wait {
                     report.steps.push(StepRecord {
-                        turn,
-                        thread: th.name.clone(),
-                        line: line_of(source, step.span.start),
-                        step: w.describe(&step.op),
                         result: format!("waits for {b}"),
-                        waited: true,
-                        pte: None,
-                        events: Vec::new(),
-                        decisions: Vec::new(),
-                        devices: Vec::new(),
-                        faults: None,
-                        cpages: None,
-                        failed: None,
-                        note: None,
-                        id: None,
+                        ..StepRecord::waited(
+                            turn,
+                            &th.name,
+                            line_of(source, step.span.start),
+                            w.describe(&step.op),
+                        )
                     });
                 }
                 continue;
@@ -551,6 +646,21 @@ fn run_on(
             }
             report.steps.push(rec);
             pc[t] += 1;
+            if w.killed(t) && pc[t] < th.steps.len() {
+                report.steps.push(StepRecord {
+                    result: format!(
+                        "killed: its {} remaining step(s) do not run",
+                        th.steps.len() - pc[t]
+                    ),
+                    ..StepRecord::waited(
+                        turn,
+                        &th.name,
+                        line_of(source, th.steps[pc[t]].span.start),
+                        w.describe(&th.steps[pc[t]].op),
+                    )
+                });
+                pc[t] = th.steps.len();
+            }
         }
         if !progressed {
             if !waiting.is_empty() {

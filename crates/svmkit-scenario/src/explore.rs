@@ -321,8 +321,23 @@ fn run_thread(
         }
     }
     for step in &th.steps {
+        // A task with a fatal signal pending never returns to user space.
+        if w.killed(t) {
+            break;
+        }
         let n = turn.fetch_add(1, Ordering::Relaxed) + 1;
-        let rec = w.perform(t, step, n, source);
+        let mut rec = w.perform(t, step, n, source);
+        if w.killed(t) && step.op.is_cpu_access() {
+            // Killed during a user access: Linux's fault ends in its killable wait
+            // and the task dies; whatever the model's access returned, it does not.
+            rec.result = "killed in the step: it does not return".into();
+            rec.failed = None;
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .steps
+                .push(rec);
+            break;
+        }
         let failed = rec.failed.clone().map(|f| {
             format!(
                 "expectation failed: thread {}, line {}, `{}` -> {}: expected {f}",

@@ -275,6 +275,8 @@ impl<'a> Tbl<'a> {
 #[derive(Default)]
 struct Names {
     processes: Vec<Process>,
+    /// Every `[[thread]]`'s name, in file order (a `kill` step names one).
+    threads: Vec<String>,
     maps: Vec<Mapping>,
     devices: Vec<Device>,
 }
@@ -619,6 +621,7 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("uffd_wp", &["at", "len", "protect"]),
     ("make_exclusive", &["at", "hold"]),
     ("make_exclusive_range", &["at", "pages"]),
+    ("kill", &["thread"]),
     ("release", &["guard"]),
     ("gup", &["at", "pages", "pin", "write", "hold"]),
     ("unpin", &["hold"]),
@@ -631,10 +634,11 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("reclaim_folio", &["at"]),
     ("migrate", &["at"]),
     ("fill", &["at", "pages", "value"]),
+    ("touch", &["at", "pages", "value"]),
     ("compare", &["at", "pages", "value"]),
     ("repeat", &["times", "steps"]),
 ];
-const COMMON_STEP_KEYS: [&str; 12] = [
+const COMMON_STEP_KEYS: [&str; 13] = [
     "op",
     "id",
     "expect",
@@ -647,6 +651,7 @@ const COMMON_STEP_KEYS: [&str; 12] = [
     "expect_faults",
     "expect_cpages",
     "note",
+    "source",
 ];
 
 /// Parses and checks a scenario file. `file` is only used in messages.
@@ -789,6 +794,20 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
             names.devices.push(dev);
         }
     }
+    names.threads = thread_nodes
+        .iter()
+        .map(|t| match &t.kind {
+            Kind::Table(e) => e
+                .iter()
+                .find(|e| e.0 == "name")
+                .and_then(|e| match &e.2.kind {
+                    Kind::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            _ => String::new(),
+        })
+        .collect();
     let mut threads = Vec::new();
     let mut seen_threads = BTreeMap::new();
     let mut kept_nodes = Vec::new();
@@ -1521,10 +1540,11 @@ fn outcome(cx: &mut Ctx, t: &mut Tbl<'_>) -> PerEra<Outcome> {
 
 /// Steps with an address of their own (what `expect_pte`, `expect_refcount` and
 /// `expect_mapcount` look at when they give no `at`).
-const ADDRESSED_STEPS: [&str; 20] = [
+const ADDRESSED_STEPS: [&str; 21] = [
     "read",
     "write",
     "fetch_add",
+    "touch",
     "mmap",
     "munmap",
     "mprotect",
@@ -1545,7 +1565,7 @@ const ADDRESSED_STEPS: [&str; 20] = [
 ];
 
 /// Steps whose faults `expect_faults` counts.
-const FAULTING_STEPS: [&str; 4] = ["read", "write", "fetch_add", "atomic_add"];
+const FAULTING_STEPS: [&str; 5] = ["read", "write", "fetch_add", "touch", "atomic_add"];
 
 /// Reports an expectation about "the step's address" on a step without one.
 fn needs_addr(cx: &mut Ctx, op: &str, key: &str, span: Span) {
@@ -1739,7 +1759,7 @@ fn step(
             cx.err(
                 Problem::new(v.span, format!("`{op}` counts no faults"))
                     .label("nothing to count")
-                    .help("expect_faults goes with read, write, fetch_add (CPU page faults) and atomic_add (svm_atomic fault-loop passes)"),
+                    .help("expect_faults goes with read, write, fetch_add, touch (CPU page faults) and atomic_add (svm_atomic fault-loop passes)"),
             );
         }
         per_era(cx, v, "expect_faults", |cx, v| {
@@ -1782,6 +1802,9 @@ fn step(
         })
     });
     let note = t.get("note").and_then(|v| cx.want_str(v, "note"));
+    let source = t
+        .get("source")
+        .and_then(|v| per_era(cx, v, "source", |cx, v| cx.want_str(v, "source")));
     let id = t.get("id").and_then(|v| cx.want_str(v, "id"));
     let process_only = |cx: &mut Ctx| {
         if let Some(Actor::Device(_)) = actor {
@@ -1929,6 +1952,26 @@ fn step(
             a.zip(p)
                 .map(|(at, pages)| Op::MakeExclusiveRange { at, pages })
         }
+        "kill" => {
+            let v = t.require(cx, "thread");
+            v.and_then(|v| {
+                let name = cx.want_str(v, "thread")?;
+                match names.threads.iter().position(|x| *x == name) {
+                    Some(thread) => Some(Op::Kill { thread }),
+                    None => {
+                        let mut p = Problem::new(v.span, format!("no thread is called `{name}`"))
+                            .label("unknown thread");
+                        if let Some(h) =
+                            did_you_mean(&name, names.threads.iter().map(String::as_str))
+                        {
+                            p = p.help(h);
+                        }
+                        cx.err(p);
+                        None
+                    }
+                }
+            })
+        }
         "release" => {
             let g = t
                 .require(cx, "guard")
@@ -2022,6 +2065,18 @@ fn step(
         }
         "reclaim_folio" => at(cx, &mut t).map(|at| Op::ReclaimFolio { at }),
         "migrate" => at(cx, &mut t).map(|at| Op::Migrate { at }),
+        "touch" => {
+            process_only(cx);
+            let a = at(cx, &mut t);
+            let p = pages(cx, &mut t);
+            let v = t
+                .get("value")
+                .map_or(Some(1), |v| cx.want_u64(v, "value", u64::MAX >> 1));
+            match (a, p, v) {
+                (Some(at), Some(pages), Some(value)) => Some(Op::Touch { at, pages, value }),
+                _ => None,
+            }
+        }
         "fill" | "compare" => {
             process_only(cx);
             let a = at(cx, &mut t);
@@ -2053,6 +2108,7 @@ fn step(
             expect_faults,
             expect_cpages,
             note,
+            source,
             id,
             span: n.span,
         });

@@ -17,7 +17,7 @@ use svmkit::task::Task;
 use svmkit::{Errno, PAGE_SIZE, Pfn, Profile, System, SystemConfig, VirtAddr};
 
 use crate::ast::*;
-use crate::engine::{EndCheck, Hang, RunReport, StepError, StepRecord};
+use crate::engine::{EndCheck, FolioCounts, Hang, RunReport, StepError, StepRecord};
 
 /// What a thread holds across steps.
 pub(crate) enum Held {
@@ -288,6 +288,11 @@ impl World {
         }
     }
 
+    /// Whether thread `t`'s task has been sent SIGKILL (a `kill` step).
+    pub(crate) fn killed(&self, t: usize) -> bool {
+        self.tasks[t].fatal_signal_pending()
+    }
+
     /// The folio a locking step on `addr` would lock, if it is locked now (by a held
     /// guard or a leak): what the thread would sleep on.
     pub(crate) fn would_block(&self, t: usize, step: &Step) -> Option<String> {
@@ -314,6 +319,12 @@ impl World {
             let Ok(folio) = mem.page_folio(pfn) else {
                 continue;
             };
+            // make_device_exclusive locks a mapped page's folio with
+            // folio_lock_killable: a killed task does not sleep there, it returns EINTR.
+            let killable = locks_present && matches!(self.pte(p, addr), Pte::Present(_));
+            if killable && self.killed(t) {
+                continue;
+            }
             if mem.folio_test_locked(folio) {
                 let holder = lk(&self.held)
                     .iter()
@@ -357,6 +368,7 @@ impl World {
             Op::MakeExclusiveRange { at, pages } => {
                 format!("make_device_exclusive_range {} pages {pages}", a(at))
             }
+            Op::Kill { thread } => format!("kill {} (SIGKILL)", self.sc.threads[*thread].name),
             Op::Release { guard } => format!("release {guard}"),
             Op::Gup {
                 at,
@@ -404,6 +416,9 @@ impl World {
             }
             Op::Compare { at, pages, value } => {
                 format!("compare {} pages {pages} with {value} + i", a(at))
+            }
+            Op::Touch { at, pages, value } => {
+                format!("touch {} pages {pages} with {value}", a(at))
             }
         }
     }
@@ -553,6 +568,10 @@ impl World {
                 };
                 Ok(Some(got.iter().filter(|g| g.is_some()).count() as u64))
             }
+            Op::Kill { thread } => {
+                self.tasks[*thread].kill();
+                Ok(None)
+            }
             Op::Release { guard } => match self.take_held(t, guard) {
                 Some(h) => {
                     self.release(h);
@@ -677,6 +696,15 @@ impl World {
                 cpu(self.mm(p)?.write_bytes(a, &buf).map(|()| 0))?;
                 Ok(Some(buf.len() as u64 / 8))
             }
+            Op::Touch { at, pages, value } => {
+                let a = addr(self, at)?;
+                let mm = self.mm(p)?;
+                for i in 0..*pages {
+                    let page = a.checked_add(i * PAGE_SIZE).ok_or(Errno::EFAULT)?;
+                    cpu(mm.write_u64_counting(page, *value, faults).map(|()| 0))?;
+                }
+                Ok(Some(*pages))
+            }
             Op::Compare { at, pages, value } => {
                 let a = addr(self, at)?;
                 let mut buf = buffer(*pages)?;
@@ -726,6 +754,7 @@ impl World {
             | Op::ReclaimFolio { at }
             | Op::Migrate { at }
             | Op::Fill { at, .. }
+            | Op::Touch { at, .. }
             | Op::Compare { at, .. } => self.resolve(at),
             Op::Mmap { map } => lk(&self.map_at)[*map],
             _ => None,
@@ -1152,10 +1181,12 @@ impl World {
         let p = self.thread_process(t);
         let a = self.step_addr(&step.op);
         let before = a.map(|a| self.entry(p, a));
+        let tracer = self.sys.trace();
+        // Read whether traced or not: an explored account and its replay are the same.
+        let counts_before = a.and_then(|a| self.folio_counts(p, a));
         let text = self.describe(&step.op);
         let mut faults = 0;
         let mut cpages = None;
-        let tracer = self.sys.trace();
         // Only a traced run (svmkit run) reads its record back.
         let since = if tracer.on() { tracer.now() } else { 0 };
         let span = tracer.span(|| svmkit::trace::Payload::Step {
@@ -1174,6 +1205,7 @@ impl World {
             Vec::new()
         };
         let after = a.map(|a| self.entry(p, a));
+        let counts = a.and_then(|a| self.folio_counts(p, a));
         let mut failed = None;
         let expect = step.expect.get(self.era).unwrap_or(&Outcome::Ok(None));
         if !outcome_holds(expect, &r) {
@@ -1272,10 +1304,19 @@ impl World {
             devices,
             faults: matches!(
                 step.op,
-                Op::Read { .. } | Op::Write { .. } | Op::FetchAdd { .. } | Op::AtomicAdd { .. }
+                Op::Read { .. }
+                    | Op::Write { .. }
+                    | Op::FetchAdd { .. }
+                    | Op::Touch { .. }
+                    | Op::AtomicAdd { .. }
             )
             .then_some(faults),
             cpages,
+            folio: counts.filter(|c| {
+                step.expect_refcount.is_some()
+                    || step.expect_mapcount.is_some()
+                    || counts_before.as_ref() != Some(c)
+            }),
             failed,
             note: step.note.clone(),
             id: step.id.clone(),
@@ -1330,6 +1371,25 @@ impl World {
         None
     }
 
+    /// The folio mapped at `addr` of process `p` with its counts (the zero page and a
+    /// page that is not mapped have none).
+    fn folio_counts(&self, p: usize, addr: u64) -> Option<FolioCounts> {
+        let mem = self.sys.mem();
+        let pfn = entry_pfn(self.entry(p, addr))?;
+        if pfn == mem.zero_pfn() {
+            return None;
+        }
+        let folio = mem.page_folio(pfn).ok()?;
+        Some(FolioCounts {
+            folio: folio.head().raw(),
+            refcount: i64::from(mem.folio_ref_count(folio)),
+            mapcount: i64::from(mem.folio_mapcount(folio))
+                + mem
+                    .page(folio.head())
+                    .map_or(0, |h| i64::from(h.entire_mapcount())),
+        })
+    }
+
     /// `expect_refcount` / `expect_mapcount` under this run's era: the failure text,
     /// if it does not hold. The mapcount is Linux's `folio_mapcount()` (5.14:
     /// `total_mapcount()`): every PTE mapping of one of its pages plus every PMD
@@ -1357,13 +1417,16 @@ impl World {
                 entry_text(entry)
             ));
         };
+        let Some(counts) = self.folio_counts(p, addr) else {
+            return Some(format!(
+                "{what} {want} of the folio mapped{where_}, got the zero page ({})",
+                entry_text(entry)
+            ));
+        };
         let got = if what == "refcount" {
-            i64::from(mem.folio_ref_count(folio))
+            counts.refcount
         } else {
-            i64::from(mem.folio_mapcount(folio))
-                + mem
-                    .page(folio.head())
-                    .map_or(0, |h| i64::from(h.entire_mapcount()))
+            counts.mapcount
         };
         (got != want as i64).then(|| {
             format!(

@@ -86,6 +86,22 @@ fn diagnostics_unknown_names_keys_and_bad_values() {
             "name = \"t\"\nframes = 3",
             "at least 16 frames",
         ),
+        (
+            "expect = 0 }",
+            "expect = 0 },\n  { op = \"kill\", thread = \"cpy\" }",
+            "no thread is called `cpy`",
+        ),
+        (
+            "expect = 0 }",
+            "expect = 0 },\n  { op = \"kill\" }",
+            "`thread`",
+        ),
+        (
+            "expect = 0 }",
+            "expect = 0 },\n  { op = \"touch\", at = \"buf\", pages = -2 }",
+            "out of range",
+        ),
+        ("expect = 0 }", "expect = 0, source = 3 }", "source"),
     ];
     for (from, to, want) in cases {
         let src = GOOD.replacen(from, to, 1);

@@ -27,6 +27,7 @@ fn expectations_each_has_a_passing_and_a_failing_file() {
         "invariant",
         "zero-page",
         "cpages",
+        "kill",
     ] {
         for end in ["pass", "fail"] {
             let n = format!("{what}-{end}");
