@@ -48,7 +48,9 @@ pub(crate) const FLAGS_CHECK_AT_FREE: PageFlags = PageFlags::LOCKED
     .union(PageFlags::RESERVED)
     .union(PageFlags::PTL_LOCKED);
 
-/// Metadata of one physical frame (Linux: `struct page`).
+/// Metadata of one physical frame (Linux: `struct page`). All zero is a free frame
+/// (`PhysMem::new` allocates them zeroed).
+#[derive(bytemuck::Zeroable)]
 pub struct Page {
     flags: AtomicU32,
     /// Folio reference count; meaningful on the head (tails stay 0, as in Linux).
@@ -105,20 +107,6 @@ impl Mapping {
 }
 
 impl Page {
-    pub(crate) fn new() -> Self {
-        Page {
-            flags: AtomicU32::new(0),
-            refcount: AtomicI32::new(0),
-            mapcount: AtomicI32::new(0),
-            head: AtomicU64::new(0),
-            order: AtomicU32::new(0),
-            mapping: AtomicU64::new(0),
-            index: AtomicU64::new(0),
-            entire_mapcount: AtomicI32::new(0),
-            pincount: AtomicI32::new(0),
-        }
-    }
-
     /// The page's flags.
     pub fn flags(&self) -> PageFlags {
         PageFlags::from_bits_retain(self.flags.load(Ordering::SeqCst))

@@ -190,10 +190,11 @@ impl PhysMem {
             return Err(Errno::EINVAL);
         }
         let n = config.frames;
-        let words = (0..n as usize * WORDS_PER_PAGE)
-            .map(|_| AtomicU64::new(0))
-            .collect();
-        let pages = (0..n).map(|_| Page::new()).collect();
+        // Zeroed allocations: the OS hands out zero pages lazily, so untouched frames
+        // cost no memory and no time (a frame's words and a free Page are all zero).
+        let words =
+            bytemuck::allocation::zeroed_slice_box::<AtomicU64>(n as usize * WORDS_PER_PAGE);
+        let pages = bytemuck::allocation::zeroed_slice_box::<Page>(n as usize);
         let wait_table = (0..1usize << config.wait_table_bits)
             .map(|_| Arc::new(WaitQueue::new()))
             .collect();
