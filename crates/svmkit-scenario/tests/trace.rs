@@ -44,11 +44,11 @@ fn pass_entries(pass: &[TraceEvent]) -> (Option<u64>, Option<u64>) {
     let mut left = None;
     for e in pass {
         if let Payload::Pte { old, new, .. } = &e.payload {
-            if old.kind == "device_exclusive" && new.kind == "present" && restored.is_none() {
-                restored = old.pfn;
+            if old.kind() == "device_exclusive" && new.kind() == "present" && restored.is_none() {
+                restored = old.pfn();
             }
-            if new.kind == "device_exclusive" {
-                left = new.pfn;
+            if new.kind() == "device_exclusive" {
+                left = new.pfn();
             }
         }
     }
@@ -169,7 +169,7 @@ fn trace_nouveau_starvation_thp_shows_the_split_then_the_starvation() {
     let split = ops(ev, |p| matches!(p, Payload::ThpSplit { .. }));
     assert!(!split.is_empty(), "{file}: no THP split");
     let in_split = inside(ev, split[0]);
-    assert!(in_split.iter().any(|e| matches!(&e.payload, Payload::Pmd { old, new, .. } if old.kind == "huge" && new.kind == "table")));
+    assert!(in_split.iter().any(|e| matches!(&e.payload, Payload::Pmd { old, new, .. } if old.kind() == "huge" && new.kind() == "table")));
     assert!(in_split.iter().any(|e| matches!(
         &e.payload,
         Payload::Subscriber {

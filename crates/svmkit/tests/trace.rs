@@ -79,17 +79,16 @@ fn trace_cpu_fault_on_an_entry_shows_the_restore_and_its_notifier_per_era() {
             .unwrap_or_else(|| panic!("{}: no {event} (owner none) in the restore: {in_restore:#?}", profile.name));
         let in_notifier = inside(&ev, notifier);
         let pte = in_notifier.iter().find_map(|e| match &e.payload {
-            Payload::Pte { addr, old, new, .. } if *addr == BASE => {
-                Some((old.clone(), new.clone()))
-            }
+            Payload::Pte { addr, old, new, .. } if *addr == BASE => Some((*old, *new)),
             _ => None,
         });
         let (old, new) = pte
             .unwrap_or_else(|| panic!("{}: no PTE change inside the notifier range", profile.name));
-        assert_eq!(old.kind, "device_exclusive", "{}", profile.name);
-        assert_eq!(new.kind, "present", "{}", profile.name);
+        assert_eq!(old.kind(), "device_exclusive", "{}", profile.name);
+        assert_eq!(new.kind(), "present", "{}", profile.name);
         assert_eq!(
-            old.pfn, new.pfn,
+            old.pfn(),
+            new.pfn(),
             "{}: the same frame comes back",
             profile.name
         );
@@ -353,7 +352,7 @@ fn trace_pte_and_pmd_transitions_of_a_thp_split() {
     let ev = sys.trace().events();
     let huge = ev
         .iter()
-        .any(|e| matches!(&e.payload, Payload::Pmd { new, .. } if new.kind == "huge"));
+        .any(|e| matches!(&e.payload, Payload::Pmd { new, .. } if new.kind() == "huge"));
     assert!(huge, "the first write maps a huge PMD");
     let split = ops(&ev, |p| matches!(p, Payload::ThpSplit { .. }));
     assert_eq!(split.len(), 1);
@@ -361,6 +360,6 @@ fn trace_pte_and_pmd_transitions_of_a_thp_split() {
     assert!(in_split.iter().any(
         |e| matches!(&e.payload, Payload::Notifier { event, .. } if event == "MMU_NOTIFY_CLEAR")
     ));
-    assert!(in_split.iter().any(|e| matches!(&e.payload, Payload::Pmd { old, new, .. } if old.kind == "huge" && new.kind == "table")));
+    assert!(in_split.iter().any(|e| matches!(&e.payload, Payload::Pmd { old, new, .. } if old.kind() == "huge" && new.kind() == "table")));
     assert!(matches!(mm.pte_get_lockless(va(base)), Pte::Swap(s) if s.is_device_exclusive()));
 }

@@ -46,8 +46,8 @@ pub fn name_of(p: &Payload) -> String {
             format!("page fault ({})", if *write { "write" } else { "read" })
         }
         Payload::CpuAccess { access, .. } => format!("cpu {access}"),
-        Payload::Pte { new, .. } => format!("pte -> {}", new.kind),
-        Payload::Pmd { new, .. } => format!("pmd -> {}", new.kind),
+        Payload::Pte { new, .. } => format!("pte -> {}", new.kind()),
+        Payload::Pmd { new, .. } => format!("pmd -> {}", new.kind()),
         Payload::Subscriber {
             subscriber,
             decision,

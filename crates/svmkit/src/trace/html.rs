@@ -184,9 +184,9 @@ fn label_of(p: &Payload) -> String {
 }
 
 fn entry_short(e: &EntryView) -> String {
-    match e.pfn {
-        Some(p) => format!("{}({p:#x})", e.kind),
-        None => e.kind.to_string(),
+    match e.pfn() {
+        Some(p) => format!("{}({p:#x})", e.kind()),
+        None => e.kind().to_string(),
     }
 }
 
@@ -202,7 +202,7 @@ struct PageState {
 }
 
 fn state_of(entry: &EntryView, pmd: bool, atomic: Option<&str>) -> &'static str {
-    match &*entry.kind {
+    match entry.kind().as_str() {
         "present" => "cpu",
         "device_exclusive" if atomic.is_some() => "atomic",
         "device_exclusive" => "excl",
@@ -344,7 +344,7 @@ fn bands_of(events: &[TraceEvent], t_end: u64) -> Vec<Band> {
             Payload::Pte { mm, addr, old, new } | Payload::Pmd { mm, addr, old, new } => {
                 let pmd = matches!(e.payload, Payload::Pmd { .. });
                 // A PMD that never maps a THP is bookkeeping (tables come and go): no band.
-                if pmd && !pages.contains_key(&(*mm, *addr, true)) && new.kind != "huge" {
+                if pmd && !pages.contains_key(&(*mm, *addr, true)) && new.kind() != "huge" {
                     continue;
                 }
                 let key = (*mm, *addr, pmd);
@@ -353,18 +353,18 @@ fn bands_of(events: &[TraceEvent], t_end: u64) -> Vec<Band> {
                         label: format!("mm{mm} {addr:#x}{}", if pmd { " pmd" } else { "" }),
                         segs: Vec::new(),
                     });
-                    let atomic = atomic_of(&dev, *addr, old.pfn);
+                    let atomic = atomic_of(&dev, *addr, old.pfn());
                     PageState {
                         state: state_of(old, pmd, atomic.as_deref()),
                         text: describe(old, &atomic),
-                        entry: old.clone(),
+                        entry: *old,
                         since: 0,
                         band: bands.len() - 1,
                     }
                 });
                 close(&mut bands, s, e.t);
-                let atomic = atomic_of(&dev, *addr, new.pfn);
-                s.entry = new.clone();
+                let atomic = atomic_of(&dev, *addr, new.pfn());
+                s.entry = *new;
                 s.state = state_of(new, pmd, atomic.as_deref());
                 s.text = describe(new, &atomic);
                 s.since = e.t;
@@ -385,7 +385,7 @@ fn bands_of(events: &[TraceEvent], t_end: u64) -> Vec<Band> {
                     if key.1 != *addr || key.2 {
                         continue;
                     }
-                    let atomic = atomic_of(&dev, *addr, s.entry.pfn);
+                    let atomic = atomic_of(&dev, *addr, s.entry.pfn());
                     let state = state_of(&s.entry, false, atomic.as_deref());
                     if state != s.state {
                         close(&mut bands, s, e.t);

@@ -90,114 +90,288 @@ pub enum Phase {
     Instant,
 }
 
-/// A page-table entry as a trace shows it: the raw word and its decoding.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A page-table entry as a trace shows it: the raw word, decoded when it is looked at
+/// (recording one is a copy of the word). Serialised as `{raw, kind, pfn, slot, flags}`
+/// (docs/TRACES.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EntryView {
-    /// The raw x86-64 style word.
-    pub raw: u64,
-    /// `none`, `present`, `device_exclusive`, `migration`, `swap`, `swap_other` (a
-    /// swap-type entry of another type), `table` (a PMD pointing to a PTE table) or
-    /// `huge` (a PMD mapping a THP).
-    pub kind: Text,
-    /// The frame it names, if any (the swap slot is not a frame: see `slot`).
-    pub pfn: Option<u64>,
-    /// The swap slot of a `swap` entry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slot: Option<u64>,
-    /// Its flags: `rw`/`ro`, `dirty`, `young`, `soft_dirty`, `uffd_wp`, `protnone`,
-    /// `special` (present); `soft_dirty`, `uffd_wp`, `exclusive`, `ro` (non-present).
-    pub flags: Vec<Text>,
+    raw: u64,
+    /// A PMD's word (`table`, `huge`), not a PTE's; false for an empty entry.
+    pmd: bool,
+}
+
+/// What kind of entry an [`EntryView`] is; serialised as its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// No entry.
+    None,
+    /// A present PTE.
+    Present,
+    /// A device-exclusive entry.
+    DeviceExclusive,
+    /// A migration entry.
+    Migration,
+    /// A swap entry (a slot of the swap device).
+    Swap,
+    /// A swap-type entry of another type.
+    SwapOther,
+    /// A PMD pointing to a PTE table.
+    Table,
+    /// A PMD mapping a THP.
+    Huge,
+}
+
+impl EntryKind {
+    /// Its name, as serialised (`device_exclusive`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::None => "none",
+            EntryKind::Present => "present",
+            EntryKind::DeviceExclusive => "device_exclusive",
+            EntryKind::Migration => "migration",
+            EntryKind::Swap => "swap",
+            EntryKind::SwapOther => "swap_other",
+            EntryKind::Table => "table",
+            EntryKind::Huge => "huge",
+        }
+    }
+}
+
+impl fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for EntryKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+bitflags::bitflags! {
+    /// The flags of an [`EntryView`], a set that serialises as the list of their names
+    /// in this order (a bitset: recording an entry allocates nothing).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct EntryFlags: u16 {
+        /// Present: writable.
+        const RW = 1 << 0;
+        /// Present: read-only.
+        const RO = 1 << 1;
+        /// Present: dirty.
+        const DIRTY = 1 << 2;
+        /// Present: accessed.
+        const YOUNG = 1 << 3;
+        /// Soft-dirty (`pte_soft_dirty()`, `pte_swp_soft_dirty()`).
+        const SOFT_DIRTY = 1 << 4;
+        /// uffd-wp (`pte_uffd_wp()`, `pte_swp_uffd_wp()`).
+        const UFFD_WP = 1 << 5;
+        /// Present: PROT_NONE (NUMA hinting style).
+        const PROTNONE = 1 << 6;
+        /// Present: `pte_special()` (the zero page).
+        const SPECIAL = 1 << 7;
+        /// Non-present: the anon-exclusive bit.
+        const EXCLUSIVE = 1 << 8;
+        /// Non-present: a readable (not writable) device-exclusive entry.
+        const RO_ENTRY = 1 << 9;
+    }
+}
+
+impl EntryFlags {
+    const NAMES: [(EntryFlags, &'static str); 10] = [
+        (EntryFlags::RW, "rw"),
+        (EntryFlags::RO, "ro"),
+        (EntryFlags::DIRTY, "dirty"),
+        (EntryFlags::YOUNG, "young"),
+        (EntryFlags::SOFT_DIRTY, "soft_dirty"),
+        (EntryFlags::UFFD_WP, "uffd_wp"),
+        (EntryFlags::PROTNONE, "protnone"),
+        (EntryFlags::SPECIAL, "special"),
+        (EntryFlags::EXCLUSIVE, "exclusive"),
+        (EntryFlags::RO_ENTRY, "ro"),
+    ];
+
+    /// The names of the flags set, in the documented order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .into_iter()
+            .filter(move |(f, _)| self.contains(*f))
+            .map(|(_, n)| n)
+    }
+}
+
+impl Serialize for EntryFlags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.names())
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryFlags {
+    /// From the list of names; `ro` first is a present entry's, after another flag a
+    /// device-exclusive entry's (the orders [`EntryView::of_pte`] writes).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let names: Vec<std::borrow::Cow<'de, str>> = Vec::deserialize(d)?;
+        let mut out = EntryFlags::empty();
+        for (i, n) in names.iter().enumerate() {
+            let f = match &**n {
+                "ro" if i == 0 => EntryFlags::RO,
+                "ro" => EntryFlags::RO_ENTRY,
+                other => EntryFlags::NAMES
+                    .iter()
+                    .find(|(_, name)| *name == other)
+                    .map(|(f, _)| *f)
+                    .ok_or_else(|| {
+                        serde::de::Error::custom(format!("unknown entry flag `{other}`"))
+                    })?,
+            };
+            out |= f;
+        }
+        Ok(out)
+    }
 }
 
 impl EntryView {
     /// The view of a PTE.
+    #[inline]
     pub fn of_pte(p: Pte) -> EntryView {
-        let raw = p.encode();
-        match p {
-            Pte::None => EntryView::plain(raw, "none", None),
-            Pte::Present(pp) => {
-                let mut flags: Vec<Text> = vec![if pp.is_write() { "rw" } else { "ro" }.into()];
-                for (on, name) in [
-                    (pp.is_dirty(), "dirty"),
-                    (pp.is_young(), "young"),
-                    (
-                        pp.flags.contains(crate::mm::PteFlags::SOFT_DIRTY),
-                        "soft_dirty",
-                    ),
-                    (pp.flags.contains(crate::mm::PteFlags::UFFD_WP), "uffd_wp"),
-                    (pp.is_protnone(), "protnone"),
-                    (pp.is_special(), "special"),
-                ] {
-                    if on {
-                        flags.push(name.into());
-                    }
-                }
-                EntryView {
-                    raw,
-                    kind: "present".into(),
-                    pfn: Some(pp.pfn.raw()),
-                    slot: None,
-                    flags,
-                }
-            }
-            Pte::Swap(s) => {
-                let (kind, pfn, slot) = if s.is_device_exclusive() {
-                    ("device_exclusive", s.pfn(), None)
-                } else if s.is_migration() {
-                    ("migration", s.pfn(), None)
-                } else if s.swp_type < crate::mm::swp_type::MAX_SWAPFILES {
-                    ("swap", None, Some(s.offset))
-                } else {
-                    ("swap_other", s.pfn(), None)
-                };
-                let mut flags: Vec<Text> = Vec::new();
-                for (on, name) in [
-                    (s.soft_dirty, "soft_dirty"),
-                    (s.uffd_wp, "uffd_wp"),
-                    (s.exclusive, "exclusive"),
-                    (
-                        s.is_device_exclusive() && !s.is_writable_device_exclusive(),
-                        "ro",
-                    ),
-                ] {
-                    if on {
-                        flags.push(name.into());
-                    }
-                }
-                EntryView {
-                    raw,
-                    kind: kind.into(),
-                    pfn: pfn.map(|p| p.raw()),
-                    slot,
-                    flags,
-                }
-            }
+        EntryView {
+            raw: p.encode(),
+            pmd: false,
         }
     }
 
     /// The view of a PMD.
+    #[inline]
     pub fn of_pmd(p: Pmd) -> EntryView {
         let raw = p.encode();
-        match p {
-            Pmd::None => EntryView::plain(raw, "none", None),
-            Pmd::Table(t) => EntryView::plain(raw, "table", Some(t.raw())),
-            Pmd::Huge(h) => {
-                let mut v = EntryView::of_pte(Pte::Present(h));
-                v.raw = raw;
-                v.kind = "huge".into();
-                v
+        // An empty entry is the same at either level (and parses back as a PTE's).
+        EntryView { raw, pmd: raw != 0 }
+    }
+
+    /// The raw x86-64 style word.
+    pub fn raw(&self) -> u64 {
+        self.raw
+    }
+
+    /// `none`, `present`, `device_exclusive`, `migration`, `swap`, `swap_other` (a
+    /// swap-type entry of another type), `table` (a PMD pointing to a PTE table) or
+    /// `huge` (a PMD mapping a THP).
+    pub fn kind(&self) -> EntryKind {
+        self.decoded().0
+    }
+
+    /// The frame it names, if any (the swap slot is not a frame: see `slot`).
+    pub fn pfn(&self) -> Option<u64> {
+        self.decoded().1
+    }
+
+    /// The swap slot of a `swap` entry.
+    pub fn slot(&self) -> Option<u64> {
+        self.decoded().2
+    }
+
+    /// Its flags: `rw`/`ro`, `dirty`, `young`, `soft_dirty`, `uffd_wp`, `protnone`,
+    /// `special` (present); `soft_dirty`, `uffd_wp`, `exclusive`, `ro` (non-present).
+    pub fn flags(&self) -> EntryFlags {
+        self.decoded().3
+    }
+
+    fn decoded(&self) -> (EntryKind, Option<u64>, Option<u64>, EntryFlags) {
+        if self.pmd {
+            return match Pmd::decode(self.raw) {
+                Pmd::None => (EntryKind::None, None, None, EntryFlags::empty()),
+                Pmd::Table(t) => (EntryKind::Table, Some(t.raw()), None, EntryFlags::empty()),
+                Pmd::Huge(h) => {
+                    let (_, pfn, slot, flags) = Self::of_pte(Pte::Present(h)).decoded();
+                    (EntryKind::Huge, pfn, slot, flags)
+                }
+            };
+        }
+        match Pte::decode(self.raw) {
+            Pte::None => (EntryKind::None, None, None, EntryFlags::empty()),
+            Pte::Present(pp) => {
+                let mut flags = if pp.is_write() {
+                    EntryFlags::RW
+                } else {
+                    EntryFlags::RO
+                };
+                for (on, f) in [
+                    (pp.is_dirty(), EntryFlags::DIRTY),
+                    (pp.is_young(), EntryFlags::YOUNG),
+                    (
+                        pp.flags.contains(crate::mm::PteFlags::SOFT_DIRTY),
+                        EntryFlags::SOFT_DIRTY,
+                    ),
+                    (
+                        pp.flags.contains(crate::mm::PteFlags::UFFD_WP),
+                        EntryFlags::UFFD_WP,
+                    ),
+                    (pp.is_protnone(), EntryFlags::PROTNONE),
+                    (pp.is_special(), EntryFlags::SPECIAL),
+                ] {
+                    flags.set(f, on);
+                }
+                (EntryKind::Present, Some(pp.pfn.raw()), None, flags)
+            }
+            Pte::Swap(s) => {
+                let (kind, pfn, slot) = if s.is_device_exclusive() {
+                    (EntryKind::DeviceExclusive, s.pfn(), None)
+                } else if s.is_migration() {
+                    (EntryKind::Migration, s.pfn(), None)
+                } else if s.swp_type < crate::mm::swp_type::MAX_SWAPFILES {
+                    (EntryKind::Swap, None, Some(s.offset))
+                } else {
+                    (EntryKind::SwapOther, s.pfn(), None)
+                };
+                let mut flags = EntryFlags::empty();
+                for (on, f) in [
+                    (s.soft_dirty, EntryFlags::SOFT_DIRTY),
+                    (s.uffd_wp, EntryFlags::UFFD_WP),
+                    (s.exclusive, EntryFlags::EXCLUSIVE),
+                    (
+                        s.is_device_exclusive() && !s.is_writable_device_exclusive(),
+                        EntryFlags::RO_ENTRY,
+                    ),
+                ] {
+                    flags.set(f, on);
+                }
+                (kind, pfn.map(|p| p.raw()), slot, flags)
             }
         }
     }
+}
 
-    fn plain(raw: u64, kind: &'static str, pfn: Option<u64>) -> EntryView {
-        EntryView {
-            raw,
-            kind: kind.into(),
-            pfn,
-            slot: None,
-            flags: Vec::new(),
+impl Serialize for EntryView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (kind, pfn, slot, flags) = self.decoded();
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("raw", &self.raw)?;
+        m.serialize_entry("kind", &kind)?;
+        m.serialize_entry("pfn", &pfn)?;
+        if let Some(slot) = slot {
+            m.serialize_entry("slot", &slot)?;
         }
+        m.serialize_entry("flags", &flags)?;
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryView {
+    /// From the serialised form: the raw word is the entry; `table` and `huge` say it
+    /// is a PMD's (the other fields are its decoding, recomputed).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Wire {
+            raw: u64,
+            kind: EntryKind,
+        }
+        let w = Wire::deserialize(d)?;
+        Ok(EntryView {
+            raw: w.raw,
+            pmd: matches!(w.kind, EntryKind::Table | EntryKind::Huge),
+        })
     }
 }
 
@@ -205,14 +379,16 @@ impl fmt::Display for EntryView {
     /// `none`, `present(pfn 0x12) rw,dirty`, `device-exclusive(pfn 0x12)`,
     /// `swap(slot 3) exclusive`, `table(pfn 0x5)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.kind.replace('_', "-"))?;
-        if let Some(p) = self.pfn {
+        let (kind, pfn, slot, flags) = self.decoded();
+        f.write_str(&kind.as_str().replace('_', "-"))?;
+        if let Some(p) = pfn {
             write!(f, "(pfn {p:#x})")?;
-        } else if let Some(s) = self.slot {
+        } else if let Some(s) = slot {
             write!(f, "(slot {s})")?;
         }
-        if !self.flags.is_empty() {
-            write!(f, " {}", self.flags.join(","))?;
+        for (i, n) in flags.names().enumerate() {
+            f.write_str(if i == 0 { " " } else { "," })?;
+            f.write_str(n)?;
         }
         Ok(())
     }
@@ -571,7 +747,13 @@ impl TaskKey {
         });
         match task {
             Ok(id) => TaskKey::Shuttle(id),
-            Err(_) => TaskKey::Os(std::thread::current().id()),
+            Err(_) => {
+                thread_local! {
+                    // std::thread::current() clones the thread's handle: ask once.
+                    static ID: std::thread::ThreadId = std::thread::current().id();
+                }
+                TaskKey::Os(ID.with(|id| *id))
+            }
         }
     }
 
@@ -592,27 +774,69 @@ impl TaskKey {
 #[derive(Debug)]
 struct TrackState {
     key: TaskKey,
-    /// The name set with `set_track`, else the thread's own.
-    name: std::sync::Arc<str>,
+    /// The name set with `set_track`, else the thread's own: an index into
+    /// [`Record::names`].
+    name: u32,
     depth: u32,
+}
+
+/// An event as recorded: its track by the index of its name (no reference count
+/// touched per event); [`Record::event`] gives it its name when it is read.
+#[derive(Debug, Clone)]
+struct Stored {
+    t: u64,
+    track: u32,
+    depth: u32,
+    phase: Phase,
+    payload: Payload,
 }
 
 #[derive(Debug, Default)]
 struct Record {
-    events: Vec<TraceEvent>,
+    events: Vec<Stored>,
     next_t: u64,
     tracks: Vec<TrackState>,
+    /// Every track name used so far (a name is added once, when a track takes it).
+    names: Vec<std::sync::Arc<str>>,
     owners: BTreeMap<u64, String>,
 }
 
 impl Record {
+    /// The index of `name` in [`Record::names`], adding it if it is new.
+    fn intern(&mut self, name: std::sync::Arc<str>) -> u32 {
+        let i = match self.names.iter().position(|n| *n == name) {
+            Some(i) => i,
+            None => {
+                self.names.push(name);
+                self.names.len() - 1
+            }
+        };
+        u32::try_from(i).unwrap_or(u32::MAX)
+    }
+
+    /// A stored event as the API shows it.
+    fn event(&self, s: Stored) -> TraceEvent {
+        TraceEvent {
+            t: s.t,
+            track: self
+                .names
+                .get(s.track as usize)
+                .cloned()
+                .unwrap_or_else(|| "?".into()),
+            depth: s.depth,
+            phase: s.phase,
+            payload: s.payload,
+        }
+    }
+
     fn track(&mut self, key: TaskKey) -> &mut TrackState {
         let i = match self.tracks.iter().position(|t| t.key == key) {
             Some(i) => i,
             None => {
+                let name = self.intern(key.own_name());
                 self.tracks.push(TrackState {
                     key,
-                    name: key.own_name(),
+                    name,
                     depth: 0,
                 });
                 self.tracks.len() - 1
@@ -670,7 +894,9 @@ impl Tracer {
     /// thread's steps on one OS thread, names the track before each step.
     pub fn set_track(&self, name: Option<&str>) {
         let key = TaskKey::current();
-        self.record().track(key).name = name.map_or_else(|| key.own_name(), Into::into);
+        let mut r = self.record();
+        let name = r.intern(name.map_or_else(|| key.own_name(), Into::into));
+        r.track(key).name = name;
     }
 
     /// Gives an owner token a name (a device's), used wherever the owner is shown.
@@ -799,8 +1025,8 @@ impl Tracer {
         if phase == Phase::Begin {
             tr.depth += 1;
         }
-        let track = std::sync::Arc::clone(&tr.name);
-        r.events.push(TraceEvent {
+        let track = tr.name;
+        r.events.push(Stored {
             t,
             track,
             depth,
@@ -811,7 +1037,8 @@ impl Tracer {
 
     /// Every event recorded so far.
     pub fn events(&self) -> Vec<TraceEvent> {
-        self.record().events.clone()
+        let r = self.record();
+        r.events.iter().map(|s| r.event(s.clone())).collect()
     }
 
     /// Every event recorded so far, clearing the record (logical time goes on).
@@ -820,7 +1047,15 @@ impl Tracer {
         // Keep the room: a caller that takes the record in rounds should not pay for
         // growing it again each round.
         let room = r.events.capacity();
-        std::mem::replace(&mut r.events, Vec::with_capacity(room))
+        let stored = std::mem::replace(&mut r.events, Vec::with_capacity(room));
+        stored.into_iter().map(|s| r.event(s)).collect()
+    }
+
+    /// Drops every event recorded so far, keeping the record's memory for the next
+    /// ones (logical time goes on): for a caller that records in rounds and reads
+    /// each round where it is, with [`events_since`](Self::events_since).
+    pub fn clear(&self) {
+        self.record().events.clear();
     }
 
     /// How many events have been recorded (the next event's `t`).
@@ -830,11 +1065,12 @@ impl Tracer {
 
     /// The events from logical time `since` on.
     pub fn events_since(&self, since: u64) -> Vec<TraceEvent> {
-        self.record()
-            .events
+        let r = self.record();
+        // Times only grow: the events since `since` are a tail of the record.
+        let from = r.events.partition_point(|e| e.t < since);
+        r.events[from..]
             .iter()
-            .filter(|e| e.t >= since)
-            .cloned()
+            .map(|s| r.event(s.clone()))
             .collect()
     }
 }
