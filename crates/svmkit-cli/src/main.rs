@@ -21,6 +21,9 @@ mod run;
 /// folios and their locks, page tables, faults, fork and COW, mprotect, munmap, GUP,
 /// THP, MMU notifiers, swap and migration, in Linux 5.14's and 6.15's designs, so that
 /// driver logic can be run, raced and inspected against it.
+/// Every preset's name (`svmkit::Profile::PRESETS`), for `--profile`.
+const PRESETS: [&str; 4] = ["linux-5.14", "linux-6.1", "linux-6.12", "linux-6.15"];
+
 #[derive(Debug, Parser)]
 #[command(name = "svmkit", version, about, long_about)]
 struct Cli {
@@ -61,8 +64,9 @@ enum Command {
     Run {
         /// The scenario file.
         file: std::path::PathBuf,
-        /// Run under this era instead of the file's profile (linux-5.14, linux-6.15).
-        #[arg(long, value_parser = ["linux-5.14", "linux-6.15"])]
+        /// Run under this preset instead of the file's profile: a design (linux-5.14,
+        /// linux-6.15) or a Debian kernel the oracle boots (linux-6.1, linux-6.12).
+        #[arg(long, value_parser = PRESETS)]
         profile: Option<String>,
         /// Print the run as JSON (schema in docs/SCENARIOS.md) instead of text.
         #[arg(long)]
@@ -93,8 +97,8 @@ enum Command {
     Explore {
         /// The scenario file.
         file: std::path::PathBuf,
-        /// Explore under this era instead of the file's profile.
-        #[arg(long, value_parser = ["linux-5.14", "linux-6.15"])]
+        /// Explore under this preset instead of the file's profile.
+        #[arg(long, value_parser = PRESETS)]
         profile: Option<String>,
         /// random (uniform choice at every point), pct (probabilistic concurrency
         /// testing, bug depth --pct-depth), or dfs (every schedule with at most
@@ -147,8 +151,8 @@ enum Command {
         file: std::path::PathBuf,
         /// The saved schedule (JSON).
         schedule: std::path::PathBuf,
-        /// Replay under this era instead of the one saved.
-        #[arg(long, value_parser = ["linux-5.14", "linux-6.15"])]
+        /// Replay under this preset instead of the one saved.
+        #[arg(long, value_parser = PRESETS)]
         profile: Option<String>,
         /// Print the failure as JSON instead of the account.
         #[arg(long)]
@@ -284,5 +288,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn profile_choices_are_every_preset() {
+        let names: Vec<&str> = svmkit::Profile::PRESETS.iter().map(|p| p.name).collect();
+        assert_eq!(super::PRESETS.to_vec(), names);
     }
 }

@@ -534,7 +534,7 @@ fn pte_kind_of(cx: &mut Ctx, n: &Node) -> Option<PteKind> {
 
 /// The profile: a preset name, or a table `{ preset = "...", <switch> = <bool> }`.
 fn profile_of(cx: &mut Ctx, n: &Node) -> Option<Profile> {
-    let names: Vec<&str> = Profile::ALL.iter().map(|p| p.name).collect();
+    let names: Vec<&str> = Profile::PRESETS.iter().map(|p| p.name).collect();
     let by_name = |cx: &mut Ctx, n: &Node| -> Option<Profile> {
         let s = cx.want_str(n, "profile")?;
         let p = Profile::by_name(&s);
@@ -944,7 +944,7 @@ fn outcomes_of(cx: &mut Ctx, n: &Node, explore: bool) -> Vec<EraOutcome> {
         );
         return out;
     };
-    let names: Vec<&str> = Profile::ALL.iter().map(|p| p.name).collect();
+    let names: Vec<&str> = Profile::PRESETS.iter().map(|p| p.name).collect();
     for (era, span, v) in entries {
         if Profile::by_name(era).is_none() {
             let mut p = Problem::new(*span, format!("unknown era `{era}`")).label("unknown era");
@@ -1441,7 +1441,7 @@ fn per_era<T>(
     let Kind::Table(entries) = &n.kind else {
         return inner(cx, n).map(PerEra::All);
     };
-    let names: Vec<&str> = Profile::ALL.iter().map(|p| p.name).collect();
+    let names: Vec<&str> = Profile::PRESETS.iter().map(|p| p.name).collect();
     if entries.is_empty() {
         cx.err(
             Problem::new(n.span, format!("{what} names no era"))

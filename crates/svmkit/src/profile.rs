@@ -139,17 +139,60 @@ impl Profile {
         }
     }
 
-    /// The preset called `name` (`linux-5.14` or `linux-6.15`).
-    pub fn by_name(name: &str) -> Option<Profile> {
-        match name {
-            "linux-5.14" => Some(Profile::linux_5_14()),
-            "linux-6.15" => Some(Profile::linux_6_15()),
-            _ => None,
+    /// Debian's Linux 6.1 (`linux-source-6.1`, 6.1.192, the kernel `oracle/` boots):
+    /// the 2021 design with the later fixes that tree has, each read in the unpacked
+    /// Debian source. Every other switch is 5.14's: `make_device_exclusive_range()`
+    /// with `PageTail(pages[i]) || !folio_trylock(folio)` and the rmap walk
+    /// `folio_make_device_exclusive()` (mm/rmap.c), `change_pte_range()` turning
+    /// writable entries readable (mm/mprotect.c), the restore's
+    /// `MMU_NOTIFY_EXCLUSIVE` with owner NULL and `maybe_mkwrite(pte_mkdirty())` of a
+    /// writable entry (mm/memory.c, `remove_device_exclusive_entry()`,
+    /// `restore_exclusive_pte()`).
+    /// * `restore_takes_folio_ref`: `remove_device_exclusive_entry()` calls
+    ///   `folio_try_get()` before `folio_lock_or_retry()` (mm/memory.c).
+    /// * `dmirror_map_only_full_chunks`: `dmirror_exclusive()` calls
+    ///   `dmirror_atomic_map()` only when every page of the chunk was returned
+    ///   (lib/test_hmm.c).
+    /// * `svm_atomic_unlock_on_retry`: `nouveau_atomic_range_fault()` does
+    ///   `folio_unlock(); folio_put();` before retrying after
+    ///   `mmu_interval_read_retry()` (drivers/gpu/drm/nouveau/nouveau_svm.c).
+    pub const fn linux_6_1() -> Profile {
+        Profile {
+            name: "linux-6.1",
+            restore_takes_folio_ref: true,
+            dmirror_map_only_full_chunks: true,
+            svm_atomic_unlock_on_retry: true,
+            ..Profile::linux_5_14()
         }
     }
 
-    /// Both presets, oldest first.
+    /// Debian's Linux 6.12 (`linux-source-6.12`, 6.12.117, the kernel `oracle/`
+    /// boots): the same switches as [`Profile::linux_6_1`], read in the same files and
+    /// functions of that tree (6.12 has the 2021 design too; the 2025 rework is 6.15).
+    pub const fn linux_6_12() -> Profile {
+        Profile {
+            name: "linux-6.12",
+            ..Profile::linux_6_1()
+        }
+    }
+
+    /// The preset called `name`: one of [`Profile::PRESETS`].
+    pub fn by_name(name: &str) -> Option<Profile> {
+        Profile::PRESETS.into_iter().find(|p| p.name == name)
+    }
+
+    /// The two designs, oldest first: the 2021 design as merged and the 2025 one
+    /// (what "both eras" means in the CLI and the tests).
     pub const ALL: [Profile; 2] = [Profile::linux_5_14(), Profile::linux_6_15()];
+
+    /// Every nameable preset, oldest first: the two designs and the two Debian
+    /// kernels the oracle boots (`linux-6.1`, `linux-6.12`).
+    pub const PRESETS: [Profile; 4] = [
+        Profile::linux_5_14(),
+        Profile::linux_6_1(),
+        Profile::linux_6_12(),
+        Profile::linux_6_15(),
+    ];
 }
 
 /// One boolean switch of [`Profile`], by name, for tools that read profiles from files
@@ -244,5 +287,45 @@ impl fmt::Debug for Profile {
             .field("restore_event", &self.restore_event)
             .field("mapcount_kept_on_entry", &self.mapcount_kept_on_entry)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Profile, SWITCHES};
+
+    #[test]
+    fn every_preset_is_nameable_by_its_own_name() {
+        for p in Profile::PRESETS {
+            assert_eq!(Profile::by_name(p.name), Some(p), "{}", p.name);
+        }
+        assert_eq!(Profile::by_name("linux-6.13"), None);
+    }
+
+    /// The Debian kernels are the 2021 design plus exactly the fixes read in their
+    /// trees (the docs of `Profile::linux_6_1`): a switch changed by mistake, or a
+    /// preset built from the wrong base, shows here.
+    #[test]
+    fn the_debian_kernels_are_the_2021_design_with_three_fixes() {
+        let e1 = Profile::linux_5_14();
+        for k in [Profile::linux_6_1(), Profile::linux_6_12()] {
+            let differ: Vec<&str> = SWITCHES
+                .iter()
+                .filter(|s| (s.get)(&k) != (s.get)(&e1))
+                .map(|s| s.name)
+                .collect();
+            assert_eq!(
+                differ,
+                [
+                    "restore_takes_folio_ref",
+                    "dmirror_map_only_full_chunks",
+                    "svm_atomic_unlock_on_retry"
+                ],
+                "{}",
+                k.name
+            );
+            assert_eq!(k.restore_event, e1.restore_event, "{}", k.name);
+            assert_eq!(k.restore_writability, e1.restore_writability, "{}", k.name);
+        }
     }
 }
