@@ -52,6 +52,22 @@ pub struct Scenario {
     pub outcomes: Vec<EraOutcome>,
     /// What `svmkit explore` finds (`[explore]`).
     pub explore: ExploreSpec,
+    /// Where a real kernel is known to differ from the model (`[oracle]`).
+    pub oracle: Vec<Divergence>,
+}
+
+/// `[oracle] divergences`: one observable where the golden of a real kernel differs
+/// from the model, on purpose and with its reason; the oracle comparison accepts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    /// The kernel (`6.12`, `6.1`) or `all`.
+    pub kernel: String,
+    /// The `id` of the step, or `end`.
+    pub step: String,
+    /// Which observable: `result`, `pte`, `soft_dirty`, `faults`, `cpages`, `value`.
+    pub field: String,
+    /// Why they differ.
+    pub reason: String,
 }
 
 /// `[explore]`: what exploring the file's schedules finds, per era.

@@ -35,6 +35,7 @@ pub mod ast;
 pub mod diag;
 pub mod engine;
 pub mod explore;
+pub mod oracle;
 pub mod parse;
 mod world;
 

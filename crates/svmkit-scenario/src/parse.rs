@@ -596,8 +596,8 @@ fn thp_of(cx: &mut Ctx, n: &Node) -> Option<ThpMode> {
 }
 
 const SCENARIO_KEYS: [&str; 5] = ["name", "profile", "frames", "swap", "thp"];
-const TOP_KEYS: [&str; 8] = [
-    "scenario", "process", "map", "device", "thread", "expect", "outcomes", "explore",
+const TOP_KEYS: [&str; 9] = [
+    "scenario", "process", "map", "device", "thread", "expect", "outcomes", "explore", "oracle",
 ];
 const MAP_KEYS: [&str; 7] = ["name", "process", "at", "len", "prot", "shared", "advice"];
 const DEVICE_KEYS: [&str; 5] = ["name", "driver", "process", "max_passes", "flaws"];
@@ -868,6 +868,9 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
             cx.err(p);
         }
     }
+    let oracle = top
+        .get("oracle")
+        .map_or_else(Vec::new, |o| oracle_spec(cx, o, &ids));
     top.finish(cx, &TOP_KEYS);
     if threads.is_empty() && cx.problems.is_empty() {
         cx.err(
@@ -889,7 +892,93 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
         expect,
         outcomes,
         explore,
+        oracle,
     })
+}
+
+/// The observables an oracle comparison looks at, as `[oracle] divergences` names them.
+pub const ORACLE_FIELDS: [&str; 6] = ["result", "pte", "soft_dirty", "faults", "cpages", "value"];
+
+/// `[oracle]`: `divergences = [{ kernel = "6.12", step = "ID", field = "faults",
+/// reason = "..." }]`, the observables where a real kernel's golden is known to differ
+/// from the model.
+fn oracle_spec(cx: &mut Ctx, n: &Node, ids: &[&str]) -> Vec<Divergence> {
+    let mut out = Vec::new();
+    let Some(mut t) = Tbl::new(cx, n, "[oracle]") else {
+        return out;
+    };
+    let list: Vec<&Node> = match t.get("divergences").map(|d| &d.kind) {
+        Some(Kind::Array(a)) => a.iter().collect(),
+        Some(_) => {
+            if let Some(d) = t.get("divergences") {
+                cx.err(
+                    Problem::new(d.span, "divergences must be a list of tables")
+                        .label("expected a list")
+                        .help("divergences = [{ kernel = \"6.12\", step = \"ID\", field = \"faults\", reason = \"...\" }]"),
+                );
+            }
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    for d in list {
+        let Some(mut e) = Tbl::new(cx, d, "a divergence") else {
+            continue;
+        };
+        let get = |cx: &mut Ctx, e: &mut Tbl<'_>, k: &str| {
+            e.require(cx, k)
+                .and_then(|v| cx.want_str(v, k).map(|s| (s, v.span)))
+        };
+        let kernel = get(cx, &mut e, "kernel");
+        let step = get(cx, &mut e, "step");
+        let field = get(cx, &mut e, "field");
+        let reason = get(cx, &mut e, "reason");
+        if let Some((k, span)) = &kernel
+            && !["6.12", "6.1", "all"].contains(&k.as_str())
+        {
+            cx.err(
+                Problem::new(*span, format!("no oracle kernel is called `{k}`"))
+                    .label("unknown kernel")
+                    .help("the oracle boots 6.12 and 6.1; `all` names both"),
+            );
+        }
+        if let Some((st, span)) = &step
+            && st != "end"
+            && !ids.contains(&st.as_str())
+        {
+            let mut p =
+                Problem::new(*span, format!("no step has id `{st}`")).label("unknown step id");
+            p = match did_you_mean(st, ids.iter().copied()) {
+                Some(h) => p.help(h),
+                None => p.help("give the step `id = \"...\"`, or use \"end\" for the end values"),
+            };
+            cx.err(p);
+        }
+        if let Some((f, span)) = &field
+            && !ORACLE_FIELDS.contains(&f.as_str())
+        {
+            cx.err(
+                Problem::new(
+                    *span,
+                    format!("`{f}` is not an observable the oracle compares"),
+                )
+                .label("unknown field")
+                .help(format!("one of: {}", ORACLE_FIELDS.join(", "))),
+            );
+        }
+        e.finish(cx, &["kernel", "step", "field", "reason"]);
+        if let (Some(kernel), Some(step), Some(field), Some(reason)) = (kernel, step, field, reason)
+        {
+            out.push(Divergence {
+                kernel: kernel.0,
+                step: step.0,
+                field: field.0,
+                reason: reason.0,
+            });
+        }
+    }
+    t.finish(cx, &["divergences"]);
+    out
 }
 
 /// `[explore]`: `schedules` (the budget the outcomes are claimed for), `max_steps`
