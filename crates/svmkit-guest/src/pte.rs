@@ -9,8 +9,12 @@
 //!   (migration, device-private, device-exclusive).
 //!
 //! pagemap has no write bit and no dirty bit. `rw`/`ro` of a present PTE is
-//! inferred: `rw` when the VMA is writable, the page is not the zero page and it is
-//! mapped exclusively (bit 56); `ro` otherwise. `dirty` and `young` are never shown.
+//! inferred: `rw` when the VMA is writable, the page is not the zero page, it is
+//! mapped exclusively (bit 56) and bit 55 is set; `ro` otherwise. (Bit 55 clear means
+//! the VMA tracks soft-dirty, VM_SOFTDIRTY clear, and then a writable PTE is always
+//! soft-dirty: clear_refs write-protects what it cleans, and every way back to
+//! writable, a write fault or can_change_pte_writable(), sets or needs the bit.)
+//! `dirty` and `young` are never shown.
 
 /// The kinds an entry can have, as the guest sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +102,7 @@ pub fn decode(raw: u64, ctx: &Ctx, vma_writable: bool) -> Entry {
         Kind::Present {
             pfn,
             zero,
-            write: vma_writable && !zero && exclusive,
+            write: vma_writable && !zero && exclusive && soft_dirty,
         }
     } else if raw & (1 << 62) != 0 {
         let t = raw & 0x1f;
@@ -190,9 +194,11 @@ mod tests {
             decode(de, &CTX, true).text(),
             "device-exclusive pfn 0x1234 soft-dirty"
         );
-        let p = (1 << 63) | (1 << 56) | 0x99;
-        assert_eq!(decode(p, &CTX, true).text(), "present pfn 0x99 rw");
-        assert_eq!(decode(p, &CTX, false).text(), "present pfn 0x99 ro");
+        let p = (1 << 63) | (1 << 56) | (1 << 55) | 0x99;
+        assert_eq!(decode(p, &CTX, true).text(), "present pfn 0x99 rw soft-dirty");
+        assert_eq!(decode(p, &CTX, false).text(), "present pfn 0x99 ro soft-dirty");
+        let clean = (1 << 63) | (1 << 56) | 0x99;
+        assert_eq!(decode(clean, &CTX, true).text(), "present pfn 0x99 ro");
         let z = (1 << 63) | (1 << 55) | 0x10;
         assert_eq!(
             decode(z, &CTX, true).text(),
