@@ -1,0 +1,942 @@
+//! Runs one scenario file on the real kernel, on the schedule of `svmkit run`, and
+//! writes the report `svmkit run --json` writes (`svmkit_scenario::RunReport`).
+
+use std::os::fd::OwnedFd;
+
+use serde::Serialize;
+use svmkit::mm::{Advice, ThpMode};
+use svmkit_scenario::ast::*;
+use svmkit_scenario::engine::{EndCheck, RunReport, StepRecord};
+
+use crate::pte::{self, Ctx, Entry, Kind};
+use crate::sys::{self, PAGE, Pagemap};
+
+/// What the runner learnt of the kernel at start.
+#[derive(Debug)]
+pub struct Env {
+    /// How to decode pagemap entries.
+    pub ctx: Ctx,
+    /// Where the device-exclusive swap type came from (`flag` or `detected`).
+    pub excl_source: &'static str,
+    /// `uname -r`.
+    pub kernel: String,
+}
+
+fn errno_name(e: sys::Errno) -> String {
+    svmkit::Errno::ALL
+        .iter()
+        .find(|x| x.code() == e)
+        .map_or_else(|| format!("errno {e}"), |x| x.name().to_string())
+}
+
+impl Env {
+    /// Learns the zero page's pfn (a read of an untouched page maps it), the
+    /// device-exclusive swap type (an EXCLUSIVE of a written page, unless `excl` gives
+    /// it), and maps in every page of this program's text (so that a CPU step's fault
+    /// count has no fault of the runner's own code in it).
+    pub fn probe(excl: Option<u64>) -> Result<Env, String> {
+        // SAFETY: mlockall/munlockall take no pointers; MCL_CURRENT faults in every
+        // page mapped now (the program's text, data, stack); munlockall leaves them
+        // mapped and unlocks them, so scenario mappings made later are not affected.
+        let locked = unsafe { libc::mlockall(libc::MCL_CURRENT) } == 0;
+        if locked {
+            // SAFETY: as above.
+            unsafe { libc::munlockall() };
+        }
+        let pm = Pagemap::open().map_err(|e| format!("cannot open /proc/self/pagemap: {e}"))?;
+        let e = |e: sys::Errno| format!("probe: {}", errno_name(e));
+        let a = sys::mmap(None, 2 * PAGE, 3, false).map_err(e)?;
+        // Warm the paths the CPU steps take.
+        let f0 = sys::faults_now();
+        let _ = sys::load(a);
+        sys::store(a + PAGE, 1);
+        let _ = sys::fetch_add(a + PAGE, 1);
+        let _ = sys::faults_now() - f0;
+        let z = pm.entry(a);
+        if z & (1 << 63) == 0 {
+            return Err("probe: a read of an untouched page did not map the zero page".into());
+        }
+        let zero_pfn = z & ((1 << 55) - 1);
+        if zero_pfn == 0 {
+            return Err("probe: pagemap shows no pfns (not root?)".into());
+        }
+        let (excl_type, excl_source) = match excl {
+            Some(x) => (x, "flag"),
+            None => {
+                let fd = sys::open_dmirror(0)
+                    .map_err(|x| format!("probe: open /dev/hmm_dmirror0: {}", errno_name(x)))?;
+                let mut cmd = sys::DmirrorCmd {
+                    addr: a + PAGE,
+                    npages: 1,
+                    ..Default::default()
+                };
+                let mut buf = vec![0u64; 512];
+                sys::dmirror_ioctl::<{ sys::HMM_DMIRROR_EXCLUSIVE }>(&fd, &mut cmd, &mut buf)
+                    .map_err(|x| format!("probe: HMM_DMIRROR_EXCLUSIVE: {}", errno_name(x)))?;
+                let d = pm.entry(a + PAGE);
+                if d & (1 << 62) == 0 {
+                    return Err(format!(
+                        "probe: no swap-format entry after HMM_DMIRROR_EXCLUSIVE (pagemap {d:#x})"
+                    ));
+                }
+                (d & 0x1f, "detected")
+            }
+        };
+        sys::munmap(a, 2 * PAGE).map_err(e)?;
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "?".into(), |s| s.trim().to_string());
+        Ok(Env {
+            ctx: Ctx {
+                excl_type,
+                zero_pfn,
+            },
+            excl_source,
+            kernel,
+        })
+    }
+}
+
+/// The `oracle` field of the JSON: which kernel ran the file, and what the guest could
+/// not check.
+#[derive(Debug, Serialize)]
+struct Header {
+    runner: &'static str,
+    kernel: String,
+    config_sha256: Option<String>,
+    exclusive_swap_type: u64,
+    exclusive_swap_type_from: &'static str,
+    era: String,
+    /// Expectations of the file the guest cannot observe on a real kernel (not
+    /// checked; `line N: expect_refcount`).
+    unchecked: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Out<'a> {
+    oracle: Header,
+    #[serde(flatten)]
+    report: &'a RunReport,
+}
+
+/// A step's result: a value, nothing, or an error by name (`EBUSY`, `SIGSEGV`).
+type StepResult = Result<Option<u64>, String>;
+
+fn line_of(src: &str, off: usize) -> usize {
+    src.get(..off.min(src.len()))
+        .map_or(1, |s| s.matches('\n').count() + 1)
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Read { .. } => "read",
+        Op::Write { .. } => "write",
+        Op::FetchAdd { .. } => "fetch_add",
+        Op::Mmap { .. } => "mmap",
+        Op::Munmap { .. } => "munmap",
+        Op::Mprotect { .. } => "mprotect",
+        Op::Madvise { .. } => "madvise",
+        Op::Fork { .. } => "fork",
+        Op::Exit { .. } => "exit",
+        Op::ClearSoftDirty => "clear_soft_dirty",
+        Op::UffdWp { .. } => "uffd_wp",
+        Op::MakeExclusive { .. } => "make_exclusive",
+        Op::MakeExclusiveRange { .. } => "make_exclusive_range",
+        Op::Kill { .. } => "kill",
+        Op::Release { .. } => "release",
+        Op::Gup { .. } => "gup",
+        Op::Unpin { .. } => "unpin",
+        Op::AtomicAdd { .. } => "atomic_add",
+        Op::Dmirror { cmd, .. } => match cmd {
+            DmirrorCmd::Read => "dmirror_read",
+            DmirrorCmd::Write => "dmirror_write",
+            DmirrorCmd::Exclusive => "dmirror_exclusive",
+            DmirrorCmd::CheckExclusive => "dmirror_check_exclusive",
+        },
+        Op::Reclaim { .. } => "reclaim",
+        Op::ReclaimFolio { .. } => "reclaim_folio",
+        Op::Migrate { .. } => "migrate",
+        Op::Fill { .. } => "fill",
+        Op::Touch { .. } => "touch",
+        Op::Compare { .. } => "compare",
+    }
+}
+
+/// Why the file cannot run on the kernel, if it cannot: the first step (or
+/// declaration) the runner has no real counterpart for.
+fn unsupported(sc: &Scenario, src: &str, path: &str) -> Option<String> {
+    if sc.processes.len() != 1 || !sc.processes[0].at_start {
+        return Some(format!(
+            "{path}: {} processes: the kernel runner runs one process (no fork yet)",
+            sc.processes.len()
+        ));
+    }
+    for d in &sc.devices {
+        if !matches!(d.driver, Driver::Dmirror) {
+            return Some(format!(
+                "{path}:{}: device `{}` with driver svm_atomic: the kernel runner has only dmirror (/dev/hmm_dmirror<N>); the nouveau-style loop is a later phase",
+                line_of(src, d.span.start),
+                d.name
+            ));
+        }
+    }
+    if sc.devices.len() > 2 {
+        return Some(format!(
+            "{path}: {} dmirror devices: the kernel has two (hmm_dmirror0, 1) without --spm",
+            sc.devices.len()
+        ));
+    }
+    for th in &sc.threads {
+        for s in &th.steps {
+            let why = match &s.op {
+                Op::Fork { .. } => Some("fork is not supported yet"),
+                Op::Exit { .. } => Some("exit is not supported yet"),
+                Op::UffdWp { .. } => Some("uffd_wp is not supported yet"),
+                Op::MakeExclusive { .. } | Op::MakeExclusiveRange { .. } => Some(
+                    "make_device_exclusive is a kernel-internal call; only dmirror's EXCLUSIVE reaches it from user space",
+                ),
+                Op::Kill { .. } => Some("the runner has one OS thread: nothing to kill"),
+                Op::Release { .. } | Op::Gup { .. } | Op::Unpin { .. } => {
+                    Some("GUP holds are kernel-internal (no user-space counterpart yet)")
+                }
+                Op::AtomicAdd { .. } => Some("atomic_add needs the svm_atomic driver"),
+                Op::Reclaim { .. } | Op::ReclaimFolio { .. } => {
+                    Some("targeted reclaim has no user-space counterpart (use madvise pageout)")
+                }
+                Op::Migrate { .. } => Some("migrate of one folio is not supported yet"),
+                _ => None,
+            };
+            if let Some(why) = why {
+                return Some(format!(
+                    "{path}:{}: step `{}` of thread {} cannot run on the real kernel: {why}",
+                    line_of(src, s.span.start),
+                    op_name(&s.op),
+                    th.name
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Runs the file at `path`; prints its JSON; returns the exit status (0 passed, 1
+/// failed, 2 not run).
+pub fn run_file(path: &str, opts: &crate::Options, env: &Env) -> u8 {
+    if opts.markers {
+        println!("===SVMKIT-GUEST-BEGIN {path}===");
+    }
+    let rc = run_file_inner(path, opts, env);
+    if opts.markers {
+        println!("===SVMKIT-GUEST-END {path} rc={rc}===");
+    }
+    rc
+}
+
+fn run_file_inner(path: &str, opts: &crate::Options, env: &Env) -> u8 {
+    let src = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("svmkit-guest: {path}: {e}");
+            return 2;
+        }
+    };
+    let sc = match svmkit_scenario::parse(path, &src) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("svmkit-guest: {e}");
+            return 2;
+        }
+    };
+    if let Some(why) = unsupported(&sc, &src, path) {
+        eprintln!("svmkit-guest: {why}");
+        return 2;
+    }
+    let era = opts
+        .era
+        .clone()
+        .unwrap_or_else(|| sc.profile.name.to_string());
+    if let Some(mode) = sc.thp {
+        let m = match mode {
+            ThpMode::Always => "always",
+            ThpMode::Madvise => "madvise",
+            ThpMode::Never => "never",
+        };
+        if let Err(e) = std::fs::write("/sys/kernel/mm/transparent_hugepage/enabled", m) {
+            eprintln!("svmkit-guest: {path}: cannot set THP mode {m}: {e}");
+            return 2;
+        }
+    }
+    let pm = match Pagemap::open() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("svmkit-guest: /proc/self/pagemap: {e}");
+            return 2;
+        }
+    };
+    let mut run = Run {
+        sc: &sc,
+        src: &src,
+        env,
+        era: era.clone(),
+        pm,
+        map_at: vec![None; sc.maps.len()],
+        fds: Vec::new(),
+        unchecked: Vec::new(),
+        vmas: Vec::new(),
+        vm_softdirty: vec![false; sc.maps.len()],
+    };
+    let report = run.go();
+    let out = Out {
+        oracle: Header {
+            runner: "svmkit-guest",
+            kernel: env.kernel.clone(),
+            config_sha256: opts.config_sha256.clone(),
+            exclusive_swap_type: env.ctx.excl_type,
+            exclusive_swap_type_from: env.excl_source,
+            era,
+            unchecked: std::mem::take(&mut run.unchecked),
+        },
+        report: &report,
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    );
+    run.teardown();
+    if report.passed { 0 } else { 1 }
+}
+
+struct Run<'a> {
+    sc: &'a Scenario,
+    src: &'a str,
+    env: &'a Env,
+    era: String,
+    pm: Pagemap,
+    /// Where each mapping was placed (None until mapped).
+    map_at: Vec<Option<u64>>,
+    /// One open /dev/hmm_dmirror<N> per device, in file order.
+    fds: Vec<OwnedFd>,
+    unchecked: Vec<String>,
+    /// /proc/self/maps as read at the start of the current step.
+    vmas: Vec<sys::Vma>,
+    /// Per mapping: whether its VMA still has VM_SOFTDIRTY (set by mmap, cleared by
+    /// clear_refs), which pagemap ORs into every entry's bit 55.
+    vm_softdirty: Vec<bool>,
+}
+
+fn expect_text(e: &Outcome) -> String {
+    match e {
+        Outcome::Ok(Some(v)) => format!("= {v}"),
+        Outcome::Ok(None) => "success".into(),
+        Outcome::Err(v) => v.iter().map(|e| e.name()).collect::<Vec<_>>().join(" or "),
+        Outcome::Any => "anything".into(),
+    }
+}
+
+fn result_text(r: &StepResult) -> String {
+    match r {
+        Ok(Some(v)) => format!("= {v}"),
+        Ok(None) => "ok".into(),
+        Err(e) => e.clone(),
+    }
+}
+
+fn outcome_holds(e: &Outcome, r: &StepResult) -> bool {
+    match (e, r) {
+        (Outcome::Any, _) => true,
+        (Outcome::Ok(None), Ok(_)) => true,
+        (Outcome::Ok(Some(v)), Ok(Some(got))) => v == got,
+        (Outcome::Err(list), Err(e)) => list.iter().any(|x| x.name() == e),
+        _ => false,
+    }
+}
+
+fn pte_expect_text(kind: PteKind, flags: &[(PteFlag, bool)]) -> String {
+    let mut s = kind.name().to_string();
+    for (f, b) in flags {
+        s.push_str(if *b { ", " } else { ", not " });
+        s.push_str(f.key());
+    }
+    s
+}
+
+/// Whether the entry is of `kind`; `None` when the guest cannot tell.
+fn entry_is(e: &Entry, kind: PteKind) -> Option<bool> {
+    Some(match (kind, e.kind) {
+        (PteKind::None, Kind::None) => true,
+        (PteKind::Present, Kind::Present { .. }) => true,
+        (PteKind::ZeroPage, Kind::Present { zero, .. }) => zero,
+        (PteKind::PresentWritable, Kind::Present { write, .. }) => write,
+        (PteKind::PresentReadOnly, Kind::Present { write, .. }) => !write,
+        (PteKind::DeviceExclusive, Kind::DeviceExclusive { .. }) => true,
+        (PteKind::Migration, Kind::Migration { .. }) => true,
+        (PteKind::Swap, Kind::Swap { .. }) => true,
+        // pagemap does not say whether a PMD maps the page.
+        (PteKind::HugePmd, _) => return None,
+        _ => false,
+    })
+}
+
+/// Bit `f` of the entry; `Err(None)` when pagemap does not show it.
+fn entry_flag(e: &Entry, f: PteFlag) -> Result<bool, Option<&'static str>> {
+    match (e.kind, f) {
+        (Kind::None, _) => Err(Some("a none PTE has no bits")),
+        (_, PteFlag::SoftDirty) => Ok(e.soft_dirty),
+        (_, PteFlag::UffdWp) => Ok(e.uffd_wp),
+        (Kind::Present { write, .. }, PteFlag::Write) => Ok(write),
+        (Kind::DeviceExclusive { write, .. }, PteFlag::Write) => Ok(write),
+        (Kind::Migration { write, .. }, PteFlag::Write) => Ok(write),
+        (_, PteFlag::Write) => Err(Some("a swap entry has no write bit")),
+        (Kind::Present { .. }, PteFlag::Dirty | PteFlag::Young) => Err(None),
+        (_, PteFlag::Dirty | PteFlag::Young) => {
+            Err(Some("a non-present entry has no dirty or young bit"))
+        }
+    }
+}
+
+fn advice(a: Advice) -> rustix::mm::Advice {
+    match a {
+        Advice::DontNeed => rustix::mm::Advice::LinuxDontNeed,
+        Advice::HugePage => rustix::mm::Advice::LinuxHugepage,
+        Advice::NoHugePage => rustix::mm::Advice::LinuxNoHugepage,
+        Advice::PageOut => rustix::mm::Advice::LinuxPageOut,
+    }
+}
+
+impl Run<'_> {
+    fn resolve(&self, a: &Addr) -> Option<u64> {
+        match a.map {
+            None => Some(a.offset),
+            Some(m) => self.map_at[m].map(|b| b.wrapping_add(a.offset)),
+        }
+    }
+
+    fn entry(&self, addr: u64) -> Entry {
+        let w = sys::vma_of(&self.vmas, addr).is_some_and(|v| v.write);
+        pte::decode(self.pm.entry(addr), &self.env.ctx, w)
+    }
+
+    fn step_addr(&self, op: &Op) -> Option<u64> {
+        match op {
+            Op::Read { at }
+            | Op::Write { at, .. }
+            | Op::FetchAdd { at, .. }
+            | Op::Munmap { at, .. }
+            | Op::Mprotect { at, .. }
+            | Op::Madvise { at, .. }
+            | Op::UffdWp { at, .. }
+            | Op::MakeExclusive { at, .. }
+            | Op::MakeExclusiveRange { at, .. }
+            | Op::Gup { at, .. }
+            | Op::AtomicAdd { at, .. }
+            | Op::Dmirror { at, .. }
+            | Op::ReclaimFolio { at }
+            | Op::Migrate { at }
+            | Op::Fill { at, .. }
+            | Op::Touch { at, .. }
+            | Op::Compare { at, .. } => self.resolve(at),
+            Op::Mmap { map } => self.map_at[*map],
+            _ => None,
+        }
+    }
+
+    /// The step as `svmkit run` writes it.
+    fn describe(&self, op: &Op) -> String {
+        let a = |a: &Addr| match self.resolve(a) {
+            Some(v) if a.map.is_some() => format!("{} ({v:#x})", a.text),
+            _ => a.text.clone(),
+        };
+        match op {
+            Op::Read { at } => format!("read {}", a(at)),
+            Op::Write { at, value } => format!("write {} = {value}", a(at)),
+            Op::FetchAdd { at, value } => format!("fetch_add {} += {value}", a(at)),
+            Op::Mmap { map } => format!("mmap {}", self.sc.maps[*map].name),
+            Op::Munmap { at, len } => format!("munmap {} len {len:#x}", a(at)),
+            Op::Mprotect { at, len, prot } => format!("mprotect {} len {len:#x} {prot:?}", a(at)),
+            Op::Madvise { at, len, advice } => {
+                format!("madvise {} len {len:#x} {advice:?}", a(at))
+            }
+            Op::ClearSoftDirty => "clear_refs soft-dirty".into(),
+            Op::Dmirror {
+                cmd,
+                at,
+                pages,
+                value,
+            } => format!(
+                "dmirror {} {} pages {pages}{}",
+                match cmd {
+                    DmirrorCmd::Read => "READ",
+                    DmirrorCmd::Write => "WRITE",
+                    DmirrorCmd::Exclusive => "EXCLUSIVE",
+                    DmirrorCmd::CheckExclusive => "CHECK_EXCLUSIVE",
+                },
+                a(at),
+                if matches!(cmd, DmirrorCmd::Write) {
+                    format!(" = {value}")
+                } else {
+                    String::new()
+                }
+            ),
+            Op::Fill { at, pages, value } => {
+                format!("fill {} pages {pages} with {value} + i", a(at))
+            }
+            Op::Compare { at, pages, value } => {
+                format!("compare {} pages {pages} with {value} + i", a(at))
+            }
+            Op::Touch { at, pages, value } => {
+                format!("touch {} pages {pages} with {value}", a(at))
+            }
+            other => op_name(other).to_string(),
+        }
+    }
+
+    /// Maps the file's `[[map]]`s (not those a `mmap` step makes) and opens the devices.
+    fn setup(&mut self, report: &mut RunReport) -> bool {
+        let by_step: Vec<usize> = self
+            .sc
+            .threads
+            .iter()
+            .flat_map(|t| t.steps.iter())
+            .filter_map(|s| match s.op {
+                Op::Mmap { map } => Some(map),
+                _ => None,
+            })
+            .collect();
+        for m in 0..self.sc.maps.len() {
+            if !by_step.contains(&m)
+                && let Err(e) = self.map(m)
+            {
+                report.end.push(EndCheck {
+                    what: format!("map {}", self.sc.maps[m].name),
+                    ok: false,
+                    detail: format!("setup mmap failed: {e}"),
+                });
+                return false;
+            }
+        }
+        for (i, d) in self.sc.devices.iter().enumerate() {
+            match sys::open_dmirror(i) {
+                Ok(fd) => self.fds.push(fd),
+                Err(e) => {
+                    report.end.push(EndCheck {
+                        what: format!("device {}", d.name),
+                        ok: false,
+                        detail: format!("open /dev/hmm_dmirror{i} failed: {}", errno_name(e)),
+                    });
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn map(&mut self, m: usize) -> Result<u64, String> {
+        let map = &self.sc.maps[m];
+        let addr = sys::mmap(map.at, map.len, map.prot.bits(), map.shared).map_err(errno_name)?;
+        for a in &map.advice {
+            sys::madvise(addr, map.len, advice(*a)).map_err(errno_name)?;
+        }
+        self.map_at[m] = Some(addr);
+        self.vm_softdirty[m] = true;
+        Ok(addr)
+    }
+
+    fn teardown(&mut self) {
+        self.fds.clear();
+        for m in 0..self.sc.maps.len() {
+            if let Some(a) = self.map_at[m].take() {
+                let _ = sys::munmap(a, self.sc.maps[m].len);
+            }
+        }
+    }
+
+    /// The schedule of `svmkit run` (docs/SCENARIOS.md), without locks: nothing in a
+    /// file the runner accepts holds one, so a thread only waits for `after`.
+    fn go(&mut self) -> RunReport {
+        let sc = self.sc;
+        let mut report = RunReport::new(&sc.name, &self.era);
+        if !self.setup(&mut report) {
+            report.passed = false;
+            return report;
+        }
+        let mut pc = vec![0usize; sc.threads.len()];
+        let mut turn = 0;
+        loop {
+            let mut progressed = false;
+            let mut waiting = Vec::new();
+            for t in 0..sc.threads.len() {
+                let th = &sc.threads[t];
+                let Some(step) = th.steps.get(pc[t]) else {
+                    continue;
+                };
+                turn += 1;
+                let unfinished: Vec<&str> = th
+                    .after
+                    .iter()
+                    .filter(|&&j| pc[j] < sc.threads[j].steps.len())
+                    .map(|&j| sc.threads[j].name.as_str())
+                    .collect();
+                if !unfinished.is_empty() {
+                    let b = format!("thread {} to finish (after)", unfinished.join(", "));
+                    waiting.push(format!("{} waits for {b}", th.name));
+                    let last_wait = report
+                        .steps
+                        .iter()
+                        .rev()
+                        .find(|s| s.thread == th.name)
+                        .is_some_and(|s| {
+                            s.waited && s.result.strip_prefix("waits for ") == Some(&b)
+                        });
+                    if !last_wait {
+                        report.steps.push(StepRecord {
+                            turn,
+                            thread: th.name.clone(),
+                            line: line_of(self.src, step.span.start),
+                            step: self.describe(&step.op),
+                            result: format!("waits for {b}"),
+                            waited: true,
+                            pte: None,
+                            events: Vec::new(),
+                            decisions: Vec::new(),
+                            devices: Vec::new(),
+                            faults: None,
+                            cpages: None,
+                            folio: None,
+                            failed: None,
+                            note: None,
+                            id: None,
+                        });
+                    }
+                    continue;
+                }
+                progressed = true;
+                let rec = self.perform(t, step, turn);
+                if rec.failed.is_some() {
+                    report.passed = false;
+                }
+                report.steps.push(rec);
+                pc[t] += 1;
+            }
+            if !progressed {
+                if !waiting.is_empty() {
+                    report.deadlock = Some(waiting.join("; "));
+                    report.passed = false;
+                }
+                break;
+            }
+        }
+        self.vmas = sys::vmas();
+        for (p, at, want, _) in &sc.expect.values {
+            let got = match self.resolve(at) {
+                None => Err(format!("{} is not mapped", at.text)),
+                Some(a) => self.cpu_ok(a, false).map(|()| sys::load(a)),
+            };
+            report.end.push(EndCheck {
+                what: format!("{} reads {} = {want}", sc.processes[*p].name, at.text),
+                ok: got.as_ref().is_ok_and(|g| g == want),
+                detail: match got {
+                    Ok(g) => format!("read {g}"),
+                    Err(e) => e,
+                },
+            });
+        }
+        if report.end.iter().any(|c| !c.ok) {
+            report.passed = false;
+        }
+        report
+    }
+
+    /// Whether a CPU access at `addr` would complete: aligned (else EINVAL, as the
+    /// model), inside a VMA of /proc/self/maps that permits it (else SIGSEGV, which the
+    /// kernel would raise: `bad_area()` before `handle_mm_fault()`, so no fault counts).
+    fn cpu_ok(&self, addr: u64, write: bool) -> Result<(), String> {
+        if addr % 8 != 0 {
+            return Err("EINVAL".into());
+        }
+        match sys::vma_of(&self.vmas, addr) {
+            Some(v) if (write && v.write) || (!write && (v.read || v.write)) => Ok(()),
+            _ => Err("SIGSEGV".into()),
+        }
+    }
+
+    fn run_step(
+        &mut self,
+        t: usize,
+        step: &Step,
+        faults: &mut u64,
+        cpages: &mut Option<u64>,
+    ) -> StepResult {
+        let addr = |r: &Self, a: &Addr| r.resolve(a).ok_or_else(|| "EFAULT".to_string());
+        match &step.op {
+            Op::Read { at } => {
+                let a = addr(self, at)?;
+                self.cpu_ok(a, false)?;
+                let f0 = sys::faults_now();
+                let v = sys::load(a);
+                *faults = sys::faults_now() - f0;
+                Ok(Some(v))
+            }
+            Op::Write { at, value } => {
+                let a = addr(self, at)?;
+                self.cpu_ok(a, true)?;
+                let f0 = sys::faults_now();
+                sys::store(a, *value);
+                *faults = sys::faults_now() - f0;
+                Ok(None)
+            }
+            Op::FetchAdd { at, value } => {
+                let a = addr(self, at)?;
+                self.cpu_ok(a, true)?;
+                let f0 = sys::faults_now();
+                let v = sys::fetch_add(a, *value);
+                *faults = sys::faults_now() - f0;
+                Ok(Some(v))
+            }
+            Op::Mmap { map } => self.map(*map).map(Some),
+            Op::Munmap { at, len } => sys::munmap(addr(self, at)?, *len)
+                .map(|()| None)
+                .map_err(errno_name),
+            Op::Mprotect { at, len, prot } => sys::mprotect(addr(self, at)?, *len, prot.bits())
+                .map(|()| None)
+                .map_err(errno_name),
+            Op::Madvise { at, len, advice: a } => {
+                sys::madvise(addr(self, at)?, *len, advice(*a))
+                    .map(|()| None)
+                    .map_err(errno_name)
+            }
+            Op::ClearSoftDirty => {
+                std::fs::write("/proc/self/clear_refs", "4")
+                    .map_err(|e| e.raw_os_error().map_or_else(|| e.to_string(), errno_name))?;
+                self.vm_softdirty.fill(false);
+                Ok(None)
+            }
+            Op::Dmirror {
+                cmd,
+                at,
+                pages,
+                value,
+            } => {
+                let a = addr(self, at)?;
+                let Actor::Device(d) = self.sc.threads[t].actor else {
+                    return Err("EINVAL".into());
+                };
+                if pages.saturating_mul(PAGE) > 64 << 20 {
+                    return Err("EINVAL".into());
+                }
+                let mut buf = vec![0u64; (*pages * PAGE / 8) as usize];
+                if matches!(cmd, DmirrorCmd::Write) {
+                    buf.fill(*value);
+                }
+                let mut c = sys::DmirrorCmd {
+                    addr: a,
+                    npages: *pages,
+                    ..Default::default()
+                };
+                let fd = &self.fds[d];
+                let r = match cmd {
+                    DmirrorCmd::Read => {
+                        sys::dmirror_ioctl::<{ sys::HMM_DMIRROR_READ }>(fd, &mut c, &mut buf)
+                    }
+                    DmirrorCmd::Write => {
+                        sys::dmirror_ioctl::<{ sys::HMM_DMIRROR_WRITE }>(fd, &mut c, &mut buf)
+                    }
+                    DmirrorCmd::Exclusive => {
+                        sys::dmirror_ioctl::<{ sys::HMM_DMIRROR_EXCLUSIVE }>(fd, &mut c, &mut buf)
+                    }
+                    DmirrorCmd::CheckExclusive => sys::dmirror_ioctl::<
+                        { sys::HMM_DMIRROR_CHECK_EXCLUSIVE },
+                    >(fd, &mut c, &mut buf),
+                };
+                r.map_err(errno_name)?;
+                *cpages = Some(c.cpages);
+                Ok(Some(match cmd {
+                    DmirrorCmd::Read | DmirrorCmd::Exclusive => buf.first().copied().unwrap_or(0),
+                    _ => c.cpages,
+                }))
+            }
+            Op::Fill { at, pages, value } => {
+                let a = addr(self, at)?;
+                if pages.saturating_mul(PAGE) > 64 << 20 {
+                    return Err("EINVAL".into());
+                }
+                let mut i = 0u64;
+                for p in 0..*pages {
+                    let page = a + p * PAGE;
+                    self.cpu_ok(page, true)?;
+                    for w in 0..PAGE / 8 {
+                        sys::store(page + w * 8, value.wrapping_add(i));
+                        i += 1;
+                    }
+                }
+                Ok(Some(i))
+            }
+            Op::Touch { at, pages, value } => {
+                let a = addr(self, at)?;
+                let ok = (0..*pages)
+                    .take_while(|p| self.cpu_ok(a + p * PAGE, true).is_ok())
+                    .count() as u64;
+                let f0 = sys::faults_now();
+                for p in 0..ok {
+                    sys::store(a + p * PAGE, *value);
+                }
+                *faults = sys::faults_now() - f0;
+                if ok < *pages {
+                    return self.cpu_ok(a + ok * PAGE, true).map(|()| None);
+                }
+                Ok(Some(*pages))
+            }
+            Op::Compare { at, pages, value } => {
+                let a = addr(self, at)?;
+                if pages.saturating_mul(PAGE) > 64 << 20 {
+                    return Err("EINVAL".into());
+                }
+                let mut i = 0u64;
+                let mut differ = 0u64;
+                for p in 0..*pages {
+                    let page = a + p * PAGE;
+                    self.cpu_ok(page, false)?;
+                    for w in 0..PAGE / 8 {
+                        if sys::load(page + w * 8) != value.wrapping_add(i) {
+                            differ += 1;
+                        }
+                        i += 1;
+                    }
+                }
+                Ok(Some(differ))
+            }
+            other => Err(format!("{} is not supported", op_name(other))),
+        }
+    }
+
+    fn perform(&mut self, t: usize, step: &Step, turn: usize) -> StepRecord {
+        let line = line_of(self.src, step.span.start);
+        let a = self.step_addr(&step.op);
+        self.vmas = sys::vmas();
+        let before = a.map(|a| self.entry(a));
+        let text = self.describe(&step.op);
+        let mut faults = 0;
+        let mut cpages = None;
+        let r = self.run_step(t, step, &mut faults, &mut cpages);
+        self.vmas = sys::vmas();
+        let after = a.map(|a| self.entry(a));
+        let era = self.era.clone();
+        let mut failed = None;
+        let expect = step.expect.get(&era).unwrap_or(&Outcome::Ok(None));
+        if !outcome_holds(expect, &r) {
+            failed = Some(format!("{}, got {}", expect_text(expect), result_text(&r)));
+        }
+        if failed.is_none()
+            && let Some(e) = &step.expect_pte
+        {
+            failed = self.check_pte(e, a, after.as_ref(), line);
+        }
+        for (what, present) in [
+            ("expect_device", !step.expect_device.is_empty()),
+            ("expect_events", step.expect_events.is_some()),
+            ("expect_refcount", step.expect_refcount.is_some()),
+            ("expect_mapcount", step.expect_mapcount.is_some()),
+        ] {
+            if present {
+                self.unchecked.push(format!("line {line}: {what}"));
+            }
+        }
+        if failed.is_none()
+            && let Some(want) = step.expect_faults.as_ref().and_then(|f| f.get(&era))
+            && faults != *want
+        {
+            failed = Some(format!("page faults: {want}, got {faults}"));
+        }
+        if failed.is_none()
+            && let Some(want) = step.expect_cpages.as_ref().and_then(|c| c.get(&era))
+            && cpages != Some(*want)
+        {
+            failed = Some(format!(
+                "cpages {want}, got {}",
+                cpages.map_or_else(|| "none (the ioctl failed)".to_string(), |c| c.to_string())
+            ));
+        }
+        let result = match (&step.op, &r) {
+            (Op::Mmap { .. }, Ok(Some(v))) => format!("= {v:#x}"),
+            _ => result_text(&r),
+        };
+        StepRecord {
+            turn,
+            thread: self.sc.threads[t].name.clone(),
+            line,
+            step: text,
+            result,
+            waited: false,
+            pte: before.zip(after).map(|(b, a)| (b.text(), a.text())),
+            events: Vec::new(),
+            decisions: Vec::new(),
+            devices: Vec::new(),
+            faults: matches!(
+                step.op,
+                Op::Read { .. } | Op::Write { .. } | Op::FetchAdd { .. } | Op::Touch { .. }
+            )
+            .then_some(faults),
+            cpages,
+            folio: None,
+            failed,
+            note: step.note.clone(),
+            id: step.id.clone(),
+        }
+    }
+
+    fn check_pte(
+        &mut self,
+        e: &PteExpect,
+        step_addr: Option<u64>,
+        after: Option<&Entry>,
+        line: usize,
+    ) -> Option<String> {
+        let kind = *e.kind.get(&self.era)?;
+        let flags: Vec<(PteFlag, bool)> = e
+            .flags
+            .iter()
+            .filter_map(|(f, b)| b.get(&self.era).map(|b| (*f, *b)))
+            .collect();
+        let (entry, where_) = match &e.at {
+            None => (*after?, String::new()),
+            Some(at) => match self.resolve(at) {
+                Some(a) => (self.entry(a), format!(" at {}", at.text)),
+                None => return Some(format!("the PTE: {} to be mapped, it is not", at.text)),
+            },
+        };
+        let want = pte_expect_text(kind, &flags);
+        let got = entry.text();
+        match entry_is(&entry, kind) {
+            Some(false) => return Some(format!("the PTE{where_} to be {want}, got {got}")),
+            None => self
+                .unchecked
+                .push(format!("line {line}: expect_pte kind {}", kind.name())),
+            Some(true) => {}
+        }
+        let addr = match &e.at {
+            None => step_addr,
+            Some(at) => self.resolve(at),
+        };
+        let vm_softdirty = addr.is_some_and(|a| {
+            self.sc.maps.iter().enumerate().any(|(m, map)| {
+                self.vm_softdirty[m]
+                    && self.map_at[m].is_some_and(|base| base <= a && a < base + map.len)
+            })
+        });
+        for (f, b) in flags {
+            match entry_flag(&entry, f) {
+                Ok(have) if have == b => {}
+                // pagemap ORs the VMA's VM_SOFTDIRTY in: the entry's own bit is unknown.
+                Ok(true) if f == PteFlag::SoftDirty && vm_softdirty => self.unchecked.push(
+                    format!("line {line}: expect_pte soft_dirty = false (the VMA has VM_SOFTDIRTY)"),
+                ),
+                Ok(_) => return Some(format!("the PTE{where_} to be {want}, got {got}")),
+                Err(Some(why)) => {
+                    return Some(format!("the PTE{where_} to be {want}, got {got} ({why})"));
+                }
+                Err(None) => self
+                    .unchecked
+                    .push(format!("line {line}: expect_pte {}", f.key())),
+            }
+        }
+        None
+    }
+}

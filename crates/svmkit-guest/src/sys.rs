@@ -1,0 +1,249 @@
+//! Everything that touches the real kernel: mmap and friends, CPU loads and stores
+//! through the mapping, the dmirror ioctls, getrusage, /proc/self/pagemap and
+//! /proc/self/maps. Every `unsafe` block of the crate is in this file, each small and
+//! with its `// SAFETY:` comment.
+
+use std::ffi::c_void;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::ioctl::{Opcode, Updater};
+use rustix::mm::{Advice, MapFlags, MprotectFlags, ProtFlags};
+
+/// Page size of x86-64.
+pub const PAGE: u64 = 4096;
+
+/// `struct hmm_dmirror_cmd` of `lib/test_hmm_uapi.h` (identical in 6.1 and 6.12): five
+/// `__u64`, 40 bytes.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DmirrorCmd {
+    /// (in) user address the device reads or writes.
+    pub addr: u64,
+    /// (in) user address of the buffer the data is copied to or from.
+    pub ptr: u64,
+    /// (in) pages.
+    pub npages: u64,
+    /// (out) pages copied.
+    pub cpages: u64,
+    /// (out) device faults seen.
+    pub faults: u64,
+}
+
+/// `_IOWR('H', nr, struct hmm_dmirror_cmd)`: direction 3 (read | write) << 30, size 40
+/// << 16, type 'H' (0x48) << 8, nr.
+const fn iowr_h(nr: u32) -> Opcode {
+    (3 << 30) | (40 << 16) | (0x48 << 8) | nr
+}
+/// `HMM_DMIRROR_READ`.
+pub const HMM_DMIRROR_READ: Opcode = iowr_h(0x00);
+/// `HMM_DMIRROR_WRITE`.
+pub const HMM_DMIRROR_WRITE: Opcode = iowr_h(0x01);
+/// `HMM_DMIRROR_EXCLUSIVE`.
+pub const HMM_DMIRROR_EXCLUSIVE: Opcode = iowr_h(0x05);
+/// `HMM_DMIRROR_CHECK_EXCLUSIVE`.
+pub const HMM_DMIRROR_CHECK_EXCLUSIVE: Opcode = iowr_h(0x06);
+
+// Our numbers agree with rustix's _IOWR and with the size of our struct.
+const _: () = assert!(HMM_DMIRROR_EXCLUSIVE == 0xc028_4805);
+const _: () = assert!(
+    HMM_DMIRROR_CHECK_EXCLUSIVE == rustix::ioctl::opcode::read_write::<DmirrorCmd>(b'H', 0x06)
+);
+const _: () = assert!(size_of::<DmirrorCmd>() == 40);
+
+/// A raw errno of a failed call.
+pub type Errno = i32;
+
+fn errno(e: rustix::io::Errno) -> Errno {
+    e.raw_os_error()
+}
+
+/// Runs one dmirror ioctl; `cmd.ptr` must point to `cmd.npages` pages of memory of
+/// ours (the bounce buffer the driver copies to or from).
+pub fn dmirror_ioctl<const OP: Opcode>(
+    fd: &OwnedFd,
+    cmd: &mut DmirrorCmd,
+    buf: &mut [u64],
+) -> Result<(), Errno> {
+    assert!(buf.len() as u64 * 8 >= cmd.npages * PAGE);
+    cmd.ptr = buf.as_mut_ptr() as u64;
+    // SAFETY: OP is one of the HMM_DMIRROR_* opcodes above, whose argument is a
+    // `struct hmm_dmirror_cmd` (DmirrorCmd has its layout); the driver reads and writes
+    // only that struct and the `npages` pages at `cmd.ptr`, which is `buf`, borrowed
+    // mutably for the call and large enough (asserted above).
+    unsafe { rustix::ioctl::ioctl(fd, Updater::<OP, DmirrorCmd>::new(cmd)) }.map_err(errno)
+}
+
+/// Opens `/dev/hmm_dmirror<n>`.
+pub fn open_dmirror(n: usize) -> Result<OwnedFd, Errno> {
+    rustix::fs::open(
+        format!("/dev/hmm_dmirror{n}").as_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(errno)
+}
+
+fn prot_flags(prot: u32) -> ProtFlags {
+    let mut p = ProtFlags::empty();
+    if prot & 1 != 0 {
+        p |= ProtFlags::READ;
+    }
+    if prot & 2 != 0 {
+        p |= ProtFlags::WRITE;
+    }
+    if prot & 4 != 0 {
+        p |= ProtFlags::EXEC;
+    }
+    p
+}
+
+/// `mmap(at, len, prot, MAP_ANONYMOUS | MAP_PRIVATE or MAP_SHARED [| MAP_FIXED])`.
+pub fn mmap(at: Option<u64>, len: u64, prot: u32, shared: bool) -> Result<u64, Errno> {
+    let mut flags = if shared {
+        MapFlags::SHARED
+    } else {
+        MapFlags::PRIVATE
+    };
+    if at.is_some() {
+        flags |= MapFlags::FIXED;
+    }
+    let hint = at.unwrap_or(0) as usize as *mut c_void;
+    // SAFETY: an anonymous mapping; with MAP_FIXED it replaces what the scenario mapped
+    // there (a scenario address, never memory of this program: the scenario's fixed
+    // addresses are far from the binary, heap and stack, which sit at the kernel's
+    // default places).
+    unsafe { rustix::mm::mmap_anonymous(hint, len as usize, prot_flags(prot), flags) }
+        .map(|p| p as u64)
+        .map_err(errno)
+}
+
+/// `munmap(at, len)`.
+pub fn munmap(at: u64, len: u64) -> Result<(), Errno> {
+    // SAFETY: the addresses are the scenario's; no Rust reference points into a
+    // scenario mapping (every access goes through a raw pointer, per step).
+    unsafe { rustix::mm::munmap(at as usize as *mut c_void, len as usize) }.map_err(errno)
+}
+
+/// `mprotect(at, len, prot)`.
+pub fn mprotect(at: u64, len: u64, prot: u32) -> Result<(), Errno> {
+    let mut p = MprotectFlags::empty();
+    if prot & 1 != 0 {
+        p |= MprotectFlags::READ;
+    }
+    if prot & 2 != 0 {
+        p |= MprotectFlags::WRITE;
+    }
+    if prot & 4 != 0 {
+        p |= MprotectFlags::EXEC;
+    }
+    // SAFETY: as munmap: scenario memory only, no reference into it outlives a step.
+    unsafe { rustix::mm::mprotect(at as usize as *mut c_void, len as usize, p) }.map_err(errno)
+}
+
+/// `madvise(at, len, advice)`.
+pub fn madvise(at: u64, len: u64, advice: Advice) -> Result<(), Errno> {
+    // SAFETY: as munmap (MADV_DONTNEED drops scenario pages, which no reference holds).
+    unsafe { rustix::mm::madvise(at as usize as *mut c_void, len as usize, advice) }
+        .map_err(errno)
+}
+
+/// The calling thread's page faults so far (`ru_minflt + ru_majflt` of
+/// `getrusage(RUSAGE_THREAD)`).
+#[inline(never)]
+pub fn faults_now() -> u64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one `struct rusage` to the pointer, which points to one.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) };
+    assert_eq!(rc, 0, "getrusage failed");
+    // SAFETY: zeroed, and getrusage succeeded, so it is initialised.
+    let ru = unsafe { ru.assume_init() };
+    (ru.ru_minflt + ru.ru_majflt) as u64
+}
+
+// The CPU accesses. Each is called only on an 8-byte aligned address that
+// /proc/self/maps showed, just before, inside a VMA that permits the access (the
+// runner checks; a wrong check ends the process with SIGSEGV, which oracle/run
+// reports). Scenario memory is never borrowed as a Rust reference beyond one access.
+
+/// A CPU load of the u64 at `addr`.
+#[inline(never)]
+pub fn load(addr: u64) -> u64 {
+    // SAFETY: see above: aligned, mapped readable (checked by the caller).
+    unsafe { std::ptr::read_volatile(addr as usize as *const u64) }
+}
+
+/// A CPU store of `v` to the u64 at `addr`.
+#[inline(never)]
+pub fn store(addr: u64, v: u64) {
+    // SAFETY: see above: aligned, mapped writable (checked by the caller).
+    unsafe { std::ptr::write_volatile(addr as usize as *mut u64, v) }
+}
+
+/// A CPU atomic add (`lock xadd`) to the u64 at `addr`; returns the old value.
+#[inline(never)]
+pub fn fetch_add(addr: u64, v: u64) -> u64 {
+    // SAFETY: see above: aligned, mapped writable; an AtomicU64 has the layout of a
+    // u64, and the reference lives for this one instruction.
+    let a = unsafe { &*(addr as usize as *const AtomicU64) };
+    a.fetch_add(v, Ordering::SeqCst)
+}
+
+/// /proc/self/pagemap, opened once.
+#[derive(Debug)]
+pub struct Pagemap(File);
+
+impl Pagemap {
+    /// Opens /proc/self/pagemap.
+    pub fn open() -> std::io::Result<Pagemap> {
+        File::open("/proc/self/pagemap").map(Pagemap)
+    }
+
+    /// The 64-bit pagemap entry of the page at `addr` (0 where nothing is mapped).
+    pub fn entry(&self, addr: u64) -> u64 {
+        let mut b = [0u8; 8];
+        match self.0.read_exact_at(&mut b, (addr / PAGE) * 8) {
+            Ok(()) => u64::from_le_bytes(b),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// One line of /proc/self/maps: [start, end) and its permissions.
+#[derive(Debug, Clone, Copy)]
+pub struct Vma {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// `r`.
+    pub read: bool,
+    /// `w`.
+    pub write: bool,
+}
+
+/// The VMAs of this process, from /proc/self/maps.
+pub fn vmas() -> Vec<Vma> {
+    let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let range = it.next()?;
+            let perms = it.next()?.as_bytes();
+            let (s, e) = range.split_once('-')?;
+            Some(Vma {
+                start: u64::from_str_radix(s, 16).ok()?,
+                end: u64::from_str_radix(e, 16).ok()?,
+                read: perms.first() == Some(&b'r'),
+                write: perms.get(1) == Some(&b'w'),
+            })
+        })
+        .collect()
+}
+
+/// The VMA containing `addr`, if any.
+pub fn vma_of(vmas: &[Vma], addr: u64) -> Option<Vma> {
+    vmas.iter().copied().find(|v| v.start <= addr && addr < v.end)
+}
