@@ -195,8 +195,14 @@ mod tests {
             "device-exclusive pfn 0x1234 soft-dirty"
         );
         let p = (1 << 63) | (1 << 56) | (1 << 55) | 0x99;
-        assert_eq!(decode(p, &CTX, true).text(), "present pfn 0x99 rw soft-dirty");
-        assert_eq!(decode(p, &CTX, false).text(), "present pfn 0x99 ro soft-dirty");
+        assert_eq!(
+            decode(p, &CTX, true).text(),
+            "present pfn 0x99 rw soft-dirty"
+        );
+        assert_eq!(
+            decode(p, &CTX, false).text(),
+            "present pfn 0x99 ro soft-dirty"
+        );
         let clean = (1 << 63) | (1 << 56) | 0x99;
         assert_eq!(decode(clean, &CTX, true).text(), "present pfn 0x99 ro");
         let z = (1 << 63) | (1 << 55) | 0x10;
@@ -205,6 +211,9 @@ mod tests {
             "present pfn 0x10 zero-page ro soft-dirty"
         );
         assert_eq!(decode(1 << 55, &CTX, true).text(), "none");
-        assert_eq!(decode((1 << 62) | (7 << 5), &CTX, true).text(), "swap slot 7");
+        assert_eq!(
+            decode((1 << 62) | (7 << 5), &CTX, true).text(),
+            "swap slot 7"
+        );
     }
 }

@@ -649,11 +649,11 @@ impl Run<'_> {
     /// model), inside a VMA of /proc/self/maps that permits it (else SIGSEGV, which the
     /// kernel would raise: `bad_area()` before `handle_mm_fault()`, so no fault counts).
     fn cpu_ok(&self, addr: u64, write: bool) -> Result<(), String> {
-        if addr % 8 != 0 {
+        if !addr.is_multiple_of(8) {
             return Err("EINVAL".into());
         }
         match sys::vma_of(&self.vmas, addr) {
-            Some(v) if (write && v.write) || (!write && (v.read || v.write)) => Ok(()),
+            Some(v) if v.write || (!write && v.read) => Ok(()),
             _ => Err("SIGSEGV".into()),
         }
     }
@@ -698,11 +698,9 @@ impl Run<'_> {
             Op::Mprotect { at, len, prot } => sys::mprotect(addr(self, at)?, *len, prot.bits())
                 .map(|()| None)
                 .map_err(errno_name),
-            Op::Madvise { at, len, advice: a } => {
-                sys::madvise(addr(self, at)?, *len, advice(*a))
-                    .map(|()| None)
-                    .map_err(errno_name)
-            }
+            Op::Madvise { at, len, advice: a } => sys::madvise(addr(self, at)?, *len, advice(*a))
+                .map(|()| None)
+                .map_err(errno_name),
             Op::ClearSoftDirty => {
                 std::fs::write("/proc/self/clear_refs", "4")
                     .map_err(|e| e.raw_os_error().map_or_else(|| e.to_string(), errno_name))?;
@@ -925,9 +923,11 @@ impl Run<'_> {
             match entry_flag(&entry, f) {
                 Ok(have) if have == b => {}
                 // pagemap ORs the VMA's VM_SOFTDIRTY in: the entry's own bit is unknown.
-                Ok(true) if f == PteFlag::SoftDirty && vm_softdirty => self.unchecked.push(
-                    format!("line {line}: expect_pte soft_dirty = false (the VMA has VM_SOFTDIRTY)"),
-                ),
+                Ok(true) if f == PteFlag::SoftDirty && vm_softdirty => {
+                    self.unchecked.push(format!(
+                        "line {line}: expect_pte soft_dirty = false (the VMA has VM_SOFTDIRTY)"
+                    ))
+                }
                 Ok(_) => return Some(format!("the PTE{where_} to be {want}, got {got}")),
                 Err(Some(why)) => {
                     return Some(format!("the PTE{where_} to be {want}, got {got} ({why})"));

@@ -146,8 +146,7 @@ pub fn mprotect(at: u64, len: u64, prot: u32) -> Result<(), Errno> {
 /// `madvise(at, len, advice)`.
 pub fn madvise(at: u64, len: u64, advice: Advice) -> Result<(), Errno> {
     // SAFETY: as munmap (MADV_DONTNEED drops scenario pages, which no reference holds).
-    unsafe { rustix::mm::madvise(at as usize as *mut c_void, len as usize, advice) }
-        .map_err(errno)
+    unsafe { rustix::mm::madvise(at as usize as *mut c_void, len as usize, advice) }.map_err(errno)
 }
 
 /// The calling thread's page faults so far (`ru_minflt + ru_majflt` of
@@ -245,5 +244,7 @@ pub fn vmas() -> Vec<Vma> {
 
 /// The VMA containing `addr`, if any.
 pub fn vma_of(vmas: &[Vma], addr: u64) -> Option<Vma> {
-    vmas.iter().copied().find(|v| v.start <= addr && addr < v.end)
+    vmas.iter()
+        .copied()
+        .find(|v| v.start <= addr && addr < v.end)
 }

@@ -6,8 +6,10 @@
 //! of `svmkit run`): its thread, its `result` (`ok`, `= N`, an errno, a signal), the
 //! kind of entry it left at its address (`pte`: the first word of the after text,
 //! `none`, `present`, `device-exclusive`, `swap`, ...; a huge PMD counts as present,
-//! as `/proc/self/pagemap` shows it) and, when there is an entry, its soft-dirty bit
-//! (pagemap bit 55), its `faults` and `cpages` when both sides count them; at the end, every value
+//! as `/proc/self/pagemap` shows it) and, when there is an entry and the file has
+//! cleared soft-dirty once (before that pagemap reports every entry of a new VMA as
+//! soft-dirty, `VM_SOFTDIRTY`), its soft-dirty bit (pagemap bit 55), its `faults` and
+//! `cpages` when both sides count them; at the end, every value
 //! the file expects (`value`). Frame numbers are not compared: the two memories differ.
 //! A difference the file documents in `[oracle] divergences` is accepted with its
 //! reason.
@@ -130,7 +132,11 @@ pub fn compare(sc: &Scenario, kernel_name: &str, kernel: &Value, model: &Value) 
             })
             .map(|d| d.reason.clone())
     };
+    // Until a process's first clear_refs, pagemap reports every entry of a VMA as
+    // soft-dirty (VM_SOFTDIRTY, set on new VMAs): the bit says something only after.
+    let mut cleared = false;
     for (k, m) in ks.iter().zip(&ms) {
+        cleared |= text(&m["step"]).starts_with("clear_refs");
         let at = format!(
             "{} line {} `{}`",
             text(&m["thread"]),
@@ -164,7 +170,7 @@ pub fn compare(sc: &Scenario, kernel_name: &str, kernel: &Value, model: &Value) 
             let (ka, ma) = (text(ka), text(ma));
             push("pte", entry_kind(&ka), entry_kind(&ma));
             // pagemap has the soft-dirty bit of every entry that is not none.
-            if entry_kind(&ka) != "none" {
+            if cleared && entry_kind(&ka) != "none" {
                 push(
                     "soft_dirty",
                     format!("soft-dirty {}", ka.contains("soft-dirty")),

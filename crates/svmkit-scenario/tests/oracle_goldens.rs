@@ -31,13 +31,19 @@ fn oracle_goldens_every_corpus_file_agrees_with_both_kernels() {
     assert!(files.len() >= 12, "oracle/corpus has {} files", files.len());
     let mut bad = Vec::new();
     let mut summary = Vec::new();
-    for (kernel, profile) in [("6.12", Profile::linux_6_12()), ("6.1", Profile::linux_6_1())] {
+    for (kernel, profile) in [
+        ("6.12", Profile::linux_6_12()),
+        ("6.1", Profile::linux_6_1()),
+    ] {
         let (mut agree, mut total, mut documented) = (0, 0, 0);
         for f in &files {
             let stem = f.file_stem().unwrap().to_string_lossy().to_string();
             let golden = root().join(format!("oracle/golden/{kernel}/{stem}.json"));
             let Ok(text) = std::fs::read_to_string(&golden) else {
-                bad.push(format!("{stem}: no golden for {kernel} ({})", golden.display()));
+                bad.push(format!(
+                    "{stem}: no golden for {kernel} ({})",
+                    golden.display()
+                ));
                 continue;
             };
             let k: serde_json::Value = serde_json::from_str(&text).expect("golden JSON");
