@@ -234,6 +234,13 @@ fn body(
             w.sys.set_trace(trace);
             w.sys.trace().set_track(Some("setup"));
             sink.lock().unwrap_or_else(|e| e.into_inner()).traced = Some(w.sys.clone());
+            // Which task each scheduling point chose, on track `scheduler`.
+            let sys = Arc::downgrade(&w.sys);
+            svmkit::check::on_every_schedule_choice(move |chosen, runnable, preempts| {
+                if let Some(sys) = sys.upgrade() {
+                    sys.trace().schedule_choice(chosen, runnable, preempts);
+                }
+            });
         }
         match w.setup() {
             Ok(None) => {}

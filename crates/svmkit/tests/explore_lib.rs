@@ -512,3 +512,50 @@ fn peek_reads_a_free_mutex_and_not_a_held_one() {
     })
     .unwrap();
 }
+
+/// The schedule hook (issue 17's `schedule` events) sees every choice among two or
+/// more runnable tasks, names tasks as they were spawned, and the chosen one is runnable;
+/// a choice that switches away from a running task that could go on is a preemption.
+#[test]
+fn the_schedule_hook_sees_each_choice_among_runnable_tasks() {
+    static SEEN: StdMutex<Vec<(String, Vec<String>, bool)>> = StdMutex::new(Vec::new());
+    SEEN.lock().unwrap().clear();
+    let report = explore(&config(&[SchedulerKind::Random], 20), || {
+        svmkit::check::on_every_schedule_choice(|chosen, runnable, preempts| {
+            SEEN.lock()
+                .unwrap()
+                .push((chosen.to_string(), runnable.to_vec(), preempts));
+        });
+        let m = Arc::new(Mutex::new(0u32));
+        let hs: Vec<_> = ["left", "right"]
+            .into_iter()
+            .map(|n| {
+                let m = Arc::clone(&m);
+                thread::spawn_named(n, move || {
+                    for _ in 0..3 {
+                        *m.lock() += 1;
+                        yield_now();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(*m.lock(), 6);
+    })
+    .unwrap();
+    assert_eq!(report.schedules(), 20);
+    let seen = SEEN.lock().unwrap();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|(c, r, _)| r.len() >= 2 && r.contains(c)),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|(c, _, _)| c == "left"), "{seen:?}");
+    assert!(seen.iter().any(|(c, _, _)| c == "right"), "{seen:?}");
+    assert!(
+        seen.iter().any(|(_, _, p)| *p),
+        "no preemption in 20 random schedules"
+    );
+}

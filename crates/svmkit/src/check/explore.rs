@@ -297,8 +297,21 @@ impl<S: Scheduler> Scheduler for Tracked<S> {
         let choice = self.inner.next_task(runnable, current, is_yielding)?;
         let tally = &self.tally;
         tally.steps.set(tally.steps.get() + 1);
-        if is_preemption(runnable, current, is_yielding, choice) {
+        let preempts = is_preemption(runnable, current, is_yielding, choice);
+        if preempts {
             tally.preemptions.set(tally.preemptions.get() + 1);
+        }
+        // Only a choice among several tasks is a decision worth recording.
+        if runnable.len() > 1
+            && let Some(hook) = crate::sync::mode::schedule_hook()
+        {
+            let name = |t: &Task| t.name().unwrap_or_else(|| format!("task {:?}", t.id()));
+            let names: Vec<String> = runnable.iter().map(|t| name(t)).collect();
+            let chosen = runnable
+                .iter()
+                .find(|t| t.id() == choice)
+                .map_or_else(|| format!("task {choice:?}"), |t| name(t));
+            hook(&chosen, &names, preempts);
         }
         Some(choice)
     }
@@ -492,6 +505,19 @@ fn explore_impl(
 pub fn at_every_scheduling_point(hook: impl Fn() + 'static) {
     if crate::sync::mode::current_execution() != 0 {
         crate::sync::mode::set_hook(Some(Rc::new(hook)));
+    }
+}
+
+/// Inside an exploration (or a replay): calls `hook` at every choice the scheduler
+/// makes from now on in this execution among two or more runnable tasks, with the
+/// chosen task's name, every runnable
+/// task's name and whether the choice preempts the running task. The hook runs in the
+/// scheduler, between two task steps: it must not take a facade lock (a trace record
+/// is the use: [`crate::trace::Tracer::schedule_choice`]). Does nothing outside an
+/// exploration.
+pub fn on_every_schedule_choice(hook: impl Fn(&str, &[String], bool) + 'static) {
+    if crate::sync::mode::current_execution() != 0 {
+        crate::sync::mode::set_schedule_hook(Some(Rc::new(hook)));
     }
 }
 

@@ -57,6 +57,9 @@ thread_local! {
     /// [`crate::check::at_every_scheduling_point`]).
     static HOOK: std::cell::RefCell<Option<std::rc::Rc<dyn Fn()>>> =
         const { std::cell::RefCell::new(None) };
+    /// Told each choice of the execution's scheduler (see `set_schedule_hook`).
+    static SCHEDULE_HOOK: std::cell::RefCell<Option<std::rc::Rc<ScheduleHook>>> =
+        const { std::cell::RefCell::new(None) };
     /// Whether [`HOOK`] is set (one test on the hot path) and not running.
     static HOOK_ARMED: Cell<bool> = const { Cell::new(false) };
     /// Lock releases in this OS thread's execution so far, and their number when the
@@ -119,6 +122,21 @@ fn run_hook() {
     HOOK_ARMED.set(false);
     let _rearm = Rearm;
     hook();
+}
+
+/// What a schedule hook is told: the chosen task's name, every runnable task's, and
+/// whether the choice is a preemption.
+pub(crate) type ScheduleHook = dyn Fn(&str, &[String], bool);
+
+/// Sets (or clears) the schedule hook of the running execution.
+pub(crate) fn set_schedule_hook(hook: Option<std::rc::Rc<ScheduleHook>>) {
+    let old = SCHEDULE_HOOK.with(|h| h.replace(hook));
+    drop(old);
+}
+
+/// The schedule hook of the running execution, if one is set.
+pub(crate) fn schedule_hook() -> Option<std::rc::Rc<ScheduleHook>> {
+    SCHEDULE_HOOK.with(|h| h.borrow().clone())
 }
 
 /// Sets (or clears) the hook of the running execution.
@@ -207,6 +225,7 @@ impl ExplorationScope {
         EXECUTION.set(NEXT_EXECUTION.fetch_add(1, Ordering::Relaxed));
         LIVE_TASKS.set(1);
         set_hook(None);
+        set_schedule_hook(None);
     }
 
     /// The runner's OS thread, to hand to [`begin_execution`](Self::begin_execution).
@@ -220,6 +239,7 @@ impl Drop for ExplorationScope {
         EXECUTION.set(self.previous);
         LIVE_TASKS.set(0);
         set_hook(None);
+        set_schedule_hook(None);
     }
 }
 

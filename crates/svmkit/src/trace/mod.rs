@@ -525,6 +525,17 @@ pub enum Payload {
         /// The pass number (1 for the first).
         pass: u64,
     },
+    /// Under exploration: the task a scheduling point chose, among the runnable ones
+    /// (on track `scheduler`). A preemption is a switch away from a task that could
+    /// have gone on.
+    Schedule {
+        /// The task that runs next.
+        chosen: Text,
+        /// Every runnable task, the chosen one included.
+        runnable: Vec<Text>,
+        /// Whether the choice preempts the running task.
+        preemption: bool,
+    },
     /// Operation: fork (`dup_mmap`).
     Fork {
         /// The parent's mm id.
@@ -691,6 +702,7 @@ impl Payload {
             Payload::ThpSplit { .. } => "thp_split",
             Payload::DeviceFault { .. } => "device_fault",
             Payload::DriverPass { .. } => "driver_pass",
+            Payload::Schedule { .. } => "schedule",
             Payload::Fork { .. } => "fork",
             Payload::Exit { .. } => "exit",
             Payload::Reclaim { .. } => "reclaim",
@@ -734,6 +746,8 @@ pub struct TraceEvent {
 enum TaskKey {
     Os(std::thread::ThreadId),
     Shuttle(usize),
+    /// The schedule explorer's choices (track `scheduler`).
+    Scheduler,
 }
 
 impl TaskKey {
@@ -766,6 +780,7 @@ impl TaskKey {
                     .flatten()
             }
             TaskKey::Os(_) => std::thread::current().name().map(str::to_string),
+            TaskKey::Scheduler => Some("scheduler".to_string()),
         };
         name.unwrap_or_else(|| "main".to_string()).into()
     }
@@ -1010,10 +1025,30 @@ impl Tracer {
         );
     }
 
+    /// Records that a scheduling point of an exploration chose `chosen` among
+    /// `runnable`, on track `scheduler` (called from the explorer's scheduler, where no
+    /// task is running; see [`crate::check::on_every_schedule_choice`]).
+    pub fn schedule_choice(&self, chosen: &str, runnable: &[String], preemption: bool) {
+        if self.on() {
+            self.push_as(
+                TaskKey::Scheduler,
+                Phase::Instant,
+                Payload::Schedule {
+                    chosen: chosen.to_string().into(),
+                    runnable: runnable.iter().map(|r| r.clone().into()).collect(),
+                    preemption,
+                },
+            );
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn push(&self, phase: Phase, payload: Payload) {
-        let key = TaskKey::current();
+        self.push_as(TaskKey::current(), phase, payload);
+    }
+
+    fn push_as(&self, key: TaskKey, phase: Phase, payload: Payload) {
         let mut r = self.record();
         let t = r.next_t;
         r.next_t += 1;

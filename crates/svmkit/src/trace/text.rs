@@ -65,6 +65,15 @@ pub fn describe(p: &Payload) -> String {
         Payload::DriverPass { device, addr, pass } => {
             format!("driver pass {pass} {device} {addr:#x}")
         }
+        Payload::Schedule {
+            chosen,
+            runnable,
+            preemption,
+        } => format!(
+            "schedule -> {chosen} (runnable: {}){}",
+            runnable.join(", "),
+            if *preemption { ", preempting" } else { "" }
+        ),
         Payload::Fork { parent, child } => format!("fork mm{parent} -> mm{child}"),
         Payload::Exit { mm } => format!("exit mm{mm}"),
         Payload::Reclaim { pfn } => format!("reclaim folio {pfn:#x}"),
