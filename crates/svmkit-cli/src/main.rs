@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod bundled;
 mod demo;
 mod explore;
+mod oracle;
 mod report;
 mod run;
 
@@ -54,6 +55,26 @@ enum Command {
         /// other with a side-by-side summary.
         #[arg(long, default_value = "linux-6.15", value_parser = ["linux-6.15", "linux-5.14", "both"])]
         profile: String,
+    },
+    /// Compare a scenario file's run on a real Linux kernel with the model's, observable
+    /// by observable (result, entry kind, soft-dirty, faults, cpages, end values). The
+    /// kernel side is a golden (--golden, from oracle/run) or a boot of the cached
+    /// Debian kernel through oracle/run (docs/ORACLE.md); the model runs the file under
+    /// the kernel's preset. Exit status 0 when every difference is one the file
+    /// documents in [oracle] divergences, 1 otherwise, 2 on bad input.
+    Oracle {
+        /// The scenario file.
+        file: std::path::PathBuf,
+        /// Which kernel: 6.12 (Debian 6.12.117) or 6.1 (6.1.192).
+        #[arg(long, value_parser = ["6.12", "6.1"])]
+        kernel: String,
+        /// The kernel's output for this file, instead of booting (for example
+        /// oracle/golden/6.12/NAME.json).
+        #[arg(long)]
+        golden: Option<std::path::PathBuf>,
+        /// Print the comparison as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a scenario file on one deterministic schedule and print a step-by-step
     /// account: each step, its thread, what it returned, what changed (the PTE, device
@@ -237,6 +258,17 @@ fn main() -> ExitCode {
             trace_level,
         }),
         Command::Merge { reports, json } => explore::merge_main(&reports, json),
+        Command::Oracle {
+            file,
+            kernel,
+            golden,
+            json,
+        } => oracle::main(&oracle::Args {
+            file,
+            kernel,
+            golden,
+            json,
+        }),
         Command::Run {
             file,
             profile,

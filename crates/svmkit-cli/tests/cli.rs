@@ -717,3 +717,69 @@ fn run_trace_with_an_unknown_extension_exits_2_with_a_hint() {
         assert!(!std::path::Path::new(out).exists());
     }
 }
+
+fn repo(path: &str) -> String {
+    format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `svmkit oracle` against a checked-in golden: every observable side by side, the
+/// documented divergence accepted with its reason (docs/FINDINGS.md 3), exit 0.
+#[test]
+fn oracle_against_a_golden_prints_both_sides_and_accepts_documented_divergences() {
+    let out = svmkit(&[
+        "oracle",
+        &repo("oracle/corpus/munmap-exclusive.toml"),
+        "--kernel",
+        "6.12",
+        "--golden",
+        &repo("oracle/golden/6.12/munmap-exclusive.json"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("Linux 6.12"), "{text}");
+    assert!(text.contains("known  check line 56"), "{text}");
+    assert!(text.contains("documented: lib/test_hmm.c"), "{text}");
+    assert!(
+        text.contains("1 documented divergence(s), 0 unexplained"),
+        "{text}"
+    );
+}
+
+/// A golden that says otherwise than the model fails (exit 1) and names the
+/// observable; a kernel the oracle does not boot is bad input (exit 2).
+#[test]
+fn oracle_a_difference_fails_and_an_unknown_kernel_is_bad_input() {
+    let golden = repo("oracle/golden/6.12/exclusive-twice.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&golden).unwrap()).unwrap();
+    let steps = v["steps"].as_array_mut().unwrap();
+    let s = steps
+        .iter_mut()
+        .find(|s| s["cpages"].is_u64())
+        .expect("a dmirror step");
+    s["cpages"] = serde_json::json!(99);
+    let dir = std::env::temp_dir().join(format!("svmkit-cli-oracle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tampered = dir.join("exclusive-twice.json");
+    std::fs::write(&tampered, v.to_string()).unwrap();
+    let out = svmkit(&[
+        "oracle",
+        &repo("oracle/corpus/exclusive-twice.toml"),
+        "--kernel",
+        "6.12",
+        "--golden",
+        tampered.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("DIFF"), "{text}");
+    assert!(text.contains("cpages     99"), "{text}");
+    let out = svmkit(&[
+        "oracle",
+        &repo("oracle/corpus/exclusive-twice.toml"),
+        "--kernel",
+        "5.14",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
