@@ -723,22 +723,25 @@ fn repo(path: &str) -> String {
 }
 
 /// `svmkit oracle` against a checked-in golden: every observable side by side, the
-/// documented divergence accepted with its reason (docs/FINDINGS.md 3), exit 0.
+/// documented divergence accepted with its reason (docs/FINDINGS.md 4), exit 0.
 #[test]
 fn oracle_against_a_golden_prints_both_sides_and_accepts_documented_divergences() {
     let out = svmkit(&[
         "oracle",
-        &repo("oracle/corpus/munmap-exclusive.toml"),
+        &repo("oracle/corpus/mprotect-r-rw-write.toml"),
         "--kernel",
-        "6.12",
+        "6.1",
         "--golden",
-        &repo("oracle/golden/6.12/munmap-exclusive.json"),
+        &repo("oracle/golden/6.1/mprotect-r-rw-write.json"),
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("Linux 6.12"), "{text}");
-    assert!(text.contains("known  check line 56"), "{text}");
-    assert!(text.contains("documented: lib/test_hmm.c"), "{text}");
+    assert!(text.contains("Linux 6.1"), "{text}");
+    assert!(text.contains("known  cpu2 line 54"), "{text}");
+    assert!(
+        text.contains("documented: 6.1's can_change_pte_writable()"),
+        "{text}"
+    );
     assert!(
         text.contains("1 documented divergence(s), 0 unexplained"),
         "{text}"

@@ -327,15 +327,19 @@ fn dmirror_exclusive_converts_and_a_cpu_touch_revokes_one_page_in(profile: Profi
     assert_eq!(again, data);
     assert!(pages(BASE, n).all(|a| excl_entry(&mm, a).is_some()));
 
-    // The CPU reads page 3: restored, and the restore erased exactly that page's
-    // atomic entry.
+    // The CPU reads page 3: restored, and the restore's invalidation erased that
+    // page's atomic entry and, as test_hmm's dmirror_do_update() does (its
+    // xa_for_each_range end is inclusive; the 6.12.117 and 6.1.192 goldens of
+    // oracle/corpus/munmap-exclusive.toml), page 4's: page 4's CPU entry stays.
     let mut w = [0u8; 8];
     mm.read_bytes(BASE + 3 * P + 8, &mut w).unwrap();
     assert_eq!(w, data[3 * PS + 8..3 * PS + 16]);
     let pte = mm.pte_get_lockless(va(BASE + 3 * P)).present().unwrap();
     assert_eq!(pte.pfn, frames[3]);
     assert!(!rights(&dm, BASE + 3 * P).is_some_and(|r| r.contains(DevRights::ATOMIC)));
-    for i in (0..n).filter(|&i| i != 3) {
+    assert_eq!(rights(&dm, BASE + 4 * P), None);
+    assert!(excl_entry(&mm, BASE + 4 * P).is_some());
+    for i in (0..n).filter(|&i| i != 3 && i != 4) {
         assert!(excl_entry(&mm, BASE + i * P).is_some());
         assert!(
             rights(&dm, BASE + i * P)
@@ -377,16 +381,19 @@ fn dmirror_exclusive_converts_and_a_cpu_touch_revokes_one_page_in(profile: Profi
     }
     assert_eq!(cpu_read(&mm, BASE, 2), w);
 
-    // Touching the rest clears the last atomic entries.
-    for i in [2, 4, 6, 7] {
+    // Touching the rest clears the last atomic entries: page 7's goes with page 6's
+    // restore (the inclusive erase), its CPU entry with its own touch.
+    for i in [2, 4, 6] {
         assert_eq!(
             cmd(&dm, CheckExclusive, BASE, n, &mut []),
             Err(Errno::EPERM)
         );
         mm.read_u64(BASE + i * P).unwrap();
     }
-    assert!(pages(BASE, n).all(|a| excl_entry(&mm, a).is_none()));
     cmd(&dm, CheckExclusive, BASE, n, &mut []).unwrap();
+    assert!(excl_entry(&mm, BASE + 7 * P).is_some());
+    mm.read_u64(BASE + 7 * P).unwrap();
+    assert!(pages(BASE, n).all(|a| excl_entry(&mm, a).is_none()));
     close(&sys, dm, mm);
 }
 
@@ -719,19 +726,21 @@ fn dmirror_invalidate_erases_on_munmap_dontneed_and_mprotect_in(profile: Profile
             .map(|i| rights(&dm, BASE + i * P).is_some())
             .collect()
     };
+    // Each invalidation also erases the page at its end (dmirror_do_update()'s
+    // inclusive xa_for_each_range, as the kernels' goldens show).
     mm.munmap(BASE, 4 * P).unwrap();
-    assert_eq!(mapped(0, 4), [false; 4]);
-    assert_eq!(mapped(4, n), [true; 12]);
+    assert_eq!(mapped(0, 5), [false; 5]);
+    assert_eq!(mapped(5, n), [true; 11]);
     checked(&sys);
 
     mm.madvise(BASE + 4 * P, 4 * P, Advice::DontNeed).unwrap();
-    assert_eq!(mapped(4, 8), [false; 4]);
-    assert_eq!(mapped(8, n), [true; 8]);
+    assert_eq!(mapped(4, 9), [false; 5]);
+    assert_eq!(mapped(9, n), [true; 7]);
     checked(&sys);
 
     mm.mprotect(BASE + 8 * P, 4 * P, Prot::READ).unwrap();
-    assert_eq!(mapped(8, 12), [false; 4]);
-    assert_eq!(mapped(12, n), [true; 4]);
+    assert_eq!(mapped(8, 13), [false; 5]);
+    assert_eq!(mapped(13, n), [true; 3]);
     checked(&sys);
 
     // mprotect over device-exclusive entries: 6.15 leaves the CPU entries alone, 5.14
@@ -1133,7 +1142,10 @@ fn dmirror_two_devices_on_one_mm_revoke_each_other_in(profile: Profile) {
     assert_eq!(c.faults, 1);
     assert!(excl_entry(&mm, BASE).is_none());
     assert_eq!(rights(&a, BASE), None);
-    assert!(rights(&a, BASE + P).is_some_and(|r| r.contains(DevRights::ATOMIC)));
+    // The restore's invalidation of page 0 erases A's page 1 too (dmirror_do_update()'s
+    // inclusive end, as the kernels' goldens show); page 1's CPU entry stays A's.
+    assert_eq!(rights(&a, BASE + P), None);
+    assert!(excl_entry(&mm, BASE + P).is_some());
     assert_eq!(
         a.ioctl(
             &task(),
@@ -1147,7 +1159,7 @@ fn dmirror_two_devices_on_one_mm_revoke_each_other_in(profile: Profile) {
         ),
         Ok(())
     );
-    // B takes page 1 exclusively: A loses it too.
+    // B takes page 1 exclusively: its GUP restores A's entry, B's conversion follows.
     cmd(&b, Exclusive, BASE + P, 1, &mut buf[..PS]).unwrap();
     assert_eq!(rights(&a, BASE + P), None);
     assert!(rights(&b, BASE + P).is_some_and(|r| r.contains(DevRights::ATOMIC)));
