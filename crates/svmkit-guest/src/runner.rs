@@ -588,22 +588,13 @@ impl Run<'_> {
                         });
                     if !last_wait {
                         report.steps.push(StepRecord {
-                            turn,
-                            thread: th.name.clone(),
-                            line: line_of(self.src, step.span.start),
-                            step: self.describe(&step.op),
                             result: format!("waits for {b}"),
-                            waited: true,
-                            pte: None,
-                            events: Vec::new(),
-                            decisions: Vec::new(),
-                            devices: Vec::new(),
-                            faults: None,
-                            cpages: None,
-                            folio: None,
-                            failed: None,
-                            note: None,
-                            id: None,
+                            ..StepRecord::waited(
+                                turn,
+                                &th.name,
+                                line_of(self.src, step.span.start),
+                                self.describe(&step.op),
+                            )
                         });
                     }
                     continue;

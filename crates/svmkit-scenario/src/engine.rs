@@ -99,8 +99,9 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
-    /// A record of a turn in which the thread ran nothing (its `result` says why).
-    fn waited(turn: usize, thread: &str, line: usize, step: String) -> StepRecord {
+    /// A record of a turn in which the thread ran nothing (its `result` says why): what
+    /// a runner of the schedule writes for a step that waits (the guest runner too).
+    pub fn waited(turn: usize, thread: &str, line: usize, step: String) -> StepRecord {
         StepRecord {
             turn,
             thread: thread.to_string(),
@@ -543,19 +544,7 @@ fn run_on(
                 .find(|s| s.thread == th.name)
                 .is_some_and(|s| s.waited);
             if w.killed(t) && !sleeping {
-                report.steps.push(StepRecord {
-                    result: format!(
-                        "killed: its {} remaining step(s) do not run",
-                        th.steps.len() - pc[t]
-                    ),
-                    ..StepRecord::waited(
-                        turn,
-                        &th.name,
-                        line_of(source, step.span.start),
-                        w.describe(&step.op),
-                    )
-                });
-                pc[t] = th.steps.len();
+                skip_the_rest(&mut report, &w, th, &mut pc[t], turn, source);
                 continue;
             }
             let unfinished: Vec<&str> = th
@@ -647,19 +636,7 @@ fn run_on(
             report.steps.push(rec);
             pc[t] += 1;
             if w.killed(t) && pc[t] < th.steps.len() {
-                report.steps.push(StepRecord {
-                    result: format!(
-                        "killed: its {} remaining step(s) do not run",
-                        th.steps.len() - pc[t]
-                    ),
-                    ..StepRecord::waited(
-                        turn,
-                        &th.name,
-                        line_of(source, th.steps[pc[t]].span.start),
-                        w.describe(&th.steps[pc[t]].op),
-                    )
-                });
-                pc[t] = th.steps.len();
+                skip_the_rest(&mut report, &w, th, &mut pc[t], turn, source);
             }
         }
         if !progressed {
@@ -684,6 +661,32 @@ fn run_on(
     }
     report.trace = w.sys.trace().take();
     Ok(report)
+}
+
+/// A killed thread's steps from `*pc` on do not run (a task with a fatal signal pending
+/// never returns to user space): one record says so, and the thread is done.
+fn skip_the_rest(
+    report: &mut RunReport,
+    w: &World,
+    th: &Thread,
+    pc: &mut usize,
+    turn: usize,
+    source: &str,
+) {
+    let next = &th.steps[*pc];
+    report.steps.push(StepRecord {
+        result: format!(
+            "killed: its {} remaining step(s) do not run",
+            th.steps.len() - *pc
+        ),
+        ..StepRecord::waited(
+            turn,
+            &th.name,
+            line_of(source, next.span.start),
+            w.describe(&next.op),
+        )
+    });
+    *pc = th.steps.len();
 }
 
 /// The checks that hold at every moment, run after every step as the explorer runs
