@@ -144,7 +144,7 @@ pub(crate) fn run(
         step_timeout,
         ..RunOptions::default()
     };
-    let report = svmkit_scenario::run(&sc, b.src, &opts)
+    let report = svmkit_scenario::run(&sc, &opts)
         .map_err(|e| anyhow::anyhow!("{} could not be set up: {}", b.file, e.name()))?;
     Ok(Ran {
         file: b.file,

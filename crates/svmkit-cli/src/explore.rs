@@ -222,7 +222,7 @@ pub fn explore(a: Args) -> ExitCode {
             );
         }
     }
-    let (sc, source) = match load(&a.file) {
+    let (sc, _) = match load(&a.file) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -263,12 +263,12 @@ pub fn explore(a: Args) -> ExitCode {
     let report = {
         let hush = StderrHush::new();
         let (tick, finish) = progress_sink(opts.schedules, hush.terminal());
-        let mut report = explore_jobs(&sc, &source, &opts, a.jobs, shard, tick);
+        let mut report = explore_jobs(&sc, &opts, a.jobs, shard, tick);
         finish();
         if let Some(f) = report.failures.first_mut() {
             let found = (f.steps, f.preemptions);
             let t = Instant::now();
-            *f = minimise(&sc, &source, opts.profile, f, Duration::from_secs(5));
+            *f = minimise(&sc, opts.profile, f, Duration::from_secs(5));
             shrunk = Some((found, t.elapsed()));
         }
         report
@@ -444,7 +444,7 @@ pub fn replay_main(a: &ReplayArgs) -> ExitCode {
         eprintln!("{e}");
         return ExitCode::from(BAD_INPUT);
     }
-    let (sc, source) = match load(file) {
+    let (sc, _) = match load(file) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -502,14 +502,7 @@ pub fn replay_main(a: &ReplayArgs) -> ExitCode {
     let r = {
         let _hush = StderrHush::new();
         std::panic::catch_unwind(|| {
-            replay_traced(
-                &sc,
-                &source,
-                profile,
-                &saved.schedule,
-                saved.max_steps,
-                level,
-            )
+            replay_traced(&sc, profile, &saved.schedule, saved.max_steps, level)
         })
     };
     let (r, trace) = match r {

@@ -138,7 +138,7 @@ pub fn main(args: &Args) -> ExitCode {
         profile: Some(profile),
         ..RunOptions::default()
     };
-    let model = match run(&sc, &source, &opts) {
+    let model = match run(&sc, &opts) {
         Ok(r) => r,
         Err(e) => return bad(format!("the scenario could not be set up: {}", e.name())),
     };

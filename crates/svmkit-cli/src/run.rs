@@ -116,7 +116,7 @@ pub fn main(args: &Args) -> ExitCode {
         step_timeout: std::time::Duration::from_secs(step_timeout),
         trace: level,
     };
-    let report = match run(&scenario, &source, &opts) {
+    let report = match run(&scenario, &opts) {
         Ok(r) => r,
         Err(e) => {
             eprintln!(

@@ -121,11 +121,6 @@ struct Out<'a> {
 /// A step's result: a value, nothing, or an error by name (`EBUSY`, `SIGSEGV`).
 type StepResult = Result<Option<u64>, String>;
 
-fn line_of(src: &str, off: usize) -> usize {
-    src.get(..off.min(src.len()))
-        .map_or(1, |s| s.matches('\n').count() + 1)
-}
-
 fn op_name(op: &Op) -> &'static str {
     match op {
         Op::Read { .. } => "read",
@@ -163,7 +158,7 @@ fn op_name(op: &Op) -> &'static str {
 
 /// Why the file cannot run on the kernel, if it cannot: the first step (or
 /// declaration) the runner has no real counterpart for.
-fn unsupported(sc: &Scenario, src: &str, path: &str) -> Option<String> {
+fn unsupported(sc: &Scenario, path: &str) -> Option<String> {
     if sc.processes.len() != 1 || !sc.processes[0].at_start {
         return Some(format!(
             "{path}: {} processes: the kernel runner runs one process (no fork yet)",
@@ -174,7 +169,7 @@ fn unsupported(sc: &Scenario, src: &str, path: &str) -> Option<String> {
         if !matches!(d.driver, Driver::Dmirror) {
             return Some(format!(
                 "{path}:{}: device `{}` with driver svm_atomic: the kernel runner has only dmirror (/dev/hmm_dmirror<N>); the nouveau-style loop is a later phase",
-                line_of(src, d.span.start),
+                sc.line_of(d.span.start),
                 d.name
             ));
         }
@@ -208,7 +203,7 @@ fn unsupported(sc: &Scenario, src: &str, path: &str) -> Option<String> {
             if let Some(why) = why {
                 return Some(format!(
                     "{path}:{}: step `{}` of thread {} cannot run on the real kernel: {why}",
-                    line_of(src, s.span.start),
+                    sc.line_of(s.span.start),
                     op_name(&s.op),
                     th.name
                 ));
@@ -246,7 +241,7 @@ fn run_file_inner(path: &str, opts: &crate::Options, env: &Env) -> u8 {
             return 2;
         }
     };
-    if let Some(why) = unsupported(&sc, &src, path) {
+    if let Some(why) = unsupported(&sc, path) {
         eprintln!("svmkit-guest: {why}");
         return 2;
     }
@@ -274,7 +269,6 @@ fn run_file_inner(path: &str, opts: &crate::Options, env: &Env) -> u8 {
     };
     let mut run = Run {
         sc: &sc,
-        src: &src,
         env,
         era: era.clone(),
         pm,
@@ -307,7 +301,6 @@ fn run_file_inner(path: &str, opts: &crate::Options, env: &Env) -> u8 {
 
 struct Run<'a> {
     sc: &'a Scenario,
-    src: &'a str,
     env: &'a Env,
     era: String,
     pm: Pagemap,
@@ -592,7 +585,7 @@ impl Run<'_> {
                             ..StepRecord::waited(
                                 turn,
                                 &th.name,
-                                line_of(self.src, step.span.start),
+                                self.sc.line_of(step.span.start),
                                 self.describe(&step.op),
                             )
                         });
@@ -797,7 +790,7 @@ impl Run<'_> {
     }
 
     fn perform(&mut self, t: usize, step: &Step, turn: usize) -> StepRecord {
-        let line = line_of(self.src, step.span.start);
+        let line = self.sc.line_of(step.span.start);
         let a = self.step_addr(&step.op);
         self.vmas = sys::vmas();
         let before = a.map(|a| self.entry(a));

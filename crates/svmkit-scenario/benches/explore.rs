@@ -30,10 +30,10 @@ use svmkit_scenario::explore::{ExploreOptions, explore, explore_jobs};
 #[path = "../../svmkit/tests/common/explored.rs"]
 mod explored;
 
-fn scenario(name: &str) -> (svmkit_scenario::Scenario, String) {
+fn scenario(name: &str) -> svmkit_scenario::Scenario {
     let path = format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"));
     let src = std::fs::read_to_string(&path).unwrap();
-    (svmkit_scenario::parse(&path, &src).unwrap(), src)
+    svmkit_scenario::parse(&path, &src).unwrap()
 }
 
 fn benches(c: &mut Criterion) {
@@ -58,7 +58,7 @@ fn benches(c: &mut Criterion) {
         ("scenario_exclusivity_4_threads", "race-exclusivity.toml"),
         ("scenario_counter_2_threads", "race-counter.toml"),
     ] {
-        let (sc, src) = scenario(file);
+        let sc = scenario(file);
         g.bench_function(id, |b| {
             b.iter_custom(|iters| {
                 let opts = ExploreOptions {
@@ -66,13 +66,13 @@ fn benches(c: &mut Criterion) {
                     ..ExploreOptions::default()
                 };
                 let t = Instant::now();
-                let r = explore(&sc, &src, &opts, Arc::new(|_| {}));
+                let r = explore(&sc, &opts, Arc::new(|_| {}));
                 assert!(r.failure.is_none());
                 t.elapsed()
             })
         });
     }
-    let (sc, src) = scenario("race-counter.toml");
+    let sc = scenario("race-counter.toml");
     for jobs in [1usize, 2] {
         g.bench_function(format!("counter_jobs_{jobs}"), |b| {
             b.iter_custom(|iters| {
@@ -81,7 +81,7 @@ fn benches(c: &mut Criterion) {
                     ..ExploreOptions::default()
                 };
                 let t = Instant::now();
-                let r = explore_jobs(&sc, &src, &opts, jobs, None, Arc::new(|_| {}));
+                let r = explore_jobs(&sc, &opts, jobs, None, Arc::new(|_| {}));
                 assert!(r.failures.is_empty());
                 // Per schedule, whatever the batch was rounded up to.
                 t.elapsed()

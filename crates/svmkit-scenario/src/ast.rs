@@ -54,6 +54,29 @@ pub struct Scenario {
     pub explore: ExploreSpec,
     /// Where a real kernel is known to differ from the model (`[oracle]`).
     pub oracle: Vec<Divergence>,
+    /// Where each line of the file starts, for [`Scenario::line_of`].
+    pub lines: LineIndex,
+}
+
+/// The byte offset of each line's start in a source text: a line number in one binary
+/// search (a step's line is part of every record an account prints).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineIndex(Vec<usize>);
+
+impl LineIndex {
+    /// The index of `source`.
+    pub fn new(source: &str) -> LineIndex {
+        LineIndex(
+            std::iter::once(0)
+                .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
+        )
+    }
+
+    /// The 1-based line of byte `offset` (the last line for an offset past the end).
+    pub fn line_of(&self, offset: usize) -> usize {
+        self.0.partition_point(|&start| start <= offset).max(1)
+    }
 }
 
 /// `[oracle] divergences`: one observable where the golden of a real kernel differs
@@ -103,6 +126,11 @@ pub struct EraOutcome {
 }
 
 impl Scenario {
+    /// The 1-based line of byte `offset` of the file the scenario was parsed from.
+    pub fn line_of(&self, offset: usize) -> usize {
+        self.lines.line_of(offset)
+    }
+
     /// The documented outcome under `profile` (by name), if the file gives one; a file
     /// without `[outcomes]` expects its own profile to pass.
     pub fn expected_outcome(&self, profile: &str) -> Option<&EraOutcome> {

@@ -27,7 +27,7 @@ use svmkit::trace::{TraceEvent, TraceLevel};
 use svmkit::{Errno, Profile};
 
 use crate::ast::*;
-use crate::world::{World, line_of};
+use crate::world::World;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -402,27 +402,21 @@ struct Progress {
     profile: String,
 }
 
-/// Runs `sc` on the deterministic schedule described in the module docs. `source` is
-/// the file's text (for line numbers in the account).
+/// Runs `sc` on the deterministic schedule described in the module docs.
 ///
 /// The run happens on a thread of its own, watched: a step that does not return
 /// within `opts.step_timeout` (it sleeps on a lock nobody will release, as a flawed
 /// driver's self-deadlock does) ends the run with a deadlock report naming the step
 /// and every locked folio; that thread and the model it holds are then abandoned (they
 /// cannot be torn down while asleep).
-pub fn run(sc: &Scenario, source: &str, opts: &RunOptions) -> Result<RunReport, StepError> {
+pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunReport, StepError> {
     let progress = Arc::new(std::sync::Mutex::new(Progress::default()));
     let (tx, rx) = std::sync::mpsc::channel();
-    let (sc2, src2, opts2, prog2) = (
-        sc.clone(),
-        source.to_string(),
-        opts.clone(),
-        Arc::clone(&progress),
-    );
+    let (sc2, opts2, prog2) = (sc.clone(), opts.clone(), Arc::clone(&progress));
     let handle = std::thread::Builder::new()
         .name(format!("scenario {}", sc.name))
         .spawn(move || {
-            let r = run_on(&sc2, &src2, &opts2, &prog2);
+            let r = run_on(&sc2, &opts2, &prog2);
             let _ = tx.send(r);
         })
         .map_err(|_| StepError::Errno(Errno::ENOMEM))?;
@@ -503,7 +497,6 @@ fn hung_report(p: &Progress, timeout: std::time::Duration) -> RunReport {
 
 fn run_on(
     sc: &Scenario,
-    source: &str,
     opts: &RunOptions,
     progress: &std::sync::Mutex<Progress>,
 ) -> Result<RunReport, StepError> {
@@ -544,7 +537,7 @@ fn run_on(
                 .find(|s| s.thread == th.name)
                 .is_some_and(|s| s.waited);
             if w.killed(t) && !sleeping {
-                skip_the_rest(&mut report, &w, th, &mut pc[t], turn, source);
+                skip_the_rest(&mut report, &w, th, &mut pc[t], turn);
                 continue;
             }
             let unfinished: Vec<&str> = th
@@ -585,7 +578,7 @@ fn run_on(
                     ..StepRecord::waited(
                         turn,
                         &th.name,
-                        line_of(source, step.span.start),
+                        w.sc.line_of(step.span.start),
                         w.describe(&step.op),
                     )
                 });
@@ -608,7 +601,7 @@ fn run_on(
                         ..StepRecord::waited(
                             turn,
                             &th.name,
-                            line_of(source, step.span.start),
+                            w.sc.line_of(step.span.start),
                             w.describe(&step.op),
                         )
                     });
@@ -621,14 +614,14 @@ fn run_on(
                 p.current = Some((
                     th.name.clone(),
                     w.describe(&step.op),
-                    line_of(source, step.span.start),
+                    w.sc.line_of(step.span.start),
                 ));
                 p.since = Some(std::time::Instant::now());
                 let known = p.steps.len();
                 p.steps.extend_from_slice(&report.steps[known..]);
             }
             w.sys.trace().set_track(Some(&th.name));
-            let mut rec = w.perform(t, step, turn, source);
+            let mut rec = w.perform(t, step, turn);
             check_invariants(&w, &mut rec);
             if rec.failed.is_some() {
                 report.passed = false;
@@ -636,7 +629,7 @@ fn run_on(
             report.steps.push(rec);
             pc[t] += 1;
             if w.killed(t) && pc[t] < th.steps.len() {
-                skip_the_rest(&mut report, &w, th, &mut pc[t], turn, source);
+                skip_the_rest(&mut report, &w, th, &mut pc[t], turn);
             }
         }
         if !progressed {
@@ -665,14 +658,7 @@ fn run_on(
 
 /// A killed thread's steps from `*pc` on do not run (a task with a fatal signal pending
 /// never returns to user space): one record says so, and the thread is done.
-fn skip_the_rest(
-    report: &mut RunReport,
-    w: &World,
-    th: &Thread,
-    pc: &mut usize,
-    turn: usize,
-    source: &str,
-) {
+fn skip_the_rest(report: &mut RunReport, w: &World, th: &Thread, pc: &mut usize, turn: usize) {
     let next = &th.steps[*pc];
     report.steps.push(StepRecord {
         result: format!(
@@ -682,7 +668,7 @@ fn skip_the_rest(
         ..StepRecord::waited(
             turn,
             &th.name,
-            line_of(source, next.span.start),
+            w.sc.line_of(next.span.start),
             w.describe(&next.op),
         )
     });

@@ -217,9 +217,13 @@ struct Sink {
 
 /// The explored closure: the whole scenario, once, on the schedule shuttle chooses.
 /// Panics with the violation on a failure (shuttle's way of failing a schedule).
+///
+/// Only with `record` does it write down each step for the account (a replay does);
+/// an exploration checks the same and, when a schedule fails, replays it to write the
+/// account.
 fn body(
     sc: Arc<Scenario>,
-    source: Arc<str>,
+    record: bool,
     profile: Profile,
     sink: Arc<std::sync::Mutex<Sink>>,
     trace: TraceLevel,
@@ -269,16 +273,10 @@ fn body(
         let turn = Arc::new(AtomicUsize::new(0));
         let handles: Vec<_> = (0..n)
             .map(|t| {
-                let (w, gate, turn, sink, source) = (
-                    w.clone(),
-                    gate.clone(),
-                    turn.clone(),
-                    sink.clone(),
-                    source.clone(),
-                );
+                let (w, gate, turn, sink) = (w.clone(), gate.clone(), turn.clone(), sink.clone());
                 let name = w.sc.threads[t].name.clone();
                 thread::spawn_named(&name, move || {
-                    run_thread(t, &w, &gate, &turn, &sink, &source);
+                    run_thread(t, &w, &gate, &turn, &sink, record);
                 })
             })
             .collect();
@@ -314,7 +312,7 @@ fn run_thread(
     gate: &(Mutex<Vec<bool>>, Condvar),
     turn: &AtomicUsize,
     sink: &std::sync::Mutex<Sink>,
-    source: &str,
+    record: bool,
 ) {
     let sc = w.sc.clone();
     let th = &sc.threads[t];
@@ -333,30 +331,36 @@ fn run_thread(
             break;
         }
         let n = turn.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut rec = w.perform(t, step, n, source);
+        let rec = w.perform_maybe_recorded(t, step, n, record);
         if w.killed(t) && step.op.is_cpu_access() {
             // Killed during a user access: Linux's fault ends in its killable wait
             // and the task dies; whatever the model's access returned, it does not.
-            rec.result = "killed in the step: it does not return".into();
-            rec.failed = None;
-            sink.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .steps
-                .push(rec);
+            if let Some(mut rec) = rec.filter(|_| record) {
+                rec.result = "killed in the step: it does not return".into();
+                rec.failed = None;
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .steps
+                    .push(rec);
+            }
             break;
         }
-        let failed = rec.failed.clone().map(|f| {
-            format!(
-                "expectation failed: thread {}, line {}, `{}` -> {}: expected {f}",
-                rec.thread, rec.line, rec.step, rec.result
-            )
-        });
-        sink.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .steps
-            .push(rec);
-        if let Some(f) = failed {
-            panic!("{f}");
+        if let Some(rec) = rec {
+            let failed = rec.failed.clone().map(|f| {
+                format!(
+                    "expectation failed: thread {}, line {}, `{}` -> {}: expected {f}",
+                    rec.thread, rec.line, rec.step, rec.result
+                )
+            });
+            if record {
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .steps
+                    .push(rec);
+            }
+            if let Some(f) = failed {
+                panic!("{f}");
+            }
         }
         if matches!(step.op, Op::Fork { .. }) {
             gate.1.notify_all();
@@ -427,37 +431,28 @@ fn config_of(opts: &ExploreOptions, seed: u64) -> ExploreConfig {
 /// failure, with its account (taken by replaying the failing schedule).
 pub fn explore(
     sc: &Scenario,
-    source: &str,
     opts: &ExploreOptions,
     progress: Arc<dyn Fn(usize) + Send + Sync>,
 ) -> Exploration {
-    explore_until(sc, source, opts, progress, Arc::new(AtomicBool::new(false)))
+    explore_until(sc, opts, progress, Arc::new(AtomicBool::new(false)))
 }
 
 /// [`explore`], ending early (without a failure) once `stop` is set: the schedules
 /// left run nothing and are not counted.
 fn explore_until(
     sc: &Scenario,
-    source: &str,
     opts: &ExploreOptions,
     progress: Arc<dyn Fn(usize) + Send + Sync>,
     stop: Arc<AtomicBool>,
 ) -> Exploration {
     let profile = opts.profile.unwrap_or(sc.profile);
     let sc = Arc::new(sc.clone());
-    let source: Arc<str> = Arc::from(source);
     let sink = Arc::new(std::sync::Mutex::new(Sink::default()));
     let started = Instant::now();
     let count = Arc::new(AtomicUsize::new(0));
     let f = {
         let (inner, count, progress) = (
-            body(
-                sc.clone(),
-                source.clone(),
-                profile,
-                sink.clone(),
-                TraceLevel::Off,
-            ),
+            body(sc.clone(), false, profile, sink.clone(), TraceLevel::Off),
             count.clone(),
             progress.clone(),
         );
@@ -485,7 +480,7 @@ fn explore_until(
         failure: None,
     };
     if let Err(fail) = result {
-        let mut found = replay_failure(&sc, &source, profile, &fail);
+        let mut found = replay_failure(&sc, profile, &fail);
         found.seed = opts.seed;
         summary.failure = Some(found);
     }
@@ -493,15 +488,9 @@ fn explore_until(
 }
 
 /// Replays `fail`'s schedule, traced, to write its account and keep its trace.
-fn replay_failure(
-    sc: &Arc<Scenario>,
-    source: &Arc<str>,
-    profile: Profile,
-    fail: &ExploreFailure,
-) -> FoundFailure {
+fn replay_failure(sc: &Arc<Scenario>, profile: Profile, fail: &ExploreFailure) -> FoundFailure {
     let (r, trace) = replay_schedule(
         sc,
-        source,
         profile,
         &fail.schedule,
         fail.max_steps,
@@ -525,15 +514,14 @@ fn replay_failure(
 /// shorter failure with its account (or `found` itself if nothing shorter fails).
 pub fn minimise(
     sc: &Scenario,
-    source: &str,
     profile: Option<Profile>,
     found: &FoundFailure,
     budget: Duration,
 ) -> FoundFailure {
     let profile = profile.unwrap_or(sc.profile);
-    let (sc, source) = (Arc::new(sc.clone()), Arc::<str>::from(source));
+    let sc = Arc::new(sc.clone());
     let sink = Arc::new(std::sync::Mutex::new(Sink::default()));
-    let f = body(sc.clone(), source.clone(), profile, sink, TraceLevel::Off);
+    let f = body(sc.clone(), false, profile, sink, TraceLevel::Off);
     let class = violation_class(&found.violation);
     let input = ExploreFailure {
         scheduler: None,
@@ -546,7 +534,7 @@ pub fn minimise(
     };
     let small =
         quiet(|| svmkit::check::minimise(f, &input, |m| violation_class(m) == class, budget));
-    let mut out = replay_failure(&sc, &source, profile, &small);
+    let mut out = replay_failure(&sc, profile, &small);
     if out.account.is_empty() {
         // The shrunk schedule did not fail on replay: keep the original.
         return found.clone();
@@ -561,14 +549,13 @@ pub type ReplayResult = Result<(), FoundFailure>;
 
 fn replay_schedule(
     sc: &Arc<Scenario>,
-    source: &Arc<str>,
     profile: Profile,
     schedule: &str,
     max_steps: Option<usize>,
     trace: TraceLevel,
 ) -> (ReplayResult, Vec<TraceEvent>) {
     let sink = Arc::new(std::sync::Mutex::new(Sink::default()));
-    let f = body(sc.clone(), source.clone(), profile, sink.clone(), trace);
+    let f = body(sc.clone(), true, profile, sink.clone(), trace);
     let r = quiet(|| svmkit::check::replay_bounded(f, schedule, max_steps));
     let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
     let events = s
@@ -601,33 +588,24 @@ fn replay_schedule(
 )]
 pub fn replay(
     sc: &Scenario,
-    source: &str,
     profile: Option<Profile>,
     schedule: &str,
     max_steps: Option<usize>,
 ) -> ReplayResult {
-    replay_traced(sc, source, profile, schedule, max_steps, TraceLevel::Off).0
+    replay_traced(sc, profile, schedule, max_steps, TraceLevel::Off).0
 }
 
 /// [`replay`], recording the replayed schedule's trace at `level` (its account and
 /// violation are the same as untraced); returns the trace too, failing or not.
 pub fn replay_traced(
     sc: &Scenario,
-    source: &str,
     profile: Option<Profile>,
     schedule: &str,
     max_steps: Option<usize>,
     level: TraceLevel,
 ) -> (ReplayResult, Vec<TraceEvent>) {
     let profile = profile.unwrap_or(sc.profile);
-    replay_schedule(
-        &Arc::new(sc.clone()),
-        &Arc::from(source),
-        profile,
-        schedule,
-        max_steps,
-        level,
-    )
+    replay_schedule(&Arc::new(sc.clone()), profile, schedule, max_steps, level)
 }
 
 thread_local! {
@@ -712,7 +690,6 @@ impl Shard {
 /// failure found by one worker stops the others.
 pub fn explore_jobs(
     sc: &Scenario,
-    source: &str,
     opts: &ExploreOptions,
     jobs: usize,
     shard: Option<Shard>,
@@ -744,7 +721,7 @@ pub fn explore_jobs(
                         let total = done.fetch_add(n - before, Ordering::Relaxed) + n - before;
                         progress(total);
                     });
-                    let e = explore_until(sc, source, &o, tick, stop.clone());
+                    let e = explore_until(sc, &o, tick, stop.clone());
                     if e.failure.is_some() {
                         stop.store(true, Ordering::Relaxed);
                     }

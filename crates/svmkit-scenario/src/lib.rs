@@ -27,7 +27,7 @@
 //! ]
 //! "#;
 //! let sc = svmkit_scenario::parse("doc.toml", src).unwrap();
-//! let report = svmkit_scenario::run(&sc, src, &Default::default()).unwrap();
+//! let report = svmkit_scenario::run(&sc, &Default::default()).unwrap();
 //! assert!(report.passed, "{}", report.account());
 //! ```
 

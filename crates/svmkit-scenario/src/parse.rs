@@ -677,7 +677,10 @@ pub fn parse(file: &str, source: &str) -> Result<Scenario, ParseError> {
     let mut cx = Ctx::default();
     let scenario = build(&mut cx, &root);
     match scenario {
-        Some(s) if cx.problems.is_empty() => Ok(s),
+        Some(mut s) if cx.problems.is_empty() => {
+            s.lines = LineIndex::new(source);
+            Ok(s)
+        }
         _ => {
             if cx.problems.is_empty() {
                 cx.problems
@@ -893,6 +896,7 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
         outcomes,
         explore,
         oracle,
+        lines: LineIndex::default(),
     })
 }
 

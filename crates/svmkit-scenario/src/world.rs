@@ -83,12 +83,6 @@ fn buffer(pages: u64) -> Result<Vec<u8>, StepError> {
     Ok(vec![0u8; bytes])
 }
 
-/// The line of a byte offset.
-pub(crate) fn line_of(src: &str, off: usize) -> usize {
-    src.get(..off.min(src.len()))
-        .map_or(1, |s| s.matches('\n').count() + 1)
-}
-
 /// What maps an address: a PTE, or a huge PMD over it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Entry {
@@ -776,7 +770,9 @@ impl World {
         self.open_ranges.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn take_events(&self) -> Vec<String> {
+    /// The events are written out only if `text` (counting them is all an unrecorded
+    /// step needs).
+    pub(crate) fn take_events(&self, text: bool) -> Vec<String> {
         let mut out = Vec::new();
         let recorders: Vec<_> = lk(&self.recorders).clone();
         for (i, r) in recorders.iter().enumerate() {
@@ -792,6 +788,9 @@ impl World {
                     }
                     NotifierCallKind::Release => {}
                     _ => continue,
+                }
+                if !text {
+                    continue;
                 }
                 let owner = c.owner.map_or(String::new(), |o| {
                     format!(" owner {}", self.owner_name(o.raw()))
@@ -1166,7 +1165,7 @@ impl World {
             };
             lk(&self.devs).push(Some(Arc::new(dev)));
         }
-        let _ = self.take_events();
+        let _ = self.take_events(false);
         Ok(None)
     }
 
@@ -1176,15 +1175,35 @@ impl World {
 
     /// Runs `step` of thread `t` and writes down what it returned, what changed at its
     /// address and which of its expectations failed.
-    pub(crate) fn perform(&self, t: usize, step: &Step, turn: usize, source: &str) -> StepRecord {
+    pub(crate) fn perform(&self, t: usize, step: &Step, turn: usize) -> StepRecord {
+        self.perform_maybe_recorded(t, step, turn, true)
+            .unwrap_or_else(|| unreachable!("a recorded step always has its record"))
+    }
+
+    /// [`World::perform`], or with `record` false (an exploration, which replays a
+    /// failing schedule to write its account) the same checks with nothing written
+    /// down: `None` unless an expectation failed. Both ways take the same facade locks
+    /// in the same order (what only the record reads is read without one), so a
+    /// schedule found without the record replays the same with it.
+    pub(crate) fn perform_maybe_recorded(
+        &self,
+        t: usize,
+        step: &Step,
+        turn: usize,
+        record: bool,
+    ) -> Option<StepRecord> {
         let sc = &self.sc;
         let p = self.thread_process(t);
         let a = self.step_addr(&step.op);
-        let before = a.map(|a| self.entry(p, a));
         let tracer = self.sys.trace();
-        // Read whether traced or not: an explored account and its replay are the same.
-        let counts_before = a.and_then(|a| self.folio_counts(p, a));
-        let text = self.describe(&step.op);
+        let record = record || tracer.on();
+        let before = a.filter(|_| record).map(|a| self.entry(p, a));
+        let counts_before = a.filter(|_| record).and_then(|a| self.folio_counts(p, a));
+        let text = if record {
+            self.describe(&step.op)
+        } else {
+            String::new()
+        };
         let mut faults = 0;
         let mut cpages = None;
         // Only a traced run (svmkit run) reads its record back.
@@ -1205,7 +1224,7 @@ impl World {
             Vec::new()
         };
         let after = a.map(|a| self.entry(p, a));
-        let counts = a.and_then(|a| self.folio_counts(p, a));
+        let counts = a.filter(|_| record).and_then(|a| self.folio_counts(p, a));
         let mut failed = None;
         let expect = step.expect.get(self.era).unwrap_or(&Outcome::Ok(None));
         if !outcome_holds(expect, &r) {
@@ -1236,7 +1255,7 @@ impl World {
                 }
             }
         }
-        let events = self.take_events();
+        let events = self.take_events(record || step.expect_events.is_some());
         if failed.is_none()
             && let Some(want) = step.expect_events.as_ref().and_then(|e| e.get(self.era))
             && let Err(missing) = events_match(want, &events)
@@ -1273,26 +1292,37 @@ impl World {
                 cpages.map_or_else(|| "none (the ioctl failed)".to_string(), |c| c.to_string())
             ));
         }
-        let devices = a.map_or_else(Vec::new, |a| {
+        if !record && failed.is_none() {
+            return None;
+        }
+        let text = if record {
+            text
+        } else {
+            self.describe(&step.op)
+        };
+        // Read without the driver lock: the record takes no facade lock (see above).
+        // While a task that is switched out holds it, the entry is not known.
+        let devices = a.filter(|_| record).map_or_else(Vec::new, |a| {
             sc.devices
                 .iter()
                 .zip(&devs)
-                .filter_map(|(d, dev)| {
-                    dev.as_ref()?.device().lock().get(a).map(|e| {
+                .filter_map(|(d, dev)| match dev.as_ref()?.device().peek_entry(a) {
+                    None => Some(format!("{}: (its driver lock is held)", d.name)),
+                    Some(e) => e.map(|e| {
                         format!(
                             "{}: {} pfn {:#x}",
                             d.name,
                             rights_text(e.rights),
                             e.pfn.raw()
                         )
-                    })
+                    }),
                 })
                 .collect()
         });
-        StepRecord {
+        Some(StepRecord {
             turn,
             thread: sc.threads[t].name.clone(),
-            line: line_of(source, step.span.start),
+            line: sc.line_of(step.span.start),
             step: text,
             result: result_text_of(&step.op, &r),
             waited: false,
@@ -1320,7 +1350,7 @@ impl World {
             failed,
             note: step.note.clone(),
             id: step.id.clone(),
-        }
+        })
     }
 
     /// Where an expectation with an optional `at` looks: `at`, else the step's address.
@@ -1449,7 +1479,7 @@ impl World {
                 ok: r.is_ok(),
                 detail: r.map_or_else(|e| e.to_string().trim().to_string(), |()| "clean".into()),
             });
-            let _ = self.take_events();
+            let _ = self.take_events(false);
             let open = self.open_ranges.load(Ordering::Relaxed);
             report.end.push(EndCheck {
                 what: "notifier ranges paired".into(),

@@ -22,7 +22,7 @@ fn corpus_every_example_ends_as_documented_under_every_era_it_names() {
             }
         };
         for o in &sc.outcomes {
-            if let Err(e) = common::run_as_documented(&name, &sc, &src, o) {
+            if let Err(e) = common::run_as_documented(&name, &sc, o) {
                 failures.push(e);
             }
         }

@@ -402,7 +402,7 @@ fn diagnostics_mutated_examples_that_parse_run_without_panicking() {
                     step_timeout: std::time::Duration::from_millis(300),
                     ..Default::default()
                 };
-                let _ = svmkit_scenario::run(&sc, &s, &opts);
+                let _ = svmkit_scenario::run(&sc, &opts);
             }
             Ok(())
         })

@@ -61,7 +61,7 @@ fn expectations_end_as_documented_with_the_documented_failure_text() {
             );
         }
         for o in &sc.outcomes {
-            let report = match common::run_as_documented(&name, &sc, &src, o) {
+            let report = match common::run_as_documented(&name, &sc, o) {
                 Ok(r) => r,
                 Err(e) => {
                     failures.push(e);

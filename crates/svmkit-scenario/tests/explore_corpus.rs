@@ -49,7 +49,7 @@ fn explore_corpus_every_example_ends_as_documented_and_replays_byte_for_byte() {
                 ..ExploreOptions::default()
             };
             let t = Instant::now();
-            let got = explore(&sc, &src, &opts, Arc::new(|_| {}));
+            let got = explore(&sc, &opts, Arc::new(|_| {}));
             let secs = t.elapsed().as_secs_f64();
             let outcome = got
                 .failure
@@ -83,7 +83,7 @@ fn explore_corpus_every_example_ends_as_documented_and_replays_byte_for_byte() {
             }
             if let Some(found) = &got.failure {
                 for _ in 0..2 {
-                    match replay(&sc, &src, opts.profile, &found.schedule, found.max_steps) {
+                    match replay(&sc, opts.profile, &found.schedule, found.max_steps) {
                         Err(again) => {
                             if again.violation != found.violation || again.account != found.account
                             {

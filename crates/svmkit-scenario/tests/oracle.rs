@@ -44,7 +44,7 @@ values = [{ process = "app", at = "buf", value = 5 }]
 
 fn model(src: &str) -> (svmkit_scenario::Scenario, serde_json::Value) {
     let sc = parse("t.toml", src).unwrap();
-    let r = run(&sc, src, &RunOptions::default()).unwrap();
+    let r = run(&sc, &RunOptions::default()).unwrap();
     assert!(r.passed, "{}", r.account());
     let v = serde_json::to_value(&r).unwrap();
     (sc, v)

@@ -53,7 +53,7 @@ fn oracle_goldens_every_corpus_file_agrees_with_both_kernels() {
                 profile: Some(profile),
                 ..RunOptions::default()
             };
-            let r = run(&sc, &src, &opts).unwrap();
+            let r = run(&sc, &opts).unwrap();
             let m = serde_json::to_value(&r).unwrap();
             let c = compare(&sc, kernel, &k, &m);
             agree += c.agreeing();

@@ -34,7 +34,7 @@ fn run_file_within(
         step_timeout: timeout,
         trace,
     };
-    run(&sc, &src, &opts).unwrap()
+    run(&sc, &opts).unwrap()
 }
 
 /// The frame of the device-exclusive entry a pass left (its conversion's PTE change),

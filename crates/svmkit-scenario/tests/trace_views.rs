@@ -25,14 +25,14 @@ fn example(name: &str) -> (svmkit_scenario::Scenario, String) {
 }
 
 fn run_example(name: &str, profile: Profile) -> RunReport {
-    let (sc, src) = example(name);
+    let (sc, _) = example(name);
     let opts = RunOptions {
         profile: Some(profile),
         // A documented self-deadlock hangs a step until the timeout: keep it short.
         step_timeout: Duration::from_millis(500),
         trace: TraceLevel::Normal,
     };
-    run(&sc, &src, &opts).unwrap()
+    run(&sc, &opts).unwrap()
 }
 
 /// Checks one view of `events` the way its reader would read it.
@@ -274,20 +274,19 @@ fn failing_example() -> (svmkit_scenario::Scenario, String) {
 
 #[test]
 fn a_traced_replay_reproduces_the_failing_schedule_byte_for_byte() {
-    let (sc, src) = failing_example();
+    let (sc, _) = failing_example();
     let opts = ExploreOptions {
         schedules: 2000,
         ..ExploreOptions::default()
     };
-    let found = explore(&sc, &src, &opts, std::sync::Arc::new(|_| {}))
+    let found = explore(&sc, &opts, std::sync::Arc::new(|_| {}))
         .failure
         .expect("the file documents a failing schedule");
     // The explorer's account comes from a traced replay: it kept the trace.
     assert!(!found.trace.is_empty());
-    let untraced = replay(&sc, &src, None, &found.schedule, found.max_steps).unwrap_err();
+    let untraced = replay(&sc, None, &found.schedule, found.max_steps).unwrap_err();
     let (traced, events) = replay_traced(
         &sc,
-        &src,
         None,
         &found.schedule,
         found.max_steps,

@@ -28,7 +28,6 @@ pub fn toml_files(dir: &str) -> Vec<PathBuf> {
 pub fn run_as_documented(
     name: &str,
     sc: &Scenario,
-    src: &str,
     want: &EraOutcome,
 ) -> Result<RunReport, String> {
     let opts = RunOptions {
@@ -36,7 +35,7 @@ pub fn run_as_documented(
         step_timeout: Duration::from_secs(3),
         ..RunOptions::default()
     };
-    let report = run(sc, src, &opts).map_err(|e| format!("{name}: setup failed: {}", e.name()))?;
+    let report = run(sc, &opts).map_err(|e| format!("{name}: setup failed: {}", e.name()))?;
     if report.ends_as(want) {
         Ok(report)
     } else {

@@ -285,6 +285,14 @@ impl Device {
         DriverLock(self.table.lock())
     }
 
+    /// The entry for the page containing `addr`, read without taking the driver lock
+    /// (no scheduling point under exploration, so an account or a checker can look
+    /// without changing the schedules it watches): `None` while the lock is held,
+    /// `Some(None)` if there is no entry.
+    pub fn peek_entry(&self, addr: u64) -> Option<Option<DevPte>> {
+        self.table.peek(|t| t.get(addr))
+    }
+
     /// Takes the driver lock if it is free (for non-blockable invalidations).
     pub fn try_lock(&self) -> Option<DriverLock<'_>> {
         self.table.try_lock().map(DriverLock)
