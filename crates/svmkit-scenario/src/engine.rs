@@ -677,8 +677,9 @@ fn skip_the_rest(report: &mut RunReport, w: &World, th: &Thread, pc: &mut usize,
 
 /// The checks that hold at every moment, run after every step as the explorer runs
 /// them ([`svmkit::System::check_devices_now`]: DESIGN.md's exclusivity invariant, no stale
-/// device translation, no device access to a frame it no longer maps), and, since no
-/// step is in flight between two turns, notifier start/end pairing. A violation fails
+/// device translation, no device access to a frame it no longer maps), the
+/// interval-notifier state ([`World::check_notifiers_now`]), and, since no step is in
+/// flight between two turns, notifier start/end pairing. A violation fails
 /// the step that left it, after the step's own expectations.
 fn check_invariants(w: &World, rec: &mut StepRecord) {
     let mut bad = Vec::new();
@@ -688,6 +689,9 @@ fn check_invariants(w: &World, rec: &mut StepRecord) {
                 .first()
                 .map_or_else(|| e.to_string(), |v| v.to_string()),
         );
+    }
+    if let Err(e) = w.check_notifiers_now() {
+        bad.push(e);
     }
     let open = w.ranges_open();
     if open != 0 {

@@ -10,8 +10,9 @@
 //!   could observe, the checks that hold at every moment: DESIGN.md's exclusivity
 //!   invariant (an atomic device entry has a device-exclusive CPU entry for the same
 //!   pfn), no stale device translation, no device access to a frame it no longer maps
-//!   ([`svmkit::System::check_devices_now`], which takes no lock, so the checks add
-//!   no scheduling point);
+//!   ([`svmkit::System::check_devices_now`]), each process's interval-notifier state
+//!   ([`svmkit::mm::Mm::check_notifiers_now`]) and no range end without its start;
+//!   none takes a lock, so the checks add no scheduling point;
 //! * at the end: the invariant checker, notifier start/end pairing, the values and
 //!   the frames the file expects;
 //! * deadlocks (shuttle sees every task blocked) and livelocks (a schedule past
@@ -22,7 +23,8 @@
 //! ([`replay`]) gives the same account and violation, byte for byte.
 //!
 //! # Traces
-//! Explorations record no trace (cost). The replay that writes a failure's account
+//! Explorations record no trace and write no step record (cost): a step's
+//! expectations are checked, and only a failing one is written down. The replay that writes a failure's account
 //! records one ([`FoundFailure::trace`]), and [`replay_traced`] replays a schedule with
 //! its trace; the account is the same traced or not (it leaves out the per-step
 //! `decided:` lines a traced `svmkit run` prints, which the trace holds).
@@ -251,21 +253,22 @@ fn body(
             Ok(Some(c)) => panic!("setup failed: {}: {}", c.what, c.detail),
             Err(e) => panic!("setup failed: {}", e.name()),
         }
-        // The device invariants at every scheduling point from here on: at every state
-        // another task could see. A weak reference: the hook outlives the execution.
-        let sys = Arc::downgrade(&w.sys);
+        // The device invariants and the notifier state at every scheduling point from
+        // here on: at every state another task could see. A weak reference: the hook
+        // outlives the execution.
+        let world = Arc::downgrade(&w);
         svmkit::check::at_every_scheduling_point(move || {
-            if let Some(sys) = sys.upgrade()
-                && let Err(e) = sys.check_devices_now()
-            {
+            let Some(w) = world.upgrade() else { return };
+            let bad = match w.sys.check_devices_now() {
+                Err(e) => Some(first(&e)),
+                Ok(()) => w.check_notifiers_now().err(),
+            };
+            if let Some(bad) = bad {
                 let who = shuttle::thread::current();
                 let who = who
                     .name()
                     .map_or_else(|| "the main task".to_string(), |n| format!("thread {n}"));
-                panic!(
-                    "invariant violated (at a scheduling point of {who}): {}",
-                    first(&e)
-                );
+                panic!("invariant violated (at a scheduling point of {who}): {bad}");
             }
         });
         let n = sc.threads.len();

@@ -765,6 +765,35 @@ impl World {
             .map_or_else(|| format!("{raw:#x}"), |(d, _)| d.name.clone())
     }
 
+    /// The notifier state at this moment, for an exploration's hook at every
+    /// scheduling point (it takes no facade lock): every process's interval-notifier
+    /// state ([`svmkit::mm::Mm::check_notifiers_now`]), and pairing so far: no
+    /// recorder saw more range ends than starts.
+    pub(crate) fn check_notifiers_now(&self) -> Result<(), String> {
+        // Under the world's lock rather than on a copy: dropping a copied MmUser is
+        // an mmput, which must not run inside the hook.
+        for (p, mm) in lk(&self.procs).iter().enumerate() {
+            if let Some(mm) = mm {
+                mm.check_notifiers_now()
+                    .map_err(|e| format!("process {}: {e}", self.sc.processes[p].name))?;
+            }
+        }
+        let recorders: Vec<_> = lk(&self.recorders).clone();
+        let open = self.open_ranges.load(Ordering::Relaxed)
+            + recorders
+                .iter()
+                .flatten()
+                .map(|r| r.open_ranges())
+                .sum::<i64>();
+        if open < 0 {
+            return Err(format!(
+                "notifier ranges: {} more invalidate_range_end than start",
+                -open
+            ));
+        }
+        Ok(())
+    }
+
     /// Notifier range starts minus ends seen so far (`take_events` counts them).
     pub(crate) fn ranges_open(&self) -> i64 {
         self.open_ranges.load(Ordering::Relaxed)

@@ -447,6 +447,36 @@ fn interval_seq_retry_only_after_an_overlapping_set_seq() {
     sub.remove().unwrap();
 }
 
+/// spec 5.3: the interval state is consistent whenever its lock is free, idle or in
+/// the middle of an invalidation, with a deferred insert queued, and after the end
+/// applied it; the recorder saw every start ended.
+#[test]
+fn interval_state_is_consistent_between_the_steps_of_an_invalidation() {
+    let (_sys, mm) = system();
+    let rec = RecordingNotifier::new();
+    let sub = mm
+        .mm()
+        .mmu_interval_notifier_insert(BASE, 4 * P, rec.clone())
+        .unwrap();
+    assert_eq!(mm.check_notifiers_now(), Ok(()));
+    let g = MmuNotifierRange::new(&mm, MmuNotifierEvent::Clear, BASE, BASE + P)
+        .invalidate_range_start();
+    assert_eq!(mm.mmu_interval_seq() % 2, 1);
+    assert_eq!(mm.check_notifiers_now(), Ok(()));
+    // Inserted while the sequence is odd: deferred to the end.
+    let late = mm
+        .mm()
+        .mmu_interval_notifier_insert(BASE + 8 * P, P, RecordingNotifier::new())
+        .unwrap();
+    assert_eq!(mm.check_notifiers_now(), Ok(()));
+    drop(g);
+    assert_eq!(mm.check_notifiers_now(), Ok(()));
+    assert_eq!(rec.open_ranges(), 0);
+    late.remove().unwrap();
+    sub.remove().unwrap();
+    assert_eq!(mm.check_notifiers_now(), Ok(()));
+}
+
 #[test]
 fn interval_seq_insert_validates_like_linux() {
     let (_sys, mm) = system();

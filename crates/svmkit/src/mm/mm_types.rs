@@ -105,6 +105,15 @@ impl Mm {
         self.pgd
     }
 
+    /// Whether the mm's interval-notifier state is consistent right now (spec 5.3:
+    /// an odd sequence only while an invalidation runs, no deferred change left after
+    /// the last one ends, every interval's sequence odd and no newer than the mm's).
+    /// It takes no lock, so it adds no scheduling point: schedule exploration runs it at
+    /// every one. `Ok` also while the lock is held (the state is mid-change then).
+    pub fn check_notifiers_now(&self) -> Result<(), String> {
+        self.notifiers.check_now().unwrap_or(Ok(()))
+    }
+
     /// Current number of users (0 once torn down).
     pub fn mm_users(&self) -> u32 {
         self.mm_users.load(Ordering::SeqCst)

@@ -137,6 +137,38 @@ impl ItreeState {
         self.invalidate_seq & 1 == 1
     }
 
+    /// What holds whenever the lock is free (spec 5.3): the sequence is odd only while
+    /// an invalidation runs; nothing stays deferred once none does; and every interval
+    /// in the tree has an odd sequence no newer than the mm's (`set_seq` stores the odd
+    /// `cur_seq` of a running invalidation, an insert the mm's sequence or one less).
+    /// Linux asserts none of this; it is what `mn_itree_inv_start_range()`,
+    /// `mn_itree_inv_end()` and `mmu_interval_notifier_insert()` keep between them.
+    pub(super) fn check(&self) -> Result<(), String> {
+        let seq = self.invalidate_seq;
+        if self.is_invalidating() && self.active == 0 {
+            return Err(format!(
+                "the interval sequence is odd ({seq}) with no invalidation running"
+            ));
+        }
+        if self.active == 0 && !self.deferred.is_empty() {
+            return Err(format!(
+                "{} deferred insert(s)/remove(s) left with no invalidation running",
+                self.deferred.len()
+            ));
+        }
+        for (_, _, _, sub) in self.tree.iter() {
+            let sub_seq = sub.invalidate_seq.load(Ordering::Acquire);
+            if sub_seq & 1 == 0 || sub_seq > seq {
+                return Err(format!(
+                    "interval notifier [{:#x}, {:#x}] has sequence {sub_seq}, the mm {seq} \
+                     (an interval's is odd and never newer)",
+                    sub.start, sub.last
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn tree_insert(&mut self, sub: Arc<MmuIntervalNotifier>) {
         let (id, start, last) = (sub.id, sub.start, sub.last);
         if let Some(node) = self.tree.insert(start, last, sub) {
@@ -481,5 +513,26 @@ impl fmt::Debug for MmuIntervalNotifier {
                 &self.invalidate_seq.load(Ordering::Relaxed),
             )
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The states `check` must refuse cannot be reached through the API (that is the
+    // point of it), so they are built here.
+    #[test]
+    fn the_state_check_refuses_an_odd_sequence_or_a_deferral_with_nothing_running() {
+        let mut st = ItreeState::new();
+        assert_eq!(st.check(), Ok(()));
+        st.invalidate_seq = 3;
+        assert!(st.check().unwrap_err().contains("odd (3)"));
+        st.active = 1;
+        assert_eq!(st.check(), Ok(()));
+        st.invalidate_seq = 4;
+        st.active = 0;
+        st.deferred.push(Deferred::Remove(7));
+        assert!(st.check().unwrap_err().contains("1 deferred"));
     }
 }

@@ -416,6 +416,12 @@ impl MmuNotifierSubscriptions {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The interval state's invariants ([`ItreeState::check`]), read without taking
+    /// the lock: `None` while it is held (the state may be mid-change).
+    pub(crate) fn check_now(&self) -> Option<Result<(), String>> {
+        self.itree.peek(ItreeState::check)
+    }
+
     /// Linux: `__mmu_notifier_invalidate_range_start()`.
     fn invalidate_start(&self, range: &MmuNotifierRange<'_>) -> Result<Started, Errno> {
         if !self.registered.load(Ordering::Acquire) {

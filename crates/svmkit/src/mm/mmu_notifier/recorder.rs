@@ -143,6 +143,18 @@ impl RecordingNotifier {
     pub fn take(&self) -> Vec<NotifierCall> {
         std::mem::take(&mut *self.log())
     }
+
+    /// Range starts minus range ends in the log (what [`take`](Self::take) has not
+    /// taken yet): how many invalidations it saw begin and not end, negative if it
+    /// saw an end without its start. Its own std lock is never held across a
+    /// scheduling point, so an exploration's hook may read it at any.
+    pub fn open_ranges(&self) -> i64 {
+        self.log().iter().fold(0, |n, c| match c.kind {
+            NotifierCallKind::Start => n + 1,
+            NotifierCallKind::End => n - 1,
+            _ => n,
+        })
+    }
 }
 
 impl MmuNotifierOps for RecordingNotifier {
