@@ -191,7 +191,11 @@ impl fmt::Debug for PresentPte {
 }
 
 /// A swap-type entry in a non-present PTE (Linux: `swp_entry_t` plus the PTE-level
-/// swap bits). Later layers give the types meaning (swap, migration, device-exclusive).
+/// swap bits; from 6.19 `softleaf_t`, whose helpers rename those for non-swap entries
+/// and change nothing they do, spec 10.1). Later layers give
+/// the types meaning (swap, migration, device-exclusive).
+#[doc(alias = "swp_entry_t")]
+#[doc(alias = "softleaf_t")]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SwapPte {
     /// The swap type (Linux: `swp_type()`), 0..32.
@@ -244,7 +248,8 @@ pub mod swp_type {
     /// Linux 5.14: `SWP_DEVICE_EXCLUSIVE_WRITE`; 6.15: `SWP_DEVICE_EXCLUSIVE`, the only
     /// device-exclusive type.
     pub const SWP_DEVICE_EXCLUSIVE_WRITE: u8 = MAX_SWAPFILES + 6;
-    /// Linux 6.15: `SWP_DEVICE_EXCLUSIVE`.
+    /// Linux 6.15: `SWP_DEVICE_EXCLUSIVE` (6.19: `SOFTLEAF_DEVICE_EXCLUSIVE`).
+    #[doc(alias = "SOFTLEAF_DEVICE_EXCLUSIVE")]
     pub const SWP_DEVICE_EXCLUSIVE: u8 = SWP_DEVICE_EXCLUSIVE_WRITE;
     /// Linux 5.14: `SWP_DEVICE_EXCLUSIVE_READ` (gone in 6.15).
     pub const SWP_DEVICE_EXCLUSIVE_READ: u8 = MAX_SWAPFILES + 7;
@@ -272,7 +277,9 @@ impl SwapPte {
         }
     }
 
-    /// Linux: `is_device_exclusive_entry()`.
+    /// Linux: `is_device_exclusive_entry()` (6.19: `softleaf_is_device_exclusive()`).
+    #[doc(alias = "is_device_exclusive_entry")]
+    #[doc(alias = "softleaf_is_device_exclusive")]
     pub const fn is_device_exclusive(&self) -> bool {
         self.swp_type == swp_type::SWP_DEVICE_EXCLUSIVE_WRITE
             || self.swp_type == swp_type::SWP_DEVICE_EXCLUSIVE_READ
@@ -286,7 +293,11 @@ impl SwapPte {
     /// The frame of an entry that names one (device-exclusive, device-private,
     /// migration, hwpoison).
     ///
-    /// Linux: `is_pfn_swap_entry()` + `swp_offset_pfn()`.
+    /// Linux: `is_pfn_swap_entry()` + `swp_offset_pfn()` (6.19: `softleaf_has_pfn()` +
+    /// `softleaf_to_pfn()`).
+    #[doc(alias = "swp_offset_pfn")]
+    #[doc(alias = "softleaf_to_pfn")]
+    #[doc(alias = "softleaf_has_pfn")]
     pub const fn pfn(&self) -> Option<Pfn> {
         if self.swp_type >= swp_type::SWP_HWPOISON && self.swp_type < swp_type::SWP_PTE_MARKER {
             Some(Pfn::new(self.offset))
