@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use svmkit::mm::mmu_notifier::{
-    MmuIntervalNotifier, MmuNotifierEvent, MmuNotifierOps, MmuNotifierRange, NotifierCall,
-    NotifierCallKind, Owner, RecordingNotifier,
+    FirstPass, MmuIntervalNotifier, MmuIntervalNotifierOps, MmuNotifierEvent, MmuNotifierOps,
+    MmuNotifierRange, NotifierCall, NotifierCallKind, Owner, RecordingNotifier,
 };
 use svmkit::mm::{Advice, MapFlags, MmUser, PMD_SIZE, Prot};
 use svmkit::sync::Arc;
@@ -445,6 +445,160 @@ fn interval_seq_retry_only_after_an_overlapping_set_seq() {
     drop(g);
     assert_eq!(mm.mmu_interval_seq() % 2, 0);
     sub.remove().unwrap();
+}
+
+/// A two-pass notifier for the tests below: logs `name start` and `name finish`
+/// (with the range's end) to `log`, and sets the sequence in its first pass; in a
+/// non-blockable range it refuses if `refuse`.
+struct TwoPass {
+    name: &'static str,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    refuse: bool,
+}
+
+impl MmuIntervalNotifierOps for TwoPass {
+    fn invalidate(&self, _: &MmuIntervalNotifier, _: &MmuNotifierRange<'_>, _: u64) -> bool {
+        unreachable!("a two-pass notifier is called through invalidate_start")
+    }
+
+    fn invalidate_start(
+        &self,
+        sub: &MmuIntervalNotifier,
+        range: &MmuNotifierRange<'_>,
+        cur_seq: u64,
+    ) -> FirstPass {
+        if self.refuse && !range.blockable {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{} refuses", self.name));
+            return FirstPass::Done(false);
+        }
+        sub.set_seq(cur_seq);
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{} start", self.name));
+        let (name, log) = (self.name, self.log.clone());
+        FirstPass::Started(Box::new(move |_, range, seq| {
+            assert_eq!(
+                seq, cur_seq,
+                "the second pass gets the first pass's sequence"
+            );
+            log.lock()
+                .unwrap()
+                .push(format!("{name} finish {:#x}", range.end));
+        }))
+    }
+}
+
+/// spec 10.1 (Linux 7.1, "mm/mmu_notifier: Allow two-pass struct
+/// mmu_interval_notifiers"): every first pass runs, then every second pass in the same
+/// order, all before the range's start returns; a one-pass notifier in between is
+/// called once; readers retry as with one pass.
+#[test]
+fn interval_two_pass_notifiers_finish_after_every_first_pass() {
+    let (_sys, mm) = system();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let two = |name| {
+        Arc::new(TwoPass {
+            name,
+            log: log.clone(),
+            refuse: false,
+        })
+    };
+    // Tree order is by start: a, then the one-pass b, then c.
+    let a = mm
+        .mm()
+        .mmu_interval_notifier_insert(BASE, 4 * P, two("a"))
+        .unwrap();
+    let b_log = log.clone();
+    let b = mm
+        .mm()
+        .mmu_interval_notifier_insert(
+            BASE + P,
+            4 * P,
+            Arc::new(
+                move |_: &MmuIntervalNotifier, _: &MmuNotifierRange<'_>, _: u64| {
+                    b_log.lock().unwrap().push("b".to_string());
+                    true
+                },
+            ),
+        )
+        .unwrap();
+    let c = mm
+        .mm()
+        .mmu_interval_notifier_insert(BASE + 2 * P, 4 * P, two("c"))
+        .unwrap();
+    let seq = a.read_begin();
+    let g = MmuNotifierRange::new(&mm, MmuNotifierEvent::Clear, BASE, BASE + 3 * P)
+        .invalidate_range_start();
+    let end = BASE + 3 * P;
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            "a start".to_string(),
+            "b".into(),
+            "c start".into(),
+            format!("a finish {end:#x}"),
+            format!("c finish {end:#x}"),
+        ]
+    );
+    assert!(a.read_retry(seq));
+    assert_eq!(mm.check_notifiers_now(), Ok(()));
+    drop(g);
+    for s in [a, b, c] {
+        s.remove().unwrap();
+    }
+}
+
+/// A non-blockable range refused by a later notifier still finishes what an earlier
+/// first pass started (derived: the range fails with EAGAIN, and no device is left
+/// with a started invalidation), and the interval side ends.
+#[test]
+fn interval_two_pass_refusal_finishes_what_started() {
+    let (_sys, mm) = system();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (first, refuser) = ("first", "refuser");
+    let a = mm
+        .mm()
+        .mmu_interval_notifier_insert(
+            BASE,
+            P,
+            Arc::new(TwoPass {
+                name: first,
+                log: log.clone(),
+                refuse: false,
+            }),
+        )
+        .unwrap();
+    let b = mm
+        .mm()
+        .mmu_interval_notifier_insert(
+            BASE,
+            2 * P,
+            Arc::new(TwoPass {
+                name: refuser,
+                log: log.clone(),
+                refuse: true,
+            }),
+        )
+        .unwrap();
+    let r = MmuNotifierRange::new(&mm, MmuNotifierEvent::Unmap, BASE, BASE + P)
+        .invalidate_range_start_nonblock();
+    assert_eq!(r.unwrap_err(), Errno::EAGAIN);
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            "first start".to_string(),
+            "refuser refuses".into(),
+            format!("first finish {:#x}", BASE + P),
+        ]
+    );
+    assert_eq!(mm.mmu_interval_seq() % 2, 0);
+    assert_eq!(mm.check_notifiers_now(), Ok(()));
+    a.remove().unwrap();
+    b.remove().unwrap();
 }
 
 /// spec 5.3: the interval state is consistent whenever its lock is free, idle or in

@@ -59,8 +59,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::{DevPte, DevRights, Device, DeviceFault};
 use crate::error::Errno;
 use crate::mm::mmu_notifier::{
-    MmuIntervalNotifier, MmuIntervalNotifierOps, MmuNotifierEvent, MmuNotifierId, MmuNotifierOps,
-    MmuNotifierRange,
+    FirstPass, MmuIntervalNotifier, MmuIntervalNotifierOps, MmuNotifierEvent, MmuNotifierId,
+    MmuNotifierOps, MmuNotifierRange,
 };
 use crate::mm::{Folio, HmmPfn, HmmRange, Mm, MmUser};
 use crate::sync::{Arc, yield_now};
@@ -162,6 +162,9 @@ struct Ledger {
 struct IntervalOps {
     dev: Arc<Device>,
     flaws: SvmFlaws,
+    /// Invalidate in two passes (Linux 7.1's `invalidate_start` and finish, as Xe does):
+    /// the first sets the sequence, the second takes the device's entries away.
+    two_pass: bool,
 }
 
 impl IntervalOps {
@@ -196,6 +199,32 @@ impl MmuIntervalNotifierOps for IntervalOps {
         };
         sub.set_seq(cur_seq);
         true
+    }
+
+    /// Linux 7.1 (a driver option here, modelled on Xe's userptr notifier): the first
+    /// pass sets the sequence under the driver lock and starts the device's
+    /// invalidation; the second, after every overlapping notifier's first pass, waits
+    /// for it, that is takes the device's entries in the range away. A non-blockable
+    /// range is done in one pass (the second would sleep).
+    fn invalidate_start(
+        &self,
+        sub: &MmuIntervalNotifier,
+        range: &MmuNotifierRange<'_>,
+        cur_seq: u64,
+    ) -> FirstPass {
+        if !self.two_pass || !range.blockable {
+            return FirstPass::Done(self.invalidate(sub, range, cur_seq));
+        }
+        if self.ignores(range) {
+            return FirstPass::Done(true);
+        }
+        let table = self.dev.lock();
+        sub.set_seq(cur_seq);
+        drop(table);
+        let dev = Arc::clone(&self.dev);
+        FirstPass::Started(Box::new(move |_, range, _| {
+            dev.lock().erase_range(range.start, range.end);
+        }))
     }
 
     fn trace_name(&self) -> Option<String> {
@@ -249,6 +278,9 @@ pub struct SvmAtomic {
     vmm: Arc<AtomicBool>,
     flaws: SvmFlaws,
     max_passes: u64,
+    /// New faults' interval notifiers invalidate in two passes
+    /// ([`use_two_pass_notifier`](SvmAtomic::use_two_pass_notifier)).
+    two_pass: AtomicBool,
     stats: SvmStats,
     ledger: std::sync::Mutex<Ledger>,
 }
@@ -278,9 +310,18 @@ impl SvmAtomic {
             vmm,
             flaws,
             max_passes: max_passes.max(1),
+            two_pass: AtomicBool::new(false),
             stats: SvmStats::default(),
             ledger: std::sync::Mutex::default(),
         })
+    }
+
+    /// Whether the interval notifiers of faults from now on use Linux 7.1's two-pass
+    /// form (spec 10.1, as Xe does): the first pass sets the sequence and the second
+    /// takes the device's entries away, after every overlapping notifier's first pass.
+    /// Off by default (nouveau's one pass, whose entries go in the whole-mm notifier).
+    pub fn use_two_pass_notifier(&self, on: bool) {
+        self.two_pass.store(on, Ordering::Relaxed);
     }
 
     /// The process's mm this driver serves.
@@ -419,6 +460,7 @@ impl SvmAtomic {
             Arc::new(IntervalOps {
                 dev: Arc::clone(&self.dev),
                 flaws: self.flaws,
+                two_pass: self.two_pass.load(Ordering::Relaxed),
             }),
         )?;
         let mut passes = 0;
@@ -513,6 +555,7 @@ impl SvmAtomic {
             Arc::new(IntervalOps {
                 dev: Arc::clone(&self.dev),
                 flaws: self.flaws,
+                two_pass: self.two_pass.load(Ordering::Relaxed),
             }),
         )?;
         let result = (|| {

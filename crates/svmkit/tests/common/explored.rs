@@ -144,8 +144,15 @@ pub fn check_exclusivity(gpu: &SvmAtomic, mm: &MmUser) {
 /// A device doing atomics, a CPU thread touching, a munmap of the neighbour page, a
 /// fork, and a monitor checking exclusivity at its scheduling points.
 pub fn exclusivity_scenario(profile: Profile, flaws: SvmFlaws) {
+    exclusivity_scenario_with(profile, flaws, false);
+}
+
+/// [`exclusivity_scenario`], with the device's interval notifiers in Linux 7.1's
+/// two-pass form if `two_pass`.
+pub fn exclusivity_scenario_with(profile: Profile, flaws: SvmFlaws, two_pass: bool) {
     let (sys, mm) = setup(profile);
     let gpu = Arc::new(SvmAtomic::new(&mm, "gpu", flaws, 4).unwrap());
+    gpu.use_two_pass_notifier(two_pass);
     let device = {
         let gpu = gpu.clone();
         thread::spawn(move || {

@@ -51,10 +51,51 @@ pub trait MmuIntervalNotifierOps: Send + Sync {
         cur_seq: u64,
     ) -> bool;
 
+    /// The first pass of a two-pass notifier (Linux 7.1: `invalidate_start()`, spec
+    /// 10.1): start the invalidation (a device preemption or TLB flush) and hand back
+    /// its second pass, which runs once every overlapping notifier's first pass has,
+    /// before the range's start returns. Returning [`FirstPass::Done`] means the whole
+    /// invalidation is done (or, `false`, refused in a non-blockable range), as
+    /// [`invalidate`](Self::invalidate) would. The sequence protocol is the same:
+    /// `set_seq` under the driver lock, in either pass.
+    ///
+    /// The default is one pass: [`invalidate`](Self::invalidate).
+    fn invalidate_start(
+        &self,
+        sub: &MmuIntervalNotifier,
+        range: &MmuNotifierRange<'_>,
+        cur_seq: u64,
+    ) -> FirstPass {
+        FirstPass::Done(self.invalidate(sub, range, cur_seq))
+    }
+
     /// The subscriber's name in traces (a device's name); `None` (the default) shows
     /// it as `interval#N`, N its insertion number.
     fn trace_name(&self) -> Option<String> {
         None
+    }
+}
+
+/// The second pass of a two-pass interval notifier (Linux 7.1: what
+/// `invalidate_finish()` does with the object `invalidate_start()` handed back), called
+/// with the same notifier, range and sequence as the first.
+pub type InvalidateFinish =
+    Box<dyn FnOnce(&MmuIntervalNotifier, &MmuNotifierRange<'_>, u64) + Send>;
+
+/// What a first pass returns ([`MmuIntervalNotifierOps::invalidate_start`]).
+pub enum FirstPass {
+    /// Done in one pass; `false` only for a refused non-blockable range.
+    Done(bool),
+    /// Started: this finishes it after every first pass.
+    Started(InvalidateFinish),
+}
+
+impl fmt::Debug for FirstPass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FirstPass::Done(ok) => write!(f, "Done({ok})"),
+            FirstPass::Started(_) => f.write_str("Started(..)"),
+        }
     }
 }
 
@@ -183,6 +224,48 @@ impl ItreeState {
     }
 }
 
+/// The second passes of an invalidation's two-pass notifiers, in order.
+fn run_finishes(
+    range: &MmuNotifierRange<'_>,
+    cur_seq: u64,
+    finishes: Vec<(&Arc<MmuIntervalNotifier>, InvalidateFinish)>,
+) {
+    for (sub, finish) in finishes {
+        let before = sub.traced_set_seqs.load(Ordering::Relaxed);
+        finish(sub, range, cur_seq);
+        trace_decision(range, sub, "interval finish", cur_seq, true, before);
+    }
+}
+
+/// Records what an interval callback decided: `before` is the notifier's count of
+/// traced `set_seq` calls before the callback ran.
+fn trace_decision(
+    range: &MmuNotifierRange<'_>,
+    sub: &MmuIntervalNotifier,
+    callback: &'static str,
+    cur_seq: u64,
+    ok: bool,
+    before: u64,
+) {
+    range.mm.mem().tracer().instant(|| {
+        let decision = if !ok && range.blockable {
+            crate::trace::Decision::BadReturn
+        } else if !ok {
+            crate::trace::Decision::Eagain
+        } else if sub.traced_set_seqs.load(Ordering::Relaxed) != before {
+            crate::trace::Decision::SetSeq
+        } else {
+            crate::trace::Decision::Ignored
+        };
+        crate::trace::Payload::Subscriber {
+            subscriber: sub.trace_name().into(),
+            callback: callback.into(),
+            cur_seq: Some(cur_seq),
+            decision,
+        }
+    });
+}
+
 impl MmuNotifierSubscriptions {
     /// Starts the interval side of an invalidation and runs the overlapping callbacks.
     /// On `EAGAIN` (a non-blockable range refused) the interval side is already ended.
@@ -190,37 +273,33 @@ impl MmuNotifierSubscriptions {
     /// Linux: `mn_itree_invalidate()` (with `mn_itree_inv_start_range()`).
     pub(super) fn itree_invalidate(&self, range: &MmuNotifierRange<'_>) -> Result<(), Errno> {
         let (hits, cur_seq) = self.itree_inv_start_range(range);
-        let tracer = range.mm.mem().tracer();
+        // Linux 7.1: every first pass, then every second pass (in the order of the
+        // first), then the range goes on.
+        let mut finishes: Vec<(&Arc<MmuIntervalNotifier>, InvalidateFinish)> = Vec::new();
         for sub in &hits {
             let before = sub.traced_set_seqs.load(Ordering::Relaxed);
-            let ok = sub.ops.invalidate(sub, range, cur_seq);
-            tracer.instant(|| {
-                let decision = if !ok && range.blockable {
-                    crate::trace::Decision::BadReturn
-                } else if !ok {
-                    crate::trace::Decision::Eagain
-                } else if sub.traced_set_seqs.load(Ordering::Relaxed) != before {
-                    crate::trace::Decision::SetSeq
-                } else {
-                    crate::trace::Decision::Ignored
-                };
-                crate::trace::Payload::Subscriber {
-                    subscriber: sub.trace_name().into(),
-                    callback: "interval".into(),
-                    cur_seq: Some(cur_seq),
-                    decision,
+            let (ok, callback) = match sub.ops.invalidate_start(sub, range, cur_seq) {
+                FirstPass::Done(ok) => (ok, "interval"),
+                FirstPass::Started(finish) => {
+                    finishes.push((sub, finish));
+                    (true, "interval start")
                 }
-            });
+            };
+            trace_decision(range, sub, callback, cur_seq, ok, before);
             if ok {
                 continue;
             }
             if range.blockable {
                 self.bad_returns.fetch_add(1, Ordering::Relaxed);
             } else {
+                // What was started is finished before the range fails (derived: a
+                // driver must not be left with a started device flush).
+                run_finishes(range, cur_seq, finishes);
                 self.itree_inv_end();
                 return Err(Errno::EAGAIN);
             }
         }
+        run_finishes(range, cur_seq, finishes);
         Ok(())
     }
 
