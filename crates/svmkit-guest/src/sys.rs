@@ -372,8 +372,7 @@ pub fn svl_atomic(fd: &OwnedFd, a: &mut SvlAtomic) -> Result<(), Errno> {
     // SAFETY: SVL_IOC_ATOMIC's argument is a `struct svl_atomic`, whose layout SvlAtomic
     // has (sizes asserted above); the driver reads and writes only that struct, which
     // `a` borrows mutably for the call.
-    unsafe { rustix::ioctl::ioctl(fd, Updater::<SVL_IOC_ATOMIC, SvlAtomic>::new(a)) }
-        .map_err(errno)
+    unsafe { rustix::ioctl::ioctl(fd, Updater::<SVL_IOC_ATOMIC, SvlAtomic>::new(a)) }.map_err(errno)
 }
 
 /// `SVL_IOC_QUERY` of the page at `addr`.
