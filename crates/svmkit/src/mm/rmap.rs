@@ -769,9 +769,11 @@ impl Mm {
     /// `oracle/corpus/svm-atomic-thp-head.toml`: every pass succeeds and retries).
     ///
     /// The mapcount checked is the head page's (5.14: `page_mapcount(page)`, the page
-    /// asked for, never a tail); 6.1 and 6.12 check `folio_mapcount(folio)`, the whole
-    /// folio's. They differ only when a page of the folio is still present after the
-    /// walk stopped early; no corpus file has that case yet.
+    /// asked for, never a tail) or, with
+    /// [`Profile::exclusive_checks_folio_mapcount`](crate::Profile::exclusive_checks_folio_mapcount)
+    /// (6.1, 6.12), the whole folio's (`folio_mapcount(folio)`). They differ when a
+    /// page of the folio is still present after the walk stopped early
+    /// (`oracle/corpus/svm-atomic-thp-partial.toml`).
     ///
     /// Linux 5.14: `page_make_device_exclusive()` + `page_make_device_exclusive_one()`.
     fn page_make_device_exclusive(
@@ -831,6 +833,11 @@ impl Mm {
             ControlFlow::Continue(())
         });
         // `ok` only stopped the walk (above); it is not part of the result.
-        valid && mem.page(folio.head()).is_some_and(|p| p.mapcount() == 0)
+        let unmapped = if self.profile().exclusive_checks_folio_mapcount {
+            mem.folio_mapcount(folio) == 0
+        } else {
+            mem.page(folio.head()).is_some_and(|p| p.mapcount() == 0)
+        };
+        valid && unmapped
     }
 }
