@@ -324,8 +324,9 @@ mod tests {
     }
 
     /// The Debian kernels are the 2021 design plus exactly the fixes read in their
-    /// trees (the docs of `Profile::linux_6_1`): a switch changed by mistake, or a
-    /// preset built from the wrong base, shows here.
+    /// trees (the docs of `Profile::linux_6_1`), and the 5.18 folio conversion's
+    /// whole-folio mapcount the oracle showed (`exclusive_checks_folio_mapcount`): a
+    /// switch changed by mistake, or a preset built from the wrong base, shows here.
     #[test]
     fn the_debian_kernels_are_the_2021_design_with_three_fixes() {
         let e1 = Profile::linux_5_14();
@@ -340,7 +341,8 @@ mod tests {
                 [
                     "restore_takes_folio_ref",
                     "dmirror_map_only_full_chunks",
-                    "svm_atomic_unlock_on_retry"
+                    "svm_atomic_unlock_on_retry",
+                    "exclusive_checks_folio_mapcount"
                 ],
                 "{}",
                 k.name
