@@ -555,6 +555,7 @@ impl Run<'_> {
                 format!("madvise {} len {len:#x} {advice:?}", a(at))
             }
             Op::ClearSoftDirty => "clear_refs soft-dirty".into(),
+            Op::AtomicAdd { at, value } => format!("device atomic {} += {value}", a(at)),
             Op::Dmirror {
                 cmd,
                 at,
