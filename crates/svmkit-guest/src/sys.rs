@@ -1,5 +1,5 @@
 //! Everything that touches the real kernel: mmap and friends, CPU loads and stores
-//! through the mapping, the dmirror ioctls, getrusage, /proc/self/pagemap and
+//! through the mapping, the dmirror ioctls, the `/dev/svmkit_loop` ioctls, getrusage, /proc/self/pagemap and
 //! /proc/self/maps. Every `unsafe` block of the crate is in this file, each small and
 //! with its `// SAFETY:` comment.
 
