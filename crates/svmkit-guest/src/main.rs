@@ -10,8 +10,10 @@
 //! The steps run on one OS thread of one process in the order `svmkit run` uses
 //! (threads take turns in file order, one whole step per turn; `after`), with real
 //! syscalls: mmap, munmap, mprotect, madvise, CPU loads and stores through the mapping,
-//! `/proc/self/clear_refs`, and the dmirror ioctls on `/dev/hmm_dmirror<N>` (one open
-//! file per `[[device]]`). The PTE of a step's address is read from
+//! `/proc/self/clear_refs`, the dmirror ioctls on `/dev/hmm_dmirror<N>` (one open
+//! file per dmirror `[[device]]`), and `atomic_add` through the nouveau-style loop of
+//! `/dev/svmkit_loop` (oracle/kernel/svmkit_loop.c; one open, one device, per
+//! svm_atomic `[[device]]`). The PTE of a step's address is read from
 //! `/proc/self/pagemap` before and after the step, fault counts from getrusage.
 //! A file with a step the kernel runner cannot run is rejected before anything runs,
 //! naming the step (exit status 2).

@@ -4,6 +4,7 @@
 use std::os::fd::OwnedFd;
 
 use serde::Serialize;
+use svmkit::device::svm_atomic::SvmFlaws;
 use svmkit::mm::{Advice, ThpMode};
 use svmkit_scenario::ast::*;
 use svmkit_scenario::engine::{EndCheck, RunReport, StepRecord};
@@ -109,6 +110,10 @@ struct Header {
     /// Expectations of the file the guest cannot observe on a real kernel (not
     /// checked; `line N: expect_refcount`).
     unchecked: Vec<String>,
+    /// Whether each step's `devices` lists every device's entry at its address: true
+    /// when every device of the file is an svm_atomic one (`/dev/svmkit_loop` answers
+    /// SVL_IOC_QUERY; dmirror has no such query), so a comparator may compare them.
+    devices_observed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -166,18 +171,24 @@ fn unsupported(sc: &Scenario, path: &str) -> Option<String> {
         ));
     }
     for d in &sc.devices {
-        if !matches!(d.driver, Driver::Dmirror) {
+        if let Driver::SvmAtomic { flaws, max_passes } = &d.driver
+            && let Err(why) = svl_flags(flaws, *max_passes)
+        {
             return Some(format!(
-                "{path}:{}: device `{}` with driver svm_atomic: the kernel runner has only dmirror (/dev/hmm_dmirror<N>); the nouveau-style loop is a later phase",
+                "{path}:{}: device `{}` (svm_atomic) cannot run on /dev/svmkit_loop: {why}",
                 sc.line_of(d.span.start),
                 d.name
             ));
         }
     }
-    if sc.devices.len() > 2 {
+    let dmirrors = sc
+        .devices
+        .iter()
+        .filter(|d| matches!(d.driver, Driver::Dmirror))
+        .count();
+    if dmirrors > 2 {
         return Some(format!(
-            "{path}: {} dmirror devices: the kernel has two (hmm_dmirror0, 1) without --spm",
-            sc.devices.len()
+            "{path}: {dmirrors} dmirror devices: the kernel has two (hmm_dmirror0, 1) without --spm",
         ));
     }
     for th in &sc.threads {
@@ -193,7 +204,22 @@ fn unsupported(sc: &Scenario, path: &str) -> Option<String> {
                 Op::Release { .. } | Op::Gup { .. } | Op::Unpin { .. } => {
                     Some("GUP holds are kernel-internal (no user-space counterpart yet)")
                 }
-                Op::AtomicAdd { .. } => Some("atomic_add needs the svm_atomic driver"),
+                Op::AtomicAdd { .. }
+                    if !matches!(
+                        th.actor,
+                        Actor::Device(d) if matches!(sc.devices[d].driver, Driver::SvmAtomic { .. })
+                    ) =>
+                {
+                    Some("atomic_add needs a thread of an svm_atomic device")
+                }
+                Op::Dmirror { .. }
+                    if !matches!(
+                        th.actor,
+                        Actor::Device(d) if matches!(sc.devices[d].driver, Driver::Dmirror)
+                    ) =>
+                {
+                    Some("a dmirror ioctl needs a thread of a dmirror device")
+                }
                 Op::Reclaim { .. } | Op::ReclaimFolio { .. } => {
                     Some("targeted reclaim has no user-space counterpart (use madvise pageout)")
                 }
@@ -211,6 +237,73 @@ fn unsupported(sc: &Scenario, path: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// The `svl_atomic.flags` of an svm_atomic device, or why `/dev/svmkit_loop` cannot be
+/// it: the module has the correct filter and its owner-blind variant, and the pass
+/// bound up to `SVL_MAX_PASSES`; the model's other flaw switches have no counterpart.
+fn svl_flags(flaws: &SvmFlaws, max_passes: u64) -> Result<u32, String> {
+    if max_passes > sys::SVL_MAX_PASSES as u64 {
+        return Err(format!(
+            "max_passes {max_passes} > {} (SVL_MAX_PASSES)",
+            sys::SVL_MAX_PASSES
+        ));
+    }
+    let plain = SvmFlaws {
+        filter_ignores_owner: flaws.filter_ignores_owner,
+        ..SvmFlaws::default()
+    };
+    if *flaws != plain {
+        return Err(format!(
+            "flaws {flaws:?}: the module has only filter_ignores_owner (SVL_SKIP_ANY_EXCLUSIVE)"
+        ));
+    }
+    Ok(if flaws.filter_ignores_owner {
+        sys::SVL_SKIP_ANY_EXCLUSIVE
+    } else {
+        0
+    })
+}
+
+/// One pass of the module's loop as a line of a step's `decisions`.
+fn pass_text(dev: &str, n: usize, p: &sys::SvlPass) -> String {
+    if p.what & sys::SVL_PASS_TIMEOUT != 0 {
+        return format!("{dev}: the 1 s timeout before pass {n}");
+    }
+    let ended = if p.what & sys::SVL_PASS_MAPPED != 0 {
+        "mapped"
+    } else if p.what & sys::SVL_PASS_RETRIED != 0 {
+        "retry"
+    } else if p.what & sys::SVL_PASS_EINVAL != 0 {
+        "EINVAL (no page)"
+    } else {
+        "?"
+    };
+    let mut s = format!("{dev} pass {n}: {ended}");
+    if p.what & sys::SVL_PASS_SEQ_SET != 0 {
+        s.push_str(", set_seq");
+    }
+    let events = [
+        ("EXCLUSIVE own", p.excl_own),
+        ("EXCLUSIVE other", p.excl_other),
+        ("EXCLUSIVE NULL", p.excl_null),
+        ("CLEAR", p.clear),
+        ("UNMAP", p.unmap),
+        ("PROTECTION_VMA", p.prot_vma),
+        ("other", p.other),
+    ];
+    let seen: Vec<String> = events
+        .iter()
+        .filter(|(_, c)| *c > 0)
+        .map(|(e, c)| format!("{e} x{c}"))
+        .collect();
+    s.push_str("; interval: ");
+    s.push_str(&if seen.is_empty() {
+        "none".to_string()
+    } else {
+        seen.join(", ")
+    });
+    s
 }
 
 /// Runs the file at `path`; prints its JSON; returns the exit status (0 passed, 1
@@ -277,6 +370,7 @@ fn run_file_inner(path: &str, opts: &crate::Options, env: &Env) -> u8 {
         unchecked: Vec::new(),
         vmas: Vec::new(),
         vm_softdirty: vec![false; sc.maps.len()],
+        decisions: Vec::new(),
     };
     let report = run.go();
     let out = Out {
@@ -288,6 +382,7 @@ fn run_file_inner(path: &str, opts: &crate::Options, env: &Env) -> u8 {
             exclusive_swap_type_from: env.excl_source,
             era,
             unchecked: std::mem::take(&mut run.unchecked),
+            devices_observed: run.devices_observed(),
         },
         report: &report,
     };
@@ -306,8 +401,12 @@ struct Run<'a> {
     pm: Pagemap,
     /// Where each mapping was placed (None until mapped).
     map_at: Vec<Option<u64>>,
-    /// One open /dev/hmm_dmirror<N> per device, in file order.
+    /// One open file per device, in file order: /dev/hmm_dmirror<N> for the N-th
+    /// dmirror device, /dev/svmkit_loop (a fresh open: a device of its own) for an
+    /// svm_atomic one.
     fds: Vec<OwnedFd>,
+    /// What the current step's svm_atomic passes did (its record's `decisions`).
+    decisions: Vec<String>,
     unchecked: Vec<String>,
     /// /proc/self/maps as read at the start of the current step.
     vmas: Vec<sys::Vma>,
@@ -449,6 +548,7 @@ impl Run<'_> {
                 format!("madvise {} len {len:#x} {advice:?}", a(at))
             }
             Op::ClearSoftDirty => "clear_refs soft-dirty".into(),
+            Op::AtomicAdd { at, value } => format!("device atomic {} += {value}", a(at)),
             Op::Dmirror {
                 cmd,
                 at,
@@ -506,14 +606,27 @@ impl Run<'_> {
                 return false;
             }
         }
-        for (i, d) in self.sc.devices.iter().enumerate() {
-            match sys::open_dmirror(i) {
+        let mut dmirrors = 0;
+        for d in &self.sc.devices {
+            let (opened, node) = match d.driver {
+                Driver::Dmirror => {
+                    dmirrors += 1;
+                    (
+                        sys::open_dmirror(dmirrors - 1),
+                        format!("/dev/hmm_dmirror{}", dmirrors - 1),
+                    )
+                }
+                Driver::SvmAtomic { .. } => {
+                    (sys::open_svmkit_loop(), "/dev/svmkit_loop".to_string())
+                }
+            };
+            match opened {
                 Ok(fd) => self.fds.push(fd),
                 Err(e) => {
                     report.end.push(EndCheck {
                         what: format!("device {}", d.name),
                         ok: false,
-                        detail: format!("open /dev/hmm_dmirror{i} failed: {}", errno_name(e)),
+                        detail: format!("open {node} failed: {}", errno_name(e)),
                     });
                     return false;
                 }
@@ -531,6 +644,28 @@ impl Run<'_> {
         self.map_at[m] = Some(addr);
         self.vm_softdirty[m] = true;
         Ok(addr)
+    }
+
+    /// Whether every device of the file can say what it maps (see
+    /// [`Header::devices_observed`]).
+    fn devices_observed(&self) -> bool {
+        !self.sc.devices.is_empty()
+            && self
+                .sc
+                .devices
+                .iter()
+                .all(|d| matches!(d.driver, Driver::SvmAtomic { .. }))
+    }
+
+    /// The svm_atomic device `d`'s entry at `addr`, as the model's records write it
+    /// (`gpu: rwa pfn 0x..`; the module maps with read, write and atomic rights);
+    /// `None` for no entry or a dmirror device.
+    fn device_entry(&self, d: usize, addr: u64) -> Option<String> {
+        if !matches!(self.sc.devices[d].driver, Driver::SvmAtomic { .. }) {
+            return None;
+        }
+        let q = sys::svl_query(&self.fds[d], addr).ok()?;
+        (q.mapped != 0).then(|| format!("{}: rwa pfn {:#x}", self.sc.devices[d].name, q.pfn))
     }
 
     fn teardown(&mut self) {
@@ -785,6 +920,48 @@ impl Run<'_> {
                 }
                 Ok(Some(differ))
             }
+            Op::AtomicAdd { at, value } => {
+                let a = addr(self, at)?;
+                let Actor::Device(d) = self.sc.threads[t].actor else {
+                    return Err("EINVAL".into());
+                };
+                let Driver::SvmAtomic { flaws, max_passes } = &self.sc.devices[d].driver else {
+                    return Err("EINVAL".into());
+                };
+                let mut c = sys::SvlAtomic {
+                    addr: a,
+                    delta: *value,
+                    max_passes: *max_passes as u32,
+                    flags: svl_flags(flaws, *max_passes)?,
+                    ..Default::default()
+                };
+                let r = sys::svl_atomic(&self.fds[d], &mut c);
+                let n = (c.npasses as usize).min(sys::SVL_MAX_PASSES);
+                let name = &self.sc.devices[d].name;
+                // `faults` of an atomic_add is the passes of the fault loop over all
+                // its faults, as the model counts them (a timeout record is no pass).
+                *faults = c.passes[..n]
+                    .iter()
+                    .filter(|p| p.what & sys::SVL_PASS_TIMEOUT == 0)
+                    .count() as u64;
+                self.decisions = c.passes[..n]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| pass_text(name, i + 1, p))
+                    .collect();
+                if c.nfaults > 1 {
+                    self.decisions
+                        .push(format!("{name}: {} device faults", c.nfaults));
+                }
+                if c.classic_clears > 0 {
+                    self.decisions.push(format!(
+                        "{name}: the whole-mm notifier dropped {} device mapping(s)",
+                        c.classic_clears
+                    ));
+                }
+                r.map_err(errno_name)?;
+                Ok(Some(c.old))
+            }
             other => Err(format!("{} is not supported", op_name(other))),
         }
     }
@@ -797,6 +974,7 @@ impl Run<'_> {
         let text = self.describe(&step.op);
         let mut faults = 0;
         let mut cpages = None;
+        self.decisions.clear();
         let r = self.run_step(t, step, &mut faults, &mut cpages);
         self.vmas = sys::vmas();
         let after = a.map(|a| self.entry(a));
@@ -811,8 +989,32 @@ impl Run<'_> {
         {
             failed = self.check_pte(e, a, after.as_ref(), line);
         }
+        let devices: Vec<String> = a.map_or_else(Vec::new, |a| {
+            (0..self.sc.devices.len())
+                .filter_map(|d| self.device_entry(d, a))
+                .collect()
+        });
+        // An svm_atomic device answers what it maps; a dmirror one cannot be asked.
+        let mut device_unchecked = false;
+        for (d, want) in &step.expect_device {
+            if !matches!(self.sc.devices[*d].driver, Driver::SvmAtomic { .. }) {
+                device_unchecked = true;
+                continue;
+            }
+            let name = &self.sc.devices[*d].name;
+            let got = a.and_then(|a| self.device_entry(*d, a)).is_some();
+            // The module maps with read, write and atomic rights or not at all.
+            let want_some = want.is_some();
+            if failed.is_none() && got != want_some {
+                failed = Some(format!(
+                    "{name}'s entry to be {}, got {}",
+                    if want_some { "mapped" } else { "none" },
+                    if got { "rwa" } else { "none" }
+                ));
+            }
+        }
         for (what, present) in [
-            ("expect_device", !step.expect_device.is_empty()),
+            ("expect_device", device_unchecked),
             ("expect_events", step.expect_events.is_some()),
             ("expect_refcount", step.expect_refcount.is_some()),
             ("expect_mapcount", step.expect_mapcount.is_some()),
@@ -849,11 +1051,15 @@ impl Run<'_> {
             waited: false,
             pte: before.zip(after).map(|(b, a)| (b.text(), a.text())),
             events: Vec::new(),
-            decisions: Vec::new(),
-            devices: Vec::new(),
+            decisions: std::mem::take(&mut self.decisions),
+            devices,
             faults: matches!(
                 step.op,
-                Op::Read { .. } | Op::Write { .. } | Op::FetchAdd { .. } | Op::Touch { .. }
+                Op::Read { .. }
+                    | Op::Write { .. }
+                    | Op::FetchAdd { .. }
+                    | Op::Touch { .. }
+                    | Op::AtomicAdd { .. }
             )
             .then_some(faults),
             cpages,

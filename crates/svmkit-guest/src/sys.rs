@@ -1,5 +1,5 @@
 //! Everything that touches the real kernel: mmap and friends, CPU loads and stores
-//! through the mapping, the dmirror ioctls, getrusage, /proc/self/pagemap and
+//! through the mapping, the dmirror ioctls, the `/dev/svmkit_loop` ioctls, getrusage, /proc/self/pagemap and
 //! /proc/self/maps. Every `unsafe` block of the crate is in this file, each small and
 //! with its `// SAFETY:` comment.
 
@@ -247,4 +247,143 @@ pub fn vma_of(vmas: &[Vma], addr: u64) -> Option<Vma> {
     vmas.iter()
         .copied()
         .find(|v| v.start <= addr && addr < v.end)
+}
+
+/// Passes one `SVL_IOC_ATOMIC` may report (`SVL_MAX_PASSES` of
+/// `oracle/kernel/svmkit_loop.h`).
+pub const SVL_MAX_PASSES: usize = 64;
+// (The module's SVL_SKIP_NULL_EXCLUSIVE, 1, skips only owner-NULL events: no scenario
+// switch names that variant, so the runner never sets it.)
+/// `svl_atomic.flags`: skip every `MMU_NOTIFY_EXCLUSIVE`, in both notifiers (svmkit's
+/// `filter_ignores_owner`).
+pub const SVL_SKIP_ANY_EXCLUSIVE: u32 = 2;
+/// `svl_pass.what` bits.
+pub const SVL_PASS_RETRIED: u32 = 1;
+/// The callback called `mmu_interval_set_seq` during the pass.
+pub const SVL_PASS_SEQ_SET: u32 = 2;
+/// `make_device_exclusive_range()` gave no page.
+pub const SVL_PASS_EINVAL: u32 = 4;
+/// The pass mapped the page.
+pub const SVL_PASS_MAPPED: u32 = 8;
+/// Not a pass: the 1 s timeout had passed.
+pub const SVL_PASS_TIMEOUT: u32 = 16;
+
+/// `struct svl_pass` of `oracle/kernel/svmkit_loop.h`: eight `__u32`, 32 bytes.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SvlPass {
+    /// `SVL_PASS_*` bits.
+    pub what: u32,
+    /// Interval callbacks during the pass: EXCLUSIVE with this device's owner.
+    pub excl_own: u32,
+    /// EXCLUSIVE with another device's owner.
+    pub excl_other: u32,
+    /// EXCLUSIVE with owner NULL (a restore).
+    pub excl_null: u32,
+    /// CLEAR.
+    pub clear: u32,
+    /// UNMAP.
+    pub unmap: u32,
+    /// PROTECTION_VMA.
+    pub prot_vma: u32,
+    /// Any other event.
+    pub other: u32,
+}
+
+/// `struct svl_atomic` of `oracle/kernel/svmkit_loop.h`, 2096 bytes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct SvlAtomic {
+    /// (in) the u64's address, 8-byte aligned.
+    pub addr: u64,
+    /// (in) what to add.
+    pub delta: u64,
+    /// (out) the value before.
+    pub old: u64,
+    /// (in) the pass bound, 1 to 64; also the bound of faults per atomic.
+    pub max_passes: u32,
+    /// (in) `SVL_SKIP_*`.
+    pub flags: u32,
+    /// (out) records in `passes`.
+    pub npasses: u32,
+    /// (out) device faults taken.
+    pub nfaults: u32,
+    /// (out) 0 or -errno.
+    pub result: i32,
+    /// (out) device mappings the whole-mm notifier dropped during the call.
+    pub classic_clears: u32,
+    /// (out) one record per pass.
+    pub passes: [SvlPass; SVL_MAX_PASSES],
+}
+
+impl Default for SvlAtomic {
+    fn default() -> Self {
+        SvlAtomic {
+            addr: 0,
+            delta: 0,
+            old: 0,
+            max_passes: 1,
+            flags: 0,
+            npasses: 0,
+            nfaults: 0,
+            result: 0,
+            classic_clears: 0,
+            passes: [SvlPass::default(); SVL_MAX_PASSES],
+        }
+    }
+}
+
+/// `struct svl_query` of `oracle/kernel/svmkit_loop.h`, 24 bytes.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SvlQuery {
+    /// (in) an address of the page.
+    pub addr: u64,
+    /// (out) the pfn the device maps there.
+    pub pfn: u64,
+    /// (out) 1 if the device maps the page.
+    pub mapped: u32,
+    /// (out) pages the device maps in all.
+    pub npages: u32,
+}
+
+/// `SVL_IOC_ATOMIC`: `_IOWR('S', 0x01, struct svl_atomic)`.
+pub const SVL_IOC_ATOMIC: Opcode = rustix::ioctl::opcode::read_write::<SvlAtomic>(b'S', 0x01);
+/// `SVL_IOC_QUERY`: `_IOWR('S', 0x02, struct svl_query)`.
+pub const SVL_IOC_QUERY: Opcode = rustix::ioctl::opcode::read_write::<SvlQuery>(b'S', 0x02);
+const _: () = assert!(size_of::<SvlPass>() == 32);
+const _: () = assert!(size_of::<SvlAtomic>() == 48 + 32 * SVL_MAX_PASSES);
+const _: () = assert!(size_of::<SvlQuery>() == 24);
+const _: () = assert!(SVL_IOC_ATOMIC == 0xc830_5301);
+
+/// Opens `/dev/svmkit_loop` (each open is one device of the nouveau-style loop).
+pub fn open_svmkit_loop() -> Result<OwnedFd, Errno> {
+    rustix::fs::open(
+        "/dev/svmkit_loop",
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(errno)
+}
+
+/// `SVL_IOC_ATOMIC`: `a` is filled in (its passes too) whether the call succeeds or
+/// not; the error is the fault's (EBUSY, EINVAL).
+pub fn svl_atomic(fd: &OwnedFd, a: &mut SvlAtomic) -> Result<(), Errno> {
+    // SAFETY: SVL_IOC_ATOMIC's argument is a `struct svl_atomic`, whose layout SvlAtomic
+    // has (sizes asserted above); the driver reads and writes only that struct, which
+    // `a` borrows mutably for the call.
+    unsafe { rustix::ioctl::ioctl(fd, Updater::<SVL_IOC_ATOMIC, SvlAtomic>::new(a)) }.map_err(errno)
+}
+
+/// `SVL_IOC_QUERY` of the page at `addr`.
+pub fn svl_query(fd: &OwnedFd, addr: u64) -> Result<SvlQuery, Errno> {
+    let mut q = SvlQuery {
+        addr,
+        ..Default::default()
+    };
+    // SAFETY: SVL_IOC_QUERY's argument is a `struct svl_query` (SvlQuery's layout,
+    // size asserted above), read and written in place.
+    unsafe { rustix::ioctl::ioctl(fd, Updater::<SVL_IOC_QUERY, SvlQuery>::new(&mut q)) }
+        .map_err(errno)?;
+    Ok(q)
 }

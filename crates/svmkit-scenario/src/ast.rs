@@ -87,7 +87,7 @@ pub struct Divergence {
     pub kernel: String,
     /// The `id` of the step, or `end`.
     pub step: String,
-    /// Which observable: `result`, `pte`, `soft_dirty`, `faults`, `cpages`, `value`.
+    /// Which observable: `result`, `pte`, `soft_dirty`, `faults`, `cpages`, `devices`, `value`.
     pub field: String,
     /// Why they differ.
     pub reason: String,

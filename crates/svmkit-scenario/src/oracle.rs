@@ -9,7 +9,11 @@
 //! as `/proc/self/pagemap` shows it) and, when there is an entry and the file has
 //! cleared soft-dirty once (before that pagemap reports every entry of a new VMA as
 //! soft-dirty, `VM_SOFTDIRTY`), its soft-dirty bit (pagemap bit 55), its `faults` and
-//! `cpages` when both sides count them; at the end, every value
+//! `cpages` when both sides count them (an `atomic_add`'s `faults` are the passes of
+//! the svm_atomic fault loop); the device entries at its address (`devices`, each
+//! device's name and rights, no frame) when the golden says it observed them
+//! (`oracle.devices_observed`: every device of the file is an svm_atomic one, which
+//! the kernel module `/dev/svmkit_loop` can be asked); at the end, every value
 //! the file expects (`value`). Frame numbers are not compared: the two memories differ.
 //! A difference the file documents in `[oracle] divergences` is accepted with its
 //! reason.
@@ -26,7 +30,7 @@ pub struct Observed {
     pub at: String,
     /// The step's `id`, if it has one (what a divergence names).
     pub id: Option<String>,
-    /// `result`, `pte`, `soft_dirty`, `faults`, `cpages` or `value`.
+    /// `result`, `pte`, `soft_dirty`, `faults`, `cpages`, `devices` or `value`.
     pub field: String,
     /// The kernel's.
     pub kernel: String,
@@ -105,6 +109,26 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// A step's device entries without frame numbers: `gpu: rwa, gpu-b: rwa`, or `none`.
+fn device_entries(step: &Value) -> String {
+    let v: Vec<String> = step["devices"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    let t = text(d);
+                    t.split(" pfn ").next().unwrap_or(&t).to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
 /// Compares the kernel's golden `kernel` (the JSON `oracle/run` wrote) for `kernel_name`
 /// (`6.12`, `6.1`) with the model's report `model` (`svmkit run --json` of the same file
 /// under the matching profile), accepting the divergences `sc` documents.
@@ -135,6 +159,9 @@ pub fn compare(sc: &Scenario, kernel_name: &str, kernel: &Value, model: &Value) 
     // Until a process's first clear_refs, pagemap reports every entry of a VMA as
     // soft-dirty (VM_SOFTDIRTY, set on new VMAs): the bit says something only after.
     let mut cleared = false;
+    let devices_observed = kernel["oracle"]["devices_observed"]
+        .as_bool()
+        .unwrap_or(false);
     for (k, m) in ks.iter().zip(&ms) {
         cleared |= text(&m["step"]).starts_with("clear_refs");
         let at = format!(
@@ -182,6 +209,9 @@ pub fn compare(sc: &Scenario, kernel_name: &str, kernel: &Value, model: &Value) 
             if !k[field].is_null() && !m[field].is_null() {
                 push(field, text(&k[field]), text(&m[field]));
             }
+        }
+        if devices_observed {
+            push("devices", device_entries(k), device_entries(m));
         }
     }
     let reads = |r: &Value| -> Vec<(String, String)> {

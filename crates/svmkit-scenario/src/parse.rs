@@ -901,7 +901,15 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
 }
 
 /// The observables an oracle comparison looks at, as `[oracle] divergences` names them.
-pub const ORACLE_FIELDS: [&str; 6] = ["result", "pte", "soft_dirty", "faults", "cpages", "value"];
+pub const ORACLE_FIELDS: [&str; 7] = [
+    "result",
+    "pte",
+    "soft_dirty",
+    "faults",
+    "cpages",
+    "devices",
+    "value",
+];
 
 /// `[oracle]`: `divergences = [{ kernel = "6.12", step = "ID", field = "faults",
 /// reason = "..." }]`, the observables where a real kernel's golden is known to differ

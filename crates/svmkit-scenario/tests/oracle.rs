@@ -129,3 +129,81 @@ fn oracle_divergences_are_checked_when_parsed() {
         assert!(e.contains("t.toml:"), "{e}");
     }
 }
+
+const SVM: &str = r#"
+[scenario]
+name = "oracle compare svm_atomic"
+profile = "linux-6.12"
+frames = 64
+
+[[process]]
+name = "app"
+
+[[map]]
+name = "buf"
+process = "app"
+len = "1 page"
+
+[[device]]
+name = "gpu"
+driver = "svm_atomic"
+process = "app"
+max_passes = 4
+
+[[thread]]
+name = "gpu"
+device = "gpu"
+steps = [
+  { op = "atomic_add", at = "buf", value = 1, id = "atomic", expect = 0, expect_faults = 1 },
+]
+"#;
+
+#[test]
+fn oracle_devices_are_compared_only_when_the_golden_observed_them() {
+    let (sc, m) = model(SVM);
+    let step = m["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "atomic")
+        .unwrap();
+    // The model's entry carries a frame; the comparison keeps name and rights only.
+    assert!(
+        step["devices"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("gpu: rwa pfn ")
+    );
+    let mut k = m.clone();
+    // Without `oracle.devices_observed` (a dmirror golden) `devices` is not compared.
+    let plain = compare(&sc, "6.12", &k, &m);
+    assert!(plain.observed.iter().all(|o| o.field != "devices"));
+    k["oracle"] = serde_json::json!({ "devices_observed": true });
+    let s = k["steps"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|s| s["id"] == "atomic")
+        .unwrap();
+    s["devices"] = serde_json::json!(["gpu: rwa pfn 0x1234"]);
+    let c = compare(&sc, "6.12", &k, &m);
+    assert!(c.unexplained().is_empty(), "{:?}", c.unexplained());
+    let d = c.observed.iter().find(|o| o.field == "devices").unwrap();
+    assert_eq!(
+        (d.kernel.as_str(), d.model.as_str()),
+        ("gpu: rwa", "gpu: rwa")
+    );
+    // The kernel's device no longer maps the page: a difference.
+    k["steps"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|s| s["id"] == "atomic")
+        .unwrap()["devices"] = serde_json::json!([]);
+    let bad = compare(&sc, "6.12", &k, &m).unexplained();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        bad[0].contains("devices: kernel none, model gpu: rwa"),
+        "{bad:?}"
+    );
+}

@@ -93,6 +93,16 @@ pub struct Profile {
     /// nouveau's atomic fault unlocks and puts the folio before retrying (6.14-rc,
     /// `b3fefbb30a16`, spec 8 item 22).
     pub svm_atomic_unlock_on_retry: bool,
+    /// The range API's conversion succeeds only if no page of the whole folio is
+    /// mapped any more (`folio_make_device_exclusive()`: `args.valid &&
+    /// !folio_mapcount(folio)`, the 5.18 folio conversion; mm/rmap.c of the Debian 6.1
+    /// and 6.12 trees); false: only the page asked for (5.14
+    /// `page_make_device_exclusive()`: `!page_mapcount(page)`, the head's own count
+    /// after FOLL_SPLIT_PMD). They differ when the rmap walk stopped early (at an entry
+    /// an earlier conversion left) before a page of the folio that is still mapped:
+    /// `oracle/corpus/svm-atomic-thp-partial.toml`, docs/FINDINGS.md 5. Not read
+    /// without the range API (6.15 converts one PTE, fixes v2 04/17).
+    pub exclusive_checks_folio_mapcount: bool,
 }
 
 impl Profile {
@@ -113,6 +123,7 @@ impl Profile {
             walkers_handle_entries: true,
             dmirror_map_only_full_chunks: true,
             svm_atomic_unlock_on_retry: true,
+            exclusive_checks_folio_mapcount: true,
         }
     }
 }
@@ -136,6 +147,7 @@ impl Profile {
             walkers_handle_entries: false,
             dmirror_map_only_full_chunks: false,
             svm_atomic_unlock_on_retry: false,
+            exclusive_checks_folio_mapcount: false,
         }
     }
 
@@ -156,12 +168,16 @@ impl Profile {
     /// * `svm_atomic_unlock_on_retry`: `nouveau_atomic_range_fault()` does
     ///   `folio_unlock(); folio_put();` before retrying after
     ///   `mmu_interval_read_retry()` (drivers/gpu/drm/nouveau/nouveau_svm.c).
+    /// * `exclusive_checks_folio_mapcount`: `folio_make_device_exclusive()` returns
+    ///   `args.valid && !folio_mapcount(folio)` (mm/rmap.c; shown by both kernels'
+    ///   goldens of `oracle/corpus/svm-atomic-thp-partial.toml`).
     pub const fn linux_6_1() -> Profile {
         Profile {
             name: "linux-6.1",
             restore_takes_folio_ref: true,
             dmirror_map_only_full_chunks: true,
             svm_atomic_unlock_on_retry: true,
+            exclusive_checks_folio_mapcount: true,
             ..Profile::linux_5_14()
         }
     }
@@ -215,7 +231,7 @@ impl fmt::Debug for Switch {
 
 /// Every boolean switch of [`Profile`] (the restore event and writability are enums,
 /// set through the presets).
-pub const SWITCHES: [Switch; 11] = [
+pub const SWITCHES: [Switch; 12] = [
     Switch {
         name: "has_range_api",
         get: |p| p.has_range_api,
@@ -271,6 +287,11 @@ pub const SWITCHES: [Switch; 11] = [
         get: |p| p.svm_atomic_unlock_on_retry,
         set: |p, v| p.svm_atomic_unlock_on_retry = v,
     },
+    Switch {
+        name: "exclusive_checks_folio_mapcount",
+        get: |p| p.exclusive_checks_folio_mapcount,
+        set: |p, v| p.exclusive_checks_folio_mapcount = v,
+    },
 ];
 
 impl Default for Profile {
@@ -303,8 +324,9 @@ mod tests {
     }
 
     /// The Debian kernels are the 2021 design plus exactly the fixes read in their
-    /// trees (the docs of `Profile::linux_6_1`): a switch changed by mistake, or a
-    /// preset built from the wrong base, shows here.
+    /// trees (the docs of `Profile::linux_6_1`), and the 5.18 folio conversion's
+    /// whole-folio mapcount the oracle showed (`exclusive_checks_folio_mapcount`): a
+    /// switch changed by mistake, or a preset built from the wrong base, shows here.
     #[test]
     fn the_debian_kernels_are_the_2021_design_with_three_fixes() {
         let e1 = Profile::linux_5_14();
@@ -319,7 +341,8 @@ mod tests {
                 [
                     "restore_takes_folio_ref",
                     "dmirror_map_only_full_chunks",
-                    "svm_atomic_unlock_on_retry"
+                    "svm_atomic_unlock_on_retry",
+                    "exclusive_checks_folio_mapcount"
                 ],
                 "{}",
                 k.name

@@ -759,8 +759,21 @@ impl Mm {
 
     /// Converts every PTE mapping `folio`, in every VMA of every mm (the rmap walk),
     /// to a device-exclusive entry; true iff this mm's PTE at `addr` was writable and
-    /// nothing maps the folio any more. A non-present PTE met on the way ends the walk
-    /// with failure; what was converted stays converted.
+    /// nothing maps the folio any more. A non-present PTE met on the way (an entry an
+    /// earlier conversion left) ends the walk (`rmap_one` returns false); what was
+    /// converted stays converted, and the walk's end does not decide the result: the
+    /// caller returns `args.valid && !mapcount` whatever `rmap_one` said (5.14, and
+    /// `folio_make_device_exclusive()` of mm/rmap.c in the Debian 6.1 and 6.12 trees).
+    /// So a PTE-mapped THP whose other pages are still entries from an earlier call
+    /// converts its restored head again (the kernels' goldens of
+    /// `oracle/corpus/svm-atomic-thp-head.toml`: every pass succeeds and retries).
+    ///
+    /// The mapcount checked is the head page's (5.14: `page_mapcount(page)`, the page
+    /// asked for, never a tail) or, with
+    /// [`Profile::exclusive_checks_folio_mapcount`](crate::Profile::exclusive_checks_folio_mapcount)
+    /// (6.1, 6.12), the whole folio's (`folio_mapcount(folio)`). They differ when a
+    /// page of the folio is still present after the walk stopped early
+    /// (`oracle/corpus/svm-atomic-thp-partial.toml`).
     ///
     /// Linux 5.14: `page_make_device_exclusive()` + `page_make_device_exclusive_one()`.
     fn page_make_device_exclusive(
@@ -819,6 +832,12 @@ impl Mm {
             }
             ControlFlow::Continue(())
         });
-        valid && ok && mem.page(folio.head()).is_some_and(|p| p.mapcount() == 0)
+        // `ok` only stopped the walk (above); it is not part of the result.
+        let unmapped = if self.profile().exclusive_checks_folio_mapcount {
+            mem.folio_mapcount(folio) == 0
+        } else {
+            mem.page(folio.head()).is_some_and(|p| p.mapcount() == 0)
+        };
+        valid && unmapped
     }
 }
