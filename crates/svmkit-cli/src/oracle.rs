@@ -69,13 +69,25 @@ fn kernel_side(args: &Args) -> Result<serde_json::Value, String> {
 }
 
 fn print_text(out: &mut dyn Write, c: &Comparison, kernel: &str) -> io::Result<()> {
+    let linux = format!("Linux {kernel}");
+    // Columns as wide as their widest cell, so long step texts keep the table aligned.
+    let width = |head: &str, cell: fn(&svmkit_scenario::oracle::Observed) -> &str| {
+        c.observed
+            .iter()
+            .map(|o| cell(o).chars().count())
+            .chain([head.chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (at, field, kern) = (
+        width("at", |o| &o.at),
+        width("field", |o| &o.field),
+        width(&linux, |o| &o.kernel),
+    );
     writeln!(
         out,
-        "{:<6} {:<48} {:<10} {:<22} model",
-        "",
-        "at",
-        "field",
-        format!("Linux {kernel}")
+        "{:<6} {:<at$} {:<field$} {:<kern$} model",
+        "", "at", "field", linux
     )?;
     for o in &c.observed {
         let mark = match (o.agrees(), &o.divergence) {
@@ -85,7 +97,7 @@ fn print_text(out: &mut dyn Write, c: &Comparison, kernel: &str) -> io::Result<(
         };
         writeln!(
             out,
-            "{mark:<6} {:<48} {:<10} {:<22} {}",
+            "{mark:<6} {:<at$} {:<field$} {:<kern$} {}",
             o.at, o.field, o.kernel, o.model
         )?;
         if let (false, Some(r)) = (o.agrees(), &o.divergence) {

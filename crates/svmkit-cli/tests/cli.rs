@@ -777,7 +777,14 @@ fn oracle_a_difference_fails_and_an_unknown_kernel_is_bad_input() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("DIFF"), "{text}");
-    assert!(text.contains("cpages     99"), "{text}");
+    // The tampered observable is the DIFF row: field `cpages`, kernel side 99.
+    assert!(
+        text.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.first() == Some(&"DIFF") && cells.windows(2).any(|w| w == ["cpages", "99"])
+        }),
+        "{text}"
+    );
     let out = svmkit(&[
         "oracle",
         &repo("oracle/corpus/exclusive-twice.toml"),
