@@ -71,6 +71,9 @@ pub struct PtlGuard<'a> {
     /// taken, else 0 (ids start at 1): read once per hold, so that with tracing off a
     /// PTE change pays a test of this field, not a load through `mem`.
     traced_mm: u64,
+    /// The PTE changes of this hold, recorded when the lock is released: one lock of
+    /// the record per hold, not per change (a walk changes up to 512).
+    traced: crate::trace::PteBatch,
 }
 
 impl<'a> PtlGuard<'a> {
@@ -81,22 +84,21 @@ impl<'a> PtlGuard<'a> {
             mem,
             table,
             traced_mm,
+            traced: crate::trace::PteBatch::default(),
         }
     }
 
     /// Every PTE change goes through `set` or `clear`, so this is the one place that
-    /// traces PTE transitions; out of line, so that with tracing off `set` and `clear`
-    /// stay as small as they were (the old value is read only when recording).
-    #[cold]
-    #[inline(never)]
-    fn trace_pte(&self, addr: VirtAddr, old: Pte, new: Pte) {
+    /// traces PTE transitions (as raw words, the old one as read from the table).
+    fn trace_pte(&mut self, addr: VirtAddr, old: u64, new: u64) {
         if old != new {
-            self.mem.tracer().instant(|| crate::trace::Payload::Pte {
-                mm: self.traced_mm,
-                addr: addr.page_align_down().raw(),
-                old: crate::trace::EntryView::of_pte(old),
-                new: crate::trace::EntryView::of_pte(new),
-            });
+            self.mem.tracer().record_pte(
+                &mut self.traced,
+                self.traced_mm,
+                addr.page_align_down().raw(),
+                old,
+                new,
+            );
         }
     }
 
@@ -123,12 +125,21 @@ impl<'a> PtlGuard<'a> {
         self.mem.pt_write(self.table, pte_index(addr), pte.encode());
     }
 
+    // Out of line, so that with tracing off `set` stays as small as it was (the old
+    // word is read only when recording).
     #[cold]
     #[inline(never)]
     fn set_traced(&mut self, addr: VirtAddr, pte: Pte) {
-        let old = self.get(addr);
-        self.mem.pt_write(self.table, pte_index(addr), pte.encode());
-        self.trace_pte(addr, old, pte);
+        let (idx, new) = (pte_index(addr), pte.encode());
+        let old = self.mem.pt_read(self.table, idx);
+        self.mem.pt_write(self.table, idx, new);
+        self.trace_pte(addr, old, new);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn clear_traced(&mut self, addr: VirtAddr, old: u64) {
+        self.trace_pte(addr, old, 0);
     }
 
     /// Clears the PTE for `addr` and returns what it was. The PTL stands for the TLB:
@@ -138,20 +149,23 @@ impl<'a> PtlGuard<'a> {
     #[doc(alias = "ptep_clear_flush")]
     #[inline]
     pub fn clear(&mut self, addr: VirtAddr) -> Pte {
-        let old = Pte::decode(
-            self.mem
-                .table_word(self.table, pte_index(addr))
-                .swap(0, Ordering::SeqCst),
-        );
+        let old = self
+            .mem
+            .table_word(self.table, pte_index(addr))
+            .swap(0, Ordering::SeqCst);
         if self.traced_mm != 0 {
-            self.trace_pte(addr, old, Pte::None);
+            self.clear_traced(addr, old);
         }
-        old
+        Pte::decode(old)
     }
 }
 
 impl Drop for PtlGuard<'_> {
     fn drop(&mut self) {
+        // Before the unlock: whoever takes the lock next records after these changes.
+        if self.traced_mm != 0 {
+            self.mem.tracer().flush_ptes(&mut self.traced);
+        }
         self.mem.bit_unlock(self.table, PageFlags::PTL_LOCKED);
     }
 }

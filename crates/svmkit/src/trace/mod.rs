@@ -40,7 +40,7 @@ pub mod text;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -802,14 +802,44 @@ struct Stored {
     t: u64,
     track: u32,
     depth: u32,
+    /// The recording task, an index into [`Record::tracks`]: a batch merged later finds
+    /// its task's operations among the events recorded meanwhile by it (two tasks may
+    /// share a track name).
+    task: u32,
     phase: Phase,
     payload: Payload,
 }
 
+/// A PTE change waiting in a [`PteBatch`]: its logical time is taken when it happens.
+#[derive(Debug, Clone, Copy)]
+struct PendingPte {
+    t: u64,
+    mm: u64,
+    addr: u64,
+    old: u64,
+    new: u64,
+}
+
+/// The PTE changes made under one hold of a page-table lock, joined to the record when
+/// the lock is released ([`Tracer::flush_ptes`]): one lock of the record per hold
+/// instead of one per change. Each change takes its logical time when it is made, so
+/// the record reads exactly as if each had been pushed at once.
+#[derive(Debug, Default)]
+pub(crate) struct PteBatch {
+    pending: Vec<PendingPte>,
+}
+
+thread_local! {
+    /// An emptied batch's memory, for the next hold on this thread: without it every
+    /// traced table walk would allocate its batch.
+    static SPARE_BATCH: std::cell::Cell<Vec<PendingPte>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 #[derive(Debug, Default)]
 struct Record {
+    /// Sorted by `t`: pushes take their time under the record's lock, and a batch is
+    /// merged in by time.
     events: Vec<Stored>,
-    next_t: u64,
     tracks: Vec<TrackState>,
     /// Every track name used so far (a name is added once, when a track takes it).
     names: Vec<std::sync::Arc<str>>,
@@ -844,8 +874,9 @@ impl Record {
         }
     }
 
-    fn track(&mut self, key: TaskKey) -> &mut TrackState {
-        let i = match self.tracks.iter().position(|t| t.key == key) {
+    /// The index of `key`'s track state in [`Record::tracks`], adding it if new.
+    fn task(&mut self, key: TaskKey) -> usize {
+        match self.tracks.iter().position(|t| t.key == key) {
             Some(i) => i,
             None => {
                 let name = self.intern(key.own_name());
@@ -856,8 +887,69 @@ impl Record {
                 });
                 self.tracks.len() - 1
             }
-        };
+        }
+    }
+
+    fn track(&mut self, key: TaskKey) -> &mut TrackState {
+        let i = self.task(key);
         &mut self.tracks[i]
+    }
+
+    /// Merges `key`'s batch of PTE changes into the events by time. Usually nothing was
+    /// recorded since the batch's first change and the batch is appended; otherwise
+    /// (the task's own refcount events under the lock, or another thread's events) it
+    /// is interleaved, each change at the depth its task had at its time.
+    fn merge_ptes(&mut self, key: TaskKey, pending: &[PendingPte]) {
+        let Some(first) = pending.first() else {
+            return;
+        };
+        let task = self.task(key);
+        let (track, depth_now) = (self.tracks[task].name, self.tracks[task].depth);
+        let task = u32::try_from(task).unwrap_or(u32::MAX);
+        let from = self.events.partition_point(|e| e.t < first.t);
+        let later = self.events.split_off(from);
+        // The task's depth just before each later event (the depth a change made then
+        // had): from the end, where it is the task's depth now, back through the task's
+        // own operations.
+        let mut depth_before = vec![depth_now; later.len()];
+        let mut d = depth_now;
+        for (i, e) in later.iter().enumerate().rev() {
+            if e.task == task {
+                d = match e.phase {
+                    Phase::End => e.depth + 1,
+                    Phase::Begin | Phase::Instant => e.depth,
+                };
+            }
+            depth_before[i] = d;
+        }
+        self.events.reserve(pending.len() + later.len());
+        let mut later = later.into_iter().zip(depth_before).peekable();
+        for p in pending {
+            while let Some((e, _)) = later.next_if(|(e, _)| e.t < p.t) {
+                self.events.push(e);
+            }
+            let depth = later.peek().map_or(depth_now, |(_, d)| *d);
+            self.events.push(Stored {
+                t: p.t,
+                track,
+                depth,
+                task,
+                phase: Phase::Instant,
+                payload: Payload::Pte {
+                    mm: p.mm,
+                    addr: p.addr,
+                    old: EntryView {
+                        raw: p.old,
+                        pmd: false,
+                    },
+                    new: EntryView {
+                        raw: p.new,
+                        pmd: false,
+                    },
+                },
+            });
+        }
+        self.events.extend(later.map(|(e, _)| e));
     }
 }
 
@@ -865,6 +957,9 @@ impl Record {
 #[derive(Default)]
 pub struct Tracer {
     level: AtomicU8,
+    /// The next event's logical time, outside the lock: a batched PTE change takes its
+    /// time when it is made and joins the record later ([`PteBatch`]).
+    next_t: AtomicU64,
     record: std::sync::Mutex<Record>,
 }
 
@@ -1050,9 +1145,12 @@ impl Tracer {
 
     fn push_as(&self, key: TaskKey, phase: Phase, payload: Payload) {
         let mut r = self.record();
-        let t = r.next_t;
-        r.next_t += 1;
-        let tr = r.track(key);
+        // Taken under the lock, so pushed events stay in time order; only a batch's
+        // changes, timed without it, are merged in later.
+        let t = self.next_t.fetch_add(1, Ordering::Relaxed);
+        let task = r.task(key);
+        let task_index = u32::try_from(task).unwrap_or(u32::MAX);
+        let tr = &mut r.tracks[task];
         if phase == Phase::End {
             tr.depth = tr.depth.saturating_sub(1);
         }
@@ -1065,12 +1163,53 @@ impl Tracer {
             t,
             track,
             depth,
+            task: task_index,
             phase,
             payload,
         });
     }
 
-    /// Every event recorded so far.
+    /// Records the change of the PTE for `addr` (page aligned) of mm `mm` from the raw
+    /// word `old` to `new` into `batch`, the batch of the page-table lock held, if
+    /// recording. It takes its logical time now and joins the record when the batch is
+    /// flushed ([`flush_ptes`](Self::flush_ptes), when the lock is released).
+    #[inline]
+    pub(crate) fn record_pte(&self, batch: &mut PteBatch, mm: u64, addr: u64, old: u64, new: u64) {
+        if !self.on() {
+            return;
+        }
+        if batch.pending.capacity() == 0 {
+            batch.pending = SPARE_BATCH.take();
+        }
+        let t = self.next_t.fetch_add(1, Ordering::Relaxed);
+        batch.pending.push(PendingPte {
+            t,
+            mm,
+            addr,
+            old,
+            new,
+        });
+    }
+
+    /// Joins `batch`'s changes to the record (one lock of it), on the track of the
+    /// calling task, the one that made them; called before the page-table lock is
+    /// released, so that whoever takes the lock next records after them.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn flush_ptes(&self, batch: &mut PteBatch) {
+        if batch.pending.is_empty() {
+            return;
+        }
+        let key = TaskKey::current();
+        self.record().merge_ptes(key, &batch.pending);
+        let mut room = std::mem::take(&mut batch.pending);
+        room.clear();
+        SPARE_BATCH.set(room);
+    }
+
+    /// Every event recorded so far. The PTE changes made under a page-table lock that
+    /// another thread still holds are not among them yet: they join the record, at
+    /// their times, when that lock is released.
     pub fn events(&self) -> Vec<TraceEvent> {
         let r = self.record();
         r.events.iter().map(|s| r.event(s.clone())).collect()
@@ -1095,7 +1234,7 @@ impl Tracer {
 
     /// How many events have been recorded (the next event's `t`).
     pub fn now(&self) -> u64 {
-        self.record().next_t
+        self.next_t.load(Ordering::Relaxed)
     }
 
     /// The events from logical time `since` on.
