@@ -843,7 +843,8 @@ struct Record {
     tracks: Vec<TrackState>,
     /// Every track name used so far (a name is added once, when a track takes it).
     names: Vec<std::sync::Arc<str>>,
-    owners: BTreeMap<u64, String>,
+    /// Owner names, shared across systems ([`static_name`]).
+    owners: BTreeMap<u64, &'static str>,
 }
 
 impl Record {
@@ -953,6 +954,24 @@ impl Record {
     }
 }
 
+/// `name` as a string that lives for the process, kept once per distinct name: owner
+/// names are device names, a few per program however many systems it builds (an
+/// exploration builds one per schedule), and an event can then borrow one instead of
+/// copying it.
+fn static_name(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    match names.get(name) {
+        Some(kept) => kept,
+        None => {
+            let kept: &'static str = name.to_string().leak();
+            names.insert(kept);
+            kept
+        }
+    }
+}
+
 /// A system's event record (see the module docs).
 #[derive(Default)]
 pub struct Tracer {
@@ -1011,17 +1030,15 @@ impl Tracer {
 
     /// Gives an owner token a name (a device's), used wherever the owner is shown.
     pub fn name_owner(&self, owner: crate::mm::mmu_notifier::Owner, name: &str) {
-        self.record().owners.insert(owner.raw(), name.to_string());
+        self.record().owners.insert(owner.raw(), static_name(name));
     }
 
     /// The name of an owner token: its device's name, or its value in hex.
     pub fn owner_name(&self, owner: crate::mm::mmu_notifier::Owner) -> Text {
-        self.record()
-            .owners
-            .get(&owner.raw())
-            .cloned()
-            .unwrap_or_else(|| format!("{:#x}", owner.raw()))
-            .into()
+        match self.record().owners.get(&owner.raw()) {
+            Some(name) => Text::Borrowed(name),
+            None => format!("{:#x}", owner.raw()).into(),
+        }
     }
 
     /// Records an instant event built by `f`, if recording.
@@ -1284,6 +1301,17 @@ impl Span<'_> {
 impl Drop for Span<'_> {
     #[inline(always)]
     fn drop(&mut self) {
+        if self.open.is_some() {
+            self.end();
+        }
+    }
+}
+
+impl Span<'_> {
+    // Out of line, so that with recording off dropping a span is a test of `open`.
+    #[cold]
+    #[inline(never)]
+    fn end(&mut self) {
         if let Some((tracer, op)) = self.open.take() {
             let result = self.result.take().unwrap_or(Text::Borrowed("done"));
             tracer.push(
@@ -1400,5 +1428,81 @@ impl View {
             View::Chrome => chrome::render(events, info),
             View::Html => html::render(events, info),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pte_t(events: &[TraceEvent]) -> Vec<(u64, u32, u64)> {
+        events
+            .iter()
+            .filter_map(|e| match e.payload {
+                Payload::Pte { addr, .. } => Some((e.t, e.depth, addr)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_joins_the_record_at_its_times_and_depths() {
+        let tr = Tracer::new();
+        tr.set_level(TraceLevel::Normal);
+        let mut batch = PteBatch::default();
+        let outer = tr.span(|| Payload::Exit { mm: 1 });
+        tr.record_pte(&mut batch, 1, 0x1000, 0, 0x1003);
+        // Recorded by the same task while the batch waits: an instant, then an
+        // operation that is still open at the next change, then its end.
+        tr.instant(|| Payload::FolioUnlock { pfn: 7 });
+        let inner = tr.span(|| Payload::Reclaim { pfn: 7 });
+        tr.record_pte(&mut batch, 1, 0x2000, 0x1003, 0);
+        drop(inner);
+        tr.record_pte(&mut batch, 1, 0x3000, 0, 0x3003);
+        // Another thread's event, recorded while the batch waits, keeps its place too.
+        std::thread::scope(|s| {
+            s.spawn(|| tr.instant(|| Payload::FolioWait { pfn: 9 }));
+        });
+        tr.record_pte(&mut batch, 1, 0x4000, 0, 0x4003);
+        assert_eq!(pte_t(&tr.events()), []);
+        tr.flush_ptes(&mut batch);
+        drop(outer);
+        let ev = tr.events();
+        let times: Vec<u64> = ev.iter().map(|e| e.t).collect();
+        assert_eq!(times, (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            pte_t(&ev),
+            [(1, 1, 0x1000), (4, 2, 0x2000), (6, 1, 0x3000), (8, 1, 0x4000)]
+        );
+        assert_eq!(ev[7].payload.kind_name(), "folio_wait");
+        assert_ne!(ev[7].track, ev[8].track);
+        assert_eq!(
+            ev.iter().map(|e| e.payload.kind_name()).collect::<Vec<_>>(),
+            [
+                "exit",
+                "pte",
+                "folio_unlock",
+                "reclaim",
+                "pte",
+                "end",
+                "pte",
+                "folio_wait",
+                "pte",
+                "end"
+            ]
+        );
+        // The batch is empty again and a flush of nothing records nothing.
+        tr.flush_ptes(&mut batch);
+        assert_eq!(tr.events().len(), 10);
+    }
+
+    #[test]
+    fn a_batch_records_nothing_when_recording_is_off() {
+        let tr = Tracer::new();
+        let mut batch = PteBatch::default();
+        tr.record_pte(&mut batch, 1, 0x1000, 0, 0x1003);
+        tr.flush_ptes(&mut batch);
+        assert!(tr.events().is_empty());
+        assert_eq!(tr.now(), 0);
     }
 }
