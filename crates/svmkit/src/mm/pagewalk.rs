@@ -67,38 +67,31 @@ impl PhysMem {
 pub struct PtlGuard<'a> {
     mem: &'a PhysMem,
     table: Pfn,
-    /// The id of the mm whose table it is if the trace was recording when the lock was
-    /// taken, else 0 (ids start at 1): read once per hold, so that with tracing off a
-    /// PTE change pays a test of this field, not a load through `mem`.
-    traced_mm: u64,
-    /// The PTE changes of this hold, recorded when the lock is released: one lock of
-    /// the record per hold, not per change (a walk changes up to 512).
-    traced: crate::trace::PteBatch,
+    /// Not `Send`: a traced hold's changes wait in the locking thread's state until the
+    /// release ([`crate::trace::Tracer::ptl_unlocked`]).
+    _here: std::marker::PhantomData<*const ()>,
 }
 
 impl<'a> PtlGuard<'a> {
     fn lock(mem: &'a PhysMem, table: Pfn, mm: u64) -> Self {
         mem.bit_lock(table, PageFlags::PTL_LOCKED);
-        let traced_mm = if mem.tracer().on() { mm } else { 0 };
+        if mem.tracer().on() {
+            mem.tracer().ptl_locked(table.raw(), mm);
+        }
         PtlGuard {
             mem,
             table,
-            traced_mm,
-            traced: crate::trace::PteBatch::default(),
+            _here: std::marker::PhantomData,
         }
     }
 
     /// Every PTE change goes through `set` or `clear`, so this is the one place that
     /// traces PTE transitions (as raw words, the old one as read from the table).
-    fn trace_pte(&mut self, addr: VirtAddr, old: u64, new: u64) {
+    fn trace_pte(&self, addr: VirtAddr, old: u64, new: u64) {
         if old != new {
-            self.mem.tracer().record_pte(
-                &mut self.traced,
-                self.traced_mm,
-                addr.page_align_down().raw(),
-                old,
-                new,
-            );
+            self.mem
+                .tracer()
+                .record_pte(self.table.raw(), addr.page_align_down().raw(), old, new);
         }
     }
 
@@ -119,14 +112,14 @@ impl<'a> PtlGuard<'a> {
     /// Linux: `set_pte_at()`.
     #[inline]
     pub fn set(&mut self, addr: VirtAddr, pte: Pte) {
-        if self.traced_mm != 0 {
+        if self.mem.tracer().holds_open() {
             return self.set_traced(addr, pte);
         }
         self.mem.pt_write(self.table, pte_index(addr), pte.encode());
     }
 
-    // Out of line, so that with tracing off `set` stays as small as it was (the old
-    // word is read only when recording).
+    // Out of line, so that with no traced hold open `set` stays as small as it was
+    // (the old word is read only when recording).
     #[cold]
     #[inline(never)]
     fn set_traced(&mut self, addr: VirtAddr, pte: Pte) {
@@ -153,7 +146,7 @@ impl<'a> PtlGuard<'a> {
             .mem
             .table_word(self.table, pte_index(addr))
             .swap(0, Ordering::SeqCst);
-        if self.traced_mm != 0 {
+        if self.mem.tracer().holds_open() {
             self.clear_traced(addr, old);
         }
         Pte::decode(old)
@@ -163,8 +156,8 @@ impl<'a> PtlGuard<'a> {
 impl Drop for PtlGuard<'_> {
     fn drop(&mut self) {
         // Before the unlock: whoever takes the lock next records after these changes.
-        if self.traced_mm != 0 {
-            self.mem.tracer().flush_ptes(&mut self.traced);
+        if self.mem.tracer().holds_open() {
+            self.mem.tracer().ptl_unlocked(self.table.raw());
         }
         self.mem.bit_unlock(self.table, PageFlags::PTL_LOCKED);
     }

@@ -810,7 +810,7 @@ struct Stored {
     payload: Payload,
 }
 
-/// A PTE change waiting in a [`PteBatch`]: its logical time is taken when it happens.
+/// A PTE change waiting in its [`Hold`]: its logical time is taken when it happens.
 #[derive(Debug, Clone, Copy)]
 struct PendingPte {
     t: u64,
@@ -820,20 +820,34 @@ struct PendingPte {
     new: u64,
 }
 
-/// The PTE changes made under one hold of a page-table lock, joined to the record when
-/// the lock is released ([`Tracer::flush_ptes`]): one lock of the record per hold
-/// instead of one per change. Each change takes its logical time when it is made, so
-/// the record reads exactly as if each had been pushed at once.
-#[derive(Debug, Default)]
-pub(crate) struct PteBatch {
+/// The PTE changes made under one traced hold of a page-table lock, joined to the
+/// record when the lock is released ([`Tracer::ptl_unlocked`]): one lock of the record
+/// per hold instead of one per change. Each change takes its logical time when it is
+/// made, so the record reads exactly as if each had been pushed at once.
+#[derive(Debug)]
+struct Hold {
+    /// [`Tracer::id`] of the tracer recording it.
+    tracer: u64,
+    /// The locked PTE table's frame.
+    table: u64,
+    mm: u64,
     pending: Vec<PendingPte>,
 }
 
 thread_local! {
-    /// An emptied batch's memory, for the next hold on this thread: without it every
-    /// traced table walk would allocate its batch.
-    static SPARE_BATCH: std::cell::Cell<Vec<PendingPte>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The traced page-table lock holds of this OS thread (under exploration, of every
+    /// task of the execution, which all run on it; a table's lock has one holder, so
+    /// tracer and table name a hold). Kept here rather than in the lock's guard so that
+    /// the guard stays two words, returned in registers, as it was before tracing.
+    /// Emptied holds keep their memory for the next ones.
+    static HOLDS: std::cell::RefCell<(Vec<Hold>, Vec<Vec<PendingPte>>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
+
+/// Tracer ids, unique in the process: a hold left behind by a task that never
+/// released its lock (an exploration abandons a deadlocked execution) never matches
+/// another system's tracer.
+static NEXT_TRACER_ID: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug, Default)]
 struct Record {
@@ -973,19 +987,34 @@ fn static_name(name: &str) -> &'static str {
 }
 
 /// A system's event record (see the module docs).
-#[derive(Default)]
 pub struct Tracer {
     level: AtomicU8,
+    id: u64,
+    /// How many traced page-table lock holds are open: while none is, releasing a lock
+    /// or changing a PTE pays a test of this count and nothing else.
+    holds: std::sync::atomic::AtomicUsize,
     /// The next event's logical time, outside the lock: a batched PTE change takes its
-    /// time when it is made and joins the record later ([`PteBatch`]).
+    /// time when it is made and joins the record when its lock is released ([`Hold`]).
     next_t: AtomicU64,
     record: std::sync::Mutex<Record>,
+}
+
+impl Default for Tracer {
+    fn default() -> Tracer {
+        Tracer::new()
+    }
 }
 
 impl Tracer {
     /// A tracer that records nothing until [`set_level`](Self::set_level).
     pub fn new() -> Tracer {
-        Tracer::default()
+        Tracer {
+            level: AtomicU8::new(TraceLevel::Off as u8),
+            id: NEXT_TRACER_ID.fetch_add(1, Ordering::Relaxed),
+            holds: std::sync::atomic::AtomicUsize::new(0),
+            next_t: AtomicU64::new(0),
+            record: std::sync::Mutex::default(),
+        }
     }
 
     fn record(&self) -> std::sync::MutexGuard<'_, Record> {
@@ -1186,42 +1215,79 @@ impl Tracer {
         });
     }
 
-    /// Records the change of the PTE for `addr` (page aligned) of mm `mm` from the raw
-    /// word `old` to `new` into `batch`, the batch of the page-table lock held, if
-    /// recording. It takes its logical time now and joins the record when the batch is
-    /// flushed ([`flush_ptes`](Self::flush_ptes), when the lock is released).
-    #[inline]
-    pub(crate) fn record_pte(&self, batch: &mut PteBatch, mm: u64, addr: u64, old: u64, new: u64) {
+    /// Whether a traced page-table lock hold may be open (on any thread): the test a
+    /// PTE change and a lock release pay.
+    #[inline(always)]
+    pub(crate) fn holds_open(&self) -> bool {
+        self.holds.load(Ordering::Relaxed) != 0
+    }
+
+    /// The lock of PTE table `table` of mm `mm` was taken with recording on: the PTE
+    /// changes of this hold are recorded ([`record_pte`](Self::record_pte)) and join
+    /// the record when it is released ([`ptl_unlocked`](Self::ptl_unlocked)).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn ptl_locked(&self, table: u64, mm: u64) {
+        HOLDS.with_borrow_mut(|(holds, spare)| {
+            holds.push(Hold {
+                tracer: self.id,
+                table,
+                mm,
+                pending: spare.pop().unwrap_or_default(),
+            });
+        });
+        self.holds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the change of the PTE for `addr` (page aligned) in locked table `table`
+    /// from the raw word `old` to `new`, if the hold is traced and recording is on. It
+    /// takes its logical time now and joins the record when the lock is released.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn record_pte(&self, table: u64, addr: u64, old: u64, new: u64) {
         if !self.on() {
             return;
         }
-        if batch.pending.capacity() == 0 {
-            batch.pending = SPARE_BATCH.take();
-        }
-        let t = self.next_t.fetch_add(1, Ordering::Relaxed);
-        batch.pending.push(PendingPte {
-            t,
-            mm,
-            addr,
-            old,
-            new,
+        HOLDS.with_borrow_mut(|(holds, _)| {
+            if let Some(h) = holds
+                .iter_mut()
+                .rfind(|h| h.tracer == self.id && h.table == table)
+            {
+                let t = self.next_t.fetch_add(1, Ordering::Relaxed);
+                h.pending.push(PendingPte {
+                    t,
+                    mm: h.mm,
+                    addr,
+                    old,
+                    new,
+                });
+            }
         });
     }
 
-    /// Joins `batch`'s changes to the record (one lock of it), on the track of the
-    /// calling task, the one that made them; called before the page-table lock is
-    /// released, so that whoever takes the lock next records after them.
+    /// The lock of table `table` is about to be released: its hold's changes join the
+    /// record (one lock of it), on the track of the calling task, the one that made
+    /// them; called before the release, so that whoever takes the lock next records
+    /// after them. Nothing happens if the hold was not traced.
     #[cold]
     #[inline(never)]
-    pub(crate) fn flush_ptes(&self, batch: &mut PteBatch) {
-        if batch.pending.is_empty() {
+    pub(crate) fn ptl_unlocked(&self, table: u64) {
+        let hold = HOLDS.with_borrow_mut(|(holds, _)| {
+            let i = holds
+                .iter()
+                .rposition(|h| h.tracer == self.id && h.table == table)?;
+            Some(holds.swap_remove(i))
+        });
+        let Some(mut hold) = hold else {
             return;
+        };
+        self.holds.fetch_sub(1, Ordering::Relaxed);
+        if !hold.pending.is_empty() {
+            let key = TaskKey::current();
+            self.record().merge_ptes(key, &hold.pending);
+            hold.pending.clear();
         }
-        let key = TaskKey::current();
-        self.record().merge_ptes(key, &batch.pending);
-        let mut room = std::mem::take(&mut batch.pending);
-        room.clear();
-        SPARE_BATCH.set(room);
+        HOLDS.with_borrow_mut(|(_, spare)| spare.push(hold.pending));
     }
 
     /// Every event recorded so far. The PTE changes made under a page-table lock that
@@ -1446,26 +1512,30 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_joins_the_record_at_its_times_and_depths() {
+    fn a_hold_joins_the_record_at_its_times_and_depths() {
         let tr = Tracer::new();
         tr.set_level(TraceLevel::Normal);
-        let mut batch = PteBatch::default();
         let outer = tr.span(|| Payload::Exit { mm: 1 });
-        tr.record_pte(&mut batch, 1, 0x1000, 0, 0x1003);
-        // Recorded by the same task while the batch waits: an instant, then an
+        tr.ptl_locked(5, 1);
+        tr.record_pte(5, 0x1000, 0, 0x1003);
+        // Recorded by the same task while the hold is open: an instant, then an
         // operation that is still open at the next change, then its end.
         tr.instant(|| Payload::FolioUnlock { pfn: 7 });
         let inner = tr.span(|| Payload::Reclaim { pfn: 7 });
-        tr.record_pte(&mut batch, 1, 0x2000, 0x1003, 0);
+        tr.record_pte(5, 0x2000, 0x1003, 0);
         drop(inner);
-        tr.record_pte(&mut batch, 1, 0x3000, 0, 0x3003);
-        // Another thread's event, recorded while the batch waits, keeps its place too.
+        tr.record_pte(5, 0x3000, 0, 0x3003);
+        // Another thread's event, recorded while the hold is open, keeps its place too.
         std::thread::scope(|s| {
             s.spawn(|| tr.instant(|| Payload::FolioWait { pfn: 9 }));
         });
-        tr.record_pte(&mut batch, 1, 0x4000, 0, 0x4003);
+        // A table this thread holds untraced: its changes are not recorded.
+        tr.record_pte(6, 0x5000, 0, 0x5003);
+        tr.record_pte(5, 0x4000, 0, 0x4003);
         assert_eq!(pte_t(&tr.events()), []);
-        tr.flush_ptes(&mut batch);
+        assert!(tr.holds_open());
+        tr.ptl_unlocked(5);
+        assert!(!tr.holds_open());
         drop(outer);
         let ev = tr.events();
         let times: Vec<u64> = ev.iter().map(|e| e.t).collect();
@@ -1491,18 +1561,45 @@ mod tests {
                 "end"
             ]
         );
-        // The batch is empty again and a flush of nothing records nothing.
-        tr.flush_ptes(&mut batch);
+        // The hold is gone: releasing it again records nothing.
+        tr.ptl_unlocked(5);
         assert_eq!(tr.events().len(), 10);
     }
 
     #[test]
-    fn a_batch_records_nothing_when_recording_is_off() {
+    fn holds_of_two_tracers_on_one_thread_stay_apart() {
+        let (a, b) = (Tracer::new(), Tracer::new());
+        a.set_level(TraceLevel::Normal);
+        b.set_level(TraceLevel::Normal);
+        a.ptl_locked(5, 1);
+        b.ptl_locked(5, 2);
+        a.record_pte(5, 0x1000, 0, 0x1003);
+        b.record_pte(5, 0x2000, 0, 0x2003);
+        b.ptl_unlocked(5);
+        a.ptl_unlocked(5);
+        let mm_addr = |tr: &Tracer| {
+            tr.events()
+                .iter()
+                .filter_map(|e| match e.payload {
+                    Payload::Pte { mm, addr, .. } => Some((mm, addr)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(mm_addr(&a), [(1, 0x1000)]);
+        assert_eq!(mm_addr(&b), [(2, 0x2000)]);
+    }
+
+    #[test]
+    fn a_change_is_not_recorded_once_recording_is_off() {
         let tr = Tracer::new();
-        let mut batch = PteBatch::default();
-        tr.record_pte(&mut batch, 1, 0x1000, 0, 0x1003);
-        tr.flush_ptes(&mut batch);
+        tr.set_level(TraceLevel::Normal);
+        tr.ptl_locked(5, 1);
+        tr.set_level(TraceLevel::Off);
+        tr.record_pte(5, 0x1000, 0, 0x1003);
+        tr.ptl_unlocked(5);
         assert!(tr.events().is_empty());
         assert_eq!(tr.now(), 0);
+        assert!(!tr.holds_open());
     }
 }
