@@ -112,14 +112,14 @@ impl<'a> PtlGuard<'a> {
     /// Linux: `set_pte_at()`.
     #[inline]
     pub fn set(&mut self, addr: VirtAddr, pte: Pte) {
-        if self.mem.tracer().holds_open() {
+        if self.mem.tracer().on() {
             return self.set_traced(addr, pte);
         }
         self.mem.pt_write(self.table, pte_index(addr), pte.encode());
     }
 
-    // Out of line, so that with no traced hold open `set` stays as small as it was
-    // (the old word is read only when recording).
+    // Out of line, so that with recording off `set` stays as small as it was (the old
+    // word is read only when recording).
     #[cold]
     #[inline(never)]
     fn set_traced(&mut self, addr: VirtAddr, pte: Pte) {
@@ -146,7 +146,7 @@ impl<'a> PtlGuard<'a> {
             .mem
             .table_word(self.table, pte_index(addr))
             .swap(0, Ordering::SeqCst);
-        if self.mem.tracer().holds_open() {
+        if self.mem.tracer().on() {
             self.clear_traced(addr, old);
         }
         Pte::decode(old)
@@ -156,7 +156,7 @@ impl<'a> PtlGuard<'a> {
 impl Drop for PtlGuard<'_> {
     fn drop(&mut self) {
         // Before the unlock: whoever takes the lock next records after these changes.
-        if self.mem.tracer().holds_open() {
+        if self.mem.tracer().on() {
             self.mem.tracer().ptl_unlocked(self.table.raw());
         }
         self.mem.bit_unlock(self.table, PageFlags::PTL_LOCKED);

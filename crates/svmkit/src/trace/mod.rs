@@ -40,7 +40,7 @@ pub mod text;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -826,7 +826,7 @@ struct PendingPte {
 /// made, so the record reads exactly as if each had been pushed at once.
 #[derive(Debug)]
 struct Hold {
-    /// [`Tracer::id`] of the tracer recording it.
+    /// [`Tracer::id`] of the tracer recording it; 0 for a free slot.
     tracer: u64,
     /// The locked PTE table's frame.
     table: u64,
@@ -839,9 +839,9 @@ thread_local! {
     /// task of the execution, which all run on it; a table's lock has one holder, so
     /// tracer and table name a hold). Kept here rather than in the lock's guard so that
     /// the guard stays two words, returned in registers, as it was before tracing.
-    /// Emptied holds keep their memory for the next ones.
-    static HOLDS: std::cell::RefCell<(Vec<Hold>, Vec<Vec<PendingPte>>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// A released hold's slot is reused, its memory with it: usually one slot is all a
+    /// thread needs.
+    static HOLDS: std::cell::RefCell<Vec<Hold>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Tracer ids, unique in the process: a hold left behind by a task that never
@@ -990,9 +990,6 @@ fn static_name(name: &str) -> &'static str {
 pub struct Tracer {
     level: AtomicU8,
     id: u64,
-    /// How many traced page-table lock holds are open: while none is, releasing a lock
-    /// or changing a PTE pays a test of this count and nothing else.
-    holds: std::sync::atomic::AtomicUsize,
     /// The next event's logical time, outside the lock: a batched PTE change takes its
     /// time when it is made and joins the record when its lock is released ([`Hold`]).
     next_t: AtomicU64,
@@ -1011,7 +1008,6 @@ impl Tracer {
         Tracer {
             level: AtomicU8::new(TraceLevel::Off as u8),
             id: NEXT_TRACER_ID.fetch_add(1, Ordering::Relaxed),
-            holds: std::sync::atomic::AtomicUsize::new(0),
             next_t: AtomicU64::new(0),
             record: std::sync::Mutex::default(),
         }
@@ -1215,28 +1211,33 @@ impl Tracer {
         });
     }
 
-    /// Whether a traced page-table lock hold may be open (on any thread): the test a
-    /// PTE change and a lock release pay.
-    #[inline(always)]
-    pub(crate) fn holds_open(&self) -> bool {
-        self.holds.load(Ordering::Relaxed) != 0
-    }
-
     /// The lock of PTE table `table` of mm `mm` was taken with recording on: the PTE
     /// changes of this hold are recorded ([`record_pte`](Self::record_pte)) and join
     /// the record when it is released ([`ptl_unlocked`](Self::ptl_unlocked)).
     #[cold]
     #[inline(never)]
     pub(crate) fn ptl_locked(&self, table: u64, mm: u64) {
-        HOLDS.with_borrow_mut(|(holds, spare)| {
-            holds.push(Hold {
+        HOLDS.with_borrow_mut(|holds| {
+            let hold = Hold {
                 tracer: self.id,
                 table,
                 mm,
-                pending: spare.pop().unwrap_or_default(),
-            });
+                pending: Vec::new(),
+            };
+            // A hold of this table already here was left by a release that found
+            // recording off: its changes (made while on) stay and join with this hold's.
+            let slot = match holds
+                .iter()
+                .position(|h| h.tracer == self.id && h.table == table)
+            {
+                Some(i) => Some(i),
+                None => holds.iter().position(|h| h.tracer == 0),
+            };
+            match slot.and_then(|i| holds.get_mut(i)) {
+                Some(h) => (h.tracer, h.table, h.mm) = (hold.tracer, hold.table, hold.mm),
+                None => holds.push(hold),
+            }
         });
-        self.holds.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records the change of the PTE for `addr` (page aligned) in locked table `table`
@@ -1248,10 +1249,10 @@ impl Tracer {
         if !self.on() {
             return;
         }
-        HOLDS.with_borrow_mut(|(holds, _)| {
+        HOLDS.with_borrow_mut(|holds| {
             if let Some(h) = holds
                 .iter_mut()
-                .rfind(|h| h.tracer == self.id && h.table == table)
+                .find(|h| h.tracer == self.id && h.table == table)
             {
                 let t = self.next_t.fetch_add(1, Ordering::Relaxed);
                 h.pending.push(PendingPte {
@@ -1268,26 +1269,26 @@ impl Tracer {
     /// The lock of table `table` is about to be released: its hold's changes join the
     /// record (one lock of it), on the track of the calling task, the one that made
     /// them; called before the release, so that whoever takes the lock next records
-    /// after them. Nothing happens if the hold was not traced.
+    /// after them. Nothing happens if the hold was not traced. Called only while
+    /// recording (the release's one test): the changes of a hold released after
+    /// recording was switched off join the record at that table's next traced release
+    /// on the same thread, at their times, or never.
     #[cold]
     #[inline(never)]
     pub(crate) fn ptl_unlocked(&self, table: u64) {
-        let hold = HOLDS.with_borrow_mut(|(holds, _)| {
-            let i = holds
-                .iter()
-                .rposition(|h| h.tracer == self.id && h.table == table)?;
-            Some(holds.swap_remove(i))
+        HOLDS.with_borrow_mut(|holds| {
+            let Some(h) = holds
+                .iter_mut()
+                .find(|h| h.tracer == self.id && h.table == table)
+            else {
+                return;
+            };
+            h.tracer = 0;
+            if !h.pending.is_empty() {
+                self.record().merge_ptes(TaskKey::current(), &h.pending);
+                h.pending.clear();
+            }
         });
-        let Some(mut hold) = hold else {
-            return;
-        };
-        self.holds.fetch_sub(1, Ordering::Relaxed);
-        if !hold.pending.is_empty() {
-            let key = TaskKey::current();
-            self.record().merge_ptes(key, &hold.pending);
-            hold.pending.clear();
-        }
-        HOLDS.with_borrow_mut(|(_, spare)| spare.push(hold.pending));
     }
 
     /// Every event recorded so far. The PTE changes made under a page-table lock that
@@ -1533,16 +1534,19 @@ mod tests {
         tr.record_pte(6, 0x5000, 0, 0x5003);
         tr.record_pte(5, 0x4000, 0, 0x4003);
         assert_eq!(pte_t(&tr.events()), []);
-        assert!(tr.holds_open());
         tr.ptl_unlocked(5);
-        assert!(!tr.holds_open());
         drop(outer);
         let ev = tr.events();
         let times: Vec<u64> = ev.iter().map(|e| e.t).collect();
         assert_eq!(times, (0..10).collect::<Vec<_>>());
         assert_eq!(
             pte_t(&ev),
-            [(1, 1, 0x1000), (4, 2, 0x2000), (6, 1, 0x3000), (8, 1, 0x4000)]
+            [
+                (1, 1, 0x1000),
+                (4, 2, 0x2000),
+                (6, 1, 0x3000),
+                (8, 1, 0x4000)
+            ]
         );
         assert_eq!(ev[7].payload.kind_name(), "folio_wait");
         assert_ne!(ev[7].track, ev[8].track);
@@ -1600,6 +1604,5 @@ mod tests {
         tr.ptl_unlocked(5);
         assert!(tr.events().is_empty());
         assert_eq!(tr.now(), 0);
-        assert!(!tr.holds_open());
     }
 }
