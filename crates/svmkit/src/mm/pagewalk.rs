@@ -66,23 +66,43 @@ impl PhysMem {
 /// Linux: the `spinlock_t *ptl` returned by `pte_offset_map_lock()`.
 pub struct PtlGuard<'a> {
     mem: &'a PhysMem,
-    table: Pfn,
+    /// The table's frame number, with [`PtlGuard::TRACED`] set if recording was on when
+    /// the lock was taken: one word, so that the guard stays two, returned in
+    /// registers as before tracing, and a PTE change with recording off tests a bit of
+    /// it, not an atomic load through `mem` (which the compiler cannot hoist out of a
+    /// loop over the table).
+    table: u64,
     /// Not `Send`: a traced hold's changes wait in the locking thread's state until the
     /// release ([`crate::trace::Tracer::ptl_unlocked`]).
     _here: std::marker::PhantomData<*const ()>,
 }
 
 impl<'a> PtlGuard<'a> {
+    /// Frame numbers stay far below this bit.
+    const TRACED: u64 = 1 << 63;
+
     fn lock(mem: &'a PhysMem, table: Pfn, mm: u64) -> Self {
         mem.bit_lock(table, PageFlags::PTL_LOCKED);
+        let mut word = table.raw();
         if mem.tracer().on() {
             mem.tracer().ptl_locked(table.raw(), mm);
+            word |= Self::TRACED;
         }
         PtlGuard {
             mem,
-            table,
+            table: word,
             _here: std::marker::PhantomData,
         }
+    }
+
+    #[inline(always)]
+    fn traced(&self) -> bool {
+        self.table & Self::TRACED != 0
+    }
+
+    #[inline(always)]
+    fn pfn(&self) -> Pfn {
+        Pfn::new(self.table & !Self::TRACED)
     }
 
     /// Every PTE change goes through `set` or `clear`, so this is the one place that
@@ -91,20 +111,20 @@ impl<'a> PtlGuard<'a> {
         if old != new {
             self.mem
                 .tracer()
-                .record_pte(self.table.raw(), addr.page_align_down().raw(), old, new);
+                .record_pte(self.pfn().raw(), addr.page_align_down().raw(), old, new);
         }
     }
 
     /// The locked PTE table's frame.
     pub fn table(&self) -> Pfn {
-        self.table
+        self.pfn()
     }
 
     /// The PTE for `addr` (which must lie in this table's 2 MiB span).
     ///
     /// Linux: `ptep_get()`.
     pub fn get(&self, addr: VirtAddr) -> Pte {
-        Pte::decode(self.mem.pt_read(self.table, pte_index(addr)))
+        Pte::decode(self.mem.pt_read(self.pfn(), pte_index(addr)))
     }
 
     /// Installs `pte` for `addr`.
@@ -112,20 +132,20 @@ impl<'a> PtlGuard<'a> {
     /// Linux: `set_pte_at()`.
     #[inline]
     pub fn set(&mut self, addr: VirtAddr, pte: Pte) {
-        if self.mem.tracer().on() {
+        if self.traced() {
             return self.set_traced(addr, pte);
         }
-        self.mem.pt_write(self.table, pte_index(addr), pte.encode());
+        self.mem.pt_write(self.pfn(), pte_index(addr), pte.encode());
     }
 
-    // Out of line, so that with recording off `set` stays as small as it was (the old
-    // word is read only when recording).
+    // Out of line, so that with the hold untraced `set` stays as small as it was (the
+    // old word is read only when recording).
     #[cold]
     #[inline(never)]
     fn set_traced(&mut self, addr: VirtAddr, pte: Pte) {
         let (idx, new) = (pte_index(addr), pte.encode());
-        let old = self.mem.pt_read(self.table, idx);
-        self.mem.pt_write(self.table, idx, new);
+        let old = self.mem.pt_read(self.pfn(), idx);
+        self.mem.pt_write(self.pfn(), idx, new);
         self.trace_pte(addr, old, new);
     }
 
@@ -144,9 +164,9 @@ impl<'a> PtlGuard<'a> {
     pub fn clear(&mut self, addr: VirtAddr) -> Pte {
         let old = self
             .mem
-            .table_word(self.table, pte_index(addr))
+            .table_word(self.pfn(), pte_index(addr))
             .swap(0, Ordering::SeqCst);
-        if self.mem.tracer().on() {
+        if self.traced() {
             self.clear_traced(addr, old);
         }
         Pte::decode(old)
@@ -156,17 +176,17 @@ impl<'a> PtlGuard<'a> {
 impl Drop for PtlGuard<'_> {
     fn drop(&mut self) {
         // Before the unlock: whoever takes the lock next records after these changes.
-        if self.mem.tracer().on() {
-            self.mem.tracer().ptl_unlocked(self.table.raw());
+        if self.traced() {
+            self.mem.tracer().ptl_unlocked(self.pfn().raw());
         }
-        self.mem.bit_unlock(self.table, PageFlags::PTL_LOCKED);
+        self.mem.bit_unlock(self.pfn(), PageFlags::PTL_LOCKED);
     }
 }
 
 impl fmt::Debug for PtlGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PtlGuard")
-            .field("table", &self.table)
+            .field("table", &self.pfn())
             .finish()
     }
 }

@@ -1224,17 +1224,10 @@ impl Tracer {
                 mm,
                 pending: Vec::new(),
             };
-            // A hold of this table already here was left by a release that found
-            // recording off: its changes (made while on) stay and join with this hold's.
-            let slot = match holds
-                .iter()
-                .position(|h| h.tracer == self.id && h.table == table)
-            {
-                Some(i) => Some(i),
-                None => holds.iter().position(|h| h.tracer == 0),
-            };
-            match slot.and_then(|i| holds.get_mut(i)) {
-                Some(h) => (h.tracer, h.table, h.mm) = (hold.tracer, hold.table, hold.mm),
+            match holds.iter_mut().find(|h| h.tracer == 0) {
+                Some(free) => {
+                    (free.tracer, free.table, free.mm) = (hold.tracer, hold.table, hold.mm);
+                }
                 None => holds.push(hold),
             }
         });
@@ -1269,10 +1262,7 @@ impl Tracer {
     /// The lock of table `table` is about to be released: its hold's changes join the
     /// record (one lock of it), on the track of the calling task, the one that made
     /// them; called before the release, so that whoever takes the lock next records
-    /// after them. Nothing happens if the hold was not traced. Called only while
-    /// recording (the release's one test): the changes of a hold released after
-    /// recording was switched off join the record at that table's next traced release
-    /// on the same thread, at their times, or never.
+    /// after them. Nothing happens if the hold was not traced.
     #[cold]
     #[inline(never)]
     pub(crate) fn ptl_unlocked(&self, table: u64) {
