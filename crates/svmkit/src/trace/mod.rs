@@ -21,8 +21,10 @@
 //!
 //! # Determinism and cost
 //! Recording takes no facade lock: the record sits behind a std mutex that is held only
-//! to push an event, never across a model operation, so tracing adds no scheduling
-//! point and an explored schedule is the same with tracing on or off. Under
+//! to push an event (or to merge in the PTE changes of one page-table lock hold, which
+//! wait in the locking thread's state until its release, timed when they were made),
+//! never across a model operation, so tracing adds no scheduling point and an
+//! explored schedule is the same with tracing on or off. Under
 //! exploration every task of an execution runs on one OS thread, so the calling task
 //! is told apart through shuttle (its task id and name), not through an OS
 //! thread-local. With tracing off each site costs one relaxed atomic load and a
