@@ -403,7 +403,10 @@ fn trace_of_two_threads_changing_ptes_at_once_stays_in_time_order_and_nesting() 
     let mut ptes = 0;
     for e in &ev {
         let stack = open.entry(&e.track).or_default();
-        assert_eq!(e.depth as usize, stack.len() - usize::from(e.phase == Phase::End));
+        assert_eq!(
+            e.depth as usize,
+            stack.len() - usize::from(e.phase == Phase::End)
+        );
         match e.phase {
             Phase::Begin => stack.push(e.payload.kind_name()),
             Phase::End => {
