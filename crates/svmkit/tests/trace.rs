@@ -363,3 +363,64 @@ fn trace_pte_and_pmd_transitions_of_a_thp_split() {
     assert!(in_split.iter().any(|e| matches!(&e.payload, Payload::Pmd { old, new, .. } if old.kind() == "huge" && new.kind() == "table")));
     assert!(matches!(mm.pte_get_lockless(va(base)), Pte::Swap(s) if s.is_device_exclusive()));
 }
+
+#[test]
+fn trace_of_two_threads_changing_ptes_at_once_stays_in_time_order_and_nesting() {
+    // Two OS threads, each protecting and unprotecting 32 touched pages of its own
+    // process (two mms: no mmap lock in common, one record): each lock hold's PTE
+    // changes join the record at its release, interleaved by time with the other
+    // thread's events. The record must read as if every event had been pushed when it
+    // happened: times 0, 1, 2, ... in order, and each PTE change at the depth of its
+    // own thread's open operations (inside that thread's notifier range).
+    let (sys, mm1) = system(Profile::linux_6_15(), 256);
+    let mm2 = sys.create_mm().unwrap();
+    sys.set_trace(TraceLevel::Normal);
+    let (a, b) = (BASE, BASE + 64 * P);
+    for (mm, base) in [(&mm1, a), (&mm2, b)] {
+        mm.mmap(base, 32 * P, RW, FIXED).unwrap();
+        for i in 0..32 {
+            mm.write_u64(base + i * P, i).unwrap();
+        }
+    }
+    let _ = sys.trace().take();
+    std::thread::scope(|s| {
+        for (name, mm, base) in [("one", &mm1, a), ("two", &mm2, b)] {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn_scoped(s, move || {
+                    for _ in 0..200 {
+                        mm.mprotect(base, 32 * P, svmkit::mm::Prot::READ).unwrap();
+                        mm.mprotect(base, 32 * P, RW).unwrap();
+                    }
+                })
+                .unwrap();
+        }
+    });
+    let ev = sys.trace().take();
+    let first = ev[0].t;
+    assert!(ev.iter().enumerate().all(|(i, e)| e.t == first + i as u64));
+    let mut open: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    let mut ptes = 0;
+    for e in &ev {
+        let stack = open.entry(&e.track).or_default();
+        assert_eq!(
+            e.depth as usize,
+            stack.len() - usize::from(e.phase == Phase::End)
+        );
+        match e.phase {
+            Phase::Begin => stack.push(e.payload.kind_name()),
+            Phase::End => {
+                stack.pop();
+            }
+            Phase::Instant => {
+                if let Payload::Pte { addr, .. } = e.payload {
+                    ptes += 1;
+                    assert_eq!(stack.last(), Some(&"notifier"), "{e:?}");
+                    let base = if &*e.track == "one" { a } else { b };
+                    assert!((base..base + 32 * P).contains(&addr), "{e:?}");
+                }
+            }
+        }
+    }
+    assert_eq!(ptes, 2 * 200 * 2 * 32);
+}

@@ -79,6 +79,25 @@ bitflags! {
     }
 }
 
+/// The trace's text for `flags` (`GupFlags(WRITE | GET | SPLIT_PMD)`), written once per
+/// combination of the six flags and kept for the process (at most 64 short strings): a
+/// traced GUP then formats and allocates nothing for it.
+fn flags_text(flags: GupFlags) -> crate::trace::Text {
+    static TEXT: [std::sync::OnceLock<&'static str>; 64] =
+        [const { std::sync::OnceLock::new() }; 64];
+    let index = <GupFlags as bitflags::Flags>::FLAGS
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| flags.contains(*f.value()))
+        .fold(0, |i, (bit, _)| i | 1 << bit);
+    match TEXT.get(index) {
+        Some(text) if GupFlags::all().contains(flags) => {
+            crate::trace::Text::Borrowed(text.get_or_init(|| format!("{flags:?}").leak()))
+        }
+        _ => format!("{flags:?}").into(),
+    }
+}
+
 /// Rounds of "the fault changed nothing and the entry is the same" after which debug
 /// builds report a fault handler that cannot make progress (see the module docs).
 const GUP_NO_PROGRESS_LIMIT: u32 = 1000;
@@ -186,10 +205,12 @@ impl Mm {
                 mm: self.id(),
                 start,
                 nr_pages,
-                flags: format!("{flags:?}").into(),
+                flags: flags_text(flags),
             },
             || self.get_user_pages_body(guard, start, nr_pages, flags),
             |r| match r {
+                // The one-page GUP of every conversion and fault-in, without formatting.
+                Ok(v) if v.len() == 1 => "ok, 1 pages".into(),
                 Ok(v) => format!("ok, {} pages", v.len()).into(),
                 Err(e) => e.name().into(),
             },

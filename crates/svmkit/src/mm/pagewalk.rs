@@ -66,50 +66,65 @@ impl PhysMem {
 /// Linux: the `spinlock_t *ptl` returned by `pte_offset_map_lock()`.
 pub struct PtlGuard<'a> {
     mem: &'a PhysMem,
-    table: Pfn,
-    /// The id of the mm whose table it is if the trace was recording when the lock was
-    /// taken, else 0 (ids start at 1): read once per hold, so that with tracing off a
-    /// PTE change pays a test of this field, not a load through `mem`.
-    traced_mm: u64,
+    /// The table's frame number, with [`PtlGuard::TRACED`] set if recording was on when
+    /// the lock was taken: one word, so that the guard stays two, returned in
+    /// registers as before tracing, and a PTE change with recording off tests a bit of
+    /// it, not an atomic load through `mem` (which the compiler cannot hoist out of a
+    /// loop over the table).
+    table: u64,
+    /// Not `Send`: a traced hold's changes wait in the locking thread's state until the
+    /// release ([`crate::trace::Tracer::ptl_unlocked`]).
+    _here: std::marker::PhantomData<*const ()>,
 }
 
 impl<'a> PtlGuard<'a> {
+    /// Frame numbers stay far below this bit.
+    const TRACED: u64 = 1 << 63;
+
     fn lock(mem: &'a PhysMem, table: Pfn, mm: u64) -> Self {
         mem.bit_lock(table, PageFlags::PTL_LOCKED);
-        let traced_mm = if mem.tracer().on() { mm } else { 0 };
+        let mut word = table.raw();
+        if mem.tracer().on() {
+            mem.tracer().ptl_locked(table.raw(), mm);
+            word |= Self::TRACED;
+        }
         PtlGuard {
             mem,
-            table,
-            traced_mm,
+            table: word,
+            _here: std::marker::PhantomData,
         }
     }
 
+    #[inline(always)]
+    fn traced(&self) -> bool {
+        self.table & Self::TRACED != 0
+    }
+
+    #[inline(always)]
+    fn pfn(&self) -> Pfn {
+        Pfn::new(self.table & !Self::TRACED)
+    }
+
     /// Every PTE change goes through `set` or `clear`, so this is the one place that
-    /// traces PTE transitions; out of line, so that with tracing off `set` and `clear`
-    /// stay as small as they were (the old value is read only when recording).
-    #[cold]
-    #[inline(never)]
-    fn trace_pte(&self, addr: VirtAddr, old: Pte, new: Pte) {
+    /// traces PTE transitions (as raw words, the old one as read from the table).
+    fn trace_pte(&self, addr: VirtAddr, old: u64, new: u64) {
         if old != new {
-            self.mem.tracer().instant(|| crate::trace::Payload::Pte {
-                mm: self.traced_mm,
-                addr: addr.page_align_down().raw(),
-                old: crate::trace::EntryView::of_pte(old),
-                new: crate::trace::EntryView::of_pte(new),
-            });
+            self.mem
+                .tracer()
+                .record_pte(self.pfn().raw(), addr.page_align_down().raw(), old, new);
         }
     }
 
     /// The locked PTE table's frame.
     pub fn table(&self) -> Pfn {
-        self.table
+        self.pfn()
     }
 
     /// The PTE for `addr` (which must lie in this table's 2 MiB span).
     ///
     /// Linux: `ptep_get()`.
     pub fn get(&self, addr: VirtAddr) -> Pte {
-        Pte::decode(self.mem.pt_read(self.table, pte_index(addr)))
+        Pte::decode(self.mem.pt_read(self.pfn(), pte_index(addr)))
     }
 
     /// Installs `pte` for `addr`.
@@ -117,18 +132,27 @@ impl<'a> PtlGuard<'a> {
     /// Linux: `set_pte_at()`.
     #[inline]
     pub fn set(&mut self, addr: VirtAddr, pte: Pte) {
-        if self.traced_mm != 0 {
+        if self.traced() {
             return self.set_traced(addr, pte);
         }
-        self.mem.pt_write(self.table, pte_index(addr), pte.encode());
+        self.mem.pt_write(self.pfn(), pte_index(addr), pte.encode());
+    }
+
+    // Out of line, so that with the hold untraced `set` stays as small as it was (the
+    // old word is read only when recording).
+    #[cold]
+    #[inline(never)]
+    fn set_traced(&mut self, addr: VirtAddr, pte: Pte) {
+        let (idx, new) = (pte_index(addr), pte.encode());
+        let old = self.mem.pt_read(self.pfn(), idx);
+        self.mem.pt_write(self.pfn(), idx, new);
+        self.trace_pte(addr, old, new);
     }
 
     #[cold]
     #[inline(never)]
-    fn set_traced(&mut self, addr: VirtAddr, pte: Pte) {
-        let old = self.get(addr);
-        self.mem.pt_write(self.table, pte_index(addr), pte.encode());
-        self.trace_pte(addr, old, pte);
+    fn clear_traced(&mut self, addr: VirtAddr, old: u64) {
+        self.trace_pte(addr, old, 0);
     }
 
     /// Clears the PTE for `addr` and returns what it was. The PTL stands for the TLB:
@@ -138,28 +162,31 @@ impl<'a> PtlGuard<'a> {
     #[doc(alias = "ptep_clear_flush")]
     #[inline]
     pub fn clear(&mut self, addr: VirtAddr) -> Pte {
-        let old = Pte::decode(
-            self.mem
-                .table_word(self.table, pte_index(addr))
-                .swap(0, Ordering::SeqCst),
-        );
-        if self.traced_mm != 0 {
-            self.trace_pte(addr, old, Pte::None);
+        let old = self
+            .mem
+            .table_word(self.pfn(), pte_index(addr))
+            .swap(0, Ordering::SeqCst);
+        if self.traced() {
+            self.clear_traced(addr, old);
         }
-        old
+        Pte::decode(old)
     }
 }
 
 impl Drop for PtlGuard<'_> {
     fn drop(&mut self) {
-        self.mem.bit_unlock(self.table, PageFlags::PTL_LOCKED);
+        // Before the unlock: whoever takes the lock next records after these changes.
+        if self.traced() {
+            self.mem.tracer().ptl_unlocked(self.pfn().raw());
+        }
+        self.mem.bit_unlock(self.pfn(), PageFlags::PTL_LOCKED);
     }
 }
 
 impl fmt::Debug for PtlGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PtlGuard")
-            .field("table", &self.table)
+            .field("table", &self.pfn())
             .finish()
     }
 }

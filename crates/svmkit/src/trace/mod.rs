@@ -21,8 +21,10 @@
 //!
 //! # Determinism and cost
 //! Recording takes no facade lock: the record sits behind a std mutex that is held only
-//! to push an event, never across a model operation, so tracing adds no scheduling
-//! point and an explored schedule is the same with tracing on or off. Under
+//! to push an event (or to merge in the PTE changes of one page-table lock hold, which
+//! wait in the locking thread's state until its release, timed when they were made),
+//! never across a model operation, so tracing adds no scheduling point and an
+//! explored schedule is the same with tracing on or off. Under
 //! exploration every task of an execution runs on one OS thread, so the calling task
 //! is told apart through shuttle (its task id and name), not through an OS
 //! thread-local. With tracing off each site costs one relaxed atomic load and a
@@ -40,7 +42,7 @@ pub mod text;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -802,18 +804,63 @@ struct Stored {
     t: u64,
     track: u32,
     depth: u32,
+    /// The recording task, an index into [`Record::tracks`]: a batch merged later finds
+    /// its task's operations among the events recorded meanwhile by it (two tasks may
+    /// share a track name).
+    task: u32,
     phase: Phase,
     payload: Payload,
 }
 
+/// A PTE change waiting in its [`Hold`]: its logical time is taken when it happens.
+#[derive(Debug, Clone, Copy)]
+struct PendingPte {
+    t: u64,
+    mm: u64,
+    addr: u64,
+    old: u64,
+    new: u64,
+}
+
+/// The PTE changes made under one traced hold of a page-table lock, joined to the
+/// record when the lock is released ([`Tracer::ptl_unlocked`]): one lock of the record
+/// per hold instead of one per change. Each change takes its logical time when it is
+/// made, so the record reads exactly as if each had been pushed at once.
+#[derive(Debug)]
+struct Hold {
+    /// [`Tracer::id`] of the tracer recording it; 0 for a free slot.
+    tracer: u64,
+    /// The locked PTE table's frame.
+    table: u64,
+    mm: u64,
+    pending: Vec<PendingPte>,
+}
+
+thread_local! {
+    /// The traced page-table lock holds of this OS thread (under exploration, of every
+    /// task of the execution, which all run on it; a table's lock has one holder, so
+    /// tracer and table name a hold). Kept here rather than in the lock's guard so that
+    /// the guard stays two words, returned in registers, as it was before tracing.
+    /// A released hold's slot is reused, its memory with it: usually one slot is all a
+    /// thread needs.
+    static HOLDS: std::cell::RefCell<Vec<Hold>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Tracer ids, unique in the process: a hold left behind by a task that never
+/// released its lock (an exploration abandons a deadlocked execution) never matches
+/// another system's tracer.
+static NEXT_TRACER_ID: AtomicU64 = AtomicU64::new(1);
+
 #[derive(Debug, Default)]
 struct Record {
+    /// Sorted by `t`: pushes take their time under the record's lock, and a batch is
+    /// merged in by time.
     events: Vec<Stored>,
-    next_t: u64,
     tracks: Vec<TrackState>,
     /// Every track name used so far (a name is added once, when a track takes it).
     names: Vec<std::sync::Arc<str>>,
-    owners: BTreeMap<u64, String>,
+    /// Owner names, shared across systems ([`static_name`]).
+    owners: BTreeMap<u64, &'static str>,
 }
 
 impl Record {
@@ -844,8 +891,9 @@ impl Record {
         }
     }
 
-    fn track(&mut self, key: TaskKey) -> &mut TrackState {
-        let i = match self.tracks.iter().position(|t| t.key == key) {
+    /// The index of `key`'s track state in [`Record::tracks`], adding it if new.
+    fn task(&mut self, key: TaskKey) -> usize {
+        match self.tracks.iter().position(|t| t.key == key) {
             Some(i) => i,
             None => {
                 let name = self.intern(key.own_name());
@@ -856,22 +904,115 @@ impl Record {
                 });
                 self.tracks.len() - 1
             }
-        };
+        }
+    }
+
+    fn track(&mut self, key: TaskKey) -> &mut TrackState {
+        let i = self.task(key);
         &mut self.tracks[i]
+    }
+
+    /// Merges `key`'s batch of PTE changes into the events by time. Usually nothing was
+    /// recorded since the batch's first change and the batch is appended; otherwise
+    /// (the task's own refcount events under the lock, or another thread's events) it
+    /// is interleaved, each change at the depth its task had at its time.
+    fn merge_ptes(&mut self, key: TaskKey, pending: &[PendingPte]) {
+        let Some(first) = pending.first() else {
+            return;
+        };
+        let task = self.task(key);
+        let (track, depth_now) = (self.tracks[task].name, self.tracks[task].depth);
+        let task = u32::try_from(task).unwrap_or(u32::MAX);
+        let from = self.events.partition_point(|e| e.t < first.t);
+        let later = self.events.split_off(from);
+        // The task's depth just before each later event (the depth a change made then
+        // had): from the end, where it is the task's depth now, back through the task's
+        // own operations.
+        let mut depth_before = vec![depth_now; later.len()];
+        let mut d = depth_now;
+        for (i, e) in later.iter().enumerate().rev() {
+            if e.task == task {
+                d = match e.phase {
+                    Phase::End => e.depth + 1,
+                    Phase::Begin | Phase::Instant => e.depth,
+                };
+            }
+            depth_before[i] = d;
+        }
+        self.events.reserve(pending.len() + later.len());
+        let mut later = later.into_iter().zip(depth_before).peekable();
+        for p in pending {
+            while let Some((e, _)) = later.next_if(|(e, _)| e.t < p.t) {
+                self.events.push(e);
+            }
+            let depth = later.peek().map_or(depth_now, |(_, d)| *d);
+            self.events.push(Stored {
+                t: p.t,
+                track,
+                depth,
+                task,
+                phase: Phase::Instant,
+                payload: Payload::Pte {
+                    mm: p.mm,
+                    addr: p.addr,
+                    old: EntryView {
+                        raw: p.old,
+                        pmd: false,
+                    },
+                    new: EntryView {
+                        raw: p.new,
+                        pmd: false,
+                    },
+                },
+            });
+        }
+        self.events.extend(later.map(|(e, _)| e));
+    }
+}
+
+/// `name` as a string that lives for the process, kept once per distinct name: owner
+/// names are device names, a few per program however many systems it builds (an
+/// exploration builds one per schedule), and an event can then borrow one instead of
+/// copying it.
+fn static_name(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    match names.get(name) {
+        Some(kept) => kept,
+        None => {
+            let kept: &'static str = name.to_string().leak();
+            names.insert(kept);
+            kept
+        }
     }
 }
 
 /// A system's event record (see the module docs).
-#[derive(Default)]
 pub struct Tracer {
     level: AtomicU8,
+    id: u64,
+    /// The next event's logical time, outside the lock: a batched PTE change takes its
+    /// time when it is made and joins the record when its lock is released ([`Hold`]).
+    next_t: AtomicU64,
     record: std::sync::Mutex<Record>,
+}
+
+impl Default for Tracer {
+    fn default() -> Tracer {
+        Tracer::new()
+    }
 }
 
 impl Tracer {
     /// A tracer that records nothing until [`set_level`](Self::set_level).
     pub fn new() -> Tracer {
-        Tracer::default()
+        Tracer {
+            level: AtomicU8::new(TraceLevel::Off as u8),
+            id: NEXT_TRACER_ID.fetch_add(1, Ordering::Relaxed),
+            next_t: AtomicU64::new(0),
+            record: std::sync::Mutex::default(),
+        }
     }
 
     fn record(&self) -> std::sync::MutexGuard<'_, Record> {
@@ -916,17 +1057,15 @@ impl Tracer {
 
     /// Gives an owner token a name (a device's), used wherever the owner is shown.
     pub fn name_owner(&self, owner: crate::mm::mmu_notifier::Owner, name: &str) {
-        self.record().owners.insert(owner.raw(), name.to_string());
+        self.record().owners.insert(owner.raw(), static_name(name));
     }
 
     /// The name of an owner token: its device's name, or its value in hex.
     pub fn owner_name(&self, owner: crate::mm::mmu_notifier::Owner) -> Text {
-        self.record()
-            .owners
-            .get(&owner.raw())
-            .cloned()
-            .unwrap_or_else(|| format!("{:#x}", owner.raw()))
-            .into()
+        match self.record().owners.get(&owner.raw()) {
+            Some(name) => Text::Borrowed(name),
+            None => format!("{:#x}", owner.raw()).into(),
+        }
     }
 
     /// Records an instant event built by `f`, if recording.
@@ -1050,9 +1189,12 @@ impl Tracer {
 
     fn push_as(&self, key: TaskKey, phase: Phase, payload: Payload) {
         let mut r = self.record();
-        let t = r.next_t;
-        r.next_t += 1;
-        let tr = r.track(key);
+        // Taken under the lock, so pushed events stay in time order; only a batch's
+        // changes, timed without it, are merged in later.
+        let t = self.next_t.fetch_add(1, Ordering::Relaxed);
+        let task = r.task(key);
+        let task_index = u32::try_from(task).unwrap_or(u32::MAX);
+        let tr = &mut r.tracks[task];
         if phase == Phase::End {
             tr.depth = tr.depth.saturating_sub(1);
         }
@@ -1065,12 +1207,85 @@ impl Tracer {
             t,
             track,
             depth,
+            task: task_index,
             phase,
             payload,
         });
     }
 
-    /// Every event recorded so far.
+    /// The lock of PTE table `table` of mm `mm` was taken with recording on: the PTE
+    /// changes of this hold are recorded ([`record_pte`](Self::record_pte)) and join
+    /// the record when it is released ([`ptl_unlocked`](Self::ptl_unlocked)).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn ptl_locked(&self, table: u64, mm: u64) {
+        HOLDS.with_borrow_mut(|holds| {
+            let hold = Hold {
+                tracer: self.id,
+                table,
+                mm,
+                pending: Vec::new(),
+            };
+            match holds.iter_mut().find(|h| h.tracer == 0) {
+                Some(free) => {
+                    (free.tracer, free.table, free.mm) = (hold.tracer, hold.table, hold.mm);
+                }
+                None => holds.push(hold),
+            }
+        });
+    }
+
+    /// Records the change of the PTE for `addr` (page aligned) in locked table `table`
+    /// from the raw word `old` to `new`, if the hold is traced and recording is on. It
+    /// takes its logical time now and joins the record when the lock is released.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn record_pte(&self, table: u64, addr: u64, old: u64, new: u64) {
+        if !self.on() {
+            return;
+        }
+        HOLDS.with_borrow_mut(|holds| {
+            if let Some(h) = holds
+                .iter_mut()
+                .find(|h| h.tracer == self.id && h.table == table)
+            {
+                let t = self.next_t.fetch_add(1, Ordering::Relaxed);
+                h.pending.push(PendingPte {
+                    t,
+                    mm: h.mm,
+                    addr,
+                    old,
+                    new,
+                });
+            }
+        });
+    }
+
+    /// The lock of table `table` is about to be released: its hold's changes join the
+    /// record (one lock of it), on the track of the calling task, the one that made
+    /// them; called before the release, so that whoever takes the lock next records
+    /// after them. Nothing happens if the hold was not traced.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn ptl_unlocked(&self, table: u64) {
+        HOLDS.with_borrow_mut(|holds| {
+            let Some(h) = holds
+                .iter_mut()
+                .find(|h| h.tracer == self.id && h.table == table)
+            else {
+                return;
+            };
+            h.tracer = 0;
+            if !h.pending.is_empty() {
+                self.record().merge_ptes(TaskKey::current(), &h.pending);
+                h.pending.clear();
+            }
+        });
+    }
+
+    /// Every event recorded so far. The PTE changes made under a page-table lock that
+    /// another thread still holds are not among them yet: they join the record, at
+    /// their times, when that lock is released.
     pub fn events(&self) -> Vec<TraceEvent> {
         let r = self.record();
         r.events.iter().map(|s| r.event(s.clone())).collect()
@@ -1095,7 +1310,7 @@ impl Tracer {
 
     /// How many events have been recorded (the next event's `t`).
     pub fn now(&self) -> u64 {
-        self.record().next_t
+        self.next_t.load(Ordering::Relaxed)
     }
 
     /// The events from logical time `since` on.
@@ -1145,6 +1360,17 @@ impl Span<'_> {
 impl Drop for Span<'_> {
     #[inline(always)]
     fn drop(&mut self) {
+        if self.open.is_some() {
+            self.end();
+        }
+    }
+}
+
+impl Span<'_> {
+    // Out of line, so that with recording off dropping a span is a test of `open`.
+    #[cold]
+    #[inline(never)]
+    fn end(&mut self) {
         if let Some((tracer, op)) = self.open.take() {
             let result = self.result.take().unwrap_or(Text::Borrowed("done"));
             tracer.push(
@@ -1261,5 +1487,114 @@ impl View {
             View::Chrome => chrome::render(events, info),
             View::Html => html::render(events, info),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pte_t(events: &[TraceEvent]) -> Vec<(u64, u32, u64)> {
+        events
+            .iter()
+            .filter_map(|e| match e.payload {
+                Payload::Pte { addr, .. } => Some((e.t, e.depth, addr)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_hold_joins_the_record_at_its_times_and_depths() {
+        let tr = Tracer::new();
+        tr.set_level(TraceLevel::Normal);
+        let outer = tr.span(|| Payload::Exit { mm: 1 });
+        tr.ptl_locked(5, 1);
+        tr.record_pte(5, 0x1000, 0, 0x1003);
+        // Recorded by the same task while the hold is open: an instant, then an
+        // operation that is still open at the next change, then its end.
+        tr.instant(|| Payload::FolioUnlock { pfn: 7 });
+        let inner = tr.span(|| Payload::Reclaim { pfn: 7 });
+        tr.record_pte(5, 0x2000, 0x1003, 0);
+        drop(inner);
+        tr.record_pte(5, 0x3000, 0, 0x3003);
+        // Another thread's event, recorded while the hold is open, keeps its place too.
+        std::thread::scope(|s| {
+            s.spawn(|| tr.instant(|| Payload::FolioWait { pfn: 9 }));
+        });
+        // A table this thread holds untraced: its changes are not recorded.
+        tr.record_pte(6, 0x5000, 0, 0x5003);
+        tr.record_pte(5, 0x4000, 0, 0x4003);
+        assert_eq!(pte_t(&tr.events()), []);
+        tr.ptl_unlocked(5);
+        drop(outer);
+        let ev = tr.events();
+        let times: Vec<u64> = ev.iter().map(|e| e.t).collect();
+        assert_eq!(times, (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            pte_t(&ev),
+            [
+                (1, 1, 0x1000),
+                (4, 2, 0x2000),
+                (6, 1, 0x3000),
+                (8, 1, 0x4000)
+            ]
+        );
+        assert_eq!(ev[7].payload.kind_name(), "folio_wait");
+        assert_ne!(ev[7].track, ev[8].track);
+        assert_eq!(
+            ev.iter().map(|e| e.payload.kind_name()).collect::<Vec<_>>(),
+            [
+                "exit",
+                "pte",
+                "folio_unlock",
+                "reclaim",
+                "pte",
+                "end",
+                "pte",
+                "folio_wait",
+                "pte",
+                "end"
+            ]
+        );
+        // The hold is gone: releasing it again records nothing.
+        tr.ptl_unlocked(5);
+        assert_eq!(tr.events().len(), 10);
+    }
+
+    #[test]
+    fn holds_of_two_tracers_on_one_thread_stay_apart() {
+        let (a, b) = (Tracer::new(), Tracer::new());
+        a.set_level(TraceLevel::Normal);
+        b.set_level(TraceLevel::Normal);
+        a.ptl_locked(5, 1);
+        b.ptl_locked(5, 2);
+        a.record_pte(5, 0x1000, 0, 0x1003);
+        b.record_pte(5, 0x2000, 0, 0x2003);
+        b.ptl_unlocked(5);
+        a.ptl_unlocked(5);
+        let mm_addr = |tr: &Tracer| {
+            tr.events()
+                .iter()
+                .filter_map(|e| match e.payload {
+                    Payload::Pte { mm, addr, .. } => Some((mm, addr)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(mm_addr(&a), [(1, 0x1000)]);
+        assert_eq!(mm_addr(&b), [(2, 0x2000)]);
+    }
+
+    #[test]
+    fn a_change_is_not_recorded_once_recording_is_off() {
+        let tr = Tracer::new();
+        tr.set_level(TraceLevel::Normal);
+        tr.ptl_locked(5, 1);
+        tr.set_level(TraceLevel::Off);
+        tr.record_pte(5, 0x1000, 0, 0x1003);
+        tr.ptl_unlocked(5);
+        assert!(tr.events().is_empty());
+        assert_eq!(tr.now(), 0);
     }
 }
