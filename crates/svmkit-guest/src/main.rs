@@ -7,8 +7,11 @@
 //! svmkit-guest [--era NAME] [--exclusive-type N] [--config-sha256 HEX] [--markers] FILE...
 //! ```
 //!
-//! The steps run on one OS thread of one process in the order `svmkit run` uses
-//! (threads take turns in file order, one whole step per turn; `after`), with real
+//! The steps run on one OS thread per process in the order `svmkit run` uses
+//! (threads take turns in file order, one whole step per turn; `after`; a thread of a
+//! process not yet forked waits). A `fork` step forks the runner: the child runs the
+//! steps of the forked process's threads when the runner tells it to, over a pipe
+//! pair, and sends back each step's record (one JSON line each). The steps use real
 //! syscalls: mmap, munmap, mprotect, madvise, CPU loads and stores through the mapping,
 //! `/proc/self/clear_refs`, the dmirror ioctls on `/dev/hmm_dmirror<N>` (one open
 //! file per dmirror `[[device]]`), and `atomic_add` through the nouveau-style loop of

@@ -1,9 +1,10 @@
 //! Runs one scenario file on the real kernel, on the schedule of `svmkit run`, and
 //! writes the report `svmkit run --json` writes (`svmkit_scenario::RunReport`).
 
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use svmkit::device::svm_atomic::SvmFlaws;
 use svmkit::mm::{Advice, ThpMode};
 use svmkit_scenario::ast::*;
@@ -164,10 +165,10 @@ fn op_name(op: &Op) -> &'static str {
 /// Why the file cannot run on the kernel, if it cannot: the first step (or
 /// declaration) the runner has no real counterpart for.
 fn unsupported(sc: &Scenario, path: &str) -> Option<String> {
-    if sc.processes.len() != 1 || !sc.processes[0].at_start {
+    let at_start = sc.processes.iter().filter(|p| p.at_start).count();
+    if at_start != 1 || !sc.processes[0].at_start {
         return Some(format!(
-            "{path}: {} processes: the kernel runner runs one process (no fork yet)",
-            sc.processes.len()
+            "{path}: {at_start} processes at the start: the kernel runner is one process; the others must come from a `fork` of it"
         ));
     }
     for d in &sc.devices {
@@ -191,11 +192,19 @@ fn unsupported(sc: &Scenario, path: &str) -> Option<String> {
             "{path}: {dmirrors} dmirror devices: the kernel has two (hmm_dmirror0, 1) without --spm",
         ));
     }
+    let mut forked = vec![false; sc.processes.len()];
     for th in &sc.threads {
         for s in &th.steps {
             let why = match &s.op {
-                Op::Fork { .. } => Some("fork is not supported yet"),
-                Op::Exit { .. } => Some("exit is not supported yet"),
+                Op::Fork { .. } if !matches!(th.actor, Actor::Process(0)) => {
+                    Some("only the first process forks (the runner itself; no nested fork yet)")
+                }
+                Op::Fork { child } if std::mem::replace(&mut forked[*child], true) => {
+                    Some("the child is forked twice")
+                }
+                Op::Exit { process: 0 } => {
+                    Some("the first process is the runner itself: only a forked process can exit")
+                }
                 Op::UffdWp { .. } => Some("uffd_wp is not supported yet"),
                 Op::MakeExclusive { .. } | Op::MakeExclusiveRange { .. } => Some(
                     "make_device_exclusive is a kernel-internal call; only dmirror's EXCLUSIVE reaches it from user space",
@@ -371,6 +380,9 @@ fn run_file_inner(path: &str, opts: &crate::Options, env: &Env) -> u8 {
         vmas: Vec::new(),
         vm_softdirty: vec![false; sc.maps.len()],
         decisions: Vec::new(),
+        me: 0,
+        created: (0..sc.processes.len()).map(|p| p == 0).collect(),
+        children: (0..sc.processes.len()).map(|_| None).collect(),
     };
     let report = run.go();
     let out = Out {
@@ -413,6 +425,46 @@ struct Run<'a> {
     /// Per mapping: whether its VMA still has VM_SOFTDIRTY (set by mmap, cleared by
     /// clear_refs), which pagemap ORs into every entry's bit 55.
     vm_softdirty: Vec<bool>,
+    /// The scenario process this OS process is: 0 (the first one) in the runner, the
+    /// child's index in a forked child.
+    me: usize,
+    /// Per scenario process: whether it was forked (the first one is there from the
+    /// start; as the model's `was_created`, it stays true after an exit).
+    created: Vec<bool>,
+    /// Per scenario process: the forked child that runs its threads' steps, while it
+    /// lives (in the runner only).
+    children: Vec<Option<Child>>,
+}
+
+/// A forked scenario process, driven by the runner over a pipe pair: the runner sends
+/// a [`Cmd`] line, the child runs it and answers one [`Reply`] line (JSON).
+struct Child {
+    pid: i32,
+    to: std::io::PipeWriter,
+    from: BufReader<std::io::PipeReader>,
+}
+
+/// What the runner asks a forked child to do.
+#[derive(Debug, Serialize, Deserialize)]
+enum Cmd {
+    /// Run step `pc` of thread `t` as turn `turn`.
+    Step { t: usize, pc: usize, turn: usize },
+    /// Read the `i`-th value of `[expect] values` (the end check).
+    Value { i: usize },
+    /// `exit`: end the process.
+    Exit,
+}
+
+/// A forked child's answer.
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    /// The step's record, and what it could not check.
+    Step {
+        rec: Box<StepRecord>,
+        unchecked: Vec<String>,
+    },
+    /// The value read, or why not.
+    Value(Result<u64, String>),
 }
 
 fn expect_text(e: &Outcome) -> String {
@@ -548,6 +600,8 @@ impl Run<'_> {
                 format!("madvise {} len {len:#x} {advice:?}", a(at))
             }
             Op::ClearSoftDirty => "clear_refs soft-dirty".into(),
+            Op::Fork { child } => format!("fork -> {}", self.sc.processes[*child].name),
+            Op::Exit { process } => format!("exit {}", self.sc.processes[*process].name),
             Op::AtomicAdd { at, value } => format!("device atomic {} += {value}", a(at)),
             Op::Dmirror {
                 cmd,
@@ -669,6 +723,9 @@ impl Run<'_> {
     }
 
     fn teardown(&mut self) {
+        for p in 0..self.children.len() {
+            self.end_child(p);
+        }
         self.fds.clear();
         for m in 0..self.sc.maps.len() {
             if let Some(a) = self.map_at[m].take() {
@@ -727,8 +784,38 @@ impl Run<'_> {
                     }
                     continue;
                 }
+                let p = thread_process(sc, t);
+                if !self.created[p] && !matches!(step.op, Op::Exit { .. }) {
+                    let b = format!("process {} (not forked yet)", sc.processes[p].name);
+                    waiting.push(format!("{} waits for {b}", th.name));
+                    let last_wait = report
+                        .steps
+                        .iter()
+                        .rev()
+                        .find(|s| s.thread == th.name)
+                        .is_some_and(|s| {
+                            s.waited && s.result.strip_prefix("waits for ") == Some(&b)
+                        });
+                    if !last_wait {
+                        report.steps.push(StepRecord {
+                            result: format!("waits for {b}"),
+                            ..StepRecord::waited(
+                                turn,
+                                &th.name,
+                                self.sc.line_of(step.span.start),
+                                self.describe(&step.op),
+                            )
+                        });
+                    }
+                    continue;
+                }
                 progressed = true;
-                let rec = self.perform(t, step, turn);
+                // `exit` of a forked process is the runner's to do (it ends the child).
+                let rec = if p == self.me || matches!(step.op, Op::Exit { .. }) {
+                    self.perform(t, step, turn)
+                } else {
+                    self.remote(p, t, pc[t], turn)
+                };
                 if rec.failed.is_some() {
                     report.passed = false;
                 }
@@ -744,10 +831,17 @@ impl Run<'_> {
             }
         }
         self.vmas = sys::vmas();
-        for (p, at, want, _) in &sc.expect.values {
-            let got = match self.resolve(at) {
-                None => Err(format!("{} is not mapped", at.text)),
-                Some(a) => self.cpu_ok(a, false).map(|()| sys::load(a)),
+        for (i, (p, at, want, _)) in sc.expect.values.iter().enumerate() {
+            let got = if *p == self.me {
+                self.read_value(at)
+            } else if self.children[*p].is_none() {
+                Err(format!("process {} is not there", sc.processes[*p].name))
+            } else {
+                match self.ask(*p, &Cmd::Value { i }) {
+                    Ok(Reply::Value(v)) => v,
+                    Ok(_) => Err("the child answered out of turn".into()),
+                    Err(e) => Err(e),
+                }
             };
             report.end.push(EndCheck {
                 what: format!("{} reads {} = {want}", sc.processes[*p].name, at.text),
@@ -762,6 +856,170 @@ impl Run<'_> {
             report.passed = false;
         }
         report
+    }
+
+    /// A CPU read of `at` for the end check, in this process.
+    fn read_value(&mut self, at: &Addr) -> Result<u64, String> {
+        self.vmas = sys::vmas();
+        match self.resolve(at) {
+            None => Err(format!("{} is not mapped", at.text)),
+            Some(a) => self.cpu_ok(a, false).map(|()| sys::load(a)),
+        }
+    }
+
+    /// The scenario's mappings in this process, which [`sys::prefault_self`] skips.
+    fn scenario_ranges(&self) -> Vec<(u64, u64)> {
+        self.map_at
+            .iter()
+            .zip(&self.sc.maps)
+            .filter_map(|(a, m)| a.map(|a| (a, a + m.len)))
+            .collect()
+    }
+
+    /// `fork` of the scenario's process `child`: the real process forks (fork's
+    /// copy of the page tables, with its restore of device-exclusive entries, is the
+    /// kernel's); the child becomes the runner of `child`'s threads and never returns
+    /// from here: it answers the runner's [`Cmd`]s until `exit` or the end of the file.
+    fn fork(&mut self, child: usize) -> Result<(), String> {
+        let io = |e: std::io::Error| e.raw_os_error().map_or_else(|| e.to_string(), errno_name);
+        let (c_rx, p_tx) = std::io::pipe().map_err(io)?;
+        let (p_rx, c_tx) = std::io::pipe().map_err(io)?;
+        match sys::fork().map_err(errno_name)? {
+            Some(pid) => {
+                drop((c_rx, c_tx));
+                // fork write-protected every private page of the runner: fault its own
+                // pages in again so that the next step counts only its own faults.
+                sys::prefault_self(&self.scenario_ranges());
+                self.children[child] = Some(Child {
+                    pid,
+                    to: p_tx,
+                    from: BufReader::new(p_rx),
+                });
+                self.created[child] = true;
+                Ok(())
+            }
+            None => {
+                drop((p_rx, p_tx));
+                self.me = child;
+                // The children of the parent are not ours (their pipes stay open here,
+                // unused).
+                for c in &mut self.children {
+                    std::mem::forget(c.take());
+                }
+                self.created[child] = true;
+                // What the runner could not check so far is the runner's to report.
+                self.unchecked.clear();
+                self.serve(BufReader::new(c_rx), c_tx)
+            }
+        }
+    }
+
+    /// The forked child's loop: one [`Cmd`] line in, one [`Reply`] line out.
+    fn serve(&mut self, rx: BufReader<std::io::PipeReader>, mut tx: std::io::PipeWriter) -> ! {
+        // /proc/self/pagemap opened by the parent reads the parent's page tables.
+        match Pagemap::open() {
+            Ok(pm) => self.pm = pm,
+            Err(e) => {
+                eprintln!("svmkit-guest: child: /proc/self/pagemap: {e}");
+                sys::exit_now(3);
+            }
+        }
+        sys::prefault_self(&self.scenario_ranges());
+        for line in rx.lines() {
+            let Ok(line) = line else { break };
+            let reply = match serde_json::from_str::<Cmd>(&line) {
+                Ok(Cmd::Step { t, pc, turn }) => {
+                    let sc = self.sc;
+                    let rec = self.perform(t, &sc.threads[t].steps[pc], turn);
+                    Reply::Step {
+                        rec: Box::new(rec),
+                        unchecked: std::mem::take(&mut self.unchecked),
+                    }
+                }
+                Ok(Cmd::Value { i }) => {
+                    let at = &self.sc.expect.values[i].1;
+                    Reply::Value(self.read_value(at))
+                }
+                Ok(Cmd::Exit) | Err(_) => break,
+            };
+            let Ok(mut text) = serde_json::to_string(&reply) else {
+                break;
+            };
+            text.push('\n');
+            if tx.write_all(text.as_bytes()).is_err() {
+                break;
+            }
+        }
+        sys::exit_now(0)
+    }
+
+    /// Sends `cmd` to the child of process `p` and reads its answer.
+    fn ask(&mut self, p: usize, cmd: &Cmd) -> Result<Reply, String> {
+        let c = self.children[p]
+            .as_mut()
+            .ok_or_else(|| "ESRCH".to_string())?;
+        let mut text = serde_json::to_string(cmd).map_err(|e| e.to_string())?;
+        text.push('\n');
+        c.to.write_all(text.as_bytes())
+            .map_err(|e| format!("the child process died ({e})"))?;
+        let mut line = String::new();
+        match c.from.read_line(&mut line) {
+            Ok(0) | Err(_) => Err("the child process died".into()),
+            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("the child's answer: {e}")),
+        }
+    }
+
+    /// A step of a thread of the forked process `p`, run in it.
+    fn remote(&mut self, p: usize, t: usize, pc: usize, turn: usize) -> StepRecord {
+        let step = &self.sc.threads[t].steps[pc];
+        match self.ask(p, &Cmd::Step { t, pc, turn }) {
+            Ok(Reply::Step { rec, unchecked }) => {
+                self.unchecked.extend(unchecked);
+                *rec
+            }
+            other => {
+                let why = match other {
+                    Err(e) => e,
+                    Ok(_) => "the child answered out of turn".into(),
+                };
+                // The model's answer for a step of a process that is not there.
+                let r: StepResult = Err(if self.children[p].is_none() {
+                    "ESRCH".into()
+                } else {
+                    why.clone()
+                });
+                let expect = step.expect.get(&self.era).unwrap_or(&Outcome::Ok(None));
+                StepRecord {
+                    result: result_text(&r),
+                    waited: false,
+                    failed: (!outcome_holds(expect, &r))
+                        .then(|| format!("{}, got {}", expect_text(expect), why)),
+                    note: step.note.clone(),
+                    id: step.id.clone(),
+                    ..StepRecord::waited(
+                        turn,
+                        &self.sc.threads[t].name,
+                        self.sc.line_of(step.span.start),
+                        self.describe(&step.op),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Ends the forked child of process `p`, if it lives: `exit`, then wait for it.
+    fn end_child(&mut self, p: usize) {
+        if let Some(mut c) = self.children[p].take() {
+            let _ = c.to.write_all(
+                format!(
+                    "{}\n",
+                    serde_json::to_string(&Cmd::Exit).unwrap_or_default()
+                )
+                .as_bytes(),
+            );
+            drop(c.to);
+            sys::wait_child(c.pid);
+        }
     }
 
     /// Whether a CPU access at `addr` would complete: aligned (else EINVAL, as the
@@ -820,6 +1078,14 @@ impl Run<'_> {
             Op::Madvise { at, len, advice: a } => sys::madvise(addr(self, at)?, *len, advice(*a))
                 .map(|()| None)
                 .map_err(errno_name),
+            Op::Fork { child } => self.fork(*child).map(|()| None),
+            Op::Exit { process } => {
+                if self.children[*process].is_none() {
+                    return Err("ESRCH".into());
+                }
+                self.end_child(*process);
+                Ok(None)
+            }
             Op::ClearSoftDirty => {
                 std::fs::write("/proc/self/clear_refs", "4")
                     .map_err(|e| e.raw_os_error().map_or_else(|| e.to_string(), errno_name))?;
@@ -1128,5 +1394,13 @@ impl Run<'_> {
             }
         }
         None
+    }
+}
+
+/// The scenario process a thread acts in: its own, or its device's.
+fn thread_process(sc: &Scenario, t: usize) -> usize {
+    match sc.threads[t].actor {
+        Actor::Process(p) => p,
+        Actor::Device(d) => sc.devices[d].process,
     }
 }

@@ -387,3 +387,63 @@ pub fn svl_query(fd: &OwnedFd, addr: u64) -> Result<SvlQuery, Errno> {
         .map_err(errno)?;
     Ok(q)
 }
+
+/// `fork()`: `Ok(Some(pid))` in the parent, `Ok(None)` in the child.
+///
+/// The runner is single-threaded (it starts no thread and the static glibc starts
+/// none), so the child is a faithful copy: no lock is held by a thread that does not
+/// exist in it.
+pub fn fork() -> Result<Option<i32>, Errno> {
+    // SAFETY: fork takes no arguments; in a single-threaded process the child may go on
+    // running ordinary Rust code (allocation, I/O), which it does.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
+    }
+}
+
+/// Waits for the child `pid` to end (`waitpid`); its exit status, or -1.
+pub fn wait_child(pid: i32) -> i32 {
+    let mut status = 0i32;
+    // SAFETY: `status` is a live i32 the call writes; no other pointer is passed.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if r == pid && libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    }
+}
+
+/// Ends this (forked) process at once with `code`: `_exit`, no atexit handlers and no
+/// flush of the parent's buffered stdout copied into it.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes an int and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// Maps in every page of this process's own memory (text, data, heap, stack) except
+/// the ranges in `skip` (the scenario's mappings), with `mlock` + `munlock` per VMA.
+/// After a fork every private page of both processes is write-protected (COW) and the
+/// child's file-backed text is not mapped at all, so without this the first step of
+/// either side would count the runner's own faults. `mlock` of a private writable VMA
+/// faults its pages in for writing, which breaks the COW sharing of the runner's
+/// memory, never of a scenario mapping (skipped). Errors (`[vvar]`, `[vsyscall]`) are
+/// ignored.
+pub fn prefault_self(skip: &[(u64, u64)]) {
+    for v in vmas() {
+        if !(v.read || v.write) || skip.iter().any(|&(s, e)| s < v.end && v.start < e) {
+            continue;
+        }
+        let (p, n) = (
+            v.start as usize as *const c_void,
+            (v.end - v.start) as usize,
+        );
+        // SAFETY: mlock and munlock change no memory contents; the range is a whole
+        // VMA of this process read from /proc/self/maps just now.
+        if unsafe { libc::mlock(p, n) } == 0 {
+            // SAFETY: as above.
+            unsafe { libc::munlock(p, n) };
+        }
+    }
+}

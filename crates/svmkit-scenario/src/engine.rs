@@ -21,7 +21,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use svmkit::sync::Arc;
 use svmkit::trace::{TraceEvent, TraceLevel};
 use svmkit::{Errno, Profile};
@@ -52,8 +52,9 @@ impl Default for RunOptions {
     }
 }
 
-/// One step as it happened.
-#[derive(Debug, Clone, Serialize)]
+/// One step as it happened. (`Deserialize`: the oracle's guest runner gets the records
+/// of a forked process's steps back from the child it forked, as JSON.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
     /// Turn number (1-based).
     pub turn: usize,
@@ -124,7 +125,7 @@ impl StepRecord {
 }
 
 /// A folio's counts, as `expect_refcount` and `expect_mapcount` read them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolioCounts {
     /// Its head pfn.
     pub folio: u64,
