@@ -228,6 +228,121 @@ impl Fork {
     }
 }
 
+/// A small helper process that holds a touched region and forks on request, so that
+/// a fork measures a process of that region and (almost) nothing else: a fork of the
+/// ledger's own process also copies the page tables of every model it holds (hundreds
+/// of MiB), which drowned the region's cost in the first ledger runs.
+///
+/// Spawn servers first thing in `main`, while the ledger's process is small. The
+/// server's loop only makes syscalls into stack buffers (no allocation on its success
+/// path), so it is sound to spawn from a multi-threaded process too.
+#[derive(Debug)]
+pub struct ForkServer {
+    to: OwnedFd,
+    from: OwnedFd,
+    child: nix::unistd::Pid,
+    mib: f64,
+}
+
+impl ForkServer {
+    /// A server process holding `len` touched bytes.
+    pub fn spawn(len: usize) -> io::Result<Self> {
+        let (cmd_r, cmd_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (rep_r, rep_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        // SAFETY: the child runs `serve`, which only makes syscalls and writes to
+        // stack buffers, then `_exit`s: nothing it calls can depend on a lock another
+        // thread of the parent held at fork.
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                drop((cmd_w, rep_r));
+                serve(len, &cmd_r, &rep_w);
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => {
+                drop((cmd_r, rep_w));
+                let server = ForkServer {
+                    to: cmd_w,
+                    from: rep_r,
+                    child,
+                    mib: len as f64 / (1 << 20) as f64,
+                };
+                // The first reply says whether the region could be mapped.
+                server.reply()?;
+                Ok(server)
+            }
+        }
+    }
+
+    fn reply(&self) -> io::Result<(f64, f64)> {
+        let mut buf = [0u8; 16];
+        rustix::io::read(&self.from, &mut buf[..]).and_then(|n| {
+            if n == 16 {
+                Ok(())
+            } else {
+                Err(rustix::io::Errno::PIPE)
+            }
+        })?;
+        let with = f64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+        let without = f64::from_le_bytes(buf[8..].try_into().expect("8 bytes"));
+        if with.is_nan() || without.is_nan() {
+            return Err(io::Error::other("the fork server failed"));
+        }
+        Ok((with, without))
+    }
+
+    /// One fork of the server with its region, then one with the region excluded
+    /// (`MADV_DONTFORK`): (nanoseconds with, without).
+    pub fn sample(&self) -> io::Result<(f64, f64)> {
+        rustix::io::write(&self.to, &[1u8])?;
+        self.reply()
+    }
+
+    /// The region's size in MiB.
+    pub fn mib(&self) -> f64 {
+        self.mib
+    }
+}
+
+impl Drop for ForkServer {
+    fn drop(&mut self) {
+        // Command 0 (or the pipe closing) ends the server.
+        let _ = rustix::io::write(&self.to, &[0u8]);
+        let _ = waitpid(self.child, None);
+    }
+}
+
+fn send(rep: &OwnedFd, with: f64, without: f64) -> bool {
+    let mut buf = [0u8; 16];
+    buf[..8].copy_from_slice(&with.to_le_bytes());
+    buf[8..].copy_from_slice(&without.to_le_bytes());
+    rustix::io::write(rep, &buf).is_ok()
+}
+
+/// The fork server's loop: map and touch, report, then one sample per command byte 1.
+fn serve(len: usize, cmd: &OwnedFd, rep: &OwnedFd) {
+    let fork = match Fork::new(len) {
+        Ok(f) => f,
+        Err(_) => {
+            send(rep, f64::NAN, f64::NAN);
+            return;
+        }
+    };
+    if !send(rep, 0.0, 0.0) {
+        return;
+    }
+    let mut c = [0u8; 1];
+    while let Ok(1) = rustix::io::read(cmd, &mut c[..]) {
+        if c[0] != 1 {
+            return;
+        }
+        let (w, wo) = fork.sample().unwrap_or((f64::NAN, f64::NAN));
+        if !send(rep, w, wo) {
+            return;
+        }
+    }
+}
+
 /// `MADV_DONTNEED`, one call per 4 KiB page, over a region touched again before each
 /// batch (outside the timing).
 #[derive(Debug)]
