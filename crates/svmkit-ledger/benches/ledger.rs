@@ -35,7 +35,10 @@ fn machine_description(cpu: usize) -> String {
         .find_map(|l| l.strip_prefix("model name"))
         .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
         .unwrap_or_default();
-    let ncpu = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let ncpu = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     let mem = read("/proc/meminfo")
         .lines()
         .next()
@@ -58,14 +61,18 @@ fn main() -> Result<(), Error> {
     let rounds = env_usize("LEDGER_ROUNDS", 21);
     let scale_rounds = env_usize("LEDGER_SCALE_ROUNDS", 11);
     let skip_big = std::env::var("LEDGER_SKIP_1GIB").is_ok_and(|v| v == "1");
-    // The fork servers first, while this process is still small (real::ForkServer).
+    // Pinned first, so that the fork servers inherit the CPU too; the servers next,
+    // while this process is still small (real::ForkServer).
+    let cpu = real::pin_to_current_cpu();
     let fork_sizes: &[u64] = if skip_big { &[1, 64] } else { &[1, 64, 1024] };
     let servers = fork_sizes
         .iter()
         .map(|&mib| real::ForkServer::spawn((mib * MIB) as usize))
         .collect::<Result<Vec<_>, _>>()?;
-    let cpu = real::pin_to_current_cpu();
-    println!("# svmkit performance ledger\n\n{}\n", machine_description(cpu));
+    println!(
+        "# svmkit performance ledger\n\n{}\n",
+        machine_description(cpu)
+    );
 
     // ---------------------------------------------------------------- main table
     let touch = Machine::new(model::frames_for(4096))?;
@@ -88,14 +95,14 @@ fn main() -> Result<(), Error> {
             "page",
             Some(0.3),
             Ok(sampler(|| Ok(real::first_touch(256)?))),
-            sampler(|| Ok(model::first_touch(&touch.mm, 256)?)),
+            sampler(|| model::first_touch(&touch.mm, 256)),
         ),
         Row::new(
             "mprotect(PROT_NONE) + mprotect(RW), one call each over 64 MiB touched",
             "page",
             Some(0.3),
             Ok(sampler(|| Ok(real_mprotect.sample()?))),
-            sampler(|| Ok(model_mprotect.sample()?)),
+            sampler(|| model_mprotect.sample()),
         ),
         Row::new(
             "fork, 64 MiB touched (marginal: fork − the same fork with the 64 MiB MADV_DONTFORK)",
@@ -124,7 +131,7 @@ fn main() -> Result<(), Error> {
             "page",
             Some(0.3),
             Ok(sampler(|| Ok(real_dontneed.sample()?))),
-            sampler(|| Ok(model_dontneed.sample()?)),
+            sampler(|| model_dontneed.sample()),
         ),
         Row::new(
             "exclusive → CPU write fault → restore; real: uffd MINOR + SIGBUS + CONTINUE",
@@ -134,14 +141,14 @@ fn main() -> Result<(), Error> {
                 Ok(u) => Ok(sampler(|| Ok(u.sample()?))),
                 Err(why) => Err(why.clone()),
             },
-            sampler(|| Ok(model_cycle.sample()?)),
+            sampler(|| model_cycle.sample()),
         ),
         Row::new(
             "exclusive → CPU write fault → restore; real: mprotect(NONE) + SIGSEGV + mprotect(RW)",
             "cycle",
             None,
             Ok(sampler(|| Ok(segv.sample()?))),
-            sampler(|| Ok(model_cycle.sample()?)),
+            sampler(|| model_cycle.sample()),
         ),
     ];
     run(&mut rows, rounds)?;

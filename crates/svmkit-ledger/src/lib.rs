@@ -42,7 +42,9 @@ pub struct Row<'a> {
 
 impl std::fmt::Debug for Row<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Row").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Row")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -157,7 +159,10 @@ pub fn table(rows: &[Row<'_>]) -> String {
     );
     for r in rows {
         let (rmin, rmed) = match &r.real {
-            Ok(_) => (opt_ns(min(&r.real_samples)), opt_ns(median(&r.real_samples))),
+            Ok(_) => (
+                opt_ns(min(&r.real_samples)),
+                opt_ns(median(&r.real_samples)),
+            ),
             Err(why) if why.is_empty() => ("—".into(), "—".into()),
             Err(why) => (format!("refused: {why}"), "—".into()),
         };

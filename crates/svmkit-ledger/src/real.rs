@@ -54,10 +54,7 @@ impl Mapping {
                 MapFlags::PRIVATE,
             )
         }?;
-        let m = Mapping {
-            ptr: p.cast(),
-            len,
-        };
+        let m = Mapping { ptr: p.cast(), len };
         m.advise(0, len, Advice::LinuxNoHugepage)?;
         Ok(m)
     }
@@ -75,10 +72,7 @@ impl Mapping {
                 0,
             )
         }?;
-        Ok(Mapping {
-            ptr: p.cast(),
-            len,
-        })
+        Ok(Mapping { ptr: p.cast(), len })
     }
 
     /// Number of 4 KiB pages.
@@ -388,7 +382,9 @@ type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void);
 
 fn install(sig: Signal, handler: Handler, busy: &'static AtomicBool) -> io::Result<Installed> {
     if busy.swap(true, Ordering::AcqRel) {
-        return Err(io::Error::other(format!("a {sig} handler is already installed")));
+        return Err(io::Error::other(format!(
+            "a {sig} handler is already installed"
+        )));
     }
     let action = SigAction::new(
         SigHandler::SigAction(handler),
@@ -484,7 +480,11 @@ impl SegvCycle {
             self.m.write(i, 2);
         }
         let d = ns_since(t);
-        check_handled("SIGSEGV", SEGV_HANDLED.load(Ordering::Relaxed) - before, self.m.pages())?;
+        check_handled(
+            "SIGSEGV",
+            SEGV_HANDLED.load(Ordering::Relaxed) - before,
+            self.m.pages(),
+        )?;
         Ok(d / self.m.pages() as f64)
     }
 }
@@ -654,7 +654,9 @@ impl UffdCycle {
         // Integrity, once: the CPU view (faulting in through the handler) sees what
         // the alias wrote.
         if cycle.cpu.read(0) != 7 {
-            return Err(io::Error::other("the CPU view does not see the alias's data"));
+            return Err(io::Error::other(
+                "the CPU view does not see the alias's data",
+            ));
         }
         Ok(cycle)
     }
@@ -669,7 +671,11 @@ impl UffdCycle {
             self.cpu.write(i, 3);
         }
         let d = ns_since(t);
-        check_handled("SIGBUS", BUS_HANDLED.load(Ordering::Relaxed) - before, self.cpu.pages())?;
+        check_handled(
+            "SIGBUS",
+            BUS_HANDLED.load(Ordering::Relaxed) - before,
+            self.cpu.pages(),
+        )?;
         Ok(d / self.cpu.pages() as f64)
     }
 }
