@@ -245,6 +245,39 @@ pub fn footprint(frames: u64, touch: u64, creates: usize) -> Result<Footprint, E
     })
 }
 
+/// [`footprint`] in a forked child process (see [`real::in_child`]), so that each size
+/// starts from the same, fresh heap. The error of a refused size is the child's
+/// failure; run [`footprint`] directly to see its errno.
+pub fn footprint_in_child(frames: u64, touch: u64, creates: usize) -> Result<Footprint, Error> {
+    let [
+        create_ns,
+        create_peak,
+        touched,
+        touch_ns,
+        touched_peak,
+        metadata,
+    ] = real::in_child(|| {
+        let f = footprint(frames, touch, creates).ok()?;
+        Some([
+            f.create_ns,
+            f.create_peak as f64,
+            f.touched as f64,
+            f.touch_ns_per_page,
+            f.touched_peak as f64,
+            f.metadata as f64,
+        ])
+    })?;
+    Ok(Footprint {
+        frames,
+        create_ns,
+        create_peak: create_peak as u64,
+        touched: touched as u64,
+        touch_ns_per_page: touch_ns,
+        touched_peak: touched_peak as u64,
+        metadata: metadata as u64,
+    })
+}
+
 /// Bytes as MiB with one decimal.
 pub fn fmt_mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1 << 20) as f64)

@@ -337,6 +337,72 @@ fn serve(len: usize, cmd: &OwnedFd, rep: &OwnedFd) {
     }
 }
 
+/// The number of threads of this process (`Threads:` of /proc/self/status).
+pub fn threads() -> io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no Threads: in /proc/self/status"))
+}
+
+/// Runs `f` in a forked child and returns its figures: a measurement of a process's
+/// memory (peak RSS) then starts from a fresh copy of this process's heap, rather
+/// than from memory the allocator kept resident after an earlier measurement freed
+/// it (which hid half of what a model touched in the first runs). `f` returns `None`
+/// for a failure. Refused unless this process has one thread: the child allocates,
+/// which is only sound when no other thread can have held the allocator's lock at
+/// fork.
+pub fn in_child<const N: usize>(f: impl FnOnce() -> Option<[f64; N]>) -> io::Result<[f64; N]> {
+    if threads()? != 1 {
+        return Err(io::Error::other("in_child needs a single-threaded process"));
+    }
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    // SAFETY: this process has one thread (checked above), so the child inherits no
+    // lock some other thread held, and may allocate; it ends with `_exit`.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            drop(r);
+            let out = f();
+            let mut ok = out.is_some();
+            for v in out.unwrap_or([f64::NAN; N]) {
+                ok &= rustix::io::write(&w, &v.to_le_bytes()).is_ok();
+            }
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        ForkResult::Parent { child } => {
+            drop(w);
+            let mut out = [0.0; N];
+            let mut buf = [0u8; 8];
+            for v in &mut out {
+                let mut got = 0;
+                while got < 8 {
+                    match rustix::io::read(&r, &mut buf[got..]) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) => {
+                            let _ = waitpid(child, None);
+                            return Err(e.into());
+                        }
+                    }
+                }
+                if got < 8 {
+                    let _ = waitpid(child, None);
+                    return Err(io::Error::other("the child failed"));
+                }
+                *v = f64::from_le_bytes(buf);
+            }
+            waitpid(child, None)?;
+            if out.iter().any(|v| v.is_nan()) {
+                return Err(io::Error::other("the child failed"));
+            }
+            Ok(out)
+        }
+    }
+}
+
 /// `MADV_DONTNEED`, one call per 4 KiB page, over a region touched again before each
 /// batch (outside the timing).
 #[derive(Debug)]
