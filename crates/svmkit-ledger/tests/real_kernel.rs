@@ -45,7 +45,12 @@ fn every_real_measurement_runs_once() {
     }
     let (peak, now) = real::rss().expect("rss");
     assert!(peak >= now && now > 0);
-    real::reset_peak_rss().expect("clear_refs");
+    // Only the footprint table needs it; a container may refuse clear_refs.
+    if let Err(e) = real::reset_peak_rss() {
+        eprintln!(
+            "note: /proc/self/clear_refs refused ({e}): the footprint's peak RSS would include earlier peaks"
+        );
+    }
 }
 
 #[test]

@@ -735,6 +735,22 @@ mod tests {
         PhysMem::new(PhysMemConfig::with_frames(frames)).unwrap()
     }
 
+    /// The largest model (64 GiB) builds although the host may have less memory:
+    /// frame contents are allocated per chunk on first access, and a frame of a chunk
+    /// nobody touched reads as zeroes.
+    #[test]
+    fn max_frames_model_is_lazy() {
+        let m = PhysMem::new(PhysMemConfig::with_frames(MAX_FRAMES)).unwrap();
+        assert_eq!(m.nr_free_pages(), MAX_FRAMES - 1);
+        let last = Pfn::new(MAX_FRAMES - 1);
+        assert_eq!(m.read_u64(last, 8).unwrap(), 0);
+        m.write_u64(last, 8, 42).unwrap();
+        assert_eq!(m.read_u64(last, 8).unwrap(), 42);
+        // A neighbouring frame in the same chunk is untouched by that write.
+        assert_eq!(m.read_u64(Pfn::new(MAX_FRAMES - 2), 8).unwrap(), 0);
+        m.check_free_lists().unwrap();
+    }
+
     #[test]
     fn buddy_config_validation() {
         assert_eq!(
