@@ -24,6 +24,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bitflags::bitflags;
@@ -42,8 +43,14 @@ use crate::types::{PAGE_SIZE, Pfn, WORDS_PER_PAGE};
 pub const MAX_PAGE_ORDER: u32 = 9;
 /// Number of distinct orders.
 pub const NR_PAGE_ORDERS: usize = MAX_PAGE_ORDER as usize + 1;
-/// The most frames a model may have (4 GiB of simulated memory).
-const MAX_FRAMES: u64 = 1 << 20;
+/// The most frames a model may have (64 GiB of simulated memory).
+const MAX_FRAMES: u64 = 1 << 24;
+/// Frame contents are allocated in chunks of this many frames (2 MiB), each on its
+/// first access: one zeroed allocation of the whole memory is refused by Linux's
+/// heuristic overcommit once it exceeds the host's RAM (a 64 GiB model on a 24 GiB
+/// machine), while untouched chunks cost nothing this way.
+const CHUNK_FRAMES: usize = 512;
+const CHUNK_WORDS: usize = CHUNK_FRAMES * WORDS_PER_PAGE;
 /// Frame number of the shared zero page.
 const ZERO_PFN: Pfn = Pfn::new(0);
 
@@ -113,7 +120,7 @@ pub struct BadPage {
 /// How to build a [`PhysMem`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PhysMemConfig {
-    /// Number of 4 KiB frames, the zero page included (at least 2, at most 2^20).
+    /// Number of 4 KiB frames, the zero page included (at least 2, at most 2^24).
     pub frames: u64,
     /// log2 of the number of folio wait queues (Linux: `PAGE_WAIT_TABLE_BITS`, 8).
     /// Waiters on different folios may share a queue, as in Linux.
@@ -149,7 +156,9 @@ struct FreeArea {
 /// Linux: `mem_map[]` plus one zone's buddy allocator.
 pub struct PhysMem {
     nr_frames: u64,
-    words: Box<[AtomicU64]>,
+    /// Frame contents, [`CHUNK_FRAMES`] frames per chunk, allocated zeroed on first
+    /// access (a never-accessed chunk reads as zeroes either way).
+    chunks: Box<[OnceLock<Box<[AtomicU64]>>]>,
     pages: Box<[Page]>,
     /// Linux: `zone->lock`.
     free_area: Mutex<FreeArea>,
@@ -181,7 +190,7 @@ impl PhysMem {
     /// Builds physical memory with `config.frames` zeroed frames; frame 0 becomes the
     /// shared zero page and the rest goes to the buddy allocator.
     ///
-    /// Fails with `EINVAL` for fewer than 2 or more than 2^20 frames, or a wait table
+    /// Fails with `EINVAL` for fewer than 2 or more than 2^24 frames, or a wait table
     /// of more than 2^12 queues.
     ///
     /// Linux: `free_area_init()` + `memblock_free_all()`.
@@ -191,16 +200,18 @@ impl PhysMem {
         }
         let n = config.frames;
         // Zeroed allocations: the OS hands out zero pages lazily, so untouched frames
-        // cost no memory and no time (a frame's words and a free Page are all zero).
-        let words =
-            bytemuck::allocation::zeroed_slice_box::<AtomicU64>(n as usize * WORDS_PER_PAGE);
+        // cost no memory and no time (a frame's words and a free Page are all zero);
+        // the contents are allocated per chunk on first access (see CHUNK_FRAMES).
+        let chunks = (0..(n as usize).div_ceil(CHUNK_FRAMES))
+            .map(|_| OnceLock::new())
+            .collect();
         let pages = bytemuck::allocation::zeroed_slice_box::<Page>(n as usize);
         let wait_table = (0..1usize << config.wait_table_bits)
             .map(|_| Arc::new(WaitQueue::new()))
             .collect();
         let mem = PhysMem {
             nr_frames: n,
-            words,
+            chunks,
             pages,
             free_area: Mutex::new(FreeArea {
                 lists: Default::default(),
@@ -539,7 +550,23 @@ impl PhysMem {
     /// The `idx`th 64-bit word of frame `pfn`, for page-table entries. Callers pass
     /// frames they allocated as page tables and `idx < 512`.
     pub(super) fn table_word(&self, pfn: Pfn, idx: usize) -> &AtomicU64 {
-        &self.words[pfn.raw() as usize * WORDS_PER_PAGE + idx]
+        &self.frame(pfn.raw() as usize)[idx]
+    }
+
+    /// The 512 words of frame `pfn`, its chunk allocated (zeroed) on first access.
+    /// Callers have checked `pfn` (a frame never spans two chunks).
+    #[inline]
+    fn frame(&self, pfn: usize) -> &[AtomicU64] {
+        let chunk = self.chunks[pfn / CHUNK_FRAMES]
+            .get_or_init(|| bytemuck::allocation::zeroed_slice_box::<AtomicU64>(CHUNK_WORDS));
+        let base = (pfn % CHUNK_FRAMES) * WORDS_PER_PAGE;
+        &chunk[base..base + WORDS_PER_PAGE]
+    }
+
+    /// The word at flat index `i` (`pfn * 512 + word`).
+    #[inline]
+    fn word(&self, i: usize) -> &AtomicU64 {
+        &self.frame(i / WORDS_PER_PAGE)[i % WORDS_PER_PAGE]
     }
 
     /// Frames that are inside free buddy blocks, as a bitmap indexed by pfn.
@@ -586,13 +613,13 @@ impl PhysMem {
     /// unaligned or outside the page, or the frame does not exist).
     pub fn read_u64(&self, pfn: Pfn, offset: u64) -> Result<u64, Errno> {
         let i = self.u64_index(pfn, offset, false)?;
-        Ok(self.words[i].load(Ordering::SeqCst))
+        Ok(self.word(i).load(Ordering::SeqCst))
     }
 
     /// Writes the aligned `u64` at byte `offset` of frame `pfn`.
     pub fn write_u64(&self, pfn: Pfn, offset: u64, value: u64) -> Result<(), Errno> {
         let i = self.u64_index(pfn, offset, true)?;
-        self.words[i].store(value, Ordering::SeqCst);
+        self.word(i).store(value, Ordering::SeqCst);
         Ok(())
     }
 
@@ -600,16 +627,16 @@ impl PhysMem {
     /// returns the old value (x86-64 `lock xadd`).
     pub fn fetch_add_u64(&self, pfn: Pfn, offset: u64, delta: u64) -> Result<u64, Errno> {
         let i = self.u64_index(pfn, offset, true)?;
-        Ok(self.words[i].fetch_add(delta, Ordering::SeqCst))
+        Ok(self.word(i).fetch_add(delta, Ordering::SeqCst))
     }
 
     /// Copies `buf.len()` bytes starting at byte `offset` of frame `pfn` into `buf`.
     pub fn read_bytes(&self, pfn: Pfn, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
         self.word_index(pfn, offset, buf.len() as u64)?;
-        let base = pfn.raw() as usize * WORDS_PER_PAGE;
+        let frame = self.frame(pfn.raw() as usize);
         for (k, b) in buf.iter_mut().enumerate() {
             let byte = offset as usize + k;
-            let word = self.words[base + byte / 8].load(Ordering::SeqCst);
+            let word = frame[byte / 8].load(Ordering::SeqCst);
             *b = word.to_le_bytes()[byte % 8];
         }
         Ok(())
@@ -620,14 +647,14 @@ impl PhysMem {
     /// even against a concurrent writer.
     pub fn write_bytes(&self, pfn: Pfn, offset: u64, data: &[u8]) -> Result<(), Errno> {
         self.writable_word_index(pfn, offset, data.len() as u64)?;
-        let base = pfn.raw() as usize * WORDS_PER_PAGE;
+        let frame = self.frame(pfn.raw() as usize);
         let mut k = 0;
         while k < data.len() {
             let byte = offset as usize + k;
             let (w, first) = (byte / 8, byte % 8);
             let n = (8 - first).min(data.len() - k);
             let chunk = &data[k..k + n];
-            let word = &self.words[base + w];
+            let word = &frame[w];
             let mut cur = word.load(Ordering::SeqCst);
             loop {
                 let mut bytes = cur.to_le_bytes();
@@ -652,14 +679,17 @@ impl PhysMem {
     /// Linux: `copy_highpage()`.
     #[doc(alias = "copy_highpage")]
     pub fn copy_page(&self, dst: Pfn, src: Pfn) -> Result<(), Errno> {
-        let d = self.writable_word_index(dst, 0, PAGE_SIZE)?;
-        let s = self.word_index(src, 0, PAGE_SIZE)?;
+        self.writable_word_index(dst, 0, PAGE_SIZE)?;
+        self.word_index(src, 0, PAGE_SIZE)?;
+        let (d, s) = (
+            self.frame(dst.raw() as usize),
+            self.frame(src.raw() as usize),
+        );
         // Relaxed: the copy is published by what installs it (a PTE store under the
         // PTL, a lock release), which orders these accesses for every later reader;
         // SeqCst per word would cost a locked instruction each.
-        for k in 0..WORDS_PER_PAGE {
-            let v = self.words[s + k].load(Ordering::Relaxed);
-            self.words[d + k].store(v, Ordering::Relaxed);
+        for (d, s) in d.iter().zip(s) {
+            d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         Ok(())
     }
@@ -675,10 +705,9 @@ impl PhysMem {
     }
 
     fn clear_frame(&self, pfn: Pfn) {
-        let base = pfn.raw() as usize * WORDS_PER_PAGE;
         // Relaxed for the same reason as in `copy_page`: a fresh frame becomes visible
         // only through a later, ordered publication.
-        for w in &self.words[base..base + WORDS_PER_PAGE] {
+        for w in self.frame(pfn.raw() as usize) {
             w.store(0, Ordering::Relaxed);
         }
     }
@@ -704,6 +733,22 @@ mod tests {
 
     fn mem(frames: u64) -> Arc<PhysMem> {
         PhysMem::new(PhysMemConfig::with_frames(frames)).unwrap()
+    }
+
+    /// The largest model (64 GiB) builds although the host may have less memory:
+    /// frame contents are allocated per chunk on first access, and a frame of a chunk
+    /// nobody touched reads as zeroes.
+    #[test]
+    fn max_frames_model_is_lazy() {
+        let m = PhysMem::new(PhysMemConfig::with_frames(MAX_FRAMES)).unwrap();
+        assert_eq!(m.nr_free_pages(), MAX_FRAMES - 1);
+        let last = Pfn::new(MAX_FRAMES - 1);
+        assert_eq!(m.read_u64(last, 8).unwrap(), 0);
+        m.write_u64(last, 8, 42).unwrap();
+        assert_eq!(m.read_u64(last, 8).unwrap(), 42);
+        // A neighbouring frame in the same chunk is untouched by that write.
+        assert_eq!(m.read_u64(Pfn::new(MAX_FRAMES - 2), 8).unwrap(), 0);
+        m.check_free_lists().unwrap();
     }
 
     #[test]
