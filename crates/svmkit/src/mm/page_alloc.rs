@@ -50,7 +50,6 @@ const MAX_FRAMES: u64 = 1 << 24;
 /// heuristic overcommit once it exceeds the host's RAM (a 64 GiB model on a 24 GiB
 /// machine), while untouched chunks cost nothing this way.
 const CHUNK_FRAMES: usize = 512;
-const CHUNK_WORDS: usize = CHUNK_FRAMES * WORDS_PER_PAGE;
 /// Frame number of the shared zero page.
 const ZERO_PFN: Pfn = Pfn::new(0);
 
@@ -557,8 +556,13 @@ impl PhysMem {
     /// Callers have checked `pfn` (a frame never spans two chunks).
     #[inline]
     fn frame(&self, pfn: usize) -> &[AtomicU64] {
-        let chunk = self.chunks[pfn / CHUNK_FRAMES]
-            .get_or_init(|| bytemuck::allocation::zeroed_slice_box::<AtomicU64>(CHUNK_WORDS));
+        let chunk = self.chunks[pfn / CHUNK_FRAMES].get_or_init(|| {
+            // The last chunk holds only the frames that exist: a 64-frame model (a
+            // scenario's, built once per explored schedule) allocates 256 KiB, not 2 MiB.
+            let first = pfn / CHUNK_FRAMES * CHUNK_FRAMES;
+            let frames = (self.nr_frames as usize - first).min(CHUNK_FRAMES);
+            bytemuck::allocation::zeroed_slice_box::<AtomicU64>(frames * WORDS_PER_PAGE)
+        });
         let base = (pfn % CHUNK_FRAMES) * WORDS_PER_PAGE;
         &chunk[base..base + WORDS_PER_PAGE]
     }
