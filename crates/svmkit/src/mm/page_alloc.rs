@@ -552,6 +552,13 @@ impl PhysMem {
         &self.frame(pfn.raw() as usize)[idx]
     }
 
+    /// The 512 words of page-table frame `pfn`, for walks that read a whole table
+    /// (one chunk look-up instead of one per entry). Callers pass frames they
+    /// allocated as page tables.
+    pub(super) fn table_words(&self, pfn: Pfn) -> &[AtomicU64] {
+        self.frame(pfn.raw() as usize)
+    }
+
     /// The 512 words of frame `pfn`, its chunk allocated (zeroed) on first access.
     /// Callers have checked `pfn` (a frame never spans two chunks).
     #[inline]

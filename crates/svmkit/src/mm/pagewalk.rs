@@ -56,7 +56,9 @@ impl PhysMem {
     }
 
     fn table_is_empty(&self, table: Pfn) -> bool {
-        (0..PTRS_PER_TABLE).all(|i| self.pt_read(table, i) == 0)
+        self.table_words(table)
+            .iter()
+            .all(|w| w.load(Ordering::SeqCst) == 0)
     }
 }
 
@@ -543,8 +545,16 @@ impl Mm {
             pfn: self.pgd(),
             base: 0,
         });
-        for gi in 0..PTRS_PER_TABLE {
-            let UpperEntry::Table(pud) = self.upper(self.pgd(), gi) else {
+        // Each table's words read through one look-up (`table_words`).
+        let entries = |table: Pfn| {
+            self.mem
+                .table_words(table)
+                .iter()
+                .map(|w| w.load(Ordering::SeqCst))
+                .enumerate()
+        };
+        for (gi, raw) in entries(self.pgd()) {
+            let UpperEntry::Table(pud) = UpperEntry::decode(raw) else {
                 continue;
             };
             let gbase = gi as u64 * PGDIR_SIZE;
@@ -553,8 +563,8 @@ impl Mm {
                 pfn: pud,
                 base: gbase,
             });
-            for ui in 0..PTRS_PER_TABLE {
-                let UpperEntry::Table(pmd) = self.upper(pud, ui) else {
+            for (ui, raw) in entries(pud) {
+                let UpperEntry::Table(pmd) = UpperEntry::decode(raw) else {
                     continue;
                 };
                 let ubase = gbase + ui as u64 * PUD_SIZE;
@@ -563,8 +573,8 @@ impl Mm {
                     pfn: pmd,
                     base: ubase,
                 });
-                for mi in 0..PTRS_PER_TABLE {
-                    if let Pmd::Table(pte) = Pmd::decode(self.mem.pt_read(pmd, mi)) {
+                for (mi, raw) in entries(pmd) {
+                    if let Pmd::Table(pte) = Pmd::decode(raw) {
                         visit(TableVisit {
                             level: 1,
                             pfn: pte,
