@@ -10,7 +10,9 @@
 //!
 //! pagemap has no write bit and no dirty bit. `rw`/`ro` of a present PTE is
 //! inferred: `rw` when the VMA is writable, the page is not the zero page, it is
-//! mapped exclusively (bit 56) and bit 55 is set; `ro` otherwise. (Bit 55 clear means
+//! mapped exclusively (bit 56), bit 55 is set and bit 57 is clear (x86's
+//! `pte_mkuffd_wp()` write-protects, and `can_change_pte_writable()` refuses a
+//! uffd-wp PTE); `ro` otherwise. (Bit 55 clear means
 //! the VMA tracks soft-dirty, VM_SOFTDIRTY clear, and then a writable PTE is always
 //! soft-dirty: clear_refs write-protects what it cleans, and every way back to
 //! writable, a write fault or can_change_pte_writable(), sets or needs the bit.)
@@ -102,7 +104,7 @@ pub fn decode(raw: u64, ctx: &Ctx, vma_writable: bool) -> Entry {
         Kind::Present {
             pfn,
             zero,
-            write: vma_writable && !zero && exclusive && soft_dirty,
+            write: vma_writable && !zero && exclusive && soft_dirty && !uffd_wp,
         }
     } else if raw & (1 << 62) != 0 {
         let t = raw & 0x1f;
@@ -202,6 +204,11 @@ mod tests {
         assert_eq!(
             decode(p, &CTX, false).text(),
             "present pfn 0x99 ro soft-dirty"
+        );
+        // uffd-wp protected: never writable, whatever else the bits say.
+        assert_eq!(
+            decode(p | (1 << 57), &CTX, true).text(),
+            "present pfn 0x99 ro soft-dirty uffd-wp"
         );
         let clean = (1 << 63) | (1 << 56) | 0x99;
         assert_eq!(decode(clean, &CTX, true).text(), "present pfn 0x99 ro");

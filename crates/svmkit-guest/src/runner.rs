@@ -193,19 +193,31 @@ fn unsupported(sc: &Scenario, path: &str) -> Option<String> {
         ));
     }
     let mut forked = vec![false; sc.processes.len()];
+    let uffd = sc
+        .threads
+        .iter()
+        .flat_map(|th| &th.steps)
+        .any(|s| matches!(s.op, Op::UffdWp { .. }));
     for th in &sc.threads {
         for s in &th.steps {
             let why = match &s.op {
                 Op::Fork { .. } if !matches!(th.actor, Actor::Process(0)) => {
                     Some("only the first process forks (the runner itself; no nested fork yet)")
                 }
+                // Without UFFD_FEATURE_EVENT_FORK the child's VMAs lose the registration
+                // and its PTEs the uffd-wp bit; the model has no registration to lose.
+                Op::Fork { .. } if uffd => Some(
+                    "fork in a file with uffd_wp (the child's userfaultfd registration is not modelled)",
+                ),
                 Op::Fork { child } if std::mem::replace(&mut forked[*child], true) => {
                     Some("the child is forked twice")
                 }
                 Op::Exit { process: 0 } => {
                     Some("the first process is the runner itself: only a forked process can exit")
                 }
-                Op::UffdWp { .. } => Some("uffd_wp is not supported yet"),
+                Op::UffdWp { .. } if !matches!(th.actor, Actor::Process(0)) => Some(
+                    "only the first process (the runner itself) registers with userfaultfd yet",
+                ),
                 Op::MakeExclusive { .. } | Op::MakeExclusiveRange { .. } => Some(
                     "make_device_exclusive is a kernel-internal call; only dmirror's EXCLUSIVE reaches it from user space",
                 ),
@@ -381,6 +393,8 @@ fn run_file_inner(path: &str, opts: &crate::Options, env: &Env) -> u8 {
         vm_softdirty: vec![false; sc.maps.len()],
         decisions: Vec::new(),
         me: 0,
+        uffd: None,
+        wp_registered: Vec::new(),
         created: (0..sc.processes.len()).map(|p| p == 0).collect(),
         children: (0..sc.processes.len()).map(|_| None).collect(),
     };
@@ -428,6 +442,10 @@ struct Run<'a> {
     /// The scenario process this OS process is: 0 (the first one) in the runner, the
     /// child's index in a forked child.
     me: usize,
+    /// The runner's userfaultfd, opened by the first `uffd_wp` step.
+    uffd: Option<sys::Uffd>,
+    /// Start addresses of the VMAs registered with it in write-protect mode.
+    wp_registered: Vec<u64>,
     /// Per scenario process: whether it was forked (the first one is there from the
     /// start; as the model's `was_created`, it stays true after an exit).
     created: Vec<bool>,
@@ -1030,9 +1048,35 @@ impl Run<'_> {
             return Err("EINVAL".into());
         }
         match sys::vma_of(&self.vmas, addr) {
-            Some(v) if v.write || (!write && v.read) => Ok(()),
-            _ => Err("SIGSEGV".into()),
+            Some(v) if v.write || (!write && v.read) => {}
+            _ => return Err("SIGSEGV".into()),
         }
+        // Registered in WP mode with UFFD_FEATURE_SIGBUS, the write would be a
+        // userfault killing the runner; the model has no userfault to deliver, so this
+        // is a divergence to report, not a step to run.
+        if write && self.uffd.is_some() && self.entry(addr).uffd_wp {
+            return Err("userfault (not run: the page is uffd-wp protected)".into());
+        }
+        Ok(())
+    }
+
+    /// `UFFDIO_WRITEPROTECT`, registering the VMA of `addr` in write-protect mode
+    /// first (once; the whole VMA, so that registration splits nothing). `ENOENT` if
+    /// nothing is mapped at `addr`, as the model answers.
+    fn uffd_writeprotect(&mut self, addr: u64, len: u64, protect: bool) -> Result<(), String> {
+        let Some(vma) = sys::vma_of(&self.vmas, addr) else {
+            return Err("ENOENT".into());
+        };
+        if self.uffd.is_none() {
+            self.uffd = Some(sys::Uffd::open().map_err(errno_name)?);
+        }
+        let uffd = self.uffd.as_ref().ok_or("EINVAL")?;
+        if !self.wp_registered.contains(&vma.start) {
+            uffd.register_wp(vma.start, vma.end - vma.start)
+                .map_err(errno_name)?;
+            self.wp_registered.push(vma.start);
+        }
+        uffd.writeprotect(addr, len, protect).map_err(errno_name)
     }
 
     fn run_step(
@@ -1086,6 +1130,9 @@ impl Run<'_> {
                 self.end_child(*process);
                 Ok(None)
             }
+            Op::UffdWp { at, len, protect } => self
+                .uffd_writeprotect(addr(self, at)?, *len, *protect)
+                .map(|()| None),
             Op::ClearSoftDirty => {
                 std::fs::write("/proc/self/clear_refs", "4")
                     .map_err(|e| e.raw_os_error().map_or_else(|| e.to_string(), errno_name))?;

@@ -447,3 +447,107 @@ pub fn prefault_self(skip: &[(u64, u64)]) {
         }
     }
 }
+
+// ------------------------------------------------------------------ userfaultfd (WP)
+
+/// `struct uffdio_api` of `include/uapi/linux/userfaultfd.h`.
+#[repr(C)]
+struct UffdioApi {
+    api: u64,
+    features: u64,
+    ioctls: u64,
+}
+
+/// `struct uffdio_range`.
+#[repr(C)]
+struct UffdioRange {
+    start: u64,
+    len: u64,
+}
+
+/// `struct uffdio_register`.
+#[repr(C)]
+struct UffdioRegister {
+    range: UffdioRange,
+    mode: u64,
+    ioctls: u64,
+}
+
+/// `struct uffdio_writeprotect`.
+#[repr(C)]
+struct UffdioWriteprotect {
+    range: UffdioRange,
+    mode: u64,
+}
+
+const UFFDIO: u8 = 0xAA;
+const UFFD_API: u64 = 0xAA;
+const UFFDIO_API: Opcode = rustix::ioctl::opcode::read_write::<UffdioApi>(UFFDIO, 0x3F);
+const UFFDIO_REGISTER: Opcode = rustix::ioctl::opcode::read_write::<UffdioRegister>(UFFDIO, 0x00);
+const UFFDIO_WRITEPROTECT: Opcode =
+    rustix::ioctl::opcode::read_write::<UffdioWriteprotect>(UFFDIO, 0x06);
+/// A fault the registration would deliver raises SIGBUS instead of waiting for a
+/// handler thread the runner does not have.
+const UFFD_FEATURE_SIGBUS: u64 = 1 << 7;
+const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
+
+// The numbers the uapi header gives on x86-64 (linux-raw-sys's ioctl.rs).
+const _: () = assert!(UFFDIO_REGISTER == 0xc020_aa00);
+const _: () = assert!(UFFDIO_WRITEPROTECT == 0xc018_aa06);
+const _: () = assert!(UFFDIO_API == 0xc018_aa3f);
+
+/// A userfaultfd of this process, for write-protect mode only.
+#[derive(Debug)]
+pub struct Uffd(OwnedFd);
+
+impl Uffd {
+    /// `userfaultfd(O_CLOEXEC | O_NONBLOCK)` and `UFFDIO_API` with
+    /// `UFFD_FEATURE_SIGBUS`.
+    pub fn open() -> Result<Uffd, Errno> {
+        let flags = rustix::mm::UserfaultfdFlags::CLOEXEC | rustix::mm::UserfaultfdFlags::NONBLOCK;
+        // SAFETY: userfaultfd creates a new descriptor and touches no memory; the
+        // ranges it is later registered on are the runner's own mappings.
+        let fd = unsafe { rustix::mm::userfaultfd(flags) }.map_err(errno)?;
+        let mut api = UffdioApi {
+            api: UFFD_API,
+            features: UFFD_FEATURE_SIGBUS,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_API takes a struct uffdio_api, which UffdioApi lays out
+        // (repr(C)); the kernel writes only that struct.
+        unsafe { rustix::ioctl::ioctl(&fd, Updater::<UFFDIO_API, _>::new(&mut api)) }
+            .map_err(errno)?;
+        Ok(Uffd(fd))
+    }
+
+    /// `UFFDIO_REGISTER` of `[start, start + len)` in `UFFDIO_REGISTER_MODE_WP`.
+    pub fn register_wp(&self, start: u64, len: u64) -> Result<(), Errno> {
+        let mut reg = UffdioRegister {
+            range: UffdioRange { start, len },
+            mode: UFFDIO_REGISTER_MODE_WP,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_REGISTER takes a struct uffdio_register (repr(C)); it changes
+        // only the registration of our own VMAs, no memory contents.
+        unsafe { rustix::ioctl::ioctl(&self.0, Updater::<UFFDIO_REGISTER, _>::new(&mut reg)) }
+            .map_err(errno)
+    }
+
+    /// `UFFDIO_WRITEPROTECT` of `[start, start + len)`, setting (`protect`) or
+    /// clearing the protection.
+    pub fn writeprotect(&self, start: u64, len: u64, protect: bool) -> Result<(), Errno> {
+        let mut wp = UffdioWriteprotect {
+            range: UffdioRange { start, len },
+            mode: if protect {
+                UFFDIO_WRITEPROTECT_MODE_WP
+            } else {
+                0
+            },
+        };
+        // SAFETY: UFFDIO_WRITEPROTECT takes a struct uffdio_writeprotect (repr(C)); it
+        // changes page protections of our own registered range, no contents.
+        unsafe { rustix::ioctl::ioctl(&self.0, Updater::<UFFDIO_WRITEPROTECT, _>::new(&mut wp)) }
+            .map_err(errno)
+    }
+}

@@ -103,6 +103,15 @@ pub struct Profile {
     /// `oracle/corpus/svm-atomic-thp-partial.toml`, docs/FINDINGS.md 5. Not read
     /// without the range API (6.15 converts one PTE, fixes v2 04/17).
     pub exclusive_checks_folio_mapcount: bool,
+    /// Lifting uffd-wp protection (`UFFDIO_WRITEPROTECT` without `MODE_WP`) makes a
+    /// PTE writable again where mprotect's write upgrade would
+    /// (`can_change_pte_writable()` in a private writable VMA), so the next write
+    /// takes no fault; false: the PTE stays read-only and the write faults. A core-mm
+    /// change, not a device-exclusive one: the series "mm: uffd-wp +
+    /// change_protection() cleanups" (David Hildenbrand, Dec 2022, first patch
+    /// `931298e103c2`), shown by `oracle/corpus/uffd-wp-exclusive.toml`'s goldens: the
+    /// write after the unprotect takes no fault on 6.12.117, one on 6.1.192.
+    pub uffd_unprotect_upgrades_write: bool,
 }
 
 impl Profile {
@@ -124,6 +133,7 @@ impl Profile {
             dmirror_map_only_full_chunks: true,
             svm_atomic_unlock_on_retry: true,
             exclusive_checks_folio_mapcount: true,
+            uffd_unprotect_upgrades_write: true,
         }
     }
 }
@@ -148,6 +158,7 @@ impl Profile {
             dmirror_map_only_full_chunks: false,
             svm_atomic_unlock_on_retry: false,
             exclusive_checks_folio_mapcount: false,
+            uffd_unprotect_upgrades_write: false,
         }
     }
 
@@ -184,10 +195,13 @@ impl Profile {
 
     /// Debian's Linux 6.12 (`linux-source-6.12`, 6.12.117, the kernel `oracle/`
     /// boots): the same switches as [`Profile::linux_6_1`], read in the same files and
-    /// functions of that tree (6.12 has the 2021 design too; the 2025 rework is 6.15).
+    /// functions of that tree (6.12 has the 2021 design too; the 2025 rework is 6.15),
+    /// and the 6.3 core-mm change `uffd_unprotect_upgrades_write` (`uffd_wp_range()`
+    /// in mm/mprotect.c of that tree passes `MM_CP_TRY_CHANGE_WRITABLE`).
     pub const fn linux_6_12() -> Profile {
         Profile {
             name: "linux-6.12",
+            uffd_unprotect_upgrades_write: true,
             ..Profile::linux_6_1()
         }
     }
@@ -231,7 +245,7 @@ impl fmt::Debug for Switch {
 
 /// Every boolean switch of [`Profile`] (the restore event and writability are enums,
 /// set through the presets).
-pub const SWITCHES: [Switch; 12] = [
+pub const SWITCHES: [Switch; 13] = [
     Switch {
         name: "has_range_api",
         get: |p| p.has_range_api,
@@ -292,6 +306,11 @@ pub const SWITCHES: [Switch; 12] = [
         get: |p| p.exclusive_checks_folio_mapcount,
         set: |p, v| p.exclusive_checks_folio_mapcount = v,
     },
+    Switch {
+        name: "uffd_unprotect_upgrades_write",
+        get: |p| p.uffd_unprotect_upgrades_write,
+        set: |p, v| p.uffd_unprotect_upgrades_write = v,
+    },
 ];
 
 impl Default for Profile {
@@ -330,23 +349,24 @@ mod tests {
     #[test]
     fn the_debian_kernels_are_the_2021_design_with_three_fixes() {
         let e1 = Profile::linux_5_14();
-        for k in [Profile::linux_6_1(), Profile::linux_6_12()] {
+        let fixes = [
+            "restore_takes_folio_ref",
+            "dmirror_map_only_full_chunks",
+            "svm_atomic_unlock_on_retry",
+            "exclusive_checks_folio_mapcount",
+        ];
+        // 6.12 also has the 6.3 core-mm uffd-wp change (both kernels' goldens).
+        let with_uffd = [fixes.as_slice(), &["uffd_unprotect_upgrades_write"]].concat();
+        for (k, want) in [
+            (Profile::linux_6_1(), fixes.to_vec()),
+            (Profile::linux_6_12(), with_uffd),
+        ] {
             let differ: Vec<&str> = SWITCHES
                 .iter()
                 .filter(|s| (s.get)(&k) != (s.get)(&e1))
                 .map(|s| s.name)
                 .collect();
-            assert_eq!(
-                differ,
-                [
-                    "restore_takes_folio_ref",
-                    "dmirror_map_only_full_chunks",
-                    "svm_atomic_unlock_on_retry",
-                    "exclusive_checks_folio_mapcount"
-                ],
-                "{}",
-                k.name
-            );
+            assert_eq!(differ, want, "{}", k.name);
             assert_eq!(k.restore_event, e1.restore_event, "{}", k.name);
             assert_eq!(k.restore_writability, e1.restore_writability, "{}", k.name);
         }

@@ -639,3 +639,31 @@ fn excl_per_page_over_a_large_folio_with_an_entry_already_completes_in_6_15() {
     assert_eq!(mm.read_u64(BASE + P).unwrap(), 11);
     checked(&sys);
 }
+
+/// Lifting uffd-wp from a restored PTE, on the two Debian kernels' presets. The
+/// expectations are what the kernels did with `oracle/corpus/uffd-wp-exclusive.toml`
+/// (goldens `oracle/golden/6.12/` and `6.1/`, the write after the unprotect): 6.12.117
+/// took no fault, the PTE was writable again; 6.1.192 took one.
+#[test]
+fn excl_basic_uffd_unprotect_of_a_restored_pte_upgrades_write_on_6_12_not_6_1() {
+    for (profile, writable_again) in [(Profile::linux_6_12(), true), (Profile::linux_6_1(), false)]
+    {
+        let (sys, mm) = system_with(profile, 256);
+        mm.mmap(BASE, P, RW, PRIVATE).unwrap();
+        mm.write_u64(BASE, 1).unwrap();
+        let mut g = mm.mmap_read_lock();
+        let held = mm.make_device_exclusive_range(&mut g, BASE, BASE + P, None, &Task::new("d"));
+        drop((held, g));
+        assert!(entry(&mm, BASE).is_some(), "{}", profile.name);
+        mm.uffd_writeprotect(BASE, P, true).unwrap();
+        assert_eq!(mm.read_u64(BASE).unwrap(), 1);
+        assert!(!present(&mm, BASE).is_write(), "{}", profile.name);
+        mm.uffd_writeprotect(BASE, P, false).unwrap();
+        let pte = present(&mm, BASE);
+        assert!(!pte.flags.contains(PteFlags::UFFD_WP), "{}", profile.name);
+        assert_eq!(pte.is_write(), writable_again, "{}", profile.name);
+        mm.write_u64(BASE, 2).unwrap();
+        assert_eq!(mm.read_u64(BASE).unwrap(), 2);
+        checked(&sys);
+    }
+}

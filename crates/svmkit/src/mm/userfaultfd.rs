@@ -5,14 +5,18 @@
 //! Enough to test what the bit does to other paths: a protected PTE is read-only and
 //! is never made writable behind the tracker's back (`can_change_pte_writable()`); a
 //! device-exclusive entry carries the bit in its swap-PTE form and the restore honours
-//! it (spec 3, 4.15). There is no userfaultfd object, no registration
-//! (`VM_UFFD_WP`) and no fault delivery: a write to a protected page takes the
-//! ordinary write-fault path.
+//! it (spec 3, 4.15). Lifting the protection makes a PTE writable again where
+//! mprotect's upgrade would (Linux 6.3 on, [`Profile::uffd_unprotect_upgrades_write`]).
+//! There is no userfaultfd object, no registration (`VM_UFFD_WP`) and no fault
+//! delivery: a write to a protected page takes the ordinary write-fault path.
+//!
+//! [`Profile::uffd_unprotect_upgrades_write`]: crate::Profile::uffd_unprotect_upgrades_write
 
 use super::mm_types::MmUser;
 use super::mmap::page_align;
 use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
 use super::pgtable::{Pte, PteFlags};
+use super::vma::VmFlags;
 use crate::error::Errno;
 use crate::types::{PAGE_SIZE, VirtAddr};
 
@@ -38,6 +42,9 @@ impl MmUser {
             return Err(Errno::ENOENT);
         }
         self.for_each_huge_pmd(start, end, |haddr, _| self.split_huge_pmd_address(haddr));
+        // Linux 6.3 on: uffd_wp_range() adds MM_CP_TRY_CHANGE_WRITABLE when resolving
+        // in a private writable VMA (vma_wants_manual_pte_write_upgrade()).
+        let try_writable = !protect && self.profile().uffd_unprotect_upgrades_write;
         let range = MmuNotifierRange::new(
             self,
             MmuNotifierEvent::ProtectionVma,
@@ -50,11 +57,20 @@ impl MmUser {
                 let va = VirtAddr::new_truncate(a);
                 match ptl.get(va) {
                     Pte::Present(p) => {
-                        let new = if protect {
+                        let mut new = if protect {
                             p.without(PteFlags::WRITE).with(PteFlags::UFFD_WP)
                         } else {
                             p.without(PteFlags::UFFD_WP)
                         };
+                        if try_writable
+                            && !new.flags.contains(PteFlags::WRITE)
+                            && let Some(vma) = tree.find(va)
+                            && vma.flags.contains(VmFlags::WRITE)
+                            && !vma.flags.contains(VmFlags::SHARED)
+                            && self.can_change_pte_writable(vma, new)
+                        {
+                            new = new.with(PteFlags::WRITE);
+                        }
                         if new != p {
                             ptl.set(va, Pte::Present(new));
                         }
