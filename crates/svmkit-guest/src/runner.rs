@@ -469,6 +469,8 @@ enum Cmd {
     Step { t: usize, pc: usize, turn: usize },
     /// Read the `i`-th value of `[expect] values` (the end check).
     Value { i: usize },
+    /// Read the smaps `Rss:` of the `i`-th entry of `[expect] rss` (the end check).
+    Rss { i: usize },
     /// `exit`: end the process.
     Exit,
 }
@@ -481,7 +483,7 @@ enum Reply {
         rec: Box<StepRecord>,
         unchecked: Vec<String>,
     },
-    /// The value read, or why not.
+    /// The value (or `Rss:` in KiB) read, or why not.
     Value(Result<u64, String>),
 }
 
@@ -870,10 +872,34 @@ impl Run<'_> {
                 },
             });
         }
+        for (i, (p, at, want, _)) in sc.expect.rss.iter().enumerate() {
+            let got = if *p == self.me {
+                self.read_rss(at)
+            } else if self.children[*p].is_none() {
+                Err(format!("process {} is not there", sc.processes[*p].name))
+            } else {
+                match self.ask(*p, &Cmd::Rss { i }) {
+                    Ok(Reply::Value(v)) => v,
+                    Ok(_) => Err("the child answered out of turn".into()),
+                    Err(e) => Err(e),
+                }
+            };
+            report
+                .end
+                .push(EndCheck::rss(&sc.processes[*p].name, &at.text, *want, got));
+        }
         if report.end.iter().any(|c| !c.ok) {
             report.passed = false;
         }
         report
+    }
+
+    /// The smaps `Rss:` (KiB) of the VMA containing `at`, in this process.
+    fn read_rss(&self, at: &Addr) -> Result<u64, String> {
+        let a = self
+            .resolve(at)
+            .ok_or_else(|| format!("{} is not mapped", at.text))?;
+        sys::smaps_rss_kib(a).ok_or_else(|| format!("no VMA contains {}", at.text))
     }
 
     /// A CPU read of `at` for the end check, in this process.
@@ -957,6 +983,10 @@ impl Run<'_> {
                 Ok(Cmd::Value { i }) => {
                     let at = &self.sc.expect.values[i].1;
                     Reply::Value(self.read_value(at))
+                }
+                Ok(Cmd::Rss { i }) => {
+                    let at = &self.sc.expect.rss[i].1;
+                    Reply::Value(self.read_rss(at))
                 }
                 Ok(Cmd::Exit) | Err(_) => break,
             };

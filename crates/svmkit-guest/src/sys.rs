@@ -242,6 +242,26 @@ pub fn vmas() -> Vec<Vma> {
         .collect()
 }
 
+/// The `Rss:` line (KiB) of the /proc/self/smaps block of the VMA containing `addr`.
+pub fn smaps_rss_kib(addr: u64) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    for l in text.lines() {
+        // A block starts with the maps line `start-end perms ...`.
+        if let Some((range, _)) = l.split_once(' ')
+            && let Some((s, e)) = range.split_once('-')
+            && let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16))
+        {
+            inside = s <= addr && addr < e;
+            continue;
+        }
+        if inside && let Some(v) = l.strip_prefix("Rss:") {
+            return v.trim().strip_suffix("kB")?.trim().parse().ok();
+        }
+    }
+    None
+}
+
 /// The VMA containing `addr`, if any.
 pub fn vma_of(vmas: &[Vma], addr: u64) -> Option<Vma> {
     vmas.iter()

@@ -87,7 +87,8 @@ pub struct Divergence {
     pub kernel: String,
     /// The `id` of the step, or `end`.
     pub step: String,
-    /// Which observable: `result`, `pte`, `soft_dirty`, `faults`, `cpages`, `devices`, `value`.
+    /// Which observable: `result`, `pte`, `soft_dirty`, `faults`, `cpages`, `devices`, `value`,
+    /// `rss`.
     pub field: String,
     /// Why they differ.
     pub reason: String,
@@ -642,4 +643,7 @@ pub struct EndExpect {
     pub all_freed: bool,
     /// Values that CPU reads must return at the end.
     pub values: Vec<(ProcessRef, Addr, u64, Span)>,
+    /// Resident sizes at the end, in KiB: the `Rss:` of `/proc/PID/smaps` for the VMA
+    /// containing the address.
+    pub rss: Vec<(ProcessRef, Addr, u64, Span)>,
 }

@@ -147,6 +147,22 @@ pub struct EndCheck {
     pub detail: String,
 }
 
+impl EndCheck {
+    /// The check of an `[expect] rss` entry, `got` the `Rss:` in KiB or why there is
+    /// none (the guest runner writes the same): `what` holds " Rss of the VMA at ",
+    /// which the oracle's comparator looks for.
+    pub fn rss(process: &str, at: &str, want_kib: u64, got: Result<u64, String>) -> EndCheck {
+        EndCheck {
+            what: format!("{process} Rss of the VMA at {at} = {want_kib} kB"),
+            ok: got.as_ref().is_ok_and(|g| *g == want_kib),
+            detail: match got {
+                Ok(g) => format!("Rss {g} kB"),
+                Err(e) => e,
+            },
+        }
+    }
+}
+
 /// A hung-task report: what the model shows of a step that never returned.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hang {

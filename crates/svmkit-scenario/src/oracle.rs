@@ -14,7 +14,7 @@
 //! device's name and rights, no frame) when the golden says it observed them
 //! (`oracle.devices_observed`: every device of the file is an svm_atomic one, which
 //! the kernel module `/dev/svmkit_loop` can be asked); at the end, every value
-//! the file expects (`value`). Frame numbers are not compared: the two memories differ.
+//! the file expects (`value`) and every resident size (`rss`, smaps's `Rss:`). Frame numbers are not compared: the two memories differ.
 //! A difference the file documents in `[oracle] divergences` is accepted with its
 //! reason.
 
@@ -30,7 +30,7 @@ pub struct Observed {
     pub at: String,
     /// The step's `id`, if it has one (what a divergence names).
     pub id: Option<String>,
-    /// `result`, `pte`, `soft_dirty`, `faults`, `cpages`, `devices` or `value`.
+    /// `result`, `pte`, `soft_dirty`, `faults`, `cpages`, `devices`, `value` or `rss`.
     pub field: String,
     /// The kernel's.
     pub kernel: String,
@@ -214,29 +214,31 @@ pub fn compare(sc: &Scenario, kernel_name: &str, kernel: &Value, model: &Value) 
             push("devices", device_entries(k), device_entries(m));
         }
     }
-    let reads = |r: &Value| -> Vec<(String, String)> {
+    let ends = |r: &Value, marker: &str| -> Vec<(String, String)> {
         r["end"]
             .as_array()
             .map(|a| {
                 a.iter()
-                    .filter(|e| text(&e["what"]).contains(" reads "))
+                    .filter(|e| text(&e["what"]).contains(marker))
                     .map(|e| (text(&e["what"]), text(&e["detail"])))
                     .collect()
             })
             .unwrap_or_default()
     };
-    for (kr, mr) in reads(kernel).iter().zip(reads(model).iter()) {
-        let divergence = (kr.1 != mr.1)
-            .then(|| divergence(&Some("end".into()), "value"))
-            .flatten();
-        c.observed.push(Observed {
-            at: format!("end {}", mr.0),
-            id: None,
-            field: "value".into(),
-            kernel: kr.1.clone(),
-            model: mr.1.clone(),
-            divergence,
-        });
+    for (marker, field) in [(" reads ", "value"), (" Rss of the VMA at ", "rss")] {
+        for (kr, mr) in ends(kernel, marker).iter().zip(ends(model, marker).iter()) {
+            let divergence = (kr.1 != mr.1)
+                .then(|| divergence(&Some("end".into()), field))
+                .flatten();
+            c.observed.push(Observed {
+                at: format!("end {}", mr.0),
+                id: None,
+                field: field.into(),
+                kernel: kr.1.clone(),
+                model: mr.1.clone(),
+                divergence,
+            });
+        }
     }
     c
 }

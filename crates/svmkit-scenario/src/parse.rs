@@ -602,7 +602,7 @@ const TOP_KEYS: [&str; 9] = [
 const MAP_KEYS: [&str; 7] = ["name", "process", "at", "len", "prot", "shared", "advice"];
 const DEVICE_KEYS: [&str; 5] = ["name", "driver", "process", "max_passes", "flaws"];
 const THREAD_KEYS: [&str; 5] = ["name", "process", "device", "after", "steps"];
-const EXPECT_KEYS: [&str; 3] = ["checker", "all_freed", "values"];
+const EXPECT_KEYS: [&str; 4] = ["checker", "all_freed", "values", "rss"];
 
 /// Every step name and the keys it takes (besides the common `op`, `id`, `expect`,
 /// `expect_err`, `expect_pte`, `expect_device`, `expect_events`, `expect_refcount`,
@@ -827,6 +827,7 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
             checker: true,
             all_freed: true,
             values: Vec::new(),
+            rss: Vec::new(),
         },
         Some(e) => end_expect(cx, &names, e),
     };
@@ -901,7 +902,7 @@ fn build(cx: &mut Ctx, root: &Node) -> Option<Scenario> {
 }
 
 /// The observables an oracle comparison looks at, as `[oracle] divergences` names them.
-pub const ORACLE_FIELDS: [&str; 7] = [
+pub const ORACLE_FIELDS: [&str; 8] = [
     "result",
     "pte",
     "soft_dirty",
@@ -909,6 +910,7 @@ pub const ORACLE_FIELDS: [&str; 7] = [
     "cpages",
     "devices",
     "value",
+    "rss",
 ];
 
 /// `[oracle]`: `divergences = [{ kernel = "6.12", step = "ID", field = "faults",
@@ -2304,6 +2306,7 @@ fn end_expect(cx: &mut Ctx, names: &Names, n: &Node) -> EndExpect {
         checker: true,
         all_freed: true,
         values: Vec::new(),
+        rss: Vec::new(),
     };
     let Some(mut t) = Tbl::new(cx, n, "[expect]") else {
         return e;
@@ -2317,28 +2320,39 @@ fn end_expect(cx: &mut Ctx, names: &Names, n: &Node) -> EndExpect {
     {
         e.all_freed = v;
     }
-    if let Some(v) = t.get("values") {
-        match &v.kind {
-            Kind::Array(a) => {
-                for x in a {
-                    let Some(mut vt) = Tbl::new(cx, x, "an expected value") else {
-                        continue;
-                    };
-                    let p = vt.require(cx, "process").and_then(|v| names.process(cx, v));
-                    let at = vt.require(cx, "at").and_then(|v| names.addr(cx, v));
-                    let val = vt
-                        .require(cx, "value")
-                        .and_then(|v| cx.want_u64(v, "value", u64::MAX >> 1));
-                    vt.finish(cx, &["process", "at", "value"]);
-                    if let (Some(p), Some(at), Some(val)) = (p, at, val) {
-                        e.values.push((p, at, val, x.span));
-                    }
-                }
+    for (key, what, field, max) in [
+        ("values", "an expected value", "value", u64::MAX >> 1),
+        ("rss", "an expected resident size", "kib", 1 << 40),
+    ] {
+        let Some(v) = t.get(key) else { continue };
+        let Kind::Array(a) = &v.kind else {
+            cx.err(
+                Problem::new(v.span, format!("`{key}` must be an array of tables"))
+                    .label("expected an array")
+                    .help(format!(
+                        "{key} = [{{ process = \"app\", at = \"buf\", {field} = 1 }}]"
+                    )),
+            );
+            continue;
+        };
+        for x in a {
+            let Some(mut vt) = Tbl::new(cx, x, what) else {
+                continue;
+            };
+            let p = vt.require(cx, "process").and_then(|v| names.process(cx, v));
+            let at = vt.require(cx, "at").and_then(|v| names.addr(cx, v));
+            let val = vt
+                .require(cx, field)
+                .and_then(|v| cx.want_u64(v, field, max));
+            vt.finish(cx, &["process", "at", field]);
+            if let (Some(p), Some(at), Some(val)) = (p, at, val) {
+                let list = if key == "rss" {
+                    &mut e.rss
+                } else {
+                    &mut e.values
+                };
+                list.push((p, at, val, x.span));
             }
-            _ => cx.err(
-                Problem::new(v.span, "`values` must be an array of tables")
-                    .label("expected an array"),
-            ),
         }
     }
     t.finish(cx, &EXPECT_KEYS);

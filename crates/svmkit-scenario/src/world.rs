@@ -1535,6 +1535,19 @@ impl World {
                 },
             });
         }
+        for (p, at, want, _) in &sc.expect.rss {
+            let got = match (self.proc(*p), self.resolve(at)) {
+                (Some(mm), Some(a)) => mm
+                    .smaps_rss(a)
+                    .map(|b| b / 1024)
+                    .ok_or_else(|| format!("no VMA contains {}", at.text)),
+                (None, _) => Err(format!("process {} does not exist", sc.processes[*p].name)),
+                (_, None) => Err(format!("{} is not mapped", at.text)),
+            };
+            report
+                .end
+                .push(EndCheck::rss(&sc.processes[*p].name, &at.text, *want, got));
+        }
     }
 
     /// Releases what the scenario holds, closes the devices, exits every process, and

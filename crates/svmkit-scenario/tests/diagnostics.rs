@@ -102,6 +102,21 @@ fn diagnostics_unknown_names_keys_and_bad_values() {
             "out of range",
         ),
         ("expect = 0 }", "expect = 0, source = 3 }", "source"),
+        (
+            "expect = 0 },\n]",
+            "expect = 0 },\n]\n[expect]\nrss = 8",
+            "`rss` must be an array of tables",
+        ),
+        (
+            "expect = 0 },\n]",
+            "expect = 0 },\n]\n[expect]\nrss = [{ process = \"app\", at = \"buf\", kb = 8 }]",
+            "unknown key `kb`",
+        ),
+        (
+            "expect = 0 },\n]",
+            "expect = 0 },\n]\n[expect]\nrss = [{ process = \"app\", at = \"buf\", kib = -8 }]",
+            "out of range",
+        ),
     ];
     for (from, to, want) in cases {
         let src = GOOD.replacen(from, to, 1);

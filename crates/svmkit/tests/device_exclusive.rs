@@ -667,3 +667,28 @@ fn excl_basic_uffd_unprotect_of_a_restored_pte_upgrades_write_on_6_12_not_6_1() 
         checked(&sys);
     }
 }
+
+/// smaps `Rss:` counts device-exclusive entries as resident and the zero page not
+/// (fs/proc/task_mmu.c of the Debian 6.12 tree, `smaps_pte_entry()`; the goldens of
+/// `oracle/corpus/rss-exclusive.toml` show it on 6.12.117 and 6.1.192).
+#[test]
+fn excl_basic_smaps_rss_counts_entries_not_the_zero_page() {
+    for profile in Profile::ALL {
+        let (sys, mm) = system_with(profile, 256);
+        mm.mmap(BASE, 4 * P, RW, PRIVATE).unwrap();
+        assert_eq!(mm.smaps_rss(BASE), Some(0), "{}", profile.name);
+        mm.write_u64(BASE, 1).unwrap();
+        mm.write_u64(BASE + P, 2).unwrap();
+        assert_eq!(mm.read_u64(BASE + 2 * P).unwrap(), 0);
+        assert_eq!(mm.smaps_rss(BASE + 3 * P), Some(2 * P), "{}", profile.name);
+        drop(make(&mm, BASE, None).unwrap());
+        assert!(entry(&mm, BASE).is_some());
+        assert_eq!(mm.smaps_rss(BASE), Some(2 * P), "{}", profile.name);
+        mm.madvise(BASE + P, P, Advice::DontNeed).unwrap();
+        assert_eq!(mm.smaps_rss(BASE), Some(P), "{}", profile.name);
+        // No VMA there, or no address at all: nothing to show.
+        assert_eq!(mm.smaps_rss(BASE + 4 * P), None);
+        assert_eq!(mm.smaps_rss(1 << 63), None);
+        checked(&sys);
+    }
+}

@@ -1,5 +1,6 @@
-//! Soft-dirty tracking from user space (Linux: `fs/proc/task_mmu.c`, writing `4` to
-//! `/proc/PID/clear_refs`).
+//! What `fs/proc/task_mmu.c` shows and does: soft-dirty tracking from user space
+//! (writing `4` to `/proc/PID/clear_refs`) and a VMA's resident size as
+//! `/proc/PID/smaps` counts it.
 //!
 //! Clearing soft-dirty write-protects every present PTE and clears its soft-dirty bit,
 //! clears the swap-PTE soft-dirty bit of non-present entries (device-exclusive ones
@@ -9,7 +10,7 @@
 
 use super::mm_types::MmUser;
 use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
-use super::pgtable::{Pte, PteFlags};
+use super::pgtable::{PMD_SIZE, Pte, PteFlags};
 use super::vma::VmFlags;
 use crate::types::{PAGE_SIZE, VirtAddr};
 
@@ -55,5 +56,36 @@ impl MmUser {
                 }
             }
         });
+    }
+
+    /// The `Rss:` of `/proc/PID/smaps` for the VMA containing `addr`, in bytes; `None`
+    /// when no VMA contains it. Counted as smaps counts: a present PTE of a normal page
+    /// (the zero page is not, `vm_normal_page()` gives none), a PMD-mapped THP (2 MiB),
+    /// and a pfn swap entry, whose page stays resident: device-exclusive, migration,
+    /// device-private (6.12 `smaps_pte_entry()`: `is_pfn_swap_entry()` gives the page,
+    /// and `smaps_account()` adds it to `resident` whether present or not). Swap slots
+    /// count as `Swap:`, not here.
+    ///
+    /// Linux: `smap_gather_stats()` → `smaps_pte_entry()`, `smaps_pmd_entry()`.
+    #[doc(alias = "smap_gather_stats")]
+    pub fn smaps_rss(&self, addr: u64) -> Option<u64> {
+        let va = VirtAddr::try_new(addr).ok()?;
+        let tree = self.mmap_read_lock();
+        let vma = tree.find(va)?;
+        let (start, end) = (vma.start(), vma.end());
+        let mut rss = 0;
+        self.for_each_huge_pmd(start, end, |_, _| rss += PMD_SIZE);
+        self.for_each_pte_table(start, end, |ptl, s, e| {
+            for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
+                let resident = match ptl.get(VirtAddr::new_truncate(a)) {
+                    Pte::Present(p) => !p.is_special(),
+                    Pte::Swap(sw) => sw.pfn().is_some(),
+                    Pte::None => false,
+                };
+                rss += if resident { PAGE_SIZE } else { 0 };
+            }
+        });
+        drop(tree);
+        Some(rss)
     }
 }
