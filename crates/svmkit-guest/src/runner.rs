@@ -783,50 +783,16 @@ impl Run<'_> {
                 if !unfinished.is_empty() {
                     let b = format!("thread {} to finish (after)", unfinished.join(", "));
                     waiting.push(format!("{} waits for {b}", th.name));
-                    let last_wait = report
-                        .steps
-                        .iter()
-                        .rev()
-                        .find(|s| s.thread == th.name)
-                        .is_some_and(|s| {
-                            s.waited && s.result.strip_prefix("waits for ") == Some(&b)
-                        });
-                    if !last_wait {
-                        report.steps.push(StepRecord {
-                            result: format!("waits for {b}"),
-                            ..StepRecord::waited(
-                                turn,
-                                &th.name,
-                                self.sc.line_of(step.span.start),
-                                self.describe(&step.op),
-                            )
-                        });
-                    }
+                    let line = self.sc.line_of(step.span.start);
+                    report.note_wait(turn, &th.name, line, || self.describe(&step.op), &b);
                     continue;
                 }
                 let p = thread_process(sc, t);
                 if !self.created[p] && !matches!(step.op, Op::Exit { .. }) {
                     let b = format!("process {} (not forked yet)", sc.processes[p].name);
                     waiting.push(format!("{} waits for {b}", th.name));
-                    let last_wait = report
-                        .steps
-                        .iter()
-                        .rev()
-                        .find(|s| s.thread == th.name)
-                        .is_some_and(|s| {
-                            s.waited && s.result.strip_prefix("waits for ") == Some(&b)
-                        });
-                    if !last_wait {
-                        report.steps.push(StepRecord {
-                            result: format!("waits for {b}"),
-                            ..StepRecord::waited(
-                                turn,
-                                &th.name,
-                                self.sc.line_of(step.span.start),
-                                self.describe(&step.op),
-                            )
-                        });
-                    }
+                    let line = self.sc.line_of(step.span.start);
+                    report.note_wait(turn, &th.name, line, || self.describe(&step.op), &b);
                     continue;
                 }
                 progressed = true;

@@ -265,6 +265,31 @@ impl RunReport {
         }
     }
 
+    /// Records that `thread` waits for `blocker` at this turn (`waits for ...`), once
+    /// per stretch of waiting: nothing when its last record is already that wait.
+    /// `step` describes the step it waits to run, asked for only when recorded.
+    pub fn note_wait(
+        &mut self,
+        turn: usize,
+        thread: &str,
+        line: usize,
+        step: impl FnOnce() -> String,
+        blocker: &str,
+    ) {
+        let last_wait = self
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.thread == thread)
+            .is_some_and(|s| s.waited && s.result.strip_prefix("waits for ") == Some(blocker));
+        if !last_wait {
+            self.steps.push(StepRecord {
+                result: format!("waits for {blocker}"),
+                ..StepRecord::waited(turn, thread, line, step())
+            });
+        }
+    }
+
     /// Where the run first failed: the `id` of the first step whose expectation failed
     /// (`"?"` for a step without one), or `"end"` when only end checks failed.
     pub fn first_failure(&self) -> Option<String> {
@@ -605,24 +630,8 @@ fn run_on(
             }
             if let Some(b) = blocker {
                 waiting.push(format!("{} waits for {b}", th.name));
-                // One wait record per stretch of waiting, not one per turn.
-                let last_wait = report
-                    .steps
-                    .iter()
-                    .rev()
-                    .find(|s| s.thread == th.name)
-                    .is_some_and(|s| s.waited && s.result.strip_prefix("waits for ") == Some(&b));
-                if !last_wait {
-                    report.steps.push(StepRecord {
-                        result: format!("waits for {b}"),
-                        ..StepRecord::waited(
-                            turn,
-                            &th.name,
-                            w.sc.line_of(step.span.start),
-                            w.describe(&step.op),
-                        )
-                    });
-                }
+                let line = w.sc.line_of(step.span.start);
+                report.note_wait(turn, &th.name, line, || w.describe(&step.op), &b);
                 continue;
             }
             progressed = true;
