@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use crate::Error;
 use svmkit::mm::mmu_notifier::{
-    MmuIntervalNotifier, MmuIntervalNotifierOps, MmuNotifierEvent, MmuNotifierRange, Owner,
+    MmuIntervalNotifier, MmuNotifierEvent, MmuNotifierRange, Owner, SetSeqUnderLock,
 };
 use svmkit::mm::{Advice, MapFlags, MmUser, Prot};
-use svmkit::sync::{Arc, Mutex};
+use svmkit::sync::Arc;
 use svmkit::task::Task;
 use svmkit::{PAGE_SIZE, System, SystemConfig};
 
@@ -204,23 +204,6 @@ impl Cycle {
     }
 }
 
-/// A driver callback that makes readers retry, under its own lock (as the notifier
-/// bench's).
-struct Driver(Mutex<()>);
-
-impl MmuIntervalNotifierOps for Driver {
-    fn invalidate(
-        &self,
-        sub: &MmuIntervalNotifier,
-        _range: &MmuNotifierRange<'_>,
-        cur_seq: u64,
-    ) -> bool {
-        let _g = self.0.lock();
-        sub.set_seq(cur_seq);
-        true
-    }
-}
-
 const NOTIFIER_BASE: u64 = 0x1000_0000;
 
 /// Invalidation of one page that hits one interval notifier, with `n` disjoint
@@ -236,7 +219,7 @@ impl Invalidation {
     /// Registers `n` notifiers.
     pub fn new(n: u64) -> Result<Self, Error> {
         let m = Machine::new(256)?;
-        let driver = Arc::new(Driver(Mutex::new(())));
+        let driver = Arc::new(SetSeqUnderLock::new());
         let subs = (0..n)
             .map(|i| {
                 m.mm.mm().mmu_interval_notifier_insert(

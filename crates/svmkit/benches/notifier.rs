@@ -13,29 +13,11 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use svmkit::mm::mmu_notifier::{
-    MmuIntervalNotifier, MmuIntervalNotifierOps, MmuNotifierEvent, MmuNotifierRange,
-};
+use svmkit::mm::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange, SetSeqUnderLock};
 use svmkit::sync::{Arc, Mutex};
 use svmkit::{PAGE_SIZE, System, SystemConfig};
 
 const BASE: u64 = 0x1000_0000;
-
-/// A driver callback that makes readers retry, under its own lock.
-struct Driver(Mutex<()>);
-
-impl MmuIntervalNotifierOps for Driver {
-    fn invalidate(
-        &self,
-        sub: &MmuIntervalNotifier,
-        _range: &MmuNotifierRange<'_>,
-        cur_seq: u64,
-    ) -> bool {
-        let _g = self.0.lock();
-        sub.set_seq(cur_seq);
-        true
-    }
-}
 
 fn invalidate(c: &mut Criterion) {
     let sys = System::new(SystemConfig::with_frames(256)).expect("system");
@@ -53,7 +35,7 @@ fn invalidate(c: &mut Criterion) {
     }
     for n in [1u64, 1_000, 100_000] {
         let mm = sys.create_mm().expect("mm");
-        let driver = Arc::new(Driver(Mutex::new(())));
+        let driver = Arc::new(SetSeqUnderLock::new());
         let subs: Vec<_> = (0..n)
             .map(|i| {
                 mm.mm()
@@ -84,7 +66,7 @@ fn invalidate(c: &mut Criterion) {
 fn read_side(c: &mut Criterion) {
     let sys = System::new(SystemConfig::with_frames(256)).expect("system");
     let mm = sys.create_mm().expect("mm");
-    let driver = Arc::new(Driver(Mutex::new(())));
+    let driver = Arc::new(SetSeqUnderLock::new());
     let sub = mm
         .mm()
         .mmu_interval_notifier_insert(BASE, PAGE_SIZE, driver.clone())

@@ -32,6 +32,54 @@ use crate::error::Errno;
 use crate::mm::mm_types::Mm;
 use crate::sync::Arc;
 
+/// The smallest correct interval-notifier driver: every invalidation makes readers
+/// retry, `set_seq` under the driver's own lock, and nothing else (no device mapping to
+/// drop). For benchmarks and examples that need a listener that costs what a real
+/// driver's lock and sequence update cost.
+///
+/// ```
+/// use svmkit::mm::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange, SetSeqUnderLock};
+/// use svmkit::sync::Arc;
+/// use svmkit::{PAGE_SIZE, System, SystemConfig};
+///
+/// let sys = System::new(SystemConfig::with_frames(64)).unwrap();
+/// let mm = sys.create_mm().unwrap();
+/// let sub = mm
+///     .mm()
+///     .mmu_interval_notifier_insert(0x1000_0000, PAGE_SIZE, Arc::new(SetSeqUnderLock::new()))
+///     .unwrap();
+/// let seq = sub.read_begin();
+/// // An invalidation of the interval makes the reader retry.
+/// drop(
+///     MmuNotifierRange::new(&mm, MmuNotifierEvent::Clear, 0x1000_0000, 0x1000_1000)
+///         .invalidate_range_start(),
+/// );
+/// assert!(sub.read_retry(seq));
+/// assert!(!sub.read_retry(sub.read_begin()));
+/// ```
+#[derive(Debug, Default)]
+pub struct SetSeqUnderLock(crate::sync::Mutex<()>);
+
+impl SetSeqUnderLock {
+    /// A driver with its own (unlocked) driver lock.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl MmuIntervalNotifierOps for SetSeqUnderLock {
+    fn invalidate(
+        &self,
+        sub: &MmuIntervalNotifier,
+        _: &MmuNotifierRange<'_>,
+        cur_seq: u64,
+    ) -> bool {
+        let _g = self.0.lock();
+        sub.set_seq(cur_seq);
+        true
+    }
+}
+
 /// A driver's callback for invalidations overlapping its interval (Linux: `struct
 /// mmu_interval_notifier_ops`).
 ///

@@ -36,7 +36,9 @@ mod recorder;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-pub use interval::{FirstPass, InvalidateFinish, MmuIntervalNotifier, MmuIntervalNotifierOps};
+pub use interval::{
+    FirstPass, InvalidateFinish, MmuIntervalNotifier, MmuIntervalNotifierOps, SetSeqUnderLock,
+};
 pub use interval_tree::{IntervalTree, NodeId, Overlapping};
 pub use recorder::{NotifierCall, NotifierCallKind, RecordingNotifier};
 
