@@ -414,12 +414,17 @@ impl Mm {
     ///
     /// Linux: `pte_offset_map_lock()`.
     pub fn pte_offset_map_lock(&self, addr: VirtAddr) -> Option<PtlGuard<'_>> {
+        // As Linux, the re-check reads the same PMD entry again rather than walking
+        // from the top: the PUD and PMD tables outlive the caller's walk (they go only
+        // in free_pgtables(), under the mmap lock held for write).
+        let slot = self.pmd_slot(addr)?;
+        let read = || Pmd::decode(self.mem.pt_read(slot.table, slot.idx));
         loop {
-            let Pmd::Table(t) = self.pmd_get_lockless(addr) else {
+            let Pmd::Table(t) = read() else {
                 return None;
             };
             let guard = PtlGuard::lock(&self.mem, t, self.id());
-            if self.pmd_get_lockless(addr) == Pmd::Table(t) {
+            if read() == Pmd::Table(t) {
                 return Some(guard);
             }
         }
