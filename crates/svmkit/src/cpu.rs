@@ -150,7 +150,12 @@ impl Mm {
             {
                 return Ok(r);
             }
-            if let Some(mut ptl) = self.pte_offset_map_lock(addr)
+            // The hardware walk takes no lock: a PTE it reads as not present faults
+            // at once (a PTE that becomes present meanwhile makes it a spurious fault,
+            // which the handler finds done). Only a present one is used under the
+            // PTL, for the access to be atomic with respect to PTE changes.
+            if matches!(self.pte_get_lockless(addr), Pte::Present(_))
+                && let Some(mut ptl) = self.pte_offset_map_lock(addr)
                 && let Pte::Present(pte) = ptl.get(addr)
                 && !pte.is_protnone()
                 && (!write || pte.is_write())

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `page.rs` | `include/linux/mm_types.h`, `page-flags.h` | per-page metadata ([`Page`], [`PageFlags`]) |
 //! | `page_alloc.rs` | `mm/page_alloc.c` | physical memory ([`PhysMem`]): frames with real bytes, the buddy allocator, the zero page |
+//! | `free_list.rs` | `struct free_area` of `include/linux/mmzone.h` | one order's buddy free list, as a bitmap (lowest block first) |
 //! | `folio.rs` | `mm/filemap.c`, `include/linux/mm.h` | [`Folio`] handles: references and the folio lock |
 //! | `mm_types.rs` | `include/linux/mm_types.h`, `kernel/fork.c` | [`Mm`] and [`MmUser`] (mm_users/mm_count) |
 //! | `vma.rs` | `mm/vma.c` | [`Vma`], [`VmFlags`], the [`VmaTree`] |
@@ -19,7 +20,7 @@
 //! | `mmap.rs` | `mm/mmap.c`, `mm/vma.c` | `mmap`, `munmap`, `exit_mmap` |
 //! | `mprotect.rs` | `mm/mprotect.c` | `mprotect`, `change_protection`, `can_change_pte_writable` |
 //! | `mmu_notifier/` | `mm/mmu_notifier.c`, `include/linux/mmu_notifier.h` | MMU notifiers: ranges, classic subscriptions, interval notifiers |
-//! | `task_mmu.rs` | `fs/proc/task_mmu.c` | `clear_refs` soft-dirty clearing |
+//! | `task_mmu.rs` | `fs/proc/task_mmu.c` | `clear_refs` soft-dirty clearing, smaps `Rss:` |
 //! | `userfaultfd.rs` | `mm/userfaultfd.c` | the uffd-wp bit (`UFFDIO_WRITEPROTECT`) |
 //! | `gup.rs` | `mm/gup.c` | get_user_pages, pin/unpin |
 //! | `secondary.rs` | (none: the model's audit) | devices mirroring an mm, as the checker sees them |
@@ -27,6 +28,7 @@
 //! | `madvise.rs` | `mm/madvise.c` | `MADV_DONTNEED`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE` |
 
 mod folio;
+mod free_list;
 mod gup;
 mod hmm;
 mod huge_memory;

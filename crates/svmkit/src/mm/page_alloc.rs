@@ -12,8 +12,8 @@
 //!   as on x86-64.
 //! * The allocator is a binary buddy system over orders `0..=MAX_PAGE_ORDER`
 //!   (Linux: `__rmqueue_smallest()` / `__free_one_page()`), with free lists kept as
-//!   ordered sets so that allocation is deterministic (lowest frame first): schedules
-//!   replay exactly.
+//!   bitmaps of blocks ([`super::free_list`]) so that allocation is deterministic
+//!   (lowest frame first): schedules replay exactly.
 //! * The zero page (pfn 0) is reserved: never allocated, never freed, and references
 //!   to it are not counted (Linux: `is_zero_pfn()` short-circuits refcounting).
 //! * Freeing a folio that is still locked or mapped is reported, not executed (Linux:
@@ -22,12 +22,13 @@
 //!   a test that provoked them on purpose, so that later checks judge only what
 //!   follows.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bitflags::bitflags;
+
+use super::free_list::FreeList;
 use thiserror::Error;
 
 use super::folio::Folio;
@@ -146,7 +147,8 @@ impl Default for PhysMemConfig {
 /// The buddy allocator's free lists (Linux: `struct free_area[]` of a zone).
 #[derive(Debug)]
 struct FreeArea {
-    lists: [BTreeSet<u64>; NR_PAGE_ORDERS],
+    /// Per order, its free blocks by block number (`pfn >> order`).
+    lists: [FreeList; NR_PAGE_ORDERS],
     nr_free: u64,
 }
 
@@ -213,7 +215,7 @@ impl PhysMem {
             chunks,
             pages,
             free_area: Mutex::new(FreeArea {
-                lists: Default::default(),
+                lists: std::array::from_fn(|o| FreeList::new((n >> o) + 1)),
                 nr_free: 0,
             }),
             first_usable: ZERO_PFN.raw() + 1,
@@ -444,7 +446,7 @@ impl PhysMem {
             let buddy = pfn ^ (1 << order);
             if buddy < self.first_usable
                 || buddy + (1 << order) > self.nr_frames
-                || !area.lists[order as usize].contains(&buddy)
+                || !area.lists[order as usize].contains(buddy >> order)
             {
                 break;
             }
@@ -456,7 +458,7 @@ impl PhysMem {
     }
 
     fn insert_free(&self, area: &mut FreeArea, pfn: u64, order: u32) {
-        area.lists[order as usize].insert(pfn);
+        area.lists[order as usize].insert(pfn >> order);
         area.nr_free += 1 << order;
         let page = &self.pages[pfn as usize];
         page.reset_flags(PageFlags::BUDDY);
@@ -468,10 +470,10 @@ impl PhysMem {
         let list = &mut area.lists[order as usize];
         let pfn = match which {
             Some(p) => {
-                list.remove(&p);
+                list.remove(p >> order);
                 p
             }
-            None => list.pop_first().unwrap_or_default(),
+            None => list.pop_first().unwrap_or_default() << order,
         };
         area.nr_free -= 1 << order;
         let page = &self.pages[pfn as usize];
@@ -488,7 +490,7 @@ impl PhysMem {
         let mut blocks: Vec<(u64, u32)> = Vec::new();
         for (o, list) in area.lists.iter().enumerate() {
             let o = o as u32;
-            for &pfn in list {
+            for pfn in list.iter().map(|b| b << o) {
                 let err = |what| BuddyError {
                     pfn: Pfn::new(pfn),
                     order: o,
@@ -504,7 +506,7 @@ impl PhysMem {
                 if !page.test(PageFlags::BUDDY) || page.order() != o {
                     return Err(err("block head not marked PageBuddy with its order"));
                 }
-                if o < MAX_PAGE_ORDER && list.contains(&(pfn ^ (1 << o))) {
+                if o < MAX_PAGE_ORDER && list.contains((pfn ^ (1 << o)) >> o) {
                     return Err(err("free buddies not merged"));
                 }
                 blocks.push((pfn, o));
@@ -540,7 +542,7 @@ impl PhysMem {
         let area = self.free_area.lock();
         (0..=MAX_PAGE_ORDER).any(|o| {
             let start = pfn.raw() & !((1u64 << o) - 1);
-            area.lists[o as usize].contains(&start)
+            area.lists[o as usize].contains(start >> o)
         })
     }
 
@@ -585,7 +587,7 @@ impl PhysMem {
         let mut map = vec![false; self.nr_frames as usize];
         let area = self.free_area.lock();
         for (o, list) in area.lists.iter().enumerate() {
-            for &pfn in list {
+            for pfn in list.iter().map(|b| b << o) {
                 for p in pfn..pfn + (1 << o) {
                     map[p as usize] = true;
                 }

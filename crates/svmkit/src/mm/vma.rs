@@ -83,18 +83,19 @@ pub struct Vma {
 
 /// A VMA's anon_vma: empty until the first anonymous fault sets it (under the mm's
 /// `page_table_lock`, as Linux's `__anon_vma_prepare()`), then fixed. Cloning a VMA
-/// (split, fork) copies the current value into a new slot, so each piece is set on
-/// its own afterwards.
+/// (split, fork, the fault path's copy) gives an empty slot a new empty slot, so each
+/// piece is set on its own afterwards; a set slot never changes, so clones share it
+/// (one reference count, not a new `OnceLock` initialisation per fault).
 #[derive(Default)]
-struct AnonVmaSlot(OnceLock<Arc<AnonVma>>);
+struct AnonVmaSlot(Arc<OnceLock<Arc<AnonVma>>>);
 
 impl Clone for AnonVmaSlot {
     fn clone(&self) -> Self {
-        let slot = OnceLock::new();
-        if let Some(av) = self.0.get() {
-            let _ = slot.set(Arc::clone(av));
+        if self.0.get().is_some() {
+            AnonVmaSlot(Arc::clone(&self.0))
+        } else {
+            AnonVmaSlot::default()
         }
-        AnonVmaSlot(slot)
     }
 }
 
