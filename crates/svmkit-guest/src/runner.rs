@@ -563,6 +563,8 @@ fn advice(a: Advice) -> rustix::mm::Advice {
         Advice::HugePage => rustix::mm::Advice::LinuxHugepage,
         Advice::NoHugePage => rustix::mm::Advice::LinuxNoHugepage,
         Advice::PageOut => rustix::mm::Advice::LinuxPageOut,
+        Advice::PopulateRead => rustix::mm::Advice::LinuxPopulateRead,
+        Advice::PopulateWrite => rustix::mm::Advice::LinuxPopulateWrite,
     }
 }
 

@@ -460,11 +460,13 @@ fn prot_of(cx: &mut Ctx, n: &Node) -> Option<Prot> {
     Some(p)
 }
 
-const ADVICE: [(&str, Advice); 4] = [
+const ADVICE: [(&str, Advice); 6] = [
     ("dontneed", Advice::DontNeed),
     ("hugepage", Advice::HugePage),
     ("nohugepage", Advice::NoHugePage),
     ("pageout", Advice::PageOut),
+    ("populate_read", Advice::PopulateRead),
+    ("populate_write", Advice::PopulateWrite),
 ];
 
 fn advice_of(cx: &mut Ctx, n: &Node) -> Option<Advice> {

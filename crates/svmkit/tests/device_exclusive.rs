@@ -692,3 +692,64 @@ fn excl_basic_smaps_rss_counts_entries_not_the_zero_page() {
         checked(&sys);
     }
 }
+
+/// MADV_POPULATE_WRITE over device-exclusive entries faults them in as GUP does: each
+/// is restored (with the restore's notifier, which revokes the device) and left
+/// present and writable; MADV_POPULATE_READ maps the zero page where nothing was. The
+/// errnos are `madvise_populate()`'s (mm/madvise.c and mm/gup.c of the Debian 6.12
+/// tree: no VMA ENOMEM, an access the VMA forbids EINVAL). Restore: spec 3; the
+/// populate itself: derived.
+#[test]
+fn excl_basic_madvise_populate_restores_entries() {
+    for profile in Profile::ALL {
+        let (sys, mm) = system_with(profile, 256);
+        mm.mmap(BASE, 4 * P, RW, PRIVATE).unwrap();
+        mm.write_u64(BASE, 1).unwrap();
+        mm.write_u64(BASE + P, 2).unwrap();
+        drop(make(&mm, BASE, None).unwrap());
+        drop(make(&mm, BASE + P, None).unwrap());
+        let rec = recorder(&mm);
+        mm.madvise(BASE, 2 * P, Advice::PopulateWrite).unwrap();
+        let restores: Vec<_> = starts(&rec.take())
+            .into_iter()
+            .filter(|s| s.0 == restore_event(profile))
+            .collect();
+        assert_eq!(restores.len(), 2, "{}: {restores:?}", profile.name);
+        for i in 0..2 {
+            assert!(entry(&mm, BASE + i * P).is_none(), "{}", profile.name);
+            assert!(present(&mm, BASE + i * P).is_write(), "{}", profile.name);
+        }
+        // Read populate of untouched pages: the zero page, read-only.
+        mm.madvise(BASE + 2 * P, 2 * P, Advice::PopulateRead)
+            .unwrap();
+        let z = present(&mm, BASE + 3 * P);
+        assert!(z.is_special() && !z.is_write(), "{}", profile.name);
+        assert_eq!(mm.read_u64(BASE).unwrap(), 1);
+        assert_eq!(mm.read_u64(BASE + P).unwrap(), 2);
+        // Errors: a read-only VMA for a write populate, a PROT_NONE one, a hole.
+        mm.mmap(BASE + 8 * P, P, Prot::READ, PRIVATE).unwrap();
+        mm.mmap(BASE + 9 * P, P, Prot::empty(), PRIVATE).unwrap();
+        assert_eq!(
+            mm.madvise(BASE + 8 * P, P, Advice::PopulateWrite),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            mm.madvise(BASE + 9 * P, P, Advice::PopulateRead),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(mm.madvise(BASE + 8 * P, P, Advice::PopulateRead), Ok(()));
+        // The hole at BASE + 4 pages: the pages before it are populated, then ENOMEM.
+        mm.mmap(BASE + 10 * P, P, RW, PRIVATE).unwrap();
+        assert_eq!(
+            mm.madvise(BASE + 3 * P, 3 * P, Advice::PopulateWrite),
+            Err(Errno::ENOMEM)
+        );
+        assert!(present(&mm, BASE + 3 * P).is_write());
+        assert_eq!(
+            mm.madvise(BASE + 1, P, Advice::PopulateRead),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(mm.madvise(BASE, 0, Advice::PopulateWrite), Ok(()));
+        checked(&sys);
+    }
+}

@@ -1,6 +1,9 @@
 //! Advice on ranges (Linux: `mm/madvise.c`): `MADV_DONTNEED` zaps, `MADV_HUGEPAGE` and
-//! `MADV_NOHUGEPAGE` set VMA flags for the THP layer.
+//! `MADV_NOHUGEPAGE` set VMA flags for the THP layer, `MADV_PAGEOUT` reclaims,
+//! `MADV_POPULATE_READ`/`_WRITE` fault pages in as GUP does (so a device-exclusive
+//! entry in the range is restored, revoking the device: spec 4.5's "fault" rule).
 
+use super::gup::GupFlags;
 use super::mm_types::MmUser;
 use super::mmap::page_align;
 use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
@@ -19,6 +22,12 @@ pub enum Advice {
     NoHugePage,
     /// MADV_PAGEOUT (21): reclaim the range's anonymous pages to swap now.
     PageOut,
+    /// MADV_POPULATE_READ (22, Linux 5.14): fault the range in readable, as a read
+    /// would (the zero page where nothing is mapped).
+    PopulateRead,
+    /// MADV_POPULATE_WRITE (23, Linux 5.14): fault the range in writable, as a write
+    /// would (breaking COW), without writing.
+    PopulateWrite,
 }
 
 impl Advice {
@@ -29,6 +38,8 @@ impl Advice {
             14 => Ok(Advice::HugePage),
             15 => Ok(Advice::NoHugePage),
             21 => Ok(Advice::PageOut),
+            22 => Ok(Advice::PopulateRead),
+            23 => Ok(Advice::PopulateWrite),
             _ => Err(Errno::EINVAL),
         }
     }
@@ -40,6 +51,8 @@ impl Advice {
             Advice::HugePage => 14,
             Advice::NoHugePage => 15,
             Advice::PageOut => 21,
+            Advice::PopulateRead => 22,
+            Advice::PopulateWrite => 23,
         }
     }
 }
@@ -51,8 +64,12 @@ impl MmUser {
     /// rounded; a zero `len` succeeds; unmapped parts of the range give `ENOMEM`
     /// *after* the advice was applied to the mapped parts.
     ///
-    /// `DontNeed` runs under the mmap lock in read mode, concurrently with faults; the
-    /// others change VMA flags (splitting and merging VMAs) under write mode.
+    /// `DontNeed`, `PageOut` and the populates run under the mmap lock in read mode,
+    /// concurrently with faults; the others change VMA flags (splitting and merging
+    /// VMAs) under write mode. The populates answer as Linux's `madvise_populate()`:
+    /// `ENOMEM` at the first page no VMA covers, `EINVAL` for a VMA without the access
+    /// (`PROT_NONE`, or read-only for `PopulateWrite`), `EFAULT` for a page that cannot
+    /// be faulted in; the pages before it stay populated.
     ///
     /// Linux: `madvise()` → `do_madvise()`.
     pub fn madvise(&self, addr: u64, len: u64, advice: Advice) -> Result<(), Errno> {
@@ -76,6 +93,9 @@ impl MmUser {
             (ranges, tree.covers(start, end))
         };
         let covered = match advice {
+            Advice::PopulateRead | Advice::PopulateWrite => {
+                return self.madvise_populate(start, end, advice == Advice::PopulateWrite);
+            }
             Advice::DontNeed => {
                 let tree = self.mmap_read_lock();
                 let (ranges, covered) = pieces(&tree);
@@ -114,5 +134,43 @@ impl MmUser {
             }
         };
         if covered { Ok(()) } else { Err(Errno::ENOMEM) }
+    }
+
+    /// Faults `[start, end)` in, page by page, as GUP does without taking references
+    /// (the model's GUP takes one per page, dropped at once: no state remains).
+    ///
+    /// Linux: `madvise_populate()` → `faultin_page_range()`.
+    fn madvise_populate(&self, start: VirtAddr, end: VirtAddr, write: bool) -> Result<(), Errno> {
+        let mut guard = self.mmap_read_lock();
+        let (need, flags) = if write {
+            (VmFlags::WRITE, GupFlags::GET | GupFlags::WRITE)
+        } else {
+            (VmFlags::READ, GupFlags::GET)
+        };
+        let mut addr = start.raw();
+        while addr < end.raw() {
+            let Some(vma) = guard.find(VirtAddr::new_truncate(addr)) else {
+                return Err(Errno::ENOMEM);
+            };
+            if !vma.flags.contains(need) {
+                return Err(Errno::EINVAL);
+            }
+            let piece_end = vma.end().raw().min(end.raw());
+            let nr = (piece_end - addr) / PAGE_SIZE;
+            // A short count (the fault dropped the mmap lock, or failed past the first
+            // page) goes on from the first page not done; only a failure on it is
+            // the answer.
+            let pages = self
+                .get_user_pages(&mut guard, addr, nr, flags)
+                .map_err(|e| match e {
+                    Errno::ENOMEM | Errno::EINTR => e,
+                    _ => Errno::EFAULT,
+                })?;
+            for pfn in &pages {
+                self.mem.put_page(*pfn);
+            }
+            addr += pages.len() as u64 * PAGE_SIZE;
+        }
+        Ok(())
     }
 }
