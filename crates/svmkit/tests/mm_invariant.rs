@@ -232,6 +232,13 @@ enum Op {
         word: u64,
         delta: u64,
     },
+    /// MADV_POPULATE_WRITE (`write`) or MADV_POPULATE_READ of `[page, page + n)`.
+    Populate {
+        mm: usize,
+        page: u64,
+        n: u64,
+        write: bool,
+    },
     /// Writes `value + i` to the i-th word of `[page, page + n)`, word by word (a
     /// memset that keeps going past faults).
     Fill {
@@ -426,6 +433,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (mm.clone(), span(), any::<bool>(), any::<bool>(), prop_oneof![3 => Just(false), 1 => Just(true)])
             .prop_map(|(mm, (page, n), write, pin, split)| Op::Gup { mm, page, n, write, pin, split }),
         2 => any::<usize>().prop_map(|idx| Op::Release { idx }),
+        2 => (mm.clone(), span(), any::<bool>())
+            .prop_map(|(mm, (page, n), write)| Op::Populate { mm, page, n, write }),
         3 => (mm.clone(), page()).prop_map(|(mm, page)| Op::Migrate { mm, page }),
         1 => (mm.clone(), page(), 0..MIGRATE_WINDOW / 2, proptest::option::of(any::<usize>()))
             .prop_map(|(mm, page, back, held)| Op::MigrateRange { mm, page, back, held }),
@@ -1189,6 +1198,8 @@ struct Stats {
     huge_steps: u64,
     /// GUP calls that returned pages.
     gups: u64,
+    /// MADV_POPULATE_READ/WRITE calls that were checked.
+    populates: u64,
     /// Huge PMDs split, over every mm.
     splits: u64,
     /// Most references held at once on large folios.
@@ -1257,6 +1268,7 @@ impl Stats {
         sum!(
             huge_steps,
             gups,
+            populates,
             splits,
             migrated,
             migrated_large,
@@ -1431,6 +1443,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
             | Op::FetchAdd { mm, .. }
             | Op::Fill { mm, .. }
             | Op::Gup { mm, .. }
+            | Op::Populate { mm, .. }
             | Op::Migrate { mm, .. }
             | Op::MigrateRange { mm, .. }
             | Op::Reclaim { mm, .. }
@@ -2164,6 +2177,65 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                         );
                     }
                 }
+            }
+            (Op::Populate { page, n, write, .. }, Some(s)) => {
+                if low_memory(&sys) {
+                    stats.skipped_low_memory += 1;
+                    continue;
+                }
+                // The populate faults entries back as GUP does (spec 4.16), which waits
+                // for their lock.
+                drop_guards_if_blocking(&sys, &m, &mut guards, s, range(page, n), false);
+                let r = range(page, n);
+                let advice = if write {
+                    Advice::PopulateWrite
+                } else {
+                    Advice::PopulateRead
+                };
+                let proc = m.proc(s);
+                let got =
+                    proc.user
+                        .madvise(addr(r.start, 0), (r.end - r.start) * PAGE_SIZE, advice);
+                // madvise_populate() (mm/madvise.c of the 6.12 tree): pages in order,
+                // ENOMEM at the first page no VMA covers, EINVAL at one whose VMA
+                // forbids the access; the pages before it are populated.
+                let stop = r.clone().find_map(|p| match proc.access(p, write) {
+                    Ok(()) => None,
+                    Err(FaultKind::Unmapped) => Some(Errno::ENOMEM),
+                    Err(_) => Some(Errno::EINVAL),
+                });
+                prop_assert_eq!(got, stop.map_or(Ok(()), Err), "{}", ctx);
+                // Each populated page is mapped (writable after a write populate) and
+                // holds what the process reads.
+                let done: Vec<u64> = r.take_while(|&p| proc.access(p, write).is_ok()).collect();
+                for p in done {
+                    let proc = m.procs[s].as_ref().unwrap();
+                    let pfn = proc.user.translate(va(p));
+                    prop_assert!(pfn.is_some(), "{}: page {} not populated", ctx, p);
+                    if write {
+                        let writable = match proc.user.pmd_get_lockless(va(p)) {
+                            Pmd::Huge(h) => h.is_write(),
+                            _ => proc
+                                .user
+                                .pte_get_lockless(va(p))
+                                .present()
+                                .is_some_and(|e| e.is_write()),
+                        };
+                        prop_assert!(writable, "{}: page {} not writable", ctx, p);
+                    }
+                    for word in 0..WORDS {
+                        let got = sys.mem().read_u64(pfn.unwrap_or(Pfn::new(0)), word * 8);
+                        prop_assert_eq!(
+                            got,
+                            Ok(m.load(s, p, word)),
+                            "{}: page {} word {}",
+                            ctx,
+                            p,
+                            word
+                        );
+                    }
+                }
+                stats.populates += 1;
             }
             (Op::MakeExclusive { page, hold, .. }, Some(s)) => {
                 if low_memory(&sys) {
