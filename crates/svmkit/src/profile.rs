@@ -347,7 +347,7 @@ mod tests {
     /// whole-folio mapcount the oracle showed (`exclusive_checks_folio_mapcount`): a
     /// switch changed by mistake, or a preset built from the wrong base, shows here.
     #[test]
-    fn the_debian_kernels_are_the_2021_design_with_three_fixes() {
+    fn the_debian_kernels_are_the_2021_design_with_the_fixes_read_in_their_trees() {
         let e1 = Profile::linux_5_14();
         let fixes = [
             "restore_takes_folio_ref",
