@@ -214,8 +214,8 @@ fn reclaim_vs_thp_split(profile: Profile) {
 
 /// A device atomic (svm_atomic: make_device_exclusive inside its notifier section)
 /// and a CPU add race reclaim of the page: 6.15's walkers turn the entry into a swap
-/// entry (revoking the device), 5.14 cannot reclaim it (spec 4.7, 8 item 8: small folios looked unmapped, so reclaim never swapped them out); in both
-/// no update is lost.
+/// entry (revoking the device), 5.14 cannot reclaim it (spec 4.7; 8 item 8: a small
+/// folio looked unmapped, so reclaim never swapped it out); in both no update is lost.
 fn reclaim_vs_device_exclusive(profile: Profile) {
     let (sys, mm) = swap_page(profile, 0);
     let folio = folio_at(&sys, &mm, A);
