@@ -11,7 +11,7 @@
 //! `page_table_lock` (PMD) → PTE table PTL.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::folio::Folio;
 use super::mm_types::Mm;
@@ -483,18 +483,25 @@ impl Mm {
             tree.is_free(VirtAddr::new_truncate(lo), VirtAddr::new_truncate(hi))
         };
         let (start, end) = (start.raw(), end.raw().min(TASK_SIZE));
+        // Each table's words through one look-up (`table_words`), not one per entry:
+        // an exit walks every entry of the tables it reaches, nearly all empty. The
+        // words are the live ones, so an entry cleared below reads as cleared.
+        let word = |words: &[AtomicU64], i: usize| words[i].load(Ordering::SeqCst);
+        let pgd_words = self.mem.table_words(self.pgd());
         let mut g = start & !(PGDIR_SIZE - 1);
         while g < end {
             let gi = ((g / PGDIR_SIZE) & 511) as usize;
-            if let UpperEntry::Table(pud) = self.upper(self.pgd(), gi) {
+            if let UpperEntry::Table(pud) = UpperEntry::decode(word(pgd_words, gi)) {
+                let pud_words = self.mem.table_words(pud);
                 let mut u = g.max(start) & !(PUD_SIZE - 1);
                 while u < end && u < g + PGDIR_SIZE {
                     let ui = ((u / PUD_SIZE) & 511) as usize;
-                    if let UpperEntry::Table(pmd) = self.upper(pud, ui) {
+                    if let UpperEntry::Table(pmd) = UpperEntry::decode(word(pud_words, ui)) {
+                        let pmd_words = self.mem.table_words(pmd);
                         let mut m = u.max(start) & !(PMD_SIZE - 1);
                         while m < end && m < u + PUD_SIZE {
                             let mi = ((m / PMD_SIZE) & 511) as usize;
-                            if let Pmd::Table(pte) = Pmd::decode(self.mem.pt_read(pmd, mi))
+                            if let Pmd::Table(pte) = Pmd::decode(word(pmd_words, mi))
                                 && unused(m, PMD_SIZE)
                                 && self.mem.table_is_empty(pte)
                             {
@@ -611,22 +618,34 @@ impl TableVisit {
 
     /// The entries of a PMD table (level 2), decoded, with their addresses.
     pub fn pmds<'a>(&self, mem: &'a PhysMem) -> impl Iterator<Item = (VirtAddr, Pmd)> + 'a {
-        let (pfn, base, is_pmd) = (self.pfn, self.base, self.level == 2);
-        (0..PTRS_PER_TABLE).filter(move |_| is_pmd).map(move |i| {
+        // The table's words through one look-up, as in `Mm::walk_tables`.
+        let base = self.base;
+        let words: &[AtomicU64] = if self.level == 2 {
+            mem.table_words(self.pfn)
+        } else {
+            &[]
+        };
+        words.iter().enumerate().map(move |(i, w)| {
             (
                 VirtAddr::new_truncate(base + (i as u64) * PMD_SIZE),
-                Pmd::decode(mem.pt_read(pfn, i)),
+                Pmd::decode(w.load(Ordering::SeqCst)),
             )
         })
     }
 
     /// The entries of a PTE table (level 1), decoded, with their addresses.
     pub fn ptes<'a>(&self, mem: &'a PhysMem) -> impl Iterator<Item = (VirtAddr, Pte)> + 'a {
-        let (pfn, base, is_pte) = (self.pfn, self.base, self.level == 1);
-        (0..PTRS_PER_TABLE).filter(move |_| is_pte).map(move |i| {
+        // The table's words through one look-up, as in `Mm::walk_tables`.
+        let base = self.base;
+        let words: &[AtomicU64] = if self.level == 1 {
+            mem.table_words(self.pfn)
+        } else {
+            &[]
+        };
+        words.iter().enumerate().map(move |(i, w)| {
             (
                 VirtAddr::new_truncate(base + (i as u64) * crate::types::PAGE_SIZE),
-                Pte::decode(mem.pt_read(pfn, i)),
+                Pte::decode(w.load(Ordering::SeqCst)),
             )
         })
     }
