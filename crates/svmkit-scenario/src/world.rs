@@ -778,9 +778,10 @@ impl World {
                     .map_err(|e| format!("process {}: {e}", self.sc.processes[p].name))?;
             }
         }
-        let recorders: Vec<_> = lk(&self.recorders).clone();
+        // Under the lock too (no copy: this runs at every scheduling point), which
+        // only each recorder's own std lock nests in.
         let open = self.open_ranges.load(Ordering::Relaxed)
-            + recorders
+            + lk(&self.recorders)
                 .iter()
                 .flatten()
                 .map(|r| r.open_ranges())

@@ -46,11 +46,16 @@ pub const MAX_PAGE_ORDER: u32 = 9;
 pub const NR_PAGE_ORDERS: usize = MAX_PAGE_ORDER as usize + 1;
 /// The most frames a model may have (64 GiB of simulated memory).
 const MAX_FRAMES: u64 = 1 << 24;
-/// Frame contents are allocated in chunks of this many frames (2 MiB), each on its
-/// first access: one zeroed allocation of the whole memory is refused by Linux's
-/// heuristic overcommit once it exceeds the host's RAM (a 64 GiB model on a 24 GiB
-/// machine), while untouched chunks cost nothing this way.
-const CHUNK_FRAMES: usize = 512;
+/// Frame contents are allocated in chunks, each on its first access: one zeroed
+/// allocation of the whole memory is refused by Linux's heuristic overcommit once it
+/// exceeds the host's RAM (a 64 GiB model on a 24 GiB machine), while untouched chunks
+/// cost nothing this way. A chunk is at least this many frames (64 KiB): a small model
+/// (a scenario's 64 frames, built afresh for every explored schedule) touches a few
+/// frames, and zeroing a larger first chunk was a twentieth of a schedule's time.
+const MIN_CHUNK_FRAMES: usize = 16;
+/// At most this many chunks (so at least 512 frames, 2 MiB, per chunk at 2^24 frames):
+/// the chunk table is built eagerly, and a 64 GiB model keeps it at 768 KiB.
+const MAX_CHUNKS: usize = 1 << 15;
 /// Frame number of the shared zero page.
 const ZERO_PFN: Pfn = Pfn::new(0);
 
@@ -157,9 +162,11 @@ struct FreeArea {
 /// Linux: `mem_map[]` plus one zone's buddy allocator.
 pub struct PhysMem {
     nr_frames: u64,
-    /// Frame contents, [`CHUNK_FRAMES`] frames per chunk, allocated zeroed on first
+    /// Frame contents, `1 << chunk_shift` frames per chunk, allocated zeroed on first
     /// access (a never-accessed chunk reads as zeroes either way).
     chunks: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    /// log2 of the frames per chunk (see [`MIN_CHUNK_FRAMES`] and [`MAX_CHUNKS`]).
+    chunk_shift: u32,
     pages: Box<[Page]>,
     /// Linux: `zone->lock`.
     free_area: Mutex<FreeArea>,
@@ -202,8 +209,13 @@ impl PhysMem {
         let n = config.frames;
         // Zeroed allocations: the OS hands out zero pages lazily, so untouched frames
         // cost no memory and no time (a frame's words and a free Page are all zero);
-        // the contents are allocated per chunk on first access (see CHUNK_FRAMES).
-        let chunks = (0..(n as usize).div_ceil(CHUNK_FRAMES))
+        // the contents are allocated per chunk on first access (see MIN_CHUNK_FRAMES).
+        let chunk_frames = (n as usize)
+            .div_ceil(MAX_CHUNKS)
+            .next_power_of_two()
+            .max(MIN_CHUNK_FRAMES);
+        let chunk_shift = chunk_frames.trailing_zeros();
+        let chunks = (0..(n as usize).div_ceil(chunk_frames))
             .map(|_| OnceLock::new())
             .collect();
         let pages = bytemuck::allocation::zeroed_slice_box::<Page>(n as usize);
@@ -213,6 +225,7 @@ impl PhysMem {
         let mem = PhysMem {
             nr_frames: n,
             chunks,
+            chunk_shift,
             pages,
             free_area: Mutex::new(FreeArea {
                 lists: std::array::from_fn(|o| FreeList::new((n >> o) + 1)),
@@ -565,14 +578,14 @@ impl PhysMem {
     /// Callers have checked `pfn` (a frame never spans two chunks).
     #[inline]
     fn frame(&self, pfn: usize) -> &[AtomicU64] {
-        let chunk = self.chunks[pfn / CHUNK_FRAMES].get_or_init(|| {
-            // The last chunk holds only the frames that exist: a 64-frame model (a
-            // scenario's, built once per explored schedule) allocates 256 KiB, not 2 MiB.
-            let first = pfn / CHUNK_FRAMES * CHUNK_FRAMES;
-            let frames = (self.nr_frames as usize - first).min(CHUNK_FRAMES);
+        let shift = self.chunk_shift;
+        let chunk = self.chunks[pfn >> shift].get_or_init(|| {
+            // The last chunk holds only the frames that exist.
+            let first = pfn >> shift << shift;
+            let frames = (self.nr_frames as usize - first).min(1 << shift);
             bytemuck::allocation::zeroed_slice_box::<AtomicU64>(frames * WORDS_PER_PAGE)
         });
-        let base = (pfn % CHUNK_FRAMES) * WORDS_PER_PAGE;
+        let base = (pfn & ((1 << shift) - 1)) * WORDS_PER_PAGE;
         &chunk[base..base + WORDS_PER_PAGE]
     }
 
@@ -718,6 +731,14 @@ impl PhysMem {
     }
 
     fn clear_frame(&self, pfn: Pfn) {
+        // A chunk never accessed reads as zeroes already: clearing it would only
+        // allocate it (every page table is allocated zeroed).
+        if self.chunks[pfn.raw() as usize >> self.chunk_shift]
+            .get()
+            .is_none()
+        {
+            return;
+        }
         // Relaxed for the same reason as in `copy_page`: a fresh frame becomes visible
         // only through a later, ordered publication.
         for w in self.frame(pfn.raw() as usize) {

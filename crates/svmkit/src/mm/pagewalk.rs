@@ -11,7 +11,7 @@
 //! `page_table_lock` (PMD) → PTE table PTL.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::folio::Folio;
 use super::mm_types::Mm;
@@ -488,49 +488,72 @@ impl Mm {
             tree.is_free(VirtAddr::new_truncate(lo), VirtAddr::new_truncate(hi))
         };
         let (start, end) = (start.raw(), end.raw().min(TASK_SIZE));
-        let mut g = start & !(PGDIR_SIZE - 1);
-        while g < end {
-            let gi = ((g / PGDIR_SIZE) & 511) as usize;
-            if let UpperEntry::Table(pud) = self.upper(self.pgd(), gi) {
-                let mut u = g.max(start) & !(PUD_SIZE - 1);
-                while u < end && u < g + PGDIR_SIZE {
-                    let ui = ((u / PUD_SIZE) & 511) as usize;
-                    if let UpperEntry::Table(pmd) = self.upper(pud, ui) {
-                        let mut m = u.max(start) & !(PMD_SIZE - 1);
-                        while m < end && m < u + PUD_SIZE {
-                            let mi = ((m / PMD_SIZE) & 511) as usize;
-                            if let Pmd::Table(pte) = Pmd::decode(self.mem.pt_read(pmd, mi))
-                                && unused(m, PMD_SIZE)
-                                && self.mem.table_is_empty(pte)
-                            {
-                                let _ptl = self.page_table_lock();
-                                self.set_pmd(
-                                    PmdSlot {
-                                        table: pmd,
-                                        idx: mi,
-                                    },
-                                    VirtAddr::new_truncate(m),
-                                    Pmd::None,
-                                );
-                                self.mem.pgtable_free(pte);
-                            }
-                            m += PMD_SIZE;
-                        }
-                        if unused(u, PUD_SIZE) && self.mem.table_is_empty(pmd) {
-                            let _ptl = self.page_table_lock();
-                            self.mem.pt_write(pud, ui, 0);
-                            self.mem.pgtable_free(pmd);
-                        }
+        // The indices of a table at `base` whose entries (of `size` bytes each)
+        // overlap `[start, end)`.
+        let span = |base: u64, size: u64| {
+            let lo = ((start.max(base) - base) / size) as usize;
+            let hi = if end > base {
+                (end - base).div_ceil(size).min(PTRS_PER_TABLE as u64) as usize
+            } else {
+                0
+            };
+            (lo, hi)
+        };
+        // Each table's words through one look-up (`table_words`), and its empty
+        // entries skipped by `next_nonzero`: an exit reaches every entry of its tables,
+        // nearly all empty. Each word is read when the walk gets to it, so an entry
+        // cleared or filled meanwhile reads as it is then.
+        let pgd_words = self.mem.table_words(self.pgd());
+        let (glo, ghi) = span(0, PGDIR_SIZE);
+        let mut gnext = glo;
+        while let Some((gi, graw)) = next_nonzero(pgd_words, gnext, ghi) {
+            gnext = gi + 1;
+            let UpperEntry::Table(pud) = UpperEntry::decode(graw) else {
+                continue;
+            };
+            let g = gi as u64 * PGDIR_SIZE;
+            let pud_words = self.mem.table_words(pud);
+            let (ulo, uhi) = span(g, PUD_SIZE);
+            let mut unext = ulo;
+            while let Some((ui, uraw)) = next_nonzero(pud_words, unext, uhi) {
+                unext = ui + 1;
+                let UpperEntry::Table(pmd) = UpperEntry::decode(uraw) else {
+                    continue;
+                };
+                let u = g + ui as u64 * PUD_SIZE;
+                let pmd_words = self.mem.table_words(pmd);
+                let (mlo, mhi) = span(u, PMD_SIZE);
+                let mut mnext = mlo;
+                while let Some((mi, mraw)) = next_nonzero(pmd_words, mnext, mhi) {
+                    mnext = mi + 1;
+                    let m = u + mi as u64 * PMD_SIZE;
+                    if let Pmd::Table(pte) = Pmd::decode(mraw)
+                        && unused(m, PMD_SIZE)
+                        && self.mem.table_is_empty(pte)
+                    {
+                        let _ptl = self.page_table_lock();
+                        self.set_pmd(
+                            PmdSlot {
+                                table: pmd,
+                                idx: mi,
+                            },
+                            VirtAddr::new_truncate(m),
+                            Pmd::None,
+                        );
+                        self.mem.pgtable_free(pte);
                     }
-                    u += PUD_SIZE;
                 }
-                if unused(g, PGDIR_SIZE) && self.mem.table_is_empty(pud) {
+                if unused(u, PUD_SIZE) && self.mem.table_is_empty(pmd) {
                     let _ptl = self.page_table_lock();
-                    self.mem.pt_write(self.pgd(), gi, 0);
-                    self.mem.pgtable_free(pud);
+                    self.mem.pt_write(pud, ui, 0);
+                    self.mem.pgtable_free(pmd);
                 }
             }
-            g += PGDIR_SIZE;
+            if unused(g, PGDIR_SIZE) && self.mem.table_is_empty(pud) {
+                let _ptl = self.page_table_lock();
+                self.mem.pt_write(self.pgd(), gi, 0);
+                self.mem.pgtable_free(pud);
+            }
         }
     }
 
@@ -550,14 +573,9 @@ impl Mm {
             pfn: self.pgd(),
             base: 0,
         });
-        // Each table's words read through one look-up (`table_words`).
-        let entries = |table: Pfn| {
-            self.mem
-                .table_words(table)
-                .iter()
-                .map(|w| w.load(Ordering::SeqCst))
-                .enumerate()
-        };
+        // Each table's words read through one look-up (`table_words`), its empty
+        // entries skipped eight at a time (`nonzero_words`).
+        let entries = |table: Pfn| nonzero_words(self.mem.table_words(table));
         for (gi, raw) in entries(self.pgd()) {
             let UpperEntry::Table(pud) = UpperEntry::decode(raw) else {
                 continue;
@@ -614,25 +632,69 @@ impl TableVisit {
         }
     }
 
-    /// The entries of a PMD table (level 2), decoded, with their addresses.
+    /// The entries of a PMD table (level 2) that are not empty, decoded, with their
+    /// addresses.
     pub fn pmds<'a>(&self, mem: &'a PhysMem) -> impl Iterator<Item = (VirtAddr, Pmd)> + 'a {
-        let (pfn, base, is_pmd) = (self.pfn, self.base, self.level == 2);
-        (0..PTRS_PER_TABLE).filter(move |_| is_pmd).map(move |i| {
+        // The table's words through one look-up, as in `Mm::walk_tables`.
+        let base = self.base;
+        let words: &[AtomicU64] = if self.level == 2 {
+            mem.table_words(self.pfn)
+        } else {
+            &[]
+        };
+        nonzero_words(words).map(move |(i, raw)| {
             (
                 VirtAddr::new_truncate(base + (i as u64) * PMD_SIZE),
-                Pmd::decode(mem.pt_read(pfn, i)),
+                Pmd::decode(raw),
             )
         })
     }
 
-    /// The entries of a PTE table (level 1), decoded, with their addresses.
+    /// The entries of a PTE table (level 1) that are not empty, decoded, with their
+    /// addresses.
     pub fn ptes<'a>(&self, mem: &'a PhysMem) -> impl Iterator<Item = (VirtAddr, Pte)> + 'a {
-        let (pfn, base, is_pte) = (self.pfn, self.base, self.level == 1);
-        (0..PTRS_PER_TABLE).filter(move |_| is_pte).map(move |i| {
+        // The table's words through one look-up, as in `Mm::walk_tables`.
+        let base = self.base;
+        let words: &[AtomicU64] = if self.level == 1 {
+            mem.table_words(self.pfn)
+        } else {
+            &[]
+        };
+        nonzero_words(words).map(move |(i, raw)| {
             (
                 VirtAddr::new_truncate(base + (i as u64) * crate::types::PAGE_SIZE),
-                Pte::decode(mem.pt_read(pfn, i)),
+                Pte::decode(raw),
             )
         })
     }
+}
+
+/// The first index in `from..to` whose word is not zero, with the word. The word of
+/// each entry is read when the scan reaches it, as an entry-by-entry walk reads it.
+fn next_nonzero(words: &[AtomicU64], from: usize, to: usize) -> Option<(usize, u64)> {
+    (from..to).find_map(|i| {
+        let raw = words[i].load(Ordering::SeqCst);
+        (raw != 0).then_some((i, raw))
+    })
+}
+
+/// The words of a table that are not zero, with their indices, in order (an empty
+/// entry is a zero word at every level). Eight words are read and tested at once:
+/// a model's tables are nearly all empty, and the checker reads every word of each.
+/// For lockless walks, which read the words of a block together.
+fn nonzero_words(words: &[AtomicU64]) -> impl Iterator<Item = (usize, u64)> + '_ {
+    words.chunks(8).enumerate().flat_map(|(c, block)| {
+        let mut raw = [0u64; 8];
+        let mut any = 0;
+        for (r, w) in raw.iter_mut().zip(block) {
+            *r = w.load(Ordering::SeqCst);
+            any |= *r;
+        }
+        let n = if any == 0 { 0 } else { block.len() };
+        raw.into_iter()
+            .take(n)
+            .enumerate()
+            .filter(|&(_, r)| r != 0)
+            .map(move |(i, r)| (c * 8 + i, r))
+    })
 }
