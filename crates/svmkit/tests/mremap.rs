@@ -12,9 +12,7 @@ mod common;
 
 use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
 use svmkit::mm::mmu_notifier::{MmuNotifierEvent, NotifierCallKind, RecordingNotifier};
-use svmkit::mm::{
-    Advice, MmUser, MremapFlags, PMD_SIZE, Pte, PteFlags, ThpMode,
-};
+use svmkit::mm::{Advice, MmUser, MremapFlags, PMD_SIZE, Pte, PteFlags, ThpMode};
 use svmkit::sync::Arc;
 use svmkit::task::Task;
 use svmkit::{Errno, Profile, System};
@@ -66,12 +64,18 @@ fn mremap_shrink_unmaps_the_tail_in_place() {
         let (sys, mm) = system(profile, 256);
         mm.mmap(BASE, 4 * P, RW, FIXED).unwrap();
         fill(&mm, BASE, 4, 10);
-        assert_eq!(mm.mremap(BASE, 4 * P, 2 * P, MremapFlags::empty(), 0), Ok(BASE));
+        assert_eq!(
+            mm.mremap(BASE, 4 * P, 2 * P, MremapFlags::empty(), 0),
+            Ok(BASE)
+        );
         assert_eq!(vmas(&mm), vec![(BASE, BASE + 2 * P)]);
         assert!(matches!(mm.pte_get_lockless(va(BASE + 2 * P)), Pte::None));
         assert_eq!(expect_values(&mm, BASE, 2, 10), 0);
         // Same size: nothing happens (mremap.c).
-        assert_eq!(mm.mremap(BASE, 2 * P, 2 * P, MremapFlags::empty(), 0), Ok(BASE));
+        assert_eq!(
+            mm.mremap(BASE, 2 * P, 2 * P, MremapFlags::empty(), 0),
+            Ok(BASE)
+        );
         checked(&sys);
     });
 }
@@ -84,7 +88,10 @@ fn mremap_grows_in_place_when_the_next_range_is_free() {
         mm.mmap(BASE, 2 * P, RW, FIXED).unwrap();
         fill(&mm, BASE, 2, 20);
         let pfn = mm.translate(va(BASE)).unwrap();
-        assert_eq!(mm.mremap(BASE, 2 * P, 4 * P, MremapFlags::empty(), 0), Ok(BASE));
+        assert_eq!(
+            mm.mremap(BASE, 2 * P, 4 * P, MremapFlags::empty(), 0),
+            Ok(BASE)
+        );
         assert_eq!(vmas(&mm), vec![(BASE, BASE + 4 * P)]);
         assert_eq!(mm.translate(va(BASE)), Some(pfn));
         assert_eq!(expect_values(&mm, BASE, 2, 20), 0);
@@ -99,7 +106,8 @@ fn mremap_grow_blocked_needs_maymove_and_then_moves() {
         let (sys, mm) = system(profile, 256);
         mm.mmap(BASE, 2 * P, RW, FIXED).unwrap();
         mm.mmap(BASE + 2 * P, P, RW, FIXED).unwrap();
-        mm.mprotect(BASE + 2 * P, P, svmkit::mm::Prot::READ).unwrap();
+        mm.mprotect(BASE + 2 * P, P, svmkit::mm::Prot::READ)
+            .unwrap();
         fill(&mm, BASE, 2, 40);
         let pfns: Vec<_> = (0..2).map(|i| mm.translate(va(BASE + i * P))).collect();
         // mremap.c: no room and no MAYMOVE → ENOMEM, nothing changed.
@@ -130,7 +138,11 @@ fn mremap_grow_blocked_needs_maymove_and_then_moves() {
             starts.first(),
             Some(&(MmuNotifierEvent::Unmap, BASE, BASE + 2 * P))
         );
-        assert!(starts.iter().all(|&(e, s, _)| e == MmuNotifierEvent::Unmap && s == BASE));
+        assert!(
+            starts
+                .iter()
+                .all(|&(e, s, _)| e == MmuNotifierEvent::Unmap && s == BASE)
+        );
         // derived (move_soft_dirty_pte()): moved PTEs are soft-dirty.
         let pte = mm.pte_get_lockless(va(to)).present().unwrap();
         assert!(pte.flags.contains(PteFlags::SOFT_DIRTY));
@@ -155,7 +167,10 @@ fn mremap_fixed_replaces_the_target_and_moves_values() {
         fill(&mm, BASE, 3, 60);
         fill(&mm, TO, 8, 70);
         // mremap.c mremap_to(): the target is unmapped first, then the move.
-        assert_eq!(mm.mremap(BASE, 3 * P, 3 * P, MOVE_FIXED, TO + P), Ok(TO + P));
+        assert_eq!(
+            mm.mremap(BASE, 3 * P, 3 * P, MOVE_FIXED, TO + P),
+            Ok(TO + P)
+        );
         assert_eq!(
             vmas(&mm),
             vec![(TO, TO + P), (TO + P, TO + 4 * P), (TO + 4 * P, TO + 8 * P)]
@@ -175,26 +190,39 @@ fn mremap_fixed_replaces_the_target_and_moves_values() {
 fn mremap_errors_follow_linux() {
     let (sys, mm) = system(Profile::linux_6_15(), 256);
     mm.mmap(BASE, 4 * P, RW, FIXED).unwrap();
-    mm.mmap(BASE + 4 * P, 4 * P, svmkit::mm::Prot::READ, FIXED).unwrap();
+    mm.mmap(BASE + 4 * P, 4 * P, svmkit::mm::Prot::READ, FIXED)
+        .unwrap();
     let e = |a, ol, nl, f, na| mm.mremap(a, ol, nl, f, na);
     // mremap.c, in its order.
-    assert_eq!(e(BASE, P, P, MremapFlags::from_bits_retain(8), 0), Err(Errno::EINVAL));
+    assert_eq!(
+        e(BASE, P, P, MremapFlags::from_bits_retain(8), 0),
+        Err(Errno::EINVAL)
+    );
     assert_eq!(e(BASE, P, P, MremapFlags::FIXED, TO), Err(Errno::EINVAL));
     assert_eq!(
         e(BASE, P, 2 * P, MremapFlags::DONTUNMAP | MAYMOVE, TO),
         Err(Errno::EINVAL)
     );
     // Not modelled (module notes): DONTUNMAP is EINVAL even when Linux accepts it.
-    assert_eq!(e(BASE, P, P, MremapFlags::DONTUNMAP | MAYMOVE, 0), Err(Errno::EINVAL));
+    assert_eq!(
+        e(BASE, P, P, MremapFlags::DONTUNMAP | MAYMOVE, 0),
+        Err(Errno::EINVAL)
+    );
     assert_eq!(e(BASE + 1, P, P, MAYMOVE, 0), Err(Errno::EINVAL));
     assert_eq!(e(BASE, P, 0, MAYMOVE, 0), Err(Errno::EINVAL));
     assert_eq!(e(BASE, P, u64::MAX, MAYMOVE, 0), Err(Errno::EINVAL));
     assert_eq!(e(BASE - P, P, 2 * P, MAYMOVE, 0), Err(Errno::EFAULT));
-    assert_eq!(e(u64::MAX & !(P - 1), P, 2 * P, MAYMOVE, 0), Err(Errno::EFAULT));
+    assert_eq!(
+        e(u64::MAX & !(P - 1), P, 2 * P, MAYMOVE, 0),
+        Err(Errno::EFAULT)
+    );
     assert_eq!(e(BASE, P, P, MOVE_FIXED, TO + 1), Err(Errno::EINVAL));
     assert_eq!(e(BASE, P, P, MOVE_FIXED, u64::MAX - P), Err(Errno::EINVAL));
     // Overlapping FIXED ranges.
-    assert_eq!(e(BASE, 2 * P, 2 * P, MOVE_FIXED, BASE + P), Err(Errno::EINVAL));
+    assert_eq!(
+        e(BASE, 2 * P, 2 * P, MOVE_FIXED, BASE + P),
+        Err(Errno::EINVAL)
+    );
     // The old range crosses its VMA's end (growth, or a FIXED move).
     assert_eq!(e(BASE, 6 * P, 8 * P, MAYMOVE, 0), Err(Errno::EFAULT));
     assert_eq!(e(BASE, 6 * P, 6 * P, MOVE_FIXED, TO), Err(Errno::EFAULT));
@@ -229,7 +257,12 @@ fn mremap_moves_an_aligned_thp_as_a_pmd() {
         assert_eq!(mm.mremap(BASE, PMD_SIZE, PMD_SIZE, MOVE_FIXED, TO), Ok(TO));
         assert!(mm.pmd_is_huge(va(TO)));
         assert_eq!(mm.translate(va(TO)), Some(head));
-        assert_eq!(mm.stats().thp_split_pmds.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(
+            mm.stats()
+                .thp_split_pmds
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
         assert!(mm.deposited_tables().iter().any(|&(a, _)| a == TO));
         assert_eq!(mm.read_u64(TO + 8).unwrap(), 0xa0);
         assert_eq!(mm.read_u64(TO + 5 * P + 8).unwrap(), 0xa5);
@@ -243,7 +276,10 @@ fn mremap_splits_a_thp_that_moves_unaligned() {
     both(|profile| {
         let (sys, mm) = thp_system(profile);
         let head = mm.translate(va(BASE)).unwrap();
-        assert_eq!(mm.mremap(BASE, PMD_SIZE, PMD_SIZE, MOVE_FIXED, TO + P), Ok(TO + P));
+        assert_eq!(
+            mm.mremap(BASE, PMD_SIZE, PMD_SIZE, MOVE_FIXED, TO + P),
+            Ok(TO + P)
+        );
         assert!(!mm.pmd_is_huge(va(TO)));
         assert_eq!(mm.translate(va(TO + P)), Some(head));
         assert_eq!(mm.read_u64(TO + P + 8).unwrap(), 0xa0);
@@ -251,14 +287,23 @@ fn mremap_splits_a_thp_that_moves_unaligned() {
         checked(&sys);
         // Part of a THP: split, the moved part and the rest both keep their data.
         let (sys, mm) = thp_system(profile);
-        assert_eq!(mm.mremap(BASE + 4 * P, 4 * P, 4 * P, MOVE_FIXED, TO), Ok(TO));
+        assert_eq!(
+            mm.mremap(BASE + 4 * P, 4 * P, 4 * P, MOVE_FIXED, TO),
+            Ok(TO)
+        );
         assert_eq!(mm.read_u64(TO + P + 8).unwrap(), 0xa5);
         assert_eq!(mm.read_u64(BASE + 8).unwrap(), 0xa0);
         checked(&sys);
     });
 }
 
-fn dcmd(dm: &Dmirror, req: DmirrorIoctl, addr: u64, npages: u64, buf: &mut [u8]) -> Result<HmmDmirrorCmd, Errno> {
+fn dcmd(
+    dm: &Dmirror,
+    req: DmirrorIoctl,
+    addr: u64,
+    npages: u64,
+    buf: &mut [u8],
+) -> Result<HmmDmirrorCmd, Errno> {
     let mut c = HmmDmirrorCmd {
         addr,
         npages,
@@ -275,7 +320,9 @@ fn mremap_moves_device_exclusive_entries_and_revokes_the_device() {
         let dm = Dmirror::open(&mm).unwrap();
         mm.mmap(BASE, 2 * P, RW, FIXED).unwrap();
         fill(&mm, BASE, 2, 0x100);
-        let pfns: Vec<_> = (0..2).map(|i| mm.translate(va(BASE + i * P)).unwrap()).collect();
+        let pfns: Vec<_> = (0..2)
+            .map(|i| mm.translate(va(BASE + i * P)).unwrap())
+            .collect();
         let mut mirror = vec![0u8; 2 * P as usize];
         let c = dcmd(&dm, DmirrorIoctl::Exclusive, BASE, 2, &mut mirror).unwrap();
         assert_eq!(c.cpages, 2);

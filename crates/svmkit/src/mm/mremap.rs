@@ -209,7 +209,10 @@ impl MmUser {
             return Err(Errno::ENOMEM);
         }
         if hint != 0 && hint <= TASK_SIZE - len {
-            let (s, e) = (VirtAddr::new_truncate(hint), VirtAddr::new_truncate(hint + len));
+            let (s, e) = (
+                VirtAddr::new_truncate(hint),
+                VirtAddr::new_truncate(hint + len),
+            );
             if tree.is_free(s, e) {
                 return Ok(s);
             }
