@@ -54,13 +54,20 @@ fn mremap_races_cpu_and_device_in(profile: Profile) {
             let mm = mm.clone();
             thread::spawn(move || {
                 let flags = MremapFlags::MAYMOVE | MremapFlags::FIXED;
-                assert_eq!(mm.mremap(A, 2 * PAGE_SIZE, 2 * PAGE_SIZE, flags, TO), Ok(TO));
+                assert_eq!(
+                    mm.mremap(A, 2 * PAGE_SIZE, 2 * PAGE_SIZE, flags, TO),
+                    Ok(TO)
+                );
             })
         };
         cpu.join().unwrap();
         driver.join().unwrap();
         mover.join().unwrap();
-        assert_eq!(mm.read_u64(TO).unwrap(), INCREMENTS, "an increment was lost");
+        assert_eq!(
+            mm.read_u64(TO).unwrap(),
+            INCREMENTS,
+            "an increment was lost"
+        );
         assert_eq!(mm.read_u64(TO + PAGE_SIZE).unwrap(), 7);
         assert!(mm.read_u64(A).is_err(), "the old range is unmapped");
         checked(&sys);
