@@ -134,6 +134,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::FetchAdd { .. } => "fetch_add",
         Op::Mmap { .. } => "mmap",
         Op::Munmap { .. } => "munmap",
+        Op::Mremap { .. } => "mremap",
         Op::Mprotect { .. } => "mprotect",
         Op::Madvise { .. } => "madvise",
         Op::Fork { .. } => "fork",
@@ -600,6 +601,7 @@ impl Run<'_> {
             | Op::Fill { at, .. }
             | Op::Touch { at, .. }
             | Op::Compare { at, .. } => self.resolve(at),
+            Op::Mremap { at, to, .. } => self.resolve(to.as_ref().unwrap_or(at)),
             Op::Mmap { map } => self.map_at[*map],
             _ => None,
         }
@@ -617,6 +619,19 @@ impl Run<'_> {
             Op::FetchAdd { at, value } => format!("fetch_add {} += {value}", a(at)),
             Op::Mmap { map } => format!("mmap {}", self.sc.maps[*map].name),
             Op::Munmap { at, len } => format!("munmap {} len {len:#x}", a(at)),
+            Op::Mremap {
+                at,
+                len,
+                new_len,
+                to,
+                flags,
+            } => format!(
+                "mremap {} len {len:#x} new_len {new_len:#x}{} {flags:?}",
+                a(at),
+                to.as_ref()
+                    .map(|t| format!(" to {}", a(t)))
+                    .unwrap_or_default()
+            ),
             Op::Mprotect { at, len, prot } => format!("mprotect {} len {len:#x} {prot:?}", a(at)),
             Op::Madvise { at, len, advice } => {
                 format!("madvise {} len {len:#x} {advice:?}", a(at))
@@ -1114,6 +1129,26 @@ impl Run<'_> {
             Op::Munmap { at, len } => sys::munmap(addr(self, at)?, *len)
                 .map(|()| None)
                 .map_err(errno_name),
+            Op::Mremap {
+                at,
+                len,
+                new_len,
+                to,
+                flags,
+            } => {
+                let old = addr(self, at)?;
+                let new_addr = match to {
+                    Some(t) => addr(self, t)?,
+                    None => 0,
+                };
+                let r =
+                    sys::mremap(old, *len, *new_len, flags.bits(), new_addr).map_err(errno_name)?;
+                // As the model's world: the mapping's name follows a move of its start.
+                if let (Some(m), 0) = (at.map, at.offset) {
+                    self.map_at[m] = Some(r);
+                }
+                Ok(Some(r))
+            }
             Op::Mprotect { at, len, prot } => sys::mprotect(addr(self, at)?, *len, prot.bits())
                 .map(|()| None)
                 .map_err(errno_name),
@@ -1350,7 +1385,7 @@ impl Run<'_> {
             ));
         }
         let result = match (&step.op, &r) {
-            (Op::Mmap { .. }, Ok(Some(v))) => format!("= {v:#x}"),
+            (Op::Mmap { .. } | Op::Mremap { .. }, Ok(Some(v))) => format!("= {v:#x}"),
             _ => result_text(&r),
         };
         StepRecord {

@@ -127,6 +127,37 @@ pub fn munmap(at: u64, len: u64) -> Result<(), Errno> {
     unsafe { rustix::mm::munmap(at as usize as *mut c_void, len as usize) }.map_err(errno)
 }
 
+/// `mremap(at, old_len, new_len, flags, new_addr)` with Linux's flag bits
+/// (`MREMAP_FIXED` = 2 selects `mremap_fixed`); returns the mapping's address.
+pub fn mremap(
+    at: u64,
+    old_len: u64,
+    new_len: u64,
+    flags: u32,
+    new_addr: u64,
+) -> Result<u64, Errno> {
+    const FIXED: u32 = 2;
+    let f = rustix::mm::MremapFlags::from_bits_retain(flags & !FIXED);
+    let old = at as usize as *mut c_void;
+    // SAFETY: as munmap: the addresses are the scenario's (old and new), no Rust
+    // reference points into a scenario mapping, and a FIXED target replaces only what
+    // the scenario mapped there.
+    let r = unsafe {
+        if flags & FIXED != 0 {
+            rustix::mm::mremap_fixed(
+                old,
+                old_len as usize,
+                new_len as usize,
+                f,
+                new_addr as usize as *mut c_void,
+            )
+        } else {
+            rustix::mm::mremap(old, old_len as usize, new_len as usize, f)
+        }
+    };
+    r.map(|p| p as u64).map_err(errno)
+}
+
 /// `mprotect(at, len, prot)`.
 pub fn mprotect(at: u64, len: u64, prot: u32) -> Result<(), Errno> {
     let mut p = MprotectFlags::empty();

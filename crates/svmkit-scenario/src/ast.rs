@@ -283,6 +283,20 @@ pub enum Op {
         /// Length in bytes.
         len: u64,
     },
+    /// `mremap`. When `at` names a mapping's start (no offset) and the call
+    /// succeeds, the name follows the mapping to the address mremap returned.
+    Mremap {
+        /// The old address.
+        at: Addr,
+        /// Old length in bytes.
+        len: u64,
+        /// New length in bytes.
+        new_len: u64,
+        /// The new address (`new_addr`, used with FIXED; 0 when absent).
+        to: Option<Addr>,
+        /// The flags.
+        flags: svmkit::mm::MremapFlags,
+    },
     /// `mprotect`.
     Mprotect {
         /// The address (a page address for page operations).

@@ -460,6 +460,37 @@ fn prot_of(cx: &mut Ctx, n: &Node) -> Option<Prot> {
     Some(p)
 }
 
+const MREMAP_FLAGS: [(&str, svmkit::mm::MremapFlags); 3] = [
+    ("maymove", svmkit::mm::MremapFlags::MAYMOVE),
+    ("fixed", svmkit::mm::MremapFlags::FIXED),
+    ("dontunmap", svmkit::mm::MremapFlags::DONTUNMAP),
+];
+
+/// `"maymove|fixed"`: flag names joined by `|` (`""` or `"none"` for no flags).
+fn mremap_flags_of(cx: &mut Ctx, n: &Node) -> Option<svmkit::mm::MremapFlags> {
+    let s = cx.want_str(n, "flags")?;
+    let mut f = svmkit::mm::MremapFlags::empty();
+    if s.trim().is_empty() || s.trim() == "none" {
+        return Some(f);
+    }
+    for part in s.split('|').map(str::trim) {
+        match MREMAP_FLAGS.iter().find(|(k, _)| *k == part) {
+            Some((_, v)) => f |= *v,
+            None => {
+                let mut p = Problem::new(n.span, format!("unknown mremap flag `{part}`"))
+                    .label("unknown flag");
+                p = match did_you_mean(part, MREMAP_FLAGS.iter().map(|a| a.0)) {
+                    Some(h) => p.help(h),
+                    None => p.help("mremap flags: maymove, fixed, dontunmap, joined by `|`"),
+                };
+                cx.err(p);
+                return None;
+            }
+        }
+    }
+    Some(f)
+}
+
 const ADVICE: [(&str, Advice); 6] = [
     ("dontneed", Advice::DontNeed),
     ("hugepage", Advice::HugePage),
@@ -616,6 +647,7 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("mmap", &["name", "at", "len", "prot", "shared", "advice"]),
     ("munmap", &["at", "len"]),
     ("mprotect", &["at", "len", "prot"]),
+    ("mremap", &["at", "len", "new_len", "to", "flags"]),
     ("madvise", &["at", "len", "advice"]),
     ("fork", &["child"]),
     ("exit", &["process"]),
@@ -1645,7 +1677,8 @@ fn outcome(cx: &mut Ctx, t: &mut Tbl<'_>) -> PerEra<Outcome> {
 
 /// Steps with an address of their own (what `expect_pte`, `expect_refcount` and
 /// `expect_mapcount` look at when they give no `at`).
-const ADDRESSED_STEPS: [&str; 21] = [
+const ADDRESSED_STEPS: [&str; 22] = [
+    "mremap",
     "read",
     "write",
     "fetch_add",
@@ -1984,6 +2017,33 @@ fn step(
             let a = at(cx, &mut t);
             let l = len(cx, &mut t);
             a.zip(l).map(|(at, len)| Op::Munmap { at, len })
+        }
+        "mremap" => {
+            process_only(cx);
+            let a = at(cx, &mut t);
+            let l = len(cx, &mut t);
+            let nl = t
+                .require(cx, "new_len")
+                .and_then(|v| cx.want_len(v, "new_len"));
+            let to = match t.get("to") {
+                Some(v) => names.addr(cx, v).map(Some),
+                None => Some(None),
+            };
+            let f = t
+                .get("flags")
+                .map_or(Some(svmkit::mm::MremapFlags::empty()), |v| {
+                    mremap_flags_of(cx, v)
+                });
+            match (a, l, nl, to, f) {
+                (Some(at), Some(len), Some(new_len), Some(to), Some(flags)) => Some(Op::Mremap {
+                    at,
+                    len,
+                    new_len,
+                    to,
+                    flags,
+                }),
+                _ => None,
+            }
         }
         "mprotect" => {
             process_only(cx);

@@ -348,6 +348,20 @@ impl World {
             Op::Mmap { map } => format!("mmap {}", self.sc.maps[*map].name),
             Op::Munmap { at, len } => format!("munmap {} len {len:#x}", a(at)),
             Op::Mprotect { at, len, prot } => format!("mprotect {} len {len:#x} {prot:?}", a(at)),
+            Op::Mremap {
+                at,
+                len,
+                new_len,
+                to,
+                flags,
+            } => format!(
+                "mremap {} len {len:#x} new_len {new_len:#x}{} {flags:?}",
+                a(at),
+                to.as_ref()
+                    .map(|t| format!(" to {}", a(t)))
+                    .unwrap_or_default()
+            ),
+
             Op::Madvise { at, len, advice } => format!("madvise {} len {len:#x} {advice:?}", a(at)),
             Op::Fork { child } => format!("fork -> {}", self.sc.processes[*child].name),
             Op::Exit { process } => format!("exit {}", self.sc.processes[*process].name),
@@ -494,6 +508,25 @@ impl World {
             Op::Mmap { map } => self.map(*map).map(Some),
             Op::Munmap { at, len } => {
                 Ok(self.mm(p)?.munmap(addr(self, at)?, *len).map(|()| None)?)
+            }
+            Op::Mremap {
+                at,
+                len,
+                new_len,
+                to,
+                flags,
+            } => {
+                let old = addr(self, at)?;
+                let new_addr = match to {
+                    Some(t) => addr(self, t)?,
+                    None => 0,
+                };
+                let r = self.mm(p)?.mremap(old, *len, *new_len, *flags, new_addr)?;
+                // The mapping's name follows a move of its start.
+                if let (Some(m), 0) = (at.map, at.offset) {
+                    lk(&self.map_at)[m] = Some(r);
+                }
+                Ok(Some(r))
             }
             Op::Mprotect { at, len, prot } => Ok(self
                 .mm(p)?
@@ -750,6 +783,7 @@ impl World {
             | Op::Fill { at, .. }
             | Op::Touch { at, .. }
             | Op::Compare { at, .. } => self.resolve(at),
+            Op::Mremap { at, to, .. } => self.resolve(to.as_ref().unwrap_or(at)),
             Op::Mmap { map } => lk(&self.map_at)[*map],
             _ => None,
         }
@@ -1084,7 +1118,10 @@ fn expect_text(e: &Outcome) -> String {
 /// A step's result as the account prints it: addresses and frame numbers in hex.
 fn result_text_of(op: &Op, r: &StepResult) -> String {
     match (op, r) {
-        (Op::Mmap { .. } | Op::MakeExclusive { .. } | Op::Migrate { .. }, Ok(Some(v))) => {
+        (
+            Op::Mmap { .. } | Op::Mremap { .. } | Op::MakeExclusive { .. } | Op::Migrate { .. },
+            Ok(Some(v)),
+        ) => {
             format!("= {v:#x}")
         }
         _ => result_text(r),

@@ -466,3 +466,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn diagnostics_mremap_parses_and_bad_flags_are_located() {
+    use svmkit::mm::MremapFlags;
+    use svmkit_scenario::ast::Op;
+    let good = GOOD.replace(
+        "{ op = \"read\", at = \"buf[page 1]\", expect = 0 },",
+        "{ op = \"mremap\", at = \"buf\", len = \"2 pages\", new_len = \"2 pages\", to = 0x60000000, flags = \"maymove|fixed\" },",
+    );
+    let sc = parse("t.toml", &good).unwrap();
+    match &sc.threads[0].steps[1].op {
+        Op::Mremap {
+            len,
+            new_len,
+            to,
+            flags,
+            ..
+        } => {
+            assert_eq!((*len, *new_len), (8192, 8192));
+            assert_eq!(to.as_ref().map(|t| t.offset), Some(0x6000_0000));
+            assert_eq!(*flags, MremapFlags::MAYMOVE | MremapFlags::FIXED);
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = error_of(&good.replace("maymove|fixed", "maymove|fixd"));
+    assert!(r.contains("t.toml:18:"), "{r}");
+    assert!(r.contains("unknown mremap flag `fixd`"), "{r}");
+    assert!(r.contains("did you mean `fixed`?"), "{r}");
+    let r = error_of(&good.replace(", new_len = \"2 pages\"", ""));
+    assert!(r.contains("new_len"), "{r}");
+}

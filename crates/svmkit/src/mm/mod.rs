@@ -18,6 +18,7 @@
 //! | `shmem.rs` | `mm/shmem.c` | shared anonymous memory objects |
 //! | `migrate.rs` | `mm/migrate.c`, `try_to_migrate_one()` | migrating anonymous folios |
 //! | `mmap.rs` | `mm/mmap.c`, `mm/vma.c` | `mmap`, `munmap`, `exit_mmap` |
+//! | `mremap.rs` | `mm/mremap.c` | `mremap`: shrink, grow in place, move (`move_vma`, `move_page_tables`, `move_ptes`, `move_huge_pmd`) |
 //! | `mprotect.rs` | `mm/mprotect.c` | `mprotect`, `change_protection`, `can_change_pte_writable` |
 //! | `mmu_notifier/` | `mm/mmu_notifier.c`, `include/linux/mmu_notifier.h` | MMU notifiers: ranges, classic subscriptions, interval notifiers |
 //! | `task_mmu.rs` | `fs/proc/task_mmu.c` | `clear_refs` soft-dirty clearing, smaps `Rss:` |
@@ -39,6 +40,7 @@ mod mm_types;
 mod mmap;
 pub mod mmu_notifier;
 mod mprotect;
+mod mremap;
 mod page;
 mod page_alloc;
 mod pagewalk;
@@ -60,6 +62,7 @@ pub use memory::{FaultFlags, VmFault, VmFaultError};
 pub use migrate::MigrateRangeError;
 pub use mm_types::{Mm, MmStats, MmUser};
 pub use mmap::{MMAP_BASE, MMAP_MIN_ADDR, MapFlags, Prot};
+pub use mremap::MremapFlags;
 pub use page::{Mapping, Page, PageFlags};
 pub use page_alloc::{
     AllocError, BadPage, BuddyError, Gfp, MAX_PAGE_ORDER, NR_PAGE_ORDERS, PhysMem, PhysMemConfig,

@@ -137,6 +137,16 @@ impl AnonVma {
         }
     }
 
+    /// Takes the lock for writing: no rmap walk runs until the guard drops (mremap
+    /// holds it while entries move between two VMAs of the anon_vma).
+    ///
+    /// Linux: `anon_vma_lock_write()`.
+    pub(crate) fn lock_write(&self) -> AnonVmaWriteGuard<'_> {
+        AnonVmaWriteGuard {
+            _chain: self.chain.write(),
+        }
+    }
+
     /// Takes the lock for reading (for walks).
     ///
     /// Linux: `anon_vma_lock_read()`.
@@ -145,6 +155,12 @@ impl AnonVma {
             chain: self.chain.read(),
         }
     }
+}
+
+/// Proof that an anon_vma's lock is held for writing (Linux: `anon_vma_lock_write()`
+/// until `anon_vma_unlock_write()`).
+pub(crate) struct AnonVmaWriteGuard<'a> {
+    _chain: crate::sync::MmapWriteGuard<'a, BTreeMap<(u64, VirtAddr), AvcEntry>>,
 }
 
 impl Drop for AnonVma {

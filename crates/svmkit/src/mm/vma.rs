@@ -142,6 +142,19 @@ impl Vma {
         v
     }
 
+    /// A copy of this VMA placed at `[to, to + len)` that maps what `from` maps here:
+    /// the same flags, anon_vma and shmem object, with the page offset of `from`, so
+    /// every folio keeps its index and the rmap finds it at the new address.
+    ///
+    /// Linux: `copy_vma()` (the new VMA, `vm_pgoff = new_pgoff`).
+    pub(crate) fn copy_to(&self, from: VirtAddr, to: VirtAddr, len: u64) -> Vma {
+        let mut v = self.clone();
+        v.start = to;
+        v.end = VirtAddr::new_truncate(to.raw() + len);
+        v.pgoff = self.linear_page_index(from);
+        v
+    }
+
     /// Linux: `vm_pgoff`.
     pub fn pgoff(&self) -> u64 {
         self.pgoff
