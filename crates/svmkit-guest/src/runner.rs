@@ -835,17 +835,7 @@ impl Run<'_> {
         }
         self.vmas = sys::vmas();
         for (i, (p, at, want, _)) in sc.expect.values.iter().enumerate() {
-            let got = if *p == self.me {
-                self.read_value(at)
-            } else if self.children[*p].is_none() {
-                Err(format!("process {} is not there", sc.processes[*p].name))
-            } else {
-                match self.ask(*p, &Cmd::Value { i }) {
-                    Ok(Reply::Value(v)) => v,
-                    Ok(_) => Err("the child answered out of turn".into()),
-                    Err(e) => Err(e),
-                }
-            };
+            let got = self.end_read(*p, Cmd::Value { i }, |r| r.read_value(at));
             report.end.push(EndCheck {
                 what: format!("{} reads {} = {want}", sc.processes[*p].name, at.text),
                 ok: got.as_ref().is_ok_and(|g| g == want),
@@ -856,17 +846,7 @@ impl Run<'_> {
             });
         }
         for (i, (p, at, want, _)) in sc.expect.rss.iter().enumerate() {
-            let got = if *p == self.me {
-                self.read_rss(at)
-            } else if self.children[*p].is_none() {
-                Err(format!("process {} is not there", sc.processes[*p].name))
-            } else {
-                match self.ask(*p, &Cmd::Rss { i }) {
-                    Ok(Reply::Value(v)) => v,
-                    Ok(_) => Err("the child answered out of turn".into()),
-                    Err(e) => Err(e),
-                }
-            };
+            let got = self.end_read(*p, Cmd::Rss { i }, |r| r.read_rss(at));
             report
                 .end
                 .push(EndCheck::rss(&sc.processes[*p].name, &at.text, *want, got));
@@ -875,6 +855,30 @@ impl Run<'_> {
             report.passed = false;
         }
         report
+    }
+
+    /// An end-of-run reading of scenario process `p`: `here` in this process, else
+    /// `cmd` asked of the forked child that is `p`.
+    fn end_read(
+        &mut self,
+        p: usize,
+        cmd: Cmd,
+        here: impl FnOnce(&mut Self) -> Result<u64, String>,
+    ) -> Result<u64, String> {
+        if p == self.me {
+            return here(self);
+        }
+        if self.children[p].is_none() {
+            return Err(format!(
+                "process {} is not there",
+                self.sc.processes[p].name
+            ));
+        }
+        match self.ask(p, &cmd) {
+            Ok(Reply::Value(v)) => v,
+            Ok(_) => Err("the child answered out of turn".into()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The smaps `Rss:` (KiB) of the VMA containing `at`, in this process.
