@@ -143,7 +143,14 @@ impl Mm {
         let mut op = Some(op);
         let mut retrying = false;
         loop {
-            if matches!(self.pmd_get_lockless(addr), Pmd::Huge(_))
+            // One hardware walk per try: the PMD slot found here is the one the PTL
+            // re-check reads (the upper tables outlive the mmap read lock held).
+            let slot = self.pmd_slot(addr);
+            let pmd = match slot {
+                Some(s) => self.pmd_read(s),
+                None => Pmd::None,
+            };
+            if matches!(pmd, Pmd::Huge(_))
                 && let Some(r) =
                     self.access_huge_pmd(addr, write, |mem, pfn| op.take().map(|op| op(mem, pfn)))
                 && let Some(r) = r
@@ -154,8 +161,9 @@ impl Mm {
             // at once (a PTE that becomes present meanwhile makes it a spurious fault,
             // which the handler finds done). Only a present one is used under the
             // PTL, for the access to be atomic with respect to PTE changes.
-            if matches!(self.pte_get_lockless(addr), Pte::Present(_))
-                && let Some(mut ptl) = self.pte_offset_map_lock(addr)
+            if let (Some(slot), Pmd::Table(table)) = (slot, pmd)
+                && matches!(self.pte_read(table, addr), Pte::Present(_))
+                && let Some(mut ptl) = self.pte_lock_at(slot, table)
                 && let Pte::Present(pte) = ptl.get(addr)
                 && !pte.is_protnone()
                 && (!write || pte.is_write())

@@ -218,6 +218,9 @@ impl Mm {
     }
 
     /// [`get_user_pages`](Self::get_user_pages) without its trace operation.
+    // Inlined into both of the traced wrapper's paths: with one caller it inlines
+    // into the untraced path as it did before tracing (docs/TRACES.md, "Cost").
+    #[inline(always)]
     fn get_user_pages_body(
         &self,
         guard: &mut MmapReadGuard<'_, VmaTree>,

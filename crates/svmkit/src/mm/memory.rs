@@ -26,7 +26,7 @@ use super::mm_types::Mm;
 use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
 use super::page::PageFlags;
 use super::page_alloc::Gfp;
-use super::pagewalk::PtlGuard;
+use super::pagewalk::{PmdSlot, PtlGuard};
 use super::pgtable::{PMD_SIZE, Pmd, PresentPte, Pte, PteFlags, SwapPte};
 use super::rmap::AnonVma;
 use super::vma::{VmFlags, Vma, VmaTree};
@@ -120,6 +120,9 @@ impl Mm {
     }
 
     /// [`handle_mm_fault`](Self::handle_mm_fault) without its trace operation.
+    // Inlined into both of the traced wrapper's paths: with one caller it inlines
+    // into the untraced path as it did before tracing (docs/TRACES.md, "Cost").
+    #[inline(always)]
     fn handle_mm_fault_body(
         &self,
         guard: &mut MmapReadGuard<'_, VmaTree>,
@@ -140,7 +143,10 @@ impl Mm {
                 None
             };
         let write = flags.contains(FaultFlags::WRITE);
-        match self.pmd_get_lockless(addr) {
+        // One walk for the whole fault, as __handle_mm_fault() allocates the upper
+        // levels and keeps the PMD pointer.
+        let slot = self.pmd_alloc(addr).map_err(VmFaultError::from)?;
+        match self.pmd_read(slot) {
             Pmd::None if write && vma.thp_suitable(self.mem.thp_mode(), haddr_of(addr)) => {
                 if let Some(anon) = &anon
                     && let Some(done) = self.do_huge_pmd_anonymous_page(vma, addr, anon)?
@@ -162,15 +168,15 @@ impl Mm {
             }
             _ => {}
         }
-        match self.pte_alloc(addr) {
-            Ok(_) => {}
+        let table = match self.pte_alloc_at(slot, addr) {
+            Ok(t) => t,
             // A huge PMD appeared meanwhile: let the access retry.
             Err(Errno::EEXIST) => return Ok(VmFault::Done),
             Err(e) => return Err(e.into()),
-        }
-        match self.pte_get_lockless(addr) {
-            Pte::None if vma.shmem().is_some() => self.do_shared_fault(vma, addr, flags),
-            Pte::None => self.do_anonymous_page(vma, addr, flags, anon.as_ref()),
+        };
+        match self.pte_read(table, addr) {
+            Pte::None if vma.shmem().is_some() => self.do_shared_fault(vma, slot, addr, flags),
+            Pte::None => self.do_anonymous_page(vma, slot, addr, flags, anon.as_ref()),
             Pte::Swap(_) => self.do_swap_page(guard, vma, addr, flags),
             Pte::Present(_) => self.handle_present_pte(vma, addr, flags, anon.as_ref()),
         }
@@ -213,6 +219,7 @@ impl Mm {
     fn do_shared_fault(
         &self,
         vma: &Vma,
+        slot: PmdSlot,
         addr: VirtAddr,
         flags: FaultFlags,
     ) -> Result<VmFault, VmFaultError> {
@@ -220,7 +227,7 @@ impl Mm {
             return Err(VmFaultError::Sigbus);
         };
         let folio = shmem.get_folio(vma.linear_page_index(addr))?;
-        let Some(mut ptl) = self.lock_none_pte_or_put(addr, folio) else {
+        let Some(mut ptl) = self.lock_none_pte_or_put(slot, addr, folio) else {
             return Ok(VmFault::Done);
         };
         let mut pte = PresentPte::new(folio.head(), vma.page_prot() | PteFlags::ACCESSED);
@@ -271,12 +278,13 @@ impl Mm {
     fn do_anonymous_page(
         &self,
         vma: &Vma,
+        slot: PmdSlot,
         addr: VirtAddr,
         flags: FaultFlags,
         anon: Option<&Arc<AnonVma>>,
     ) -> Result<VmFault, VmFaultError> {
         if !flags.contains(FaultFlags::WRITE) {
-            let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
+            let Some(mut ptl) = self.pte_offset_map_lock_slot(slot) else {
                 return Ok(VmFault::Done);
             };
             if ptl.get(addr).is_none() {
@@ -293,7 +301,7 @@ impl Mm {
             .mem
             .folio_alloc(0, Gfp::ZERO)
             .map_err(|_| VmFaultError::Oom)?;
-        let Some(mut ptl) = self.lock_none_pte_or_put(addr, folio) else {
+        let Some(mut ptl) = self.lock_none_pte_or_put(slot, addr, folio) else {
             return Ok(VmFault::Done);
         };
         self.mem
@@ -306,8 +314,13 @@ impl Mm {
     /// Locks the PTE at `addr` for installing `folio` there, or, if the table is gone
     /// or someone populated the PTE first, drops our reference to `folio` and returns
     /// `None` (the access then retries and finds their work).
-    fn lock_none_pte_or_put(&self, addr: VirtAddr, folio: Folio) -> Option<PtlGuard<'_>> {
-        let ptl = self.pte_offset_map_lock(addr);
+    fn lock_none_pte_or_put(
+        &self,
+        slot: PmdSlot,
+        addr: VirtAddr,
+        folio: Folio,
+    ) -> Option<PtlGuard<'_>> {
+        let ptl = self.pte_offset_map_lock_slot(slot);
         if let Some(ptl) = ptl
             && ptl.get(addr).is_none()
         {
@@ -381,6 +394,9 @@ impl Mm {
     }
 
     /// [`remove_device_exclusive_entry`](Self::remove_device_exclusive_entry) without its trace operation.
+    // Inlined into both of the traced wrapper's paths: with one caller it inlines
+    // into the untraced path as it did before tracing (docs/TRACES.md, "Cost").
+    #[inline(always)]
     fn remove_device_exclusive_entry_body(
         &self,
         guard: &mut MmapReadGuard<'_, VmaTree>,

@@ -563,6 +563,7 @@ impl PhysMem {
 
     /// The `idx`th 64-bit word of frame `pfn`, for page-table entries. Callers pass
     /// frames they allocated as page tables and `idx < 512`.
+    #[inline(always)]
     pub(super) fn table_word(&self, pfn: Pfn, idx: usize) -> &AtomicU64 {
         &self.frame(pfn.raw() as usize)[idx]
     }
@@ -576,17 +577,32 @@ impl PhysMem {
 
     /// The 512 words of frame `pfn`, its chunk allocated (zeroed) on first access.
     /// Callers have checked `pfn` (a frame never spans two chunks).
-    #[inline]
+    #[inline(always)]
     fn frame(&self, pfn: usize) -> &[AtomicU64] {
         let shift = self.chunk_shift;
-        let chunk = self.chunks[pfn >> shift].get_or_init(|| {
-            // The last chunk holds only the frames that exist.
-            let first = pfn >> shift << shift;
-            let frames = (self.nr_frames as usize - first).min(1 << shift);
-            bytemuck::allocation::zeroed_slice_box::<AtomicU64>(frames * WORDS_PER_PAGE)
-        });
+        let ci = pfn >> shift;
+        // Every page-table read passes here: the allocation stays out of line, so
+        // that the hot path builds no closure and spills nothing (cachegrind: about
+        // 50 instructions per read with `get_or_init` inline, 15 without).
+        let chunk = match self.chunks[ci].get() {
+            Some(c) => c,
+            None => self.chunk_init(ci),
+        };
         let base = (pfn & ((1 << shift) - 1)) * WORDS_PER_PAGE;
         &chunk[base..base + WORDS_PER_PAGE]
+    }
+
+    /// Chunk `ci` of the frame contents, allocated zeroed now if no access has yet.
+    #[cold]
+    #[inline(never)]
+    fn chunk_init(&self, ci: usize) -> &[AtomicU64] {
+        let shift = self.chunk_shift;
+        self.chunks[ci].get_or_init(|| {
+            // The last chunk holds only the frames that exist.
+            let first = ci << shift;
+            let frames = (self.nr_frames as usize - first).min(1 << shift);
+            bytemuck::allocation::zeroed_slice_box::<AtomicU64>(frames * WORDS_PER_PAGE)
+        })
     }
 
     /// The word at flat index `i` (`pfn * 512 + word`).

@@ -47,10 +47,12 @@ impl PhysMem {
         self.folio_put(Folio::from_parts(pfn, 0));
     }
 
+    #[inline(always)]
     pub(crate) fn pt_read(&self, table: Pfn, idx: usize) -> u64 {
         self.table_word(table, idx).load(Ordering::SeqCst)
     }
 
+    #[inline(always)]
     pub(crate) fn pt_write(&self, table: Pfn, idx: usize, raw: u64) {
         self.table_word(table, idx).store(raw, Ordering::SeqCst);
     }
@@ -227,11 +229,13 @@ impl Mm {
         }
     }
 
+    #[inline]
     fn upper(&self, table: Pfn, idx: usize) -> UpperEntry {
         UpperEntry::decode(self.mem.pt_read(table, idx))
     }
 
     /// The PMD slot covering `addr`, if the PUD and PMD tables exist.
+    #[inline]
     pub(crate) fn pmd_slot(&self, addr: VirtAddr) -> Option<PmdSlot> {
         let UpperEntry::Table(pud) = self.upper(self.pgd(), pgd_index(addr)) else {
             return None;
@@ -248,9 +252,28 @@ impl Mm {
     /// The PMD entry covering `addr`, read without a lock.
     ///
     /// Linux: `pmdp_get_lockless()`.
+    #[inline]
     pub fn pmd_get_lockless(&self, addr: VirtAddr) -> Pmd {
-        self.pmd_slot(addr)
-            .map_or(Pmd::None, |s| Pmd::decode(self.mem.pt_read(s.table, s.idx)))
+        match self.pmd_slot(addr) {
+            Some(s) => self.pmd_read(s),
+            None => Pmd::None,
+        }
+    }
+
+    /// The PMD entry in `slot`, read without a lock.
+    ///
+    /// Linux: `pmdp_get_lockless(pmd)` on a PMD pointer the caller already walked to.
+    #[inline(always)]
+    pub(crate) fn pmd_read(&self, slot: PmdSlot) -> Pmd {
+        Pmd::decode(self.mem.pt_read(slot.table, slot.idx))
+    }
+
+    /// The PTE for `addr` in PTE table `table`, read without a lock.
+    ///
+    /// Linux: `ptep_get_lockless(pte_offset_map(pmd, addr))`.
+    #[inline(always)]
+    pub(crate) fn pte_read(&self, table: Pfn, addr: VirtAddr) -> Pte {
+        Pte::decode(self.mem.pt_read(table, pte_index(addr)))
     }
 
     /// Whether a huge PMD (a PMD-mapped THP) covers `addr` (lockless; for views).
@@ -335,9 +358,10 @@ impl Mm {
     /// The PTE for `addr`, read without a lock (may be stale by the time it is used).
     ///
     /// Linux: `ptep_get_lockless()`.
+    #[inline]
     pub fn pte_get_lockless(&self, addr: VirtAddr) -> Pte {
         match self.pmd_get_lockless(addr) {
-            Pmd::Table(t) => Pte::decode(self.mem.pt_read(t, pte_index(addr))),
+            Pmd::Table(t) => self.pte_read(t, addr),
             _ => Pte::None,
         }
     }
@@ -382,20 +406,24 @@ impl Mm {
     ///
     /// Linux: `pud_alloc()`, `pmd_alloc()`, `pte_alloc()` (`__pte_alloc()`).
     pub(crate) fn pte_alloc(&self, addr: VirtAddr) -> Result<Pfn, Errno> {
-        let pud = self.upper_alloc(self.pgd(), pgd_index(addr))?;
-        let pmd = self.upper_alloc(pud, pud_index(addr))?;
-        let idx = pmd_index(addr);
-        let read = |mm: &Mm| Pmd::decode(mm.mem.pt_read(pmd, idx));
-        match read(self) {
+        let slot = self.pmd_alloc(addr)?;
+        self.pte_alloc_at(slot, addr)
+    }
+
+    /// [`pte_alloc`](Self::pte_alloc) below a PMD slot the caller walked to.
+    ///
+    /// Linux: `pte_alloc(mm, pmd)`.
+    pub(crate) fn pte_alloc_at(&self, slot: PmdSlot, addr: VirtAddr) -> Result<Pfn, Errno> {
+        match self.pmd_read(slot) {
             Pmd::Table(t) => return Ok(t),
             Pmd::Huge(_) => return Err(Errno::EEXIST),
             Pmd::None => {}
         }
         let new = self.mem.pgtable_alloc()?;
         let _ptl = self.page_table_lock();
-        match read(self) {
+        match self.pmd_read(slot) {
             Pmd::None => {
-                self.set_pmd(PmdSlot { table: pmd, idx }, addr, Pmd::Table(new));
+                self.set_pmd(slot, addr, Pmd::Table(new));
                 Ok(new)
             }
             other => {
@@ -414,18 +442,35 @@ impl Mm {
     ///
     /// Linux: `pte_offset_map_lock()`.
     pub fn pte_offset_map_lock(&self, addr: VirtAddr) -> Option<PtlGuard<'_>> {
+        self.pte_offset_map_lock_slot(self.pmd_slot(addr)?)
+    }
+
+    /// [`pte_offset_map_lock`](Self::pte_offset_map_lock) for a PMD slot the caller
+    /// walked to.
+    ///
+    /// Linux: `pte_offset_map_lock(mm, pmd, addr, &ptl)` with the walk's `pmd`.
+    pub(crate) fn pte_offset_map_lock_slot(&self, slot: PmdSlot) -> Option<PtlGuard<'_>> {
+        let Pmd::Table(t) = self.pmd_read(slot) else {
+            return None;
+        };
+        self.pte_lock_at(slot, t)
+    }
+
+    /// [`pte_offset_map_lock`](Self::pte_offset_map_lock) for a PMD slot the caller
+    /// walked to and the PTE table `table` it read there (without a lock).
+    ///
+    /// Linux: `pte_offset_map_lock(mm, pmd, addr, &ptl)` with the walk's `pmd`.
+    pub(crate) fn pte_lock_at(&self, slot: PmdSlot, table: Pfn) -> Option<PtlGuard<'_>> {
         // As Linux, the re-check reads the same PMD entry again rather than walking
         // from the top: the PUD and PMD tables outlive the caller's walk (they go only
         // in free_pgtables(), under the mmap lock held for write).
-        let slot = self.pmd_slot(addr)?;
-        let read = || Pmd::decode(self.mem.pt_read(slot.table, slot.idx));
+        let mut t = table;
         loop {
-            let Pmd::Table(t) = read() else {
-                return None;
-            };
             let guard = PtlGuard::lock(&self.mem, t, self.id());
-            if read() == Pmd::Table(t) {
-                return Some(guard);
+            match self.pmd_read(slot) {
+                Pmd::Table(now) if now == t => return Some(guard),
+                Pmd::Table(now) => t = now,
+                _ => return None,
             }
         }
     }

@@ -567,6 +567,9 @@ impl Mm {
     }
 
     /// [`make_device_exclusive`](Self::make_device_exclusive) without its trace operation.
+    // Inlined into both of the traced wrapper's paths: with one caller it inlines
+    // into the untraced path as it did before tracing (docs/TRACES.md, "Cost").
+    #[inline(always)]
     fn make_device_exclusive_body(
         &self,
         guard: &mut MmapReadGuard<'_, super::VmaTree>,

@@ -1036,13 +1036,15 @@ impl Tracer {
     /// Whether anything is recorded: the one load a site pays with tracing off.
     #[inline(always)]
     pub fn on(&self) -> bool {
-        self.level.load(Ordering::Relaxed) != 0
+        // Built with `--cfg svmkit_no_trace`, every site folds away: the baseline that
+        // docs/TRACES.md's "Cost" compares the normal build against.
+        !cfg!(svmkit_no_trace) && self.level.load(Ordering::Relaxed) != 0
     }
 
     /// Whether refcount and mapcount changes are recorded.
     #[inline(always)]
     pub fn detail(&self) -> bool {
-        self.level.load(Ordering::Relaxed) >= TraceLevel::Detail as u8
+        !cfg!(svmkit_no_trace) && self.level.load(Ordering::Relaxed) >= TraceLevel::Detail as u8
     }
 
     /// Names the calling thread's (or shuttle task's) track from now on; `None` goes
@@ -1099,10 +1101,7 @@ impl Tracer {
         if self.on() {
             self.span_slow(f)
         } else {
-            Span {
-                open: None,
-                result: None,
-            }
+            Span { open: None }
         }
     }
 
@@ -1113,8 +1112,11 @@ impl Tracer {
         let op = p.kind_name();
         self.push(Phase::Begin, p);
         Span {
-            open: Some((self, op)),
-            result: None,
+            open: Some(Box::new(OpenSpan {
+                tracer: self,
+                op,
+                result: None,
+            })),
         }
     }
 
@@ -1122,8 +1124,11 @@ impl Tracer {
     /// branch); on, between the begin event `payload()` and an end whose result is
     /// `result(&what body returned)`.
     ///
-    /// `body` appears once in the code, so it inlines as it did before tracing; a
-    /// panic inside it leaves the operation without its end (the run failed anyway).
+    /// With recording off the site is a branch and a call of `body`, which keeps
+    /// nothing alive across it (cachegrind, docs/TRACES.md "Cost": a wrapper holding
+    /// the operation's name across the body cost some 50 instructions per GUP call).
+    /// A panic inside `body` leaves the operation without its end (the run failed
+    /// anyway).
     #[inline(always)]
     pub fn traced<R>(
         &self,
@@ -1131,25 +1136,27 @@ impl Tracer {
         body: impl FnOnce() -> R,
         result: impl FnOnce(&R) -> Text,
     ) -> R {
-        let op = if self.on() {
-            Some(self.begin_slow(payload))
+        if self.on() {
+            self.traced_slow(payload, body, result)
         } else {
-            None
-        };
-        let r = body();
-        if let Some(op) = op {
-            self.end_slow(op, || result(&r));
+            body()
         }
-        r
     }
 
     #[cold]
     #[inline(never)]
-    fn begin_slow(&self, payload: impl FnOnce() -> Payload) -> &'static str {
+    fn traced_slow<R>(
+        &self,
+        payload: impl FnOnce() -> Payload,
+        body: impl FnOnce() -> R,
+        result: impl FnOnce(&R) -> Text,
+    ) -> R {
         let p = payload();
         let op = p.kind_name();
         self.push(Phase::Begin, p);
-        op
+        let r = body();
+        self.end_slow(op, || result(&r));
+        r
     }
 
     #[cold]
@@ -1337,7 +1344,17 @@ impl fmt::Debug for Tracer {
 /// An open operation of a [`Tracer`]; dropping it records the operation's end.
 #[must_use = "dropping the span ends the operation at once"]
 pub struct Span<'a> {
-    open: Option<(&'a Tracer, &'static str)>,
+    // One word: with recording off a span is a null pointer that every notifier range
+    // carries and drops with a test (a span of its three fields cost some 25
+    // instructions per range; docs/TRACES.md, "Cost"). Recording pays an allocation
+    // per operation.
+    open: Option<Box<OpenSpan<'a>>>,
+}
+
+/// What a recording span keeps until its end.
+struct OpenSpan<'a> {
+    tracer: &'a Tracer,
+    op: &'static str,
     result: Option<Text>,
 }
 
@@ -1351,8 +1368,8 @@ impl Span<'_> {
     /// Sets the result its end records, built by `f` only if recording.
     #[inline(always)]
     pub fn result(&mut self, f: impl FnOnce() -> Text) {
-        if self.open.is_some() {
-            self.result = Some(f());
+        if let Some(open) = &mut self.open {
+            open.result = Some(f());
         }
     }
 }
@@ -1371,13 +1388,13 @@ impl Span<'_> {
     #[cold]
     #[inline(never)]
     fn end(&mut self) {
-        if let Some((tracer, op)) = self.open.take() {
-            let result = self.result.take().unwrap_or(Text::Borrowed("done"));
+        if let Some(open) = self.open.take() {
+            let OpenSpan { tracer, op, result } = *open;
             tracer.push(
                 Phase::End,
                 Payload::End {
                     op: op.into(),
-                    result,
+                    result: result.unwrap_or(Text::Borrowed("done")),
                 },
             );
         }
@@ -1387,7 +1404,7 @@ impl Span<'_> {
 impl fmt::Debug for Span<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Span")
-            .field("op", &self.open.map(|(_, op)| op))
+            .field("op", &self.open.as_ref().map(|o| o.op))
             .finish()
     }
 }
