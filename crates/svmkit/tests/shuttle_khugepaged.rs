@@ -75,7 +75,10 @@ fn collapse_races_cpu_and_device_in(profile: Profile) {
         checked(&sys);
         all_frames_free(&sys);
     });
-    assert!(collapsed.load(Ordering::Relaxed) > 0, "no schedule collapsed");
+    assert!(
+        collapsed.load(Ordering::Relaxed) > 0,
+        "no schedule collapsed"
+    );
 }
 
 #[test]
