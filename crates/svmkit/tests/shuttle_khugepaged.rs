@@ -13,7 +13,7 @@ use svmkit::{Errno, Profile};
 
 mod common;
 use common::sched::{THP_FRAMES, all_frames_free, explored, explored_mapping};
-use common::{BASE as A, P, checked, va};
+use common::{BASE as A, P, checked};
 use svmkit::mm::PMD_SIZE;
 
 const INCREMENTS: u64 = 3;
