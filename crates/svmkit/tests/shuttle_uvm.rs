@@ -25,7 +25,11 @@ fn check_exclusivity(gpu: &Uvm, mm: &MmUser) {
         }
         let cpu = mm.pte_get_lockless(va);
         let ok = matches!(cpu, Pte::Swap(s) if s.is_device_exclusive() && s.pfn() == Some(pte.pfn));
-        assert!(ok, "exclusivity violated at {va}: device {}, CPU {cpu:?}", pte.pfn);
+        assert!(
+            ok,
+            "exclusivity violated at {va}: device {}, CPU {cpu:?}",
+            pte.pfn
+        );
     }
 }
 
