@@ -23,7 +23,13 @@ mod run;
 /// THP, MMU notifiers, swap and migration, in Linux 5.14's and 6.15's designs, so that
 /// driver logic can be run, raced and inspected against it.
 /// Every preset's name (`svmkit::Profile::PRESETS`), for `--profile`.
-const PRESETS: [&str; 4] = ["linux-5.14", "linux-6.1", "linux-6.12", "linux-6.15"];
+const PRESETS: [&str; 5] = [
+    "linux-5.14",
+    "linux-6.1",
+    "linux-6.12",
+    "linux-6.15",
+    "linux-7.1",
+];
 
 #[derive(Debug, Parser)]
 #[command(name = "svmkit", version, about, long_about)]

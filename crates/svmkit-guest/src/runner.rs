@@ -140,6 +140,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::Fork { .. } => "fork",
         Op::Exit { .. } => "exit",
         Op::ClearSoftDirty => "clear_soft_dirty",
+        Op::Khugepaged => "khugepaged",
         Op::UffdWp { .. } => "uffd_wp",
         Op::MakeExclusive { .. } => "make_exclusive",
         Op::MakeExclusiveRange { .. } => "make_exclusive_range",
@@ -246,6 +247,9 @@ fn unsupported(sc: &Scenario, path: &str) -> Option<String> {
                     Some("targeted reclaim has no user-space counterpart (use madvise pageout)")
                 }
                 Op::Migrate { .. } => Some("migrate of one folio is not supported yet"),
+                Op::Khugepaged => {
+                    Some("khugepaged runs on its own schedule; use madvise collapse instead")
+                }
                 _ => None,
             };
             if let Some(why) = why {
@@ -558,15 +562,25 @@ fn entry_flag(e: &Entry, f: PteFlag) -> Result<bool, Option<&'static str>> {
     }
 }
 
-fn advice(a: Advice) -> rustix::mm::Advice {
-    match a {
+/// `madvise(at, len, a)` on the kernel.
+fn madvise(at: u64, len: u64, a: Advice) -> Result<(), sys::Errno> {
+    match advice(a) {
+        Some(a) => sys::madvise(at, len, a),
+        None => sys::madvise_collapse(at, len),
+    }
+}
+
+/// rustix's name for the advice; `None` for MADV_COLLAPSE, which it lacks.
+fn advice(a: Advice) -> Option<rustix::mm::Advice> {
+    Some(match a {
+        Advice::Collapse => return None,
         Advice::DontNeed => rustix::mm::Advice::LinuxDontNeed,
         Advice::HugePage => rustix::mm::Advice::LinuxHugepage,
         Advice::NoHugePage => rustix::mm::Advice::LinuxNoHugepage,
         Advice::PageOut => rustix::mm::Advice::LinuxPageOut,
         Advice::PopulateRead => rustix::mm::Advice::LinuxPopulateRead,
         Advice::PopulateWrite => rustix::mm::Advice::LinuxPopulateWrite,
-    }
+    })
 }
 
 impl Run<'_> {
@@ -637,6 +651,7 @@ impl Run<'_> {
                 format!("madvise {} len {len:#x} {advice:?}", a(at))
             }
             Op::ClearSoftDirty => "clear_refs soft-dirty".into(),
+            Op::Khugepaged => "khugepaged scan".into(),
             Op::Fork { child } => format!("fork -> {}", self.sc.processes[*child].name),
             Op::Exit { process } => format!("exit {}", self.sc.processes[*process].name),
             Op::AtomicAdd { at, value } => format!("device atomic {} += {value}", a(at)),
@@ -730,7 +745,7 @@ impl Run<'_> {
         let map = &self.sc.maps[m];
         let addr = sys::mmap(map.at, map.len, map.prot.bits(), map.shared).map_err(errno_name)?;
         for a in &map.advice {
-            sys::madvise(addr, map.len, advice(*a)).map_err(errno_name)?;
+            madvise(addr, map.len, *a).map_err(errno_name)?;
         }
         self.map_at[m] = Some(addr);
         self.vm_softdirty[m] = true;
@@ -1156,7 +1171,7 @@ impl Run<'_> {
             Op::Mprotect { at, len, prot } => sys::mprotect(addr(self, at)?, *len, prot.bits())
                 .map(|()| None)
                 .map_err(errno_name),
-            Op::Madvise { at, len, advice: a } => sys::madvise(addr(self, at)?, *len, advice(*a))
+            Op::Madvise { at, len, advice: a } => madvise(addr(self, at)?, *len, *a)
                 .map(|()| None)
                 .map_err(errno_name),
             Op::Fork { child } => self.fork(*child).map(|()| None),
@@ -1176,6 +1191,8 @@ impl Run<'_> {
                 self.vm_softdirty.fill(false);
                 Ok(None)
             }
+            // unsupported() turns such files away before they run.
+            Op::Khugepaged => Err("khugepaged has no user-space trigger".into()),
             Op::Dmirror {
                 cmd,
                 at,

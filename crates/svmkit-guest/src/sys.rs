@@ -180,6 +180,22 @@ pub fn madvise(at: u64, len: u64, advice: Advice) -> Result<(), Errno> {
     unsafe { rustix::mm::madvise(at as usize as *mut c_void, len as usize, advice) }.map_err(errno)
 }
 
+/// `madvise(at, len, MADV_COLLAPSE)`: rustix names no MADV_COLLAPSE (25, Linux 6.1),
+/// so this goes through libc with the raw number.
+pub fn madvise_collapse(at: u64, len: u64) -> Result<(), Errno> {
+    const MADV_COLLAPSE: libc::c_int = 25;
+    // SAFETY: the collapse copies the range's pages into a new folio and maps it in
+    // their place; the contents the scenario sees stay the same.
+    let rc = unsafe { libc::madvise(at as usize as *mut c_void, len as usize, MADV_COLLAPSE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL))
+    }
+}
+
 /// The calling thread's page faults so far (`ru_minflt + ru_majflt` of
 /// `getrusage(RUSAGE_THREAD)`).
 #[inline(never)]

@@ -327,6 +327,9 @@ pub enum Op {
     },
     /// `/proc/pid/clear_refs` with 4: clear soft-dirty.
     ClearSoftDirty,
+    /// One khugepaged pass over the thread's process (`khugepaged_scan_mm_slot()`);
+    /// the value is the number of 2 MiB ranges it collapsed.
+    Khugepaged,
     /// `UFFDIO_WRITEPROTECT` on or off.
     UffdWp {
         /// The address (a page address for page operations).

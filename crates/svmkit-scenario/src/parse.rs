@@ -491,13 +491,14 @@ fn mremap_flags_of(cx: &mut Ctx, n: &Node) -> Option<svmkit::mm::MremapFlags> {
     Some(f)
 }
 
-const ADVICE: [(&str, Advice); 6] = [
+const ADVICE: [(&str, Advice); 7] = [
     ("dontneed", Advice::DontNeed),
     ("hugepage", Advice::HugePage),
     ("nohugepage", Advice::NoHugePage),
     ("pageout", Advice::PageOut),
     ("populate_read", Advice::PopulateRead),
     ("populate_write", Advice::PopulateWrite),
+    ("collapse", Advice::Collapse),
 ];
 
 fn advice_of(cx: &mut Ctx, n: &Node) -> Option<Advice> {
@@ -507,7 +508,9 @@ fn advice_of(cx: &mut Ctx, n: &Node) -> Option<Advice> {
         let mut p = Problem::new(n.span, format!("unknown advice `{s}`")).label("unknown advice");
         p = match did_you_mean(&s, ADVICE.iter().map(|a| a.0)) {
             Some(h) => p.help(h),
-            None => p.help("advice: dontneed, hugepage, nohugepage, pageout"),
+            None => p.help(
+                "advice: dontneed, hugepage, nohugepage, pageout, populate_read, populate_write, collapse",
+            ),
         };
         cx.err(p);
     }
@@ -652,6 +655,7 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("fork", &["child"]),
     ("exit", &["process"]),
     ("clear_soft_dirty", &[]),
+    ("khugepaged", &[]),
     ("uffd_wp", &["at", "len", "protect"]),
     ("make_exclusive", &["at", "hold"]),
     ("make_exclusive_range", &["at", "pages"]),
@@ -2085,6 +2089,10 @@ fn step(
         "clear_soft_dirty" => {
             process_only(cx);
             Some(Op::ClearSoftDirty)
+        }
+        "khugepaged" => {
+            process_only(cx);
+            Some(Op::Khugepaged)
         }
         "uffd_wp" => {
             process_only(cx);

@@ -366,6 +366,7 @@ impl World {
             Op::Fork { child } => format!("fork -> {}", self.sc.processes[*child].name),
             Op::Exit { process } => format!("exit {}", self.sc.processes[*process].name),
             Op::ClearSoftDirty => "clear_refs soft-dirty".into(),
+            Op::Khugepaged => "khugepaged scan".into(),
             Op::UffdWp { at, len, protect } => format!("uffd_wp {} len {len:#x} {protect}", a(at)),
             Op::MakeExclusive { at, hold } => format!(
                 "make_device_exclusive {}{}",
@@ -556,6 +557,14 @@ impl World {
             Op::ClearSoftDirty => {
                 self.mm(p)?.clear_refs_soft_dirty();
                 Ok(None)
+            }
+            Op::Khugepaged => {
+                let results = self.mm(p)?.khugepaged_scan();
+                let collapsed = results
+                    .iter()
+                    .filter(|(_, r)| *r == svmkit::mm::ScanResult::Succeed)
+                    .count();
+                Ok(Some(collapsed as u64))
             }
             Op::UffdWp { at, len, protect } => Ok(self
                 .mm(p)?

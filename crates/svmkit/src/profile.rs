@@ -112,6 +112,18 @@ pub struct Profile {
     /// `931298e103c2`), shown by `oracle/corpus/uffd-wp-exclusive.toml`'s goldens: the
     /// write after the unprotect takes no fault on 6.12.117, one on 6.1.192.
     pub uffd_unprotect_upgrades_write: bool,
+    // --- issue 20: the kernels after 6.15 (keep these together) ---
+    /// khugepaged's and MADV_COLLAPSE's scan (`hpage_collapse_scan_pmd()`) aborts with
+    /// `SCAN_PTE_NON_PRESENT` on a non-present PTE that is not a real swap entry (a
+    /// device-exclusive, migration or device-private entry, or a marker), leaving it
+    /// in place; MADV_COLLAPSE then fails with `EINVAL` (`madvise_collapse_errno()`'s
+    /// default). "mm/khugepaged: abort collapse scan on non-swap entries" (Lance Yang,
+    /// v3 `<20251008032657.72406-1-lance.yang@linux.dev>`, 6.19, spec 10.1). False:
+    /// the entry counts as a swap entry and the collapse's swap-in step
+    /// (`__collapse_huge_page_swapin()` → `do_swap_page()`) restores it, revoking the
+    /// device, before the collapse goes on (derived from the 6.12 tree's
+    /// mm/khugepaged.c, spec 9.4).
+    pub khugepaged_aborts_on_non_swap_entries: bool,
 }
 
 impl Profile {
@@ -134,6 +146,7 @@ impl Profile {
             svm_atomic_unlock_on_retry: true,
             exclusive_checks_folio_mapcount: true,
             uffd_unprotect_upgrades_write: true,
+            khugepaged_aborts_on_non_swap_entries: false,
         }
     }
 }
@@ -159,6 +172,7 @@ impl Profile {
             svm_atomic_unlock_on_retry: false,
             exclusive_checks_folio_mapcount: false,
             uffd_unprotect_upgrades_write: false,
+            khugepaged_aborts_on_non_swap_entries: false,
         }
     }
 
@@ -206,6 +220,25 @@ impl Profile {
         }
     }
 
+    /// Linux 7.1 (2026): the 2025 design of [`Profile::linux_6_15`] plus the
+    /// device-exclusive changes merged since (spec 10.1), each cited:
+    /// * `khugepaged_aborts_on_non_swap_entries`: "mm/khugepaged: abort collapse scan
+    ///   on non-swap entries" (6.19).
+    ///
+    /// What else moved between 6.15 and 7.1 needs no switch: the two-pass interval
+    /// notifiers ("mm/mmu_notifier: Allow two-pass struct mmu_interval_notifiers",
+    /// 7.1) are a notifier kind any profile offers
+    /// ([`MmuIntervalNotifierOps::invalidate_start`](crate::mm::mmu_notifier::MmuIntervalNotifierOps::invalidate_start)),
+    /// chosen by the driver; 6.19's `softleaf_t` names are renames (doc aliases on
+    /// [`SwapPte`](crate::mm::SwapPte)); no in-tree user of `make_device_exclusive()`
+    /// was added (spec 10.1).
+    pub const fn linux_7_1() -> Profile {
+        let mut p = Profile::linux_6_15();
+        p.name = "linux-7.1";
+        p.khugepaged_aborts_on_non_swap_entries = true;
+        p
+    }
+
     /// The preset called `name`: one of [`Profile::PRESETS`].
     pub fn by_name(name: &str) -> Option<Profile> {
         Profile::PRESETS.into_iter().find(|p| p.name == name)
@@ -215,13 +248,14 @@ impl Profile {
     /// (what "both eras" means in the CLI and the tests).
     pub const ALL: [Profile; 2] = [Profile::linux_5_14(), Profile::linux_6_15()];
 
-    /// Every nameable preset, oldest first: the two designs and the two Debian
-    /// kernels the oracle boots (`linux-6.1`, `linux-6.12`).
-    pub const PRESETS: [Profile; 4] = [
+    /// Every nameable preset, oldest first: the two designs, the two Debian kernels
+    /// the oracle boots (`linux-6.1`, `linux-6.12`) and the 2026 kernel (`linux-7.1`).
+    pub const PRESETS: [Profile; 5] = [
         Profile::linux_5_14(),
         Profile::linux_6_1(),
         Profile::linux_6_12(),
         Profile::linux_6_15(),
+        Profile::linux_7_1(),
     ];
 }
 
@@ -245,7 +279,7 @@ impl fmt::Debug for Switch {
 
 /// Every boolean switch of [`Profile`] (the restore event and writability are enums,
 /// set through the presets).
-pub const SWITCHES: [Switch; 13] = [
+pub const SWITCHES: [Switch; 14] = [
     Switch {
         name: "has_range_api",
         get: |p| p.has_range_api,
@@ -311,6 +345,12 @@ pub const SWITCHES: [Switch; 13] = [
         get: |p| p.uffd_unprotect_upgrades_write,
         set: |p, v| p.uffd_unprotect_upgrades_write = v,
     },
+    // --- issue 20: the kernels after 6.15 ---
+    Switch {
+        name: "khugepaged_aborts_on_non_swap_entries",
+        get: |p| p.khugepaged_aborts_on_non_swap_entries,
+        set: |p, v| p.khugepaged_aborts_on_non_swap_entries = v,
+    },
 ];
 
 impl Default for Profile {
@@ -370,5 +410,20 @@ mod tests {
             assert_eq!(k.restore_event, e1.restore_event, "{}", k.name);
             assert_eq!(k.restore_writability, e1.restore_writability, "{}", k.name);
         }
+    }
+
+    /// Linux 7.1 is 6.15 plus exactly the 6.19 khugepaged abort (spec 10.1).
+    #[test]
+    fn linux_7_1_is_the_2025_design_with_the_khugepaged_abort() {
+        let (e2, k) = (Profile::linux_6_15(), Profile::linux_7_1());
+        let differ: Vec<&str> = SWITCHES
+            .iter()
+            .filter(|s| (s.get)(&k) != (s.get)(&e2))
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(differ, ["khugepaged_aborts_on_non_swap_entries"]);
+        assert_eq!(k.restore_event, e2.restore_event);
+        assert_eq!(k.restore_writability, e2.restore_writability);
+        assert_eq!(Profile::by_name("linux-7.1"), Some(k));
     }
 }

@@ -232,6 +232,11 @@ enum Op {
         word: u64,
         delta: u64,
     },
+    /// MADV_COLLAPSE of the whole window (its 2 MiB-aligned range is the one that can
+    /// collapse).
+    Collapse {
+        mm: usize,
+    },
     /// MADV_POPULATE_WRITE (`write`) or MADV_POPULATE_READ of `[page, page + n)`.
     Populate {
         mm: usize,
@@ -435,6 +440,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(|idx| Op::Release { idx }),
         2 => (mm.clone(), span(), any::<bool>())
             .prop_map(|(mm, (page, n), write)| Op::Populate { mm, page, n, write }),
+        1 => mm.clone().prop_map(|mm| Op::Collapse { mm }),
         3 => (mm.clone(), page()).prop_map(|(mm, page)| Op::Migrate { mm, page }),
         1 => (mm.clone(), page(), 0..MIGRATE_WINDOW / 2, proptest::option::of(any::<usize>()))
             .prop_map(|(mm, page, back, held)| Op::MigrateRange { mm, page, back, held }),
@@ -1200,6 +1206,8 @@ struct Stats {
     gups: u64,
     /// MADV_POPULATE_READ/WRITE calls that were checked.
     populates: u64,
+    /// MADV_COLLAPSE calls that collapsed the 2 MiB range.
+    collapses: u64,
     /// Huge PMDs split, over every mm.
     splits: u64,
     /// Most references held at once on large folios.
@@ -1269,6 +1277,7 @@ impl Stats {
             huge_steps,
             gups,
             populates,
+            collapses,
             splits,
             migrated,
             migrated_large,
@@ -1444,6 +1453,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
             | Op::Fill { mm, .. }
             | Op::Gup { mm, .. }
             | Op::Populate { mm, .. }
+            | Op::Collapse { mm }
             | Op::Migrate { mm, .. }
             | Op::MigrateRange { mm, .. }
             | Op::Reclaim { mm, .. }
@@ -2178,6 +2188,62 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                     }
                 }
             }
+            (Op::Collapse { .. }, Some(s)) => {
+                if low_memory(&sys) {
+                    stats.skipped_low_memory += 1;
+                    continue;
+                }
+                // The swap-in step faults swap and (before 6.19) device-exclusive
+                // entries back, waiting for their folio lock as a fault does.
+                drop_guards_if_blocking(&sys, &m, &mut guards, s, 0..PAGES, false);
+                let proc = m.proc(s);
+                let got = proc
+                    .user
+                    .madvise(addr(0, 0), PAGES * PAGE_SIZE, Advice::Collapse);
+                // madvise_collapse() and madvise_collapse_errno() (mm/khugepaged.c of
+                // the 6.12 tree), derived for the model's states: ENOMEM for a hole in
+                // the window (or no order-9 folio), EINVAL for a range that cannot
+                // collapse (a shared or PROT_NONE VMA, MADV_NOHUGEPAGE, nothing
+                // writable, a non-present entry, a VMA edge inside the 2 MiB), EAGAIN
+                // for a held or pinned page. Never EBUSY: MADV_COLLAPSE has no
+                // max_ptes_none limit and the model no userfaultfd registration.
+                prop_assert!(
+                    matches!(
+                        got,
+                        Ok(()) | Err(Errno::ENOMEM | Errno::EINVAL | Errno::EAGAIN)
+                    ),
+                    "{}: {:?}",
+                    ctx,
+                    got
+                );
+                let proc = m.procs[s].as_ref().unwrap();
+                let one_vma = proc
+                    .user
+                    .mmap_read_lock()
+                    .find(va(EDGE))
+                    .is_some_and(|v| v.start() <= va(EDGE) && v.end() >= va(EDGE + PMD_PAGES));
+                if got.is_ok() && one_vma {
+                    // 0: every whole 2 MiB inside a VMA is PMD-mapped now, with the
+                    // data the process had (a 2 MiB split between VMAs is no whole
+                    // range of either piece, and counts for nothing).
+                    prop_assert!(proc.user.pmd_is_huge(va(EDGE)), "{}: not huge", ctx);
+                    for p in EDGE..EDGE + PMD_PAGES {
+                        let pfn = proc.user.translate(va(p)).unwrap_or(Pfn::new(0));
+                        for word in 0..WORDS {
+                            let got = sys.mem().read_u64(pfn, word * 8);
+                            prop_assert_eq!(
+                                got,
+                                Ok(m.load(s, p, word)),
+                                "{}: page {} word {}",
+                                ctx,
+                                p,
+                                word
+                            );
+                        }
+                    }
+                    stats.collapses += 1;
+                }
+            }
             (Op::Populate { page, n, write, .. }, Some(s)) => {
                 if low_memory(&sys) {
                     stats.skipped_low_memory += 1;
@@ -2831,6 +2897,57 @@ fn invariant_thp_and_gup_sequence() {
         assert!(stats.splits >= 3, "{stats:?}");
         assert!(stats.large_held > 0, "{stats:?}");
         assert_eq!(stats.gups, 6, "{stats:?}");
+    }
+}
+
+/// A fixed sequence through MADV_COLLAPSE: the 2 MiB range written in a few pages
+/// collapses (both eras, derived from madvise_collapse()); a pin on one page refuses
+/// it (EAGAIN) until released; a device-exclusive entry on a small page is restored
+/// by the swap-in and the range collapses again after a split (both eras before
+/// 6.19, derived, spec 9.4).
+#[test]
+fn invariant_collapse_sequence() {
+    let init = Init {
+        always: false,
+        maps: [private_rw(false), None],
+    };
+    let write = |page, value| Op::Write {
+        mm: 0,
+        page,
+        word: 1,
+        value,
+    };
+    let ops = vec![
+        write(EDGE + 3, 0x71),
+        write(EDGE + 300, 0x72),
+        Op::Gup {
+            mm: 0,
+            page: EDGE + 3,
+            n: 1,
+            write: true,
+            pin: true,
+            split: false,
+        },
+        Op::Collapse { mm: 0 },
+        Op::Release { idx: 0 },
+        Op::Collapse { mm: 0 },
+        Op::DontNeed {
+            mm: 0,
+            page: EDGE + 10,
+            n: 1,
+        },
+        write(EDGE + 11, 0x73),
+        Op::MakeExclusive {
+            mm: 0,
+            page: EDGE + 11,
+            hold: false,
+        },
+        Op::Collapse { mm: 0 },
+        Op::Sweep { phase: 2 },
+    ];
+    for era in ERAS {
+        let stats = run(era, &init, &ops);
+        assert_eq!(stats.collapses, 2, "{era:?}: {stats:?}");
     }
 }
 

@@ -23,12 +23,13 @@
 //! of whatever the frame became.
 //!
 //! Drivers: [`dmirror`] (Linux's `lib/test_hmm.c`), with runnable ports of the hmm
-//! selftests over it in [`hmm_tests`], and [`svm_atomic`] (nouveau's atomic fault
-//! path).
+//! selftests over it in [`hmm_tests`], [`svm_atomic`] (nouveau's atomic fault
+//! path) and [`uvm`] (NVIDIA UVM's multi-page atomic path).
 
 pub mod dmirror;
 pub mod hmm_tests;
 pub mod svm_atomic;
+pub mod uvm;
 
 use std::collections::BTreeMap;
 use std::fmt;

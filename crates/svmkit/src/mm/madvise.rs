@@ -1,7 +1,8 @@
 //! Advice on ranges (Linux: `mm/madvise.c`): `MADV_DONTNEED` zaps, `MADV_HUGEPAGE` and
 //! `MADV_NOHUGEPAGE` set VMA flags for the THP layer, `MADV_PAGEOUT` reclaims,
 //! `MADV_POPULATE_READ`/`_WRITE` fault pages in as GUP does (so a device-exclusive
-//! entry in the range is restored, revoking the device: spec 4.5's "fault" rule).
+//! entry in the range is restored, revoking the device: spec 4.5's "fault" rule),
+//! `MADV_COLLAPSE` collapses whole 2 MiB ranges into THPs (`khugepaged.rs`).
 
 use super::gup::GupFlags;
 use super::mm_types::MmUser;
@@ -28,6 +29,9 @@ pub enum Advice {
     /// MADV_POPULATE_WRITE (23, Linux 5.14): fault the range in writable, as a write
     /// would (breaking COW), without writing.
     PopulateWrite,
+    /// MADV_COLLAPSE (25, Linux 6.1): collapse each whole 2 MiB of the range into a
+    /// PMD-mapped THP now, synchronously (`mm/khugepaged.c`).
+    Collapse,
 }
 
 impl Advice {
@@ -40,6 +44,7 @@ impl Advice {
             21 => Ok(Advice::PageOut),
             22 => Ok(Advice::PopulateRead),
             23 => Ok(Advice::PopulateWrite),
+            25 => Ok(Advice::Collapse),
             _ => Err(Errno::EINVAL),
         }
     }
@@ -53,6 +58,7 @@ impl Advice {
             Advice::PageOut => 21,
             Advice::PopulateRead => 22,
             Advice::PopulateWrite => 23,
+            Advice::Collapse => 25,
         }
     }
 }
@@ -95,6 +101,15 @@ impl MmUser {
         let covered = match advice {
             Advice::PopulateRead | Advice::PopulateWrite => {
                 return self.madvise_populate(start, end, advice == Advice::PopulateWrite);
+            }
+            Advice::Collapse => {
+                // Linux: madvise_walk_vmas() calls madvise_collapse() once per VMA
+                // piece; the first failure is the answer, a hole ENOMEM at the end.
+                let (ranges, covered) = pieces(&self.mmap_read_lock());
+                for (s, e) in ranges {
+                    self.madvise_collapse(s, e)?;
+                }
+                covered
             }
             Advice::DontNeed => {
                 let tree = self.mmap_read_lock();

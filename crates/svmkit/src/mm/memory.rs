@@ -335,7 +335,7 @@ impl Mm {
     /// and swap cases here; an entry no layer understands is a bus error.
     ///
     /// Linux: `do_swap_page()`.
-    fn do_swap_page(
+    pub(crate) fn do_swap_page(
         &self,
         guard: &mut MmapReadGuard<'_, VmaTree>,
         vma: &Vma,

@@ -40,6 +40,9 @@ pub struct MmStats {
     pub thp_fallbacks: AtomicU64,
     /// Huge PMDs split into PTE tables (Linux: `THP_SPLIT_PMD`).
     pub thp_split_pmds: AtomicU64,
+    /// PTE tables collapsed into PMD-mapped THPs, by khugepaged or MADV_COLLAPSE
+    /// (Linux: `THP_COLLAPSE_ALLOC`).
+    pub thp_collapses: AtomicU64,
 }
 
 /// An address space (Linux: `struct mm_struct`).

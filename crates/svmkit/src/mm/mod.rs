@@ -12,6 +12,7 @@
 //! | `pgtable.rs` | `arch/x86/include/asm/pgtable*.h` | entries: [`Pte`], [`Pmd`], encode/decode |
 //! | `pagewalk.rs` | `mm/pagewalk.c`, `mm/pgtable-generic.c` | walking, populating, locking (split PTLs) and freeing tables |
 //! | `huge_memory.rs` | `mm/huge_memory.c` | THP: huge PMD faults, split, zap, mprotect, fork, COW |
+//! | `khugepaged.rs` | `mm/khugepaged.c` | collapsing 512 PTEs into a PMD-mapped THP: the khugepaged scan, `MADV_COLLAPSE` |
 //! | `memory.rs` | `mm/memory.c` | faults (`handle_mm_fault`, `do_anonymous_page`, `do_wp_page`, `do_swap_page`) and zap |
 //! | `rmap.rs` | `mm/rmap.c`, `mm/page_vma_mapped.c` | mapcounts, anon_vmas, `rmap_walk`, `page_vma_mapped_walk` |
 //! | `swap.rs` | `mm/swapfile.c`, `mm/swap_state.c`, `mm/vmscan.c` (anon) | swap device, swap cache, reclaim, swap-in, MADV_PAGEOUT |
@@ -26,13 +27,14 @@
 //! | `gup.rs` | `mm/gup.c` | get_user_pages, pin/unpin |
 //! | `secondary.rs` | (none: the model's audit) | devices mirroring an mm, as the checker sees them |
 //! | `hmm.rs` | `mm/hmm.c` | `hmm_range_fault` |
-//! | `madvise.rs` | `mm/madvise.c` | `MADV_DONTNEED`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE` |
+//! | `madvise.rs` | `mm/madvise.c` | `MADV_DONTNEED`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE`, `MADV_COLLAPSE` |
 
 mod folio;
 mod free_list;
 mod gup;
 mod hmm;
 mod huge_memory;
+mod khugepaged;
 mod madvise;
 mod memory;
 mod migrate;
@@ -57,6 +59,9 @@ pub use folio::{Folio, FolioLockGuard};
 pub use gup::{GUP_PIN_COUNTING_BIAS, GupFlags};
 pub use hmm::{HmmPfn, HmmRange};
 pub use huge_memory::{HPAGE_PMD_NR, HPAGE_PMD_SIZE, ThpMode};
+pub use khugepaged::{
+    KHUGEPAGED_MAX_PTES_NONE, KHUGEPAGED_MAX_PTES_SHARED, KHUGEPAGED_MAX_PTES_SWAP, ScanResult,
+};
 pub use madvise::Advice;
 pub use memory::{FaultFlags, VmFault, VmFaultError};
 pub use migrate::MigrateRangeError;

@@ -85,7 +85,7 @@ impl<'a> PtlGuard<'a> {
     /// Frame numbers stay far below this bit.
     const TRACED: u64 = 1 << 63;
 
-    fn lock(mem: &'a PhysMem, table: Pfn, mm: u64) -> Self {
+    pub(crate) fn lock(mem: &'a PhysMem, table: Pfn, mm: u64) -> Self {
         mem.bit_lock(table, PageFlags::PTL_LOCKED);
         let mut word = table.raw();
         if mem.tracer().on() {
