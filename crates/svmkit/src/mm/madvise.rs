@@ -1,4 +1,5 @@
-//! Advice on ranges (Linux: `mm/madvise.c`): `MADV_DONTNEED` zaps, `MADV_HUGEPAGE` and
+//! Advice on ranges (Linux: `mm/madvise.c`): `MADV_DONTNEED` zaps (`EINVAL` on
+//! mlocked memory, as for `MADV_PAGEOUT`), `MADV_HUGEPAGE` and
 //! `MADV_NOHUGEPAGE` set VMA flags for the THP layer, `MADV_PAGEOUT` reclaims,
 //! `MADV_POPULATE_READ`/`_WRITE` fault pages in as GUP does (so a device-exclusive
 //! entry in the range is restored, revoking the device: spec 4.5's "fault" rule).
@@ -85,10 +86,10 @@ impl MmUser {
             return Err(Errno::ENOMEM);
         };
         // The mapped pieces of the range, and whether there was a hole.
-        let pieces = |tree: &VmaTree| -> (Vec<(VirtAddr, VirtAddr)>, bool) {
+        let pieces = |tree: &VmaTree| -> (Vec<(VirtAddr, VirtAddr, VmFlags)>, bool) {
             let ranges = tree
                 .intersecting(start, end)
-                .map(|v| (v.start().max(start), v.end().min(end)))
+                .map(|v| (v.start().max(start), v.end().min(end), v.flags))
                 .collect();
             (ranges, tree.covers(start, end))
         };
@@ -99,12 +100,17 @@ impl MmUser {
             Advice::DontNeed => {
                 let tree = self.mmap_read_lock();
                 let (ranges, covered) = pieces(&tree);
-                for (s, e) in ranges {
+                for (s, e, flags) in ranges {
+                    // Linux: madvise_dontneed_free_valid_vma() → can_madv_lru_vma():
+                    // not on mlocked memory.
+                    if flags.contains(VmFlags::LOCKED) {
+                        return Err(Errno::EINVAL);
+                    }
                     // Linux: zap_page_range_single(), one Clear range per VMA piece.
                     let range =
                         MmuNotifierRange::new(self, MmuNotifierEvent::Clear, s.raw(), e.raw())
                             .invalidate_range_start();
-                    self.unmap_page_range(s, e);
+                    self.unmap_page_range(s, e, flags);
                     range.end();
                 }
                 covered
@@ -112,7 +118,11 @@ impl MmUser {
             Advice::PageOut => {
                 let tree = self.mmap_read_lock();
                 let (ranges, covered) = pieces(&tree);
-                for (s, e) in ranges {
+                for (s, e, flags) in ranges {
+                    // Linux: madvise_pageout() → can_madv_lru_vma().
+                    if flags.contains(VmFlags::LOCKED) {
+                        return Err(Errno::EINVAL);
+                    }
                     self.madvise_pageout(s, e);
                 }
                 covered
@@ -125,7 +135,7 @@ impl MmUser {
                 };
                 let mut tree = self.mmap_write_lock();
                 let (ranges, covered) = pieces(&tree);
-                for (s, e) in ranges {
+                for (s, e, _) in ranges {
                     self.vma_adjust_trans_huge(s, e);
                     tree.update_flags(s, e, |f| (f | set) - clear);
                 }

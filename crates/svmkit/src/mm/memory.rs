@@ -298,6 +298,8 @@ impl Mm {
         };
         self.mem
             .folio_add_new_anon_rmap(folio, anon, vma.linear_page_index(addr));
+        // Linux: folio_add_lru_vma() → mlock_new_folio() in a VM_LOCKED VMA.
+        self.mem.mlock_vma_folio(folio, vma.flags);
         self.add_rss_anon(1);
         ptl.set(addr, Pte::Present(new_anon_pte(vma, folio)));
         Ok(VmFault::Done)
@@ -502,6 +504,10 @@ impl Mm {
         ptl.set(addr, Pte::Present(pte));
         if !profile.mapcount_kept_on_entry {
             mem.folio_add_anon_rmap_pte(pfn);
+            // 5.14: `if (vma->vm_flags & VM_LOCKED) mlock_vma_page(page)` after the
+            // rmap add; 6.12: inside folio_add_anon_rmap_pte() (mlock.rs docs). 6.15
+            // adds no rmap, and the folio never stopped being mlocked.
+            mem.mlock_vma_folio(folio, vma.flags);
         }
     }
 
@@ -660,6 +666,7 @@ impl Mm {
             return Ok(VmFault::Done);
         }
         mem.folio_add_new_anon_rmap(new, anon, vma.linear_page_index(addr));
+        mem.mlock_vma_folio(new, vma.flags);
         let entry = if unshare {
             // Linux: an unshare copy keeps the old PTE's read-only state and tracking bits.
             PresentPte::new(
@@ -675,6 +682,7 @@ impl Mm {
         match old {
             Some(old) => {
                 mem.folio_remove_rmap_pte(orig.pfn);
+                mem.munlock_vma_folio(old, vma.flags);
                 // The old mapping's reference.
                 mem.folio_put(old);
             }
@@ -687,14 +695,15 @@ impl Mm {
         Ok(VmFault::Done)
     }
 
-    /// Clears every entry in `[start, end)` (within one VMA), dropping the mappings'
-    /// references and rmap counts. Empty page tables stay; munmap frees them.
+    /// Clears every entry in `[start, end)` (within one VMA, whose flags are
+    /// `vm_flags`), dropping the mappings' references and rmap counts (munlocking in
+    /// a `VM_LOCKED` VMA). Empty page tables stay; munmap frees them.
     ///
     /// Caller holds the mmap lock (read mode suffices).
     ///
     /// Linux: `unmap_page_range()` → `zap_pte_range()`.
     #[doc(alias = "zap_pte_range")]
-    pub(crate) fn unmap_page_range(&self, start: VirtAddr, end: VirtAddr) {
+    pub(crate) fn unmap_page_range(&self, start: VirtAddr, end: VirtAddr, vm_flags: VmFlags) {
         // Linux: zap_pmd_range(): a huge PMD wholly inside goes at once, one partly
         // inside is split first.
         self.for_each_huge_pmd(start, end, |haddr, whole| {
@@ -706,12 +715,12 @@ impl Mm {
         });
         self.for_each_pte_table(start, end, |ptl, s, e| {
             for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
-                self.zap_one(ptl, VirtAddr::new_truncate(a));
+                self.zap_one(ptl, VirtAddr::new_truncate(a), vm_flags);
             }
         });
     }
 
-    fn zap_one(&self, ptl: &mut PtlGuard<'_>, addr: VirtAddr) {
+    fn zap_one(&self, ptl: &mut PtlGuard<'_>, addr: VirtAddr, vm_flags: VmFlags) {
         match ptl.get(addr) {
             Pte::None => {}
             Pte::Present(p) => {
@@ -725,6 +734,7 @@ impl Mm {
                         mem.folio_set(folio, PageFlags::DIRTY);
                     }
                     mem.folio_remove_rmap_pte(p.pfn);
+                    mem.munlock_vma_folio(folio, vm_flags);
                     if mem.folio_test(folio, PageFlags::ANON) {
                         self.add_rss_anon(-1);
                     } else {
@@ -745,6 +755,7 @@ impl Mm {
                     self.add_rss_anon(-1);
                     if self.profile().mapcount_kept_on_entry {
                         mem.folio_remove_rmap_pte(pfn);
+                        mem.munlock_vma_folio(folio, vm_flags);
                     }
                     mem.folio_put(folio);
                 }

@@ -20,6 +20,7 @@
 //! | `mmap.rs` | `mm/mmap.c`, `mm/vma.c` | `mmap`, `munmap`, `exit_mmap` |
 //! | `mremap.rs` | `mm/mremap.c` | `mremap`: shrink, grow in place, move (`move_vma`, `move_page_tables`, `move_ptes`, `move_huge_pmd`) |
 //! | `mprotect.rs` | `mm/mprotect.c` | `mprotect`, `change_protection`, `can_change_pte_writable` |
+//! | `mlock.rs` | `mm/mlock.c` | `mlock`, `munlock`, `mlockall`, PG_mlocked and `NR_MLOCK` |
 //! | `mmu_notifier/` | `mm/mmu_notifier.c`, `include/linux/mmu_notifier.h` | MMU notifiers: ranges, classic subscriptions, interval notifiers |
 //! | `task_mmu.rs` | `fs/proc/task_mmu.c` | `clear_refs` soft-dirty clearing, smaps `Rss:` |
 //! | `userfaultfd.rs` | `mm/userfaultfd.c` | the uffd-wp bit (`UFFDIO_WRITEPROTECT`) |
@@ -36,6 +37,7 @@ mod huge_memory;
 mod madvise;
 mod memory;
 mod migrate;
+mod mlock;
 mod mm_types;
 mod mmap;
 pub mod mmu_notifier;
@@ -60,6 +62,7 @@ pub use huge_memory::{HPAGE_PMD_NR, HPAGE_PMD_SIZE, ThpMode};
 pub use madvise::Advice;
 pub use memory::{FaultFlags, VmFault, VmFaultError};
 pub use migrate::MigrateRangeError;
+pub use mlock::{MLOCK_ONFAULT, MlockallFlags};
 pub use mm_types::{Mm, MmStats, MmUser};
 pub use mmap::{MMAP_BASE, MMAP_MIN_ADDR, MapFlags, Prot};
 pub use mremap::MremapFlags;
@@ -78,4 +81,4 @@ pub use secondary::{
     audit_translation,
 };
 pub use shmem::Shmem;
-pub use vma::{VM_ACCESS_FLAGS, VmFlags, Vma, VmaTree};
+pub use vma::{VM_ACCESS_FLAGS, VM_LOCKED_MASK, VmFlags, Vma, VmaTree};

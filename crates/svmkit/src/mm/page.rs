@@ -39,6 +39,9 @@ bitflags! {
         /// The split page-table lock of a PTE table (Linux: `ptdesc->ptl`), a bit lock
         /// in the table's own page.
         const PTL_LOCKED = 1 << 9;
+        /// PG_mlocked: some `VM_LOCKED` VMA maps the folio, so reclaim leaves it in
+        /// memory (counted in `NR_MLOCK`, meminfo's `Mlocked:`). Head page only.
+        const MLOCKED = 1 << 10;
     }
 }
 
@@ -74,6 +77,9 @@ pub struct Page {
     /// Linux: `folio->_pincount` (on the head of a large folio): FOLL_PIN pins. Small
     /// folios count pins in the refcount instead (`GUP_PIN_COUNTING_BIAS`).
     pincount: AtomicI32,
+    /// Linux: `folio->mlock_count` (on the head): how many `VM_LOCKED` mappings
+    /// mlocked the folio; PG_mlocked is cleared when it drops to 0.
+    mlock_count: AtomicI32,
 }
 
 /// What `folio->mapping` names: the anon_vma an anonymous folio was faulted in under,
@@ -212,6 +218,15 @@ impl Page {
 
     pub(crate) fn pincount_add(&self, delta: i32) -> i32 {
         self.pincount.fetch_add(delta, Ordering::SeqCst) + delta
+    }
+
+    /// Linux: `folio->mlock_count` (meaningful on the head of an mlocked folio).
+    pub fn mlock_count(&self) -> i32 {
+        self.mlock_count.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_mlock_count(&self, v: i32) {
+        self.mlock_count.store(v, Ordering::SeqCst);
     }
 
     pub(crate) fn set_mapping(&self, mapping: Option<Mapping>, index: u64) {

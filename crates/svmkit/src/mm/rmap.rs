@@ -836,8 +836,10 @@ impl Mm {
                     entry.uffd_wp = p.flags.contains(PteFlags::UFFD_WP);
                     ptl.set(at, Pte::Swap(entry));
                     if !hit.mm.profile().mapcount_kept_on_entry {
-                        // The reference passes to the entry; the mapping count does not.
+                        // The reference passes to the entry; the mapping count does not,
+                        // and with it goes the mlock (spec 4.17; mlock.rs docs).
                         mem.folio_remove_rmap_pte(p.pfn);
+                        mem.munlock_vma_folio(folio, hit.vma.flags);
                     }
                     ControlFlow::Continue(())
                 });
