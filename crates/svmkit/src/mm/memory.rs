@@ -250,6 +250,12 @@ impl Mm {
         let Pte::Present(pte) = ptl.get(addr) else {
             return Ok(VmFault::Done);
         };
+        // Linux: handle_pte_fault(): `if (pte_protnone() && vma_is_accessible(vma))
+        // return do_numa_page()`.
+        if pte.is_protnone() && vma.is_accessible() {
+            self.do_numa_page(vma, addr, ptl, pte);
+            return Ok(VmFault::Done);
+        }
         if flags.contains(FaultFlags::WRITE) && !pte.is_write() {
             return self.do_wp_page(vma, addr, ptl, pte, anon, false);
         }
@@ -262,6 +268,29 @@ impl Mm {
         }
         ptl.set(addr, Pte::Present(young));
         Ok(VmFault::Done)
+    }
+
+    /// A NUMA hinting fault: the protnone PTE a NUMA scan left gets the VMA's
+    /// protection back, young, and writable where mprotect's upgrade would make it
+    /// so (a private writable VMA and `can_change_pte_writable()`). The model has one
+    /// node: nothing migrates. A write to a page that stays read-only faults again
+    /// (COW or reuse).
+    ///
+    /// Linux: `do_numa_page()` (`numa_migrate_check()` finding no better node).
+    fn do_numa_page(&self, vma: &Vma, addr: VirtAddr, mut ptl: PtlGuard<'_>, old: PresentPte) {
+        self.stats().numa_hint_faults.fetch_add(1, Ordering::Relaxed);
+        // Linux: pte_modify(old_pte, vma->vm_page_prot) keeps the pfn and status bits.
+        let keep = old.flags
+            & (PteFlags::DIRTY | PteFlags::SPECIAL | PteFlags::SOFT_DIRTY | PteFlags::UFFD_WP);
+        let mut pte = PresentPte::new(old.pfn, keep | vma.page_prot() | PteFlags::ACCESSED);
+        if !pte.is_write()
+            && vma.flags.contains(VmFlags::WRITE)
+            && !vma.flags.contains(VmFlags::SHARED)
+            && self.can_change_pte_writable(vma, pte)
+        {
+            pte = pte.with(PteFlags::WRITE);
+        }
+        ptl.set(addr, Pte::Present(pte));
     }
 
     /// First touch of an anonymous page: a read maps the shared zero page read-only; a

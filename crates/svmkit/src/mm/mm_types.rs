@@ -40,6 +40,8 @@ pub struct MmStats {
     pub thp_fallbacks: AtomicU64,
     /// Huge PMDs split into PTE tables (Linux: `THP_SPLIT_PMD`).
     pub thp_split_pmds: AtomicU64,
+    /// NUMA hinting faults handled (Linux: `NUMA_HINT_FAULTS`).
+    pub numa_hint_faults: AtomicU64,
 }
 
 /// An address space (Linux: `struct mm_struct`).

@@ -20,6 +20,7 @@
 //! | `mmap.rs` | `mm/mmap.c`, `mm/vma.c` | `mmap`, `munmap`, `exit_mmap` |
 //! | `mremap.rs` | `mm/mremap.c` | `mremap`: shrink, grow in place, move (`move_vma`, `move_page_tables`, `move_ptes`, `move_huge_pmd`) |
 //! | `mprotect.rs` | `mm/mprotect.c` | `mprotect`, `change_protection`, `can_change_pte_writable` |
+//! | `numa_balancing.rs` | `task_numa_work()`, `kernel/sched/fair.c` | the NUMA balancing scan, as an explicit call |
 //! | `mlock.rs` | `mm/mlock.c` | `mlock`, `munlock`, `mlockall`, PG_mlocked and `NR_MLOCK` |
 //! | `mmu_notifier/` | `mm/mmu_notifier.c`, `include/linux/mmu_notifier.h` | MMU notifiers: ranges, classic subscriptions, interval notifiers |
 //! | `task_mmu.rs` | `fs/proc/task_mmu.c` | `clear_refs` soft-dirty clearing, smaps `Rss:` |
@@ -43,6 +44,7 @@ mod mmap;
 pub mod mmu_notifier;
 mod mprotect;
 mod mremap;
+mod numa_balancing;
 mod page;
 mod page_alloc;
 mod pagewalk;
