@@ -649,6 +649,10 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("mprotect", &["at", "len", "prot"]),
     ("mremap", &["at", "len", "new_len", "to", "flags"]),
     ("madvise", &["at", "len", "advice"]),
+    ("mlock", &["at", "len", "onfault"]),
+    ("munlock", &["at", "len"]),
+    ("numa_scan", &["at", "len"]),
+    ("nr_mlock", &[]),
     ("fork", &["child"]),
     ("exit", &["process"]),
     ("clear_soft_dirty", &[]),
@@ -1677,7 +1681,7 @@ fn outcome(cx: &mut Ctx, t: &mut Tbl<'_>) -> PerEra<Outcome> {
 
 /// Steps with an address of their own (what `expect_pte`, `expect_refcount` and
 /// `expect_mapcount` look at when they give no `at`).
-const ADDRESSED_STEPS: [&str; 22] = [
+const ADDRESSED_STEPS: [&str; 25] = [
     "mremap",
     "read",
     "write",
@@ -1687,6 +1691,9 @@ const ADDRESSED_STEPS: [&str; 22] = [
     "munmap",
     "mprotect",
     "madvise",
+    "mlock",
+    "munlock",
+    "numa_scan",
     "uffd_wp",
     "make_exclusive",
     "make_exclusive_range",
@@ -2065,6 +2072,29 @@ fn step(
                 _ => None,
             }
         }
+        "mlock" => {
+            process_only(cx);
+            let a = at(cx, &mut t);
+            let l = len(cx, &mut t);
+            let onfault = t
+                .get("onfault")
+                .map_or(Some(false), |v| cx.want_bool(v, "onfault"));
+            match (a, l, onfault) {
+                (Some(at), Some(len), Some(onfault)) => Some(Op::Mlock { at, len, onfault }),
+                _ => None,
+            }
+        }
+        "munlock" | "numa_scan" => {
+            process_only(cx);
+            let a = at(cx, &mut t);
+            let l = len(cx, &mut t);
+            match (a, l) {
+                (Some(at), Some(len)) if op == "munlock" => Some(Op::Munlock { at, len }),
+                (Some(at), Some(len)) => Some(Op::NumaScan { at, len }),
+                _ => None,
+            }
+        }
+        "nr_mlock" => Some(Op::NrMlock),
         "fork" => {
             process_only(cx);
             t.require(cx, "child")
