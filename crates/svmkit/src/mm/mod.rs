@@ -21,6 +21,7 @@
 //! | `mremap.rs` | `mm/mremap.c` | `mremap`: shrink, grow in place, move (`move_vma`, `move_page_tables`, `move_ptes`, `move_huge_pmd`) |
 //! | `mprotect.rs` | `mm/mprotect.c` | `mprotect`, `change_protection`, `can_change_pte_writable` |
 //! | `numa_balancing.rs` | `task_numa_work()`, `kernel/sched/fair.c` | the NUMA balancing scan, as an explicit call |
+//! | `uprobes.rs` | `kernel/events/uprobes.c` (`__replace_page`) | uprobes' page replacement |
 //! | `mlock.rs` | `mm/mlock.c` | `mlock`, `munlock`, `mlockall`, PG_mlocked and `NR_MLOCK` |
 //! | `mmu_notifier/` | `mm/mmu_notifier.c`, `include/linux/mmu_notifier.h` | MMU notifiers: ranges, classic subscriptions, interval notifiers |
 //! | `task_mmu.rs` | `fs/proc/task_mmu.c` | `clear_refs` soft-dirty clearing, smaps `Rss:` |
@@ -54,6 +55,7 @@ mod secondary;
 mod shmem;
 mod swap;
 mod task_mmu;
+mod uprobes;
 mod userfaultfd;
 mod vma;
 
