@@ -137,6 +137,10 @@ fn op_name(op: &Op) -> &'static str {
         Op::Mremap { .. } => "mremap",
         Op::Mprotect { .. } => "mprotect",
         Op::Madvise { .. } => "madvise",
+        Op::Mlock { .. } => "mlock",
+        Op::Munlock { .. } => "munlock",
+        Op::NumaScan { .. } => "numa_scan",
+        Op::NrMlock => "nr_mlock",
         Op::Fork { .. } => "fork",
         Op::Exit { .. } => "exit",
         Op::ClearSoftDirty => "clear_soft_dirty",
@@ -246,6 +250,12 @@ fn unsupported(sc: &Scenario, path: &str) -> Option<String> {
                     Some("targeted reclaim has no user-space counterpart (use madvise pageout)")
                 }
                 Op::Migrate { .. } => Some("migrate of one folio is not supported yet"),
+                Op::NumaScan { .. } => Some(
+                    "a NUMA balancing scan cannot be asked for from user space (task_numa_work runs on its own schedule)",
+                ),
+                Op::Mlock { .. } | Op::Munlock { .. } | Op::NrMlock => {
+                    Some("mlock and NR_MLOCK are not run on the real kernel yet")
+                }
                 _ => None,
             };
             if let Some(why) = why {

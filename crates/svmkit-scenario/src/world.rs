@@ -545,16 +545,19 @@ impl World {
                 .madvise(addr(self, at)?, *len, *advice)
                 .map(|()| None)?),
             Op::Mlock { at, len, onfault } => {
-                let flags = if *onfault { svmkit::mm::MLOCK_ONFAULT } else { 0 };
+                let flags = if *onfault {
+                    svmkit::mm::MLOCK_ONFAULT
+                } else {
+                    0
+                };
                 Ok(self
                     .mm(p)?
                     .mlock2(addr(self, at)?, *len, flags)
                     .map(|()| None)?)
             }
-            Op::Munlock { at, len } => Ok(self
-                .mm(p)?
-                .munlock(addr(self, at)?, *len)
-                .map(|()| None)?),
+            Op::Munlock { at, len } => {
+                Ok(self.mm(p)?.munlock(addr(self, at)?, *len).map(|()| None)?)
+            }
             Op::NumaScan { at, len } => Ok(Some(self.mm(p)?.numa_scan(addr(self, at)?, *len)?)),
             Op::NrMlock => Ok(Some(self.sys.mem().nr_mlock().max(0) as u64)),
             Op::Fork { child } => {

@@ -72,7 +72,10 @@ fn mlock_populates_and_reclaim_skips_mlocked_pages() {
             matches!(mm.pte_get_lockless(va(BASE + i * P)), Pte::Present(p) if p.is_write()),
             "page {i}"
         );
-        assert!(sys.mem().folio_test_mlocked(folio_at(&sys, &mm, BASE + i * P)));
+        assert!(
+            sys.mem()
+                .folio_test_mlocked(folio_at(&sys, &mm, BASE + i * P))
+        );
     }
     assert_eq!(sys.mem().nr_mlock(), 4);
     let f = folio_at(&sys, &mm, BASE);
@@ -110,7 +113,11 @@ fn mlock_onfault_fault_cow_fork_and_munmap() {
     // The parent's write copies: the copy is mlocked, the shared page keeps its one
     // mlock (the child's VMA is not locked), NR_MLOCK counts both.
     mm.write_u64(BASE, 2).unwrap();
-    assert_eq!(sys.mem().nr_mlock(), 1, "the old page lost the parent's mlock");
+    assert_eq!(
+        sys.mem().nr_mlock(),
+        1,
+        "the old page lost the parent's mlock"
+    );
     assert!(sys.mem().folio_test_mlocked(folio_at(&sys, &mm, BASE)));
     assert!(!sys.mem().folio_test_mlocked(folio_at(&sys, &child, BASE)));
     assert_eq!(child.read_u64(BASE).unwrap(), 1);
@@ -141,7 +148,10 @@ fn mlockall_future_locks_new_mappings() {
     assert!(vma_flags(&mm, a.raw()).contains(VmFlags::LOCKED));
     assert_eq!(sys.mem().nr_mlock(), 2, "populated and mlocked at mmap");
     mm.mlockall(1).unwrap();
-    assert!(!mm.def_flags().contains(VmFlags::LOCKED), "MCL_CURRENT clears MCL_FUTURE");
+    assert!(
+        !mm.def_flags().contains(VmFlags::LOCKED),
+        "MCL_CURRENT clears MCL_FUTURE"
+    );
     assert_eq!(sys.mem().nr_mlock(), 3);
     mm.munlockall().unwrap();
     assert_eq!(sys.mem().nr_mlock(), 0);
@@ -170,13 +180,25 @@ fn mlock_errnos_are_linuxs() {
     assert_eq!(mm.mlock(BASE, u64::MAX - 2 * P), Err(Errno::EINVAL));
     assert_eq!(mm.mlock(BASE, u64::MAX), Ok(()), "PAGE_ALIGN wraps to 0");
     assert_eq!(mm.munlock(BASE, u64::MAX - 2 * P), Err(Errno::EINVAL));
-    assert_eq!(mm.mlock(BASE, 3 * P), Err(Errno::ENOMEM), "a hole after 2 pages");
+    assert_eq!(
+        mm.mlock(BASE, 3 * P),
+        Err(Errno::ENOMEM),
+        "a hole after 2 pages"
+    );
     // The VMAs before the hole are locked, but do_mlock() returns before the populate.
     assert!(vma_flags(&mm, BASE + P).contains(VmFlags::LOCKED));
     assert_eq!(mm.pte_get_lockless(va(BASE + P)), Pte::None);
     assert_eq!(sys.mem().nr_mlock(), 1);
-    assert_eq!(mm.mlock(BASE + 2 * P, P), Err(Errno::ENOMEM), "starts in the hole");
-    assert_eq!(mm.mlock(BASE + 3 * P, P), Err(Errno::ENOMEM), "PROT_NONE: EFAULT→ENOMEM");
+    assert_eq!(
+        mm.mlock(BASE + 2 * P, P),
+        Err(Errno::ENOMEM),
+        "starts in the hole"
+    );
+    assert_eq!(
+        mm.mlock(BASE + 3 * P, P),
+        Err(Errno::ENOMEM),
+        "PROT_NONE: EFAULT→ENOMEM"
+    );
     assert!(vma_flags(&mm, BASE + 3 * P).contains(VmFlags::LOCKED));
     assert_eq!(mm.munlock(BASE + 2 * P, P), Err(Errno::ENOMEM));
     assert_eq!(mm.mlock(BASE, 0), Ok(()));
@@ -202,7 +224,12 @@ fn excl_mlock_conversion_munlocks_in_5_14_and_keeps_it_in_6_15() {
         make_exclusive(&mm, BASE);
         assert!(is_exclusive(&mm, BASE));
         let f = folio_of(&sys, &mm, BASE);
-        assert_eq!(sys.mem().folio_test_mlocked(f), locked_excl, "{}", profile.name);
+        assert_eq!(
+            sys.mem().folio_test_mlocked(f),
+            locked_excl,
+            "{}",
+            profile.name
+        );
         assert_eq!(sys.mem().nr_mlock(), nr_excl, "{}", profile.name);
         checked(&sys);
         // The CPU access restores; both eras end mlocked.
@@ -235,7 +262,12 @@ fn excl_munlock_over_an_entry_strands_the_mlock_in_6_15() {
         assert!(is_exclusive(&mm, BASE), "munlock does not touch the entry");
         assert_eq!(mm.read_u64(BASE).unwrap(), 4);
         let f = folio_at(&sys, &mm, BASE);
-        assert_eq!(sys.mem().folio_test_mlocked(f), locked_after, "{}", profile.name);
+        assert_eq!(
+            sys.mem().folio_test_mlocked(f),
+            locked_after,
+            "{}",
+            profile.name
+        );
         assert_eq!(sys.mem().nr_mlock(), nr_after, "{}", profile.name);
         // Freeing the page clears a stranded mlock (free_pages_prepare()).
         mm.munmap(BASE, P).unwrap();
@@ -253,7 +285,10 @@ fn excl_munlock_over_an_entry_strands_the_mlock_in_6_15() {
 #[test]
 fn excl_mlock_over_an_entry_mlocks_only_at_reclaim_in_6_15() {
     // (profile, mlocked right after mlock)
-    for (profile, locked_now) in [(Profile::linux_5_14(), true), (Profile::linux_6_15(), false)] {
+    for (profile, locked_now) in [
+        (Profile::linux_5_14(), true),
+        (Profile::linux_6_15(), false),
+    ] {
         let (sys, mm) = sys(profile);
         mm.mmap(BASE, P, RW, FIXED).unwrap();
         mm.write_u64(BASE, 5).unwrap();
@@ -261,9 +296,19 @@ fn excl_mlock_over_an_entry_mlocks_only_at_reclaim_in_6_15() {
         mm.mlock(BASE, P).unwrap();
         assert!(!is_exclusive(&mm, BASE), "the populate restored the entry");
         let f = folio_at(&sys, &mm, BASE);
-        assert_eq!(sys.mem().folio_test_mlocked(f), locked_now, "{}", profile.name);
+        assert_eq!(
+            sys.mem().folio_test_mlocked(f),
+            locked_now,
+            "{}",
+            profile.name
+        );
         // Reclaim does not take it in either era, and leaves it mlocked.
-        assert_eq!(sys.mem().reclaim_folio(f), Err(Errno::EAGAIN), "{}", profile.name);
+        assert_eq!(
+            sys.mem().reclaim_folio(f),
+            Err(Errno::EAGAIN),
+            "{}",
+            profile.name
+        );
         assert!(sys.mem().folio_test_mlocked(f), "{}", profile.name);
         assert_eq!(sys.mem().nr_mlock(), 1, "{}", profile.name);
         assert_eq!(mm.read_u64(BASE).unwrap(), 5);

@@ -42,8 +42,13 @@ fn dmirror_exclusive(dm: &Dmirror, addr: u64) {
         ..Default::default()
     };
     let mut buf = vec![0u8; PAGE_SIZE as usize];
-    dm.ioctl(&Task::new("test"), DmirrorIoctl::Exclusive, &mut c, &mut buf)
-        .unwrap();
+    dm.ioctl(
+        &Task::new("test"),
+        DmirrorIoctl::Exclusive,
+        &mut c,
+        &mut buf,
+    )
+    .unwrap();
     assert_eq!(c.cpages, 1);
 }
 
@@ -71,13 +76,19 @@ fn numa_scan_marks_ptes_and_the_hinting_fault_restores_them() {
     let p = present(&mm, BASE);
     assert!(p.is_protnone() && !p.is_write());
     assert_eq!(p.pfn, pfn);
-    assert!(!present(&mm, BASE + P).is_protnone(), "the zero page is skipped");
+    assert!(
+        !present(&mm, BASE + P).is_protnone(),
+        "the zero page is skipped"
+    );
     assert_eq!(mm.rss_anon(), 1);
     assert_eq!(sys.mem().page(pfn).unwrap().mapcount(), 1);
     checked(&sys);
     // A second scan changes nothing: already hinting entries.
     assert_eq!(mm.numa_scan(BASE, 4 * P), Ok(0));
-    let (f, h) = (faults(&mm), mm.stats().numa_hint_faults.load(Ordering::Relaxed));
+    let (f, h) = (
+        faults(&mm),
+        mm.stats().numa_hint_faults.load(Ordering::Relaxed),
+    );
     assert_eq!(mm.read_u64(BASE).unwrap(), 11);
     assert_eq!(faults(&mm) - f, 1);
     assert_eq!(mm.stats().numa_hint_faults.load(Ordering::Relaxed) - h, 1);
@@ -137,12 +148,22 @@ fn excl_numa_scan_downgrades_the_entry_in_5_14_and_only_revokes_in_6_15() {
             "{}",
             profile.name
         );
-        assert_eq!(rights(&dm), None, "{}: the device lost its mapping", profile.name);
+        assert_eq!(
+            rights(&dm),
+            None,
+            "{}: the device lost its mapping",
+            profile.name
+        );
         let Pte::Swap(e) = mm.pte_get_lockless(va(BASE)) else {
             panic!("{}: the entry is still there", profile.name);
         };
         assert!(e.is_device_exclusive());
-        assert_eq!(e.is_writable_device_exclusive(), writable, "{}", profile.name);
+        assert_eq!(
+            e.is_writable_device_exclusive(),
+            writable,
+            "{}",
+            profile.name
+        );
         checked(&sys);
         let f = faults(&mm);
         mm.write_u64(BASE, 6).unwrap();

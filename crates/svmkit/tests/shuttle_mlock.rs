@@ -53,8 +53,14 @@ fn mlock_races_cpu_and_device_in(profile: Profile) {
         assert_eq!(mm.read_u64(A).unwrap(), INCREMENTS, "an increment was lost");
         // Page 1 only the populate touched: present, writable and mlocked.
         let p1 = mm.pte_get_lockless(va(A + PAGE_SIZE)).present();
-        assert!(p1.is_some_and(|p| p.is_write()), "page 1 not populated: {p1:?}");
-        assert!(sys.mem().folio_test_mlocked(folio_at(&sys, &mm, A + PAGE_SIZE)));
+        assert!(
+            p1.is_some_and(|p| p.is_write()),
+            "page 1 not populated: {p1:?}"
+        );
+        assert!(
+            sys.mem()
+                .folio_test_mlocked(folio_at(&sys, &mm, A + PAGE_SIZE))
+        );
         // Page 0 is present again (the read restored any entry). Whatever the order,
         // reclaim does not take it, and after it looked both pages are mlocked:
         // 5.14's restore re-mlocked, 6.15's missed mlock is restored by

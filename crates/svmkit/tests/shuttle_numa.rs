@@ -13,13 +13,15 @@
 //! be lost and the checker must pass.
 #![cfg(feature = "shuttle")]
 
-use svmkit::{Errno, Profile};
 use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
 use svmkit::sync::{Arc, thread};
 use svmkit::task::Task;
+use svmkit::{Errno, Profile};
 
 mod common;
-use common::sched::{all_frames_free, check_clean, explored, explored_page, linux_5_14_fixed_driver};
+use common::sched::{
+    all_frames_free, check_clean, explored, explored_page, linux_5_14_fixed_driver,
+};
 use common::{BASE as A, P};
 
 const EACH: u64 = 2;
@@ -64,7 +66,11 @@ fn numa_scan_races_cpu_and_device_in(profile: Profile, allowed: &'static [Errno]
         scanner.join().unwrap();
         check_clean(&sys);
         let gpu_adds = done.load(std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(mm.read_u64(A).unwrap(), EACH + gpu_adds, "an increment was lost");
+        assert_eq!(
+            mm.read_u64(A).unwrap(),
+            EACH + gpu_adds,
+            "an increment was lost"
+        );
         // The read took any hinting fault: the PTE is accessible again.
         let p = mm.pte_get_lockless(common::va(A)).present();
         assert!(p.is_some_and(|p| !p.is_protnone()), "{p:?}");

@@ -17,8 +17,8 @@ use svmkit::task::Task;
 use svmkit::{PAGE_SIZE, Profile};
 
 mod common;
-use common::sched::{all_frames_free, check_clean, explored_mapping};
 use common::BASE as A;
+use common::sched::{all_frames_free, check_clean, explored_mapping};
 
 fn uprobe_vs_conversion(profile: Profile) {
     let (sys, mm) = explored_mapping(profile, 48, PAGE_SIZE);
@@ -44,7 +44,11 @@ fn uprobe_vs_conversion(profile: Profile) {
     uprobe.join().unwrap();
     check_clean(&sys);
     assert_eq!(mm.read_u64(A).unwrap(), 5, "the copy lost the page's data");
-    assert_eq!(mm.read_u64(A + 8).unwrap(), 0xcc, "the breakpoint is missing");
+    assert_eq!(
+        mm.read_u64(A + 8).unwrap(),
+        0xcc,
+        "the breakpoint is missing"
+    );
     check_clean(&sys);
     drop(mm);
     all_frames_free(&sys);

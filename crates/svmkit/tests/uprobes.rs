@@ -84,7 +84,7 @@ fn uprobe_bad_input_fails_without_changing_anything() {
     let old = mm.translate(va(BASE));
     assert_eq!(mm.uprobe_write_opcode(BASE + 3, 0), Err(Errno::EINVAL));
     assert_eq!(mm.uprobe_write_opcode(BASE + 4 * P, 0), Err(Errno::EFAULT));
-    assert_eq!(mm.uprobe_write_opcode(u64::MAX & !7, 0), Err(Errno::EFAULT));
+    assert_eq!(mm.uprobe_write_opcode(!7, 0), Err(Errno::EFAULT));
     let shared = MapFlags::SHARED | MapFlags::ANONYMOUS | MapFlags::FIXED;
     mm.mmap(BASE + 8 * P, P, RW, shared).unwrap();
     assert_eq!(mm.uprobe_write_opcode(BASE + 8 * P, 0), Err(Errno::EINVAL));

@@ -274,13 +274,12 @@ impl Mm {
             let r = if !vma.is_accessible() {
                 Err(Errno::EFAULT)
             } else {
-                let flags = if vma.flags.contains(VmFlags::WRITE)
-                    && !vma.flags.contains(VmFlags::SHARED)
-                {
-                    GupFlags::GET | GupFlags::WRITE
-                } else {
-                    GupFlags::GET
-                };
+                let flags =
+                    if vma.flags.contains(VmFlags::WRITE) && !vma.flags.contains(VmFlags::SHARED) {
+                        GupFlags::GET | GupFlags::WRITE
+                    } else {
+                        GupFlags::GET
+                    };
                 self.populate_pages(&mut guard, from, to, flags)
             };
             match r {

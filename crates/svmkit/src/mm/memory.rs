@@ -278,7 +278,9 @@ impl Mm {
     ///
     /// Linux: `do_numa_page()` (`numa_migrate_check()` finding no better node).
     fn do_numa_page(&self, vma: &Vma, addr: VirtAddr, mut ptl: PtlGuard<'_>, old: PresentPte) {
-        self.stats().numa_hint_faults.fetch_add(1, Ordering::Relaxed);
+        self.stats()
+            .numa_hint_faults
+            .fetch_add(1, Ordering::Relaxed);
         // Linux: pte_modify(old_pte, vma->vm_page_prot) keeps the pfn and status bits.
         let keep = old.flags
             & (PteFlags::DIRTY | PteFlags::SPECIAL | PteFlags::SOFT_DIRTY | PteFlags::UFFD_WP);
