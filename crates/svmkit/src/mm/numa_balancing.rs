@@ -2,7 +2,7 @@
 //! explicit call.
 //!
 //! The scan turns the present PTEs of a range into NUMA hinting entries
-//! ([`Mm::change_prot_numa`]: protnone, still mapped and counted); the next CPU or
+//! (`change_prot_numa()`: protnone, still mapped and counted); the next CPU or
 //! GUP access to such a page takes a NUMA hinting fault (`do_numa_page()`,
 //! `mm/memory.c`), which makes the PTE accessible again. The model has one node, so
 //! the fault never migrates; every scan acts as Linux's does when the page may be on
@@ -22,7 +22,7 @@ use crate::types::{PAGE_SIZE, VirtAddr};
 
 impl MmUser {
     /// One NUMA balancing scan over `[addr, addr + len)`: every accessible VMA piece
-    /// gets [`change_prot_numa`](super::Mm::change_prot_numa) (`PROT_NONE` VMAs are
+    /// gets `change_prot_numa()` (`PROT_NONE` VMAs are
     /// skipped, so that their entries are not taken for hinting ones). Returns how
     /// many entries changed (Linux: the `numa_pte_updates` vmstat). Runs under the
     /// mmap lock for read, concurrently with faults, as `task_numa_work()` does.
