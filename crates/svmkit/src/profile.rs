@@ -85,7 +85,11 @@ pub struct Profile {
     /// How the restored PTE's writability is decided (spec 3).
     pub restore_writability: RestoreWritability,
     /// rmap walkers (`page_vma_mapped_walk` users) recognise entries by their pfn
-    /// (6.15, fixes v2 07-15/17, spec 4.18).
+    /// (6.15, fixes v2 07-15/17, spec 4.18); among them KSM's `write_protect_page()`
+    /// gives up on a non-present PTE (09/17, spec 8 item 11: neither Debian tree has
+    /// that check in mm/ksm.c). uprobes' 08/17 has its own switch,
+    /// [`replace_page_retries_nonpresent`](Self::replace_page_retries_nonpresent),
+    /// because the Debian 6.12 tree has that one backported.
     pub walkers_handle_entries: bool,
     /// dmirror maps atomically only when the whole chunk became exclusive (from
     /// `ed913b055a74`, 2022, spec 8 item 4).

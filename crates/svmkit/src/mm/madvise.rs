@@ -17,6 +17,11 @@ use crate::types::{PAGE_SIZE, VirtAddr};
 pub enum Advice {
     /// MADV_DONTNEED (4): drop the pages; the next access sees zeroes.
     DontNeed,
+    /// MADV_MERGEABLE (12): KSM may merge identical pages here (`VM_MERGEABLE`).
+    Mergeable,
+    /// MADV_UNMERGEABLE (13): no more merging, and every KSM page here is copied
+    /// back into a private page (`break_ksm()`).
+    Unmergeable,
     /// MADV_HUGEPAGE (14): prefer transparent huge pages here.
     HugePage,
     /// MADV_NOHUGEPAGE (15): never use transparent huge pages here.
@@ -36,6 +41,8 @@ impl Advice {
     pub fn from_raw(raw: i32) -> Result<Self, Errno> {
         match raw {
             4 => Ok(Advice::DontNeed),
+            12 => Ok(Advice::Mergeable),
+            13 => Ok(Advice::Unmergeable),
             14 => Ok(Advice::HugePage),
             15 => Ok(Advice::NoHugePage),
             21 => Ok(Advice::PageOut),
@@ -49,6 +56,8 @@ impl Advice {
     pub fn raw(self) -> i32 {
         match self {
             Advice::DontNeed => 4,
+            Advice::Mergeable => 12,
+            Advice::Unmergeable => 13,
             Advice::HugePage => 14,
             Advice::NoHugePage => 15,
             Advice::PageOut => 21,
@@ -125,6 +134,24 @@ impl MmUser {
                     }
                     self.madvise_pageout(s, e);
                 }
+                covered
+            }
+            Advice::Mergeable | Advice::Unmergeable => {
+                let mut tree = self.mmap_write_lock();
+                let (ranges, covered) = pieces(&tree);
+                for (s, e, flags) in ranges {
+                    // Linux: ksm_madvise() leaves shared VMAs alone (no error).
+                    if flags.contains(VmFlags::SHARED) {
+                        continue;
+                    }
+                    if advice == Advice::Mergeable {
+                        tree.update_flags(s, e, |f| f | VmFlags::MERGEABLE);
+                    } else {
+                        self.break_ksm(&tree, s, e);
+                        tree.update_flags(s, e, |f| f - VmFlags::MERGEABLE);
+                    }
+                }
+                tree.merge_around(start, end);
                 covered
             }
             Advice::HugePage | Advice::NoHugePage => {

@@ -597,6 +597,30 @@ impl Mm {
         self.wp_page_copy(vma, addr, pte, anon, unshare)
     }
 
+    /// An unshare fault on the present PTE at `addr` of `vma` (which has an
+    /// anon_vma): a page this mapping does not own exclusively (a KSM page, one
+    /// shared with a fork child) is copied into a private, read-only one. For callers
+    /// holding the mmap lock for write (`MADV_UNMERGEABLE`).
+    ///
+    /// Linux: `handle_mm_fault(FAULT_FLAG_UNSHARE)` → `do_wp_page()`, as `break_ksm()`
+    /// calls it.
+    pub(crate) fn unshare_anon_page(
+        &self,
+        vma: &Vma,
+        addr: VirtAddr,
+    ) -> Result<VmFault, VmFaultError> {
+        let Some(anon) = vma.anon_vma().cloned() else {
+            return Ok(VmFault::Done);
+        };
+        let Some(ptl) = self.pte_offset_map_lock(addr) else {
+            return Ok(VmFault::Done);
+        };
+        let Pte::Present(pte) = ptl.get(addr) else {
+            return Ok(VmFault::Done);
+        };
+        self.do_wp_page(vma, addr, ptl, pte, Some(&anon), true)
+    }
+
     /// Whether a read-only FOLL_PIN must first make this page exclusive: an anon page
     /// that is not PageAnonExclusive (the zero page and shmem pages are pinned as
     /// they are).
@@ -618,7 +642,8 @@ impl Mm {
     ///
     /// Linux: `wp_can_reuse_anon_folio()`.
     fn wp_can_reuse_anon_folio(&self, folio: Folio) -> bool {
-        if self.mem.folio_ref_count(folio) != 1 {
+        // Linux: a KSM folio is never reused, whoever maps it.
+        if self.mem.folio_test_ksm(folio) || self.mem.folio_ref_count(folio) != 1 {
             return false;
         }
         // Linux trylocks the folio to stabilise the swap cache state; the model has no

@@ -22,6 +22,7 @@
 //! | `mprotect.rs` | `mm/mprotect.c` | `mprotect`, `change_protection`, `can_change_pte_writable` |
 //! | `numa_balancing.rs` | `task_numa_work()`, `kernel/sched/fair.c` | the NUMA balancing scan, as an explicit call |
 //! | `uprobes.rs` | `kernel/events/uprobes.c` (`__replace_page`) | uprobes' page replacement |
+//! | `ksm.rs` | `mm/ksm.c` | KSM: `MADV_MERGEABLE` pages merged by an explicit scan |
 //! | `mlock.rs` | `mm/mlock.c` | `mlock`, `munlock`, `mlockall`, PG_mlocked and `NR_MLOCK` |
 //! | `mmu_notifier/` | `mm/mmu_notifier.c`, `include/linux/mmu_notifier.h` | MMU notifiers: ranges, classic subscriptions, interval notifiers |
 //! | `task_mmu.rs` | `fs/proc/task_mmu.c` | `clear_refs` soft-dirty clearing, smaps `Rss:` |
@@ -36,6 +37,7 @@ mod free_list;
 mod gup;
 mod hmm;
 mod huge_memory;
+mod ksm;
 mod madvise;
 mod memory;
 mod migrate;

@@ -92,22 +92,27 @@ pub enum Mapping {
     Anon(u64),
     /// Linux: `folio->mapping = inode->i_mapping` of the shmem file.
     Shmem(u64),
+    /// Linux: `PAGE_MAPPING_KSM` | the KSM `stable_node`: a page KSM merged, mapped
+    /// read-only wherever its rmap items say (`PageKsm`).
+    Ksm(u64),
 }
 
 impl Mapping {
     fn encode(m: Option<Mapping>) -> u64 {
         match m {
             None => 0,
-            Some(Mapping::Anon(id)) => id << 1,
-            Some(Mapping::Shmem(id)) => (id << 1) | 1,
+            Some(Mapping::Anon(id)) => id << 2,
+            Some(Mapping::Shmem(id)) => (id << 2) | 1,
+            Some(Mapping::Ksm(id)) => (id << 2) | 2,
         }
     }
 
     fn decode(raw: u64) -> Option<Mapping> {
-        match (raw >> 1, raw & 1) {
+        match (raw >> 2, raw & 3) {
             (0, _) => None,
             (id, 0) => Some(Mapping::Anon(id)),
-            (id, _) => Some(Mapping::Shmem(id)),
+            (id, 1) => Some(Mapping::Shmem(id)),
+            (id, _) => Some(Mapping::Ksm(id)),
         }
     }
 }

@@ -53,6 +53,8 @@ bitflags! {
         const HUGEPAGE = 1 << 29;
         /// VM_NOHUGEPAGE: MADV_NOHUGEPAGE was applied.
         const NOHUGEPAGE = 1 << 30;
+        /// VM_MERGEABLE: MADV_MERGEABLE was applied; KSM may merge its pages.
+        const MERGEABLE = 1 << 31;
     }
 }
 
