@@ -341,6 +341,9 @@ pub enum Op {
     },
     /// Reads `NR_MLOCK` (meminfo's `Mlocked:`, in pages) of the system.
     NrMlock,
+    /// One KSM pass over the process's `MADV_MERGEABLE` memory; returns the pages
+    /// merged.
+    KsmScan,
     /// `fork`: the thread's process forks; the child is process `child`.
     Fork {
         /// The child process.

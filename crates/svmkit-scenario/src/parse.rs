@@ -491,8 +491,10 @@ fn mremap_flags_of(cx: &mut Ctx, n: &Node) -> Option<svmkit::mm::MremapFlags> {
     Some(f)
 }
 
-const ADVICE: [(&str, Advice); 6] = [
+const ADVICE: [(&str, Advice); 8] = [
     ("dontneed", Advice::DontNeed),
+    ("mergeable", Advice::Mergeable),
+    ("unmergeable", Advice::Unmergeable),
     ("hugepage", Advice::HugePage),
     ("nohugepage", Advice::NoHugePage),
     ("pageout", Advice::PageOut),
@@ -653,6 +655,7 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("munlock", &["at", "len"]),
     ("numa_scan", &["at", "len"]),
     ("nr_mlock", &[]),
+    ("ksm_scan", &[]),
     ("fork", &["child"]),
     ("exit", &["process"]),
     ("clear_soft_dirty", &[]),
@@ -2095,6 +2098,10 @@ fn step(
             }
         }
         "nr_mlock" => Some(Op::NrMlock),
+        "ksm_scan" => {
+            process_only(cx);
+            Some(Op::KsmScan)
+        }
         "fork" => {
             process_only(cx);
             t.require(cx, "child")

@@ -371,6 +371,7 @@ impl World {
             Op::Munlock { at, len } => format!("munlock {} len {len:#x}", a(at)),
             Op::NumaScan { at, len } => format!("numa_scan {} len {len:#x}", a(at)),
             Op::NrMlock => "read NR_MLOCK".into(),
+            Op::KsmScan => "ksm scan".into(),
             Op::Fork { child } => format!("fork -> {}", self.sc.processes[*child].name),
             Op::Exit { process } => format!("exit {}", self.sc.processes[*process].name),
             Op::ClearSoftDirty => "clear_refs soft-dirty".into(),
@@ -560,6 +561,7 @@ impl World {
             }
             Op::NumaScan { at, len } => Ok(Some(self.mm(p)?.numa_scan(addr(self, at)?, *len)?)),
             Op::NrMlock => Ok(Some(self.sys.mem().nr_mlock().max(0) as u64)),
+            Op::KsmScan => Ok(Some(self.mm(p)?.ksm_scan())),
             Op::Fork { child } => {
                 let parent = self.mm(p)?;
                 let c = self.sys.fork(&parent)?;
