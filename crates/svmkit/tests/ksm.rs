@@ -127,3 +127,33 @@ fn ksm_skips_device_exclusive_pinned_and_shared_pages() {
     assert_eq!(mm.ksm_scan(), 0);
     checked(&sys);
 }
+
+/// mremap moving a mergeable VMA first copies its KSM pages back (Linux
+/// `move_vma()`: "Advise KSM to break any KSM pages in the area to be moved"), so no
+/// rmap item names an address the page left.
+#[test]
+fn ksm_mremap_breaks_ksm_pages_before_moving() {
+    use svmkit::mm::MremapFlags;
+    let (sys, mm) = system(Profile::linux_6_15(), 256);
+    mm.mmap(BASE, 2 * P, RW, FIXED).unwrap();
+    mm.write_u64(BASE, 3).unwrap();
+    mm.write_u64(BASE + P, 3).unwrap();
+    mm.madvise(BASE, 2 * P, Advice::Mergeable).unwrap();
+    assert_eq!(mm.ksm_scan(), 1);
+    let to = BASE + 64 * P;
+    mm.mremap(
+        BASE + P,
+        P,
+        P,
+        MremapFlags::MAYMOVE | MremapFlags::FIXED,
+        to,
+    )
+    .unwrap();
+    assert!(
+        ksm(&sys, &mm, BASE),
+        "the page that stayed is still the KSM page"
+    );
+    assert!(!ksm(&sys, &mm, to), "the moved one was copied back first");
+    assert_eq!(mm.read_u64(to).unwrap(), 3);
+    checked(&sys);
+}

@@ -140,7 +140,9 @@ impl MmUser {
         }
         merged
     }
+}
 
+impl Mm {
     /// Copies every KSM page mapped in `[start, end)` back into a private page (an
     /// unshare fault), as `MADV_UNMERGEABLE` does.
     ///
@@ -163,9 +165,7 @@ impl MmUser {
             }
         }
     }
-}
 
-impl Mm {
     /// The small anonymous pages mapped by present PTEs in mergeable private VMAs,
     /// each with a reference.
     ///
