@@ -137,6 +137,11 @@ fn op_name(op: &Op) -> &'static str {
         Op::Mremap { .. } => "mremap",
         Op::Mprotect { .. } => "mprotect",
         Op::Madvise { .. } => "madvise",
+        Op::Mlock { .. } => "mlock",
+        Op::Munlock { .. } => "munlock",
+        Op::NumaScan { .. } => "numa_scan",
+        Op::NrMlock => "nr_mlock",
+        Op::KsmScan => "ksm_scan",
         Op::Fork { .. } => "fork",
         Op::Exit { .. } => "exit",
         Op::ClearSoftDirty => "clear_soft_dirty",
@@ -249,6 +254,15 @@ fn unsupported(sc: &Scenario, path: &str) -> Option<String> {
                 Op::Migrate { .. } => Some("migrate of one folio is not supported yet"),
                 Op::Khugepaged => {
                     Some("khugepaged runs on its own schedule; use madvise collapse instead")
+                }
+                Op::NumaScan { .. } => Some(
+                    "a NUMA balancing scan cannot be asked for from user space (task_numa_work runs on its own schedule)",
+                ),
+                Op::KsmScan => Some(
+                    "a KSM pass cannot be asked for from user space (ksmd scans on its own schedule)",
+                ),
+                Op::Mlock { .. } | Op::Munlock { .. } | Op::NrMlock => {
+                    Some("mlock and NR_MLOCK are not run on the real kernel yet")
                 }
                 _ => None,
             };
@@ -580,6 +594,8 @@ fn advice(a: Advice) -> Option<rustix::mm::Advice> {
         Advice::PageOut => rustix::mm::Advice::LinuxPageOut,
         Advice::PopulateRead => rustix::mm::Advice::LinuxPopulateRead,
         Advice::PopulateWrite => rustix::mm::Advice::LinuxPopulateWrite,
+        Advice::Mergeable => rustix::mm::Advice::LinuxMergeable,
+        Advice::Unmergeable => rustix::mm::Advice::LinuxUnmergeable,
     })
 }
 

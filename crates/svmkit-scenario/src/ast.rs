@@ -315,6 +315,35 @@ pub enum Op {
         /// The advice.
         advice: svmkit::mm::Advice,
     },
+    /// `mlock` (or, with `onfault`, `mlock2(MLOCK_ONFAULT)`).
+    Mlock {
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// Length in bytes.
+        len: u64,
+        /// `MLOCK_ONFAULT`: lock pages as they fault in, without populating.
+        onfault: bool,
+    },
+    /// `munlock`.
+    Munlock {
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// One NUMA balancing scan (`task_numa_work()` → `change_prot_numa()`) over the
+    /// range; returns how many entries it changed.
+    NumaScan {
+        /// The address (a page address for page operations).
+        at: Addr,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// Reads `NR_MLOCK` (meminfo's `Mlocked:`, in pages) of the system.
+    NrMlock,
+    /// One KSM pass over the process's `MADV_MERGEABLE` memory; returns the pages
+    /// merged.
+    KsmScan,
     /// `fork`: the thread's process forks; the child is process `child`.
     Fork {
         /// The child process.

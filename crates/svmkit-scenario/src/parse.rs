@@ -491,8 +491,10 @@ fn mremap_flags_of(cx: &mut Ctx, n: &Node) -> Option<svmkit::mm::MremapFlags> {
     Some(f)
 }
 
-const ADVICE: [(&str, Advice); 7] = [
+const ADVICE: [(&str, Advice); 9] = [
     ("dontneed", Advice::DontNeed),
+    ("mergeable", Advice::Mergeable),
+    ("unmergeable", Advice::Unmergeable),
     ("hugepage", Advice::HugePage),
     ("nohugepage", Advice::NoHugePage),
     ("pageout", Advice::PageOut),
@@ -652,6 +654,11 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("mprotect", &["at", "len", "prot"]),
     ("mremap", &["at", "len", "new_len", "to", "flags"]),
     ("madvise", &["at", "len", "advice"]),
+    ("mlock", &["at", "len", "onfault"]),
+    ("munlock", &["at", "len"]),
+    ("numa_scan", &["at", "len"]),
+    ("nr_mlock", &[]),
+    ("ksm_scan", &[]),
     ("fork", &["child"]),
     ("exit", &["process"]),
     ("clear_soft_dirty", &[]),
@@ -1681,7 +1688,7 @@ fn outcome(cx: &mut Ctx, t: &mut Tbl<'_>) -> PerEra<Outcome> {
 
 /// Steps with an address of their own (what `expect_pte`, `expect_refcount` and
 /// `expect_mapcount` look at when they give no `at`).
-const ADDRESSED_STEPS: [&str; 22] = [
+const ADDRESSED_STEPS: [&str; 25] = [
     "mremap",
     "read",
     "write",
@@ -1691,6 +1698,9 @@ const ADDRESSED_STEPS: [&str; 22] = [
     "munmap",
     "mprotect",
     "madvise",
+    "mlock",
+    "munlock",
+    "numa_scan",
     "uffd_wp",
     "make_exclusive",
     "make_exclusive_range",
@@ -2068,6 +2078,33 @@ fn step(
                 (Some(at), Some(len), Some(advice)) => Some(Op::Madvise { at, len, advice }),
                 _ => None,
             }
+        }
+        "mlock" => {
+            process_only(cx);
+            let a = at(cx, &mut t);
+            let l = len(cx, &mut t);
+            let onfault = t
+                .get("onfault")
+                .map_or(Some(false), |v| cx.want_bool(v, "onfault"));
+            match (a, l, onfault) {
+                (Some(at), Some(len), Some(onfault)) => Some(Op::Mlock { at, len, onfault }),
+                _ => None,
+            }
+        }
+        "munlock" | "numa_scan" => {
+            process_only(cx);
+            let a = at(cx, &mut t);
+            let l = len(cx, &mut t);
+            match (a, l) {
+                (Some(at), Some(len)) if op == "munlock" => Some(Op::Munlock { at, len }),
+                (Some(at), Some(len)) => Some(Op::NumaScan { at, len }),
+                _ => None,
+            }
+        }
+        "nr_mlock" => Some(Op::NrMlock),
+        "ksm_scan" => {
+            process_only(cx);
+            Some(Op::KsmScan)
         }
         "fork" => {
             process_only(cx);

@@ -363,6 +363,15 @@ impl World {
             ),
 
             Op::Madvise { at, len, advice } => format!("madvise {} len {len:#x} {advice:?}", a(at)),
+            Op::Mlock { at, len, onfault } => format!(
+                "mlock {} len {len:#x}{}",
+                a(at),
+                if *onfault { " onfault" } else { "" }
+            ),
+            Op::Munlock { at, len } => format!("munlock {} len {len:#x}", a(at)),
+            Op::NumaScan { at, len } => format!("numa_scan {} len {len:#x}", a(at)),
+            Op::NrMlock => "read NR_MLOCK".into(),
+            Op::KsmScan => "ksm scan".into(),
             Op::Fork { child } => format!("fork -> {}", self.sc.processes[*child].name),
             Op::Exit { process } => format!("exit {}", self.sc.processes[*process].name),
             Op::ClearSoftDirty => "clear_refs soft-dirty".into(),
@@ -537,6 +546,23 @@ impl World {
                 .mm(p)?
                 .madvise(addr(self, at)?, *len, *advice)
                 .map(|()| None)?),
+            Op::Mlock { at, len, onfault } => {
+                let flags = if *onfault {
+                    svmkit::mm::MLOCK_ONFAULT
+                } else {
+                    0
+                };
+                Ok(self
+                    .mm(p)?
+                    .mlock2(addr(self, at)?, *len, flags)
+                    .map(|()| None)?)
+            }
+            Op::Munlock { at, len } => {
+                Ok(self.mm(p)?.munlock(addr(self, at)?, *len).map(|()| None)?)
+            }
+            Op::NumaScan { at, len } => Ok(Some(self.mm(p)?.numa_scan(addr(self, at)?, *len)?)),
+            Op::NrMlock => Ok(Some(self.sys.mem().nr_mlock().max(0) as u64)),
+            Op::KsmScan => Ok(Some(self.mm(p)?.ksm_scan())),
             Op::Fork { child } => {
                 let parent = self.mm(p)?;
                 let c = self.sys.fork(&parent)?;
@@ -781,6 +807,9 @@ impl World {
             | Op::Munmap { at, .. }
             | Op::Mprotect { at, .. }
             | Op::Madvise { at, .. }
+            | Op::Mlock { at, .. }
+            | Op::Munlock { at, .. }
+            | Op::NumaScan { at, .. }
             | Op::UffdWp { at, .. }
             | Op::MakeExclusive { at, .. }
             | Op::MakeExclusiveRange { at, .. }

@@ -85,7 +85,11 @@ pub struct Profile {
     /// How the restored PTE's writability is decided (spec 3).
     pub restore_writability: RestoreWritability,
     /// rmap walkers (`page_vma_mapped_walk` users) recognise entries by their pfn
-    /// (6.15, fixes v2 07-15/17, spec 4.18).
+    /// (6.15, fixes v2 07-15/17, spec 4.18); among them KSM's `write_protect_page()`
+    /// gives up on a non-present PTE (09/17, spec 8 item 11: neither Debian tree has
+    /// that check in mm/ksm.c). uprobes' 08/17 has its own switch,
+    /// [`replace_page_retries_nonpresent`](Self::replace_page_retries_nonpresent),
+    /// because the Debian 6.12 tree has that one backported.
     pub walkers_handle_entries: bool,
     /// dmirror maps atomically only when the whole chunk became exclusive (from
     /// `ed913b055a74`, 2022, spec 8 item 4).
@@ -124,6 +128,16 @@ pub struct Profile {
     /// device, before the collapse goes on (derived from the 6.12 tree's
     /// mm/khugepaged.c, spec 9.4).
     pub khugepaged_aborts_on_non_swap_entries: bool,
+    // --- issue 19 paths (mlock, NUMA hinting, uprobes): switches of this block. ---
+    /// uprobes' `__replace_page()` gives up on a non-present PTE its
+    /// `page_vma_mapped_walk()` found (a device-exclusive entry converted after its
+    /// GUP) and the caller retries GUP (6.15, fixes v2 08/17, spec 4.11, 8 item 10);
+    /// false: it replaces the entry as if it were a present PTE (`pte_pfn()` of a
+    /// swap PTE) and removes the page's rmap, which 5.14's conversion had already
+    /// removed: the mapcount goes below zero (5.14 to 6.14: the Debian 6.1.192 tree's
+    /// kernel/events/uprobes.c has no present check; the Debian 6.12.117 tree has the
+    /// stable backport, "Handle PFN swap PTES, such as device-exclusive ones").
+    pub replace_page_retries_nonpresent: bool,
 }
 
 impl Profile {
@@ -147,6 +161,7 @@ impl Profile {
             exclusive_checks_folio_mapcount: true,
             uffd_unprotect_upgrades_write: true,
             khugepaged_aborts_on_non_swap_entries: false,
+            replace_page_retries_nonpresent: true,
         }
     }
 }
@@ -173,6 +188,7 @@ impl Profile {
             exclusive_checks_folio_mapcount: false,
             uffd_unprotect_upgrades_write: false,
             khugepaged_aborts_on_non_swap_entries: false,
+            replace_page_retries_nonpresent: false,
         }
     }
 
@@ -211,11 +227,15 @@ impl Profile {
     /// boots): the same switches as [`Profile::linux_6_1`], read in the same files and
     /// functions of that tree (6.12 has the 2021 design too; the 2025 rework is 6.15),
     /// and the 6.3 core-mm change `uffd_unprotect_upgrades_write` (`uffd_wp_range()`
-    /// in mm/mprotect.c of that tree passes `MM_CP_TRY_CHANGE_WRITABLE`).
+    /// in mm/mprotect.c of that tree passes `MM_CP_TRY_CHANGE_WRITABLE`), and the
+    /// stable backport of fixes v2 08/17 `replace_page_retries_nonpresent`
+    /// (`__replace_page()` in kernel/events/uprobes.c of that tree checks
+    /// `pte_present()` and goes to `unlock`).
     pub const fn linux_6_12() -> Profile {
         Profile {
             name: "linux-6.12",
             uffd_unprotect_upgrades_write: true,
+            replace_page_retries_nonpresent: true,
             ..Profile::linux_6_1()
         }
     }
@@ -279,7 +299,7 @@ impl fmt::Debug for Switch {
 
 /// Every boolean switch of [`Profile`] (the restore event and writability are enums,
 /// set through the presets).
-pub const SWITCHES: [Switch; 14] = [
+pub const SWITCHES: [Switch; 15] = [
     Switch {
         name: "has_range_api",
         get: |p| p.has_range_api,
@@ -351,6 +371,12 @@ pub const SWITCHES: [Switch; 14] = [
         get: |p| p.khugepaged_aborts_on_non_swap_entries,
         set: |p, v| p.khugepaged_aborts_on_non_swap_entries = v,
     },
+    // issue 19 paths
+    Switch {
+        name: "replace_page_retries_nonpresent",
+        get: |p| p.replace_page_retries_nonpresent,
+        set: |p, v| p.replace_page_retries_nonpresent = v,
+    },
 ];
 
 impl Default for Profile {
@@ -395,8 +421,16 @@ mod tests {
             "svm_atomic_unlock_on_retry",
             "exclusive_checks_folio_mapcount",
         ];
-        // 6.12 also has the 6.3 core-mm uffd-wp change (both kernels' goldens).
-        let with_uffd = [fixes.as_slice(), &["uffd_unprotect_upgrades_write"]].concat();
+        // 6.12 also has the 6.3 core-mm uffd-wp change (both kernels' goldens) and
+        // the uprobes backport (read in its tree).
+        let with_uffd = [
+            fixes.as_slice(),
+            &[
+                "uffd_unprotect_upgrades_write",
+                "replace_page_retries_nonpresent",
+            ],
+        ]
+        .concat();
         for (k, want) in [
             (Profile::linux_6_1(), fixes.to_vec()),
             (Profile::linux_6_12(), with_uffd),

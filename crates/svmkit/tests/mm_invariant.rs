@@ -314,6 +314,12 @@ enum Op {
         page: u64,
         n: u64,
     },
+    /// One NUMA balancing scan of `[page, page + n)` (`numa_scan`).
+    NumaScan {
+        mm: usize,
+        page: u64,
+        n: u64,
+    },
     /// Reads every word of the window's edges, and of every 16th page (from `phase`)
     /// between them, in every live mm and compares it all with the shadow (faulting
     /// pages in as a side effect).
@@ -449,6 +455,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (mm.clone(), prop_oneof![1 => 1usize..4, 1 => 4usize..600])
             .prop_map(|(mm, n)| Op::ReclaimMm { mm, n }),
         2 => (mm.clone(), span()).prop_map(|(mm, (page, n))| Op::PageOut { mm, page, n }),
+        2 => (mm.clone(), span()).prop_map(|(mm, (page, n))| Op::NumaScan { mm, page, n }),
         1 => mm.clone().prop_map(|mm| Op::Fork { mm }),
         1 => mm.clone().prop_map(|mm| Op::Exit { mm }),
         1 => (0u64..16).prop_map(|phase| Op::Sweep { phase }),
@@ -1459,6 +1466,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
             | Op::Reclaim { mm, .. }
             | Op::ReclaimMm { mm, .. }
             | Op::PageOut { mm, .. }
+            | Op::NumaScan { mm, .. }
             | Op::Fork { mm }
             | Op::Exit { mm }
             | Op::MakeExclusive { mm, .. }
@@ -1900,6 +1908,22 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                     prop_assert!(missed.is_empty(), "{}: not reclaimed: {:?}", ctx, missed);
                 }
                 stats.reclaimed_many += got as u64;
+            }
+            (Op::NumaScan { page, n, .. }, Some(s)) => {
+                let r = range(page, n);
+                let proc = m.proc(s);
+                let got = proc
+                    .user
+                    .numa_scan(addr(r.start, 0), (r.end - r.start) * PAGE_SIZE);
+                // Derived (task_numa_work() of 6.12, one pass): aligned ranges never
+                // fail, holes are skipped, and nothing the process reads changes;
+                // at most one entry per page changes.
+                prop_assert!(
+                    got.is_ok_and(|c| c <= r.end - r.start),
+                    "{}: {:?}",
+                    ctx,
+                    got
+                );
             }
             (Op::PageOut { page, n, .. }, Some(s)) => {
                 let mem = sys.mem();

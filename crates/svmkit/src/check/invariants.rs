@@ -503,7 +503,9 @@ fn check_mm(mm: &Arc<Mm>, exp: &mut Expect, out: &mut Vec<Violation>) {
                     format!("writable PTE in {vma:?}"),
                 ));
             }
-            if p.is_protnone() == vma.is_accessible() {
+            // A PROT_NONE VMA maps only protnone PTEs; an accessible one may hold
+            // protnone ones too, NUMA hinting entries (never writable).
+            if (!vma.is_accessible() && !p.is_protnone()) || (p.is_protnone() && p.is_write()) {
                 out.push(viol(
                     Some(addr),
                     Some(p.pfn),

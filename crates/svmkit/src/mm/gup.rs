@@ -248,6 +248,71 @@ impl Mm {
         Ok(pages)
     }
 
+    /// Faults in the pages of `[start, start + len)` VMA by VMA, under the mmap lock
+    /// for read, as mlock and `mmap(MAP_POPULATE | MAP_LOCKED)` do: writable in a
+    /// private writable VMA (breaking COW, restoring device-exclusive entries),
+    /// readable elsewhere; `VM_LOCKONFAULT` VMAs are skipped. Holes end the walk
+    /// without an error. A `PROT_NONE` VMA or a page that cannot be faulted in gives
+    /// `EFAULT` (or `ENOMEM`), unless `ignore_errors`, which goes on with the next
+    /// VMA. The references GUP takes are dropped at once (Linux takes none).
+    ///
+    /// Linux: `__mm_populate()` → `populate_vma_page_range()`.
+    pub fn mm_populate(&self, start: u64, len: u64, ignore_errors: bool) -> Result<(), Errno> {
+        let end = start.saturating_add(len).min(crate::types::TASK_SIZE);
+        let mut guard = self.mmap_read_lock();
+        let mut addr = start;
+        while addr < end {
+            let (Ok(a), Ok(e)) = (VirtAddr::try_new(addr), VirtAddr::try_new(end)) else {
+                break;
+            };
+            let Some(vma) = guard.intersecting(a, e).next().cloned() else {
+                break;
+            };
+            let from = addr.max(vma.start().raw());
+            let to = vma.end().raw().min(end);
+            addr = to;
+            if vma.flags.contains(VmFlags::LOCKONFAULT) {
+                continue;
+            }
+            let r = if !vma.is_accessible() {
+                Err(Errno::EFAULT)
+            } else {
+                let flags =
+                    if vma.flags.contains(VmFlags::WRITE) && !vma.flags.contains(VmFlags::SHARED) {
+                        GupFlags::GET | GupFlags::WRITE
+                    } else {
+                        GupFlags::GET
+                    };
+                self.populate_pages(&mut guard, from, to, flags)
+            };
+            match r {
+                Ok(()) => {}
+                Err(_) if ignore_errors => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// GUP over `[from, to)` in pieces until every page is in or one fails.
+    fn populate_pages(
+        &self,
+        guard: &mut MmapReadGuard<'_, VmaTree>,
+        from: u64,
+        to: u64,
+        flags: GupFlags,
+    ) -> Result<(), Errno> {
+        let mut at = from;
+        while at < to {
+            let pages = self.get_user_pages(guard, at, (to - at) / PAGE_SIZE, flags)?;
+            for pfn in &pages {
+                self.mem.put_page(*pfn);
+            }
+            at += pages.len() as u64 * PAGE_SIZE;
+        }
+        Ok(())
+    }
+
     /// [`get_user_pages`](Self::get_user_pages) with `PIN` set (and `GET` cleared).
     ///
     /// Linux: `pin_user_pages_remote()`.

@@ -1,4 +1,5 @@
-//! Advice on ranges (Linux: `mm/madvise.c`): `MADV_DONTNEED` zaps, `MADV_HUGEPAGE` and
+//! Advice on ranges (Linux: `mm/madvise.c`): `MADV_DONTNEED` zaps (`EINVAL` on
+//! mlocked memory, as for `MADV_PAGEOUT`), `MADV_HUGEPAGE` and
 //! `MADV_NOHUGEPAGE` set VMA flags for the THP layer, `MADV_PAGEOUT` reclaims,
 //! `MADV_POPULATE_READ`/`_WRITE` fault pages in as GUP does (so a device-exclusive
 //! entry in the range is restored, revoking the device: spec 4.5's "fault" rule),
@@ -17,6 +18,11 @@ use crate::types::{PAGE_SIZE, VirtAddr};
 pub enum Advice {
     /// MADV_DONTNEED (4): drop the pages; the next access sees zeroes.
     DontNeed,
+    /// MADV_MERGEABLE (12): KSM may merge identical pages here (`VM_MERGEABLE`).
+    Mergeable,
+    /// MADV_UNMERGEABLE (13): no more merging, and every KSM page here is copied
+    /// back into a private page (`break_ksm()`).
+    Unmergeable,
     /// MADV_HUGEPAGE (14): prefer transparent huge pages here.
     HugePage,
     /// MADV_NOHUGEPAGE (15): never use transparent huge pages here.
@@ -39,6 +45,8 @@ impl Advice {
     pub fn from_raw(raw: i32) -> Result<Self, Errno> {
         match raw {
             4 => Ok(Advice::DontNeed),
+            12 => Ok(Advice::Mergeable),
+            13 => Ok(Advice::Unmergeable),
             14 => Ok(Advice::HugePage),
             15 => Ok(Advice::NoHugePage),
             21 => Ok(Advice::PageOut),
@@ -53,6 +61,8 @@ impl Advice {
     pub fn raw(self) -> i32 {
         match self {
             Advice::DontNeed => 4,
+            Advice::Mergeable => 12,
+            Advice::Unmergeable => 13,
             Advice::HugePage => 14,
             Advice::NoHugePage => 15,
             Advice::PageOut => 21,
@@ -91,10 +101,10 @@ impl MmUser {
             return Err(Errno::ENOMEM);
         };
         // The mapped pieces of the range, and whether there was a hole.
-        let pieces = |tree: &VmaTree| -> (Vec<(VirtAddr, VirtAddr)>, bool) {
+        let pieces = |tree: &VmaTree| -> (Vec<(VirtAddr, VirtAddr, VmFlags)>, bool) {
             let ranges = tree
                 .intersecting(start, end)
-                .map(|v| (v.start().max(start), v.end().min(end)))
+                .map(|v| (v.start().max(start), v.end().min(end), v.flags))
                 .collect();
             (ranges, tree.covers(start, end))
         };
@@ -106,7 +116,7 @@ impl MmUser {
                 // Linux: madvise_walk_vmas() calls madvise_collapse() once per VMA
                 // piece; the first failure is the answer, a hole ENOMEM at the end.
                 let (ranges, covered) = pieces(&self.mmap_read_lock());
-                for (s, e) in ranges {
+                for (s, e, _) in ranges {
                     self.madvise_collapse(s, e)?;
                 }
                 covered
@@ -114,12 +124,17 @@ impl MmUser {
             Advice::DontNeed => {
                 let tree = self.mmap_read_lock();
                 let (ranges, covered) = pieces(&tree);
-                for (s, e) in ranges {
+                for (s, e, flags) in ranges {
+                    // Linux: madvise_dontneed_free_valid_vma() → can_madv_lru_vma():
+                    // not on mlocked memory.
+                    if flags.contains(VmFlags::LOCKED) {
+                        return Err(Errno::EINVAL);
+                    }
                     // Linux: zap_page_range_single(), one Clear range per VMA piece.
                     let range =
                         MmuNotifierRange::new(self, MmuNotifierEvent::Clear, s.raw(), e.raw())
                             .invalidate_range_start();
-                    self.unmap_page_range(s, e);
+                    self.unmap_page_range(s, e, flags);
                     range.end();
                 }
                 covered
@@ -127,9 +142,31 @@ impl MmUser {
             Advice::PageOut => {
                 let tree = self.mmap_read_lock();
                 let (ranges, covered) = pieces(&tree);
-                for (s, e) in ranges {
+                for (s, e, flags) in ranges {
+                    // Linux: madvise_pageout() → can_madv_lru_vma().
+                    if flags.contains(VmFlags::LOCKED) {
+                        return Err(Errno::EINVAL);
+                    }
                     self.madvise_pageout(s, e);
                 }
+                covered
+            }
+            Advice::Mergeable | Advice::Unmergeable => {
+                let mut tree = self.mmap_write_lock();
+                let (ranges, covered) = pieces(&tree);
+                for (s, e, flags) in ranges {
+                    // Linux: ksm_madvise() leaves shared VMAs alone (no error).
+                    if flags.contains(VmFlags::SHARED) {
+                        continue;
+                    }
+                    if advice == Advice::Mergeable {
+                        tree.update_flags(s, e, |f| f | VmFlags::MERGEABLE);
+                    } else {
+                        self.break_ksm(&tree, s, e);
+                        tree.update_flags(s, e, |f| f - VmFlags::MERGEABLE);
+                    }
+                }
+                tree.merge_around(start, end);
                 covered
             }
             Advice::HugePage | Advice::NoHugePage => {
@@ -140,7 +177,7 @@ impl MmUser {
                 };
                 let mut tree = self.mmap_write_lock();
                 let (ranges, covered) = pieces(&tree);
-                for (s, e) in ranges {
+                for (s, e, _) in ranges {
                     self.vma_adjust_trans_huge(s, e);
                     tree.update_flags(s, e, |f| (f | set) - clear);
                 }

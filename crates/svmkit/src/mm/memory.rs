@@ -257,6 +257,12 @@ impl Mm {
         let Pte::Present(pte) = ptl.get(addr) else {
             return Ok(VmFault::Done);
         };
+        // Linux: handle_pte_fault(): `if (pte_protnone() && vma_is_accessible(vma))
+        // return do_numa_page()`.
+        if pte.is_protnone() && vma.is_accessible() {
+            self.do_numa_page(vma, addr, ptl, pte);
+            return Ok(VmFault::Done);
+        }
         if flags.contains(FaultFlags::WRITE) && !pte.is_write() {
             return self.do_wp_page(vma, addr, ptl, pte, anon, false);
         }
@@ -269,6 +275,31 @@ impl Mm {
         }
         ptl.set(addr, Pte::Present(young));
         Ok(VmFault::Done)
+    }
+
+    /// A NUMA hinting fault: the protnone PTE a NUMA scan left gets the VMA's
+    /// protection back, young, and writable where mprotect's upgrade would make it
+    /// so (a private writable VMA and `can_change_pte_writable()`). The model has one
+    /// node: nothing migrates. A write to a page that stays read-only faults again
+    /// (COW or reuse).
+    ///
+    /// Linux: `do_numa_page()` (`numa_migrate_check()` finding no better node).
+    fn do_numa_page(&self, vma: &Vma, addr: VirtAddr, mut ptl: PtlGuard<'_>, old: PresentPte) {
+        self.stats()
+            .numa_hint_faults
+            .fetch_add(1, Ordering::Relaxed);
+        // Linux: pte_modify(old_pte, vma->vm_page_prot) keeps the pfn and status bits.
+        let keep = old.flags
+            & (PteFlags::DIRTY | PteFlags::SPECIAL | PteFlags::SOFT_DIRTY | PteFlags::UFFD_WP);
+        let mut pte = PresentPte::new(old.pfn, keep | vma.page_prot() | PteFlags::ACCESSED);
+        if !pte.is_write()
+            && vma.flags.contains(VmFlags::WRITE)
+            && !vma.flags.contains(VmFlags::SHARED)
+            && self.can_change_pte_writable(vma, pte)
+        {
+            pte = pte.with(PteFlags::WRITE);
+        }
+        ptl.set(addr, Pte::Present(pte));
     }
 
     /// First touch of an anonymous page: a read maps the shared zero page read-only; a
@@ -306,6 +337,8 @@ impl Mm {
         };
         self.mem
             .folio_add_new_anon_rmap(folio, anon, vma.linear_page_index(addr));
+        // Linux: folio_add_lru_vma() → mlock_new_folio() in a VM_LOCKED VMA.
+        self.mem.mlock_vma_folio(folio, vma.flags);
         self.add_rss_anon(1);
         ptl.set(addr, Pte::Present(new_anon_pte(vma, folio)));
         Ok(VmFault::Done)
@@ -518,6 +551,10 @@ impl Mm {
         ptl.set(addr, Pte::Present(pte));
         if !profile.mapcount_kept_on_entry {
             mem.folio_add_anon_rmap_pte(pfn);
+            // 5.14: `if (vma->vm_flags & VM_LOCKED) mlock_vma_page(page)` after the
+            // rmap add; 6.12: inside folio_add_anon_rmap_pte() (mlock.rs docs). 6.15
+            // adds no rmap, and the folio never stopped being mlocked.
+            mem.mlock_vma_folio(folio, vma.flags);
         }
     }
 
@@ -576,6 +613,30 @@ impl Mm {
         self.wp_page_copy(vma, addr, pte, anon, unshare)
     }
 
+    /// An unshare fault on the present PTE at `addr` of `vma` (which has an
+    /// anon_vma): a page this mapping does not own exclusively (a KSM page, one
+    /// shared with a fork child) is copied into a private, read-only one. For callers
+    /// holding the mmap lock for write (`MADV_UNMERGEABLE`).
+    ///
+    /// Linux: `handle_mm_fault(FAULT_FLAG_UNSHARE)` → `do_wp_page()`, as `break_ksm()`
+    /// calls it.
+    pub(crate) fn unshare_anon_page(
+        &self,
+        vma: &Vma,
+        addr: VirtAddr,
+    ) -> Result<VmFault, VmFaultError> {
+        let Some(anon) = vma.anon_vma().cloned() else {
+            return Ok(VmFault::Done);
+        };
+        let Some(ptl) = self.pte_offset_map_lock(addr) else {
+            return Ok(VmFault::Done);
+        };
+        let Pte::Present(pte) = ptl.get(addr) else {
+            return Ok(VmFault::Done);
+        };
+        self.do_wp_page(vma, addr, ptl, pte, Some(&anon), true)
+    }
+
     /// Whether a read-only FOLL_PIN must first make this page exclusive: an anon page
     /// that is not PageAnonExclusive (the zero page and shmem pages are pinned as
     /// they are).
@@ -597,7 +658,8 @@ impl Mm {
     ///
     /// Linux: `wp_can_reuse_anon_folio()`.
     fn wp_can_reuse_anon_folio(&self, folio: Folio) -> bool {
-        if self.mem.folio_ref_count(folio) != 1 {
+        // Linux: a KSM folio is never reused, whoever maps it.
+        if self.mem.folio_test_ksm(folio) || self.mem.folio_ref_count(folio) != 1 {
             return false;
         }
         // Linux trylocks the folio to stabilise the swap cache state; the model has no
@@ -676,6 +738,7 @@ impl Mm {
             return Ok(VmFault::Done);
         }
         mem.folio_add_new_anon_rmap(new, anon, vma.linear_page_index(addr));
+        mem.mlock_vma_folio(new, vma.flags);
         let entry = if unshare {
             // Linux: an unshare copy keeps the old PTE's read-only state and tracking bits.
             PresentPte::new(
@@ -691,6 +754,7 @@ impl Mm {
         match old {
             Some(old) => {
                 mem.folio_remove_rmap_pte(orig.pfn);
+                mem.munlock_vma_folio(old, vma.flags);
                 // The old mapping's reference.
                 mem.folio_put(old);
             }
@@ -703,14 +767,15 @@ impl Mm {
         Ok(VmFault::Done)
     }
 
-    /// Clears every entry in `[start, end)` (within one VMA), dropping the mappings'
-    /// references and rmap counts. Empty page tables stay; munmap frees them.
+    /// Clears every entry in `[start, end)` (within one VMA, whose flags are
+    /// `vm_flags`), dropping the mappings' references and rmap counts (munlocking in
+    /// a `VM_LOCKED` VMA). Empty page tables stay; munmap frees them.
     ///
     /// Caller holds the mmap lock (read mode suffices).
     ///
     /// Linux: `unmap_page_range()` → `zap_pte_range()`.
     #[doc(alias = "zap_pte_range")]
-    pub(crate) fn unmap_page_range(&self, start: VirtAddr, end: VirtAddr) {
+    pub(crate) fn unmap_page_range(&self, start: VirtAddr, end: VirtAddr, vm_flags: VmFlags) {
         // Linux: zap_pmd_range(): a huge PMD wholly inside goes at once, one partly
         // inside is split first.
         self.for_each_huge_pmd(start, end, |haddr, whole| {
@@ -722,12 +787,12 @@ impl Mm {
         });
         self.for_each_pte_table(start, end, |ptl, s, e| {
             for a in (s.raw()..e.raw()).step_by(PAGE_SIZE as usize) {
-                self.zap_one(ptl, VirtAddr::new_truncate(a));
+                self.zap_one(ptl, VirtAddr::new_truncate(a), vm_flags);
             }
         });
     }
 
-    fn zap_one(&self, ptl: &mut PtlGuard<'_>, addr: VirtAddr) {
+    fn zap_one(&self, ptl: &mut PtlGuard<'_>, addr: VirtAddr, vm_flags: VmFlags) {
         match ptl.get(addr) {
             Pte::None => {}
             Pte::Present(p) => {
@@ -741,6 +806,7 @@ impl Mm {
                         mem.folio_set(folio, PageFlags::DIRTY);
                     }
                     mem.folio_remove_rmap_pte(p.pfn);
+                    mem.munlock_vma_folio(folio, vm_flags);
                     if mem.folio_test(folio, PageFlags::ANON) {
                         self.add_rss_anon(-1);
                     } else {
@@ -761,6 +827,7 @@ impl Mm {
                     self.add_rss_anon(-1);
                     if self.profile().mapcount_kept_on_entry {
                         mem.folio_remove_rmap_pte(pfn);
+                        mem.munlock_vma_folio(folio, vm_flags);
                     }
                     mem.folio_put(folio);
                 }

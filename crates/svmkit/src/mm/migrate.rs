@@ -254,6 +254,7 @@ impl PhysMem {
                             e.uffd_wp = p.flags.contains(PteFlags::UFFD_WP);
                             ptl.set(addr, Pte::Swap(e));
                             self.folio_remove_rmap_pte(p.pfn);
+                            self.munlock_vma_folio(folio, hit.vma.flags);
                             self.folio_put(folio);
                         }
                         // 6.15 (fixes v2 11/17): the pfn comes from the entry, the entry is
@@ -273,6 +274,7 @@ impl PhysMem {
                             ptl.set(addr, Pte::Swap(e));
                             if hit.mm.profile().mapcount_kept_on_entry {
                                 self.folio_remove_rmap_pte(pfn);
+                                self.munlock_vma_folio(folio, hit.vma.flags);
                             }
                             self.folio_put(folio);
                         }
@@ -362,6 +364,8 @@ impl PhysMem {
                         }
                     }
                     ptl.set(va, Pte::Present(pte));
+                    // Linux: folio_add_anon_rmap_pte() → mlock_vma_folio().
+                    self.mlock_vma_folio(target, hit.vma.flags);
                 }
                 a += PAGE_SIZE;
             }

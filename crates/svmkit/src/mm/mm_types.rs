@@ -43,6 +43,8 @@ pub struct MmStats {
     /// PTE tables collapsed into PMD-mapped THPs, by khugepaged or MADV_COLLAPSE
     /// (Linux: `THP_COLLAPSE_ALLOC`).
     pub thp_collapses: AtomicU64,
+    /// NUMA hinting faults handled (Linux: `NUMA_HINT_FAULTS`).
+    pub numa_hint_faults: AtomicU64,
 }
 
 /// An address space (Linux: `struct mm_struct`).
@@ -64,6 +66,10 @@ pub struct Mm {
     stats: MmStats,
     /// Linux: `MMF_HAS_PINNED`: some page of this mm was ever pinned (FOLL_PIN).
     has_pinned: AtomicBool,
+    /// Linux: `mm->def_flags`: VMA flags every new mapping gets (`VM_LOCKED` and
+    /// `VM_LOCKONFAULT` after `mlockall(MCL_FUTURE)`), as [`VmFlags`](super::VmFlags)
+    /// bits.
+    pub(crate) def_flags: AtomicU64,
     /// The device-exclusive design this mm follows.
     profile: Profile,
     /// Linux: `mm->notifier_subscriptions`.
@@ -88,6 +94,7 @@ impl Mm {
             rss_shmem: AtomicI64::new(0),
             stats: MmStats::default(),
             has_pinned: AtomicBool::new(false),
+            def_flags: AtomicU64::new(0),
             profile,
             notifiers: MmuNotifierSubscriptions::new(),
         }))

@@ -63,6 +63,10 @@ bitflags! {
         const FIXED = 0x10;
         /// MAP_ANONYMOUS: not backed by a file.
         const ANONYMOUS = 0x20;
+        /// MAP_LOCKED: the mapping is `VM_LOCKED` and populated, as after `mlock()`.
+        const LOCKED = 0x2000;
+        /// MAP_POPULATE: fault the whole mapping in before returning.
+        const POPULATE = 0x8000;
         /// MAP_FIXED_NOREPLACE: like MAP_FIXED but fail with EEXIST instead of replacing.
         const FIXED_NOREPLACE = 0x10_0000;
     }
@@ -182,7 +186,12 @@ impl MmUser {
             // Linux: mmap_region() unmaps what MAP_FIXED replaces.
             self.do_munmap(&mut tree, start, end);
         }
-        let vm_flags = vm_flags_for(prot, shared);
+        // Linux: do_mmap(): `vm_flags |= mm->def_flags` (mlockall's MCL_FUTURE) and
+        // MAP_LOCKED's VM_LOCKED.
+        let mut vm_flags = vm_flags_for(prot, shared) | self.def_flags();
+        if flags.contains(MapFlags::LOCKED) {
+            vm_flags |= VmFlags::LOCKED;
+        }
         let vma = if shared {
             // Linux: shmem_zero_setup() gives the mapping its own shmem object.
             Vma::new_shared(start, end, vm_flags, Shmem::new(&self.mem, len / PAGE_SIZE))
@@ -191,6 +200,14 @@ impl MmUser {
         };
         tree.insert(vma);
         tree.merge_around(start, end);
+        drop(tree);
+        // Linux: do_mmap() asks for a populate of a VM_LOCKED (not on-fault) or
+        // MAP_POPULATE mapping, which vm_mmap_pgoff() runs after the mmap lock is
+        // dropped, ignoring its errors.
+        let locked = vm_flags & (VmFlags::LOCKED | VmFlags::LOCKONFAULT) == VmFlags::LOCKED;
+        if locked || flags.contains(MapFlags::POPULATE) {
+            let _ = self.mm_populate(start.raw(), len, true);
+        }
         Ok(start)
     }
 
@@ -261,7 +278,7 @@ impl Mm {
         let range = MmuNotifierRange::new(self, MmuNotifierEvent::Unmap, start.raw(), end.raw())
             .invalidate_range_start();
         for vma in &removed {
-            self.unmap_page_range(vma.start(), vma.end());
+            self.unmap_page_range(vma.start(), vma.end(), vma.flags);
         }
         range.end();
         tree.unlink_anon_vmas(&removed);
@@ -288,7 +305,7 @@ impl Mm {
             let range = MmuNotifierRange::new(self, MmuNotifierEvent::Unmap, 0, u64::MAX)
                 .invalidate_range_start();
             for vma in &all {
-                self.unmap_page_range(vma.start(), vma.end());
+                self.unmap_page_range(vma.start(), vma.end(), vma.flags);
             }
             range.end();
         }
@@ -324,8 +341,10 @@ impl Mm {
         let tree = self.mmap_write_lock();
         let mut ctree = child.mmap_write_lock();
         for vma in tree.iter() {
-            // The copy shares the anon_vma (anon_vma_fork()) and the shmem object.
-            let copy = vma.clone();
+            // The copy shares the anon_vma (anon_vma_fork()) and the shmem object;
+            // mlock is not inherited (dup_mmap(): vm_flags_clear(VM_LOCKED_MASK)).
+            let mut copy = vma.clone();
+            copy.flags -= super::vma::VM_LOCKED_MASK;
             ctree.insert(copy.clone());
             self.copy_page_range(child, &copy, vma)?;
         }

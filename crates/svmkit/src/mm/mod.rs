@@ -21,6 +21,10 @@
 //! | `mmap.rs` | `mm/mmap.c`, `mm/vma.c` | `mmap`, `munmap`, `exit_mmap` |
 //! | `mremap.rs` | `mm/mremap.c` | `mremap`: shrink, grow in place, move (`move_vma`, `move_page_tables`, `move_ptes`, `move_huge_pmd`) |
 //! | `mprotect.rs` | `mm/mprotect.c` | `mprotect`, `change_protection`, `can_change_pte_writable` |
+//! | `numa_balancing.rs` | `task_numa_work()`, `kernel/sched/fair.c` | the NUMA balancing scan, as an explicit call |
+//! | `uprobes.rs` | `kernel/events/uprobes.c` (`__replace_page`) | uprobes' page replacement |
+//! | `ksm.rs` | `mm/ksm.c` | KSM: `MADV_MERGEABLE` pages merged by an explicit scan |
+//! | `mlock.rs` | `mm/mlock.c` | `mlock`, `munlock`, `mlockall`, PG_mlocked and `NR_MLOCK` |
 //! | `mmu_notifier/` | `mm/mmu_notifier.c`, `include/linux/mmu_notifier.h` | MMU notifiers: ranges, classic subscriptions, interval notifiers |
 //! | `task_mmu.rs` | `fs/proc/task_mmu.c` | `clear_refs` soft-dirty clearing, smaps `Rss:` |
 //! | `userfaultfd.rs` | `mm/userfaultfd.c` | the uffd-wp bit (`UFFDIO_WRITEPROTECT`) |
@@ -35,14 +39,17 @@ mod gup;
 mod hmm;
 mod huge_memory;
 mod khugepaged;
+mod ksm;
 mod madvise;
 mod memory;
 mod migrate;
+mod mlock;
 mod mm_types;
 mod mmap;
 pub mod mmu_notifier;
 mod mprotect;
 mod mremap;
+mod numa_balancing;
 mod page;
 mod page_alloc;
 mod pagewalk;
@@ -52,6 +59,7 @@ mod secondary;
 mod shmem;
 mod swap;
 mod task_mmu;
+mod uprobes;
 mod userfaultfd;
 mod vma;
 
@@ -65,6 +73,7 @@ pub use khugepaged::{
 pub use madvise::Advice;
 pub use memory::{FaultFlags, VmFault, VmFaultError};
 pub use migrate::MigrateRangeError;
+pub use mlock::{MLOCK_ONFAULT, MlockallFlags};
 pub use mm_types::{Mm, MmStats, MmUser};
 pub use mmap::{MMAP_BASE, MMAP_MIN_ADDR, MapFlags, Prot};
 pub use mremap::MremapFlags;
@@ -83,4 +92,4 @@ pub use secondary::{
     audit_translation,
 };
 pub use shmem::Shmem;
-pub use vma::{VM_ACCESS_FLAGS, VmFlags, Vma, VmaTree};
+pub use vma::{VM_ACCESS_FLAGS, VM_LOCKED_MASK, VmFlags, Vma, VmaTree};

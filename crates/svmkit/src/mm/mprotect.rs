@@ -123,7 +123,39 @@ impl Mm {
     ///
     /// Linux: `change_protection()` → `change_pte_range()`.
     pub(crate) fn change_protection(&self, vma: &Vma, start: VirtAddr, end: VirtAddr) -> u64 {
-        let prot = vma.page_prot();
+        self.change_protection_flags(vma, start, end, false)
+    }
+
+    /// Turns the present PTEs of `[start, end)` inside `vma` into NUMA hinting
+    /// entries (protnone: mapped and counted, but the next access faults into
+    /// `do_numa_page()`), skipping the zero page and PTEs already protnone. Huge PMDs
+    /// are left as they are (the model does not mark them). Non-present entries get
+    /// what every `change_protection()` call does to them: under 5.14 to 6.14 a
+    /// writable device-exclusive entry becomes readable, as with mprotect, because
+    /// that branch does not look at `MM_CP_PROT_NUMA` (spec 4.2, 9 item 5); 6.15
+    /// leaves it alone. Both send the `ProtectionVma` range, which revokes device
+    /// mappings of the range, entries included. Returns how many entries changed
+    /// (Linux: `NUMA_PTE_UPDATES`).
+    ///
+    /// Linux: `change_prot_numa()` → `change_protection(MM_CP_PROT_NUMA)`.
+    pub(crate) fn change_prot_numa(&self, vma: &Vma, start: VirtAddr, end: VirtAddr) -> u64 {
+        self.change_protection_flags(vma, start, end, true)
+    }
+
+    /// [`change_protection`](Self::change_protection), or with `prot_numa` its
+    /// `MM_CP_PROT_NUMA` flavour ([`change_prot_numa`](Self::change_prot_numa)).
+    fn change_protection_flags(
+        &self,
+        vma: &Vma,
+        start: VirtAddr,
+        end: VirtAddr,
+        prot_numa: bool,
+    ) -> u64 {
+        let prot = if prot_numa {
+            PteFlags::PROTNONE
+        } else {
+            vma.page_prot()
+        };
         let try_writable =
             vma.flags.contains(VmFlags::WRITE) && !vma.flags.contains(VmFlags::SHARED);
         let mut changed = 0;
@@ -140,7 +172,9 @@ impl Mm {
         )
         .invalidate_range_start();
         self.for_each_huge_pmd(first, end, |haddr, whole| {
-            if whole {
+            if prot_numa {
+                // Deviation: a NUMA scan leaves huge PMDs alone.
+            } else if whole {
                 changed += u64::from(self.change_huge_pmd(vma, haddr));
             } else {
                 self.split_huge_pmd(vma, haddr);
@@ -160,6 +194,11 @@ impl Mm {
                     }
                     Pte::None => continue,
                 };
+                // Linux: change_pte_range() with MM_CP_PROT_NUMA skips the zero page
+                // and PTEs that already are NUMA hinting entries.
+                if prot_numa && (old.is_protnone() || old.is_special()) {
+                    continue;
+                }
                 // Linux: pte_modify() keeps pfn and status bits, takes the rest from the
                 // new vm_page_prot.
                 let keep = old.flags
@@ -169,7 +208,7 @@ impl Mm {
                         | PteFlags::SOFT_DIRTY
                         | PteFlags::UFFD_WP);
                 let mut new = PresentPte::new(old.pfn, keep | prot);
-                if try_writable && self.can_change_pte_writable(vma, new) {
+                if !prot_numa && try_writable && self.can_change_pte_writable(vma, new) {
                     new = new.with(PteFlags::WRITE);
                 }
                 if new != old {

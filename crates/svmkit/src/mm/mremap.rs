@@ -279,6 +279,11 @@ impl Mm {
         to: VirtAddr,
         new_len: u64,
     ) -> Result<u64, Errno> {
+        // Linux: "Advise KSM to break any KSM pages in the area to be moved" (their
+        // rmap items name the old addresses); the VMA stays mergeable.
+        if vma.flags.contains(super::VmFlags::MERGEABLE) {
+            self.break_ksm(tree, old, VirtAddr::new_truncate(old.raw() + old_len));
+        }
         let new_vma = vma.copy_to(old, to, new_len);
         let to_end = new_vma.end();
         tree.insert(new_vma.clone());

@@ -39,6 +39,9 @@ bitflags! {
         /// The split page-table lock of a PTE table (Linux: `ptdesc->ptl`), a bit lock
         /// in the table's own page.
         const PTL_LOCKED = 1 << 9;
+        /// PG_mlocked: some `VM_LOCKED` VMA maps the folio, so reclaim leaves it in
+        /// memory (counted in `NR_MLOCK`, meminfo's `Mlocked:`). Head page only.
+        const MLOCKED = 1 << 10;
     }
 }
 
@@ -74,6 +77,9 @@ pub struct Page {
     /// Linux: `folio->_pincount` (on the head of a large folio): FOLL_PIN pins. Small
     /// folios count pins in the refcount instead (`GUP_PIN_COUNTING_BIAS`).
     pincount: AtomicI32,
+    /// Linux: `folio->mlock_count` (on the head): how many `VM_LOCKED` mappings
+    /// mlocked the folio; PG_mlocked is cleared when it drops to 0.
+    mlock_count: AtomicI32,
 }
 
 /// What `folio->mapping` names: the anon_vma an anonymous folio was faulted in under,
@@ -86,22 +92,27 @@ pub enum Mapping {
     Anon(u64),
     /// Linux: `folio->mapping = inode->i_mapping` of the shmem file.
     Shmem(u64),
+    /// Linux: `PAGE_MAPPING_KSM` | the KSM `stable_node`: a page KSM merged, mapped
+    /// read-only wherever its rmap items say (`PageKsm`).
+    Ksm(u64),
 }
 
 impl Mapping {
     fn encode(m: Option<Mapping>) -> u64 {
         match m {
             None => 0,
-            Some(Mapping::Anon(id)) => id << 1,
-            Some(Mapping::Shmem(id)) => (id << 1) | 1,
+            Some(Mapping::Anon(id)) => id << 2,
+            Some(Mapping::Shmem(id)) => (id << 2) | 1,
+            Some(Mapping::Ksm(id)) => (id << 2) | 2,
         }
     }
 
     fn decode(raw: u64) -> Option<Mapping> {
-        match (raw >> 1, raw & 1) {
+        match (raw >> 2, raw & 3) {
             (0, _) => None,
             (id, 0) => Some(Mapping::Anon(id)),
-            (id, _) => Some(Mapping::Shmem(id)),
+            (id, 1) => Some(Mapping::Shmem(id)),
+            (id, _) => Some(Mapping::Ksm(id)),
         }
     }
 }
@@ -212,6 +223,15 @@ impl Page {
 
     pub(crate) fn pincount_add(&self, delta: i32) -> i32 {
         self.pincount.fetch_add(delta, Ordering::SeqCst) + delta
+    }
+
+    /// Linux: `folio->mlock_count` (meaningful on the head of an mlocked folio).
+    pub fn mlock_count(&self) -> i32 {
+        self.mlock_count.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_mlock_count(&self, v: i32) {
+        self.mlock_count.store(v, Ordering::SeqCst);
     }
 
     pub(crate) fn set_mapping(&self, mapping: Option<Mapping>, index: u64) {

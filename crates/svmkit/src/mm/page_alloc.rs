@@ -184,6 +184,8 @@ pub struct PhysMem {
     pub(super) swap: super::swap::Swap,
     /// The devices mirroring mms on this memory, for the checker.
     pub(super) secondary: super::secondary::SecondaryMmuRegistry,
+    /// Linux: the `NR_MLOCK` zone counter (meminfo's `Mlocked:`), in pages.
+    pub(super) nr_mlock: std::sync::atomic::AtomicI64,
     /// The system's trace record (off by default).
     trace: crate::trace::Tracer,
 }
@@ -239,6 +241,7 @@ impl PhysMem {
             thp: super::huge_memory::ThpSetting::new(),
             swap: super::swap::Swap::default(),
             secondary: super::secondary::SecondaryMmuRegistry::default(),
+            nr_mlock: std::sync::atomic::AtomicI64::new(0),
             trace: crate::trace::Tracer::new(),
         };
         let zero = &mem.pages[ZERO_PFN.raw() as usize];
@@ -446,6 +449,9 @@ impl PhysMem {
             // Linux leaves a bad page out of the allocator rather than corrupt it.
             return;
         }
+        // Linux 6.12: free_pages_prepare() clears a PG_mlocked nobody munlocked
+        // (UNEVICTABLE_PGCLEARED) and takes it out of NR_MLOCK.
+        self.mlock_clear_at_free(folio);
         for pfn in folio.pfns() {
             let page = &self.pages[pfn.raw() as usize];
             page.reset_flags(PageFlags::empty());

@@ -198,6 +198,9 @@ pub(crate) struct MappingRegistry {
     next_id: AtomicU64,
     pub(super) anon: Mutex<BTreeMap<u64, Weak<AnonVma>>>,
     pub(super) shmem: Mutex<BTreeMap<u64, Weak<Shmem>>>,
+    /// KSM stable nodes: where each KSM page is mapped, as (anon_vma id, address)
+    /// rmap items (Linux: `stable_node->hlist` of `ksm_rmap_item`s).
+    pub(super) ksm: Mutex<BTreeMap<u64, Vec<(u64, VirtAddr)>>>,
 }
 
 impl MappingRegistry {
@@ -243,8 +246,10 @@ impl PhysMem {
         let Some(head) = self.page(folio.head()) else {
             return;
         };
-        let Some(Mapping::Anon(id)) = head.mapping() else {
-            return;
+        let id = match head.mapping() {
+            Some(Mapping::Anon(id)) => id,
+            Some(Mapping::Ksm(node)) => return self.rmap_walk_ksm(node, f),
+            _ => return,
         };
         let Some(av) = self.anon_vma(id) else {
             return;
@@ -271,6 +276,44 @@ impl PhysMem {
             .is_break()
             {
                 return;
+            }
+        }
+    }
+
+    /// [`rmap_walk`](Self::rmap_walk) of a KSM page: every VMA, in the anon_vma of each
+    /// rmap item, that covers the item's address.
+    ///
+    /// Linux: `rmap_walk_ksm()`.
+    fn rmap_walk_ksm(&self, node: u64, mut f: impl FnMut(&RmapHit<'_>) -> ControlFlow<()>) {
+        let items = self
+            .mappings
+            .ksm
+            .lock()
+            .get(&node)
+            .cloned()
+            .unwrap_or_default();
+        for (av_id, address) in items {
+            let Some(av) = self.anon_vma(av_id) else {
+                continue;
+            };
+            let guard = av.lock_read();
+            for entry in guard.chain.values() {
+                let v = entry.vma;
+                if address < v.start || address >= v.end {
+                    continue;
+                }
+                let Some(mm) = entry.mm.upgrade() else {
+                    continue;
+                };
+                if f(&RmapHit {
+                    mm: &mm,
+                    vma: v,
+                    address,
+                })
+                .is_break()
+                {
+                    return;
+                }
             }
         }
     }
@@ -839,8 +882,10 @@ impl Mm {
                     entry.uffd_wp = p.flags.contains(PteFlags::UFFD_WP);
                     ptl.set(at, Pte::Swap(entry));
                     if !hit.mm.profile().mapcount_kept_on_entry {
-                        // The reference passes to the entry; the mapping count does not.
+                        // The reference passes to the entry; the mapping count does not,
+                        // and with it goes the mlock (spec 4.17; mlock.rs docs).
                         mem.folio_remove_rmap_pte(p.pfn);
+                        mem.munlock_vma_folio(folio, hit.vma.flags);
                     }
                     ControlFlow::Continue(())
                 });

@@ -232,6 +232,13 @@ impl PhysMem {
             return Err(Errno::EAGAIN);
         };
         lock.leak();
+        // Linux: shrink_folio_list(): `if (!folio_evictable(folio)) goto
+        // activate_locked;` an mlocked folio stays (on the unevictable list).
+        if self.folio_test_mlocked(folio) {
+            self.folio_unlock(folio);
+            self.folio_put(folio);
+            return Err(Errno::EAGAIN);
+        }
         // A folio already in the swap cache keeps its slot; others get a new one. The
         // contents are not written yet: the folio may still be mapped writable.
         let slot = match self.swap_cache_slot(folio) {
@@ -414,12 +421,21 @@ impl PhysMem {
             let range = MmuNotifierRange::new(hit.mm, MmuNotifierEvent::Clear, start, end)
                 .invalidate_range_start();
             let handles_entries = hit.mm.profile().walkers_handle_entries;
+            let vma_locked = hit.vma.flags.contains(super::VmFlags::LOCKED);
+            let mut hit_locked = false;
             let _ = hit
                 .mm
                 .page_vma_mapped_walk(folio, &hit.vma, hit.address, |found| {
                     let PvmwHit::Pte { ptl, addr, pte } = found else {
                         return ControlFlow::Continue(());
                     };
+                    // Linux: try_to_unmap_one(): a mapping in a VM_LOCKED VMA aborts
+                    // the walk, restoring the mlock that was missed (a page mapped
+                    // before mlock reached it).
+                    if vma_locked {
+                        hit_locked = true;
+                        return ControlFlow::Break(());
+                    }
                     let (soft_dirty, uffd_wp, mapped_count) = match pte {
                         // Linux: folio_try_share_anon_rmap_pte() refuses a possibly pinned
                         // exclusive page and try_to_unmap_one() gives up: the pin keeps pointing
@@ -486,6 +502,10 @@ impl PhysMem {
                     ControlFlow::Continue(())
                 });
             range.end();
+            if hit_locked {
+                self.mlock_vma_folio(folio, hit.vma.flags);
+                return ControlFlow::Break(());
+            }
             ControlFlow::Continue(())
         });
     }
@@ -679,6 +699,8 @@ impl Mm {
         if let Some(p) = page {
             p.mapcount_add(1);
         }
+        // Linux: folio_add_anon_rmap_pte() → mlock_vma_folio().
+        mem.mlock_vma_folio(folio, vma.flags);
         let mut flags = vma.page_prot() | PteFlags::ACCESSED;
         if entry.soft_dirty {
             flags |= PteFlags::SOFT_DIRTY;

@@ -40,6 +40,12 @@ bitflags! {
         const MAYEXEC = 1 << 6;
         /// VM_MAYSHARE.
         const MAYSHARE = 1 << 7;
+        /// VM_LOCKED (0x2000): mlock()ed; pages are faulted in and kept in memory.
+        const LOCKED = 1 << 13;
+        /// VM_LOCKONFAULT (0x80000): with VM_LOCKED, pages are mlocked as they are
+        /// faulted in, not populated up front (`mlock2(MLOCK_ONFAULT)`,
+        /// `mlockall(MCL_ONFAULT)`).
+        const LOCKONFAULT = 1 << 19;
         /// VM_SOFTDIRTY: soft-dirty tracking is off for this VMA (every page counts as
         /// soft-dirty); set at mmap, cleared by clear_refs.
         const SOFTDIRTY = 1 << 27;
@@ -47,8 +53,13 @@ bitflags! {
         const HUGEPAGE = 1 << 29;
         /// VM_NOHUGEPAGE: MADV_NOHUGEPAGE was applied.
         const NOHUGEPAGE = 1 << 30;
+        /// VM_MERGEABLE: MADV_MERGEABLE was applied; KSM may merge its pages.
+        const MERGEABLE = 1 << 31;
     }
 }
+
+/// The mlock bits of `vm_flags` (Linux: `VM_LOCKED_MASK`).
+pub const VM_LOCKED_MASK: VmFlags = VmFlags::LOCKED.union(VmFlags::LOCKONFAULT);
 
 /// The access bits of `vm_flags` (Linux: `VM_ACCESS_FLAGS`).
 pub const VM_ACCESS_FLAGS: VmFlags = VmFlags::READ.union(VmFlags::WRITE).union(VmFlags::EXEC);
