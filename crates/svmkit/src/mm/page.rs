@@ -39,6 +39,12 @@ bitflags! {
         /// The split page-table lock of a PTE table (Linux: `ptdesc->ptl`), a bit lock
         /// in the table's own page.
         const PTL_LOCKED = 1 << 9;
+        /// PG_idle: not accessed since user space marked it idle (page_idle, DAMON).
+        /// Linux keeps it per folio (the head's bit).
+        const IDLE = 1 << 10;
+        /// PG_young: an access was seen (a young bit cleared) while it was idle, for
+        /// reclaim's aging to count later (`folio_test_clear_young()`).
+        const YOUNG = 1 << 11;
     }
 }
 
