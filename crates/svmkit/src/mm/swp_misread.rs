@@ -88,12 +88,12 @@ mod tests {
     #[test]
     fn x86_64_accessors_of_a_device_exclusive_entry() {
         // derived: from the x86-64 macros quoted in the module docs.
-        let e = SwapPte::device_exclusive(Pfn::new(0x1234), true);
-        assert_eq!(pte_pfn(e), Pfn::new(0x1234 >> 3));
+        let e = SwapPte::device_exclusive(Pfn::new(0x1236), true);
+        assert_eq!(pte_pfn(e), Pfn::new(0x246));
         assert!(!pte_young(e));
         assert!(!pte_dirty(e));
         assert!(!pte_write(e));
-        // 0x1234: bit 1 set, bit 2 set, so the inverted bits read 0.
+        // 0x1236: offset bits 1 and 2 set, so the inverted bits 10 and 11 read 0.
         assert!(!pte_uffd_wp(e));
         assert!(!pte_soft_dirty(e));
         let e = SwapPte::device_exclusive(Pfn::new(0x1000), true);
