@@ -432,7 +432,9 @@ fn excl_migrate_thp_entry_garbage_subpage_in_5_14_migration_entry_in_6_15() {
             // The old folio is gone (migration succeeded) but its address still
             // holds a migration entry naming a frame outside it.
             assert!(sys.mem().is_free_frame(entry_pfn));
-            let err = sys.check().expect_err("5.14: the checker sees the stale entry");
+            let err = sys
+                .check()
+                .expect_err("5.14: the checker sees the stale entry");
             assert!(
                 err.violations
                     .iter()
@@ -478,13 +480,20 @@ fn excl_remove_migration_ptes_maps_an_entry_in_5_14_and_leaves_it_in_6_15() {
         let mut extra = ExtraRefs::new();
         extra.insert(thp, 1);
         if profile.name == "linux-6.15" {
-            assert!(matches!(pte1, Pte::Swap(s) if s.is_device_exclusive()), "{pte1:?}");
+            assert!(
+                matches!(pte1, Pte::Swap(s) if s.is_device_exclusive()),
+                "{pte1:?}"
+            );
             checked_with(&sys, &extra);
         } else {
-            let p = pte1.present().expect("5.14: the entry became a present PTE");
+            let p = pte1
+                .present()
+                .expect("5.14: the entry became a present PTE");
             assert_eq!(p.pfn, Pfn::new(thp.head().raw() + 1));
             assert!(!p.is_write());
-            let err = sys.check_with(&extra).expect_err("5.14: the entry's reference leaked");
+            let err = sys
+                .check_with(&extra)
+                .expect_err("5.14: the entry's reference leaked");
             assert!(
                 err.violations.iter().any(|v| v.what.contains("ref")),
                 "{err}"

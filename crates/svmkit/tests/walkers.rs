@@ -97,7 +97,10 @@ fn damon_mkold_marks_the_folio_at_pfn_shr_3_in_5_14_and_the_entry_folio_in_6_15(
         }
         let h = BASE + 4 * PMD_SIZE;
         let thp = thp_with_entry_at_head(&sys, &mm, h);
-        let garbage = sys.mem().page_folio(Pfn::new(thp.head().raw() >> 3)).unwrap();
+        let garbage = sys
+            .mem()
+            .page_folio(Pfn::new(thp.head().raw() >> 3))
+            .unwrap();
         assert!(
             sys.mem().folio_test(garbage, PageFlags::ANON) && garbage.order() == 0,
             "precondition: frame {:?} holds one of the small pages",
@@ -106,7 +109,8 @@ fn damon_mkold_marks_the_folio_at_pfn_shr_3_in_5_14_and_the_entry_folio_in_6_15(
         let dev = device(&mm, h);
         sys.mem().damon_pa_mkold(thp.head());
         sys.mem().folio_clear(thp, PageFlags::YOUNG);
-        sys.mem().folio_clear(garbage, PageFlags::IDLE | PageFlags::YOUNG);
+        sys.mem()
+            .folio_clear(garbage, PageFlags::IDLE | PageFlags::YOUNG);
         dev.accessed.store(true, Ordering::SeqCst);
         sys.mem().damon_pa_mkold(thp.head());
         if profile.name == "linux-6.15" {
@@ -135,12 +139,27 @@ fn damon_young_reads_an_entry_as_old_in_both_eras() {
         let thp = thp_with_entry_at_head(&sys, &mm, h);
         let dev = device(&mm, h);
         sys.mem().damon_pa_mkold(thp.head());
-        assert_eq!(sys.mem().damon_pa_young(thp.head()), Some(false), "{}", profile.name);
+        assert_eq!(
+            sys.mem().damon_pa_young(thp.head()),
+            Some(false),
+            "{}",
+            profile.name
+        );
         dev.accessed.store(true, Ordering::SeqCst);
-        assert_eq!(sys.mem().damon_pa_young(thp.head()), Some(true), "{}", profile.name);
+        assert_eq!(
+            sys.mem().damon_pa_young(thp.head()),
+            Some(true),
+            "{}",
+            profile.name
+        );
         dev.accessed.store(false, Ordering::SeqCst);
         mm.read_u64(h + 7 * P).unwrap();
-        assert_eq!(sys.mem().damon_pa_young(thp.head()), Some(true), "{}", profile.name);
+        assert_eq!(
+            sys.mem().damon_pa_young(thp.head()),
+            Some(true),
+            "{}",
+            profile.name
+        );
         // Not a user folio: DAMON cannot sample it (damon_get_folio() returns NULL).
         assert_eq!(sys.mem().damon_pa_young(Pfn::new(0)), None);
         checked(&sys);
@@ -176,7 +195,10 @@ fn page_idle_thp_with_an_entry_is_idle_until_the_device_accesses_it_in_both_eras
         );
         assert!(sys.mem().folio_test(thp, PageFlags::YOUNG));
         // A tail frame is never reported (page_idle_get_folio() refuses tails).
-        assert_eq!(sys.mem().page_idle_bitmap_read(first, 1).unwrap()[0] & (bit << 1), 0);
+        assert_eq!(
+            sys.mem().page_idle_bitmap_read(first, 1).unwrap()[0] & (bit << 1),
+            0
+        );
         checked(&sys);
     }
 }
@@ -210,7 +232,12 @@ fn page_idle_small_folio_with_an_entry_idle_in_5_14_accessed_in_6_15() {
         dev.accessed.store(true, Ordering::SeqCst);
         let f = sys.mem().page_folio(pfn).unwrap();
         let refs = sys.mem().folio_referenced(f);
-        assert_eq!(refs, if profile.name == "linux-5.14" { 0 } else { 2 }, "{}", profile.name);
+        assert_eq!(
+            refs,
+            if profile.name == "linux-5.14" { 0 } else { 2 },
+            "{}",
+            profile.name
+        );
         assert!(is_entry(&mm, BASE));
         checked(&sys);
     }
@@ -241,10 +268,19 @@ fn folio_referenced_counts_the_device_not_the_entry_bits_in_both_eras() {
 #[test]
 fn page_idle_bitmap_rejects_unaligned_and_out_of_range_offsets() {
     let (sys, _mm) = system(Profile::linux_6_15(), 1024);
-    assert_eq!(sys.mem().page_idle_bitmap_write(3, &[1]), Err(Errno::EINVAL));
+    assert_eq!(
+        sys.mem().page_idle_bitmap_write(3, &[1]),
+        Err(Errno::EINVAL)
+    );
     assert_eq!(sys.mem().page_idle_bitmap_read(3, 1), Err(Errno::EINVAL));
-    assert_eq!(sys.mem().page_idle_bitmap_write(1024, &[1]), Err(Errno::ENXIO));
-    assert_eq!(sys.mem().page_idle_bitmap_read(1 << 40, 1), Err(Errno::ENXIO));
+    assert_eq!(
+        sys.mem().page_idle_bitmap_write(1024, &[1]),
+        Err(Errno::ENXIO)
+    );
+    assert_eq!(
+        sys.mem().page_idle_bitmap_read(1 << 40, 1),
+        Err(Errno::ENXIO)
+    );
     // Words past the last frame are not consumed.
     assert_eq!(sys.mem().page_idle_bitmap_read(960, 5).unwrap().len(), 1);
     // Frames that are not user folios are never idle.

@@ -31,12 +31,12 @@
 //! | `hmm.rs` | `mm/hmm.c` | `hmm_range_fault` |
 //! | `madvise.rs` | `mm/madvise.c` | `MADV_DONTNEED`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE` |
 
+mod damon;
 mod folio;
 mod free_list;
 mod gup;
 mod hmm;
 mod huge_memory;
-mod damon;
 mod madvise;
 mod memory;
 mod migrate;
@@ -46,8 +46,8 @@ pub mod mmu_notifier;
 mod mprotect;
 mod mremap;
 mod page;
-mod page_idle;
 mod page_alloc;
+mod page_idle;
 mod pagewalk;
 mod pgtable;
 mod rmap;

@@ -56,7 +56,9 @@ impl PhysMem {
         }
         let folio = self.page_folio(pfn).ok()?;
         let user = self.folio_test(folio, PageFlags::ANON)
-            || self.page(folio.head()).is_some_and(|h| h.mapping().is_some());
+            || self
+                .page(folio.head())
+                .is_some_and(|h| h.mapping().is_some());
         if !user || self.is_zero_pfn(folio.head()) || !self.folio_try_get(folio) {
             return None;
         }
@@ -94,8 +96,9 @@ impl PhysMem {
                             } else {
                                 referenced |= ptep_test_and_clear_young(ptl, addr, pte);
                             }
-                            referenced |=
-                                hit.mm.mmu_notifier_clear_young(addr.raw(), addr.raw() + PAGE_SIZE);
+                            referenced |= hit
+                                .mm
+                                .mmu_notifier_clear_young(addr.raw(), addr.raw() + PAGE_SIZE);
                         }
                         PvmwHit::Pmd { addr, pmd } => {
                             referenced |= hit.mm.pmdp_test_and_clear_young(addr, pmd);
