@@ -51,7 +51,7 @@ fn walkers_race_cpu_and_device_in(profile: Profile) {
                 mem.damon_pa_mkold(pfn);
                 let _ = mem.damon_pa_young(pfn);
                 let _ = mem.page_folio(pfn).map(|f| mem.folio_referenced(f));
-                assert!(mem.page_idle_bitmap_read(first, 1).is_ok());
+                assert_eq!(mem.page_idle_bitmap_read(first, 1).map(|w| w.len()), Ok(1));
             })
         };
         cpu.join().unwrap();

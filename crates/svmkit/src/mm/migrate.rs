@@ -290,12 +290,7 @@ impl PhysMem {
                         // 5.14 to 6.14: the walk hands over the entry as if it were a
                         // present PTE (spec 8 item 13); see the module docs.
                         Pte::Swap(s) if s.is_device_exclusive() => {
-                            if self
-                                .e1_migrate_entry_as_present(folio, ptl, addr, s)
-                                .is_break()
-                            {
-                                return ControlFlow::Break(());
-                            }
+                            return self.e1_migrate_entry_as_present(folio, ptl, addr, s);
                         }
                         _ => {}
                     }

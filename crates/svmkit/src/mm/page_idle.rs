@@ -171,7 +171,7 @@ impl PhysMem {
 
     /// How many of `nr_words` words from `first` lie below the last frame.
     fn page_idle_words(&self, first: u64, nr_words: usize) -> Result<usize, Errno> {
-        if first % PAGE_IDLE_CHUNK_BITS != 0 {
+        if !first.is_multiple_of(PAGE_IDLE_CHUNK_BITS) {
             return Err(Errno::EINVAL);
         }
         let end = self.nr_frames();
