@@ -144,12 +144,16 @@ impl PhysMem {
 
     /// Reads `nr_words` words of the idle bitmap from frame `first`: a bit is set iff
     /// the frame is the head of a user folio that is still idle after its accessed bits
-    /// were cleared (an access since it was marked makes it non-idle). Errors as for
-    /// [`page_idle_bitmap_write`](Self::page_idle_bitmap_write).
+    /// were cleared (an access since it was marked makes it non-idle). `EINVAL` if
+    /// `first` is not a multiple of [`PAGE_IDLE_CHUNK_BITS`]; nothing (end of file) from
+    /// the last frame on; words beyond it are not returned.
     ///
     /// Linux: `page_idle_bitmap_read()`.
     pub fn page_idle_bitmap_read(&self, first: u64, nr_words: usize) -> Result<Vec<u64>, Errno> {
-        let words = self.page_idle_words(first, nr_words)?;
+        let words = match self.page_idle_words(first, nr_words) {
+            Err(Errno::ENXIO) => return Ok(Vec::new()),
+            r => r?,
+        };
         let mut out = vec![0u64; words];
         for (i, w) in out.iter_mut().enumerate() {
             for b in 0..PAGE_IDLE_CHUNK_BITS {
@@ -169,7 +173,8 @@ impl PhysMem {
         Ok(out)
     }
 
-    /// How many of `nr_words` words from `first` lie below the last frame.
+    /// How many of `nr_words` words from `first` lie below the last frame (`ENXIO`:
+    /// none, as the write reports it).
     fn page_idle_words(&self, first: u64, nr_words: usize) -> Result<usize, Errno> {
         if !first.is_multiple_of(PAGE_IDLE_CHUNK_BITS) {
             return Err(Errno::EINVAL);
