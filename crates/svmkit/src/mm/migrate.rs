@@ -29,6 +29,11 @@
 //!   its mapcount dropped, the folio's reference put. Migration then succeeds and a
 //!   migration entry for a frame outside the folio stays in the page table, which
 //!   the checker reports (docs/ARCHITECTURE.md, deliberate differences).
+//!   E1 kernels never walk a small folio with an entry (its mapcount is 0). Under a
+//!   profile that keeps the mapcount but not the walker fixes (no Linux had both),
+//!   the model leaves a small folio's entry in place instead: the misread would leave
+//!   a migration entry no access gets past (a fault on it waits and retries for
+//!   ever), which would hang any scenario run under such a profile.
 //! * `remove_migration_ptes()` took a device-exclusive entry of the folio for a
 //!   migration entry (spec 8 item 9) and mapped the page present again, without
 //!   telling the device and without putting the entry's reference.
@@ -287,9 +292,10 @@ impl PhysMem {
                             }
                             self.folio_put(folio);
                         }
-                        // 5.14 to 6.14: the walk hands over the entry as if it were a
-                        // present PTE (spec 8 item 13); see the module docs.
-                        Pte::Swap(s) if s.is_device_exclusive() => {
+                        // 5.14 to 6.14: the walk hands over the entry of a large folio
+                        // as if it were a present PTE (spec 8 item 13); see the module
+                        // docs for small folios.
+                        Pte::Swap(s) if s.is_device_exclusive() && folio.is_large() => {
                             return self.e1_migrate_entry_as_present(folio, ptl, addr, s);
                         }
                         _ => {}
