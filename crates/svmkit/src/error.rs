@@ -16,6 +16,9 @@ pub enum Errno {
     /// No such file or directory; used by the model as "no entry" (2).
     #[error("ENOENT: no such entry")]
     ENOENT,
+    /// No such device or address (6): a page_idle bitmap offset beyond the last frame.
+    #[error("ENXIO: no such device or address")]
+    ENXIO,
     /// Bad file descriptor (9): the model has no files, so file mappings fail this way.
     #[error("EBADF: bad file descriptor")]
     EBADF,
@@ -57,10 +60,11 @@ pub enum Errno {
 
 impl Errno {
     /// Every code the model can return, in Linux's numbering order.
-    pub const ALL: [Errno; 14] = [
+    pub const ALL: [Errno; 15] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::EINTR,
+        Errno::ENXIO,
         Errno::EBADF,
         Errno::EAGAIN,
         Errno::ENOMEM,
@@ -80,6 +84,7 @@ impl Errno {
             Errno::EPERM => 1,
             Errno::ENOENT => 2,
             Errno::EINTR => 4,
+            Errno::ENXIO => 6,
             Errno::EBADF => 9,
             Errno::EAGAIN => 11,
             Errno::ENOMEM => 12,
@@ -100,6 +105,7 @@ impl Errno {
             Errno::EPERM => "EPERM",
             Errno::ENOENT => "ENOENT",
             Errno::EINTR => "EINTR",
+            Errno::ENXIO => "ENXIO",
             Errno::EBADF => "EBADF",
             Errno::EAGAIN => "EAGAIN",
             Errno::ENOMEM => "ENOMEM",

@@ -17,7 +17,7 @@ use svmkit::sync::Arc;
 use svmkit::task::Task;
 use svmkit::{Errno, Pfn, Profile};
 
-use common::{BASE, FIXED, P, RW, checked, folio_at, system, va};
+use common::{BASE, FIXED, P, RW, checked, checked_with, folio_at, system, va};
 
 #[test]
 fn migrate_small_folio_and_thp_keep_their_data_and_mappings() {
@@ -359,5 +359,147 @@ fn migrate_leaves_a_pinned_exclusive_page_and_its_entry_in_place() {
         assert_eq!(mm.read_u64(BASE + P).unwrap(), 6);
         sys.mem().unpin_user_pages(&pinned);
         checked(&sys);
+    }
+}
+
+/// A PMD-sized THP at `h`, written with its page numbers, PTE-mapped with a
+/// device-exclusive entry at page 0 and every other page present: under 5.14 the
+/// head's conversion turns every PTE into an entry (spec 2.1) and reading pages
+/// 1..512 restores them; under 6.15 only page 0 is converted (spec 2.4).
+fn thp_with_entry_at_head(sys: &svmkit::System, mm: &MmUser, h: u64) -> svmkit::mm::Folio {
+    mm.mmap(h, PMD_SIZE, RW, FIXED).unwrap();
+    mm.madvise(h, PMD_SIZE, Advice::HugePage).unwrap();
+    for i in 0..512 {
+        mm.write_u64(h + i * P, 1000 + i).unwrap();
+    }
+    let thp = folio_at(sys, mm, h);
+    assert_eq!(thp.order(), 9);
+    make_exclusive(mm, h);
+    for i in 1..512 {
+        assert_eq!(mm.read_u64(h + i * P).unwrap(), 1000 + i);
+    }
+    assert!(matches!(mm.pte_get_lockless(va(h)), Pte::Swap(s) if s.is_device_exclusive()));
+    assert!(mm.pte_get_lockless(va(h + P)).present().is_some());
+    thp
+}
+
+/// Spec 8 item 13: migrating a PTE-mapped THP with a device-exclusive entry. 6.15
+/// (fixes v2 11/17, spec 4.6): the entry becomes a readable migration entry, then a
+/// read-only present PTE of the new folio, with the data. 5.14 to 6.14: the walker
+/// takes the subpage from `pte_pfn()` of the swap PTE, which on x86-64 is the entry's
+/// pfn shifted right by three (derived, `swp_misread.rs`): the migration entry names
+/// that frame, the folio looks unmapped, migration succeeds, and the entry outlives
+/// it, which the checker reports.
+#[test]
+fn excl_migrate_thp_entry_garbage_subpage_in_5_14_migration_entry_in_6_15() {
+    for profile in [Profile::linux_5_14(), Profile::linux_6_15()] {
+        let (sys, mm) = system(profile, 4096);
+        let h = BASE + 4 * PMD_SIZE;
+        let thp = thp_with_entry_at_head(&sys, &mm, h);
+        let entry_pfn = thp.head();
+        let rec = RecordingNotifier::new();
+        mm.mmu_notifier_register(rec.clone()).unwrap();
+        let new = sys.mem().migrate_folio(thp).unwrap();
+        assert!(
+            rec.take()
+                .iter()
+                .any(|c| c.event == MmuNotifierEvent::Clear),
+            "{}: the device is told (spec 4.6)",
+            profile.name
+        );
+        for i in 1..512 {
+            assert_eq!(
+                mm.translate(va(h + i * P)),
+                Some(Pfn::new(new.head().raw() + i))
+            );
+        }
+        if profile.name == "linux-6.15" {
+            // spec 4.6: readable migration entry, then an ordinary present PTE.
+            let pte = mm.pte_get_lockless(va(h)).present().unwrap();
+            assert_eq!(pte.pfn, new.head());
+            assert!(!pte.is_write());
+            assert_eq!(mm.read_u64(h).unwrap(), 1000);
+            checked(&sys);
+        } else {
+            // derived: x86-64 pte_pfn() of the entry = pfn >> 3.
+            match mm.pte_get_lockless(va(h)) {
+                Pte::Swap(s) => {
+                    assert!(s.is_migration(), "{s:?}");
+                    assert_eq!(s.pfn(), Some(Pfn::new(entry_pfn.raw() >> 3)));
+                }
+                other => panic!("5.14: want a stale migration entry, got {other:?}"),
+            }
+            // The old folio is gone (migration succeeded) but its address still
+            // holds a migration entry naming a frame outside it.
+            assert!(sys.mem().is_free_frame(entry_pfn));
+            let err = sys
+                .check()
+                .expect_err("5.14: the checker sees the stale entry");
+            assert!(
+                err.violations
+                    .iter()
+                    .any(|v| v.what.contains("unexpected swap-type entry")),
+                "{err}"
+            );
+            // Zap it so the system can go (a CPU access would wait on the garbage
+            // frame's folio forever, as migration_entry_wait() would).
+            mm.munmap(h, PMD_SIZE).unwrap();
+        }
+    }
+}
+
+/// Spec 8 item 9: `remove_migration_ptes()` after a failed migration of a THP whose
+/// page 0 is pinned (the walk gives up there, fixes for pinned pages: spec 4.6) and
+/// page 1 is a device-exclusive entry. 6.15 (fixes v2 07/17): the PVMW_MIGRATION walk
+/// matches migration entries only, the entry stays. 5.14 to 6.14: `check_pte()` took
+/// the entry for a migration entry (mm/page_vma_mapped.c), so the page is mapped
+/// present again (read-only, not a writable migration entry) with a new reference and
+/// the entry's reference is never put: a refcount the checker sees (derived).
+#[test]
+fn excl_remove_migration_ptes_maps_an_entry_in_5_14_and_leaves_it_in_6_15() {
+    for profile in [Profile::linux_5_14(), Profile::linux_6_15()] {
+        let (sys, mm) = system(profile, 4096);
+        let h = BASE + 4 * PMD_SIZE;
+        let thp = thp_with_entry_at_head(&sys, &mm, h);
+        if profile.name == "linux-6.15" {
+            make_exclusive(&mm, h + P);
+        } else {
+            // 5.14 refuses the tail (spec 8 item 7): entries come from the head's
+            // conversion, which converts every PTE again.
+            make_exclusive(&mm, h);
+        }
+        // The pin restores page 0 (GUP faults on the entry).
+        let pinned = {
+            let mut g = mm.mmap_read_lock();
+            mm.pin_user_pages(&mut g, h, 1, GupFlags::WRITE).unwrap()
+        };
+        assert!(mm.pte_get_lockless(va(h)).present().is_some());
+        assert!(matches!(mm.pte_get_lockless(va(h + P)), Pte::Swap(s) if s.is_device_exclusive()));
+        assert_eq!(sys.mem().migrate_folio(thp), Err(Errno::EAGAIN));
+        let pte1 = mm.pte_get_lockless(va(h + P));
+        let mut extra = ExtraRefs::new();
+        extra.insert(thp, 1);
+        if profile.name == "linux-6.15" {
+            assert!(
+                matches!(pte1, Pte::Swap(s) if s.is_device_exclusive()),
+                "{pte1:?}"
+            );
+            checked_with(&sys, &extra);
+        } else {
+            let p = pte1
+                .present()
+                .expect("5.14: the entry became a present PTE");
+            assert_eq!(p.pfn, Pfn::new(thp.head().raw() + 1));
+            assert!(!p.is_write());
+            let err = sys
+                .check_with(&extra)
+                .expect_err("5.14: the entry's reference leaked");
+            assert!(
+                err.violations.iter().any(|v| v.what.contains("ref")),
+                "{err}"
+            );
+        }
+        assert_eq!(mm.read_u64(h + P).unwrap(), 1001);
+        sys.mem().unpin_user_pages(&pinned);
     }
 }

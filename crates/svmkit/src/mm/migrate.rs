@@ -18,14 +18,25 @@
 //! A fault on a migration entry waits for the folio lock (the migration's) and
 //! retries, as Linux's `migration_entry_wait()` does.
 //!
-//! # How the 5.14 walker flaw is represented
-//! In 5.14 to 6.14, `try_to_migrate_one()` met a device-exclusive entry of a large
-//! folio and computed its page with `pte_pfn()` on a swap PTE: a garbage page (spec 8
-//! item 13). The model has no undefined behaviour to offer; with
-//! `walkers_handle_entries` off it leaves such an entry in place. The entry keeps its
-//! folio reference, so the refcount check fails with `EAGAIN` and the migration
-//! entries are put back: the folio cannot be migrated, which is the observable
-//! outcome that matters (offlining loops, spec 8 item 8).
+//! # The 5.14 walker flaws
+//! * A small folio whose PTE is a device-exclusive entry has mapcount 0: the walk never
+//!   runs, the entry's reference fails the refcount check, `EAGAIN` every time (spec
+//!   8 item 8, offlining loops).
+//! * In a large folio whose other pages are still mapped, `try_to_migrate_one()` met
+//!   the entry and took its page from `pte_pfn()` of the swap PTE (spec 8 item 13).
+//!   The model computes what x86-64 computes (`swp_misread.rs`: the pfn shifted right
+//!   by three) and does with that frame what Linux did: a migration entry naming it,
+//!   its mapcount dropped, the folio's reference put. Migration then succeeds and a
+//!   migration entry for a frame outside the folio stays in the page table, which
+//!   the checker reports (docs/ARCHITECTURE.md, deliberate differences).
+//!   E1 kernels never walk a small folio with an entry (its mapcount is 0). Under a
+//!   profile that keeps the mapcount but not the walker fixes (no Linux had both),
+//!   the model leaves a small folio's entry in place instead: the misread would leave
+//!   a migration entry no access gets past (a fault on it waits and retries for
+//!   ever), which would hang any scenario run under such a profile.
+//! * `remove_migration_ptes()` took a device-exclusive entry of the folio for a
+//!   migration entry (spec 8 item 9) and mapped the page present again, without
+//!   telling the device and without putting the entry's reference.
 
 use std::ops::ControlFlow;
 
@@ -109,7 +120,8 @@ impl PhysMem {
         // Linux: migrate_folio_unmap() unmaps only a mapped folio (folio_mapped()); a
         // 5.14 small folio held by a device-exclusive entry has mapcount 0, so it sends
         // no invalidation and keeps the device's mapping (spec 4.6).
-        if self.folio_mapped(folio) {
+        let was_mapped = self.folio_mapped(folio);
+        if was_mapped {
             self.try_to_migrate(folio);
             self.trace_step(folio, "try_to_migrate", || {
                 format!("mapcount now {}", self.folio_mapcount(folio))
@@ -133,10 +145,14 @@ impl PhysMem {
                 })
         };
         let target = *result.as_ref().unwrap_or(&folio);
-        self.trace_step(folio, "remove_migration_ptes", || {
-            format!("map {:#x}", target.head().raw())
-        });
-        self.remove_migration_ptes(folio, target);
+        // Linux: only a folio that was unmapped gets its migration entries removed
+        // (`page_was_mapped`).
+        if was_mapped {
+            self.trace_step(folio, "remove_migration_ptes", || {
+                format!("map {:#x}", target.head().raw())
+            });
+            self.remove_migration_ptes(folio, target);
+        }
         if let Ok(new) = result {
             // The new folio's mappings hold their references; drop the allocation's.
             self.folio_put(new);
@@ -278,7 +294,12 @@ impl PhysMem {
                             }
                             self.folio_put(folio);
                         }
-                        // 5.14: see the module docs; the entry stays.
+                        // 5.14 to 6.14: the walk hands over the entry of a large folio
+                        // as if it were a present PTE (spec 8 item 13); see the module
+                        // docs for small folios.
+                        Pte::Swap(s) if s.is_device_exclusive() && folio.is_large() => {
+                            return self.e1_migrate_entry_as_present(folio, ptl, addr, s);
+                        }
                         _ => {}
                     }
                     ControlFlow::Continue(())
@@ -286,6 +307,54 @@ impl PhysMem {
             range.end();
             ControlFlow::Continue(())
         });
+    }
+
+    /// What `try_to_migrate_one()` of 5.14 to 6.14 does with a device-exclusive entry of
+    /// a large folio, which its walk hands over as a present PTE: the subpage from
+    /// `pte_pfn()` of the swap PTE (x86-64: the entry's pfn shifted right by three, see
+    /// `swp_misread.rs`), the entry cleared, a migration entry naming that garbage
+    /// frame (writable, soft-dirty and uffd-wp read from the wrong bits), the garbage
+    /// page's mapcount dropped, and the folio's reference put. The folio then looks
+    /// unmapped, migration succeeds, and the migration entry outlives it (spec 4.6,
+    /// 8 item 13).
+    ///
+    /// Linux 5.14 to 6.14: the present-PTE path of `try_to_migrate_one()`.
+    fn e1_migrate_entry_as_present(
+        &self,
+        folio: Folio,
+        ptl: &mut super::pagewalk::PtlGuard<'_>,
+        addr: VirtAddr,
+        entry: SwapPte,
+    ) -> ControlFlow<()> {
+        use super::swp_misread as x86;
+        let subpage = x86::pte_pfn(entry);
+        let anon_exclusive = self
+            .page(subpage)
+            .is_some_and(|pg| pg.test(PageFlags::ANON_EXCLUSIVE));
+        ptl.clear(addr);
+        if x86::pte_dirty(entry) {
+            self.folio_set(folio, PageFlags::DIRTY);
+        }
+        if anon_exclusive {
+            // Linux: folio_try_share_anon_rmap_pte(folio, subpage), on the wrong page.
+            let pinned = self
+                .page_folio(subpage)
+                .is_ok_and(|f| self.folio_maybe_dma_pinned(f));
+            if pinned {
+                ptl.set(addr, Pte::Swap(entry));
+                return ControlFlow::Break(());
+            }
+            if let Some(pg) = self.page(subpage) {
+                pg.clear(PageFlags::ANON_EXCLUSIVE);
+            }
+        }
+        let mut e = SwapPte::migration(subpage, x86::pte_write(entry), anon_exclusive);
+        e.soft_dirty = x86::pte_soft_dirty(entry);
+        e.uffd_wp = x86::pte_uffd_wp(entry);
+        ptl.set(addr, Pte::Swap(e));
+        self.folio_remove_rmap_pte(subpage);
+        self.folio_put(folio);
+        ControlFlow::Continue(())
     }
 
     /// Copies the contents and moves the identity (anon_vma, index, flags) of `old` to
@@ -329,12 +398,15 @@ impl PhysMem {
         self.rmap_walk(old, |hit| {
             let start = hit.address.raw().max(hit.vma.start.raw());
             let end = (hit.address.raw() + (old.nr_pages() << PAGE_SHIFT)).min(hit.vma.end.raw());
+            // 5.14 to 6.14: the PVMW_MIGRATION walk's check_pte() took a device-exclusive
+            // entry for a migration entry (spec 8 item 9; fixes v2 07/17 stopped it).
+            let e1_accepts_entries = !hit.mm.profile().walkers_handle_entries;
             let mut a = start;
             while a < end {
                 let va = VirtAddr::new_truncate(a);
                 if let Some(mut ptl) = hit.mm.pte_offset_map_lock(va)
                     && let Pte::Swap(s) = ptl.get(va)
-                    && s.is_migration()
+                    && (s.is_migration() || (e1_accepts_entries && s.is_device_exclusive()))
                     && let Some(pfn) = s.pfn()
                     && old.contains(pfn)
                 {

@@ -16,6 +16,9 @@
 //! | `memory.rs` | `mm/memory.c` | faults (`handle_mm_fault`, `do_anonymous_page`, `do_wp_page`, `do_swap_page`) and zap |
 //! | `rmap.rs` | `mm/rmap.c`, `mm/page_vma_mapped.c` | mapcounts, anon_vmas, `rmap_walk`, `page_vma_mapped_walk` |
 //! | `swap.rs` | `mm/swapfile.c`, `mm/swap_state.c`, `mm/vmscan.c` (anon) | swap device, swap cache, reclaim, swap-in, MADV_PAGEOUT |
+//! | `page_idle.rs` | `mm/page_idle.c` | idle page tracking (`/sys/kernel/mm/page_idle/bitmap`) |
+//! | `damon.rs` | `mm/damon/paddr.c`, `mm/damon/ops-common.c` | DAMON's physical-address access sampling (mkold, young) |
+//! | `swp_misread.rs` | `arch/x86/include/asm/pgtable_64.h` | what present-PTE accessors read from an x86-64 swap PTE (the E1 walkers' misreads) |
 //! | `shmem.rs` | `mm/shmem.c` | shared anonymous memory objects |
 //! | `migrate.rs` | `mm/migrate.c`, `try_to_migrate_one()` | migrating anonymous folios |
 //! | `mmap.rs` | `mm/mmap.c`, `mm/vma.c` | `mmap`, `munmap`, `exit_mmap` |
@@ -33,6 +36,7 @@
 //! | `hmm.rs` | `mm/hmm.c` | `hmm_range_fault` |
 //! | `madvise.rs` | `mm/madvise.c` | `MADV_DONTNEED`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE`, `MADV_COLLAPSE` |
 
+mod damon;
 mod folio;
 mod free_list;
 mod gup;
@@ -52,12 +56,14 @@ mod mremap;
 mod numa_balancing;
 mod page;
 mod page_alloc;
+mod page_idle;
 mod pagewalk;
 mod pgtable;
 mod rmap;
 mod secondary;
 mod shmem;
 mod swap;
+mod swp_misread;
 mod task_mmu;
 mod uprobes;
 mod userfaultfd;
@@ -81,6 +87,7 @@ pub use page::{Mapping, Page, PageFlags};
 pub use page_alloc::{
     AllocError, BadPage, BuddyError, Gfp, MAX_PAGE_ORDER, NR_PAGE_ORDERS, PhysMem, PhysMemConfig,
 };
+pub use page_idle::PAGE_IDLE_CHUNK_BITS;
 pub use pagewalk::{PtlGuard, TableVisit};
 pub use pgtable::{
     PMD_SIZE, PTRS_PER_TABLE, PUD_SIZE, Pmd, PresentPte, Pte, PteFlags, SwapPte, UpperEntry,

@@ -42,6 +42,12 @@ bitflags! {
         /// PG_mlocked: some `VM_LOCKED` VMA maps the folio, so reclaim leaves it in
         /// memory (counted in `NR_MLOCK`, meminfo's `Mlocked:`). Head page only.
         const MLOCKED = 1 << 10;
+        /// PG_idle: not accessed since user space marked it idle (page_idle, DAMON).
+        /// Linux keeps it per folio (the head's bit).
+        const IDLE = 1 << 11;
+        /// PG_young: an access was seen (a young bit cleared) while it was idle, for
+        /// reclaim's aging to count later (`folio_test_clear_young()`).
+        const YOUNG = 1 << 12;
     }
 }
 

@@ -477,8 +477,10 @@ impl PhysMem {
                             s.uffd_wp,
                             hit.mm.profile().mapcount_kept_on_entry,
                         ),
-                        // 5.14: the walker does not handle entries (spec 8 item 12; the
-                        // model leaves the entry, see migrate.rs).
+                        // 5.14: not reached. Its small folios with an entry look
+                        // unmapped (no walk), and the large folios whose walk would
+                        // take the entry's page from pte_pfn() (spec 8 item 12) are not
+                        // reclaimed by the model; the entry is left as it is.
                         _ => return ControlFlow::Continue(()),
                     };
                     ptl.clear(addr);

@@ -359,6 +359,26 @@ pub trait MmuNotifierOps: Send + Sync {
         let _ = mm;
     }
 
+    /// Whether the device accessed any page of `[start, end)` since it was last
+    /// asked, forgetting it (the device's accessed bits are cleared). Subscribers
+    /// without the op keep the default, which says no: Linux's interval notifiers
+    /// (dmirror's, nouveau's) never get this call, and only classic subscribers that
+    /// track access (KVM) implement it.
+    ///
+    /// Linux: `clear_young` (and `clear_flush_young`, which only adds a TLB flush).
+    fn clear_young(&self, mm: &Mm, start: u64, end: u64) -> bool {
+        let _ = (mm, start, end);
+        false
+    }
+
+    /// Whether the device accessed the page at `addr`, without forgetting it.
+    ///
+    /// Linux: `test_young`.
+    fn test_young(&self, mm: &Mm, addr: u64) -> bool {
+        let _ = (mm, addr);
+        false
+    }
+
     /// The subscriber's name in traces (a device's name); `None` (the default) shows
     /// it as `classic#N`, N its registration number.
     fn trace_name(&self) -> Option<String> {
@@ -539,6 +559,32 @@ impl fmt::Debug for MmuNotifierSubscriptions {
 }
 
 impl Mm {
+    /// Asks every classic subscriber whether the device accessed `[start, end)`,
+    /// clearing its accessed state; true if any says so (all are asked).
+    ///
+    /// Linux: `mmu_notifier_clear_young()` (also stands for
+    /// `mmu_notifier_clear_flush_young()`).
+    pub fn mmu_notifier_clear_young(&self, start: u64, end: u64) -> bool {
+        let mut young = false;
+        self.notifiers
+            .classic_walk(|_, ops| young |= ops.clear_young(self, start, end));
+        young
+    }
+
+    /// Asks the classic subscribers whether the device accessed `addr`; stops at the
+    /// first yes.
+    ///
+    /// Linux: `mmu_notifier_test_young()`.
+    pub fn mmu_notifier_test_young(&self, addr: u64) -> bool {
+        let mut young = false;
+        self.notifiers.classic_walk(|_, ops| {
+            if !young {
+                young = ops.test_young(self, addr);
+            }
+        });
+        young
+    }
+
     pub(crate) fn mmu_notifiers(&self) -> &MmuNotifierSubscriptions {
         &self.notifiers
     }
