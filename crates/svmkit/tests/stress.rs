@@ -94,6 +94,9 @@ struct World {
     migrated: AtomicU64,
     forks: AtomicU64,
     device_atomics: AtomicU64,
+    /// Whether the migration thread may pick large folios (see
+    /// `stress_real_threads_linux_5_14`).
+    migrate_large: bool,
 }
 
 fn worker(world: &World, w: usize, seed: u64) {
@@ -208,6 +211,7 @@ fn migrator(world: &World, seed: u64) {
             // the time migration looks at it: EINVAL then, as for any non-anon frame.
             if let Some(pfn) = world.mm.translate(VirtAddr::try_new(a).unwrap())
                 && let Ok(folio) = world.sys.mem().page_folio(pfn)
+                && (world.migrate_large || folio.order() == 0)
             {
                 match world.sys.mem().migrate_folio(folio) {
                     Ok(_) => {
@@ -295,7 +299,7 @@ fn check_world(world: &World) {
     world.checks.fetch_add(1, Ordering::Relaxed);
 }
 
-fn stress(profile: Profile) {
+fn stress(profile: Profile, migrate_large: bool) {
     let secs = env_u64("SVMKIT_STRESS_SECS").unwrap_or(10);
     let seed = env_u64("SVMKIT_SEED").unwrap_or(0x5eed_57e5);
     let mut config = SystemConfig::with_frames(16384);
@@ -324,6 +328,7 @@ fn stress(profile: Profile) {
                 })
             })
             .collect(),
+        migrate_large,
         stop: AtomicBool::new(false),
         ops: AtomicU64::new(0),
         checks: AtomicU64::new(0),
@@ -447,7 +452,7 @@ fn stress(profile: Profile) {
 
 #[test]
 fn stress_real_threads_linux_6_15() {
-    stress(Profile::linux_6_15());
+    stress(Profile::linux_6_15(), true);
 }
 
 #[test]
@@ -458,9 +463,16 @@ fn stress_real_threads_linux_5_14() {
     // folio reference in the restore (without it a racing zap frees the folio under
     // the restoring fault, spec 8 item 5: this test then reports "folio locked with no
     // references (use after free)" within seconds, which is Linux 5.14's bug).
-    stress(Profile {
-        svm_atomic_unlock_on_retry: true,
-        restore_takes_folio_ref: true,
-        ..Profile::linux_5_14()
-    });
+    // Migration picks small folios only: 5.14's try_to_migrate_one() on a PTE-mapped
+    // THP with an entry takes a garbage subpage from pte_pfn() of the swap PTE and
+    // leaves a migration entry naming it (spec 8 item 13, modelled: migrate.rs), so
+    // every later access to that page waits for ever; a CI run hung on it.
+    stress(
+        Profile {
+            svm_atomic_unlock_on_retry: true,
+            restore_takes_folio_ref: true,
+            ..Profile::linux_5_14()
+        },
+        false,
+    );
 }
