@@ -6,13 +6,14 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use svmkit::mm::Advice;
-use svmkit::mm::mmu_notifier::Owner;
 use svmkit::sync::thread;
-use svmkit::task::Task;
 use svmkit::{Errno, Profile};
 
 mod common;
-use common::sched::{THP_FRAMES, all_frames_free, explored, explored_mapping};
+use common::sched::{
+    THP_FRAMES, all_frames_free, explored, explored_mapping, spawn_cpu_increments,
+    spawn_exclusive_then_release,
+};
 use common::{BASE as A, P, checked};
 use svmkit::mm::PMD_SIZE;
 
@@ -37,25 +38,8 @@ fn collapse_races_cpu_and_device_in(profile: Profile) {
         let (sys, mm) = explored_mapping(profile, THP_FRAMES, PMD_SIZE);
         mm.write_u64(A, 0).unwrap();
         mm.write_u64(A + P, 7).unwrap();
-        let cpu = {
-            let mm = mm.clone();
-            thread::spawn(move || {
-                for _ in 0..INCREMENTS {
-                    mm.fetch_add_u64(A, 1).unwrap();
-                }
-            })
-        };
-        let driver = {
-            let mm = mm.clone();
-            thread::spawn(move || {
-                let (owner, task) = (Owner::new(), Task::new("driver"));
-                let mut g = mm.mmap_read_lock();
-                let excl = mm.make_device_exclusive(&mut g, A, Some(owner), &task);
-                drop(g);
-                svmkit::sync::yield_now();
-                drop(excl);
-            })
-        };
+        let cpu = spawn_cpu_increments(&mm, INCREMENTS);
+        let driver = spawn_exclusive_then_release(&mm);
         let collapse = {
             let mm = mm.clone();
             thread::spawn(move || mm.madvise(A, PMD_SIZE, Advice::Collapse))

@@ -4,13 +4,13 @@
 #![cfg(feature = "shuttle")]
 
 use svmkit::mm::Advice;
-use svmkit::mm::mmu_notifier::Owner;
 use svmkit::sync::thread;
-use svmkit::task::Task;
 use svmkit::{PAGE_SIZE, Profile};
 
 mod common;
-use common::sched::{all_frames_free, explored, explored_mapping};
+use common::sched::{
+    all_frames_free, explored, explored_mapping, spawn_cpu_increments, spawn_exclusive_then_release,
+};
 use common::{BASE as A, checked, va};
 
 const INCREMENTS: u64 = 3;
@@ -19,25 +19,8 @@ fn populate_races_cpu_and_device_in(profile: Profile) {
     explored(300, move || {
         let (sys, mm) = explored_mapping(profile, 48, 2 * PAGE_SIZE);
         mm.write_u64(A, 0).unwrap();
-        let cpu = {
-            let mm = mm.clone();
-            thread::spawn(move || {
-                for _ in 0..INCREMENTS {
-                    mm.fetch_add_u64(A, 1).unwrap();
-                }
-            })
-        };
-        let driver = {
-            let mm = mm.clone();
-            thread::spawn(move || {
-                let (owner, task) = (Owner::new(), Task::new("driver"));
-                let mut g = mm.mmap_read_lock();
-                let excl = mm.make_device_exclusive(&mut g, A, Some(owner), &task);
-                drop(g);
-                svmkit::sync::yield_now();
-                drop(excl);
-            })
-        };
+        let cpu = spawn_cpu_increments(&mm, INCREMENTS);
+        let driver = spawn_exclusive_then_release(&mm);
         let populate = {
             let mm = mm.clone();
             thread::spawn(move || {

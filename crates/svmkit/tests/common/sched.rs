@@ -5,6 +5,7 @@
 use svmkit::check::{ExploreConfig, ExploreReport, explore};
 use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
 use svmkit::device::svm_atomic::SvmAtomic;
+use svmkit::mm::mmu_notifier::Owner;
 use svmkit::mm::{Advice, Folio, MmUser, PMD_SIZE};
 use svmkit::sync::Arc;
 use svmkit::sync::thread::{self, JoinHandle};
@@ -132,6 +133,31 @@ pub fn dmirror_exclusive(dm: &Dmirror, buf: &mut [u8]) -> Result<(), Errno> {
 pub fn spawn_cpu_add(mm: &MmUser, delta: u64) -> JoinHandle<u64> {
     let mm = mm.clone();
     thread::spawn(move || mm.fetch_add_u64(BASE, delta).unwrap())
+}
+
+/// A CPU thread adding 1 at [`BASE`] `times` times (the data check counts them).
+pub fn spawn_cpu_increments(mm: &MmUser, times: u64) -> JoinHandle<()> {
+    let mm = mm.clone();
+    thread::spawn(move || {
+        for _ in 0..times {
+            mm.fetch_add_u64(BASE, 1).unwrap();
+        }
+    })
+}
+
+/// A driver thread making the page at [`BASE`] device-exclusive for its own owner,
+/// yielding while it holds the folio, then releasing it (whatever the conversion
+/// answered: the race decides).
+pub fn spawn_exclusive_then_release(mm: &MmUser) -> JoinHandle<()> {
+    let mm = mm.clone();
+    thread::spawn(move || {
+        let (owner, task) = (Owner::new(), Task::new("driver"));
+        let mut g = mm.mmap_read_lock();
+        let excl = mm.make_device_exclusive(&mut g, BASE, Some(owner), &task);
+        drop(g);
+        svmkit::sync::yield_now();
+        drop(excl);
+    })
 }
 
 /// A thread forking `parent`; it returns the child.
