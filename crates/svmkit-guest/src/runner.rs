@@ -639,69 +639,7 @@ impl Run<'_> {
 
     /// The step as `svmkit run` writes it.
     fn describe(&self, op: &Op) -> String {
-        let a = |a: &Addr| match self.resolve(a) {
-            Some(v) if a.map.is_some() => format!("{} ({v:#x})", a.text),
-            _ => a.text.clone(),
-        };
-        match op {
-            Op::Read { at } => format!("read {}", a(at)),
-            Op::Write { at, value } => format!("write {} = {value}", a(at)),
-            Op::FetchAdd { at, value } => format!("fetch_add {} += {value}", a(at)),
-            Op::Mmap { map } => format!("mmap {}", self.sc.maps[*map].name),
-            Op::Munmap { at, len } => format!("munmap {} len {len:#x}", a(at)),
-            Op::Mremap {
-                at,
-                len,
-                new_len,
-                to,
-                flags,
-            } => format!(
-                "mremap {} len {len:#x} new_len {new_len:#x}{} {flags:?}",
-                a(at),
-                to.as_ref()
-                    .map(|t| format!(" to {}", a(t)))
-                    .unwrap_or_default()
-            ),
-            Op::Mprotect { at, len, prot } => format!("mprotect {} len {len:#x} {prot:?}", a(at)),
-            Op::Madvise { at, len, advice } => {
-                format!("madvise {} len {len:#x} {advice:?}", a(at))
-            }
-            Op::ClearSoftDirty => "clear_refs soft-dirty".into(),
-            Op::Khugepaged => "khugepaged scan".into(),
-            Op::Fork { child } => format!("fork -> {}", self.sc.processes[*child].name),
-            Op::Exit { process } => format!("exit {}", self.sc.processes[*process].name),
-            Op::AtomicAdd { at, value } => format!("device atomic {} += {value}", a(at)),
-            Op::Dmirror {
-                cmd,
-                at,
-                pages,
-                value,
-            } => format!(
-                "dmirror {} {} pages {pages}{}",
-                match cmd {
-                    DmirrorCmd::Read => "READ",
-                    DmirrorCmd::Write => "WRITE",
-                    DmirrorCmd::Exclusive => "EXCLUSIVE",
-                    DmirrorCmd::CheckExclusive => "CHECK_EXCLUSIVE",
-                },
-                a(at),
-                if matches!(cmd, DmirrorCmd::Write) {
-                    format!(" = {value}")
-                } else {
-                    String::new()
-                }
-            ),
-            Op::Fill { at, pages, value } => {
-                format!("fill {} pages {pages} with {value} + i", a(at))
-            }
-            Op::Compare { at, pages, value } => {
-                format!("compare {} pages {pages} with {value} + i", a(at))
-            }
-            Op::Touch { at, pages, value } => {
-                format!("touch {} pages {pages} with {value}", a(at))
-            }
-            other => op_name(other).to_string(),
-        }
+        svmkit_scenario::describe::describe(self.sc, op, |a| self.resolve(a))
     }
 
     /// Maps the file's `[[map]]`s (not those a `mmap` step makes) and opens the devices.

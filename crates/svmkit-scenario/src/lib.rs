@@ -32,6 +32,7 @@
 //! ```
 
 pub mod ast;
+pub mod describe;
 pub mod diag;
 pub mod engine;
 pub mod explore;
