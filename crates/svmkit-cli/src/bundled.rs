@@ -522,6 +522,7 @@ mod tests {
             folio: Some(5),
             holder: Some(holder.into()),
             self_deadlock,
+            held_since: None,
         };
         let ran = |h: Hang| super::Ran {
             file: b.file,

@@ -179,6 +179,16 @@ fn unsupported(sc: &Scenario, path: &str) -> Option<String> {
         ));
     }
     for d in &sc.devices {
+        if matches!(d.driver, Driver::Uvm { .. }) {
+            // NVIDIA's driver is out of tree and needs NVIDIA hardware; the model's
+            // uvm is a reading of its code (spec 10.2), with nothing to compare to here.
+            return Some(format!(
+                "{path}:{}: device `{}` (uvm) has no kernel counterpart in the guest: NVIDIA's \
+                 UVM driver is out of tree and needs its hardware",
+                sc.line_of(d.span.start),
+                d.name
+            ));
+        }
         if let Driver::SvmAtomic { flaws, max_passes } = &d.driver
             && let Err(why) = svl_flags(flaws, *max_passes)
         {
@@ -679,6 +689,8 @@ impl Run<'_> {
                 Driver::SvmAtomic { .. } => {
                     (sys::open_svmkit_loop(), "/dev/svmkit_loop".to_string())
                 }
+                // Refused before the run (`unsupported`).
+                Driver::Uvm { .. } => (Err(svmkit::Errno::EINVAL.code()), "uvm".to_string()),
             };
             match opened {
                 Ok(fd) => self.fds.push(fd),

@@ -194,6 +194,25 @@ pub enum Driver {
         /// Bound of the fault loop.
         max_passes: u64,
     },
+    /// The NVIDIA-UVM-style driver (`svmkit::device::uvm`): each atomic fault makes
+    /// the aligned region of `batch` pages device-exclusive in one pass.
+    Uvm {
+        /// Pages per atomic fault (1 ..= 512, a power of two).
+        batch: u64,
+        /// Bound of the service loop (UVM itself retries without end).
+        max_passes: u64,
+    },
+}
+
+impl Driver {
+    /// The name a scenario file gives it (`driver = "..."`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Driver::Dmirror => "dmirror",
+            Driver::SvmAtomic { .. } => "svm_atomic",
+            Driver::Uvm { .. } => "uvm",
+        }
+    }
 }
 
 /// A device bound to a process.

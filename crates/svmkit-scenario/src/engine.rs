@@ -178,6 +178,9 @@ pub struct Hang {
     /// Whether the sleeper holds the lock it sleeps on (a self-deadlock: the driver
     /// leaked its folio lock on a retry and its next pass's GUP waits for it).
     pub self_deadlock: bool,
+    /// How the sleeper came to hold that lock, for the summary (`None`: a driver
+    /// leaked it on a retry, the svm_atomic case).
+    pub held_since: Option<String>,
 }
 
 impl Hang {
@@ -185,7 +188,10 @@ impl Hang {
     pub fn summary(&self) -> String {
         match (&self.task, self.folio, &self.holder) {
             (Some(t), Some(f), Some(h)) if self.self_deadlock && t == h => format!(
-                "task {t} waits for the lock of folio {f:#x}, which it left locked itself on a retry: self-deadlock"
+                "task {t} waits for the lock of folio {f:#x}, which it {}: self-deadlock",
+                self.held_since
+                    .as_deref()
+                    .unwrap_or("left locked itself on a retry")
             ),
             (Some(t), Some(f), Some(h)) => {
                 format!("task {t} waits for the lock of folio {f:#x}, held by task {h}")
@@ -412,6 +418,12 @@ pub enum StepError {
     Sigbus,
     /// The step names a process that does not exist (exited, or not forked yet).
     NoProcess,
+    /// A uvm atomic fault returned a status that is no errno: its shim's
+    /// `PTR_ERR()` read a page pointer (`svmkit::device::uvm::UvmError::BadStatus`,
+    /// derived from code).
+    BadStatus,
+    /// A uvm atomic fault used up its pass bound (UVM itself retries without end).
+    Livelock,
 }
 
 impl StepError {
@@ -422,6 +434,8 @@ impl StepError {
             StepError::Sigsegv => "SIGSEGV",
             StepError::Sigbus => "SIGBUS",
             StepError::NoProcess => "ESRCH",
+            StepError::BadStatus => "BAD_STATUS",
+            StepError::Livelock => "LIVELOCK",
         }
     }
 }
@@ -429,6 +443,17 @@ impl StepError {
 impl From<Errno> for StepError {
     fn from(e: Errno) -> Self {
         StepError::Errno(e)
+    }
+}
+
+impl From<svmkit::device::uvm::UvmError> for StepError {
+    fn from(e: svmkit::device::uvm::UvmError) -> Self {
+        use svmkit::device::uvm::UvmError;
+        match e {
+            UvmError::Errno(e) => StepError::Errno(e),
+            UvmError::BadStatus => StepError::BadStatus,
+            UvmError::Livelock => StepError::Livelock,
+        }
     }
 }
 

@@ -524,7 +524,13 @@ fn errno_of(cx: &mut Ctx, n: &Node) -> Option<StepError> {
     let all: Vec<StepError> = Errno::ALL
         .iter()
         .map(|e| StepError::Errno(*e))
-        .chain([StepError::Sigsegv, StepError::Sigbus, StepError::NoProcess])
+        .chain([
+            StepError::Sigsegv,
+            StepError::Sigbus,
+            StepError::NoProcess,
+            StepError::BadStatus,
+            StepError::Livelock,
+        ])
         .collect();
     let e = all.iter().copied().find(|e| e.name() == s);
     if e.is_none() {
@@ -638,7 +644,7 @@ const TOP_KEYS: [&str; 9] = [
     "scenario", "process", "map", "device", "thread", "expect", "outcomes", "explore", "oracle",
 ];
 const MAP_KEYS: [&str; 7] = ["name", "process", "at", "len", "prot", "shared", "advice"];
-const DEVICE_KEYS: [&str; 5] = ["name", "driver", "process", "max_passes", "flaws"];
+const DEVICE_KEYS: [&str; 6] = ["name", "driver", "process", "max_passes", "flaws", "batch"];
 const THREAD_KEYS: [&str; 5] = ["name", "process", "device", "after", "steps"];
 const EXPECT_KEYS: [&str; 4] = ["checker", "all_freed", "values", "rss"];
 
@@ -1410,21 +1416,59 @@ fn device(cx: &mut Ctx, names: &Names, n: &Node) -> Option<Device> {
             flaws,
             max_passes: max_passes.unwrap_or(16),
         }),
+        Some("uvm") => {
+            if let Some(f) = t.get("flaws") {
+                cx.err(
+                    Problem::new(f.span, "uvm has no flaw switches")
+                        .label("svm_atomic only")
+                        .help("uvm's consequences come from the kernel's API, i.e. the profile"),
+                );
+            }
+            let batch = t.get("batch").map_or(Some(1), |v| {
+                let b = cx.want_u64(v, "batch", 512)?;
+                if b == 0 || !b.is_power_of_two() {
+                    cx.err(
+                        Problem::new(
+                            v.span,
+                            format!("batch {b} is not a power of two in 1 ..= 512"),
+                        )
+                        .label("pages per atomic fault")
+                        .help("a uvm fault services an aligned region: batch = 1, 2, 4, ... 512"),
+                    );
+                    return None;
+                }
+                Some(b)
+            });
+            batch.map(|batch| Driver::Uvm {
+                batch,
+                max_passes: max_passes.unwrap_or(16),
+            })
+        }
         Some(other) => {
             let mut p = Problem::new(
                 driver_node.map_or(n.span, |d| d.span),
                 format!("unknown driver `{other}`"),
             )
             .label("unknown driver");
-            p = match did_you_mean(other, ["dmirror", "svm_atomic"]) {
+            p = match did_you_mean(other, ["dmirror", "svm_atomic", "uvm"]) {
                 Some(h) => p.help(h),
-                None => p.help("drivers: dmirror, svm_atomic"),
+                None => p.help("drivers: dmirror, svm_atomic, uvm"),
             };
             cx.err(p);
             None
         }
         None => None,
     };
+    if let Some(b) = t.get("batch")
+        && let Some(d) = &driver
+        && !matches!(d, Driver::Uvm { .. })
+    {
+        cx.err(
+            Problem::new(b.span, format!("{} has no batch", d.name()))
+                .label("uvm only")
+                .help("batch is the region a uvm atomic fault services"),
+        );
+    }
     if let Some(p) = process
         && !names.processes[p].at_start
     {
@@ -1970,15 +2014,16 @@ fn step(
             );
         }
     };
-    let device_only = |cx: &mut Ctx, driver: &str| {
+    let device_only = |cx: &mut Ctx, drivers: &[&str]| {
         let ok = match actor {
-            Some(Actor::Device(d)) => names.devices.get(d).is_some_and(|d| match d.driver {
-                Driver::Dmirror => driver == "dmirror",
-                Driver::SvmAtomic { .. } => driver == "svm_atomic",
-            }),
+            Some(Actor::Device(d)) => names
+                .devices
+                .get(d)
+                .is_some_and(|d| drivers.contains(&d.driver.name())),
             _ => false,
         };
         if !ok && actor.is_some() {
+            let driver = drivers.join(" or ");
             cx.err(
                 Problem::new(opn.span, format!("`{op}` runs on a {driver} device"))
                     .label("wrong thread")
@@ -2239,13 +2284,13 @@ fn step(
             g.map(|g| Op::Unpin { hold: g.0 })
         }
         "atomic_add" => {
-            device_only(cx, "svm_atomic");
+            device_only(cx, &["svm_atomic", "uvm"]);
             let a = at(cx, &mut t);
             let v = value(cx, &mut t);
             a.zip(v).map(|(at, value)| Op::AtomicAdd { at, value })
         }
         "dmirror_read" | "dmirror_write" | "dmirror_exclusive" | "dmirror_check_exclusive" => {
-            device_only(cx, "dmirror");
+            device_only(cx, &["dmirror"]);
             let a = at(cx, &mut t);
             let p = pages(cx, &mut t);
             let v = if op == "dmirror_write" {

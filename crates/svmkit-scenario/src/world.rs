@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use svmkit::device::DevRights;
 use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
 use svmkit::device::svm_atomic::SvmAtomic;
+use svmkit::device::uvm::Uvm;
 use svmkit::mm::mmu_notifier::{NotifierCallKind, RecordingNotifier};
 use svmkit::mm::{ExclusiveFolio, GupFlags, MapFlags, MmUser, Pte, PteFlags, SwapPte};
 use svmkit::sync::Arc;
@@ -28,6 +29,7 @@ pub(crate) enum Held {
 pub(crate) enum Dev {
     Dmirror(Dmirror),
     Svm(SvmAtomic),
+    Uvm(Uvm),
 }
 
 impl Dev {
@@ -35,6 +37,7 @@ impl Dev {
         match self {
             Dev::Dmirror(d) => d.device(),
             Dev::Svm(s) => s.device(),
+            Dev::Uvm(u) => u.device(),
         }
     }
 }
@@ -585,6 +588,14 @@ impl World {
                     Some(Dev::Svm(s)) => Ok(s
                         .atomic_fetch_add_counting(task, a, *value, faults)
                         .map(Some)?),
+                    Some(Dev::Uvm(u)) => {
+                        // One device thread per device: the passes counted meanwhile
+                        // are this atomic's.
+                        let before = u.stats().passes.load(Ordering::Relaxed);
+                        let r = u.atomic_fetch_add(task, a, *value);
+                        *faults += u.stats().passes.load(Ordering::Relaxed) - before;
+                        Ok(r.map(Some)?)
+                    }
                     _ => Err(Errno::EINVAL.into()),
                 }
             }
@@ -835,11 +846,29 @@ impl World {
                     .map(|l| (d.device().name().to_string(), l))
             })
             .collect();
+        let uvm_held: Vec<(String, svmkit::device::uvm::HeldFolio)> = devs
+            .iter()
+            .filter_map(|d| match d.as_deref() {
+                Some(Dev::Uvm(u)) => Some(u),
+                _ => None,
+            })
+            .flat_map(|u| {
+                u.folios_held()
+                    .into_iter()
+                    .map(|h| (u.device().name().to_string(), h))
+            })
+            .collect();
         let holder_of = |folio: svmkit::mm::Folio| -> Option<String> {
             if let Some((dev, l)) = leaked.iter().find(|(_, l)| l.folio == folio) {
                 return Some(format!(
                     "task {} (driver {dev} left it locked and referenced on a retry at {:#x}, spec 8 item 22)",
                     l.task, l.addr
+                ));
+            }
+            if let Some((dev, h)) = uvm_held.iter().find(|(_, h)| h.folio == folio) {
+                return Some(format!(
+                    "task {} (driver {dev}'s shim holds it from converting {:#x} until the region is released)",
+                    h.task, h.addr
                 ));
             }
             lk(&self.held)
@@ -879,6 +908,7 @@ impl World {
             folio: None,
             holder: None,
             self_deadlock: false,
+            held_since: None,
         };
         for d in &drivers {
             let name = d.device().name();
@@ -940,8 +970,47 @@ impl World {
                 }
             }
         }
+        self.diagnose_uvm(&devs, &mut lines, &mut hang);
         hang.lines = lines;
         hang
+    }
+
+    /// The uvm shim's part of a hang: a task asleep in a conversion of a page whose
+    /// folio it holds locked itself, from an earlier page of the same region (two
+    /// pages of one large folio on the single-page API: derived, spec 10.2).
+    fn diagnose_uvm(&self, devs: &[Option<Arc<Dev>>], lines: &mut Vec<String>, hang: &mut Hang) {
+        let mem = self.sys.mem();
+        for d in devs.iter().flatten() {
+            let Dev::Uvm(u) = &**d else { continue };
+            let held = u.folios_held();
+            for (task, addr) in u.conversions_in_flight() {
+                let folio = match VirtAddr::try_new(addr).map(|a| u.mm().pte_get_lockless(a)) {
+                    Ok(Pte::Present(p)) => mem.page_folio(p.pfn).ok(),
+                    Ok(Pte::Swap(e)) if e.is_device_exclusive() => {
+                        e.pfn().and_then(|p| mem.page_folio(p).ok())
+                    }
+                    _ => None,
+                };
+                let Some(folio) = folio else { continue };
+                let Some(h) = held.iter().find(|h| h.folio == folio && h.task == task) else {
+                    continue;
+                };
+                lines.push(format!(
+                    "  task {task}:{} converts {addr:#x} (make_device_exclusive) and sleeps on folio {:#x}, which it locked itself converting {:#x} of the same region: self-deadlock (only a kill ends it)",
+                    u.device().name(),
+                    folio.head().raw(),
+                    h.addr
+                ));
+                hang.task = Some(task.clone());
+                hang.folio = Some(folio.head().raw());
+                hang.holder = Some(task);
+                hang.self_deadlock = true;
+                hang.held_since = Some(format!(
+                    "locked itself converting {:#x}, an earlier page of the same region",
+                    h.addr
+                ));
+            }
+        }
     }
 }
 
@@ -1165,6 +1234,9 @@ impl World {
                 Driver::Dmirror => Dev::Dmirror(Dmirror::open(&mm)?),
                 Driver::SvmAtomic { flaws, max_passes } => {
                     Dev::Svm(SvmAtomic::new(&mm, &d.name, *flaws, *max_passes)?)
+                }
+                Driver::Uvm { batch, max_passes } => {
+                    Dev::Uvm(Uvm::new(&mm, &d.name, *batch, *max_passes))
                 }
             };
             lk(&self.devs).push(Some(Arc::new(dev)));

@@ -497,3 +497,45 @@ fn diagnostics_mremap_parses_and_bad_flags_are_located() {
     let r = error_of(&good.replace(", new_len = \"2 pages\"", ""));
     assert!(r.contains("new_len"), "{r}");
 }
+
+/// A uvm device: `batch` must be a power of two up to 512, belongs to uvm only, and
+/// uvm has no flaw switches; each mistake is located and explained.
+#[test]
+fn diagnostics_uvm_device_keys() {
+    let with_device = |dev: &str| {
+        GOOD.replace(
+            "[[thread]]",
+            &format!("[[device]]\nname = \"gpu\"\nprocess = \"app\"\n{dev}\n\n[[thread]]"),
+        )
+    };
+    let good = with_device("driver = \"uvm\"\nbatch = 4");
+    let sc = parse("t.toml", &good).unwrap();
+    assert_eq!(
+        sc.devices[0].driver,
+        svmkit_scenario::ast::Driver::Uvm {
+            batch: 4,
+            max_passes: 16
+        }
+    );
+    let cases: &[(&str, &str)] = &[
+        (
+            "driver = \"uvm\"\nbatch = 3",
+            "batch 3 is not a power of two",
+        ),
+        ("driver = \"uvm\"\nbatch = 1024", "batch"),
+        (
+            "driver = \"svm_atomic\"\nbatch = 2",
+            "svm_atomic has no batch",
+        ),
+        (
+            "driver = \"uvm\"\nflaws = { leak_folio_on_retry = true }",
+            "uvm has no flaw switches",
+        ),
+        ("driver = \"uvn\"", "did you mean `uvm`?"),
+    ];
+    for (dev, want) in cases {
+        let r = error_of(&with_device(dev));
+        assert!(r.contains(want), "{dev}: {r}");
+        assert!(r.contains("t.toml:"), "located: {r}");
+    }
+}

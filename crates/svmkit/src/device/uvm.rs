@@ -47,7 +47,7 @@ use crate::error::Errno;
 use crate::mm::mmu_notifier::{
     MmuIntervalNotifier, MmuIntervalNotifierOps, MmuNotifierEvent, MmuNotifierRange,
 };
-use crate::mm::{ExclusiveFolio, HPAGE_PMD_SIZE, Mm, MmUser};
+use crate::mm::{ExclusiveFolio, Folio, HPAGE_PMD_SIZE, Mm, MmUser};
 use crate::sync::Arc;
 use crate::task::Task;
 use crate::types::PAGE_SIZE;
@@ -148,7 +148,24 @@ pub struct Uvm {
     max_passes: u64,
     /// va_blocks by start; a plain mutex never held across a model operation.
     blocks: std::sync::Mutex<BTreeMap<u64, Arc<VaBlock>>>,
+    /// The folios the shim holds locked now, for a hang's report; a plain mutex
+    /// never held across a model operation.
+    holding: std::sync::Mutex<Vec<HeldFolio>>,
+    /// The shim's conversions in progress: (task, page address).
+    converting: std::sync::Mutex<Vec<(String, u64)>>,
     stats: UvmStats,
+}
+
+/// A folio the shim holds locked and referenced between a conversion and the
+/// release of its region (what a hang's report names as the lock's holder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldFolio {
+    /// The folio.
+    pub folio: Folio,
+    /// The page address the shim converted.
+    pub addr: u64,
+    /// The task whose atomic fault holds it.
+    pub task: String,
 }
 
 impl Uvm {
@@ -162,6 +179,8 @@ impl Uvm {
             batch: batch.clamp(1, HPAGE_PMD_SIZE / PAGE_SIZE),
             max_passes: max_passes.max(1),
             blocks: std::sync::Mutex::default(),
+            holding: std::sync::Mutex::default(),
+            converting: std::sync::Mutex::default(),
             stats: UvmStats::default(),
         }
     }
@@ -171,9 +190,48 @@ impl Uvm {
         &self.dev
     }
 
+    /// The process's mm it serves.
+    pub fn mm(&self) -> &Arc<Mm> {
+        &self.mm
+    }
+
     /// The driver's counters.
     pub fn stats(&self) -> &UvmStats {
         &self.stats
+    }
+
+    /// The folios its atomic faults hold locked at this moment (between a
+    /// conversion and the release of the region's pages).
+    pub fn folios_held(&self) -> Vec<HeldFolio> {
+        self.holding_list().clone()
+    }
+
+    /// The conversions the shim is inside now, as (task, page address): a task
+    /// asleep in one of them, on a folio it holds itself, is the self-deadlock of
+    /// two pages of one large folio.
+    pub fn conversions_in_flight(&self) -> Vec<(String, u64)> {
+        self.converting_list().clone()
+    }
+
+    fn converting_list(&self) -> std::sync::MutexGuard<'_, Vec<(String, u64)>> {
+        self.converting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn holding_list(&self) -> std::sync::MutexGuard<'_, Vec<HeldFolio>> {
+        self.holding.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn note_held(&self, task: &Task, addr: u64, excl: &ExclusiveFolio) {
+        self.holding_list().push(HeldFolio {
+            folio: excl.folio(),
+            addr,
+            task: task.name().to_string(),
+        });
+    }
+
+    /// Forgets what `task` held, as its pages are released.
+    fn released(&self, task: &Task) {
+        self.holding_list().retain(|h| h.task != task.name());
     }
 
     /// The va_block covering `addr`, created with its notifier on first use.
@@ -283,6 +341,7 @@ impl Uvm {
             {
                 drop(table);
                 drop(pages);
+                self.released(task);
                 continue;
             }
             for (i, excl) in pages.iter().flatten().enumerate() {
@@ -297,6 +356,7 @@ impl Uvm {
             drop(table);
             // UVM: hmm_release_atomic_pages().
             drop(pages);
+            self.released(task);
             return Ok(());
         }
         Err(UvmError::Livelock)
@@ -323,17 +383,31 @@ impl Uvm {
                 .map_err(UvmError::Errno)?;
             // UVM pads a short count with NULL pages.
             pages.resize_with(npages as usize, || None);
+            for (i, p) in pages.iter().enumerate() {
+                if let Some(excl) = p {
+                    self.note_held(task, start + i as u64 * PAGE_SIZE, excl);
+                }
+            }
             return Ok(pages);
         }
         let mut pages = Vec::with_capacity(npages as usize);
         for i in 0..npages {
-            match user.make_device_exclusive(&mut g, start + i * PAGE_SIZE, owner, task) {
-                Ok(excl) => pages.push(Some(excl)),
+            let addr = start + i * PAGE_SIZE;
+            self.converting_list().push((task.name().to_string(), addr));
+            let r = user.make_device_exclusive(&mut g, addr, owner, task);
+            self.converting_list()
+                .retain(|(t, a)| (t.as_str(), *a) != (task.name(), addr));
+            match r {
+                Ok(excl) => {
+                    self.note_held(task, addr, &excl);
+                    pages.push(Some(excl));
+                }
                 Err(e) if pages.is_empty() => return Err(UvmError::Errno(e)),
                 Err(_) => {
                     // The pages are released (unlock + put, the guards' drop), and
                     // the error is lost with the overwritten pointer.
                     drop(pages);
+                    self.released(task);
                     return Err(UvmError::BadStatus);
                 }
             }
