@@ -156,6 +156,19 @@ pub struct Profile {
     /// The copy takes a reference and nothing else, so on the model's 5.19+ mm the
     /// page keeps PG_anon_exclusive while two mms name it (derived). No preset has it.
     pub fork_copies_exclusive_entries: bool,
+    /// Pre-merge flaw (spec 8 item 3, patches v3 and v4, Feb-Mar 2021, never
+    /// released): the range API's conversion does not check, inside the rmap walk,
+    /// that the PTE it converts at the caller's `(mm, address)` was there and
+    /// writable; the series checked the mappings outside the page table lock (after
+    /// GUP, v3; v4's `check_device_exclusive_range()` after the conversion), which
+    /// Jason Gunthorpe found racy. So a page a fork shared between GUP and the lock is
+    /// converted in both mms and still reported exclusive. v5 added the check to the
+    /// walk (`args->valid`, "Added a check to try_to_protect_one() to detect if the
+    /// pages originally returned from get_user_pages() have been unmapped or not", in
+    /// the changelog of `[PATCH v7 5/8]`, `<20210326000805.2518-6-apopple@nvidia.com>`;
+    /// with Ralph Campbell's owner cookie, `<1795020.LnfgZAJ4CS@nvdebian>`, spec 8
+    /// item 3). No preset has it.
+    pub range_api_skips_target_check: bool,
     /// The restore asserts `VM_BUG_ON(pte_write(pte) && !(PageAnon(page) &&
     /// PageAnonExclusive(page)))` (5.19 to 6.14, spec 2.3, 3; read in
     /// `restore_exclusive_pte()`, mm/memory.c of the Debian 6.1.192 and 6.12.117
@@ -194,6 +207,7 @@ impl Profile {
             replace_page_retries_nonpresent: true,
             range_api_unsigned_index: false,
             fork_copies_exclusive_entries: false,
+            range_api_skips_target_check: false,
             restore_checks_writable_is_anon_exclusive: false,
             restore_check_misplaced_not: false,
         }
@@ -225,6 +239,7 @@ impl Profile {
             replace_page_retries_nonpresent: false,
             range_api_unsigned_index: false,
             fork_copies_exclusive_entries: false,
+            range_api_skips_target_check: false,
             restore_checks_writable_is_anon_exclusive: false,
             restore_check_misplaced_not: false,
         }
@@ -345,7 +360,7 @@ impl fmt::Debug for Switch {
 
 /// Every boolean switch of [`Profile`] (the restore event and writability are enums,
 /// set through the presets).
-pub const SWITCHES: [Switch; 19] = [
+pub const SWITCHES: [Switch; 20] = [
     Switch {
         name: "has_range_api",
         get: |p| p.has_range_api,
@@ -433,6 +448,11 @@ pub const SWITCHES: [Switch; 19] = [
         name: "fork_copies_exclusive_entries",
         get: |p| p.fork_copies_exclusive_entries,
         set: |p, v| p.fork_copies_exclusive_entries = v,
+    },
+    Switch {
+        name: "range_api_skips_target_check",
+        get: |p| p.range_api_skips_target_check,
+        set: |p, v| p.range_api_skips_target_check = v,
     },
     Switch {
         name: "restore_checks_writable_is_anon_exclusive",

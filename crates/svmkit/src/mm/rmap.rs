@@ -926,7 +926,8 @@ impl Mm {
         } else {
             mem.page(folio.head()).is_some_and(|p| p.mapcount() == 0)
         };
-        valid && unmapped
+        // v3/v4 (switch): no in-walk target check, only the mapcount.
+        (valid || self.profile().range_api_skips_target_check) && unmapped
     }
 }
 
