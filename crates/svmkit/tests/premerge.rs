@@ -5,7 +5,9 @@
 
 mod common;
 
+use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
 use svmkit::mm::{MapFlags, MmUser, PageFlags, Prot, Pte, SwapPte};
+use svmkit::profile::RestoreEvent;
 use svmkit::sync::Arc;
 use svmkit::task::Task;
 use svmkit::{Errno, PAGE_SIZE, Profile, System, SystemConfig};
@@ -138,6 +140,47 @@ fn v7_fork_copies_the_entry_and_the_child_sees_the_parents_write() {
             assert_eq!(child.read_u64(BASE).unwrap(), want, "{what}");
             assert_eq!(parent.read_u64(BASE).unwrap(), 10, "{what}");
         }
+    }
+}
+
+// --- item 3: v1-v9 restore event -----------------------------------------------
+
+/// Spec 8 item 3, 6.4: up to v9 the restore sent `MMU_NOTIFY_CLEAR`; Peter Xu's v9
+/// review (`<YK+Y+aAZHDv8+w+Q@t490s>`, /work/shared/seed/ 2021 review: "How about
+/// sending EXCLUSIVE for both mark/restore? Just that when restore we notify with
+/// owner==NULL") made v10 and 5.14 send EXCLUSIVE with owner NULL. The owner-filter
+/// consequence: a driver whose filter skips every EXCLUSIVE event, whatever its
+/// owner (svm_atomic's `filter_ignores_owner`), swallows 5.14's restore and keeps a
+/// stale atomic mapping of a page the CPU maps again (the checker's device audit,
+/// as `owner-blind-filter-stale-mapping.toml`), while v1-v9's CLEAR, like 6.15's, is
+/// not skipped and revokes it. The 5.14 design with only the restore event changed.
+#[test]
+fn v1_v9_restore_clear_revokes_an_owner_blind_driver_5_14s_exclusive_does_not() {
+    for (event, stale) in [
+        (RestoreEvent::ExclusiveNoOwner, true),
+        (RestoreEvent::Clear, false),
+    ] {
+        let profile = with(Profile::linux_5_14(), |p| {
+            p.restore_event = event;
+            p.svm_atomic_unlock_on_retry = true;
+        });
+        let (sys, mm) = system_with(profile, 256);
+        mm.mmap(BASE, P, RW, PRIVATE).unwrap();
+        mm.write_u64(BASE, 41).unwrap();
+        let flaws = SvmFlaws {
+            filter_ignores_owner: true,
+            ..SvmFlaws::default()
+        };
+        let gpu = SvmAtomic::new(&mm, "gpu", flaws, 4).unwrap();
+        assert_eq!(
+            gpu.atomic_fetch_add(&Task::new("gpu"), BASE, 1).unwrap(),
+            41
+        );
+        mm.write_u64(BASE, 50).unwrap();
+        let v = violations(&sys);
+        assert_eq!(!v.is_empty(), stale, "{event:?}: {v:?}");
+        drop(gpu);
+        checked(&sys);
     }
 }
 
