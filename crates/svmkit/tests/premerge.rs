@@ -223,12 +223,7 @@ fn the_restore_check_fires_in_6_1_and_not_with_6_8s_misplaced_not() {
         assert_eq!(child.read_u64(BASE).unwrap(), 2);
         let grandchild = sys.fork(&child).unwrap();
         let pfn = entry(&parent, BASE).and_then(|e| e.pfn()).unwrap();
-        assert!(
-            !sys.mem()
-                .page(pfn)
-                .unwrap()
-                .test(PageFlags::ANON_EXCLUSIVE)
-        );
+        assert!(!sys.mem().page(pfn).unwrap().test(PageFlags::ANON_EXCLUSIVE));
         sys.mem().take_bad_pages();
         assert_eq!(parent.read_u64(BASE).unwrap(), 2);
         let pte = parent.pte_get_lockless(va(BASE)).present().unwrap();
