@@ -64,8 +64,7 @@ fn with(mut p: Profile, set: impl FnOnce(&mut Profile)) -> Profile {
 /// index walked `pages[]` past what GUP filled until the kernel crashed. With the
 /// switch the model reports the bogus access (the checker fails); without it the
 /// merged code returns GUP's errno at once (spec 2.1: "if npages < 0, return it") and
-/// nothing is wrong. EFAULT for a range in no VMA: `check_vma_flags()`-less GUP of an
-/// address without a VMA (spec 2.4's list of typical errors).
+/// nothing is wrong. EFAULT: GUP of an address in no VMA (spec 2.4's typical errors).
 #[test]
 fn range_api_unsigned_index_overruns_pages_before_the_june_2021_fix() {
     for (profile, flawed) in [
