@@ -138,6 +138,49 @@ pub struct Profile {
     /// kernel/events/uprobes.c has no present check; the Debian 6.12.117 tree has the
     /// stable backport, "Handle PFN swap PTES, such as device-exclusive ones").
     pub replace_page_retries_nonpresent: bool,
+    // --- issue 19, spec 8 items 1, 3, 6: pre-merge and 6.8-era flaws. ---
+    /// Pre-merge flaw (spec 8 item 1, Jun 2021, never released): the range API's page
+    /// loop compares an unsigned index with `npages`, which is negative when GUP fails
+    /// on the first page, so the loop reads `pages[]` slots GUP never filled "until the
+    /// kernel crashes". Fixed before 5.14 by Dan Carpenter's "mm/rmap: fix signedness
+    /// bug in make_device_exclusive_range()" (`<YNIz5NVnZ5GiZ3u1@mwanda>`, spec 2.3):
+    /// a signed index and an early return of the negative count. No preset has it.
+    pub range_api_unsigned_index: bool,
+    /// Pre-merge flaw (spec 8 item 3, patch v5 to v7, 2021, never released): fork
+    /// copies a device-exclusive entry to the child (`get_page()`, RSS + 1, both
+    /// entries made readable in a COW mapping) instead of restoring it in the parent.
+    /// Read in `[PATCH v7 5/8] mm: Device exclusive memory access`
+    /// (`<20210326000805.2518-6-apopple@nvidia.com>`), where Jason Gunthorpe answered
+    /// that it "needs to have the same logic as we now have in copy_present_page()";
+    /// v8 "Remove device exclusive entries on fork rather than copy them" (spec 4.1).
+    /// The copy takes a reference and nothing else, so on the model's 5.19+ mm the
+    /// page keeps PG_anon_exclusive while two mms name it (derived). No preset has it.
+    pub fork_copies_exclusive_entries: bool,
+    /// Pre-merge flaw (spec 8 item 3, patches v3 and v4, Feb-Mar 2021, never
+    /// released): the range API's conversion does not check, inside the rmap walk,
+    /// that the PTE it converts at the caller's `(mm, address)` was there and
+    /// writable; the series checked the mappings outside the page table lock (after
+    /// GUP, v3; v4's `check_device_exclusive_range()` after the conversion), which
+    /// Jason Gunthorpe found racy. So a page a fork shared between GUP and the lock is
+    /// converted in both mms and still reported exclusive. v5 added the check to the
+    /// walk (`args->valid`, "Added a check to try_to_protect_one() to detect if the
+    /// pages originally returned from get_user_pages() have been unmapped or not", in
+    /// the changelog of `[PATCH v7 5/8]`, `<20210326000805.2518-6-apopple@nvidia.com>`;
+    /// with Ralph Campbell's owner cookie, `<1795020.LnfgZAJ4CS@nvdebian>`, spec 8
+    /// item 3). No preset has it.
+    pub range_api_skips_target_check: bool,
+    /// The restore asserts `VM_BUG_ON(pte_write(pte) && !(PageAnon(page) &&
+    /// PageAnonExclusive(page)))` (5.19 to 6.14, spec 2.3, 3; read in
+    /// `restore_exclusive_pte()`, mm/memory.c of the Debian 6.1.192 and 6.12.117
+    /// trees). 5.14 had no PG_anon_exclusive and 6.15 deleted the check (cleanups v2
+    /// 2/5, `<20250226132257.2826043-3-david@redhat.com>`, spec 8 item 6). The model
+    /// records a firing check as a bad-page report.
+    pub restore_checks_writable_is_anon_exclusive: bool,
+    /// The check above has 6.8's misplaced `!`: `pte_write(pte) &&
+    /// (!folio_test_anon(folio) && PageAnonExclusive(page))`, which never fires, since
+    /// only anon pages are ever anon-exclusive (6.8 `b832a354d787` to 6.14, spec 8
+    /// item 6; read in the Debian 6.12.117 tree). Only read when the check is there.
+    pub restore_check_misplaced_not: bool,
 }
 
 impl Profile {
@@ -162,6 +205,11 @@ impl Profile {
             uffd_unprotect_upgrades_write: true,
             khugepaged_aborts_on_non_swap_entries: false,
             replace_page_retries_nonpresent: true,
+            range_api_unsigned_index: false,
+            fork_copies_exclusive_entries: false,
+            range_api_skips_target_check: false,
+            restore_checks_writable_is_anon_exclusive: false,
+            restore_check_misplaced_not: false,
         }
     }
 }
@@ -189,6 +237,11 @@ impl Profile {
             uffd_unprotect_upgrades_write: false,
             khugepaged_aborts_on_non_swap_entries: false,
             replace_page_retries_nonpresent: false,
+            range_api_unsigned_index: false,
+            fork_copies_exclusive_entries: false,
+            range_api_skips_target_check: false,
+            restore_checks_writable_is_anon_exclusive: false,
+            restore_check_misplaced_not: false,
         }
     }
 
@@ -212,6 +265,9 @@ impl Profile {
     /// * `exclusive_checks_folio_mapcount`: `folio_make_device_exclusive()` returns
     ///   `args.valid && !folio_mapcount(folio)` (mm/rmap.c; shown by both kernels'
     ///   goldens of `oracle/corpus/svm-atomic-thp-partial.toml`).
+    /// * `restore_checks_writable_is_anon_exclusive`: `restore_exclusive_pte()` has
+    ///   5.19's `VM_BUG_ON(pte_write(pte) && !(PageAnon(page) &&
+    ///   PageAnonExclusive(page)))` (mm/memory.c).
     pub const fn linux_6_1() -> Profile {
         Profile {
             name: "linux-6.1",
@@ -219,6 +275,7 @@ impl Profile {
             dmirror_map_only_full_chunks: true,
             svm_atomic_unlock_on_retry: true,
             exclusive_checks_folio_mapcount: true,
+            restore_checks_writable_is_anon_exclusive: true,
             ..Profile::linux_5_14()
         }
     }
@@ -230,12 +287,16 @@ impl Profile {
     /// in mm/mprotect.c of that tree passes `MM_CP_TRY_CHANGE_WRITABLE`), and the
     /// stable backport of fixes v2 08/17 `replace_page_retries_nonpresent`
     /// (`__replace_page()` in kernel/events/uprobes.c of that tree checks
-    /// `pte_present()` and goes to `unlock`).
+    /// `pte_present()` and goes to `unlock`), and 6.8's misplaced `!` in the restore's
+    /// check, `restore_check_misplaced_not` (`VM_BUG_ON_FOLIO(pte_write(pte) &&
+    /// (!folio_test_anon(folio) && PageAnonExclusive(page)), folio)` in
+    /// `restore_exclusive_pte()`, mm/memory.c of that tree).
     pub const fn linux_6_12() -> Profile {
         Profile {
             name: "linux-6.12",
             uffd_unprotect_upgrades_write: true,
             replace_page_retries_nonpresent: true,
+            restore_check_misplaced_not: true,
             ..Profile::linux_6_1()
         }
     }
@@ -299,7 +360,7 @@ impl fmt::Debug for Switch {
 
 /// Every boolean switch of [`Profile`] (the restore event and writability are enums,
 /// set through the presets).
-pub const SWITCHES: [Switch; 15] = [
+pub const SWITCHES: [Switch; 20] = [
     Switch {
         name: "has_range_api",
         get: |p| p.has_range_api,
@@ -377,6 +438,32 @@ pub const SWITCHES: [Switch; 15] = [
         get: |p| p.replace_page_retries_nonpresent,
         set: |p, v| p.replace_page_retries_nonpresent = v,
     },
+    // issue 19, spec 8 items 1, 3, 6
+    Switch {
+        name: "range_api_unsigned_index",
+        get: |p| p.range_api_unsigned_index,
+        set: |p, v| p.range_api_unsigned_index = v,
+    },
+    Switch {
+        name: "fork_copies_exclusive_entries",
+        get: |p| p.fork_copies_exclusive_entries,
+        set: |p, v| p.fork_copies_exclusive_entries = v,
+    },
+    Switch {
+        name: "range_api_skips_target_check",
+        get: |p| p.range_api_skips_target_check,
+        set: |p, v| p.range_api_skips_target_check = v,
+    },
+    Switch {
+        name: "restore_checks_writable_is_anon_exclusive",
+        get: |p| p.restore_checks_writable_is_anon_exclusive,
+        set: |p, v| p.restore_checks_writable_is_anon_exclusive = v,
+    },
+    Switch {
+        name: "restore_check_misplaced_not",
+        get: |p| p.restore_check_misplaced_not,
+        set: |p, v| p.restore_check_misplaced_not = v,
+    },
 ];
 
 impl Default for Profile {
@@ -420,15 +507,18 @@ mod tests {
             "dmirror_map_only_full_chunks",
             "svm_atomic_unlock_on_retry",
             "exclusive_checks_folio_mapcount",
+            "restore_checks_writable_is_anon_exclusive",
         ];
-        // 6.12 also has the 6.3 core-mm uffd-wp change (both kernels' goldens) and
-        // the uprobes backport (read in its tree).
+        // 6.12 also has the 6.3 core-mm uffd-wp change (both kernels' goldens), the
+        // uprobes backport and 6.8's misplaced `!` (both read in its tree).
         let with_uffd = [
-            fixes.as_slice(),
+            &fixes[..4],
             &[
                 "uffd_unprotect_upgrades_write",
                 "replace_page_retries_nonpresent",
             ],
+            &fixes[4..],
+            &["restore_check_misplaced_not"],
         ]
         .concat();
         for (k, want) in [

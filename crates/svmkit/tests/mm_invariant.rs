@@ -90,7 +90,7 @@ use svmkit::device::dmirror::{Dmirror, DmirrorIoctl, HmmDmirrorCmd};
 use svmkit::device::svm_atomic::{SvmAtomic, SvmFlaws};
 use svmkit::mm::{
     Advice, ExclusiveFolio, Folio, GUP_PIN_COUNTING_BIAS, GupFlags, MapFlags, MigrateRangeError,
-    MmUser, PMD_SIZE, PageFlags, Pmd, Prot, Pte, ThpMode,
+    MmUser, MremapFlags, PMD_SIZE, PageFlags, Pmd, Prot, Pte, ThpMode,
 };
 use svmkit::task::Task;
 use svmkit::{Errno, FaultKind, PAGE_SIZE, Pfn, Profile, System, SystemConfig, VirtAddr};
@@ -320,6 +320,28 @@ enum Op {
         page: u64,
         n: u64,
     },
+    /// `mremap(MREMAP_MAYMOVE | MREMAP_FIXED)` of `[page, page + n)` to `to`, kept to
+    /// `keep` pages (a move, shrinking when `keep < n`).
+    Mremap {
+        mm: usize,
+        page: u64,
+        n: u64,
+        to: u64,
+        keep: u64,
+    },
+    /// `mlock` (`lock`) or `munlock` of `[page, page + n)`.
+    Mlock {
+        mm: usize,
+        page: u64,
+        n: u64,
+        lock: bool,
+    },
+    /// `MADV_MERGEABLE` of `[page, page + n)`, then one KSM scan of the mm.
+    Ksm {
+        mm: usize,
+        page: u64,
+        n: u64,
+    },
     /// Reads every word of the window's edges, and of every 16th page (from `phase`)
     /// between them, in every live mm and compares it all with the shadow (faulting
     /// pages in as a side effect).
@@ -456,6 +478,11 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(mm, n)| Op::ReclaimMm { mm, n }),
         2 => (mm.clone(), span()).prop_map(|(mm, (page, n))| Op::PageOut { mm, page, n }),
         2 => (mm.clone(), span()).prop_map(|(mm, (page, n))| Op::NumaScan { mm, page, n }),
+        2 => (mm.clone(), (page(), 1u64..8), page(), 1u64..8)
+            .prop_map(|(mm, (page, n), to, keep)| Op::Mremap { mm, page, n, to, keep: keep.min(n) }),
+        2 => (mm.clone(), span(), any::<bool>())
+            .prop_map(|(mm, (page, n), lock)| Op::Mlock { mm, page, n, lock }),
+        2 => (mm.clone(), span()).prop_map(|(mm, (page, n))| Op::Ksm { mm, page, n }),
         1 => mm.clone().prop_map(|mm| Op::Fork { mm }),
         1 => mm.clone().prop_map(|mm| Op::Exit { mm }),
         1 => (0u64..16).prop_map(|phase| Op::Sweep { phase }),
@@ -486,6 +513,9 @@ enum Backing {
 struct Page {
     prot: Prot,
     backing: Backing,
+    /// In a VM_LOCKED VMA (mlock): MADV_DONTNEED and MADV_PAGEOUT refuse it with
+    /// `EINVAL`, reclaim leaves it.
+    locked: bool,
 }
 
 /// One live process: its address space, the shadow of what it must see, and the
@@ -880,6 +910,26 @@ fn reclaimable(
         .collect()
 }
 
+/// The folios reclaim must leave (Linux: `shrink_folio_list()` keeps an mlocked
+/// folio, `try_to_unmap_one()` stops at a mapping in a VM_LOCKED VMA and mlocks the
+/// folio there, spec 4.17): PG_mlocked ones and those some mm maps at a locked page.
+/// Reclaim may still have unmapped some of their other mappings first.
+fn mlock_kept(sys: &System, m: &Model, before: &Mapped) -> BTreeSet<Folio> {
+    let mem = sys.mem();
+    before
+        .iter()
+        .filter(|&(_, &pfn)| !mem.is_zero_pfn(pfn))
+        .filter_map(|(&(s, p), &pfn)| {
+            let folio = mem.page_folio(pfn).ok()?;
+            let locked = m.procs[s]
+                .as_ref()
+                .and_then(|pr| pr.pages.get(&p))
+                .is_some_and(|pg| pg.locked);
+            (locked || mem.folio_test_mlocked(folio)).then_some(folio)
+        })
+        .collect()
+}
+
 /// After a reclaim that may have written out folios of `tried` (computed before it):
 /// no page got mapped, every page that went unmapped mapped one of `tried` in a
 /// private mapping and now holds a swap entry, a folio that lost a mapping lost them
@@ -1251,6 +1301,9 @@ struct Stats {
     reclaimed_many: u64,
     /// Most swap slots in use after a step.
     max_swapped: usize,
+    /// [`Op::Reclaim`]s of a folio mlock kept; pages [`Op::Ksm`] merged.
+    mlock_kept: u64,
+    ksm_merged: u64,
     /// Swap-cache folios [`Op::Migrate`] tried and [`Op::Reclaim`] freed.
     migrated_cached: u64,
     reclaimed_cached: u64,
@@ -1456,7 +1509,14 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 Backing::Private([0; WORDS as usize])
             };
             let prot = prot_of(map.prot);
-            m.proc(s).pages.insert(p, Page { prot, backing });
+            m.proc(s).pages.insert(
+                p,
+                Page {
+                    prot,
+                    backing,
+                    locked: false,
+                },
+            );
         }
     }
     let nops = ops.len();
@@ -1480,6 +1540,9 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
             | Op::ReclaimMm { mm, .. }
             | Op::PageOut { mm, .. }
             | Op::NumaScan { mm, .. }
+            | Op::Mremap { mm, .. }
+            | Op::Mlock { mm, .. }
+            | Op::Ksm { mm, .. }
             | Op::Fork { mm }
             | Op::Exit { mm }
             | Op::MakeExclusive { mm, .. }
@@ -1612,7 +1675,11 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                     // Private pages copied, shared ones naming the same objects (pinned
                     // pages are copied at once rather than shared: the same values);
                     // no device, no entry is inherited (spec 4.1).
-                    let pages = p.pages.clone();
+                    // Linux dup_mmap(): the child's VMAs lose VM_LOCKED.
+                    let mut pages = p.pages.clone();
+                    for pg in pages.values_mut() {
+                        pg.locked = false;
+                    }
                     m.procs[free] = Some(Proc::new(child.unwrap(), pages));
                 }
             }
@@ -1844,6 +1911,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 // its reference keeps it (spec 4.7, 8 item 8); 6.15 turns the entry
                 // into a swap entry like a PTE (spec 4.7).
                 let e1_excl = era == Era::Linux514 && excl;
+                let mlocked = mlock_kept(&sys, &m, &mapped(&m)).contains(&folio);
                 let want = if folio.order() > 0 || !mem.folio_test(folio, PageFlags::ANON) {
                     Err(Errno::EINVAL)
                 } else if locked {
@@ -1866,6 +1934,22 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 let got = mem.reclaim_folio(folio);
                 let after = mapped(&m);
                 stats.reclaimed_cached += u64::from(cached && got.is_ok());
+                if mlocked && want != Err(Errno::EINVAL) && !locked {
+                    // An mlocked folio is kept (EAGAIN), or refused earlier for want
+                    // of a slot (ENOMEM); mappings unmapped before a VM_LOCKED one
+                    // stay swap entries (derived from try_to_unmap_one()).
+                    prop_assert!(
+                        got == Err(Errno::EAGAIN) || got == Err(Errno::ENOMEM),
+                        "{}: mlocked {:?}: {:?}",
+                        ctx,
+                        folio,
+                        got
+                    );
+                    let (freed, _) = check_reclaimed(&sys, &m, &before, &after, &tried, &ctx)?;
+                    prop_assert!(freed.is_empty(), "{}: mlocked {:?} freed", ctx, folio);
+                    stats.mlock_kept += 1;
+                    continue;
+                }
                 prop_assert_eq!(got, want, "{}: {:?} at page {}", ctx, folio, page);
                 let (freed, kept) = check_reclaimed(&sys, &m, &before, &after, &tried, &ctx)?;
                 let (want_freed, want_kept) = match got {
@@ -1910,12 +1994,17 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 // model picks by page table, so the test asks only for its contract.)
                 let present = mapped_by(&m, |c| matches!(c, Cpu::Present { .. }));
                 let tried = reclaimable(&sys, &present, |(t, _)| t == s);
-                let busy = held_folios(&sys, &held, &guards);
+                let mlocked = mlock_kept(&sys, &m, &before);
+                let busy: BTreeSet<Folio> = held_folios(&sys, &held, &guards)
+                    .union(&mlocked)
+                    .copied()
+                    .collect();
                 let got = m.proc(s).user.reclaim_mm(n);
                 let after = mapped(&m);
                 prop_assert!(got <= n, "{}: reclaimed {}", ctx, got);
                 let (freed, kept) = check_reclaimed(&sys, &m, &before, &after, &tried, &ctx)?;
                 prop_assert_eq!(freed.len(), got, "{}: freed {:?}", ctx, freed);
+                prop_assert!(freed.is_disjoint(&mlocked), "{}: mlocked freed", ctx);
                 prop_assert!(kept.is_subset(&busy), "{}: {:?} left cached", ctx, kept);
                 // Short of `n`: every candidate was tried, so each one not held was
                 // freed, unless the slots ran out.
@@ -1944,6 +2033,125 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                     got
                 );
             }
+            (
+                Op::Mremap {
+                    page, n, to, keep, ..
+                },
+                Some(s),
+            ) => {
+                let old = range(page, n);
+                let new = range(to, keep);
+                if new.end - new.start != keep || old.end - old.start != n {
+                    continue;
+                }
+                let proc = m.proc(s);
+                let got = proc.user.mremap(
+                    addr(old.start, 0),
+                    n * PAGE_SIZE,
+                    keep * PAGE_SIZE,
+                    MremapFlags::MAYMOVE | MremapFlags::FIXED,
+                    addr(new.start, 0),
+                );
+                // Linux 6.12 mremap(): no VMA at the old address → EFAULT first; then
+                // mremap_to(): overlapping ranges → EINVAL, nothing done. Otherwise the target is
+                // unmapped, then a shrink's old tail, then the kept part must lie in
+                // one VMA (EFAULT; the shadow does not know VMA boundaries, so a fully
+                // mapped kept part may still fail that way), and it moves with its
+                // contents (spec 4.4: entries move with their page tables).
+                let overlap = old.start < new.end && new.start < old.end;
+                if overlap || !proc.pages.contains_key(&old.start) {
+                    let want = if proc.pages.contains_key(&old.start) {
+                        Errno::EINVAL
+                    } else {
+                        Errno::EFAULT
+                    };
+                    prop_assert_eq!(got, Err(want), "{}", ctx);
+                    continue;
+                }
+                for p in new.clone() {
+                    proc.pages.remove(&p);
+                }
+                for p in old.start + keep..old.end {
+                    proc.pages.remove(&p);
+                }
+                let kept = old.start..old.start + keep;
+                let whole = kept.clone().all(|p| proc.pages.contains_key(&p));
+                match got {
+                    Ok(a) => {
+                        prop_assert!(whole && a == addr(new.start, 0), "{}: {:?}", ctx, got);
+                        let moved: Vec<(u64, Page)> = kept
+                            .clone()
+                            .map(|p| (p, proc.pages.remove(&p).unwrap()))
+                            .collect();
+                        for (p, pg) in moved {
+                            proc.pages.insert(p - old.start + new.start, pg);
+                        }
+                    }
+                    Err(e) => prop_assert!(
+                        e == Errno::EFAULT || (e == Errno::ENOMEM && low_memory(&sys)),
+                        "{}: {:?} (kept part mapped: {})",
+                        ctx,
+                        e,
+                        whole
+                    ),
+                }
+            }
+            (Op::Mlock { page, n, lock, .. }, Some(s)) => {
+                let r = range(page, n);
+                // mlock populates, which faults entries back (waits for their lock).
+                if lock {
+                    drop_guards_if_blocking(&sys, &m, &mut guards, s, r.clone(), false);
+                }
+                let proc = m.proc(s);
+                let len = (r.end - r.start) * PAGE_SIZE;
+                let got = if lock {
+                    proc.user.mlock(addr(r.start, 0), len)
+                } else {
+                    proc.user.munlock(addr(r.start, 0), len)
+                };
+                // Linux (do_mlock(), apply_vma_lock_flags()): ENOMEM for a hole, after
+                // the mapped run before it is done; then mlock populates, and
+                // populate_vma_page_range() refuses a PROT_NONE VMA with EFAULT, or
+                // fails for memory (ENOMEM), which __mlock_posix_error_return() turns
+                // into ENOMEM and EAGAIN (6.12 mm/gup.c, mm/mlock.c). Nothing a
+                // process reads changes.
+                let whole = r.clone().all(|p| {
+                    proc.pages
+                        .get(&p)
+                        .is_some_and(|pg| !lock || !pg.prot.is_empty())
+                });
+                let stop = r
+                    .clone()
+                    .find(|p| !proc.pages.contains_key(p))
+                    .unwrap_or(r.end);
+                for p in r.start..stop {
+                    proc.pages.get_mut(&p).unwrap().locked = lock;
+                }
+                match got {
+                    Ok(()) => prop_assert!(whole, "{}", ctx),
+                    Err(Errno::ENOMEM) => prop_assert!(!whole, "{}", ctx),
+                    Err(e) => prop_assert!(lock && e == Errno::EAGAIN, "{}: {:?}", ctx, e),
+                }
+            }
+            (Op::Ksm { page, n, .. }, Some(s)) => {
+                let r = range(page, n);
+                let proc = m.proc(s);
+                let got = proc.user.madvise(
+                    addr(r.start, 0),
+                    (r.end - r.start) * PAGE_SIZE,
+                    Advice::Mergeable,
+                );
+                // Linux: applied to every mapped piece; ENOMEM if there was a hole.
+                // Merging identical pages changes nothing a process reads.
+                let want = if r.clone().all(|p| proc.pages.contains_key(&p)) {
+                    Ok(())
+                } else {
+                    Err(Errno::ENOMEM)
+                };
+                prop_assert_eq!(got, want, "{}", ctx);
+                let merged = proc.user.ksm_scan();
+                stats.ksm_merged += merged;
+            }
             (Op::PageOut { page, n, .. }, Some(s)) => {
                 let mem = sys.mem();
                 let r = range(page, n);
@@ -1951,8 +2159,20 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 // MADV_PAGEOUT skips non-present entries, device-exclusive ones
                 // included, in both eras (spec 4.5).
                 let present = mapped_by(&m, |c| matches!(c, Cpu::Present { .. }));
-                let tried = reclaimable(&sys, &present, |(t, p)| t == s && r.contains(&p));
-                let busy = held_folios(&sys, &held, &guards);
+                // Linux: can_madv_lru_vma() refuses a VM_LOCKED VMA with EINVAL, after
+                // the pieces before it were paged out.
+                let first_locked = {
+                    let proc = m.procs[s].as_ref().unwrap();
+                    r.clone()
+                        .find(|p| proc.pages.get(p).is_some_and(|pg| pg.locked))
+                };
+                let done = r.start..first_locked.unwrap_or(r.end);
+                let tried = reclaimable(&sys, &present, |(t, p)| t == s && done.contains(&p));
+                let mlocked = mlock_kept(&sys, &m, &before);
+                let busy: BTreeSet<Folio> = held_folios(&sys, &held, &guards)
+                    .union(&mlocked)
+                    .copied()
+                    .collect();
                 let proc = m.procs[s].as_ref().unwrap();
                 let got = proc.user.madvise(
                     addr(r.start, 0),
@@ -1961,13 +2181,16 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 );
                 let after = mapped(&m);
                 // Linux: applied to every mapped piece; ENOMEM if there was a hole.
-                let want = if r.clone().all(|p| proc.pages.contains_key(&p)) {
+                let want = if first_locked.is_some() {
+                    Err(Errno::EINVAL)
+                } else if r.clone().all(|p| proc.pages.contains_key(&p)) {
                     Ok(())
                 } else {
                     Err(Errno::ENOMEM)
                 };
                 prop_assert_eq!(got, want, "{}", ctx);
                 let (freed, kept) = check_reclaimed(&sys, &m, &before, &after, &tried, &ctx)?;
+                prop_assert!(freed.is_disjoint(&mlocked), "{}: mlocked freed", ctx);
                 prop_assert!(kept.is_subset(&busy), "{}: {:?} left cached", ctx, kept);
                 if mem.swap_slots_used() < SWAP_SLOTS {
                     let missed: Vec<_> = tried
@@ -2015,6 +2238,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                         Page {
                             prot: prot_of(prot),
                             backing,
+                            locked: false,
                         },
                     );
                 }
@@ -2064,9 +2288,14 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 );
                 // Linux: applied to every mapped piece; ENOMEM if there was a hole.
                 // Private pages read zero afterwards; shared ones keep their data in
-                // the shmem object.
+                // the shmem object. A VM_LOCKED VMA stops it with EINVAL
+                // (can_madv_lru_vma()), the pieces before it done.
                 let mut want = Ok(());
                 for p in r {
+                    if proc.pages.get(&p).is_some_and(|pg| pg.locked) {
+                        want = Err(Errno::EINVAL);
+                        break;
+                    }
                     match proc.pages.get_mut(&p) {
                         Some(Page {
                             backing: Backing::Private(w),
@@ -2781,7 +3010,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 let whole = (EDGE..EDGE + PMD_PAGES).all(|p| {
                     matches!(
                         proc.pages.get(&p),
-                        Some(Page { prot, backing: Backing::Private(_) }) if Some(*prot) == first
+                        Some(Page { prot, backing: Backing::Private(_), .. }) if Some(*prot) == first
                     )
                 });
                 prop_assert!(

@@ -31,7 +31,13 @@ pub fn run_as_documented(
     want: &EraOutcome,
 ) -> Result<RunReport, String> {
     let opts = RunOptions {
-        profile: Profile::by_name(&want.profile),
+        // The file's own profile (with any switches it sets) for the era it names;
+        // the plain preset for the others.
+        profile: if want.profile == sc.profile.name {
+            Some(sc.profile)
+        } else {
+            Profile::by_name(&want.profile)
+        },
         step_timeout: Duration::from_secs(3),
         ..RunOptions::default()
     };

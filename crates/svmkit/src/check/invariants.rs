@@ -92,6 +92,9 @@ pub type ExtraRefs = BTreeMap<Folio, i32>;
 struct Expect {
     refs: BTreeMap<Pfn, i32>,
     maps: BTreeMap<Pfn, i32>,
+    /// Device-exclusive entries naming each page that its mapcount does not count
+    /// (profiles that drop the mapcount at conversion).
+    unmapped_entries: BTreeMap<Pfn, i32>,
     /// PMD mappings per folio head (Linux: the entire mapcount).
     entire: BTreeMap<Pfn, i32>,
     /// Swap PTEs naming each slot.
@@ -376,15 +379,17 @@ impl System {
                     ));
                 }
                 // Linux: PageAnonExclusive means one mm owns the page: it is anon and
-                // mapped at most once.
+                // mapped at most once. An entry of a profile that dropped the
+                // mapcount still names the page for its mm, so it counts here too.
+                let named = want + exp.unmapped_entries.get(&p).copied().unwrap_or(0);
                 if mem
                     .page(p)
                     .is_some_and(|pg| pg.test(PageFlags::ANON_EXCLUSIVE))
-                    && (want > 1 || !mem.folio_test(folio, PageFlags::ANON))
+                    && (named > 1 || !mem.folio_test(folio, PageFlags::ANON))
                 {
                     out.push(v(
                         p,
-                        format!("anon-exclusive page mapped {want} time(s) or not anon"),
+                        format!("anon-exclusive page mapped {named} time(s) or not anon"),
                     ));
                 }
             }
@@ -737,6 +742,8 @@ fn check_exclusive_entry(
     *exp.refs.entry(folio.head()).or_default() += 1;
     if mm.profile().mapcount_kept_on_entry {
         *exp.maps.entry(pfn).or_default() += 1;
+    } else {
+        *exp.unmapped_entries.entry(pfn).or_default() += 1;
     }
     *rss += 1;
     exp.anon_ptes.push((folio, mm.id(), addr, pfn));

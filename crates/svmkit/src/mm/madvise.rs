@@ -159,6 +159,9 @@ impl MmUser {
                     if flags.contains(VmFlags::SHARED) {
                         continue;
                     }
+                    // Linux: madvise_update_vma() splits the VMA, and __split_vma()
+                    // splits a huge PMD across the new boundary first.
+                    self.vma_adjust_trans_huge(s, e);
                     if advice == Advice::Mergeable {
                         tree.update_flags(s, e, |f| f | VmFlags::MERGEABLE);
                     } else {

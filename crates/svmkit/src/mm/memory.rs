@@ -33,7 +33,7 @@ use super::vma::{VmFlags, Vma, VmaTree};
 use crate::error::Errno;
 use crate::profile::RestoreWritability;
 use crate::sync::{Arc, MmapReadGuard};
-use crate::types::{PAGE_SIZE, VirtAddr};
+use crate::types::{PAGE_SIZE, Pfn, VirtAddr};
 use std::sync::atomic::Ordering;
 
 bitflags! {
@@ -548,6 +548,7 @@ impl Mm {
                 }
             }
         }
+        self.restore_sanity_check(folio, pfn, pte);
         ptl.set(addr, Pte::Present(pte));
         if !profile.mapcount_kept_on_entry {
             mem.folio_add_anon_rmap_pte(pfn);
@@ -555,6 +556,37 @@ impl Mm {
             // rmap add; 6.12: inside folio_add_anon_rmap_pte() (mlock.rs docs). 6.15
             // adds no rmap, and the folio never stopped being mlocked.
             mem.mlock_vma_folio(folio, vma.flags);
+        }
+    }
+
+    /// The restore's assertion that a writable PTE maps an anon-exclusive page, as each
+    /// era had it (spec 8 item 6): absent before PG_anon_exclusive (5.14) and after
+    /// its deletion (6.15), working from 5.19, and from 6.8 to 6.14 written with a
+    /// misplaced `!` that only a non-anon anon-exclusive page could trip, which does
+    /// not exist. A firing check is a `VM_BUG_ON` (CONFIG_DEBUG_VM); the model records
+    /// it as a bad-page report and goes on, so the checker sees the state it left.
+    ///
+    /// Linux 5.19-6.14: `VM_BUG_ON()` in `restore_exclusive_pte()`.
+    fn restore_sanity_check(&self, folio: Folio, pfn: Pfn, pte: PresentPte) {
+        let profile = self.profile();
+        if !profile.restore_checks_writable_is_anon_exclusive || !pte.is_write() {
+            return;
+        }
+        let mem = &self.mem;
+        let anon = mem.folio_test(folio, PageFlags::ANON);
+        let exclusive = mem
+            .page(pfn)
+            .is_some_and(|p| p.test(PageFlags::ANON_EXCLUSIVE));
+        let fires = if profile.restore_check_misplaced_not {
+            !anon && exclusive
+        } else {
+            !(anon && exclusive)
+        };
+        if fires {
+            mem.report_bad(
+                pfn,
+                "VM_BUG_ON: restore_exclusive_pte() made a writable PTE on a page that is not anon-exclusive",
+            );
         }
     }
 
@@ -905,6 +937,19 @@ impl Mm {
                         let va = VirtAddr::new_truncate(a);
                         match src_ptl.get(va) {
                             Pte::None => {}
+                            Pte::Swap(e)
+                                if e.is_device_exclusive()
+                                    && self.profile().fork_copies_exclusive_entries =>
+                            {
+                                self.copy_exclusive_entry_v7(
+                                    dst,
+                                    src_vma,
+                                    &mut dst_ptl,
+                                    &mut src_ptl,
+                                    va,
+                                    e,
+                                )?;
+                            }
                             Pte::Swap(e) if e.is_device_exclusive() => {
                                 // Linux: copy_nonpresent_pte() → try_restore_exclusive_pte()
                                 // and -ENOENT: restore in the parent, then copy the now
@@ -995,6 +1040,50 @@ impl Mm {
             }
         }
         dst_ptl.set(va, entry);
+        Ok(())
+    }
+
+    /// The pre-merge fork of patches v5 to v7 (spec 4.1, 8 item 3; switch
+    /// `fork_copies_exclusive_entries`): the child inherits the entry. The copy takes a
+    /// reference and an RSS count, and in a COW mapping a writable entry turns
+    /// readable in both, as fork does for a writable migration entry. Nothing
+    /// unshares the page: the 2021 code predates PG_anon_exclusive, so in the model's
+    /// 5.19+ mm the page stays anon-exclusive while two mms name it, which the
+    /// checker reports, and the parent's next write reuses a page the child still
+    /// sees (derived). The device's own mapping is revoked by fork's `ProtectionPage`
+    /// range either way. Where the profile keeps a mapcount on entries (6.15), the
+    /// child's entry gets one too, so that the counts stay what the entries say.
+    ///
+    /// Linux (v7, `<20210326000805.2518-6-apopple@nvidia.com>`, never merged):
+    /// `copy_nonpresent_pte()`, its `is_device_exclusive_entry()` branch.
+    fn copy_exclusive_entry_v7(
+        &self,
+        dst: &Mm,
+        src_vma: &Vma,
+        dst_ptl: &mut PtlGuard<'_>,
+        src_ptl: &mut PtlGuard<'_>,
+        va: VirtAddr,
+        entry: SwapPte,
+    ) -> Result<(), Errno> {
+        let mem = &self.mem;
+        let pfn = entry.pfn().ok_or(Errno::EFAULT)?;
+        let folio = mem.page_folio(pfn)?;
+        mem.folio_get(folio);
+        if self.profile().mapcount_kept_on_entry {
+            mem.folio_add_anon_rmap_pte(pfn);
+        }
+        dst.add_rss_anon(1);
+        let mut copy = entry;
+        if self.profile().entry_has_write_bit
+            && entry.is_writable_device_exclusive()
+            && src_vma.is_cow_mapping()
+        {
+            copy = SwapPte::device_exclusive(pfn, false);
+            copy.soft_dirty = entry.soft_dirty;
+            copy.uffd_wp = entry.uffd_wp;
+            src_ptl.set(va, Pte::Swap(copy));
+        }
+        dst_ptl.set(va, Pte::Swap(copy));
         Ok(())
     }
 

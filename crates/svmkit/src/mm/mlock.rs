@@ -317,6 +317,9 @@ impl Mm {
         if new == old {
             return;
         }
+        // Linux: vma_modify_flags() splits the VMA, and __split_vma() splits a huge
+        // PMD across the new boundary first (vma_adjust_trans_huge()).
+        self.vma_adjust_trans_huge(start, end);
         tree.update_flags(start, end, |f| (f - VM_LOCKED_MASK) | lock);
         // Linux: "No work to do, and mlocking twice would be wrong" when only
         // VM_LOCKONFAULT changes.

@@ -764,6 +764,23 @@ impl Mm {
         self.make_device_exclusive_range_e1(guard, start, npages, owner)
     }
 
+    /// The pre-fix loop of June 2021 (spec 8 item 1, switch `range_api_unsigned_index`)
+    /// after GUP failed on the first page: `npages` is `-errno`, the unsigned index
+    /// compares it as a huge count, and the loop starts on `pages[0]`, a slot GUP never
+    /// wrote, going on until the kernel crashes. The model cannot follow a garbage
+    /// pointer: it records the first bogus access as a bad-page report (at an invalid
+    /// frame number, since the slot names no frame) and the caller gets the errno, so
+    /// the checker fails where Linux would have crashed.
+    ///
+    /// Linux (Jun 2021, before Dan Carpenter's fix): the `for (i = 0; i < npages; i++)`
+    /// loop of `make_device_exclusive_range()`.
+    fn range_api_unsigned_index_overrun(&self) {
+        self.mem.report_bad(
+            Pfn::new(u64::MAX),
+            "make_device_exclusive_range(): unsigned index against a negative npages reads pages[] GUP never filled",
+        );
+    }
+
     /// The body of the 2021 range API over `npages` pages from `start` (spec 2.1).
     ///
     /// Linux 5.14: `make_device_exclusive_range()`.
@@ -775,12 +792,19 @@ impl Mm {
         owner: Option<Owner>,
     ) -> Result<Vec<Option<ExclusiveFolio>>, Errno> {
         let mem = &self.mem;
-        let pages = self.get_user_pages(
+        let pages = match self.get_user_pages(
             guard,
             start,
             npages,
             GupFlags::GET | GupFlags::WRITE | GupFlags::SPLIT_PMD,
-        )?;
+        ) {
+            Ok(pages) => pages,
+            Err(e) if self.profile().range_api_unsigned_index => {
+                self.range_api_unsigned_index_overrun();
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let mut out = Vec::with_capacity(pages.len());
         for (i, &page) in pages.iter().enumerate() {
             let addr = VirtAddr::new_truncate(start + i as u64 * PAGE_SIZE);
@@ -902,7 +926,8 @@ impl Mm {
         } else {
             mem.page(folio.head()).is_some_and(|p| p.mapcount() == 0)
         };
-        valid && unmapped
+        // v3/v4 (switch): no in-walk target check, only the mapcount.
+        (valid || self.profile().range_api_skips_target_check) && unmapped
     }
 }
 
