@@ -406,6 +406,10 @@ impl PhysMem {
         if self.folio_test_mlocked(folio) {
             return give_up(Errno::EAGAIN);
         }
+        // A lazily freed folio (MADV_FREE) gets no swap: it is dropped if still clean.
+        if self.folio_test(folio, PageFlags::LAZYFREE) {
+            return self.shrink_lazyfree_folio(folio);
+        }
         // A folio already in the swap cache keeps its slots; others get new ones. The
         // contents are not written yet: the folio may still be mapped writable.
         let nr = folio.nr_pages();
@@ -424,8 +428,8 @@ impl PhysMem {
                     // can_split_folio(folio, 1): references beyond the mappings and
                     // our own (GUP, and 5.14's device-exclusive entries, which keep
                     // the reference but not the mapcount) mean `activate_locked`.
-                    self.split_huge_pmds_of(folio);
-                    if self.folio_ref_count(folio) != self.folio_mapcount(folio) + 1 {
+                    let entire = self.page(folio.head()).map_or(0, |p| p.entire_mapcount());
+                    if self.folio_ref_count(folio) != self.folio_mapcount(folio) + entire + 1 {
                         return give_up(Errno::EAGAIN);
                     }
                 }
@@ -439,7 +443,7 @@ impl PhysMem {
         // Linux: only a mapped folio is unmapped; 5.14's device-exclusive small folios
         // look unmapped (mapcount 0) and are skipped here.
         if self.folio_mapcount(folio) > 0 {
-            self.try_to_unmap(folio, slot);
+            self.try_to_unmap(folio, Some(slot));
             self.trace_step(folio, "try_to_unmap", || {
                 format!("mapcount now {}", self.folio_mapcount(folio))
             });
@@ -513,6 +517,34 @@ impl PhysMem {
         }
         self.folio_unlock(folio);
         self.folio_put(folio); // ours
+        Err(Errno::EAGAIN)
+    }
+
+    /// Reclaim of a locked, isolated lazily freed folio: unmap it (a dirty one turns
+    /// swap-backed again and stays), then free it if it is clean and only our
+    /// reference is left (`EAGAIN` otherwise).
+    ///
+    /// Linux: `shrink_folio_list()` for an anon folio without PG_swapbacked: no
+    /// `add_to_swap()`, `try_to_unmap()`, then `folio_ref_freeze(folio, 1)` unless
+    /// it is dirty.
+    fn shrink_lazyfree_folio(&self, folio: Folio) -> Result<(), Errno> {
+        if self.folio_mapcount(folio) > 0 {
+            self.try_to_unmap(folio, None);
+        }
+        let freed = self.folio_test(folio, PageFlags::LAZYFREE)
+            && !self.folio_mapped(folio)
+            && !self.folio_test(folio, PageFlags::DIRTY)
+            && self.folio_ref_freeze(folio, 1);
+        self.trace_step(folio, "lazyfree", || {
+            if freed { "dropped" } else { "kept" }.to_string()
+        });
+        if freed {
+            self.folio_unlock_raw(folio);
+            self.free_frozen_folio(folio);
+            return Ok(());
+        }
+        self.folio_unlock(folio);
+        self.folio_put(folio);
         Err(Errno::EAGAIN)
     }
 
@@ -632,10 +664,13 @@ impl PhysMem {
     }
 
     /// Replaces every mapping of `folio` with a swap entry for its page's slot
-    /// (`base` + the page's index in the folio).
+    /// (`base` + the page's index in the folio). A lazily freed folio (`base` None)
+    /// loses each mapping outright while it is clean and referenced only by its
+    /// mappings and the caller; a dirty one becomes swap-backed again and the walk
+    /// stops (Linux: the MADV_FREE check).
     ///
     /// Linux: `try_to_unmap()` → `try_to_unmap_one()`.
-    fn try_to_unmap(&self, folio: Folio, base: u64) {
+    fn try_to_unmap(&self, folio: Folio, base: Option<u64>) {
         if folio.is_large() {
             self.split_huge_pmds_of(folio);
         }
@@ -713,6 +748,23 @@ impl PhysMem {
                             return self.e1_unmap_entry_as_present(folio, hit.mm, ptl, addr, s);
                         }
                         _ => return ControlFlow::Continue(()),
+                    };
+                    let Some(base) = base else {
+                        // Linux: `ref_count == 1 + map_count` and not dirty: discard
+                        // (the address reads zero from now on); else swap-backed again.
+                        let clean = !self.folio_test(folio, PageFlags::DIRTY);
+                        if clean && self.folio_ref_count(folio) == 1 + self.folio_mapcount(folio)
+                        {
+                            ptl.clear(addr);
+                            if mapped_count {
+                                self.folio_remove_rmap_pte(pfn);
+                            }
+                            hit.mm.add_rss_anon(-1);
+                            self.folio_put(folio);
+                            return ControlFlow::Continue(());
+                        }
+                        self.folio_clear(folio, PageFlags::LAZYFREE);
+                        return ControlFlow::Break(());
                     };
                     ptl.clear(addr);
                     let exclusive = self
@@ -812,8 +864,9 @@ impl PhysMem {
     /// The folio holding `slot`'s contents: the cached one (with a new reference), or
     /// a new folio read from the slot and added to the cache. `None`: no such slot.
     ///
-    /// Linux: `swapin_readahead()` → `__read_swap_cache_async()` for one page.
-    fn swapin(&self, slot: u64) -> Result<Option<Folio>, Errno> {
+    /// Linux: `swapin_readahead()` → `__read_swap_cache_async()` for one page
+    /// (MADV_WILLNEED: `read_swap_cache_async()`).
+    pub(crate) fn swapin(&self, slot: u64) -> Result<Option<Folio>, Errno> {
         let mut s = self.swap.0.lock();
         if let Some(&f) = s.cache.get(&slot) {
             self.folio_get(f);
