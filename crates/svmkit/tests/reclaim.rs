@@ -181,7 +181,7 @@ fn a_thp_is_reclaimed_whole_in_both_eras() {
                 .unwrap()
         };
         assert_eq!(sys.mem().reclaim_folio(g), Err(Errno::EAGAIN));
-        assert!(mm.pte_get_lockless(va(h + PMD_SIZE)).present().is_some());
+        assert!(mm.translate(va(h + PMD_SIZE)).is_some(), "still mapped");
         sys.mem().put_page(held[0]);
         checked(&sys);
     }

@@ -4,19 +4,38 @@
 //!
 //! A swap device ([`PhysMem::swapon`]) has slots holding page contents and a use count
 //! per slot (Linux: `swap_map`): one per swap PTE naming it. The swap cache maps a
-//! slot to the folio that holds its contents while both exist (it holds a folio
-//! reference). Reclaim ([`PhysMem::reclaim_folio`]) locks a small anonymous folio,
-//! gives it a slot in the swap cache, replaces every mapping with a swap entry (the
-//! swp-exclusive bit kept from PageAnonExclusive), and only then writes the contents
-//! out, so that no store can land after the copy; it frees the folio only if it can
-//! freeze the refcount at its isolation and swap-cache references, and otherwise leaves
-//! it in the swap cache, from where a fault maps it. Swap-in reads the slot into a new
-//! folio (or takes the cached one), locks it (waiting out a reclaim in flight), checks
-//! that it is still the slot's, and drops the slot when no entry names it any more.
-//! Whoever removes a folio from the swap cache puts the cache's reference, once.
+//! slot to the folio that holds its contents while both exist (one folio reference
+//! per slot; a large folio has a naturally aligned run of slots, one per page). A slot
+//! no entry names stays with its cached folio (Linux: `SWAP_HAS_CACHE`) until the
+//! folio leaves the cache, so that a clean folio can be reclaimed again without
+//! being written.
 //!
-//! Large folios are not swapped out (the model's reclaim skips them); there is no
-//! background reclaim, no LRU and no writeback latency.
+//! Reclaim ([`PhysMem::reclaim_folio`]) locks an anonymous folio, gives it slots in the
+//! swap cache (a large one only if nothing but its mappings references it,
+//! `can_split_folio()`), replaces every mapping with a swap entry (the swp-exclusive
+//! bit kept from PageAnonExclusive), and only then writes the contents out if the
+//! folio is dirty (cleaning it), so that no store can land after the copy; it frees
+//! the folio only if it can freeze the refcount at its isolation and swap-cache
+//! references, and otherwise leaves it in the swap cache, from where a fault maps it.
+//! A lazily freed folio (MADV_FREE) gets no slot: it is dropped if still clean.
+//! Swap-in reads the slot into a new folio (or takes the cached one), locks it
+//! (waiting out a reclaim in flight), checks that it is still the slot's, maps it, and
+//! keeps the slot with the cache unless the fault writes (Linux:
+//! `should_try_to_free_swap()`). Whoever removes a folio from the swap cache puts the
+//! cache's references, once each; zaps and COW reuse free the swap of a cached folio
+//! they leave unmapped or make private (Linux: `free_swap_cache()`,
+//! `wp_can_reuse_anon_folio()`).
+//!
+//! # The 5.14 walker flaw (spec 8 item 12)
+//! A small folio with a device-exclusive entry looks unmapped (mapcount 0): reclaim
+//! writes it out and keeps it (the entry's reference), clean, in the swap cache, and
+//! 5.14's restore then marks its PTE dirty (spec 8 item 24). A large folio in the swap
+//! cache whose other pages are mapped is walked: `try_to_unmap_one()` takes the
+//! entry for a present PTE and its page from x86-64's `pte_pfn()` of the swap PTE
+//! (`swp_misread.rs`); see `e1_unmap_entry_as_present()`.
+//!
+//! There is no background reclaim, no LRU, no writeback latency, and no split of a
+//! large folio that finds no aligned run of slots (`ENOMEM`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
@@ -442,13 +461,13 @@ impl PhysMem {
         self.trace_step(folio, "add_to_swap", || format!("slot {slot}"));
         // Linux: only a mapped folio is unmapped; 5.14's device-exclusive small folios
         // look unmapped (mapcount 0) and are skipped here.
-        if self.folio_mapcount(folio) > 0 {
+        if self.folio_mapped(folio) {
             self.try_to_unmap(folio, Some(slot));
             self.trace_step(folio, "try_to_unmap", || {
                 format!("mapcount now {}", self.folio_mapcount(folio))
             });
         }
-        let mapped = self.folio_mapcount(folio) > 0;
+        let mapped = self.folio_mapped(folio);
         let dirty = self.folio_test(folio, PageFlags::DIRTY);
         let mut s = self.swap.0.lock();
         // Whether the cache still holds this folio for these slots. It does (swap_free
@@ -528,7 +547,7 @@ impl PhysMem {
     /// `add_to_swap()`, `try_to_unmap()`, then `folio_ref_freeze(folio, 1)` unless
     /// it is dirty.
     fn shrink_lazyfree_folio(&self, folio: Folio) -> Result<(), Errno> {
-        if self.folio_mapcount(folio) > 0 {
+        if self.folio_mapped(folio) {
             self.try_to_unmap(folio, None);
         }
         let freed = self.folio_test(folio, PageFlags::LAZYFREE)
