@@ -252,3 +252,72 @@ fn excl_thp_reclaim_misreads_the_entry_in_5_14_and_swaps_it_in_6_15() {
         checked(&sys);
     }
 }
+
+/// Spec 8 item 12's worse outcome under 5.14: the garbage page `pte_pfn()` names is a
+/// small anonymous page that is in the swap cache, so `page_swap_entry()` hands over
+/// its slot, `swap_duplicate()` succeeds, and the THP's address gets a swap entry for
+/// another page's contents; the garbage page's mapcount is dropped although its own
+/// PTE still maps it, and the THP, its entry's reference put, is written out and freed
+/// (derived from 6.12 mm/rmap.c's present-PTE path and x86-64's swap encoding,
+/// `swp_misread.rs`). The checker sees the mapcount, a read of the THP's page sees
+/// the other page's data. The test puts a small page, swapped in and so still cached,
+/// at the frame `pfn >> 3` of one THP page and makes that page the entry.
+#[test]
+fn excl_thp_reclaim_5_14_installs_another_pages_slot() {
+    let (sys, mm) = system(Profile::linux_5_14());
+    // Small pages first: they take the low frames the misread lands on.
+    let small = BASE;
+    mm.mmap(small, 256 * P, RW, FIXED).unwrap();
+    for i in 0..256 {
+        mm.write_u64(small + i * P, 0x5000 + i).unwrap();
+    }
+    let h = BASE + 4 * PMD_SIZE;
+    let f = thp(&sys, &mm, h);
+    let head = f.head().raw();
+    // A small page at a frame g with head <= 8g < head + 512.
+    let (ga, g) = (0..256)
+        .filter_map(|i| {
+            let pfn = mm.translate(va(small + i * P))?.raw();
+            (8 * pfn >= head && 8 * pfn < head + 512).then_some((small + i * P, pfn))
+        })
+        .next()
+        .expect("a small page in the frames the misread reaches");
+    let k = 8 * g - head;
+    // The small page goes to swap and comes back on a read: cached, slot kept.
+    let gf = folio_at(&sys, &mm, ga);
+    sys.mem().reclaim_folio(gf).unwrap();
+    let gval = mm.read_u64(ga).unwrap();
+    assert_eq!(mm.translate(va(ga)).map(|p| p.raw()), Some(g), "read back in place");
+    // The THP into the swap cache (VM_LOCKED stops the unmap), then page k an entry.
+    mm.mlock(h, PMD_SIZE).unwrap();
+    assert_eq!(sys.mem().reclaim_folio(f), Err(Errno::EAGAIN));
+    mm.munlock(h, PMD_SIZE).unwrap();
+    make_exclusive(&mm, h);
+    for i in (0..512).filter(|&i| i != k) {
+        assert_eq!(mm.read_u64(h + i * P).unwrap(), 1000 + i);
+    }
+    assert!(is_entry(&mm, h + k * P));
+    checked(&sys);
+    let _ = sys.mem().reclaim_folio(f);
+    // derived: page k's address names the small page's slot.
+    let slot_of = |a: u64| match mm.pte_get_lockless(va(a)) {
+        Pte::Swap(s) if s.is_swap() => Some(s.offset),
+        _ => None,
+    };
+    let g_slot = sys
+        .mem()
+        .swap_usage()
+        .into_iter()
+        .find(|(_, _, c)| c.is_some_and(|c| c.head().raw() == g))
+        .map(|(s, _, _)| s);
+    assert!(g_slot.is_some(), "the small page is still cached");
+    assert_eq!(slot_of(h + k * P), g_slot, "another page's slot");
+    let err = sys.check().expect_err("5.14: the checker sees the mapcount");
+    assert!(
+        err.violations.iter().any(|v| v.pfn.map(|p| p.raw()) == Some(g)),
+        "{err}"
+    );
+    // The THP's page k now reads what the small page holds.
+    assert_eq!(mm.read_u64(h + k * P).unwrap(), gval);
+    assert_ne!(gval, 1000 + k);
+}

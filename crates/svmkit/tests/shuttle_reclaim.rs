@@ -448,8 +448,19 @@ fn reclaim_of_a_thp_vs_cpu_write_and_device_exclusive(profile: Profile) {
     check_nothing_left(&sys);
 }
 
-both_eras!(
-    reclaim_of_a_thp_vs_cpu_write_and_device_exclusive,
-    shuttle_reclaim_of_a_thp_races_a_cpu_write_and_a_conversion_6_15,
-    shuttle_reclaim_of_a_thp_races_a_cpu_write_and_a_conversion_5_14
-);
+/// Schedules per scheduler for the THP race: each one walks 512 PTEs several times.
+const THP_ITERS: usize = 30;
+
+#[test]
+fn shuttle_reclaim_of_a_thp_races_a_cpu_write_and_a_conversion_6_15() {
+    explored(THP_ITERS, || {
+        reclaim_of_a_thp_vs_cpu_write_and_device_exclusive(Profile::linux_6_15())
+    });
+}
+
+#[test]
+fn shuttle_reclaim_of_a_thp_races_a_cpu_write_and_a_conversion_5_14() {
+    explored(THP_ITERS, || {
+        reclaim_of_a_thp_vs_cpu_write_and_device_exclusive(linux_5_14_fixed_driver())
+    });
+}

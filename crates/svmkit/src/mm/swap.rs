@@ -523,7 +523,14 @@ impl PhysMem {
         // reclaim of a clean one needs no write-out.
         if frozen {
             for i in 0..nr {
-                s.delete_from_cache(slot + i, false);
+                // A slot whose entries were all zapped meanwhile (orphaned under our
+                // lock) goes with the cache entry.
+                let unused = s
+                    .slots
+                    .get((slot + i) as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|sl| sl.count == 0);
+                s.delete_from_cache(slot + i, unused);
             }
         }
         self.swap_sync_counts(&s);
