@@ -315,7 +315,8 @@ impl PhysMem {
 
     /// A page of an unmapped swap-cache folio was zapped: free its swap if the folio
     /// lock can be had and no entry names its slots (the model has no LRU to find it
-    /// later, so the zap frees it, as Linux does for a page it batches).
+    /// later, so the zap frees it, as Linux does for a page it batches); if someone
+    /// holds the lock, its unlock does.
     ///
     /// Linux: `free_swap_cache()` from `free_pages_and_swap_cache()`.
     pub(crate) fn free_swap_cache(&self, folio: Folio) {
@@ -328,6 +329,63 @@ impl PhysMem {
         if let Some(lock) = self.folio_trylock(folio) {
             self.folio_free_swap(folio);
             drop(lock);
+            return;
+        }
+        // The lock holder (reclaim, a fault, migration) decides: its unlock frees the
+        // slots no entry names (see swap_unlock_hook), as `free_swap_and_cache()`'s
+        // trylock leaves them to it.
+        let mut s = self.swap.0.lock();
+        for sl in s.folio_slots(folio) {
+            if s.slots
+                .get(sl as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|x| x.count == 0)
+            {
+                s.orphans.insert(sl);
+            }
+        }
+        self.swap_sync_counts(&s);
+    }
+
+    /// A swap-cache folio that nothing maps, no entry names and nothing but the cache
+    /// references (its last other reference was just put) is unreachable: Linux's LRU
+    /// would free it on its next pass (clean, unmapped: `__remove_mapping()`); the
+    /// model has no LRU and frees it now. If its lock is held, the holder's unlock
+    /// does.
+    ///
+    /// Linux: `shrink_folio_list()` on a clean, unmapped swap-cache folio.
+    pub(crate) fn swap_release_unreachable(&self, folio: Folio) {
+        if self.folio_mapped(folio) {
+            return;
+        }
+        let n = {
+            let mut s = self.swap.0.lock();
+            let slots = s.folio_slots(folio);
+            if slots.is_empty()
+                || self.folio_ref_count(folio) != slots.len() as i32
+                || s.folio_swapped(folio)
+            {
+                return;
+            }
+            let n = match self.folio_trylock(folio) {
+                Some(lock) => {
+                    lock.leak();
+                    s.delete_folio(folio)
+                }
+                None => {
+                    s.orphans.extend(slots);
+                    0
+                }
+            };
+            self.swap_sync_counts(&s);
+            if n == 0 {
+                return;
+            }
+            n
+        };
+        self.folio_unlock_raw(folio);
+        for _ in 0..n {
+            self.folio_put(folio);
         }
     }
 
