@@ -67,10 +67,21 @@ fn madv_free_drops_clean_pages_at_reclaim_and_a_write_keeps_them() {
         assert_eq!(sys.mem().reclaim_folio(f0), Ok(()));
         assert_eq!(sys.mem().nr_free_pages(), free + 1);
         assert_eq!(mm.pte_get_lockless(va(BASE)), Pte::None, "dropped, no swap");
-        assert_eq!(sys.mem().swap_writeouts(), 1, "only page 2's earlier write-out");
+        assert_eq!(
+            sys.mem().swap_writeouts(),
+            1,
+            "only page 2's earlier write-out"
+        );
         let f1 = folio_at(&sys, &mm, BASE + P);
-        assert_eq!(sys.mem().reclaim_folio(f1), Err(Errno::EAGAIN), "re-dirtied");
-        assert!(!sys.mem().folio_test(f1, PageFlags::LAZYFREE), "swap-backed again");
+        assert_eq!(
+            sys.mem().reclaim_folio(f1),
+            Err(Errno::EAGAIN),
+            "re-dirtied"
+        );
+        assert!(
+            !sys.mem().folio_test(f1, PageFlags::LAZYFREE),
+            "swap-backed again"
+        );
         assert_eq!(sys.mem().reclaim_folio(f1), Ok(()));
         assert!(is_swap(&mm, BASE + P));
         checked(&sys);
@@ -143,7 +154,10 @@ fn a_lazily_freed_page_made_exclusive_is_kept_in_both_eras() {
         let f = folio_at(&sys, &mm, BASE);
         assert!(sys.mem().folio_test(f, PageFlags::LAZYFREE));
         make_exclusive(&mm, BASE);
-        assert!(sys.mem().folio_test(f, PageFlags::DIRTY), "{name}: GUP's touch");
+        assert!(
+            sys.mem().folio_test(f, PageFlags::DIRTY),
+            "{name}: GUP's touch"
+        );
         assert_eq!(sys.mem().reclaim_folio(f), Err(Errno::EAGAIN), "{name}");
         assert!(is_entry(&mm, BASE), "{name}");
         let second = sys.mem().reclaim_folio(f);
@@ -206,7 +220,11 @@ fn madv_willneed_reads_swap_into_the_swap_cache() {
     assert!(is_swap(&mm, BASE));
     checked(&sys);
     assert_eq!(mm.read_u64(BASE).unwrap(), 9);
-    assert_eq!(sys.mem().nr_free_pages(), free - 1, "the cached folio, no new one");
+    assert_eq!(
+        sys.mem().nr_free_pages(),
+        free - 1,
+        "the cached folio, no new one"
+    );
     checked(&sys);
 }
 
@@ -220,9 +238,15 @@ fn madv_free_cold_willneed_errors() {
     mm.mmap(BASE, 2 * P, RW, FIXED).unwrap();
     mm.write_u64(BASE, 1).unwrap();
     assert_eq!(mm.madvise(BASE + 1, P, Advice::Free), Err(Errno::EINVAL));
-    assert_eq!(mm.madvise(BASE, 4 * P, Advice::WillNeed), Err(Errno::ENOMEM));
+    assert_eq!(
+        mm.madvise(BASE, 4 * P, Advice::WillNeed),
+        Err(Errno::ENOMEM)
+    );
     assert_eq!(mm.madvise(BASE, 4 * P, Advice::Free), Err(Errno::ENOMEM));
-    assert!(sys.mem().folio_test(folio_at(&sys, &mm, BASE), PageFlags::LAZYFREE));
+    assert!(
+        sys.mem()
+            .folio_test(folio_at(&sys, &mm, BASE), PageFlags::LAZYFREE)
+    );
     let shared = BASE + 16 * P;
     let sh = MapFlags::SHARED | MapFlags::ANONYMOUS | MapFlags::FIXED;
     mm.mmap(shared, P, Prot::READ | Prot::WRITE, sh).unwrap();

@@ -211,7 +211,11 @@ fn excl_thp_reclaim_misreads_the_entry_in_5_14_and_swaps_it_in_6_15() {
         let f = thp(&sys, &mm, h);
         mm.mlock(h, PMD_SIZE).unwrap();
         assert_eq!(sys.mem().reclaim_folio(f), Err(Errno::EAGAIN), "{name}");
-        assert_eq!(sys.mem().swap_slots_used(), 512, "{name}: cached, not written");
+        assert_eq!(
+            sys.mem().swap_slots_used(),
+            512,
+            "{name}: cached, not written"
+        );
         assert_eq!(sys.mem().swap_writeouts(), 0);
         mm.munlock(h, PMD_SIZE).unwrap();
         make_exclusive(&mm, h);
@@ -287,7 +291,11 @@ fn excl_thp_reclaim_5_14_installs_another_pages_slot() {
     let gf = folio_at(&sys, &mm, ga);
     sys.mem().reclaim_folio(gf).unwrap();
     let gval = mm.read_u64(ga).unwrap();
-    assert_eq!(mm.translate(va(ga)).map(|p| p.raw()), Some(g), "read back in place");
+    assert_eq!(
+        mm.translate(va(ga)).map(|p| p.raw()),
+        Some(g),
+        "read back in place"
+    );
     // The THP into the swap cache (VM_LOCKED stops the unmap), then page k an entry.
     mm.mlock(h, PMD_SIZE).unwrap();
     assert_eq!(sys.mem().reclaim_folio(f), Err(Errno::EAGAIN));
@@ -312,9 +320,13 @@ fn excl_thp_reclaim_5_14_installs_another_pages_slot() {
         .map(|(s, _, _)| s);
     assert!(g_slot.is_some(), "the small page is still cached");
     assert_eq!(slot_of(h + k * P), g_slot, "another page's slot");
-    let err = sys.check().expect_err("5.14: the checker sees the mapcount");
+    let err = sys
+        .check()
+        .expect_err("5.14: the checker sees the mapcount");
     assert!(
-        err.violations.iter().any(|v| v.pfn.map(|p| p.raw()) == Some(g)),
+        err.violations
+            .iter()
+            .any(|v| v.pfn.map(|p| p.raw()) == Some(g)),
         "{err}"
     );
     // The THP's page k now reads what the small page holds.

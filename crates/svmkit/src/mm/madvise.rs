@@ -11,10 +11,10 @@
 
 use super::gup::GupFlags;
 use super::mm_types::{Mm, MmUser};
-use super::page::PageFlags;
-use super::pgtable::{Pte, PteFlags};
 use super::mmap::page_align;
 use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
+use super::page::PageFlags;
+use super::pgtable::{Pte, PteFlags};
 use super::vma::{VmFlags, VmaTree};
 use crate::error::Errno;
 use crate::types::{PAGE_SIZE, VirtAddr};
@@ -363,7 +363,9 @@ impl Mm {
                 }
                 // Linux: folio_mark_lazyfree() only moves a swap-backed, uncached,
                 // evictable folio (lru_lazyfree_fn() clears PG_swapbacked).
-                if !mem.folio_test_mlocked(folio) && !(mem.swap_cache_in_use() && mem.swap_cache_slot(folio).is_some()) {
+                if !mem.folio_test_mlocked(folio)
+                    && !(mem.swap_cache_in_use() && mem.swap_cache_slot(folio).is_some())
+                {
                     mem.folio_set(folio, PageFlags::LAZYFREE);
                 }
             }

@@ -441,8 +441,7 @@ impl PhysMem {
         if !self.folio_try_get(folio) {
             return Err(Errno::EINVAL);
         }
-        if !self.folio_test(folio, PageFlags::ANON) || self.page_folio(folio.head()) != Ok(folio)
-        {
+        if !self.folio_test(folio, PageFlags::ANON) || self.page_folio(folio.head()) != Ok(folio) {
             self.folio_put(folio);
             return Err(Errno::EINVAL);
         }
@@ -823,7 +822,12 @@ impl PhysMem {
                             let Some(pfn) = s.pfn() else {
                                 return ControlFlow::Continue(());
                             };
-                            (pfn, s.soft_dirty, s.uffd_wp, hit.mm.profile().mapcount_kept_on_entry)
+                            (
+                                pfn,
+                                s.soft_dirty,
+                                s.uffd_wp,
+                                hit.mm.profile().mapcount_kept_on_entry,
+                            )
                         }
                         // 5.14 to 6.14: the walk hands over the entry of a large folio
                         // as if it were a present PTE (spec 8 item 12). A small folio
@@ -837,8 +841,7 @@ impl PhysMem {
                         // Linux: `ref_count == 1 + map_count` and not dirty: discard
                         // (the address reads zero from now on); else swap-backed again.
                         let clean = !self.folio_test(folio, PageFlags::DIRTY);
-                        if clean && self.folio_ref_count(folio) == 1 + self.folio_mapcount(folio)
-                        {
+                        if clean && self.folio_ref_count(folio) == 1 + self.folio_mapcount(folio) {
                             ptl.clear(addr);
                             if mapped_count {
                                 self.folio_remove_rmap_pte(pfn);
