@@ -363,9 +363,8 @@ impl Mm {
                 }
                 // Linux: folio_mark_lazyfree() only moves a swap-backed, uncached,
                 // evictable folio (lru_lazyfree_fn() clears PG_swapbacked).
-                if !mem.folio_test_mlocked(folio)
-                    && !(mem.swap_cache_in_use() && mem.swap_cache_slot(folio).is_some())
-                {
+                let uncached = !mem.swap_cache_in_use() || mem.swap_cache_slot(folio).is_none();
+                if !mem.folio_test_mlocked(folio) && uncached {
                     mem.folio_set(folio, PageFlags::LAZYFREE);
                 }
             }
