@@ -598,7 +598,10 @@ fn madvise(at: u64, len: u64, a: Advice) -> Result<(), sys::Errno> {
 fn advice(a: Advice) -> Option<rustix::mm::Advice> {
     Some(match a {
         Advice::Collapse => return None,
+        Advice::WillNeed => rustix::mm::Advice::WillNeed,
         Advice::DontNeed => rustix::mm::Advice::LinuxDontNeed,
+        Advice::Free => rustix::mm::Advice::LinuxFree,
+        Advice::Cold => rustix::mm::Advice::LinuxCold,
         Advice::HugePage => rustix::mm::Advice::LinuxHugepage,
         Advice::NoHugePage => rustix::mm::Advice::LinuxNoHugepage,
         Advice::PageOut => rustix::mm::Advice::LinuxPageOut,

@@ -491,8 +491,11 @@ fn mremap_flags_of(cx: &mut Ctx, n: &Node) -> Option<svmkit::mm::MremapFlags> {
     Some(f)
 }
 
-const ADVICE: [(&str, Advice); 9] = [
+const ADVICE: [(&str, Advice); 12] = [
+    ("willneed", Advice::WillNeed),
     ("dontneed", Advice::DontNeed),
+    ("free", Advice::Free),
+    ("cold", Advice::Cold),
     ("mergeable", Advice::Mergeable),
     ("unmergeable", Advice::Unmergeable),
     ("hugepage", Advice::HugePage),

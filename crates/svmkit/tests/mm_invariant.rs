@@ -1912,11 +1912,24 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 // into a swap entry like a PTE (spec 4.7).
                 let e1_excl = era == Era::Linux514 && excl;
                 let mlocked = mlock_kept(&sys, &m, &mapped(&m)).contains(&folio);
-                let want = if folio.order() > 0 || !mem.folio_test(folio, PageFlags::ANON) {
+                // Linux 6.12 shrink_folio_list(), before a folio outside the swap
+                // cache gets slots: a possibly pinned folio is kept (`keep_locked`),
+                // and a large one must pass can_split_folio() (no reference beyond its
+                // mappings and the isolation's: a GUP reference or a 5.14 entry's
+                // stops it). A large folio then needs an aligned run of 512 slots,
+                // more than the device has.
+                let large = folio.order() > 0;
+                let early = !cached
+                    && (mem.folio_maybe_dma_pinned(folio)
+                        || (large
+                            && mem.folio_ref_count(folio)
+                                != mem.folio_mapcount(folio)
+                                    + mem.page(folio.head()).map_or(0, |p| p.entire_mapcount())));
+                let want = if !mem.folio_test(folio, PageFlags::ANON) {
                     Err(Errno::EINVAL)
-                } else if locked {
+                } else if locked || early {
                     Err(Errno::EAGAIN)
-                } else if !cached && mem.swap_slots_used() == SWAP_SLOTS {
+                } else if !cached && (large || mem.swap_slots_used() == SWAP_SLOTS) {
                     Err(Errno::ENOMEM)
                 } else if busy || pinned_excl || e1_excl {
                     Err(Errno::EAGAIN)
@@ -1925,7 +1938,13 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 };
                 // A possibly pinned page the process maps exclusively is not unmapped
                 // (Linux: folio_try_share_anon_rmap_pte() fails, try_to_unmap() gives up).
-                let tried = if want == Err(Errno::EINVAL) || pinned_excl || locked || e1_excl {
+                let tried = if want == Err(Errno::EINVAL)
+                    || want == Err(Errno::ENOMEM)
+                    || early
+                    || pinned_excl
+                    || locked
+                    || e1_excl
+                {
                     BTreeSet::new()
                 } else {
                     BTreeSet::from([folio])
@@ -3361,7 +3380,8 @@ fn invariant_swap_sequence() {
         reclaim(0, 11, false, false),
         Op::Release { idx: 0 },
         read(0, 11),
-        // A THP and a shmem page are not swapped.
+        // A THP needs 512 aligned slots, more than the device has (ENOMEM); a shmem
+        // page is not swapped (EINVAL).
         write(1, EDGE + 1, 0x77),
         reclaim(1, EDGE + 1, false, true),
         Op::Mmap {
@@ -3406,7 +3426,7 @@ fn invariant_swap_sequence() {
         assert_eq!(stats.migrated_cached, 1, "{stats:?}");
         assert_eq!(stats.migrated, 1, "{stats:?}");
         assert_eq!(stats.reclaimed_cached, 1, "{stats:?}");
-        assert_eq!(stats.reclaim_invalid, 2, "{stats:?}");
+        assert_eq!(stats.reclaim_invalid, 1, "{stats:?}");
         assert!(stats.reclaimed_many >= 5, "{stats:?}");
         assert!(stats.max_swapped >= 2, "{stats:?}");
     }

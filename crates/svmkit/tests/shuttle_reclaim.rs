@@ -402,3 +402,65 @@ both_eras!(
     shuttle_reclaim_mm_races_munmap_6_15,
     shuttle_reclaim_mm_races_munmap_5_14
 );
+
+/// A THP in the swap cache (a first reclaim gave it slots but could not unmap it, its
+/// VMA being VM_LOCKED then), holding `1000 + i` in page `i`, with 512 swap slots.
+fn cached_thp(profile: Profile) -> (Arc<System>, MmUser, Folio) {
+    let sys = explored_system(profile, THP_FRAMES);
+    sys.mem().swapon(512).unwrap();
+    let mm = sys.create_mm().unwrap();
+    map_thp(&mm);
+    for i in 0..512 {
+        mm.write_u64(A + i * P, 1000 + i).unwrap();
+    }
+    let thp = folio_at(&sys, &mm, A);
+    assert_eq!(thp.order(), 9);
+    mm.mlock(A, PMD_SIZE).unwrap();
+    assert_eq!(sys.mem().reclaim_folio(thp), Err(Errno::EAGAIN));
+    mm.munlock(A, PMD_SIZE).unwrap();
+    assert_eq!(sys.mem().swap_slots_used(), 512);
+    (sys, mm, thp)
+}
+
+/// Reclaim of a swap-cached THP racing a CPU incrementer of page 0 and a driver making
+/// page 0 device-exclusive (5.14: the head's conversion converts every PTE of the THP,
+/// spec 8 item 7; 6.15: that PTE only). Whatever the order, reclaim meets present
+/// PTEs, swap entries and device-exclusive entries of one large folio: 6.15 swaps the
+/// entry (spec 4.7), 5.14 reads it as a present PTE and gives up at the first entry
+/// (spec 8 item 12, `swp_misread.rs`). No store may be lost (every increment that
+/// returned is in the page) and every other page keeps its value (derived), and the
+/// checker finds nothing wrong.
+fn reclaim_of_a_thp_vs_cpu_write_and_device_exclusive(profile: Profile) {
+    let (sys, mm, thp) = cached_thp(profile);
+    let reclaimer = spawn_reclaim(&sys, thp);
+    let cpu = spawn_cpu_increments(&mm, 2);
+    let driver = spawn_exclusive_then_release(&mm);
+    reclaimer.join().unwrap();
+    cpu.join().unwrap();
+    driver.join().unwrap();
+    check_clean(&sys);
+    assert_eq!(mm.read_u64(A).unwrap(), 1002, "a store was lost");
+    for i in [1u64, 7, 8, 255, 511] {
+        assert_eq!(mm.read_u64(A + i * P).unwrap(), 1000 + i, "page {i}");
+    }
+    check_clean(&sys);
+    drop(mm);
+    check_nothing_left(&sys);
+}
+
+/// Schedules per scheduler for the THP race: each one walks 512 PTEs several times.
+const THP_ITERS: usize = 30;
+
+#[test]
+fn shuttle_reclaim_of_a_thp_races_a_cpu_write_and_a_conversion_6_15() {
+    explored(THP_ITERS, || {
+        reclaim_of_a_thp_vs_cpu_write_and_device_exclusive(Profile::linux_6_15())
+    });
+}
+
+#[test]
+fn shuttle_reclaim_of_a_thp_races_a_cpu_write_and_a_conversion_5_14() {
+    explored(THP_ITERS, || {
+        reclaim_of_a_thp_vs_cpu_write_and_device_exclusive(linux_5_14_fixed_driver())
+    });
+}

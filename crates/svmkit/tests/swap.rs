@@ -42,9 +42,11 @@ fn swap_out_and_back_in_keeps_the_data() {
             .any(|c| c.event == MmuNotifierEvent::Clear)
     );
     checked(&sys);
-    // Swap-in on a read: the data is back, the slot freed.
+    // Swap-in on a read: the data is back; the slot stays with the swap cache
+    // (Linux 6.12 do_swap_page(): should_try_to_free_swap() is false for a read
+    // fault with swap less than half full).
     assert_eq!(mm.read_u64(BASE + P + 16).unwrap(), 77);
-    assert_eq!(sys.mem().swap_slots_used(), 0);
+    assert_eq!(sys.mem().swap_slots_used(), 1);
     assert_eq!(mm.rss_anon(), 1);
     mm.write_u64(BASE + P, 1).unwrap();
     checked(&sys);
@@ -78,7 +80,8 @@ fn swap_slot_shared_across_fork_and_freed_at_munmap() {
     assert_eq!(child.read_u64(BASE).unwrap(), 5);
     assert_eq!(parent.read_u64(BASE).unwrap(), 5);
     assert_eq!(parent.translate(va(BASE)), child.translate(va(BASE)));
-    assert_eq!(sys.mem().swap_slots_used(), 0);
+    // Both were reads: the slot stays with the cache (Linux: SWAP_HAS_CACHE).
+    assert_eq!(sys.mem().swap_slots_used(), 1);
     checked(&sys);
     // Writes stay private.
     child.write_u64(BASE, 6).unwrap();
@@ -161,7 +164,10 @@ fn excl_reclaim_per_profile() {
                 matches!(mm.pte_get_lockless(va(BASE)), Pte::Swap(s) if s.is_device_exclusive())
             );
             assert_eq!(mm.rss_anon(), 1);
-            assert_eq!(sys.mem().swap_slots_used(), 0);
+            // It was written out all the same and stays in the swap cache with its
+            // slot (Linux: pageout() before __remove_mapping() fails, then
+            // activate_locked).
+            assert_eq!(sys.mem().swap_slots_used(), 1);
         }
         checked(&sys);
         assert_eq!(mm.read_u64(BASE).unwrap(), 3, "{}", profile.name);
@@ -274,7 +280,8 @@ fn swap_cache_folio_migrates_and_the_cache_follows() {
     // The parent's swap-in finds the migrated folio, not a stale frame.
     assert_eq!(parent.read_u64(BASE).unwrap(), 5);
     assert_eq!(parent.translate(va(BASE)), Some(new.head()));
-    assert_eq!(sys.mem().swap_slots_used(), 0);
+    // Read faults: the slot stays with the (migrated) cache folio.
+    assert_eq!(sys.mem().swap_slots_used(), 1);
     checked(&sys);
     drop(child);
     drop(parent);

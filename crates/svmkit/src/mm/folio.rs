@@ -208,7 +208,14 @@ impl PhysMem {
                 self.trace_ref(folio, -1);
                 self.free_folio(folio)
             }
-            Ok(_) => self.trace_ref(folio, -1),
+            Ok(n) => {
+                self.trace_ref(folio, -1);
+                // Only the swap cache's references may be left (see
+                // swap_release_unreachable); the atomic test keeps swapless systems out.
+                if n - 1 <= folio.nr_pages() as i32 && self.swap_cache_in_use() {
+                    self.swap_release_unreachable(folio);
+                }
+            }
             Err(_) => self.report_bad(folio.head(), "folio_put on a folio with no references"),
         }
     }

@@ -556,6 +556,11 @@ impl Mm {
             }
         }
         for &f in isolated {
+            // Linux: free_page_and_swap_cache() of each source page: one swapped in for
+            // the collapse (or kept in the swap cache since) lets go of its slot.
+            if !mem.folio_mapped(f) && mem.swap_cache_in_use() {
+                mem.folio_free_swap(f);
+            }
             mem.folio_unlock(f);
             mem.folio_put(f);
         }

@@ -686,20 +686,29 @@ impl Mm {
     }
 
     /// Whether an anon folio mapped read-only here can be reused in place: nobody else
-    /// holds a reference (so no other mapping, no GUP, no swap cache).
+    /// holds a reference (so no other mapping, no GUP), but for the swap cache, which
+    /// then lets go of it.
     ///
     /// Linux: `wp_can_reuse_anon_folio()`.
     fn wp_can_reuse_anon_folio(&self, folio: Folio) -> bool {
-        // Linux: a KSM folio is never reused, whoever maps it.
-        if self.mem.folio_test_ksm(folio) || self.mem.folio_ref_count(folio) != 1 {
+        let mem = &self.mem;
+        // Linux: a KSM folio is never reused, whoever maps it; beyond our mapping only
+        // the swap cache's reference may be there (small folios only: a large one is
+        // never reused whole).
+        let refs = mem.folio_ref_count(folio);
+        let cached = refs == 2 && !folio.is_large() && mem.swap_cache_refs(folio) == 1;
+        if mem.folio_test_ksm(folio) || (refs != 1 && !cached) {
             return false;
         }
-        // Linux trylocks the folio to stabilise the swap cache state; the model has no
-        // swap cache yet, but the trylock keeps the same contention behaviour.
-        let Some(lock) = self.mem.folio_trylock(folio) else {
+        // Linux trylocks the folio to stabilise the swap cache state, and drops a slot
+        // no entry names (folio_free_swap()): the slot's copy is stale after the write.
+        let Some(lock) = mem.folio_trylock(folio) else {
             return false;
         };
-        let reuse = self.mem.folio_ref_count(folio) == 1;
+        if cached {
+            mem.folio_free_swap(folio);
+        }
+        let reuse = mem.folio_ref_count(folio) == 1;
         drop(lock);
         reuse
     }
@@ -841,6 +850,7 @@ impl Mm {
                     mem.munlock_vma_folio(folio, vm_flags);
                     if mem.folio_test(folio, PageFlags::ANON) {
                         self.add_rss_anon(-1);
+                        mem.free_swap_cache(folio);
                     } else {
                         self.add_rss_shmem(-1);
                     }
@@ -861,6 +871,10 @@ impl Mm {
                         mem.folio_remove_rmap_pte(pfn);
                         mem.munlock_vma_folio(folio, vm_flags);
                     }
+                    // A folio 5.14's reclaim wrote out but could not free stays in the
+                    // swap cache; Linux's LRU would free it once unmapped, the model
+                    // (no LRU) frees it here (docs/ARCHITECTURE.md item 27).
+                    mem.free_swap_cache(folio);
                     mem.folio_put(folio);
                 }
             }

@@ -129,8 +129,8 @@ impl PhysMem {
         }
         // Linux: folio_migrate_mapping()'s expected-refcount check: our isolation
         // reference, plus the swap cache's if the folio is in it.
-        let cached = self.swap_cache_slot(folio);
-        let expected = 1 + i32::from(cached.is_some());
+        let cached = self.swap_cache_refs(folio);
+        let expected = 1 + cached as i32;
         let result = if self.folio_ref_count(folio) != expected || self.folio_mapcount(folio) != 0 {
             Err(Errno::EAGAIN)
         } else {
@@ -138,8 +138,8 @@ impl PhysMem {
                 .map_err(|_| Errno::ENOMEM)
                 .and_then(|new| {
                     self.move_to_new_folio(folio, new)?;
-                    if let Some(slot) = cached {
-                        self.swap_cache_replace(slot, folio, new);
+                    if cached > 0 {
+                        self.swap_cache_replace(folio, new);
                     }
                     Ok(new)
                 })

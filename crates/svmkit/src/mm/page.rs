@@ -48,6 +48,11 @@ bitflags! {
         /// PG_young: an access was seen (a young bit cleared) while it was idle, for
         /// reclaim's aging to count later (`folio_test_clear_young()`).
         const YOUNG = 1 << 12;
+        /// A lazily freed anonymous folio (Linux: an anon folio *without*
+        /// PG_swapbacked, after MADV_FREE): reclaim drops it instead of swapping it
+        /// out if it is still clean, and makes it swap-backed again if it is dirty.
+        /// Head page only.
+        const LAZYFREE = 1 << 13;
     }
 }
 

@@ -100,7 +100,12 @@ pub fn all_frames_free(sys: &System) {
 #[track_caller]
 pub fn check_nothing_left(sys: &System) {
     check_clean(sys);
-    assert_eq!(sys.mem().swap_slots_used(), 0, "a swap slot leaked");
+    assert_eq!(
+        sys.mem().swap_slots_used(),
+        0,
+        "a swap slot leaked: {:?}",
+        sys.mem().swap_usage()
+    );
     all_frames_free(sys);
 }
 
