@@ -138,6 +138,26 @@ pub struct Profile {
     /// kernel/events/uprobes.c has no present check; the Debian 6.12.117 tree has the
     /// stable backport, "Handle PFN swap PTES, such as device-exclusive ones").
     pub replace_page_retries_nonpresent: bool,
+    // --- issue 19: hugetlb (spec 4.12, 8 items 19 and 20) ---
+    /// GUP walks hugetlb VMAs through the generic `follow_page_mask()`, so
+    /// `FOLL_SPLIT_PMD` reaches `split_huge_pmd()` on a hugetlb PMD, which trips
+    /// page_table_check (`9cb28da54643`, "mm/gup: handle hugetlb in the generic
+    /// follow_page_mask code", 6.10; spec 4.12, 8 item 19). False: the hugetlb walk
+    /// (`follow_hugetlb_page()`) ignores `FOLL_SPLIT_PMD` and hands out the subpage of
+    /// the still PMD-mapped folio (5.14 to 6.9; the Debian 6.1.192 tree's mm/gup.c
+    /// calls `follow_hugetlb_page()`).
+    pub gup_hugetlb_honours_split_pmd: bool,
+    /// `check_vma_flags()` refuses `FOLL_SPLIT_PMD` on a hugetlb VMA with `EOPNOTSUPP`
+    /// (fixes v2 01/17, CVE-2025-22034: 6.15, and stable 6.14.2, 6.13.11, 6.12.23;
+    /// spec 2.3, 4.12, 8 item 19; the Debian 6.12.117 tree's mm/gup.c has it, the
+    /// 6.1.192 tree's has not).
+    pub gup_rejects_split_pmd_on_hugetlb: bool,
+    /// The conversion refuses hugetlb folios (fixes v2 02/17: 6.15
+    /// `make_device_exclusive()` returns `EOPNOTSUPP`, spec 2.4 step 3; the stable
+    /// backport in `folio_make_device_exclusive()` of the Debian 6.1.192 and 6.12.117
+    /// trees' mm/rmap.c returns false). False: the E1 rmap walk reaches a hugetlb
+    /// folio and converts its PMD as if it were a PTE (5.14, spec 4.12, 8 item 20).
+    pub exclusive_rejects_hugetlb: bool,
 }
 
 impl Profile {
@@ -162,6 +182,9 @@ impl Profile {
             uffd_unprotect_upgrades_write: true,
             khugepaged_aborts_on_non_swap_entries: false,
             replace_page_retries_nonpresent: true,
+            gup_hugetlb_honours_split_pmd: true,
+            gup_rejects_split_pmd_on_hugetlb: true,
+            exclusive_rejects_hugetlb: true,
         }
     }
 }
@@ -189,6 +212,9 @@ impl Profile {
             uffd_unprotect_upgrades_write: false,
             khugepaged_aborts_on_non_swap_entries: false,
             replace_page_retries_nonpresent: false,
+            gup_hugetlb_honours_split_pmd: false,
+            gup_rejects_split_pmd_on_hugetlb: false,
+            exclusive_rejects_hugetlb: false,
         }
     }
 
@@ -212,6 +238,8 @@ impl Profile {
     /// * `exclusive_checks_folio_mapcount`: `folio_make_device_exclusive()` returns
     ///   `args.valid && !folio_mapcount(folio)` (mm/rmap.c; shown by both kernels'
     ///   goldens of `oracle/corpus/svm-atomic-thp-partial.toml`).
+    /// * `exclusive_rejects_hugetlb`: `folio_make_device_exclusive()` returns false
+    ///   for `folio_test_hugetlb()` (mm/rmap.c, the stable backport of fixes v2 02/17).
     pub const fn linux_6_1() -> Profile {
         Profile {
             name: "linux-6.1",
@@ -219,6 +247,7 @@ impl Profile {
             dmirror_map_only_full_chunks: true,
             svm_atomic_unlock_on_retry: true,
             exclusive_checks_folio_mapcount: true,
+            exclusive_rejects_hugetlb: true,
             ..Profile::linux_5_14()
         }
     }
@@ -230,12 +259,18 @@ impl Profile {
     /// in mm/mprotect.c of that tree passes `MM_CP_TRY_CHANGE_WRITABLE`), and the
     /// stable backport of fixes v2 08/17 `replace_page_retries_nonpresent`
     /// (`__replace_page()` in kernel/events/uprobes.c of that tree checks
-    /// `pte_present()` and goes to `unlock`).
+    /// `pte_present()` and goes to `unlock`), and the two GUP switches of hugetlb:
+    /// 6.10's generic hugetlb walk (`follow_page_mask()` in mm/gup.c of that tree has
+    /// no `follow_hugetlb_page()`) and its stable fix 01/17 (`check_vma_flags()`
+    /// returns `-EOPNOTSUPP` for `FOLL_SPLIT_PMD` on `is_vm_hugetlb_page()`), so
+    /// `gup_rejects_split_pmd_on_hugetlb` off stands for 6.12.0 to 6.12.22.
     pub const fn linux_6_12() -> Profile {
         Profile {
             name: "linux-6.12",
             uffd_unprotect_upgrades_write: true,
             replace_page_retries_nonpresent: true,
+            gup_hugetlb_honours_split_pmd: true,
+            gup_rejects_split_pmd_on_hugetlb: true,
             ..Profile::linux_6_1()
         }
     }
@@ -299,7 +334,7 @@ impl fmt::Debug for Switch {
 
 /// Every boolean switch of [`Profile`] (the restore event and writability are enums,
 /// set through the presets).
-pub const SWITCHES: [Switch; 15] = [
+pub const SWITCHES: [Switch; 18] = [
     Switch {
         name: "has_range_api",
         get: |p| p.has_range_api,
@@ -377,6 +412,22 @@ pub const SWITCHES: [Switch; 15] = [
         get: |p| p.replace_page_retries_nonpresent,
         set: |p, v| p.replace_page_retries_nonpresent = v,
     },
+    // issue 19: hugetlb
+    Switch {
+        name: "gup_hugetlb_honours_split_pmd",
+        get: |p| p.gup_hugetlb_honours_split_pmd,
+        set: |p, v| p.gup_hugetlb_honours_split_pmd = v,
+    },
+    Switch {
+        name: "gup_rejects_split_pmd_on_hugetlb",
+        get: |p| p.gup_rejects_split_pmd_on_hugetlb,
+        set: |p, v| p.gup_rejects_split_pmd_on_hugetlb = v,
+    },
+    Switch {
+        name: "exclusive_rejects_hugetlb",
+        get: |p| p.exclusive_rejects_hugetlb,
+        set: |p, v| p.exclusive_rejects_hugetlb = v,
+    },
 ];
 
 impl Default for Profile {
@@ -421,6 +472,8 @@ mod tests {
             "svm_atomic_unlock_on_retry",
             "exclusive_checks_folio_mapcount",
         ];
+        // Both have the stable backport of fixes v2 02/17 (read in their mm/rmap.c).
+        let with_hugetlb = [fixes.as_slice(), &["exclusive_rejects_hugetlb"]].concat();
         // 6.12 also has the 6.3 core-mm uffd-wp change (both kernels' goldens) and
         // the uprobes backport (read in its tree).
         let with_uffd = [
@@ -428,11 +481,14 @@ mod tests {
             &[
                 "uffd_unprotect_upgrades_write",
                 "replace_page_retries_nonpresent",
+                "gup_hugetlb_honours_split_pmd",
+                "gup_rejects_split_pmd_on_hugetlb",
+                "exclusive_rejects_hugetlb",
             ],
         ]
         .concat();
         for (k, want) in [
-            (Profile::linux_6_1(), fixes.to_vec()),
+            (Profile::linux_6_1(), with_hugetlb),
             (Profile::linux_6_12(), with_uffd),
         ] {
             let differ: Vec<&str> = SWITCHES

@@ -151,6 +151,15 @@ impl Mm {
         end: VirtAddr,
         prot_numa: bool,
     ) -> u64 {
+        // Linux: change_protection() → hugetlb_change_protection(); task_numa_work()
+        // skips hugetlb VMAs.
+        if vma.is_hugetlb() {
+            return if prot_numa {
+                0
+            } else {
+                self.hugetlb_change_protection(vma, start, end)
+            };
+        }
         let prot = if prot_numa {
             PteFlags::PROTNONE
         } else {

@@ -48,6 +48,10 @@ bitflags! {
         /// PG_young: an access was seen (a young bit cleared) while it was idle, for
         /// reclaim's aging to count later (`folio_test_clear_young()`).
         const YOUNG = 1 << 12;
+        /// The folio is a hugetlb folio (head page only; Linux: `folio_test_hugetlb()`,
+        /// the page type `PGTY_hugetlb`). Never on an LRU: reclaim, migration,
+        /// page_idle and DAMON leave it alone.
+        const HUGETLB = 1 << 13;
     }
 }
 
