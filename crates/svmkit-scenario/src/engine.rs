@@ -412,6 +412,9 @@ pub enum StepError {
     Sigbus,
     /// The step names a process that does not exist (exited, or not forked yet).
     NoProcess,
+    /// A CPU access kept faulting without progress (`svmkit::FaultKind::Livelock`:
+    /// on Linux the process would spin in the fault until killed).
+    Livelock,
 }
 
 impl StepError {
@@ -422,6 +425,7 @@ impl StepError {
             StepError::Sigsegv => "SIGSEGV",
             StepError::Sigbus => "SIGBUS",
             StepError::NoProcess => "ESRCH",
+            StepError::Livelock => "LIVELOCK",
         }
     }
 }

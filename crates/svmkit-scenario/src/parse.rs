@@ -524,7 +524,12 @@ fn errno_of(cx: &mut Ctx, n: &Node) -> Option<StepError> {
     let all: Vec<StepError> = Errno::ALL
         .iter()
         .map(|e| StepError::Errno(*e))
-        .chain([StepError::Sigsegv, StepError::Sigbus, StepError::NoProcess])
+        .chain([
+            StepError::Sigsegv,
+            StepError::Sigbus,
+            StepError::NoProcess,
+            StepError::Livelock,
+        ])
         .collect();
     let e = all.iter().copied().find(|e| e.name() == s);
     if e.is_none() {

@@ -396,6 +396,7 @@ impl World {
                 svmkit::FaultKind::Bus => StepError::Sigbus,
                 svmkit::FaultKind::OutOfMemory => StepError::Errno(Errno::ENOMEM),
                 svmkit::FaultKind::Misaligned => StepError::Errno(Errno::EINVAL),
+                svmkit::FaultKind::Livelock => StepError::Livelock,
             })
         };
         let owner = match self.sc.threads[t].actor {

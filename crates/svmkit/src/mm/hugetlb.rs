@@ -399,6 +399,16 @@ impl Mm {
     ) -> Result<(), Errno> {
         let mem = &self.mem;
         let cow = src_vma.is_cow_mapping();
+        // Linux: a Clear range over the VMA while write-protecting a COW mapping.
+        let _range = cow.then(|| {
+            MmuNotifierRange::new(
+                self,
+                MmuNotifierEvent::Clear,
+                src_vma.start().raw(),
+                src_vma.end().raw(),
+            )
+            .invalidate_range_start()
+        });
         let mut a = src_vma.start().raw();
         while a < src_vma.end().raw() {
             let at = VirtAddr::new_truncate(a);

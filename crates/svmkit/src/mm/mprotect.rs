@@ -61,6 +61,9 @@ impl MmUser {
         };
         let new_access = prot_to_vm(prot);
         let mut tree = self.mmap_write_lock();
+        // Linux: vma_modify_flags() → split_vma() → hugetlb_vm_op_split(): EINVAL
+        // when a hugetlb VMA would be cut off 2 MiB.
+        super::hugetlb::check_hugetlb_split(&tree, start, end)?;
         if !grows.is_empty() {
             // Linux: the first VMA in the range must exist; PROT_GROWSDOWN then needs
             // VM_GROWSDOWN, PROT_GROWSUP a VMA starting at or below `start` and
