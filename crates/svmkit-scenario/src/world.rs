@@ -367,6 +367,9 @@ impl World {
         if map.at.is_some() {
             flags |= MapFlags::FIXED;
         }
+        if map.hugetlb {
+            flags |= MapFlags::HUGETLB;
+        }
         let addr = mm
             .mmap(map.at.unwrap_or(0), map.len, map.prot, flags)?
             .raw();
