@@ -86,7 +86,7 @@ fn hugetlb_mappings_keep_to_2mib_and_refuse_what_linux_refuses() {
     assert_eq!(mm.mmap_read_lock().find(va(a)).unwrap().len(), H);
     // Linux: prepare_hugepage_range() wants a 2 MiB-aligned fixed address.
     assert_eq!(mm.mmap(BASE + P, H, RW, hfixed()), Err(Errno::EINVAL));
-    // Deviation (docs/ARCHITECTURE.md 44): no shared hugetlb.
+    // Deviation (docs/ARCHITECTURE.md 42): no shared hugetlb.
     let shared = MapFlags::SHARED | MapFlags::ANONYMOUS | MapFlags::HUGETLB;
     assert_eq!(mm.mmap(0, H, RW, shared), Err(Errno::EINVAL));
     mm.mmap(BASE, 2 * H, RW, hfixed()).unwrap();
@@ -106,12 +106,12 @@ fn hugetlb_mappings_keep_to_2mib_and_refuse_what_linux_refuses() {
     // Linux: can_madv_lru_vma() and thp_vma_allowable_order() refuse hugetlb.
     assert_eq!(mm.madvise(BASE, H, Advice::PageOut), Err(Errno::EINVAL));
     assert_eq!(mm.madvise(BASE, H, Advice::Collapse), Err(Errno::EINVAL));
-    // Linux 5.14 vma_to_resize(): EINVAL (the model keeps that, ARCHITECTURE.md 44).
+    // Linux 5.14 vma_to_resize(): EINVAL (the model keeps that, ARCHITECTURE.md 42).
     assert_eq!(
         mm.mremap(BASE, H, 2 * H, MremapFlags::MAYMOVE, 0),
         Err(Errno::EINVAL)
     );
-    // Deviations (ARCHITECTURE.md 44): no uffd-wp nor uprobes on hugetlb.
+    // Deviations (ARCHITECTURE.md 42): no uffd-wp nor uprobes on hugetlb.
     assert_eq!(mm.uffd_writeprotect(BASE, H, true), Err(Errno::EINVAL));
     assert_eq!(mm.uprobe_write_opcode(BASE, 0xcc), Err(Errno::EINVAL));
     // Linux: mlock_fixup() does not set VM_LOCKED on hugetlb (but populates).

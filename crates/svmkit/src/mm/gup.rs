@@ -484,7 +484,7 @@ impl Mm {
     /// calls `split_huge_pmd()` on the hugetlb PMD, whose `pmdp_huge_clear_flush()`
     /// trips page_table_check's `BUG()` (spec 4.12, 8 item 19): the model reports it
     /// as a bad page and fails the GUP with `EFAULT`, leaving the PMD as it was
-    /// (Linux oopses in the caller, docs/ARCHITECTURE.md 44). A non-present entry
+    /// (Linux oopses in the caller, docs/ARCHITECTURE.md 42). A non-present entry
     /// (the 5.14 conversion's, spec 8 item 20) makes Linux retry `hugetlb_fault()`
     /// forever, which returns without changing it; the model reports that livelock
     /// and fails with `EFAULT`.

@@ -12,7 +12,7 @@
 //! GUP                                 -> the PMD's subpage; FOLL_SPLIT_PMD per era
 //! ```
 //!
-//! The differences from Linux (docs/ARCHITECTURE.md 44): there is no hugetlbfs, pool,
+//! The differences from Linux (docs/ARCHITECTURE.md 42): there is no hugetlbfs, pool,
 //! reservation or surplus accounting (a fault allocates from the buddy allocator and
 //! gets SIGBUS when it cannot, as Linux's fault does on an empty pool); only private
 //! mappings exist (`MAP_SHARED | MAP_HUGETLB` is `EINVAL`); the pages are not counted

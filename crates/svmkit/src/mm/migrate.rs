@@ -107,7 +107,7 @@ impl PhysMem {
         if !self.folio_try_get(folio) {
             return Err(Errno::EINVAL);
         }
-        // Deviation (docs/ARCHITECTURE.md 44): hugetlb migration
+        // Deviation (docs/ARCHITECTURE.md 42): hugetlb migration
         // (migrate_hugetlbs()) is not modelled.
         if !self.folio_test(folio, PageFlags::ANON)
             || self.folio_test_hugetlb(folio)

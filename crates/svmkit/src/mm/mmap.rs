@@ -150,7 +150,7 @@ impl MmUser {
         }
         let hugetlb = flags.contains(MapFlags::HUGETLB);
         // Linux: ksys_mmap_pgoff() rounds a MAP_HUGETLB length up to the huge page
-        // size; the model has no shared hugetlb (docs/ARCHITECTURE.md 44).
+        // size; the model has no shared hugetlb (docs/ARCHITECTURE.md 42).
         let align = if hugetlb { PMD_SIZE } else { PAGE_SIZE };
         if hugetlb && flags.bits() & MAP_TYPE == MapFlags::SHARED.bits() {
             return Err(Errno::EINVAL);

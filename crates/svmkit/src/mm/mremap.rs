@@ -92,7 +92,7 @@ impl MmUser {
         }
         let maymove = flags.contains(MremapFlags::MAYMOVE);
         // Linux 5.14: vma_to_resize() refuses hugetlb VMAs with EINVAL (later kernels
-        // move 2 MiB-aligned ones; the model does not, docs/ARCHITECTURE.md 44).
+        // move 2 MiB-aligned ones; the model does not, docs/ARCHITECTURE.md 42).
         if VirtAddr::try_new(old_addr)
             .ok()
             .and_then(|a| self.mmap_read_lock().find(a).map(|v| v.is_hugetlb()))

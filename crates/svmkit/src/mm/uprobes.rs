@@ -62,7 +62,7 @@ impl MmUser {
         let mem = self.mem();
         loop {
             let mut guard = self.mmap_read_lock();
-            // Deviation (docs/ARCHITECTURE.md 44): uprobes replace 4 KiB pages, which
+            // Deviation (docs/ARCHITECTURE.md 42): uprobes replace 4 KiB pages, which
             // a hugetlb mapping does not have (Linux's probed text is never hugetlb).
             if guard.find(va).is_some_and(|v| v.is_hugetlb()) {
                 return Err(Errno::EINVAL);

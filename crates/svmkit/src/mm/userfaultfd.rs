@@ -41,7 +41,7 @@ impl MmUser {
         if !tree.covers(start, end) {
             return Err(Errno::ENOENT);
         }
-        // Deviation (docs/ARCHITECTURE.md 44): Linux write-protects hugetlb PMDs too
+        // Deviation (docs/ARCHITECTURE.md 42): Linux write-protects hugetlb PMDs too
         // (hugetlb_change_protection() with MM_CP_UFFD_WP); the model has no uffd-wp
         // bit on hugetlb mappings.
         if tree.intersecting(start, end).any(|v| v.is_hugetlb()) {
