@@ -656,7 +656,10 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("read", &["at"]),
     ("write", &["at", "value"]),
     ("fetch_add", &["at", "value"]),
-    ("mmap", &["name", "at", "len", "prot", "shared", "hugetlb", "advice"]),
+    (
+        "mmap",
+        &["name", "at", "len", "prot", "shared", "hugetlb", "advice"],
+    ),
     ("munmap", &["at", "len"]),
     ("mprotect", &["at", "len", "prot"]),
     ("mremap", &["at", "len", "new_len", "to", "flags"]),

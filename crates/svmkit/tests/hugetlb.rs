@@ -55,7 +55,10 @@ fn a_hugetlb_fault_maps_one_2mib_folio_read_only_then_a_write_reuses_it() {
         mm.write_u64(BASE + 7 * P, 42).unwrap();
         let w = hugetlb_pmd(&mm, BASE).unwrap();
         assert!(w.is_write() && w.pfn == p.pfn, "{}", profile.name);
-        assert_eq!(mm.translate(va(BASE + 7 * P)).unwrap().raw(), p.pfn.raw() + 7);
+        assert_eq!(
+            mm.translate(va(BASE + 7 * P)).unwrap().raw(),
+            p.pfn.raw() + 7
+        );
         // GUP hands out the subpage (follow_hugetlb_page() / follow_huge_pmd()).
         let mut g = mm.mmap_read_lock();
         let pages = mm
@@ -100,9 +103,16 @@ fn hugetlb_mappings_keep_to_2mib_and_refuse_what_linux_refuses() {
         Err(Errno::EINVAL)
     );
     // Linux: madvise_dontneed_free_valid_vma(): an aligned start, the end aligned down.
-    assert_eq!(mm.madvise(BASE + P, H, Advice::DontNeed), Err(Errno::EINVAL));
+    assert_eq!(
+        mm.madvise(BASE + P, H, Advice::DontNeed),
+        Err(Errno::EINVAL)
+    );
     assert_eq!(mm.madvise(BASE, P, Advice::DontNeed), Ok(()));
-    assert_eq!(mm.read_u64(BASE).unwrap(), 1, "a 4 KiB DONTNEED zaps nothing");
+    assert_eq!(
+        mm.read_u64(BASE).unwrap(),
+        1,
+        "a 4 KiB DONTNEED zaps nothing"
+    );
     // Linux: can_madv_lru_vma() and thp_vma_allowable_order() refuse hugetlb.
     assert_eq!(mm.madvise(BASE, H, Advice::PageOut), Err(Errno::EINVAL));
     assert_eq!(mm.madvise(BASE, H, Advice::Collapse), Err(Errno::EINVAL));
@@ -144,7 +154,10 @@ fn fork_shares_a_hugetlb_folio_and_a_write_copies_all_of_it() {
         mm.write_u64(BASE, 1).unwrap();
         mm.write_u64(BASE + H - 8, 2).unwrap();
         let child = sys.fork(&mm).unwrap();
-        let (pp, cp) = (hugetlb_pmd(&mm, BASE).unwrap(), hugetlb_pmd(&child, BASE).unwrap());
+        let (pp, cp) = (
+            hugetlb_pmd(&mm, BASE).unwrap(),
+            hugetlb_pmd(&child, BASE).unwrap(),
+        );
         assert_eq!(pp.pfn, cp.pfn);
         assert!(!pp.is_write() && !cp.is_write(), "{}", profile.name);
         assert_eq!(sys.mem().page(pp.pfn).unwrap().entire_mapcount(), 2);
@@ -178,7 +191,10 @@ fn fork_copies_a_pinned_hugetlb_folio_for_the_child() {
         .unwrap();
     drop(g);
     let child = sys.fork(&mm).unwrap();
-    let (pp, cp) = (hugetlb_pmd(&mm, BASE).unwrap(), hugetlb_pmd(&child, BASE).unwrap());
+    let (pp, cp) = (
+        hugetlb_pmd(&mm, BASE).unwrap(),
+        hugetlb_pmd(&child, BASE).unwrap(),
+    );
     assert_ne!(pp.pfn, cp.pfn);
     assert!(pp.is_write(), "the parent keeps its writable mapping");
     assert_eq!(child.read_u64(BASE + 3 * P).unwrap(), 5);
@@ -217,7 +233,11 @@ fn mprotect_on_hugetlb_has_no_write_upgrade() {
 /// the first page fails). The mapping is untouched.
 #[test]
 fn exclusive_on_hugetlb_is_eopnotsupp_with_the_gup_fix() {
-    for profile in [Profile::linux_6_12(), Profile::linux_6_15(), Profile::linux_7_1()] {
+    for profile in [
+        Profile::linux_6_12(),
+        Profile::linux_6_15(),
+        Profile::linux_7_1(),
+    ] {
         let (sys, mm) = system(profile, FRAMES);
         mm.mmap(BASE, H, RW, hfixed()).unwrap();
         mm.write_u64(BASE, 9).unwrap();
@@ -228,7 +248,8 @@ fn exclusive_on_hugetlb_is_eopnotsupp_with_the_gup_fix() {
             mm.make_device_exclusive_range(&mut g, BASE, BASE + P, None, &task)
                 .map(|_| ())
         } else {
-            mm.make_device_exclusive(&mut g, BASE, None, &task).map(|_| ())
+            mm.make_device_exclusive(&mut g, BASE, None, &task)
+                .map(|_| ())
         };
         drop(g);
         assert_eq!(r, Err(Errno::EOPNOTSUPP), "{}", profile.name);

@@ -72,7 +72,12 @@ fn hugetlb_cow_races_in(profile: Profile) {
             d.join().unwrap();
         }
         // Derived: COW keeps both sides' increments apart and loses none.
-        assert_eq!(mm.read_u64(A).unwrap(), PARENT_INCREMENTS, "{}", profile.name);
+        assert_eq!(
+            mm.read_u64(A).unwrap(),
+            PARENT_INCREMENTS,
+            "{}",
+            profile.name
+        );
         assert_eq!(child.read_u64(A).unwrap(), CHILD_INCREMENTS);
         assert_eq!(mm.read_u64(A + H).unwrap_err().kind, FaultKind::Unmapped);
         check_clean(&sys);

@@ -267,8 +267,8 @@ impl Mm {
             }
             let head = mem.page(folio.head());
             let exclusive = head.is_some_and(|p| p.test(PageFlags::ANON_EXCLUSIVE));
-            let only_user = mem.folio_ref_count(folio) == 1
-                && head.is_some_and(|p| p.entire_mapcount() == 1);
+            let only_user =
+                mem.folio_ref_count(folio) == 1 && head.is_some_and(|p| p.entire_mapcount() == 1);
             if mem.folio_test(folio, PageFlags::ANON) && (exclusive || only_user) {
                 if let Some(h) = head {
                     h.set(PageFlags::ANON_EXCLUSIVE);
@@ -510,9 +510,13 @@ impl Mm {
         end: VirtAddr,
     ) -> u64 {
         let mut changed = 0;
-        let range =
-            MmuNotifierRange::new(self, MmuNotifierEvent::ProtectionVma, start.raw(), end.raw())
-                .invalidate_range_start();
+        let range = MmuNotifierRange::new(
+            self,
+            MmuNotifierEvent::ProtectionVma,
+            start.raw(),
+            end.raw(),
+        )
+        .invalidate_range_start();
         let mut a = haddr_of(start).raw();
         while a < end.raw() {
             let at = VirtAddr::new_truncate(a);

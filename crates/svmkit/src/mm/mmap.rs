@@ -8,11 +8,11 @@ use bitflags::bitflags;
 
 use super::mm_types::{Mm, MmUser};
 use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
+use super::pgtable::PMD_SIZE;
 use super::shmem::Shmem;
 use super::vma::{VmFlags, Vma, VmaTree};
 use crate::error::Errno;
 use crate::sync::MmapWriteGuard;
-use super::pgtable::PMD_SIZE;
 use crate::types::{PAGE_SIZE, TASK_SIZE, VirtAddr};
 
 /// Lowest address a fixed mapping may use (Linux: `vm.mmap_min_addr`, 64 KiB).
@@ -302,7 +302,9 @@ impl MmUser {
             .gap_top_down(room, MMAP_MIN_ADDR, MMAP_BASE)
             .ok_or(Errno::ENOMEM)?;
         let top = (gap.raw() + room - len) & !(align - 1);
-        Ok(VirtAddr::new_truncate(top.max(gap.raw().next_multiple_of(align))))
+        Ok(VirtAddr::new_truncate(
+            top.max(gap.raw().next_multiple_of(align)),
+        ))
     }
 }
 
