@@ -586,7 +586,7 @@ impl Mm {
 
     /// Calls `f` for every non-present hugetlb entry of this mm (for the checker):
     /// the 2 MiB address and the entry.
-    pub fn for_each_nonpresent_hugetlb_entry(
+    pub(crate) fn for_each_nonpresent_hugetlb_entry(
         &self,
         tree: &VmaTree,
         mut f: impl FnMut(VirtAddr, SwapPte) -> ControlFlow<()>,
