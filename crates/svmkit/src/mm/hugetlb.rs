@@ -286,7 +286,7 @@ impl Mm {
             Ok(a) => a,
             Err(e) => {
                 mem.folio_put(folio);
-                return Err(e.into());
+                return Err(e);
             }
         };
         let new = match self.alloc_hugetlb_folio(Gfp::empty()) {
