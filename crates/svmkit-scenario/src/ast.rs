@@ -176,6 +176,8 @@ pub struct Mapping {
     pub prot: Prot,
     /// `MAP_SHARED` anonymous memory instead of private.
     pub shared: bool,
+    /// `MAP_HUGETLB`: 2 MiB hugetlb folios (private only).
+    pub hugetlb: bool,
     /// madvise advice applied after the mmap.
     pub advice: Vec<svmkit::mm::Advice>,
     /// Where it was declared.

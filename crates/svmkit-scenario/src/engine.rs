@@ -422,7 +422,9 @@ pub enum StepError {
     /// `PTR_ERR()` read a page pointer (`svmkit::device::uvm::UvmError::BadStatus`,
     /// derived from code).
     BadStatus,
-    /// A uvm atomic fault used up its pass bound (UVM itself retries without end).
+    /// No progress: a uvm atomic fault used up its pass bound (UVM itself retries
+    /// without end), or a CPU access kept faulting (`svmkit::FaultKind::Livelock`: on
+    /// Linux the process would spin in the fault until killed).
     Livelock,
 }
 

@@ -646,7 +646,9 @@ const SCENARIO_KEYS: [&str; 5] = ["name", "profile", "frames", "swap", "thp"];
 const TOP_KEYS: [&str; 9] = [
     "scenario", "process", "map", "device", "thread", "expect", "outcomes", "explore", "oracle",
 ];
-const MAP_KEYS: [&str; 7] = ["name", "process", "at", "len", "prot", "shared", "advice"];
+const MAP_KEYS: [&str; 8] = [
+    "name", "process", "at", "len", "prot", "shared", "hugetlb", "advice",
+];
 const DEVICE_KEYS: [&str; 6] = ["name", "driver", "process", "max_passes", "flaws", "batch"];
 const THREAD_KEYS: [&str; 5] = ["name", "process", "device", "after", "steps"];
 const EXPECT_KEYS: [&str; 4] = ["checker", "all_freed", "values", "rss"];
@@ -658,7 +660,10 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("read", &["at"]),
     ("write", &["at", "value"]),
     ("fetch_add", &["at", "value"]),
-    ("mmap", &["name", "at", "len", "prot", "shared", "advice"]),
+    (
+        "mmap",
+        &["name", "at", "len", "prot", "shared", "hugetlb", "advice"],
+    ),
     ("munmap", &["at", "len"]),
     ("mprotect", &["at", "len", "prot"]),
     ("mremap", &["at", "len", "new_len", "to", "flags"]),
@@ -1329,6 +1334,9 @@ fn mapping(cx: &mut Ctx, names: &Names, n: &Node, process: Option<usize>) -> Opt
     let shared = t
         .get("shared")
         .map_or(Some(false), |v| cx.want_bool(v, "shared"));
+    let hugetlb = t
+        .get("hugetlb")
+        .map_or(Some(false), |v| cx.want_bool(v, "hugetlb"));
     let mut advice = Vec::new();
     if let Some(v) = t.get("advice") {
         match &v.kind {
@@ -1365,6 +1373,7 @@ fn mapping(cx: &mut Ctx, names: &Names, n: &Node, process: Option<usize>) -> Opt
         len: len?,
         prot: prot?,
         shared: shared?,
+        hugetlb: hugetlb?,
         advice,
         span: n.span,
     })
@@ -2068,7 +2077,7 @@ fn step(
             process_only(cx);
             // Declared in the first pass; find it by name.
             let name = t.get("name").and_then(|v| cx.want_str(v, "name"));
-            for k in ["at", "len", "prot", "shared", "advice"] {
+            for k in ["at", "len", "prot", "shared", "hugetlb", "advice"] {
                 let _ = t.get(k);
             }
             name.and_then(|nm| names.maps.iter().position(|m| m.name == nm))

@@ -370,6 +370,9 @@ impl World {
         if map.at.is_some() {
             flags |= MapFlags::FIXED;
         }
+        if map.hugetlb {
+            flags |= MapFlags::HUGETLB;
+        }
         let addr = mm
             .mmap(map.at.unwrap_or(0), map.len, map.prot, flags)?
             .raw();
@@ -399,6 +402,7 @@ impl World {
                 svmkit::FaultKind::Bus => StepError::Sigbus,
                 svmkit::FaultKind::OutOfMemory => StepError::Errno(Errno::ENOMEM),
                 svmkit::FaultKind::Misaligned => StepError::Errno(Errno::EINVAL),
+                svmkit::FaultKind::Livelock => StepError::Livelock,
             })
         };
         let owner = match self.sc.threads[t].actor {

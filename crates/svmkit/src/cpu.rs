@@ -52,7 +52,16 @@ pub enum FaultKind {
     /// A `u64` access not aligned to 8 bytes (the model requires natural alignment
     /// for word accesses so that they are single-copy atomic).
     Misaligned,
+    /// The fault handler kept reporting success without making the access possible,
+    /// [`FAULT_LIVELOCK_LIMIT`] times in a row: on Linux the process would fault on
+    /// that instruction forever (until killed). Only a 5.14 hugetlb conversion leads
+    /// here (`hugetlb_fault()` returns 0 on a non-present entry, spec 8 item 20).
+    Livelock,
 }
+
+/// Faults one access may take before it counts as a [`FaultKind::Livelock`]: far more
+/// than any handler needs (a retry, a racing change or two).
+pub const FAULT_LIVELOCK_LIMIT: u64 = 1000;
 
 /// A failed CPU access: where, what kind of access, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
@@ -142,6 +151,7 @@ impl Mm {
         }
         let mut op = Some(op);
         let mut retrying = false;
+        let mut tries = 0u64;
         loop {
             // One hardware walk per try: the PMD slot found here is the one the PTL
             // re-check reads (the upper tables outlive the mmap read lock held).
@@ -193,6 +203,10 @@ impl Mm {
             }
             if !std::mem::replace(&mut retrying, false) {
                 *faults += 1;
+            }
+            tries += 1;
+            if tries > FAULT_LIVELOCK_LIMIT {
+                return Err(fail(FaultKind::Livelock));
             }
             match self.handle_mm_fault(&mut guard, &vma, addr, flags) {
                 Ok(VmFault::Done) => {}

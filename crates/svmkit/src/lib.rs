@@ -43,7 +43,7 @@ pub mod task;
 pub mod trace;
 pub mod types;
 
-pub use cpu::{Access, FaultError, FaultKind};
+pub use cpu::{Access, FAULT_LIVELOCK_LIMIT, FaultError, FaultKind};
 pub use error::Errno;
 pub use profile::{Profile, RestoreEvent, RestoreWritability};
 pub use system::{System, SystemConfig};

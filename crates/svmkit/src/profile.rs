@@ -181,6 +181,26 @@ pub struct Profile {
     /// only anon pages are ever anon-exclusive (6.8 `b832a354d787` to 6.14, spec 8
     /// item 6; read in the Debian 6.12.117 tree). Only read when the check is there.
     pub restore_check_misplaced_not: bool,
+    // --- issue 19: hugetlb (spec 4.12, 8 items 19 and 20) ---
+    /// GUP walks hugetlb VMAs through the generic `follow_page_mask()`, so
+    /// `FOLL_SPLIT_PMD` reaches `split_huge_pmd()` on a hugetlb PMD, which trips
+    /// page_table_check (`9cb28da54643`, "mm/gup: handle hugetlb in the generic
+    /// follow_page_mask code", 6.10; spec 4.12, 8 item 19). False: the hugetlb walk
+    /// (`follow_hugetlb_page()`) ignores `FOLL_SPLIT_PMD` and hands out the subpage of
+    /// the still PMD-mapped folio (5.14 to 6.9; the Debian 6.1.192 tree's mm/gup.c
+    /// calls `follow_hugetlb_page()`).
+    pub gup_hugetlb_honours_split_pmd: bool,
+    /// `check_vma_flags()` refuses `FOLL_SPLIT_PMD` on a hugetlb VMA with `EOPNOTSUPP`
+    /// (fixes v2 01/17, CVE-2025-22034: 6.15, and stable 6.14.2, 6.13.11, 6.12.23;
+    /// spec 2.3, 4.12, 8 item 19; the Debian 6.12.117 tree's mm/gup.c has it, the
+    /// 6.1.192 tree's has not).
+    pub gup_rejects_split_pmd_on_hugetlb: bool,
+    /// The conversion refuses hugetlb folios (fixes v2 02/17: 6.15
+    /// `make_device_exclusive()` returns `EOPNOTSUPP`, spec 2.4 step 3; the stable
+    /// backport in `folio_make_device_exclusive()` of the Debian 6.1.192 and 6.12.117
+    /// trees' mm/rmap.c returns false). False: the E1 rmap walk reaches a hugetlb
+    /// folio and converts its PMD as if it were a PTE (5.14, spec 4.12, 8 item 20).
+    pub exclusive_rejects_hugetlb: bool,
 }
 
 impl Profile {
@@ -210,6 +230,9 @@ impl Profile {
             range_api_skips_target_check: false,
             restore_checks_writable_is_anon_exclusive: false,
             restore_check_misplaced_not: false,
+            gup_hugetlb_honours_split_pmd: true,
+            gup_rejects_split_pmd_on_hugetlb: true,
+            exclusive_rejects_hugetlb: true,
         }
     }
 }
@@ -242,6 +265,9 @@ impl Profile {
             range_api_skips_target_check: false,
             restore_checks_writable_is_anon_exclusive: false,
             restore_check_misplaced_not: false,
+            gup_hugetlb_honours_split_pmd: false,
+            gup_rejects_split_pmd_on_hugetlb: false,
+            exclusive_rejects_hugetlb: false,
         }
     }
 
@@ -268,6 +294,8 @@ impl Profile {
     /// * `restore_checks_writable_is_anon_exclusive`: `restore_exclusive_pte()` has
     ///   5.19's `VM_BUG_ON(pte_write(pte) && !(PageAnon(page) &&
     ///   PageAnonExclusive(page)))` (mm/memory.c).
+    /// * `exclusive_rejects_hugetlb`: `folio_make_device_exclusive()` returns false
+    ///   for `folio_test_hugetlb()` (mm/rmap.c, the stable backport of fixes v2 02/17).
     pub const fn linux_6_1() -> Profile {
         Profile {
             name: "linux-6.1",
@@ -276,6 +304,7 @@ impl Profile {
             svm_atomic_unlock_on_retry: true,
             exclusive_checks_folio_mapcount: true,
             restore_checks_writable_is_anon_exclusive: true,
+            exclusive_rejects_hugetlb: true,
             ..Profile::linux_5_14()
         }
     }
@@ -287,16 +316,22 @@ impl Profile {
     /// in mm/mprotect.c of that tree passes `MM_CP_TRY_CHANGE_WRITABLE`), and the
     /// stable backport of fixes v2 08/17 `replace_page_retries_nonpresent`
     /// (`__replace_page()` in kernel/events/uprobes.c of that tree checks
-    /// `pte_present()` and goes to `unlock`), and 6.8's misplaced `!` in the restore's
+    /// `pte_present()` and goes to `unlock`), 6.8's misplaced `!` in the restore's
     /// check, `restore_check_misplaced_not` (`VM_BUG_ON_FOLIO(pte_write(pte) &&
     /// (!folio_test_anon(folio) && PageAnonExclusive(page)), folio)` in
-    /// `restore_exclusive_pte()`, mm/memory.c of that tree).
+    /// `restore_exclusive_pte()`, mm/memory.c of that tree), and the two GUP switches of hugetlb:
+    /// 6.10's generic hugetlb walk (`follow_page_mask()` in mm/gup.c of that tree has
+    /// no `follow_hugetlb_page()`) and its stable fix 01/17 (`check_vma_flags()`
+    /// returns `-EOPNOTSUPP` for `FOLL_SPLIT_PMD` on `is_vm_hugetlb_page()`), so
+    /// `gup_rejects_split_pmd_on_hugetlb` off stands for 6.12.0 to 6.12.22.
     pub const fn linux_6_12() -> Profile {
         Profile {
             name: "linux-6.12",
             uffd_unprotect_upgrades_write: true,
             replace_page_retries_nonpresent: true,
             restore_check_misplaced_not: true,
+            gup_hugetlb_honours_split_pmd: true,
+            gup_rejects_split_pmd_on_hugetlb: true,
             ..Profile::linux_6_1()
         }
     }
@@ -360,7 +395,7 @@ impl fmt::Debug for Switch {
 
 /// Every boolean switch of [`Profile`] (the restore event and writability are enums,
 /// set through the presets).
-pub const SWITCHES: [Switch; 20] = [
+pub const SWITCHES: [Switch; 23] = [
     Switch {
         name: "has_range_api",
         get: |p| p.has_range_api,
@@ -463,6 +498,21 @@ pub const SWITCHES: [Switch; 20] = [
         name: "restore_check_misplaced_not",
         get: |p| p.restore_check_misplaced_not,
         set: |p, v| p.restore_check_misplaced_not = v,
+    // issue 19: hugetlb
+    Switch {
+        name: "gup_hugetlb_honours_split_pmd",
+        get: |p| p.gup_hugetlb_honours_split_pmd,
+        set: |p, v| p.gup_hugetlb_honours_split_pmd = v,
+    },
+    Switch {
+        name: "gup_rejects_split_pmd_on_hugetlb",
+        get: |p| p.gup_rejects_split_pmd_on_hugetlb,
+        set: |p, v| p.gup_rejects_split_pmd_on_hugetlb = v,
+    },
+    Switch {
+        name: "exclusive_rejects_hugetlb",
+        get: |p| p.exclusive_rejects_hugetlb,
+        set: |p, v| p.exclusive_rejects_hugetlb = v,
     },
 ];
 
@@ -511,18 +561,25 @@ mod tests {
         ];
         // 6.12 also has the 6.3 core-mm uffd-wp change (both kernels' goldens), the
         // uprobes backport and 6.8's misplaced `!` (both read in its tree).
+        // Both have the stable backport of fixes v2 02/17 (read in their mm/rmap.c).
+        let with_hugetlb = [fixes.as_slice(), &["exclusive_rejects_hugetlb"]].concat();
+        // 6.12 also has the 6.3 core-mm uffd-wp change (both kernels' goldens) and
+        // the uprobes backport (read in its tree).
         let with_uffd = [
             &fixes[..4],
             &[
                 "uffd_unprotect_upgrades_write",
                 "replace_page_retries_nonpresent",
+                "gup_hugetlb_honours_split_pmd",
+                "gup_rejects_split_pmd_on_hugetlb",
+                "exclusive_rejects_hugetlb",
             ],
             &fixes[4..],
             &["restore_check_misplaced_not"],
         ]
         .concat();
         for (k, want) in [
-            (Profile::linux_6_1(), fixes.to_vec()),
+            (Profile::linux_6_1(), with_hugetlb),
             (Profile::linux_6_12(), with_uffd),
         ] {
             let differ: Vec<&str> = SWITCHES

@@ -132,6 +132,67 @@ const MAX_ZOMBIES: usize = 2;
 /// fault's acquire loop (Linux: the 1 s `HMM_RANGE_DEFAULT_TIMEOUT`).
 const SVM_PASSES: u64 = 3;
 
+/// Runs one hugetlb op on `p` and checks it against the shadow (derived from
+/// mm/hugetlb.rs, tests/hugetlb.rs). A fault that finds no free 2 MiB block gets
+/// SIGBUS (`FaultKind::Bus`), which the shadow allows: nothing changed.
+fn hugetlb_op(
+    p: &mut Proc,
+    op: HugeOp,
+    word: usize,
+    value: u64,
+    ctx: &str,
+) -> Result<(), TestCaseError> {
+    let at = HBASE + HWORDS[word];
+    let flags = MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::FIXED | MapFlags::HUGETLB;
+    let rw = Prot::READ | Prot::WRITE;
+    match op {
+        HugeOp::Map => {
+            let got = p.user.mmap(HBASE, PMD_SIZE, rw, flags).map(|a| a.raw());
+            prop_assert_eq!(got, Ok(HBASE), "{}", ctx);
+            p.huge = Some([0; HWORDS.len()]);
+        }
+        HugeOp::Write => match (p.user.write_u64(at, value), &mut p.huge) {
+            (Ok(()), Some(h)) => h[word] = value,
+            (Err(e), Some(_)) => prop_assert_eq!(e.kind, FaultKind::Bus, "{}", ctx),
+            (r, None) => {
+                prop_assert_eq!(r.map_err(|e| e.kind), Err(FaultKind::Unmapped), "{}", ctx)
+            }
+        },
+        HugeOp::Read => match (p.user.read_u64(at), &p.huge) {
+            (Ok(v), Some(h)) => prop_assert_eq!(v, h[word], "{}", ctx),
+            (Err(e), Some(_)) => prop_assert_eq!(e.kind, FaultKind::Bus, "{}", ctx),
+            (r, None) => {
+                prop_assert_eq!(r.map_err(|e| e.kind), Err(FaultKind::Unmapped), "{}", ctx)
+            }
+        },
+        HugeOp::Unmap => {
+            prop_assert_eq!(p.user.munmap(HBASE, PMD_SIZE), Ok(()), "{}", ctx);
+            p.huge = None;
+        }
+        HugeOp::DontNeed => {
+            let r = p.user.madvise(HBASE, PMD_SIZE, Advice::DontNeed);
+            if let Some(h) = &mut p.huge {
+                prop_assert_eq!(r, Ok(()), "{}", ctx);
+                *h = [0; HWORDS.len()];
+            } else {
+                prop_assert_eq!(r, Err(Errno::ENOMEM), "{}", ctx);
+            }
+        }
+        HugeOp::Protect => {
+            let r = p.user.mprotect(HBASE, PMD_SIZE, Prot::READ);
+            if p.huge.is_some() {
+                prop_assert_eq!(r, Ok(()), "{}", ctx);
+                let w = p.user.write_u64(at, value).map_err(|e| e.kind);
+                prop_assert_eq!(w, Err(FaultKind::Protection), "{}", ctx);
+                prop_assert_eq!(p.user.mprotect(HBASE, PMD_SIZE, rw), Ok(()), "{}", ctx);
+            } else {
+                prop_assert_eq!(r, Err(Errno::ENOMEM), "{}", ctx);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn addr(page: u64, word: u64) -> u64 {
     BASE + (WINDOW_SPLIT + page) * PAGE_SIZE + word * 8
 }
@@ -179,8 +240,38 @@ impl DmCmd {
     }
 }
 
+/// Where each process may map its one hugetlb page (2 MiB aligned, far from the
+/// shadowed window).
+const HBASE: u64 = 0x9000_0000;
+/// The words of the hugetlb page the shadow follows: the first of pages 0, 255, 511.
+const HWORDS: [u64; 3] = [0, 255 * PAGE_SIZE, 511 * PAGE_SIZE];
+
+/// What a hugetlb op does at [`HBASE`].
+#[derive(Debug, Clone, Copy)]
+enum HugeOp {
+    /// `mmap(MAP_FIXED | MAP_HUGETLB)` of 2 MiB (replacing one mapped there).
+    Map,
+    /// A write of one followed word.
+    Write,
+    /// A read of one followed word.
+    Read,
+    /// `munmap` of the 2 MiB.
+    Unmap,
+    /// `MADV_DONTNEED` of the 2 MiB.
+    DontNeed,
+    /// `mprotect(PROT_READ)` then back to read-write.
+    Protect,
+}
+
 #[derive(Debug, Clone)]
 enum Op {
+    /// One operation on the process's hugetlb page (mm/hugetlb.rs).
+    Hugetlb {
+        mm: usize,
+        op: HugeOp,
+        word: usize,
+        value: u64,
+    },
     Mmap {
         mm: usize,
         page: u64,
@@ -485,6 +576,20 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (mm.clone(), span()).prop_map(|(mm, (page, n))| Op::Ksm { mm, page, n }),
         1 => mm.clone().prop_map(|mm| Op::Fork { mm }),
         1 => mm.clone().prop_map(|mm| Op::Exit { mm }),
+        3 => (
+            mm.clone(),
+            prop_oneof![
+                2 => Just(HugeOp::Map),
+                3 => Just(HugeOp::Write),
+                3 => Just(HugeOp::Read),
+                1 => Just(HugeOp::Unmap),
+                1 => Just(HugeOp::DontNeed),
+                1 => Just(HugeOp::Protect),
+            ],
+            0..HWORDS.len(),
+            any::<u64>(),
+        )
+            .prop_map(|(mm, op, word, value)| Op::Hugetlb { mm, op, word, value }),
         1 => (0u64..16).prop_map(|phase| Op::Sweep { phase }),
         5 => (mm.clone(), page(), hold()).prop_map(|(mm, page, hold)| Op::MakeExclusive { mm, page, hold }),
         2 => (mm.clone(), dm_span(), hold())
@@ -523,6 +628,9 @@ struct Page {
 struct Proc {
     user: MmUser,
     pages: BTreeMap<u64, Page>,
+    /// The followed words of the hugetlb page at [`HBASE`], if mapped (private:
+    /// copied at fork).
+    huge: Option<[u64; HWORDS.len()]>,
     dmirror: Option<Dmirror>,
     svm: Option<SvmAtomic>,
     /// Pages the dmirror's last EXCLUSIVE mapped atomically, as long as nothing but
@@ -536,6 +644,7 @@ impl Proc {
         Proc {
             user,
             pages,
+            huge: None,
             dmirror: None,
             svm: None,
             fresh: BTreeSet::new(),
@@ -1272,6 +1381,8 @@ fn make_one(
 struct Stats {
     /// Steps after which some mm mapped the window's 2 MiB range by a huge PMD.
     huge_steps: u64,
+    /// Operations on the hugetlb page at `HBASE`.
+    hugetlb_ops: u64,
     /// GUP calls that returned pages.
     gups: u64,
     /// MADV_POPULATE_READ/WRITE calls that were checked.
@@ -1522,7 +1633,8 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
     let nops = ops.len();
     'ops: for (step, op) in ops.into_iter().enumerate() {
         let target = match &op {
-            Op::Mmap { mm, .. }
+            Op::Hugetlb { mm, .. }
+            | Op::Mmap { mm, .. }
             | Op::Munmap { mm, .. }
             | Op::Mprotect { mm, .. }
             | Op::DontNeed { mm, .. }
@@ -1680,8 +1792,20 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                     for pg in pages.values_mut() {
                         pg.locked = false;
                     }
-                    m.procs[free] = Some(Proc::new(child.unwrap(), pages));
+                    let huge = p.huge;
+                    let mut np = Proc::new(child.unwrap(), pages);
+                    np.huge = huge;
+                    m.procs[free] = Some(np);
                 }
+            }
+            (
+                Op::Hugetlb {
+                    op, word, value, ..
+                },
+                Some(s),
+            ) => {
+                hugetlb_op(m.proc(s), op, word, value, &ctx)?;
+                stats.hugetlb_ops += 1;
             }
             (Op::Exit { .. }, Some(slot)) => {
                 if let Some(p) = m.procs[slot].take() {
@@ -3772,5 +3896,48 @@ fn invariant_device_exclusive_sequence() {
                 assert_eq!(s.excl_refused, 5, "{era:?} {s:?}");
             }
         }
+    }
+}
+
+/// A fixed sequence through the hugetlb paths (mm/hugetlb.rs) the random cases reach
+/// only sometimes, checked after every step: a hugetlb page faulted in, shared by
+/// fork and COW-copied by the child's write, write-protected and restored by
+/// mprotect, zapped by MADV_DONTNEED, unmapped, and an exit with one still mapped.
+#[test]
+fn invariant_hugetlb_sequence() {
+    let init = Init {
+        always: false,
+        maps: [private_rw(false), None],
+    };
+    let h = |mm, op, word, value| Op::Hugetlb {
+        mm,
+        op,
+        word,
+        value,
+    };
+    let ops = [
+        h(0, HugeOp::Map, 0, 0),
+        h(0, HugeOp::Read, 1, 0),
+        h(0, HugeOp::Write, 0, 0x51),
+        h(0, HugeOp::Write, 2, 0x52),
+        Op::Fork { mm: 0 },
+        h(1, HugeOp::Write, 0, 0x53),
+        h(0, HugeOp::Read, 0, 0),
+        h(1, HugeOp::Read, 2, 0),
+        h(0, HugeOp::Protect, 1, 0x54),
+        h(0, HugeOp::Write, 1, 0x55),
+        h(1, HugeOp::DontNeed, 0, 0),
+        h(1, HugeOp::Read, 0, 0),
+        h(0, HugeOp::Unmap, 0, 0),
+        h(0, HugeOp::Read, 0, 0),
+        h(0, HugeOp::Map, 0, 0),
+        h(0, HugeOp::Write, 1, 0x56),
+        Op::Exit { mm: 1 },
+        h(0, HugeOp::Read, 1, 0),
+        Op::Exit { mm: 0 },
+    ];
+    for era in ERAS {
+        let stats = run(era, &init, &ops);
+        assert_eq!(stats.hugetlb_ops, 16, "{era:?}");
     }
 }

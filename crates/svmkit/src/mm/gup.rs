@@ -65,8 +65,9 @@ bitflags! {
         /// here the caller says it.
         const REMOTE = 1 << 13;
         /// FOLL_SPLIT_PMD: split a PMD-mapped THP and return its pages through PTEs.
-        /// (Linux refuses it on hugetlb VMAs with `EOPNOTSUPP`; the model has no
-        /// hugetlb.)
+        /// On a hugetlb VMA it depends on the era: ignored (before 6.10), a
+        /// `split_huge_pmd()` on the hugetlb PMD (6.10 to 6.14.1), `EOPNOTSUPP` (fixes v2
+        /// 01/17), see [`Profile::gup_hugetlb_honours_split_pmd`](crate::Profile).
         const SPLIT_PMD = 1 << 11;
         /// FOLL_LONGTERM: the pin may be held indefinitely. Accepted with PIN and
         /// otherwise ignored: the model has no ZONE_MOVABLE/CMA to migrate out of, and
@@ -148,10 +149,18 @@ fn check_gup_flags(flags: GupFlags) -> Result<(), Errno> {
 }
 
 /// Whether `vma` may be accessed as `flags` asks. The model has no VM_IO/VM_PFNMAP,
-/// secretmem, shadow stacks or FOLL_FORCE, so only the permission bits matter.
+/// secretmem, shadow stacks or FOLL_FORCE, so only the permission bits matter, and,
+/// with [`Profile::gup_rejects_split_pmd_on_hugetlb`](crate::Profile) (fixes v2 01/17,
+/// CVE-2025-22034), `FOLL_SPLIT_PMD` on a hugetlb VMA (`EOPNOTSUPP`).
 ///
 /// Linux: `check_vma_flags()`.
-fn check_vma_flags(vma: &Vma, flags: GupFlags) -> Result<(), Errno> {
+fn check_vma_flags(vma: &Vma, flags: GupFlags, profile: &crate::Profile) -> Result<(), Errno> {
+    if flags.contains(GupFlags::SPLIT_PMD)
+        && vma.is_hugetlb()
+        && profile.gup_rejects_split_pmd_on_hugetlb
+    {
+        return Err(Errno::EOPNOTSUPP);
+    }
     let need = if flags.contains(GupFlags::WRITE) {
         VmFlags::WRITE
     } else {
@@ -375,7 +384,7 @@ impl Mm {
         // Linux: "first iteration or cross vma bound".
         if vma.as_ref().is_none_or(|v| !v.contains(addr)) {
             let found = guard.find(addr).cloned().ok_or(Stop::Err(Errno::EFAULT))?;
-            check_vma_flags(&found, flags).map_err(Stop::Err)?;
+            check_vma_flags(&found, flags, self.profile()).map_err(Stop::Err)?;
             *vma = Some(found);
         }
         let Some(vma) = vma.as_ref() else {
@@ -447,6 +456,9 @@ impl Mm {
     /// Linux: `follow_page_mask()` → `follow_pmd_mask()` → `follow_page_pte()` /
     /// `follow_huge_pmd()`.
     fn follow_page(&self, vma: &Vma, addr: VirtAddr, flags: GupFlags) -> Follow {
+        if vma.is_hugetlb() {
+            return self.follow_hugetlb(addr, flags);
+        }
         match self.pmd_get_lockless(addr) {
             // Linux: no_page_table() → NULL → fault.
             pmd @ Pmd::None => Follow::Fault {
@@ -464,6 +476,45 @@ impl Mm {
                 }
             }
             Pmd::Huge(_) => self.follow_huge_pmd(addr, flags),
+        }
+    }
+
+    /// [`follow_page`](Self::follow_page) in a hugetlb VMA. Before 6.10 the hugetlb walk
+    /// ignores `FOLL_SPLIT_PMD` and returns the subpage; from 6.10 the generic walk
+    /// calls `split_huge_pmd()` on the hugetlb PMD, whose `pmdp_huge_clear_flush()`
+    /// trips page_table_check's `BUG()` (spec 4.12, 8 item 19): the model reports it
+    /// as a bad page and fails the GUP with `EFAULT`, leaving the PMD as it was
+    /// (Linux oopses in the caller, docs/ARCHITECTURE.md 46). A non-present entry
+    /// (the 5.14 conversion's, spec 8 item 20) makes Linux retry `hugetlb_fault()`
+    /// forever, which returns without changing it; the model reports that livelock
+    /// and fails with `EFAULT`.
+    ///
+    /// Linux: `follow_hugetlb_page()` (before 6.10), `follow_page_mask()` →
+    /// `follow_pmd_mask()` (from 6.10).
+    fn follow_hugetlb(&self, addr: VirtAddr, flags: GupFlags) -> Follow {
+        match self.huge_ptep_get(addr) {
+            super::HugePte::None => Follow::Fault {
+                unshare: false,
+                seen: Seen::Pmd(Pmd::None),
+            },
+            super::HugePte::NonPresent(e) => {
+                self.mem.report_bad(
+                    e.pfn().unwrap_or(Pfn::new(0)),
+                    "GUP livelock: hugetlb_fault() leaves a non-present hugetlb entry",
+                );
+                Follow::Err(Errno::EFAULT)
+            }
+            super::HugePte::Present(h)
+                if flags.contains(GupFlags::SPLIT_PMD)
+                    && self.profile().gup_hugetlb_honours_split_pmd =>
+            {
+                self.mem.report_bad(
+                    h.pfn,
+                    "page_table_check BUG: split_huge_pmd() on a hugetlb PMD (FOLL_SPLIT_PMD)",
+                );
+                Follow::Err(Errno::EFAULT)
+            }
+            super::HugePte::Present(_) => self.follow_huge_pmd(addr, flags),
         }
     }
 

@@ -92,7 +92,7 @@ impl PhysMem {
 
 impl Vma {
     /// Whether a PMD-sized THP may back `haddr` (2 MiB-aligned) in this VMA: private
-    /// anonymous, allowed by the policy and the VMA's advice, and the whole 2 MiB
+    /// anonymous and not hugetlb, allowed by the policy and the VMA's advice, and the whole 2 MiB
     /// inside the VMA.
     ///
     /// Linux: `thp_vma_allowable_order()` + `thp_vma_suitable_order()`.
@@ -103,6 +103,7 @@ impl Vma {
             ThpMode::Never => false,
         };
         allowed
+            && !self.flags.contains(VmFlags::HUGETLB)
             && self.shmem().is_none()
             && self.is_accessible()
             && haddr >= self.start()

@@ -142,6 +142,7 @@ impl Mm {
     /// Linux: `thp_vma_allowable_order()` + `hugepage_vma_revalidate()`.
     fn collapse_vma_ok(&self, vma: &Vma, haddr: VirtAddr, cc: CollapseControl) -> bool {
         let fits = vma.shmem().is_none()
+            && !vma.is_hugetlb()
             && vma.is_accessible()
             && haddr >= vma.start()
             && haddr.raw() + PMD_SIZE <= vma.end().raw()
@@ -613,7 +614,9 @@ impl MmUser {
             let Some(vma) = tree.find(start) else {
                 return Err(Errno::ENOMEM);
             };
-            if vma.shmem().is_some() || vma.flags.contains(VmFlags::NOHUGEPAGE) {
+            // Linux: thp_vma_allowable_order() refuses hugetlb VMAs.
+            if vma.shmem().is_some() || vma.flags.intersects(VmFlags::NOHUGEPAGE | VmFlags::HUGETLB)
+            {
                 return Err(Errno::EINVAL);
             }
         }

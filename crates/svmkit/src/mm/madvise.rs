@@ -14,7 +14,7 @@ use super::mm_types::{Mm, MmUser};
 use super::mmap::page_align;
 use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
 use super::page::PageFlags;
-use super::pgtable::{Pte, PteFlags};
+use super::pgtable::{PMD_SIZE, Pte, PteFlags};
 use super::vma::{VmFlags, VmaTree};
 use crate::error::Errno;
 use crate::types::{PAGE_SIZE, VirtAddr};
@@ -145,11 +145,22 @@ impl MmUser {
             Advice::DontNeed => {
                 let tree = self.mmap_read_lock();
                 let (ranges, covered) = pieces(&tree);
-                for (s, e, flags) in ranges {
+                for (s, mut e, flags) in ranges {
                     // Linux: madvise_dontneed_free_valid_vma() → can_madv_lru_vma():
                     // not on mlocked memory.
                     if flags.contains(VmFlags::LOCKED) {
                         return Err(Errno::EINVAL);
+                    }
+                    // Linux: the same function on a hugetlb VMA: the start must be
+                    // 2 MiB aligned, the end is aligned down.
+                    if flags.contains(VmFlags::HUGETLB) {
+                        if !s.raw().is_multiple_of(PMD_SIZE) {
+                            return Err(Errno::EINVAL);
+                        }
+                        e = VirtAddr::new_truncate(e.raw() & !(PMD_SIZE - 1));
+                        if e <= s {
+                            continue;
+                        }
                     }
                     // Linux: zap_page_range_single(), one Clear range per VMA piece.
                     let range =
@@ -166,7 +177,7 @@ impl MmUser {
                 for (s, e, flags) in ranges {
                     // Linux: can_madv_lru_vma() (madvise_pageout(), madvise_cold(),
                     // madvise_dontneed_free_valid_vma()).
-                    if flags.contains(VmFlags::LOCKED) {
+                    if flags.intersects(VmFlags::LOCKED | VmFlags::HUGETLB) {
                         return Err(Errno::EINVAL);
                     }
                     match advice {
@@ -199,8 +210,9 @@ impl MmUser {
                 let mut tree = self.mmap_write_lock();
                 let (ranges, covered) = pieces(&tree);
                 for (s, e, flags) in ranges {
-                    // Linux: ksm_madvise() leaves shared VMAs alone (no error).
-                    if flags.contains(VmFlags::SHARED) {
+                    // Linux: ksm_madvise() leaves shared and hugetlb VMAs alone (no
+                    // error).
+                    if flags.intersects(VmFlags::SHARED | VmFlags::HUGETLB) {
                         continue;
                     }
                     // Linux: madvise_update_vma() splits the VMA, and __split_vma()
@@ -223,6 +235,8 @@ impl MmUser {
                     (VmFlags::NOHUGEPAGE, VmFlags::HUGEPAGE)
                 };
                 let mut tree = self.mmap_write_lock();
+                // Linux: the VMA split refuses to cut a hugetlb VMA off 2 MiB.
+                super::hugetlb::check_hugetlb_split(&tree, start, end)?;
                 let (ranges, covered) = pieces(&tree);
                 for (s, e, _) in ranges {
                     self.vma_adjust_trans_huge(s, e);

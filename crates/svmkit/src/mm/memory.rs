@@ -134,6 +134,10 @@ impl Mm {
         let _ = &guard;
         self.stats().faults.fetch_add(1, Ordering::Relaxed);
         let addr = addr.page_align_down();
+        // Linux: handle_mm_fault() hands hugetlb VMAs to hugetlb_fault().
+        if vma.is_hugetlb() {
+            return self.hugetlb_fault(guard, vma, addr, flags);
+        }
         // Both anonymous write paths (first touch, COW copy) put a new folio under the
         // VMA's anon_vma; make sure it has one (Linux: vmf_anon_prepare()).
         let anon =
@@ -817,6 +821,10 @@ impl Mm {
     /// Linux: `unmap_page_range()` → `zap_pte_range()`.
     #[doc(alias = "zap_pte_range")]
     pub(crate) fn unmap_page_range(&self, start: VirtAddr, end: VirtAddr, vm_flags: VmFlags) {
+        // Linux: unmap_single_vma() → __unmap_hugepage_range() for hugetlb VMAs.
+        if vm_flags.contains(VmFlags::HUGETLB) {
+            return self.unmap_hugepage_range(start, end);
+        }
         // Linux: zap_pmd_range(): a huge PMD wholly inside goes at once, one partly
         // inside is split first.
         self.for_each_huge_pmd(start, end, |haddr, whole| {
@@ -920,6 +928,9 @@ impl Mm {
         // private to copy, and shared memory is faulted in afresh by the child.
         if src_vma.anon_vma().is_none() || src_vma.shmem().is_some() {
             return Ok(());
+        }
+        if src_vma.is_hugetlb() {
+            return self.copy_hugetlb_page_range(dst, dst_vma, src_vma);
         }
         let (start, end) = (src_vma.start().raw(), src_vma.end().raw());
         let _range = src_vma.is_cow_mapping().then(|| {

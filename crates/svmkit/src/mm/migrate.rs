@@ -107,7 +107,12 @@ impl PhysMem {
         if !self.folio_try_get(folio) {
             return Err(Errno::EINVAL);
         }
-        if !self.folio_test(folio, PageFlags::ANON) || self.page_folio(folio.head()) != Ok(folio) {
+        // Deviation (docs/ARCHITECTURE.md 46): hugetlb migration
+        // (migrate_hugetlbs()) is not modelled.
+        if !self.folio_test(folio, PageFlags::ANON)
+            || self.folio_test_hugetlb(folio)
+            || self.page_folio(folio.head()) != Ok(folio)
+        {
             self.folio_put(folio);
             return Err(Errno::EINVAL);
         }

@@ -314,7 +314,9 @@ impl Mm {
             return;
         };
         let new = (old - VM_LOCKED_MASK) | lock;
-        if new == old {
+        // Linux: "don't set VM_LOCKED or VM_LOCKONFAULT and don't count" for hugetlb
+        // VMAs (their pages are never reclaimed anyway).
+        if new == old || old.contains(VmFlags::HUGETLB) {
             return;
         }
         // Linux: vma_modify_flags() splits the VMA, and __split_vma() splits a huge

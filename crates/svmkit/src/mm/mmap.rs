@@ -8,6 +8,7 @@ use bitflags::bitflags;
 
 use super::mm_types::{Mm, MmUser};
 use super::mmu_notifier::{MmuNotifierEvent, MmuNotifierRange};
+use super::pgtable::PMD_SIZE;
 use super::shmem::Shmem;
 use super::vma::{VmFlags, Vma, VmaTree};
 use crate::error::Errno;
@@ -69,6 +70,9 @@ bitflags! {
         const POPULATE = 0x8000;
         /// MAP_FIXED_NOREPLACE: like MAP_FIXED but fail with EEXIST instead of replacing.
         const FIXED_NOREPLACE = 0x10_0000;
+        /// MAP_HUGETLB: back the mapping with 2 MiB hugetlb folios (`mm/hugetlb.rs`);
+        /// private only in the model.
+        const HUGETLB = 0x4_0000;
     }
 }
 
@@ -144,8 +148,15 @@ impl MmUser {
         if len == 0 {
             return Err(Errno::EINVAL);
         }
-        let len = match page_align(len) {
-            Some(l) if l != 0 => l,
+        let hugetlb = flags.contains(MapFlags::HUGETLB);
+        // Linux: ksys_mmap_pgoff() rounds a MAP_HUGETLB length up to the huge page
+        // size; the model has no shared hugetlb (docs/ARCHITECTURE.md 46).
+        let align = if hugetlb { PMD_SIZE } else { PAGE_SIZE };
+        if hugetlb && flags.bits() & MAP_TYPE == MapFlags::SHARED.bits() {
+            return Err(Errno::EINVAL);
+        }
+        let len = match len.checked_next_multiple_of(align) {
+            Some(l) if l != 0 && (hugetlb || page_align(len).is_some()) => l,
             _ => return Err(Errno::ENOMEM),
         };
         let fixed = flags.intersects(MapFlags::FIXED | MapFlags::FIXED_NOREPLACE);
@@ -156,7 +167,9 @@ impl MmUser {
             if len > TASK_SIZE || addr > TASK_SIZE - len {
                 return Err(Errno::ENOMEM);
             }
-            if !addr.is_multiple_of(PAGE_SIZE) {
+            // Linux: hugetlb_get_unmapped_area() → prepare_hugepage_range() wants a
+            // 2 MiB-aligned fixed address.
+            if !addr.is_multiple_of(align) {
                 return Err(Errno::EINVAL);
             }
             if addr < MMAP_MIN_ADDR {
@@ -170,9 +183,12 @@ impl MmUser {
             if busy && flags.contains(MapFlags::FIXED_NOREPLACE) {
                 return Err(Errno::EEXIST);
             }
+            if busy {
+                super::hugetlb::check_hugetlb_split(&tree, s, e)?;
+            }
             (s, busy)
         } else {
-            (self.get_unmapped_area(&tree, addr, len)?, false)
+            (self.get_unmapped_area(&tree, addr, len, align)?, false)
         };
         // Linux: do_mmap()'s `switch (flags & MAP_TYPE)` for anonymous memory, after
         // the address was chosen; unknown bits outside MAP_TYPE are ignored.
@@ -191,6 +207,19 @@ impl MmUser {
         let mut vm_flags = vm_flags_for(prot, shared) | self.def_flags();
         if flags.contains(MapFlags::LOCKED) {
             vm_flags |= VmFlags::LOCKED;
+        }
+        if hugetlb {
+            // Linux: mmap_region() clears VM_LOCKED_MASK on hugetlb VMAs (they are not
+            // counted as locked); the populate below still runs.
+            let populate = vm_flags & (VmFlags::LOCKED | VmFlags::LOCKONFAULT) == VmFlags::LOCKED;
+            vm_flags = (vm_flags - super::vma::VM_LOCKED_MASK) | VmFlags::HUGETLB;
+            let vma = Vma::new(start, end, vm_flags);
+            tree.insert(vma);
+            drop(tree);
+            if populate || flags.contains(MapFlags::POPULATE) {
+                let _ = self.mm_populate(start.raw(), len, true);
+            }
+            return Ok(start);
         }
         let vma = if shared {
             // Linux: shmem_zero_setup() gives the mapping its own shmem object.
@@ -230,6 +259,9 @@ impl MmUser {
             VirtAddr::new_truncate((addr + len).min(TASK_SIZE)),
         );
         let mut tree = self.mmap_write_lock();
+        // Linux: the split at either end fails for a hugetlb VMA cut off 2 MiB
+        // (hugetlb_vm_op_split()), and so does the munmap.
+        super::hugetlb::check_hugetlb_split(&tree, start, end)?;
         self.do_munmap(&mut tree, start, end);
         Ok(())
     }
@@ -238,19 +270,41 @@ impl MmUser {
     /// free, else top-down below [`MMAP_BASE`].
     ///
     /// Linux: `get_unmapped_area()` → `arch_get_unmapped_area_topdown()`.
-    fn get_unmapped_area(&self, tree: &VmaTree, hint: u64, len: u64) -> Result<VirtAddr, Errno> {
+    fn get_unmapped_area(
+        &self,
+        tree: &VmaTree,
+        hint: u64,
+        len: u64,
+        align: u64,
+    ) -> Result<VirtAddr, Errno> {
         if len > TASK_SIZE {
             return Err(Errno::ENOMEM);
         }
         if hint != 0
-            && let Some(h) = page_align(hint).map(|h| h.max(MMAP_MIN_ADDR))
+            && let Some(h) = hint
+                .checked_next_multiple_of(align)
+                .map(|h| h.max(MMAP_MIN_ADDR).next_multiple_of(align))
             && h <= TASK_SIZE - len
             && tree.is_free(VirtAddr::new_truncate(h), VirtAddr::new_truncate(h + len))
         {
             return Ok(VirtAddr::new_truncate(h));
         }
-        tree.gap_top_down(len, MMAP_MIN_ADDR, MMAP_BASE)
-            .ok_or(Errno::ENOMEM)
+        if align == PAGE_SIZE {
+            return tree
+                .gap_top_down(len, MMAP_MIN_ADDR, MMAP_BASE)
+                .ok_or(Errno::ENOMEM);
+        }
+        // Linux: hugetlb_get_unmapped_area() asks the top-down search for an aligned
+        // start; the model finds a gap with room to align in and takes its highest
+        // aligned start.
+        let room = len.checked_add(align - PAGE_SIZE).ok_or(Errno::ENOMEM)?;
+        let gap = tree
+            .gap_top_down(room, MMAP_MIN_ADDR, MMAP_BASE)
+            .ok_or(Errno::ENOMEM)?;
+        let top = (gap.raw() + room - len) & !(align - 1);
+        Ok(VirtAddr::new_truncate(
+            top.max(gap.raw().next_multiple_of(align)),
+        ))
     }
 }
 

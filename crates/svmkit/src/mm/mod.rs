@@ -12,6 +12,7 @@
 //! | `pgtable.rs` | `arch/x86/include/asm/pgtable*.h` | entries: [`Pte`], [`Pmd`], encode/decode |
 //! | `pagewalk.rs` | `mm/pagewalk.c`, `mm/pgtable-generic.c` | walking, populating, locking (split PTLs) and freeing tables |
 //! | `huge_memory.rs` | `mm/huge_memory.c` | THP: huge PMD faults, split, zap, mprotect, fork, COW |
+//! | `hugetlb.rs` | `mm/hugetlb.c` | `MAP_HUGETLB` private mappings: 2 MiB folios mapped by one PMD, their faults, COW, zap, fork, mprotect |
 //! | `khugepaged.rs` | `mm/khugepaged.c` | collapsing 512 PTEs into a PMD-mapped THP: the khugepaged scan, `MADV_COLLAPSE` |
 //! | `memory.rs` | `mm/memory.c` | faults (`handle_mm_fault`, `do_anonymous_page`, `do_wp_page`, `do_swap_page`) and zap |
 //! | `rmap.rs` | `mm/rmap.c`, `mm/page_vma_mapped.c` | mapcounts, anon_vmas, `rmap_walk`, `page_vma_mapped_walk` |
@@ -42,6 +43,7 @@ mod free_list;
 mod gup;
 mod hmm;
 mod huge_memory;
+mod hugetlb;
 mod khugepaged;
 mod ksm;
 mod madvise;
@@ -73,6 +75,7 @@ pub use folio::{Folio, FolioLockGuard};
 pub use gup::{GUP_PIN_COUNTING_BIAS, GupFlags};
 pub use hmm::{HmmPfn, HmmRange};
 pub use huge_memory::{HPAGE_PMD_NR, HPAGE_PMD_SIZE, ThpMode};
+pub use hugetlb::{HUGETLB_PAGE_SIZE, HugePte};
 pub use khugepaged::{
     KHUGEPAGED_MAX_PTES_NONE, KHUGEPAGED_MAX_PTES_SHARED, KHUGEPAGED_MAX_PTES_SWAP, ScanResult,
 };

@@ -61,6 +61,9 @@ impl MmUser {
         };
         let new_access = prot_to_vm(prot);
         let mut tree = self.mmap_write_lock();
+        // Linux: vma_modify_flags() → split_vma() → hugetlb_vm_op_split(): EINVAL
+        // when a hugetlb VMA would be cut off 2 MiB.
+        super::hugetlb::check_hugetlb_split(&tree, start, end)?;
         if !grows.is_empty() {
             // Linux: the first VMA in the range must exist; PROT_GROWSDOWN then needs
             // VM_GROWSDOWN, PROT_GROWSUP a VMA starting at or below `start` and
@@ -151,6 +154,15 @@ impl Mm {
         end: VirtAddr,
         prot_numa: bool,
     ) -> u64 {
+        // Linux: change_protection() → hugetlb_change_protection(); task_numa_work()
+        // skips hugetlb VMAs.
+        if vma.is_hugetlb() {
+            return if prot_numa {
+                0
+            } else {
+                self.hugetlb_change_protection(vma, start, end)
+            };
+        }
         let prot = if prot_numa {
             PteFlags::PROTNONE
         } else {

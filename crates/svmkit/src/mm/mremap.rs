@@ -91,6 +91,15 @@ impl MmUser {
             return Err(Errno::EINVAL);
         }
         let maymove = flags.contains(MremapFlags::MAYMOVE);
+        // Linux 5.14: vma_to_resize() refuses hugetlb VMAs with EINVAL (later kernels
+        // move 2 MiB-aligned ones; the model does not, docs/ARCHITECTURE.md 46).
+        if VirtAddr::try_new(old_addr)
+            .ok()
+            .and_then(|a| self.mmap_read_lock().find(a).map(|v| v.is_hugetlb()))
+            == Some(true)
+        {
+            return Err(Errno::EINVAL);
+        }
         if flags.contains(MremapFlags::FIXED) && !maymove {
             return Err(Errno::EINVAL);
         }

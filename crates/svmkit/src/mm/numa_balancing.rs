@@ -48,6 +48,10 @@ impl MmUser {
             if !vma.is_accessible() {
                 continue;
             }
+            // Linux: task_numa_work() skips is_vm_hugetlb_page() VMAs.
+            if vma.is_hugetlb() {
+                continue;
+            }
             let (s, e) = (vma.start().max(start), vma.end().min(end));
             changed += self.change_prot_numa(vma, s, e);
         }

@@ -53,6 +53,10 @@ bitflags! {
         /// out if it is still clean, and makes it swap-backed again if it is dirty.
         /// Head page only.
         const LAZYFREE = 1 << 13;
+        /// The folio is a hugetlb folio (head page only; Linux: `folio_test_hugetlb()`,
+        /// the page type `PGTY_hugetlb`). Never on an LRU: reclaim, migration,
+        /// page_idle and DAMON leave it alone.
+        const HUGETLB = 1 << 14;
     }
 }
 

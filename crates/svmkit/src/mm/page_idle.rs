@@ -55,6 +55,10 @@ impl PhysMem {
             return None;
         }
         let folio = self.page_folio(pfn).ok()?;
+        // hugetlb folios are never on an LRU (Linux: folio_test_lru() fails).
+        if self.folio_test_hugetlb(folio) {
+            return None;
+        }
         let user = self.folio_test(folio, PageFlags::ANON)
             || self
                 .page(folio.head())

@@ -643,7 +643,9 @@ impl Mm {
                     return Err(e);
                 }
             };
-            if !mem.folio_test(folio, PageFlags::ANON) {
+            // Linux: "!folio_test_anon(folio) || folio_test_hugetlb(folio)" (fixes v2
+            // 02/17 came with this API: no kernel has one without the other).
+            if !mem.folio_test(folio, PageFlags::ANON) || mem.folio_test_hugetlb(folio) {
                 mem.folio_put(folio);
                 return Err(Errno::EOPNOTSUPP);
             }
@@ -869,7 +871,10 @@ impl Mm {
         owner: Option<Owner>,
     ) -> bool {
         let mem = &self.mem;
-        if !mem.folio_test(folio, PageFlags::ANON) {
+        let hugetlb = mem.folio_test_hugetlb(folio);
+        if !mem.folio_test(folio, PageFlags::ANON)
+            || (hugetlb && self.profile().exclusive_rejects_hugetlb)
+        {
             return false;
         }
         let (mut valid, mut ok) = (false, true);
@@ -885,9 +890,25 @@ impl Mm {
             let walked = hit
                 .mm
                 .page_vma_mapped_walk(folio, &hit.vma, hit.address, |found| {
-                    let PvmwHit::Pte { ptl, addr: at, pte } = found else {
-                        // A PMD-level hit cannot happen after FOLL_SPLIT_PMD (Linux: VM_BUG_ON).
-                        return ControlFlow::Continue(());
+                    let (ptl, at, pte) = match found {
+                        PvmwHit::Pte { ptl, addr, pte } => (ptl, addr, pte),
+                        // A hugetlb PMD, which GUP did not split before 6.10: Linux's
+                        // walk hands it over as a pte_t * (spec 8 item 20).
+                        PvmwHit::Pmd { addr: at, pmd } if hugetlb => {
+                            let write = hit.mm.hugetlb_convert_as_pte(
+                                folio,
+                                at,
+                                pmd,
+                                !hit.mm.profile().mapcount_kept_on_entry,
+                            );
+                            if hit.mm.id() == self.id() && at == addr && write {
+                                valid = true;
+                            }
+                            return ControlFlow::Continue(());
+                        }
+                        // A THP's PMD-level hit cannot happen after FOLL_SPLIT_PMD
+                        // (Linux: VM_BUG_ON).
+                        PvmwHit::Pmd { .. } => return ControlFlow::Continue(()),
                     };
                     let Pte::Present(p) = pte else {
                         // Already exclusive (or another entry): fail, keep what was done.

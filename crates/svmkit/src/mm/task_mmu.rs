@@ -22,9 +22,14 @@ impl MmUser {
     pub fn clear_refs_soft_dirty(&self) {
         let mut tree = self.mmap_write_lock();
         let pieces: Vec<_> = tree.iter().map(|v| (v.start(), v.end())).collect();
-        for (s, e) in &pieces {
+        let hugetlb: Vec<_> = tree.iter().map(|v| v.is_hugetlb()).collect();
+        for ((s, e), hugetlb) in pieces.iter().zip(hugetlb) {
             // THPs go to PTEs first; the model tracks soft-dirty per 4 KiB page.
-            self.for_each_huge_pmd(*s, *e, |haddr, _| self.split_huge_pmd_address(haddr));
+            // hugetlb mappings are left as they are (Linux: clear_refs_walk_ops has
+            // no hugetlb_entry, so the walk skips them).
+            if !hugetlb {
+                self.for_each_huge_pmd(*s, *e, |haddr, _| self.split_huge_pmd_address(haddr));
+            }
             tree.update_flags(*s, *e, |f| f - VmFlags::SOFTDIRTY);
         }
         let range = MmuNotifierRange::new(self, MmuNotifierEvent::SoftDirty, 0, u64::MAX)

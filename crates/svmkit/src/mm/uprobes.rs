@@ -62,6 +62,11 @@ impl MmUser {
         let mem = self.mem();
         loop {
             let mut guard = self.mmap_read_lock();
+            // Deviation (docs/ARCHITECTURE.md 46): uprobes replace 4 KiB pages, which
+            // a hugetlb mapping does not have (Linux's probed text is never hugetlb).
+            if guard.find(va).is_some_and(|v| v.is_hugetlb()) {
+                return Err(Errno::EINVAL);
+            }
             let (old_page, vma) =
                 self.get_user_page(&mut guard, page_addr, GupFlags::GET | GupFlags::SPLIT_PMD)?;
             let put_old = || mem.put_page(old_page);

@@ -41,6 +41,12 @@ impl MmUser {
         if !tree.covers(start, end) {
             return Err(Errno::ENOENT);
         }
+        // Deviation (docs/ARCHITECTURE.md 46): Linux write-protects hugetlb PMDs too
+        // (hugetlb_change_protection() with MM_CP_UFFD_WP); the model has no uffd-wp
+        // bit on hugetlb mappings.
+        if tree.intersecting(start, end).any(|v| v.is_hugetlb()) {
+            return Err(Errno::EINVAL);
+        }
         self.for_each_huge_pmd(start, end, |haddr, _| self.split_huge_pmd_address(haddr));
         // Linux 6.3 on: uffd_wp_range() adds MM_CP_TRY_CHANGE_WRITABLE when resolving
         // in a private writable VMA (vma_wants_manual_pte_write_upgrade()).

@@ -46,6 +46,9 @@ bitflags! {
         /// faulted in, not populated up front (`mlock2(MLOCK_ONFAULT)`,
         /// `mlockall(MCL_ONFAULT)`).
         const LOCKONFAULT = 1 << 19;
+        /// VM_HUGETLB (0x400000): a `MAP_HUGETLB` mapping backed by 2 MiB hugetlb
+        /// folios (`mm/hugetlb.rs`); its pages are never split to PTEs.
+        const HUGETLB = 1 << 22;
         /// VM_SOFTDIRTY: soft-dirty tracking is off for this VMA (every page counts as
         /// soft-dirty); set at mmap, cleared by clear_refs.
         const SOFTDIRTY = 1 << 27;
@@ -272,7 +275,10 @@ impl Vma {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         };
-        self.end == next.start
+        // Linux: hugetlb VMAs carry VM_DONTEXPAND (hugetlbfs_file_mmap()), part of
+        // VM_SPECIAL, which is_mergeable_vma() refuses.
+        !self.flags.contains(VmFlags::HUGETLB)
+            && self.end == next.start
             && (self.flags ^ next.flags)
                 .difference(VmFlags::SOFTDIRTY)
                 .is_empty()
