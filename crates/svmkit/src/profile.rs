@@ -498,6 +498,7 @@ pub const SWITCHES: [Switch; 23] = [
         name: "restore_check_misplaced_not",
         get: |p| p.restore_check_misplaced_not,
         set: |p, v| p.restore_check_misplaced_not = v,
+    },
     // issue 19: hugetlb
     Switch {
         name: "gup_hugetlb_honours_split_pmd",
