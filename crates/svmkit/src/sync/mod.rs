@@ -51,6 +51,7 @@
 //! [shuttle]: https://docs.rs/shuttle
 
 mod mmap_lock;
+mod coop;
 pub(crate) mod mode;
 mod mutex;
 mod raw;
