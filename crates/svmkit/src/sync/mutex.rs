@@ -4,7 +4,8 @@
 //! # Representation
 //!
 //! A [`Mutex`] keeps its data in a `std::sync::Mutex` in both backends. Inside an
-//! exploration it also has a boxed shuttle `Mutex<()>`, the *gate*: `lock` takes the
+//! exploration it also has a boxed cooperative lock word (`coop::CoopLock`), the
+//! *gate*: `lock` takes the
 //! gate first (the scheduling point, where shuttle blocks, interleaves and detects
 //! deadlocks) and then the std mutex, which nothing else can hold at that moment, so
 //! that never waits. On OS threads the gate is absent (a null pointer) and the std
