@@ -6,7 +6,9 @@
 //! Each primitive is either `std`'s or [shuttle]'s, decided at **run time** from the
 //! context it is created in: inside a shuttle execution (the closure given to
 //! [`check::explore`](crate::check::explore) or [`check::replay`](crate::check::replay),
-//! or any other shuttle runner's) it is shuttle's, so every lock operation (and every
+//! or any other shuttle runner's) it is shuttle's (svmkit's cooperative locks on
+//! shuttle's engine, `coop.rs`: one scheduling point per lock operation), so every
+//! lock operation (and every
 //! explicit [`yield_now`]) is a scheduling point that the explorer can interleave
 //! differently on each schedule; anywhere else it is std's and the model runs on OS
 //! threads. [`in_explorer`] says which context the caller is in. So one build of the
@@ -32,7 +34,7 @@
 //!   [`WaitQueue`] and [`MmapLock`], which every PTL, folio and mmap lock goes through,
 //!   are written once over a backend trait and monomorphised for each backend: an
 //!   operation dispatches once, then runs on plain std primitives. [`Mutex`] keeps its
-//!   data in a std mutex in both backends, behind a boxed shuttle "gate" inside
+//!   data in a std mutex in both backends, behind a boxed cooperative "gate" inside
 //!   explorations, so its guard dereferences without a branch. `benches/sync.rs`
 //!   measures each against raw std primitives.
 //!
@@ -51,6 +53,7 @@
 //! [shuttle]: https://docs.rs/shuttle
 
 mod mmap_lock;
+mod coop;
 pub(crate) mod mode;
 mod mutex;
 mod raw;

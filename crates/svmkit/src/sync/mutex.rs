@@ -4,7 +4,8 @@
 //! # Representation
 //!
 //! A [`Mutex`] keeps its data in a `std::sync::Mutex` in both backends. Inside an
-//! exploration it also has a boxed shuttle `Mutex<()>`, the *gate*: `lock` takes the
+//! exploration it also has a boxed cooperative lock word (`coop::CoopLock`), the
+//! *gate*: `lock` takes the
 //! gate first (the scheduling point, where shuttle blocks, interleaves and detects
 //! deadlocks) and then the std mutex, which nothing else can hold at that moment, so
 //! that never waits. On OS threads the gate is absent (a null pointer) and the std
@@ -23,7 +24,8 @@ use std::ops::{Deref, DerefMut};
 use std::sync::TryLockError;
 
 use super::mode::{self, Backend};
-use super::raw::{Dual, DualRef, Explored, Raw, ShuttleRaw, StdRaw};
+use super::coop::{CoopCondvar, CoopLock, data_behind_lock};
+use super::raw::{Dual, DualRef, Explored, Raw, StdRaw};
 
 /// A mutual-exclusion lock (Linux: a `mutex` or a `spinlock_t`; the model does not
 /// distinguish sleeping from spinning, only who may run).
@@ -40,7 +42,7 @@ use super::raw::{Dual, DualRef, Explored, Raw, ShuttleRaw, StdRaw};
 // line per lock).
 #[repr(C)]
 pub struct Mutex<T> {
-    gate: Option<Box<Explored<shuttle::sync::Mutex<()>>>>,
+    gate: Option<Box<Explored<CoopLock>>>,
     data: std::sync::Mutex<T>,
 }
 
@@ -56,13 +58,7 @@ pub struct MutexGuard<'a, T: 'a> {
 /// inlined on the OS-thread path (a null test), with the release out of line.
 /// `None` also for a shuttle mutex taken without its gate by the only task of an
 /// execution ([`mode::single_task`]).
-struct Gate<'a, T>(Option<Box<GateHold<'a, T>>>);
-
-/// A held gate, and the data lock it protects (to re-take it after a condvar wait).
-struct GateHold<'a, T> {
-    guard: shuttle::sync::MutexGuard<'a, ()>,
-    data: &'a std::sync::Mutex<T>,
-}
+struct Gate<'a, T>(Option<&'a Mutex<T>>);
 
 impl<T> Drop for Gate<'_, T> {
     #[inline]
@@ -75,8 +71,8 @@ impl<T> Drop for Gate<'_, T> {
 
 #[cold]
 #[inline(never)]
-fn release_gate<T>(hold: Box<GateHold<'_, T>>) {
-    drop(hold);
+fn release_gate<T>(held: &Mutex<T>) {
+    held.held_gate().unlock();
     mode::released();
 }
 
@@ -156,13 +152,10 @@ impl<T> Mutex<T> {
             });
         }
         mode::at_scheduling_point();
-        let guard = ShuttleRaw::lock(gate);
+        gate.lock();
         MutexGuard {
             data: relock_behind_gate(&self.data),
-            gate: Gate(Some(Box::new(GateHold {
-                guard,
-                data: &self.data,
-            }))),
+            gate: Gate(Some(self)),
         }
     }
 
@@ -174,17 +167,12 @@ impl<T> Mutex<T> {
             return self.try_lock_data();
         }
         mode::at_scheduling_point();
-        let guard = match gate.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
+        if !gate.try_lock() {
+            return None;
+        }
         Some(MutexGuard {
             data: relock_behind_gate(&self.data),
-            gate: Gate(Some(Box::new(GateHold {
-                guard,
-                data: &self.data,
-            }))),
+            gate: Gate(Some(self)),
         })
     }
 
@@ -207,9 +195,18 @@ impl<T> Mutex<T> {
         })
     }
 
+    /// The gate of a mutex whose guard holds it (checked when it was taken).
+    fn held_gate(&self) -> &CoopLock {
+        &self
+            .gate
+            .as_ref()
+            .expect("a guard holds the gate only of a shuttle mutex")
+            .prim
+    }
+
     /// The gate, after the mixed-use check (which panics for a std mutex: this is
     /// reached for one only inside an exploration).
-    fn gate(&self) -> &shuttle::sync::Mutex<()> {
+    fn gate(&self) -> &CoopLock {
         match &self.gate {
             None => {
                 mode::check_std("Mutex");
@@ -225,25 +222,18 @@ impl<T> Mutex<T> {
 
 #[cold]
 #[inline(never)]
-fn new_gate(exec: u64) -> Box<Explored<shuttle::sync::Mutex<()>>> {
+fn new_gate(exec: u64) -> Box<Explored<CoopLock>> {
     Box::new(Explored {
         exec,
-        prim: ShuttleRaw::mutex(()),
+        prim: CoopLock::new(),
     })
 }
 
 /// The data lock behind a held gate: nobody else can hold it.
 fn relock_behind_gate<T>(data: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match data.try_lock() {
-        Ok(g) => g,
-        Err(TryLockError::Poisoned(e)) => e.into_inner(),
-        // Behind the gate nobody else holds it, unless a task alone in its execution took
-        // it without the gate and still held it when it spawned another.
-        Err(TryLockError::WouldBlock) => panic!(
-            "svmkit::sync: a Mutex taken while its task was alone in the execution was still \
-             held when another task took it; release such locks before spawning"
-        ),
-    }
+    // Behind the gate nobody else holds it, unless a task alone in its execution took
+    // it without the gate and still held it when it spawned another (which panics).
+    data_behind_lock(data)
 }
 
 impl<T: Default> Default for Mutex<T> {
@@ -291,7 +281,7 @@ impl<T: fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
 /// Like [`Mutex`], its backend is fixed when it is created; waiting on it with the
 /// guard of a mutex of the other backend panics.
 pub struct Condvar {
-    inner: Dual<std::sync::Condvar, shuttle::sync::Condvar>,
+    inner: Dual<std::sync::Condvar, CoopCondvar>,
 }
 
 impl Condvar {
@@ -299,7 +289,7 @@ impl Condvar {
     #[inline]
     pub fn new() -> Self {
         Condvar {
-            inner: Dual::new(Backend::current(), StdRaw::condvar, ShuttleRaw::condvar),
+            inner: Dual::new(Backend::current(), StdRaw::condvar, CoopCondvar::new),
         }
     }
 
@@ -312,15 +302,14 @@ impl Condvar {
                 data: StdRaw::wait(c, data),
                 gate,
             },
-            (DualRef::Shuttle(c), Some(mut hold)) => {
+            (DualRef::Shuttle(c), Some(hold)) => {
                 // Behind the gate nobody waits for the data lock: release it, sleep on
-                // the gate (shuttle releases and re-takes it atomically with the
-                // sleep), then take the data lock again, which is free.
+                // the gate (released and re-taken atomically with the sleep), then take
+                // the data lock again, which is free.
                 drop(data);
-                let GateHold { guard, data } = *hold;
-                let guard = ShuttleRaw::wait(c, guard);
-                let relocked = relock_behind_gate(data);
-                *hold = GateHold { guard, data };
+                c.wait_on(hold.held_gate());
+                mode::released();
+                let relocked = relock_behind_gate(&hold.data);
                 gate.0 = Some(hold);
                 MutexGuard {
                     data: relocked,
@@ -349,7 +338,7 @@ impl Condvar {
     pub fn notify_all(&self) {
         match self.inner.get("Condvar") {
             DualRef::Std(c) => StdRaw::notify_all(c),
-            DualRef::Shuttle(c) => ShuttleRaw::notify_all(c),
+            DualRef::Shuttle(c) => c.notify_all(),
         }
     }
 }

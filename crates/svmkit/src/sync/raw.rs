@@ -10,6 +10,7 @@
 use std::ops::DerefMut;
 use std::sync::TryLockError;
 
+use super::coop::{CoopCondvar, CoopGuard, CoopMutex};
 use super::mode::{self, Backend};
 
 /// A backend's mutex, guard and condition variable (non-poisoning use).
@@ -85,25 +86,25 @@ fn lock_std_contended<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T
 }
 
 impl Raw for ShuttleRaw {
-    type Mutex<T> = shuttle::sync::Mutex<T>;
-    type Guard<'a, T: 'a> = shuttle::sync::MutexGuard<'a, T>;
-    type Condvar = shuttle::sync::Condvar;
+    type Mutex<T> = CoopMutex<T>;
+    type Guard<'a, T: 'a> = CoopGuard<'a, T>;
+    type Condvar = CoopCondvar;
 
     fn mutex<T>(value: T) -> Self::Mutex<T> {
-        shuttle::sync::Mutex::new(value)
+        CoopMutex::new(value)
     }
 
     fn condvar() -> Self::Condvar {
-        shuttle::sync::Condvar::new()
+        CoopCondvar::new()
     }
 
     fn lock<T>(m: &Self::Mutex<T>) -> Self::Guard<'_, T> {
         mode::at_scheduling_point();
-        m.lock().unwrap_or_else(|e| e.into_inner())
+        m.lock()
     }
 
     fn wait<'a, T>(c: &Self::Condvar, g: Self::Guard<'a, T>) -> Self::Guard<'a, T> {
-        c.wait(g).unwrap_or_else(|e| e.into_inner())
+        c.wait(g)
     }
 
     fn notify_all(c: &Self::Condvar) {

@@ -1,0 +1,269 @@
+//! The shuttle backend's lock and condition variable, written on shuttle's engine
+//! directly: a task blocks and is made runnable again through the engine's task
+//! states, and each lock operation is one scheduling point.
+//!
+//! # Why not shuttle's own `Mutex` and `Condvar`
+//!
+//! Shuttle runs every task of an execution as a coroutine on one OS thread, so the
+//! code between two scheduling points runs alone: a lock needs no atomic protocol of
+//! its own, only a flag, a list of sleepers and the engine's `block`/`unblock`.
+//! Shuttle's `Mutex` is a semaphore with permits, vector clocks and an
+//! async-`Acquire` future polled by `block_on`; its `Condvar::wait` releases and
+//! re-takes that semaphore with a scheduling point each. The facade's composite locks
+//! ([`WaitQueue`](super::WaitQueue), [`MmapLock`](super::MmapLock)) take such an inner
+//! mutex for every operation, so one PTL or folio lock and unlock cost four of
+//! shuttle's scheduling points (inner lock and inner release, twice) where the model
+//! has two operations. Here each operation is one: [`CoopLock::lock`] and
+//! [`CoopLock::unlock`] each switch once, before they act, as shuttle puts a
+//! scheduling point before every visible operation. So the interleavings the model's
+//! lock operations allow are the same; what is gone are the points *inside* one
+//! composite operation, where no other task could observe anything different (its
+//! state is only touched under that inner lock).
+//!
+//! Deadlocks are still shuttle's to find: a task that blocks here is `Blocked` in the
+//! engine, and when no task is runnable shuttle reports the deadlock with its usual
+//! account.
+
+use std::sync::TryLockError;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use shuttle_engine::runtime::execution::ExecutionState;
+use shuttle_engine::runtime::task::TaskId;
+use shuttle_engine::runtime::thread::continuation::{switch, switch_if_not_stopping};
+
+/// Tasks blocked until something they wait for changes.
+#[derive(Default)]
+struct Sleepers(std::sync::Mutex<Vec<TaskId>>);
+
+impl Sleepers {
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<TaskId>> {
+        // Never contended: the tasks share one OS thread and never switch while holding it.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the current task blocked on this list; it stops at its next scheduling
+    /// point and runs again once woken.
+    fn block_current(&self) {
+        let me = ExecutionState::with(|s| {
+            let t = s.current_mut();
+            t.block(false);
+            t.id()
+        });
+        self.list().push(me);
+    }
+
+    /// Blocks the current task here until woken.
+    fn sleep(&self) {
+        self.block_current();
+        switch();
+    }
+
+    /// Makes every sleeper runnable (each re-checks what it waits for).
+    fn wake_all(&self) {
+        let woken = {
+            let mut list = self.list();
+            if list.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *list)
+        };
+        Self::unblock(&woken);
+    }
+
+    /// Makes the longest sleeper runnable.
+    fn wake_one(&self) {
+        let woken = {
+            let mut list = self.list();
+            if list.is_empty() {
+                return;
+            }
+            list.remove(0)
+        };
+        Self::unblock(&[woken]);
+    }
+
+    fn unblock(ids: &[TaskId]) {
+        // An abandoned execution (stopped at a failure, being torn down) has no
+        // scheduling left to do, and its sleepers may be finished already.
+        if ExecutionState::should_stop() {
+            return;
+        }
+        ExecutionState::with(|s| {
+            for &id in ids {
+                if let Some(t) = s.try_get_mut(id)
+                    && !t.finished()
+                {
+                    t.unblock();
+                }
+            }
+        });
+    }
+}
+
+/// A lock word with its sleepers: the scheduling point, the blocking and the deadlock
+/// detection of a mutex, without data (the facade keeps data in a std mutex).
+#[derive(Default)]
+pub(crate) struct CoopLock {
+    held: AtomicBool,
+    sleepers: Sleepers,
+}
+
+impl CoopLock {
+    /// A free lock.
+    pub(crate) fn new() -> Self {
+        CoopLock::default()
+    }
+
+    /// Takes the lock, sleeping while another task holds it. One scheduling point,
+    /// before the attempt.
+    pub(crate) fn lock(&self) {
+        switch();
+        self.acquire_after_switch();
+    }
+
+    /// The attempt and the sleeps of [`lock`](Self::lock), after its scheduling point.
+    fn acquire_after_switch(&self) {
+        while self.held.swap(true, Ordering::Acquire) {
+            if ExecutionState::should_stop() {
+                // Teardown of an abandoned execution: its destructors take locks as if
+                // they were free (shuttle's own mutex does the same), since the tasks
+                // that hold them will never run again.
+                return;
+            }
+            self.sleepers.sleep();
+        }
+    }
+
+    /// Takes the lock if it is free. One scheduling point, before the attempt.
+    pub(crate) fn try_lock(&self) -> bool {
+        switch();
+        !self.held.swap(true, Ordering::Acquire)
+    }
+
+    /// Releases the lock and wakes its sleepers. One scheduling point, before the
+    /// release (none while an abandoned execution is torn down).
+    pub(crate) fn unlock(&self) {
+        switch_if_not_stopping();
+        self.release();
+    }
+
+    fn release(&self) {
+        self.held.store(false, Ordering::Release);
+        self.sleepers.wake_all();
+    }
+}
+
+/// A mutex on a [`CoopLock`]: the shuttle backend's `Raw::Mutex`.
+pub(crate) struct CoopMutex<T> {
+    lock: CoopLock,
+    data: std::sync::Mutex<T>,
+}
+
+/// A held [`CoopMutex`].
+pub(crate) struct CoopGuard<'a, T> {
+    // Released before the lock word, so the next holder finds the data lock free.
+    data: Option<std::sync::MutexGuard<'a, T>>,
+    mutex: &'a CoopMutex<T>,
+}
+
+impl<T> CoopMutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        CoopMutex {
+            lock: CoopLock::new(),
+            data: std::sync::Mutex::new(value),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> CoopGuard<'_, T> {
+        self.lock.lock();
+        self.guard()
+    }
+
+    fn guard(&self) -> CoopGuard<'_, T> {
+        CoopGuard {
+            data: Some(data_behind_lock(&self.data)),
+            mutex: self,
+        }
+    }
+}
+
+/// The data lock behind a held lock word: nobody else can hold it, except in an
+/// abandoned execution's teardown, where a task that will never run again may.
+pub(crate) fn data_behind_lock<T>(data: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match data.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            if ExecutionState::should_stop() {
+                // Only a destructor of the teardown gets here; blocking the OS thread
+                // would hang it, and the holder never runs again.
+                panic!("svmkit::sync: a lock held by an abandoned task taken in teardown");
+            }
+            panic!(
+                "svmkit::sync: a Mutex taken while its task was alone in the execution was \
+                 still held when another task took it; release such locks before spawning"
+            )
+        }
+    }
+}
+
+impl<T> std::ops::Deref for CoopGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.data.as_ref().expect("a live guard holds its data")
+    }
+}
+
+impl<T> std::ops::DerefMut for CoopGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.data.as_mut().expect("a live guard holds its data")
+    }
+}
+
+impl<T> Drop for CoopGuard<'_, T> {
+    fn drop(&mut self) {
+        if self.data.take().is_some() {
+            self.mutex.lock.unlock();
+        }
+    }
+}
+
+/// A condition variable for [`CoopMutex`] and the facade's gate.
+#[derive(Default)]
+pub(crate) struct CoopCondvar {
+    sleepers: Sleepers,
+}
+
+impl CoopCondvar {
+    pub(crate) fn new() -> Self {
+        CoopCondvar::default()
+    }
+
+    /// Releases `lock`, sleeps until notified and takes `lock` again: one scheduling
+    /// point (the sleep), after which the task re-takes the lock, sleeping again while
+    /// another holds it. The release and the sleep are one step, so no notification
+    /// falls between them.
+    pub(crate) fn wait_on(&self, lock: &CoopLock) {
+        self.sleepers.block_current();
+        lock.release();
+        switch();
+        lock.acquire_after_switch();
+    }
+
+    /// [`wait_on`](Self::wait_on) for a held [`CoopMutex`].
+    pub(crate) fn wait<'a, T>(&self, mut guard: CoopGuard<'a, T>) -> CoopGuard<'a, T> {
+        let mutex = guard.mutex;
+        drop(guard.data.take());
+        drop(guard);
+        self.wait_on(&mutex.lock);
+        mutex.guard()
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.sleepers.wake_all();
+    }
+
+    pub(crate) fn notify_one(&self) {
+        self.sleepers.wake_one();
+    }
+}
