@@ -52,8 +52,8 @@
 //!
 //! [shuttle]: https://docs.rs/shuttle
 
-mod mmap_lock;
 mod coop;
+mod mmap_lock;
 pub(crate) mod mode;
 mod mutex;
 mod raw;

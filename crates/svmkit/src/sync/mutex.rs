@@ -23,8 +23,8 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::TryLockError;
 
-use super::mode::{self, Backend};
 use super::coop::{CoopCondvar, CoopLock, data_behind_lock};
+use super::mode::{self, Backend};
 use super::raw::{Dual, DualRef, Explored, Raw, StdRaw};
 
 /// A mutual-exclusion lock (Linux: a `mutex` or a `spinlock_t`; the model does not
