@@ -25,6 +25,11 @@ use svmkit::check::{ExploreConfig, SchedulerKind};
 use svmkit::device::svm_atomic::SvmFlaws;
 use svmkit_scenario::explore::{ExploreOptions, explore, explore_jobs};
 
+/// The allocator of the `svmkit` binary (crates/svmkit-cli/src/main.rs), so that the
+/// rates are the command's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // The library baseline is the very scenario crates/svmkit/tests/shuttle_svm.rs
 // explores.
 #[path = "../../svmkit/tests/common/explored.rs"]

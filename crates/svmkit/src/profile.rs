@@ -560,23 +560,25 @@ mod tests {
             "exclusive_checks_folio_mapcount",
             "restore_checks_writable_is_anon_exclusive",
         ];
-        // 6.12 also has the 6.3 core-mm uffd-wp change (both kernels' goldens), the
-        // uprobes backport and 6.8's misplaced `!` (both read in its tree).
         // Both have the stable backport of fixes v2 02/17 (read in their mm/rmap.c).
         let with_hugetlb = [fixes.as_slice(), &["exclusive_rejects_hugetlb"]].concat();
-        // 6.12 also has the 6.3 core-mm uffd-wp change (both kernels' goldens) and
-        // the uprobes backport (read in its tree).
+        // 6.12 also has the 6.3 core-mm uffd-wp change (both kernels' goldens), the
+        // uprobes backport and 6.8's misplaced `!` (both read in its tree), and 6.10's
+        // generic hugetlb GUP walk with its stable fix 01/17 (read in its mm/gup.c).
+        // In SWITCHES order.
         let with_uffd = [
             &fixes[..4],
             &[
                 "uffd_unprotect_upgrades_write",
                 "replace_page_retries_nonpresent",
+            ],
+            &fixes[4..],
+            &[
+                "restore_check_misplaced_not",
                 "gup_hugetlb_honours_split_pmd",
                 "gup_rejects_split_pmd_on_hugetlb",
                 "exclusive_rejects_hugetlb",
             ],
-            &fixes[4..],
-            &["restore_check_misplaced_not"],
         ]
         .concat();
         for (k, want) in [
