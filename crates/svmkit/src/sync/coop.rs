@@ -100,12 +100,17 @@ impl Sleepers {
     }
 }
 
-/// A lock word with its sleepers: the scheduling point, the blocking and the deadlock
+/// A lock word with its waiters: the scheduling point, the blocking and the deadlock
 /// detection of a mutex, without data (the facade keeps data in a std mutex).
+///
+/// As shuttle's own mutex does, a release makes every waiter runnable and a take
+/// blocks again the waiters that have not run since: a woken waiter that finds the
+/// lock taken would only block again, so it must not count as runnable (it would add
+/// schedules that differ in nothing but that futile step).
 #[derive(Default)]
 pub(crate) struct CoopLock {
     held: AtomicBool,
-    sleepers: Sleepers,
+    waiters: std::sync::Mutex<Vec<TaskId>>,
 }
 
 impl CoopLock {
@@ -114,10 +119,20 @@ impl CoopLock {
         CoopLock::default()
     }
 
+    fn waiters(&self) -> std::sync::MutexGuard<'_, Vec<TaskId>> {
+        // Never contended: the tasks share one OS thread and never switch while holding it.
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Takes the lock, sleeping while another task holds it. One scheduling point,
-    /// before the attempt.
+    /// before the attempt, except when the attempt will block: then the sleep is the
+    /// only one (shuttle's "double-yield" rule, `continuation::switch`: blocking
+    /// commutes with every other operation on the lock, so a switch before it adds
+    /// only schedules equivalent to others).
     pub(crate) fn lock(&self) {
-        switch();
+        if !self.held.load(Ordering::Relaxed) {
+            switch();
+        }
         self.acquire_after_switch();
     }
 
@@ -130,17 +145,56 @@ impl CoopLock {
                 // that hold them will never run again.
                 return;
             }
-            self.sleepers.sleep();
+            let me = ExecutionState::with(|s| {
+                let t = s.current_mut();
+                t.block(false);
+                t.id()
+            });
+            {
+                let mut w = self.waiters();
+                if !w.contains(&me) {
+                    w.push(me);
+                }
+            }
+            switch();
         }
+        self.taken();
+    }
+
+    /// The current task took the lock: it waits no more, and the waiters a release
+    /// woke sleep again.
+    fn taken(&self) {
+        if ExecutionState::should_stop() {
+            return;
+        }
+        let mut w = self.waiters();
+        if w.is_empty() {
+            return;
+        }
+        ExecutionState::with(|s| {
+            let me = s.current().id();
+            w.retain(|&id| id != me);
+            for &id in w.iter() {
+                if let Some(t) = s.try_get_mut(id)
+                    && !t.finished()
+                {
+                    t.block(false);
+                }
+            }
+        });
     }
 
     /// Takes the lock if it is free. One scheduling point, before the attempt.
     pub(crate) fn try_lock(&self) -> bool {
         switch();
-        !self.held.swap(true, Ordering::Acquire)
+        let got = !self.held.swap(true, Ordering::Acquire);
+        if got {
+            self.taken();
+        }
+        got
     }
 
-    /// Releases the lock and wakes its sleepers. One scheduling point, before the
+    /// Releases the lock and wakes its waiters. One scheduling point, before the
     /// release (none while an abandoned execution is torn down).
     pub(crate) fn unlock(&self) {
         switch_if_not_stopping();
@@ -149,7 +203,22 @@ impl CoopLock {
 
     fn release(&self) {
         self.held.store(false, Ordering::Release);
-        self.sleepers.wake_all();
+        if ExecutionState::should_stop() {
+            return;
+        }
+        let w = self.waiters();
+        if w.is_empty() {
+            return;
+        }
+        ExecutionState::with(|s| {
+            for &id in w.iter() {
+                if let Some(t) = s.try_get_mut(id)
+                    && !t.finished()
+                {
+                    t.unblock();
+                }
+            }
+        });
     }
 }
 
