@@ -37,7 +37,13 @@ fn explore_corpus_every_example_ends_as_documented_and_replays_byte_for_byte() {
         for era in eras {
             let want = sc.expected_explore_outcome(&era).unwrap().clone();
             let opts = ExploreOptions {
-                profile: Profile::by_name(&era),
+                // The file's own profile (with any switches it sets) for the era it
+                // names, as the corpus test runs it; the plain preset for the others.
+                profile: if era == sc.profile.name {
+                    Some(sc.profile)
+                } else {
+                    Profile::by_name(&era)
+                },
                 schedules: match want.outcome {
                     RunOutcome::Pass => sc.explore.schedules.unwrap_or(1000).min(CI_CAP),
                     _ => sc.explore.schedules.unwrap_or(1000),
