@@ -52,12 +52,6 @@ impl Sleepers {
         self.list().push(me);
     }
 
-    /// Blocks the current task here until woken.
-    fn sleep(&self) {
-        self.block_current();
-        switch();
-    }
-
     /// Makes every sleeper runnable (each re-checks what it waits for).
     fn wake_all(&self) {
         let woken = {
