@@ -157,3 +157,89 @@ fn ksm_mremap_breaks_ksm_pages_before_moving() {
     assert_eq!(mm.read_u64(to).unwrap(), 3);
     checked(&sys);
 }
+
+/// A reclaimed KSM page leaves one swap slot named by every address that mapped it.
+/// The first fault brings the page into the swap cache under its own anon_vma and
+/// index; every other address gets a copy, so that rmap finds each mapping (Linux
+/// 6.12 `do_swap_page()` → `ksm_might_need_to_copy()`: a swap-cache folio whose
+/// index or anon_vma root differs from the faulting VMA's is copied). Found by the
+/// invariant proptest in CI (2026-12-02): before, every address mapped the one
+/// swapped-in page and rmap found only the first.
+#[test]
+fn ksm_page_swapped_out_and_back_in_is_copied_for_every_other_address() {
+    for profile in [Profile::linux_5_14(), Profile::linux_6_15()] {
+        let (sys, mm) = system(profile, 256);
+        sys.mem().swapon(64).unwrap();
+        mm.mmap(BASE, 4 * P, RW, FIXED).unwrap();
+        for i in 0..4 {
+            mm.write_u64(BASE + i * P, 42 + 100 * u64::from(i == 3)).unwrap();
+        }
+        mm.madvise(BASE, 4 * P, Advice::Mergeable).unwrap();
+        assert_eq!(mm.ksm_scan(), 2, "{}", profile.name);
+        let k = common::folio_at(&sys, &mm, BASE);
+        assert!(sys.mem().folio_test_ksm(k));
+        sys.mem().reclaim_folio(k).unwrap();
+        let slots: Vec<u64> = (0..3)
+            .map(|i| match mm.pte_get_lockless(va(BASE + i * P)) {
+                Pte::Swap(s) => s.offset,
+                other => panic!("{}: page {i}: {other:?}, not a swap entry", profile.name),
+            })
+            .collect();
+        assert!(slots.iter().all(|&s| s == slots[0]), "one slot: {slots:?}");
+        checked(&sys);
+        for i in 0..3 {
+            assert_eq!(mm.read_u64(BASE + i * P).unwrap(), 42, "{}", profile.name);
+        }
+        let pfns: Vec<_> = (0..3).map(|i| pfn(&mm, BASE + i * P)).collect();
+        assert!(
+            pfns[0] != pfns[1] && pfns[1] != pfns[2] && pfns[0] != pfns[2],
+            "{}: a copy per address after the first: {pfns:?}",
+            profile.name
+        );
+        for i in 0..3 {
+            assert!(!ksm(&sys, &mm, BASE + i * P), "{}", profile.name);
+        }
+        checked(&sys);
+        assert_eq!(mm.read_u64(BASE + 3 * P).unwrap(), 142);
+    }
+}
+
+/// A fork's VMA, not mergeable (the fork came before MADV_MERGEABLE), maps the
+/// parent's KSM page at the same address, where rmap_walk_ksm() finds it; mremap
+/// moves it (`ksm_madvise(MADV_UNMERGEABLE)` does nothing for a VMA without
+/// VM_MERGEABLE), and at the new address no rmap item names it: reclaim's unmap
+/// misses it and the page stays mapped there with its contents (derived from Linux
+/// 6.12 mm/ksm.c `rmap_walk_ksm()` and mm/mremap.c `move_vma()`; the checker accepts
+/// such a mapping and still reports a KSM mapping at an address an item names that
+/// rmap misses).
+#[test]
+fn ksm_page_a_fork_moves_is_out_of_rmap_reach_and_stays_mapped() {
+    use svmkit::mm::MremapFlags;
+    for profile in [Profile::linux_5_14(), Profile::linux_6_15()] {
+        let (sys, mm) = system(profile, 256);
+        sys.mem().swapon(64).unwrap();
+        mm.mmap(BASE, 2 * P, RW, FIXED).unwrap();
+        mm.write_u64(BASE, 5).unwrap();
+        mm.write_u64(BASE + P, 5).unwrap();
+        let child = sys.fork(&mm).unwrap();
+        mm.madvise(BASE, 2 * P, Advice::Mergeable).unwrap();
+        assert_eq!(mm.ksm_scan(), 1, "{}", profile.name);
+        let k = pfn(&mm, BASE);
+        assert_eq!(pfn(&child, BASE), k, "{}: the child maps the KSM page", profile.name);
+        let to = BASE + 64 * P;
+        child
+            .mremap(BASE, P, P, MremapFlags::MAYMOVE | MremapFlags::FIXED, to)
+            .unwrap();
+        assert_eq!(pfn(&child, to), k, "{}: moved as it is", profile.name);
+        checked(&sys);
+        let f = common::folio_at(&sys, &mm, BASE);
+        assert!(sys.mem().reclaim_folio(f).is_err(), "{}", profile.name);
+        assert_eq!(pfn(&child, to), k, "{}: still mapped", profile.name);
+        assert_eq!(child.read_u64(to).unwrap(), 5);
+        assert!(matches!(mm.pte_get_lockless(va(BASE)), Pte::Swap(_)));
+        assert_eq!(mm.read_u64(BASE).unwrap(), 5);
+        checked(&sys);
+        drop(child);
+        checked(&sys);
+    }
+}

@@ -753,6 +753,20 @@ fn held_folios(sys: &System, held: &[Held], guards: &[ExclusiveFolio]) -> BTreeS
     extra_refs(sys, held, guards).into_keys().collect()
 }
 
+/// The folios of `tried` that reclaim keeps because they look pinned: Linux 6.12
+/// shrink_folio_list() keeps a folio outside the swap cache that
+/// folio_maybe_dma_pinned() says may be pinned (`keep_locked`), which a small folio
+/// is with GUP_PIN_COUNTING_BIAS (1024) references (include/linux/mm.h): a KSM page
+/// mapped 1024 times has them.
+fn looks_pinned(sys: &System, tried: &BTreeSet<Folio>) -> BTreeSet<Folio> {
+    let cached = cached_folios(sys);
+    tried
+        .iter()
+        .filter(|f| f.order() == 0 && !cached.contains(f) && sys.mem().folio_ref_count(**f) >= 1024)
+        .copied()
+        .collect()
+}
+
 /// The folios the held guards keep locked.
 fn locked_folios(guards: &[ExclusiveFolio]) -> BTreeSet<Folio> {
     guards.iter().map(|g| g.folio()).collect()
@@ -1842,7 +1856,9 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                         continue;
                     }
                     let folio = mem.page_folio(pfn).unwrap();
-                    if mem.folio_test(folio, PageFlags::ANON) {
+                    // Hugetlb folios are not migrated (docs/ARCHITECTURE.md 46: a
+                    // deviation, migrate_range() passes over them).
+                    if mem.folio_test(folio, PageFlags::ANON) && !mem.folio_test_hugetlb(folio) {
                         folios.insert(folio);
                     }
                 }
@@ -2138,8 +2154,10 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 let present = mapped_by(&m, |c| matches!(c, Cpu::Present { .. }));
                 let tried = reclaimable(&sys, &present, |(t, _)| t == s);
                 let mlocked = mlock_kept(&sys, &m, &before);
+                let pinned = looks_pinned(&sys, &tried);
                 let busy: BTreeSet<Folio> = held_folios(&sys, &held, &guards)
                     .union(&mlocked)
+                    .chain(&pinned)
                     .copied()
                     .collect();
                 let got = m.proc(s).user.reclaim_mm(n);
@@ -2312,8 +2330,10 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 let done = r.start..first_locked.unwrap_or(r.end);
                 let tried = reclaimable(&sys, &present, |(t, p)| t == s && done.contains(&p));
                 let mlocked = mlock_kept(&sys, &m, &before);
+                let pinned = looks_pinned(&sys, &tried);
                 let busy: BTreeSet<Folio> = held_folios(&sys, &held, &guards)
                     .union(&mlocked)
+                    .chain(&pinned)
                     .copied()
                     .collect();
                 let proc = m.procs[s].as_ref().unwrap();

@@ -220,7 +220,14 @@ impl System {
             let hits = found
                 .entry(folio)
                 .or_insert_with(|| mem.rmap_mappings(folio));
-            if hits.binary_search(&(mm, addr, pfn)).is_err() {
+            // Linux: rmap_walk_ksm() visits only the addresses of the page's rmap
+            // items (in every VMA of their anon_vmas there, forks included); a KSM
+            // page a fork's unmergeable VMA moved elsewhere (mremap, where
+            // ksm_madvise(MADV_UNMERGEABLE) does nothing) stays mapped out of rmap's
+            // reach, as in Linux (derived from mm/ksm.c and mm/mremap.c).
+            if hits.binary_search(&(mm, addr, pfn)).is_err()
+                && !(mem.folio_test_ksm(folio) && !mem.ksm_item_at(folio, addr))
+            {
                 out.push(Violation {
                     mm: Some(mm),
                     addr: Some(addr),

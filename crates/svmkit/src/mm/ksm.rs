@@ -46,6 +46,18 @@ impl PhysMem {
         )
     }
 
+    /// Whether one of KSM page `folio`'s rmap items names `addr` (in any mm).
+    pub(crate) fn ksm_item_at(&self, folio: Folio, addr: VirtAddr) -> bool {
+        let Some(Mapping::Ksm(node)) = self.page(folio.head()).and_then(|p| p.mapping()) else {
+            return false;
+        };
+        self.mappings
+            .ksm
+            .lock()
+            .get(&node)
+            .is_some_and(|items| items.iter().any(|&(_, a)| a == addr))
+    }
+
     fn page_words(&self, pfn: Pfn) -> Option<Vec<u64>> {
         (0..WORDS_PER_PAGE as u64)
             .map(|i| self.read_u64(pfn, i * 8).ok())

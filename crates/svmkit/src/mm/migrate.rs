@@ -169,7 +169,8 @@ impl PhysMem {
 
     /// Migrates every anonymous folio with a frame in `[first, first + nr)`, trying
     /// each up to `attempts` times, as memory offlining does. Returns the number of
-    /// folios moved, or the first frame that could not be moved.
+    /// folios moved, or the first frame that could not be moved. Hugetlb folios are
+    /// passed over (their migration is not modelled: docs/ARCHITECTURE.md 46).
     ///
     /// Linux: `offline_pages()` → `do_migrate_range()` (which retries without bound;
     /// the model bounds it and reports).
@@ -189,6 +190,13 @@ impl PhysMem {
             };
             if self.is_free_frame(pfn) || !self.folio_test(folio, PageFlags::ANON) {
                 raw += 1;
+                continue;
+            }
+            // Deviation (docs/ARCHITECTURE.md 46): hugetlb migration is not modelled,
+            // so a hugetlb folio is passed over (Linux: isolate_hugetlb() and
+            // migrate_hugetlbs()).
+            if self.folio_test_hugetlb(folio) {
+                raw = folio.head().raw() + folio.nr_pages();
                 continue;
             }
             let mut last = Errno::EAGAIN;

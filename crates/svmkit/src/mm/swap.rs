@@ -977,6 +977,42 @@ impl PhysMem {
     }
 }
 
+impl Mm {
+    /// A copy of the small swap-cache folio `folio` for mapping at `addr`, if it
+    /// belongs to another anon_vma family or index (rmap would not find it there);
+    /// `None`: map `folio` itself (a large folio, a KSM page, a page with no identity
+    /// yet, or one that already sits at this index).
+    ///
+    /// Linux: `ksm_might_need_to_copy()`.
+    fn ksm_might_need_to_copy(
+        &self,
+        folio: Folio,
+        vma: &super::Vma,
+        addr: VirtAddr,
+        anon: Option<&super::AnonVma>,
+    ) -> Result<Option<Folio>, Errno> {
+        let mem = &self.mem;
+        if folio.is_large() {
+            return Ok(None);
+        }
+        let Some(head) = mem.page(folio.head()) else {
+            return Ok(None);
+        };
+        let (Some(super::page::Mapping::Anon(id)), Some(av)) = (head.mapping(), anon) else {
+            return Ok(None);
+        };
+        if id == av.id() && head.index() == vma.linear_page_index(addr) {
+            return Ok(None);
+        }
+        let new = mem.folio_alloc(0, Gfp::empty()).map_err(|_| Errno::ENOMEM)?;
+        if mem.copy_page(new.head(), folio.head()).is_err() {
+            mem.folio_put(new);
+            return Err(Errno::EFAULT);
+        }
+        Ok(Some(new))
+    }
+}
+
 impl SwapPte {
     /// A real swap entry (a slot of a swap device), not a special one.
     ///
@@ -1108,12 +1144,53 @@ impl Mm {
             unlock_put();
             return Ok(super::VmFault::Done);
         }
+        // Linux: ksm_might_need_to_copy(): a swap-cache page that another mapping
+        // brought in under its own anon_vma or index (the slot of a KSM page, which
+        // several addresses share) is copied, so that rmap finds every mapping.
+        let copy = match self.ksm_might_need_to_copy(folio, vma, addr, anon) {
+            Ok(c) => c,
+            Err(e) => {
+                unlock_put();
+                return Err(e);
+            }
+        };
         let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
+            if let Some(new) = copy {
+                mem.folio_put(new);
+            }
             unlock_put();
             return Ok(super::VmFault::Done);
         };
         if ptl.get(addr) != Pte::Swap(entry) {
             drop(ptl);
+            if let Some(new) = copy {
+                mem.folio_put(new);
+            }
+            unlock_put();
+            return Ok(super::VmFault::Done);
+        }
+        if let (Some(new), Some(av)) = (copy, anon) {
+            // Linux: do_swap_page(): "a fresh page that is not exposed to the
+            // swapcache -> certainly exclusive"; folio_add_new_anon_rmap().
+            mem.folio_add_new_anon_rmap(new, av, vma.linear_page_index(addr));
+            mem.mlock_vma_folio(new, vma.flags);
+            let mut flags = vma.page_prot() | PteFlags::ACCESSED;
+            if entry.soft_dirty {
+                flags |= PteFlags::SOFT_DIRTY;
+            }
+            if entry.uffd_wp {
+                flags |= PteFlags::UFFD_WP;
+            }
+            let mut pte = super::PresentPte::new(new.head(), flags);
+            if write && vma.flags.contains(super::VmFlags::WRITE) && !entry.uffd_wp {
+                pte = pte.with(PteFlags::WRITE).mkdirty();
+            }
+            ptl.set(addr, Pte::Present(pte));
+            self.add_rss_anon(1);
+            drop(ptl);
+            // The allocation's reference is the PTE's; the swap-cache page keeps the
+            // slot for the other entries.
+            mem.swap_free_cached(entry.offset);
             unlock_put();
             return Ok(super::VmFault::Done);
         }
