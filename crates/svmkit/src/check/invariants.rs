@@ -225,9 +225,8 @@ impl System {
             // page a fork's unmergeable VMA moved elsewhere (mremap, where
             // ksm_madvise(MADV_UNMERGEABLE) does nothing) stays mapped out of rmap's
             // reach, as in Linux (derived from mm/ksm.c and mm/mremap.c).
-            if hits.binary_search(&(mm, addr, pfn)).is_err()
-                && !(mem.folio_test_ksm(folio) && !mem.ksm_item_at(folio, addr))
-            {
+            let reachable = !mem.folio_test_ksm(folio) || mem.ksm_item_at(folio, addr);
+            if reachable && hits.binary_search(&(mm, addr, pfn)).is_err() {
                 out.push(Violation {
                     mm: Some(mm),
                     addr: Some(addr),
