@@ -762,9 +762,23 @@ fn looks_pinned(sys: &System, tried: &BTreeSet<Folio>) -> BTreeSet<Folio> {
     let cached = cached_folios(sys);
     tried
         .iter()
-        .filter(|f| f.order() == 0 && !cached.contains(f) && sys.mem().folio_ref_count(**f) >= 1024)
+        .filter(|f| !cached.contains(f) && maybe_pinned_isolated(sys, **f))
         .copied()
         .collect()
+}
+
+/// Whether folio_maybe_dma_pinned() says yes once reclaim has isolated `folio` (taken
+/// its reference: Linux's LRU isolation, the model's isolation reference): a small
+/// folio counts references against GUP_PIN_COUNTING_BIAS (1024,
+/// include/linux/mm.h), so 1023 references now (1023 KSM mappings, say) are 1024
+/// then; a large folio counts pins apart.
+fn maybe_pinned_isolated(sys: &System, folio: Folio) -> bool {
+    let mem = sys.mem();
+    if folio.order() == 0 {
+        mem.folio_ref_count(folio) + 1 >= 1024
+    } else {
+        mem.folio_maybe_dma_pinned(folio)
+    }
 }
 
 /// The folios the held guards keep locked.
@@ -2034,7 +2048,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 // A possibly pinned page the process maps exclusively, by a PTE or
                 // (6.15, whose try_to_unmap_one() takes the same anon path for an entry,
                 // spec 4.7) by a device-exclusive entry.
-                let pinned_excl = mem.folio_maybe_dma_pinned(folio)
+                let pinned_excl = maybe_pinned_isolated(&sys, folio)
                     && mem
                         .page(pfn)
                         .is_some_and(|pg| pg.test(PageFlags::ANON_EXCLUSIVE))
@@ -2060,7 +2074,7 @@ fn run_case(cfg: Cfg, init: Init, ops: Vec<Op>) -> Result<Stats, TestCaseError> 
                 // more than the device has.
                 let large = folio.order() > 0;
                 let early = !cached
-                    && (mem.folio_maybe_dma_pinned(folio)
+                    && (maybe_pinned_isolated(&sys, folio)
                         || (large
                             && mem.folio_ref_count(folio)
                                 != mem.folio_mapcount(folio)
