@@ -46,8 +46,9 @@ impl PhysMem {
         )
     }
 
-    /// Whether one of KSM page `folio`'s rmap items names `addr` (in any mm).
-    pub(crate) fn ksm_item_at(&self, folio: Folio, addr: VirtAddr) -> bool {
+    /// Whether one of KSM page `folio`'s rmap items names `addr` (in any mm): where
+    /// `rmap_walk_ksm()` looks for its mappings. False for a folio that is not KSM.
+    pub fn ksm_item_at(&self, folio: Folio, addr: VirtAddr) -> bool {
         let Some(Mapping::Ksm(node)) = self.page(folio.head()).and_then(|p| p.mapping()) else {
             return false;
         };
