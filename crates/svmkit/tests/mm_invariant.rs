@@ -801,7 +801,7 @@ fn ksm_stuck(sys: &System, m: &Model) -> BTreeSet<Folio> {
 /// pgoff at another address (mremap moves a VMA and keeps its pgoff, so after a
 /// move two VMAs of one anon_vma can cover the same pgoffs): rmap walks of the
 /// page's folio visit that VMA too.
-fn pgoff_aliased(user: &svmkit::mm::MmUser, page: u64) -> bool {
+fn pgoff_aliased(user: &MmUser, page: u64) -> bool {
     let g = user.mmap_read_lock();
     let Some(here) = g.iter().find(|v| v.start() <= va(page) && va(page) < v.end()) else {
         return false;
