@@ -192,6 +192,7 @@ impl PhysMem {
     /// performed. No-op on the zero page.
     ///
     /// Linux: `folio_put()`.
+    #[inline(always)]
     pub fn folio_put(&self, folio: Folio) {
         if self.is_zero_pfn(folio.head()) {
             return;
@@ -204,19 +205,28 @@ impl PhysMem {
             std::sync::atomic::Ordering::SeqCst,
             |c| (c > 0).then_some(c - 1),
         ) {
-            Ok(1) => {
-                self.trace_ref(folio, -1);
-                self.free_folio(folio)
-            }
+            // One recording site for both outcomes, and the rare work out of line:
+            // the put stays small enough to inline into zap and the other hot paths
+            // (docs/TRACES.md, "Cost").
             Ok(n) => {
                 self.trace_ref(folio, -1);
-                // Only the swap cache's references may be left (see
-                // swap_release_unreachable); the atomic test keeps swapless systems out.
-                if n - 1 <= folio.nr_pages() as i32 && self.swap_cache_in_use() {
-                    self.swap_release_unreachable(folio);
+                if n == 1 {
+                    self.free_folio(folio)
+                } else if n - 1 <= folio.nr_pages() as i32 {
+                    self.folio_put_cached(folio);
                 }
             }
             Err(_) => self.report_bad(folio.head(), "folio_put on a folio with no references"),
+        }
+    }
+
+    /// The end of a put that left `folio` with at most one reference per page: those
+    /// may be the swap cache's alone (see `swap_release_unreachable`); the atomic
+    /// test keeps swapless systems out.
+    #[inline(never)]
+    fn folio_put_cached(&self, folio: Folio) {
+        if self.swap_cache_in_use() {
+            self.swap_release_unreachable(folio);
         }
     }
 

@@ -451,13 +451,10 @@ impl Mm {
             // Freed already: the entry must be gone too; let the access retry.
             return Ok(VmFault::Done);
         }
-        let put = || {
+        if !self.folio_lock_or_retry(guard, folio, flags) {
             if profile.restore_takes_folio_ref {
                 mem.folio_put(folio);
             }
-        };
-        if !self.folio_lock_or_retry(guard, folio, flags) {
-            put();
             return Ok(VmFault::Retry);
         }
         let range = MmuNotifierRange::new(
@@ -473,7 +470,9 @@ impl Mm {
             self.restore_exclusive_pte(vma, folio, addr, &mut ptl, orig);
         }
         mem.folio_unlock(folio);
-        put();
+        if profile.restore_takes_folio_ref {
+            mem.folio_put(folio);
+        }
         range.end();
         Ok(VmFault::Done)
     }

@@ -1124,11 +1124,9 @@ impl Tracer {
     /// branch); on, between the begin event `payload()` and an end whose result is
     /// `result(&what body returned)`.
     ///
-    /// With recording off the site is a branch and a call of `body`, which keeps
-    /// nothing alive across it (cachegrind, docs/TRACES.md "Cost": a wrapper holding
-    /// the operation's name across the body cost some 50 instructions per GUP call).
-    /// A panic inside `body` leaves the operation without its end (the run failed
-    /// anyway).
+    /// With recording off the site keeps one null word alive across `body` and tests
+    /// it after (cachegrind, docs/TRACES.md "Cost"). A panic inside `body` ends the
+    /// operation with `done` as the span unwinds (the run failed anyway).
     #[inline(always)]
     pub fn traced<R>(
         &self,
@@ -1136,39 +1134,13 @@ impl Tracer {
         body: impl FnOnce() -> R,
         result: impl FnOnce(&R) -> Text,
     ) -> R {
-        if self.on() {
-            self.traced_slow(payload, body, result)
-        } else {
-            body()
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn traced_slow<R>(
-        &self,
-        payload: impl FnOnce() -> Payload,
-        body: impl FnOnce() -> R,
-        result: impl FnOnce(&R) -> Text,
-    ) -> R {
-        let p = payload();
-        let op = p.kind_name();
-        self.push(Phase::Begin, p);
+        // `body` has this one call site, so it inlines here whatever its size; a
+        // second one on a recording path made the compiler keep it out of line
+        // (docs/TRACES.md, "Cost"). With recording off the span is a null word.
+        let mut span = self.span(payload);
         let r = body();
-        self.end_slow(op, || result(&r));
+        span.result(|| result(&r));
         r
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn end_slow(&self, op: &'static str, result: impl FnOnce() -> Text) {
-        self.push(
-            Phase::End,
-            Payload::End {
-                op: op.into(),
-                result: result(),
-            },
-        );
     }
 
     /// Records that a scheduling point of an exploration chose `chosen` among
