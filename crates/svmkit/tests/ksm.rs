@@ -172,7 +172,8 @@ fn ksm_page_swapped_out_and_back_in_is_copied_for_every_other_address() {
         sys.mem().swapon(64).unwrap();
         mm.mmap(BASE, 4 * P, RW, FIXED).unwrap();
         for i in 0..4 {
-            mm.write_u64(BASE + i * P, 42 + 100 * u64::from(i == 3)).unwrap();
+            mm.write_u64(BASE + i * P, 42 + 100 * u64::from(i == 3))
+                .unwrap();
         }
         mm.madvise(BASE, 4 * P, Advice::Mergeable).unwrap();
         assert_eq!(mm.ksm_scan(), 2, "{}", profile.name);
@@ -225,7 +226,12 @@ fn ksm_page_a_fork_moves_is_out_of_rmap_reach_and_stays_mapped() {
         mm.madvise(BASE, 2 * P, Advice::Mergeable).unwrap();
         assert_eq!(mm.ksm_scan(), 1, "{}", profile.name);
         let k = pfn(&mm, BASE);
-        assert_eq!(pfn(&child, BASE), k, "{}: the child maps the KSM page", profile.name);
+        assert_eq!(
+            pfn(&child, BASE),
+            k,
+            "{}: the child maps the KSM page",
+            profile.name
+        );
         let to = BASE + 64 * P;
         child
             .mremap(BASE, P, P, MremapFlags::MAYMOVE | MremapFlags::FIXED, to)

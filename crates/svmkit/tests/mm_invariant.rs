@@ -803,7 +803,10 @@ fn ksm_stuck(sys: &System, m: &Model) -> BTreeSet<Folio> {
 /// page's folio visit that VMA too.
 fn pgoff_aliased(user: &MmUser, page: u64) -> bool {
     let g = user.mmap_read_lock();
-    let Some(here) = g.iter().find(|v| v.start() <= va(page) && va(page) < v.end()) else {
+    let Some(here) = g
+        .iter()
+        .find(|v| v.start() <= va(page) && va(page) < v.end())
+    else {
         return false;
     };
     let Some(av) = here.anon_vma() else {
@@ -4030,4 +4033,3 @@ fn invariant_hugetlb_sequence() {
         assert_eq!(stats.hugetlb_ops, 16, "{era:?}");
     }
 }
-

@@ -977,6 +977,33 @@ impl PhysMem {
     }
 }
 
+/// The PTE a swap-in maps `pfn` with: the VMA's protection, young, the entry's
+/// soft-dirty and uffd-wp bits, and writable and dirty for a write that may map it
+/// so (`writable`: an exclusive page, or a fresh copy) unless the VMA forbids it or
+/// uffd-wp protects it.
+///
+/// Linux: `do_swap_page()`'s `mk_pte()` and `maybe_mkwrite()`.
+fn swapin_pte(
+    vma: &super::Vma,
+    pfn: crate::types::Pfn,
+    entry: SwapPte,
+    writable: bool,
+) -> super::PresentPte {
+    let mut flags = vma.page_prot() | PteFlags::ACCESSED;
+    if entry.soft_dirty {
+        flags |= PteFlags::SOFT_DIRTY;
+    }
+    if entry.uffd_wp {
+        flags |= PteFlags::UFFD_WP;
+    }
+    let pte = super::PresentPte::new(pfn, flags);
+    if writable && vma.flags.contains(super::VmFlags::WRITE) && !entry.uffd_wp {
+        pte.with(PteFlags::WRITE).mkdirty()
+    } else {
+        pte
+    }
+}
+
 impl Mm {
     /// A copy of the small swap-cache folio `folio` for mapping at `addr`, if it
     /// belongs to another anon_vma family or index (rmap would not find it there);
@@ -1004,7 +1031,9 @@ impl Mm {
         if id == av.id() && head.index() == vma.linear_page_index(addr) {
             return Ok(None);
         }
-        let new = mem.folio_alloc(0, Gfp::empty()).map_err(|_| Errno::ENOMEM)?;
+        let new = mem
+            .folio_alloc(0, Gfp::empty())
+            .map_err(|_| Errno::ENOMEM)?;
         if mem.copy_page(new.head(), folio.head()).is_err() {
             mem.folio_put(new);
             return Err(Errno::EFAULT);
@@ -1174,17 +1203,7 @@ impl Mm {
             // swapcache -> certainly exclusive"; folio_add_new_anon_rmap().
             mem.folio_add_new_anon_rmap(new, av, vma.linear_page_index(addr));
             mem.mlock_vma_folio(new, vma.flags);
-            let mut flags = vma.page_prot() | PteFlags::ACCESSED;
-            if entry.soft_dirty {
-                flags |= PteFlags::SOFT_DIRTY;
-            }
-            if entry.uffd_wp {
-                flags |= PteFlags::UFFD_WP;
-            }
-            let mut pte = super::PresentPte::new(new.head(), flags);
-            if write && vma.flags.contains(super::VmFlags::WRITE) && !entry.uffd_wp {
-                pte = pte.with(PteFlags::WRITE).mkdirty();
-            }
+            let pte = swapin_pte(vma, new.head(), entry, write);
             ptl.set(addr, Pte::Present(pte));
             self.add_rss_anon(1);
             drop(ptl);
@@ -1221,18 +1240,8 @@ impl Mm {
         }
         // Linux: folio_add_anon_rmap_pte() → mlock_vma_folio().
         mem.mlock_vma_folio(folio, vma.flags);
-        let mut flags = vma.page_prot() | PteFlags::ACCESSED;
-        if entry.soft_dirty {
-            flags |= PteFlags::SOFT_DIRTY;
-        }
-        if entry.uffd_wp {
-            flags |= PteFlags::UFFD_WP;
-        }
-        let mut pte = super::PresentPte::new(pfn, flags);
         let exclusive = page.is_some_and(|p| p.test(PageFlags::ANON_EXCLUSIVE));
-        if write && exclusive && vma.flags.contains(super::VmFlags::WRITE) && !entry.uffd_wp {
-            pte = pte.with(PteFlags::WRITE).mkdirty();
-        }
+        let pte = swapin_pte(vma, pfn, entry, write && exclusive);
         ptl.set(addr, Pte::Present(pte));
         self.add_rss_anon(1);
         drop(ptl);
