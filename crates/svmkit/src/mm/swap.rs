@@ -1183,22 +1183,18 @@ impl Mm {
                 return Err(e);
             }
         };
-        let Some(mut ptl) = self.pte_offset_map_lock(addr) else {
+        let ptl = self
+            .pte_offset_map_lock(addr)
+            .filter(|ptl| ptl.get(addr) == Pte::Swap(entry));
+        let Some(mut ptl) = ptl else {
             if let Some(new) = copy {
                 mem.folio_put(new);
             }
             unlock_put();
             return Ok(super::VmFault::Done);
         };
-        if ptl.get(addr) != Pte::Swap(entry) {
-            drop(ptl);
-            if let Some(new) = copy {
-                mem.folio_put(new);
-            }
-            unlock_put();
-            return Ok(super::VmFault::Done);
-        }
-        if let (Some(new), Some(av)) = (copy, anon) {
+        // A copy exists only for a VMA with an anon_vma (ksm_might_need_to_copy()).
+        if let Some((new, av)) = copy.zip(anon) {
             // Linux: do_swap_page(): "a fresh page that is not exposed to the
             // swapcache -> certainly exclusive"; folio_add_new_anon_rmap().
             mem.folio_add_new_anon_rmap(new, av, vma.linear_page_index(addr));
