@@ -97,7 +97,8 @@ enum Command {
         /// The scenario file.
         file: std::path::PathBuf,
         /// Run under this preset instead of the file's profile: a design (linux-5.14,
-        /// linux-6.15) or a Debian kernel the oracle boots (linux-6.1, linux-6.12).
+        /// linux-6.15, linux-7.1) or a Debian kernel the oracle boots (linux-6.1,
+        /// linux-6.12).
         #[arg(long, value_parser = PRESETS)]
         profile: Option<String>,
         /// Print the run as JSON (schema in docs/SCENARIOS.md) instead of text.
