@@ -167,6 +167,13 @@ impl PhysMem {
     ///
     /// Linux: `folio_try_get()`.
     pub fn folio_try_get(&self, folio: Folio) -> bool {
+        self.folio_try_get_as::<true>(folio)
+    }
+
+    /// [`folio_try_get`](Self::folio_try_get), recording only if `TRACE` (see
+    /// [`folio_put_as`](Self::folio_put_as)).
+    #[inline(always)]
+    pub(crate) fn folio_try_get_as<const TRACE: bool>(&self, folio: Folio) -> bool {
         if self.is_zero_pfn(folio.head()) {
             return true;
         }
@@ -181,7 +188,7 @@ impl PhysMem {
                 |c| (c > 0).then_some(c + 1),
             )
             .is_ok();
-        if got {
+        if TRACE && got {
             self.trace_ref(folio, 1);
         }
         got
@@ -194,6 +201,14 @@ impl PhysMem {
     /// Linux: `folio_put()`.
     #[inline(always)]
     pub fn folio_put(&self, folio: Folio) {
+        self.folio_put_as::<true>(folio);
+    }
+
+    /// [`folio_put`](Self::folio_put), recording its refcount event only if `TRACE`:
+    /// `false` for a caller that has checked recording is off and keeps its fast path
+    /// free of recording calls (docs/TRACES.md, "Cost").
+    #[inline(always)]
+    pub(crate) fn folio_put_as<const TRACE: bool>(&self, folio: Folio) {
         if self.is_zero_pfn(folio.head()) {
             return;
         }
@@ -209,7 +224,9 @@ impl PhysMem {
             // the put stays small enough to inline into zap and the other hot paths
             // (docs/TRACES.md, "Cost").
             Ok(n) => {
-                self.trace_ref(folio, -1);
+                if TRACE {
+                    self.trace_ref(folio, -1);
+                }
                 if n == 1 {
                     self.free_folio(folio)
                 } else if n - 1 <= folio.nr_pages() as i32 {
@@ -342,8 +359,20 @@ impl PhysMem {
     ///
     /// Linux: `folio_trylock()`.
     pub fn folio_trylock(&self, folio: Folio) -> Option<FolioLockGuard<'_>> {
+        self.folio_trylock_as::<true>(folio)
+    }
+
+    /// [`folio_trylock`](Self::folio_trylock), recording only if `TRACE` (see
+    /// [`folio_put_as`](Self::folio_put_as)).
+    #[inline(always)]
+    pub(crate) fn folio_trylock_as<const TRACE: bool>(
+        &self,
+        folio: Folio,
+    ) -> Option<FolioLockGuard<'_>> {
         let got = self.bit_trylock(folio.head(), PageFlags::LOCKED);
-        self.trace_lock(folio, "trylock", if got { "acquired" } else { "busy" });
+        if TRACE {
+            self.trace_lock(folio, "trylock", if got { "acquired" } else { "busy" });
+        }
         got.then(|| FolioLockGuard::new(self, folio))
     }
 
@@ -407,6 +436,23 @@ impl PhysMem {
         folio: Folio,
         task: &Task,
     ) -> Result<FolioLockGuard<'_>, Errno> {
+        if self.tracer().on() {
+            return self.folio_lock_killable_traced(folio, task);
+        }
+        self.wait_queue(folio.head())
+            .wait_event_killable(task, || self.try_set_bit(folio.head(), PageFlags::LOCKED))?;
+        Ok(FolioLockGuard::new(self, folio))
+    }
+
+    // The recording form out of line: with recording off the lock makes no call
+    // that needs its values kept across it (docs/TRACES.md, "Cost").
+    #[cold]
+    #[inline(never)]
+    fn folio_lock_killable_traced(
+        &self,
+        folio: Folio,
+        task: &Task,
+    ) -> Result<FolioLockGuard<'_>, Errno> {
         self.trace_lock_wait(folio, "lock_killable");
         let r = self
             .wait_queue(folio.head())
@@ -426,19 +472,31 @@ impl PhysMem {
     ///
     /// Linux: `folio_unlock()`.
     pub fn folio_unlock(&self, folio: Folio) {
+        self.folio_unlock_as::<true>(folio);
+    }
+
+    /// [`folio_unlock`](Self::folio_unlock), recording its event only if `TRACE` (see
+    /// [`folio_put_as`](Self::folio_put_as)).
+    #[inline(always)]
+    pub(crate) fn folio_unlock_as<const TRACE: bool>(&self, folio: Folio) {
         if self.folio_test_locked(folio) {
             // A swap slot the last entry left while we held the lock is ours to free.
             self.swap_unlock_hook(folio);
         }
-        self.folio_unlock_raw(folio);
+        self.folio_unlock_raw_as::<TRACE>(folio);
     }
 
     /// [`folio_unlock`](Self::folio_unlock) without the swap-cache step, for the swap
     /// code itself.
     pub(crate) fn folio_unlock_raw(&self, folio: Folio) {
+        self.folio_unlock_raw_as::<true>(folio);
+    }
+
+    #[inline(always)]
+    fn folio_unlock_raw_as<const TRACE: bool>(&self, folio: Folio) {
         if !self.bit_unlock(folio.head(), PageFlags::LOCKED) {
             self.report_bad(folio.head(), "folio_unlock of an unlocked folio");
-        } else {
+        } else if TRACE {
             self.tracer()
                 .instant(|| crate::trace::Payload::FolioUnlock {
                     pfn: folio.head().raw(),

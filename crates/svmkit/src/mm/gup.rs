@@ -612,13 +612,18 @@ impl Mm {
     /// `follow_page_pte()` and `follow_huge_pmd()`.
     fn grab_and_touch(&self, entry: PresentPte, flags: GupFlags) -> Result<(), Errno> {
         let folio = self.mem.page_folio(entry.pfn)?;
-        self.mem.try_grab_folio(folio, flags)?;
+        let refs = self.mem.try_grab_folio(folio, flags)?;
         if flags.contains(GupFlags::WRITE)
             && !entry.is_dirty()
             && !entry.is_special()
             && !self.mem.folio_test(folio, PageFlags::DIRTY)
         {
             self.mem.folio_set(folio, PageFlags::DIRTY);
+        }
+        // Last, so that nothing is kept alive across the recording call (the dirty
+        // bit records nothing, so the record reads as before).
+        if refs != 0 {
+            self.mem.trace_ref(folio, i64::from(refs));
         }
         Ok(())
     }
@@ -628,11 +633,15 @@ impl PhysMem {
     /// Takes a GET reference or a PIN on `folio`, which the caller found mapped under
     /// the entry's lock (so its refcount is positive; a zero one is a bug Linux WARNs
     /// about, and fails with `ENOMEM`). The zero page is neither counted nor pinned.
+    /// Returns the references taken (0 on the zero page); the caller records them
+    /// (`trace_ref`) once nothing of its own is left to do, so that with recording off
+    /// its fast path keeps nothing alive across a call (docs/TRACES.md, "Cost").
     ///
     /// Linux: `try_grab_folio()`.
-    pub(crate) fn try_grab_folio(&self, folio: Folio, flags: GupFlags) -> Result<(), Errno> {
+    #[inline(always)]
+    pub(crate) fn try_grab_folio(&self, folio: Folio, flags: GupFlags) -> Result<i32, Errno> {
         if self.is_zero_pfn(folio.head()) {
-            return Ok(());
+            return Ok(0);
         }
         let refs = if flags.contains(GupFlags::PIN) && !folio.is_large() {
             GUP_PIN_COUNTING_BIAS
@@ -651,11 +660,10 @@ impl PhysMem {
         {
             return Err(Errno::ENOMEM);
         }
-        self.trace_ref(folio, i64::from(refs));
         if flags.contains(GupFlags::PIN) && folio.is_large() {
             head.pincount_add(1);
         }
-        Ok(())
+        Ok(refs)
     }
 
     /// Drops `refs` references at once; reaching zero frees the folio exactly as

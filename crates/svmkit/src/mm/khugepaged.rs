@@ -360,7 +360,7 @@ impl Mm {
             self.set_pmd(slot, haddr, Pmd::None);
         }
         range.end();
-        let mut ptl = PtlGuard::lock(&self.mem, table, self.id());
+        let mut ptl = PtlGuard::lock(&self.mem, table, self);
         let isolated = match self.collapse_huge_page_isolate(&ptl, haddr, cc) {
             Ok(i) => i,
             Err(r) => {

@@ -415,13 +415,32 @@ impl Mm {
         flags: FaultFlags,
         orig: SwapPte,
     ) -> Result<VmFault, VmFaultError> {
+        if self.mem.tracer().on() {
+            return self.remove_device_exclusive_entry_traced(guard, vma, addr, flags, orig);
+        }
+        self.remove_device_exclusive_entry_body::<false>(guard, vma, addr, flags, orig)
+    }
+
+    // With recording on, the operation and the folio sites record; out of line, so
+    // that the untraced restore keeps nothing alive across a recording call
+    // (docs/TRACES.md, "Cost").
+    #[cold]
+    #[inline(never)]
+    fn remove_device_exclusive_entry_traced(
+        &self,
+        guard: &mut MmapReadGuard<'_, VmaTree>,
+        vma: &Vma,
+        addr: VirtAddr,
+        flags: FaultFlags,
+        orig: SwapPte,
+    ) -> Result<VmFault, VmFaultError> {
         self.mem.tracer().traced(
             || crate::trace::Payload::Restore {
                 mm: self.id(),
                 addr: addr.raw(),
                 pfn: orig.pfn().map_or(0, |p| p.raw()),
             },
-            || self.remove_device_exclusive_entry_body(guard, vma, addr, flags, orig),
+            || self.remove_device_exclusive_entry_body::<true>(guard, vma, addr, flags, orig),
             |r| match r {
                 Ok(VmFault::Done) => "done".into(),
                 Ok(VmFault::Retry) => "retry (folio locked: mmap lock dropped, waited)".into(),
@@ -430,11 +449,10 @@ impl Mm {
         )
     }
 
-    /// [`remove_device_exclusive_entry`](Self::remove_device_exclusive_entry) without its trace operation.
-    // Inlined into both of the traced wrapper's paths: with one caller it inlines
-    // into the untraced path as it did before tracing (docs/TRACES.md, "Cost").
+    /// [`remove_device_exclusive_entry`](Self::remove_device_exclusive_entry) without its
+    /// trace operation; its folio operations record only if `TRACE`.
     #[inline(always)]
-    fn remove_device_exclusive_entry_body(
+    fn remove_device_exclusive_entry_body<const TRACE: bool>(
         &self,
         guard: &mut MmapReadGuard<'_, VmaTree>,
         vma: &Vma,
@@ -447,13 +465,13 @@ impl Mm {
         let Some(folio) = orig.pfn().and_then(|p| mem.page_folio(p).ok()) else {
             return Err(VmFaultError::Sigbus);
         };
-        if profile.restore_takes_folio_ref && !mem.folio_try_get(folio) {
+        if profile.restore_takes_folio_ref && !mem.folio_try_get_as::<TRACE>(folio) {
             // Freed already: the entry must be gone too; let the access retry.
             return Ok(VmFault::Done);
         }
-        if !self.folio_lock_or_retry(guard, folio, flags) {
+        if !self.folio_lock_or_retry_as::<TRACE>(guard, folio, flags) {
             if profile.restore_takes_folio_ref {
-                mem.folio_put(folio);
+                mem.folio_put_as::<TRACE>(folio);
             }
             return Ok(VmFault::Retry);
         }
@@ -469,9 +487,9 @@ impl Mm {
         {
             self.restore_exclusive_pte(vma, folio, addr, &mut ptl, orig);
         }
-        mem.folio_unlock(folio);
+        mem.folio_unlock_as::<TRACE>(folio);
         if profile.restore_takes_folio_ref {
-            mem.folio_put(folio);
+            mem.folio_put_as::<TRACE>(folio);
         }
         range.end();
         Ok(VmFault::Done)
@@ -489,8 +507,20 @@ impl Mm {
         folio: Folio,
         flags: FaultFlags,
     ) -> bool {
+        self.folio_lock_or_retry_as::<true>(guard, folio, flags)
+    }
+
+    /// [`folio_lock_or_retry`](Self::folio_lock_or_retry), its trylock recording only
+    /// if `TRACE` (the sleeping paths always record).
+    #[inline(always)]
+    pub(crate) fn folio_lock_or_retry_as<const TRACE: bool>(
+        &self,
+        guard: &mut MmapReadGuard<'_, VmaTree>,
+        folio: Folio,
+        flags: FaultFlags,
+    ) -> bool {
         let mem = &self.mem;
-        if let Some(lock) = mem.folio_trylock(folio) {
+        if let Some(lock) = mem.folio_trylock_as::<TRACE>(folio) {
             lock.leak();
             return true;
         }

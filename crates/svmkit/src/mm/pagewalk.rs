@@ -85,11 +85,14 @@ impl<'a> PtlGuard<'a> {
     /// Frame numbers stay far below this bit.
     const TRACED: u64 = 1 << 63;
 
-    pub(crate) fn lock(mem: &'a PhysMem, table: Pfn, mm: u64) -> Self {
+    /// Takes the lock of PTE table `table` of `mm` (whose id is read only when
+    /// recording: the lock's atomic keeps the compiler from sinking the load into the
+    /// branch).
+    pub(crate) fn lock(mem: &'a PhysMem, table: Pfn, mm: &Mm) -> Self {
         mem.bit_lock(table, PageFlags::PTL_LOCKED);
         let mut word = table.raw();
         if mem.tracer().on() {
-            mem.tracer().ptl_locked(table.raw(), mm);
+            mem.tracer().ptl_locked(table.raw(), mm.id());
             word |= Self::TRACED;
         }
         PtlGuard {
@@ -466,7 +469,7 @@ impl Mm {
         // in free_pgtables(), under the mmap lock held for write).
         let mut t = table;
         loop {
-            let guard = PtlGuard::lock(&self.mem, t, self.id());
+            let guard = PtlGuard::lock(&self.mem, t, self);
             match self.pmd_read(slot) {
                 Pmd::Table(now) if now == t => return Some(guard),
                 Pmd::Table(now) => t = now,

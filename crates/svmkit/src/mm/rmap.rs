@@ -539,11 +539,24 @@ impl ExclusiveFolio {
 
 impl Drop for ExclusiveFolio {
     fn drop(&mut self) {
-        if self.armed {
-            self.mem.folio_unlock(self.folio);
-            self.mem.folio_put(self.folio);
+        if !self.armed {
+            return;
         }
+        if self.mem.tracer().on() {
+            return release_traced(&self.mem, self.folio);
+        }
+        self.mem.folio_unlock_as::<false>(self.folio);
+        self.mem.folio_put_as::<false>(self.folio);
     }
+}
+
+/// An [`ExclusiveFolio`]'s release while recording, out of line so that the untraced
+/// drop keeps nothing alive across a call (docs/TRACES.md, "Cost").
+#[cold]
+#[inline(never)]
+fn release_traced(mem: &PhysMem, folio: Folio) {
+    mem.folio_unlock(folio);
+    mem.folio_put(folio);
 }
 
 impl fmt::Debug for ExclusiveFolio {
