@@ -439,9 +439,7 @@ impl PhysMem {
         if self.tracer().on() {
             return self.folio_lock_killable_traced(folio, task);
         }
-        self.wait_queue(folio.head())
-            .wait_event_killable(task, || self.try_set_bit(folio.head(), PageFlags::LOCKED))?;
-        Ok(FolioLockGuard::new(self, folio))
+        self.folio_lock_killable_as::<false>(folio, task)
     }
 
     // The recording form out of line: with recording off the lock makes no call
@@ -453,15 +451,28 @@ impl PhysMem {
         folio: Folio,
         task: &Task,
     ) -> Result<FolioLockGuard<'_>, Errno> {
-        self.trace_lock_wait(folio, "lock_killable");
+        self.folio_lock_killable_as::<true>(folio, task)
+    }
+
+    #[inline(always)]
+    fn folio_lock_killable_as<const TRACE: bool>(
+        &self,
+        folio: Folio,
+        task: &Task,
+    ) -> Result<FolioLockGuard<'_>, Errno> {
+        if TRACE {
+            self.trace_lock_wait(folio, "lock_killable");
+        }
         let r = self
             .wait_queue(folio.head())
             .wait_event_killable(task, || self.try_set_bit(folio.head(), PageFlags::LOCKED));
-        self.trace_lock(
-            folio,
-            "lock_killable",
-            if r.is_ok() { "acquired" } else { "EINTR" },
-        );
+        if TRACE {
+            self.trace_lock(
+                folio,
+                "lock_killable",
+                if r.is_ok() { "acquired" } else { "EINTR" },
+            );
+        }
         r?;
         Ok(FolioLockGuard::new(self, folio))
     }
