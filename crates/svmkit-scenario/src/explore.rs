@@ -254,14 +254,20 @@ fn body(
             Err(e) => panic!("setup failed: {}", e.name()),
         }
         // The device invariants and the notifier state at every scheduling point from
-        // here on: at every state another task could see. A weak reference: the hook
-        // outlives the execution.
+        // here on: at every state another task could see (where the model changed
+        // since the hook last read all of it). A weak reference: the hook outlives
+        // the execution.
         let world = Arc::downgrade(&w);
-        svmkit::check::at_every_scheduling_point(move || {
-            let Some(w) = world.upgrade() else { return };
-            let bad = match w.sys.check_devices_now() {
-                Err(e) => Some(first(&e)),
-                Ok(()) => w.check_notifiers_now().err(),
+        svmkit::check::at_every_state_change(move || {
+            let Some(w) = world.upgrade() else {
+                return true;
+            };
+            let (bad, complete) = match w.sys.check_devices_now_complete() {
+                Err(e) => (Some(first(&e)), true),
+                Ok(devices) => match w.check_notifiers_now() {
+                    Err(e) => (Some(e), true),
+                    Ok(notifiers) => (None, devices && notifiers),
+                },
             };
             if let Some(bad) = bad {
                 let who = shuttle::thread::current();
@@ -270,6 +276,7 @@ fn body(
                     .map_or_else(|| "the main task".to_string(), |n| format!("thread {n}"));
                 panic!("invariant violated (at a scheduling point of {who}): {bad}");
             }
+            complete
         });
         let n = sc.threads.len();
         let gate = Arc::new((Mutex::new(vec![false; n]), Condvar::new()));

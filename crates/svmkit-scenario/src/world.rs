@@ -476,12 +476,15 @@ impl World {
                 c.mmu_notifier_register(rec.clone())?;
                 lk(&self.recorders)[*child] = Some(rec);
                 let old = lk(&self.procs)[*child].replace(c);
+                // The scheduling-point checks read every process's notifiers.
+                svmkit::check::model_changed();
                 lk(&self.created)[*child] = true;
                 drop(old);
                 Ok(None)
             }
             Op::Exit { process } => {
                 let mm = lk(&self.procs)[*process].take();
+                svmkit::check::model_changed();
                 let mm = mm.ok_or(StepError::NoProcess)?;
                 drop(mm);
                 Ok(None)
@@ -754,14 +757,20 @@ impl World {
     /// The notifier state at this moment, for an exploration's hook at every
     /// scheduling point (it takes no facade lock): every process's interval-notifier
     /// state ([`svmkit::mm::Mm::check_notifiers_now`]), and pairing so far: no
-    /// recorder saw more range ends than starts.
-    pub(crate) fn check_notifiers_now(&self) -> Result<(), String> {
+    /// recorder saw more range ends than starts. `Ok(false)`: a process's notifier
+    /// lock was held, its state not read.
+    pub(crate) fn check_notifiers_now(&self) -> Result<bool, String> {
+        let mut complete = true;
         // Under the world's lock rather than on a copy: dropping a copied MmUser is
         // an mmput, which must not run inside the hook.
         for (p, mm) in lk(&self.procs).iter().enumerate() {
             if let Some(mm) = mm {
-                mm.check_notifiers_now()
-                    .map_err(|e| format!("process {}: {e}", self.sc.processes[p].name))?;
+                match mm.check_notifiers_now_complete() {
+                    None => complete = false,
+                    Some(r) => {
+                        r.map_err(|e| format!("process {}: {e}", self.sc.processes[p].name))?;
+                    }
+                }
             }
         }
         // Under the lock too (no copy: this runs at every scheduling point), which
@@ -778,7 +787,7 @@ impl World {
                 -open
             ));
         }
-        Ok(())
+        Ok(complete)
     }
 
     /// Notifier range starts minus ends seen so far (`take_events` counts them).

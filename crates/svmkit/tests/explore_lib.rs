@@ -490,6 +490,76 @@ fn the_scheduling_point_hook_sees_a_state_between_two_locks() {
     assert_eq!(*m.lock(), 1);
 }
 
+/// Runs of a state-change hook in the non-preemptive schedule of two phases: two
+/// tasks taking one lock five times each, the model unchanged; then the same after one
+/// `model_changed`. The hook answers `first` at its first run, `true` after.
+fn state_change_hook_runs(first: bool) -> (usize, usize) {
+    let seen = Arc::new(StdMutex::new((0, 0)));
+    let out = Arc::clone(&seen);
+    explore(&dfs(0, 1), move || {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = Arc::clone(&runs);
+        svmkit::check::at_every_state_change(move || {
+            r.fetch_add(1, Ordering::Relaxed) > 0 || first
+        });
+        let phase = |change: bool| {
+            let m = Arc::new(Mutex::new(0u32));
+            let m2 = Arc::clone(&m);
+            let t = thread::spawn(move || {
+                for _ in 0..5 {
+                    *m2.lock() += 1;
+                }
+            });
+            if change {
+                svmkit::check::model_changed();
+            }
+            for _ in 0..5 {
+                *m.lock() += 1;
+            }
+            t.join().unwrap();
+        };
+        phase(false);
+        let before = runs.load(Ordering::Relaxed);
+        phase(true);
+        *out.lock().unwrap() = (before, runs.load(Ordering::Relaxed));
+    })
+    .unwrap();
+    seen.lock().map(|runs| *runs).unwrap()
+}
+
+#[test]
+fn a_state_change_hook_runs_again_only_after_a_model_change_or_an_incomplete_read() {
+    // Derived from the rule (crates/svmkit/src/sync/mode.rs, `at_scheduling_point`):
+    // the first point after a release with another task runnable runs the hook; then
+    // only a `model_changed` (or a `false` answer) makes a later such point run it.
+    // Main's first lock after spawning is such a point in both phases.
+    assert_eq!(state_change_hook_runs(true), (1, 2));
+    // `false`: it read only part of the state, so the next such point runs it again.
+    assert_eq!(state_change_hook_runs(false), (2, 3));
+    // The plain hook, on the same schedule, runs at many more points.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&runs);
+    explore(&dfs(0, 1), move || {
+        let r = Arc::clone(&r);
+        svmkit::check::at_every_scheduling_point(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+        });
+        let m = Arc::new(Mutex::new(0u32));
+        let m2 = Arc::clone(&m);
+        let t = thread::spawn(move || {
+            for _ in 0..5 {
+                *m2.lock() += 1;
+            }
+        });
+        for _ in 0..5 {
+            *m.lock() += 1;
+        }
+        t.join().unwrap();
+    })
+    .unwrap();
+    assert!(runs.load(Ordering::Relaxed) > 2, "{runs:?}");
+}
+
 #[test]
 fn peek_reads_a_free_mutex_and_not_a_held_one() {
     let m = Mutex::new(7);

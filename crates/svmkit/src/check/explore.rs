@@ -504,8 +504,48 @@ fn explore_impl(
 /// Outside an exploration (on OS threads) it does nothing.
 pub fn at_every_scheduling_point(hook: impl Fn() + 'static) {
     if crate::sync::mode::current_execution() != 0 {
-        crate::sync::mode::set_hook(Some(Rc::new(hook)));
+        crate::sync::mode::set_hook(
+            Some(Rc::new(move || {
+                hook();
+                true
+            })),
+            false,
+        );
     }
+}
+
+/// [`at_every_scheduling_point`] for a hook that reads only the model state whose
+/// changes [`model_changed`] counts (device tables and the page tables they mirror,
+/// interval-notifier trees, notifier recorders, as
+/// [`System::check_devices_now_complete`](crate::System::check_devices_now_complete)
+/// and [`Mm::check_notifiers_now_complete`](crate::mm::Mm::check_notifiers_now_complete)
+/// read): it is also skipped where no such change happened since it last returned
+/// `true`, since it would read what it read then. It returns `false` when it could
+/// not read everything (a lock it peeks was held), to run again at the next point.
+///
+/// Outside an exploration (on OS threads) it does nothing.
+pub fn at_every_state_change(hook: impl Fn() -> bool + 'static) {
+    if crate::sync::mode::current_execution() != 0 {
+        crate::sync::mode::set_hook(Some(Rc::new(hook)), true);
+    }
+}
+
+/// Counts a change of state that [`at_every_state_change`] hooks may read. The model
+/// calls it wherever it changes that state: a page-table word, a frame's contents, a
+/// device table entry, an interval-notifier tree or sequence, a notifier recorder's
+/// open ranges, an mm's user count reaching zero, an mm created or freed, a device
+/// registered, a stale device access recorded or taken. Code outside svmkit that
+/// keeps state such a hook reads (its own [`SecondaryMmu`](crate::mm::SecondaryMmu),
+/// say) calls it on each change of that state. One thread-local add.
+#[inline]
+pub fn model_changed() {
+    crate::sync::mode::model_changed();
+}
+
+/// How many [`model_changed`] calls this OS thread has made (an exploration's tasks
+/// all run on one): equal values mean no change in between.
+pub fn model_generation() -> u64 {
+    crate::sync::mode::model_changes()
 }
 
 /// Inside an exploration (or a replay): calls `hook` at every choice the scheduler

@@ -145,10 +145,19 @@ impl System {
     /// may run inside one): a device whose driver lock is held at that moment is in the
     /// middle of changing its table and is skipped.
     pub fn check_devices_now(&self) -> Result<(), CheckError> {
+        self.check_devices_now_complete().map(|_| ())
+    }
+
+    /// [`check_devices_now`](Self::check_devices_now), telling also whether it read
+    /// every device table: `Ok(false)` if one was skipped, its driver lock held (a
+    /// caller skipping checks of an unchanged model,
+    /// [`check::at_every_state_change`](crate::check::at_every_state_change), checks
+    /// again then).
+    pub fn check_devices_now_complete(&self) -> Result<bool, CheckError> {
         let mut out = Vec::new();
-        self.check_devices(&mut out, true);
+        let complete = self.check_devices(&mut out, true);
         if out.is_empty() {
-            Ok(())
+            Ok(complete)
         } else {
             Err(CheckError { violations: out })
         }
@@ -239,8 +248,10 @@ impl System {
 
     /// Every device translation is valid, and no device access used a stale one.
     /// `now`: without taking the driver locks (see [`System::check_devices_now`]).
-    fn check_devices(&self, out: &mut Vec<Violation>, now: bool) {
+    /// Whether every device table was read (`now`: a held driver lock skips one).
+    fn check_devices(&self, out: &mut Vec<Violation>, now: bool) -> bool {
         let mem = self.mem();
+        let mut complete = true;
         // On a copy of the list: an mm dropped here (its last reference being the one
         // `mirrored_mm` gave) takes facade locks, which must not happen under the
         // registry's std lock.
@@ -248,7 +259,10 @@ impl System {
             let translations = if now {
                 match dev.translations_now() {
                     Some(t) => t,
-                    None => return,
+                    None => {
+                        complete = false;
+                        return;
+                    }
                 }
             } else {
                 dev.translations()
@@ -286,7 +300,7 @@ impl System {
             audit(&*dev);
         }
         if !mem.has_stale_device_accesses() {
-            return;
+            return complete;
         }
         for a in mem.stale_device_accesses() {
             out.push(Violation {
@@ -296,6 +310,7 @@ impl System {
                 what: format!("stale device access: {a}"),
             });
         }
+        complete
     }
 
     fn check_frames(&self, exp: &Expect, out: &mut Vec<Violation>) {

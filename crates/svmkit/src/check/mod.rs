@@ -27,8 +27,8 @@ mod minimise;
 
 pub use explore::{
     ExploreConfig, ExploreFailure, ExploreProgress, ExploreReport, ProgressFn, SchedulerKind,
-    at_every_scheduling_point, explore, explore_with_progress, on_every_schedule_choice, replay,
-    replay_bounded,
+    at_every_scheduling_point, at_every_state_change, explore, explore_with_progress,
+    model_changed, model_generation, on_every_schedule_choice, replay, replay_bounded,
 };
 pub use invariants::{CheckError, ExtraRefs, Violation};
 pub use minimise::minimise;

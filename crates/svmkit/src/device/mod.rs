@@ -166,6 +166,7 @@ impl DevTable {
     /// Installs (or replaces) the entry for the page containing `addr`.
     pub fn set(&mut self, addr: u64, pte: DevPte) {
         self.entries.insert(addr >> PAGE_SHIFT, pte);
+        crate::sync::mode::model_changed();
         self.trace(addr, "map", pte);
     }
 
@@ -175,6 +176,7 @@ impl DevTable {
         let keys: Vec<u64> = self.entries.range(lo..hi).map(|(k, _)| *k).collect();
         for k in &keys {
             if let Some(old) = self.entries.remove(k) {
+                crate::sync::mode::model_changed();
                 self.trace(k << PAGE_SHIFT, "unmap", old);
             }
         }
@@ -193,6 +195,7 @@ impl DevTable {
     /// Removes every entry; returns how many there were.
     pub fn clear(&mut self) -> usize {
         let n = self.entries.len();
+        crate::sync::mode::model_changed();
         for (k, old) in std::mem::take(&mut self.entries) {
             self.trace(k << PAGE_SHIFT, "unmap", old);
         }

@@ -83,6 +83,7 @@ impl Mm {
     /// Linux: `mm_alloc()` (with `mm_init()` and `pgd_alloc()`).
     pub(crate) fn alloc(mem: Arc<PhysMem>, id: u64, profile: Profile) -> Result<Arc<Mm>, Errno> {
         let pgd = mem.pgtable_alloc()?;
+        crate::sync::mode::model_changed();
         Ok(Arc::new_cyclic(|me| Mm {
             id,
             mem,
@@ -122,6 +123,14 @@ impl Mm {
     /// every one. `Ok` also while the lock is held (the state is mid-change then).
     pub fn check_notifiers_now(&self) -> Result<(), String> {
         self.notifiers.check_now().unwrap_or(Ok(()))
+    }
+
+    /// [`check_notifiers_now`](Self::check_notifiers_now), `None` while the lock is
+    /// held (nothing read: a caller skipping checks of an unchanged model,
+    /// [`check::at_every_state_change`](crate::check::at_every_state_change), checks
+    /// again then).
+    pub fn check_notifiers_now_complete(&self) -> Option<Result<(), String>> {
+        self.notifiers.check_now()
     }
 
     /// Current number of users (0 once torn down).
@@ -272,6 +281,8 @@ impl Clone for MmUser {
 impl Drop for MmUser {
     fn drop(&mut self) {
         if self.mm.mm_users.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The checker tells an exited mm's device entries apart.
+            crate::sync::mode::model_changed();
             self.mm.exit_mmap();
         }
     }

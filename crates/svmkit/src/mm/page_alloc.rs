@@ -668,6 +668,8 @@ impl PhysMem {
     pub fn write_u64(&self, pfn: Pfn, offset: u64, value: u64) -> Result<(), Errno> {
         let i = self.u64_index(pfn, offset, true)?;
         self.word(i).store(value, Ordering::SeqCst);
+        // The frame may be a page table (a stale mapping of a freed one, say).
+        crate::sync::mode::model_changed();
         Ok(())
     }
 
@@ -675,6 +677,7 @@ impl PhysMem {
     /// returns the old value (x86-64 `lock xadd`).
     pub fn fetch_add_u64(&self, pfn: Pfn, offset: u64, delta: u64) -> Result<u64, Errno> {
         let i = self.u64_index(pfn, offset, true)?;
+        crate::sync::mode::model_changed();
         Ok(self.word(i).fetch_add(delta, Ordering::SeqCst))
     }
 
@@ -695,6 +698,7 @@ impl PhysMem {
     /// even against a concurrent writer.
     pub fn write_bytes(&self, pfn: Pfn, offset: u64, data: &[u8]) -> Result<(), Errno> {
         self.writable_word_index(pfn, offset, data.len() as u64)?;
+        crate::sync::mode::model_changed();
         let frame = self.frame(pfn.raw() as usize);
         let mut k = 0;
         while k < data.len() {
@@ -739,6 +743,7 @@ impl PhysMem {
         for (d, s) in d.iter().zip(s) {
             d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
         }
+        crate::sync::mode::model_changed();
         Ok(())
     }
 
@@ -766,6 +771,7 @@ impl PhysMem {
         for w in self.frame(pfn.raw() as usize) {
             w.store(0, Ordering::Relaxed);
         }
+        crate::sync::mode::model_changed();
     }
 }
 

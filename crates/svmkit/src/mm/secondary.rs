@@ -188,6 +188,7 @@ impl PhysMem {
         let mut mmus = std_lock(&self.secondary.mmus);
         mmus.retain(|w| w.strong_count() > 0);
         mmus.push(mmu);
+        crate::sync::mode::model_changed();
     }
 
     /// Every registered device that still exists, in registration order.
@@ -201,6 +202,7 @@ impl PhysMem {
     /// Records a device access through a stale translation.
     pub fn report_stale_device_access(&self, access: StaleDeviceAccess) {
         std_lock(&self.secondary.stale).push(access);
+        crate::sync::mode::model_changed();
     }
 
     /// Whether a stale device access has been recorded (and not taken).
@@ -216,6 +218,7 @@ impl PhysMem {
     /// Takes (and clears) the stale device accesses recorded so far, so that later
     /// checks judge only what happens next.
     pub fn take_stale_device_accesses(&self) -> Vec<StaleDeviceAccess> {
+        crate::sync::mode::model_changed();
         std::mem::take(&mut *std_lock(&self.secondary.stale))
     }
 }

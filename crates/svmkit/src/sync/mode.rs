@@ -55,8 +55,16 @@ thread_local! {
     static LIVE_TASKS: Cell<usize> = const { Cell::new(0) };
     /// What to run at every scheduling point of this OS thread's execution (see
     /// [`crate::check::at_every_scheduling_point`]).
-    static HOOK: std::cell::RefCell<Option<std::rc::Rc<dyn Fn()>>> =
+    static HOOK: std::cell::RefCell<Option<std::rc::Rc<dyn Fn() -> bool>>> =
         const { std::cell::RefCell::new(None) };
+    /// Whether [`HOOK`] reads only the model state [`MODEL_CHANGES`] counts changes
+    /// of, and so is skipped where that count is what it was when the hook last
+    /// returned true (see `crate::check::at_every_state_change`).
+    static HOOK_ON_CHANGES: Cell<bool> = const { Cell::new(false) };
+    /// Changes of the state the scheduling-point checks read (see [`model_changed`]),
+    /// and their number when the hook last saw all of it.
+    static MODEL_CHANGES: Cell<u64> = const { Cell::new(0) };
+    static MODEL_CHANGES_SEEN: Cell<u64> = const { Cell::new(u64::MAX) };
     /// Told each choice of the execution's scheduler (see `set_schedule_hook`).
     static SCHEDULE_HOOK: std::cell::RefCell<Option<std::rc::Rc<ScheduleHook>>> =
         const { std::cell::RefCell::new(None) };
@@ -75,15 +83,35 @@ pub(crate) fn released() {
     RELEASES.set(RELEASES.get().wrapping_add(1));
 }
 
+/// The model changed state that the scheduling-point checks read: a page-table word,
+/// frame contents, a device table, an interval-notifier tree, a notifier recorder, an
+/// mm's users, the device registry or its stale accesses (the list is in
+/// `crate::check::model_changed`). One thread-local add: every execution runs on one
+/// OS thread, and outside an exploration nobody reads it.
+#[inline(always)]
+pub(crate) fn model_changed() {
+    MODEL_CHANGES.set(MODEL_CHANGES.get().wrapping_add(1));
+}
+
+/// The number of [`model_changed`] calls on this OS thread so far.
+pub(crate) fn model_changes() -> u64 {
+    MODEL_CHANGES.get()
+}
+
 /// Runs the execution's scheduling-point hook, if any, unless it is running already
 /// (a facade lock taken by the hook itself does not recurse) or no lock was released
 /// since it last ran: the model changes what another task can see only under a lock,
 /// so nothing another task could observe has changed since.
 /// Nor does it run while no other task is runnable: no one could observe the state
-/// here, and it lasts until a later scheduling point where someone can.
+/// here, and it lasts until a later scheduling point where someone can. A hook on
+/// model changes is skipped, too, where the model is as it last saw all of it.
 #[inline]
 pub(crate) fn at_scheduling_point() {
-    if HOOK_ARMED.get() && RELEASES.get() != RELEASES_SEEN.get() && others_runnable() {
+    if HOOK_ARMED.get()
+        && RELEASES.get() != RELEASES_SEEN.get()
+        && !(HOOK_ON_CHANGES.get() && MODEL_CHANGES.get() == MODEL_CHANGES_SEEN.get())
+        && others_runnable()
+    {
         RELEASES_SEEN.set(RELEASES.get());
         run_hook();
     }
@@ -121,7 +149,12 @@ fn run_hook() {
     }
     HOOK_ARMED.set(false);
     let _rearm = Rearm;
-    hook();
+    // Counted before the hook reads: a change it makes itself (none should) or one
+    // it misses being read now runs it again.
+    let changes = MODEL_CHANGES.get();
+    if hook() {
+        MODEL_CHANGES_SEEN.set(changes);
+    }
 }
 
 /// What a schedule hook is told: the chosen task's name, every runnable task's, and
@@ -139,10 +172,13 @@ pub(crate) fn schedule_hook() -> Option<std::rc::Rc<ScheduleHook>> {
     SCHEDULE_HOOK.with(|h| h.borrow().clone())
 }
 
-/// Sets (or clears) the hook of the running execution.
-pub(crate) fn set_hook(hook: Option<std::rc::Rc<dyn Fn()>>) {
+/// Sets (or clears) the hook of the running execution; `on_changes`: it is skipped
+/// where the model has not changed since it last returned true.
+pub(crate) fn set_hook(hook: Option<std::rc::Rc<dyn Fn() -> bool>>, on_changes: bool) {
     HOOK_ARMED.set(hook.is_some());
+    HOOK_ON_CHANGES.set(on_changes);
     RELEASES_SEEN.set(u64::MAX);
+    MODEL_CHANGES_SEEN.set(u64::MAX);
     let old = HOOK.with(|h| h.replace(hook));
     drop(old);
 }
@@ -224,7 +260,7 @@ impl ExplorationScope {
         );
         EXECUTION.set(NEXT_EXECUTION.fetch_add(1, Ordering::Relaxed));
         LIVE_TASKS.set(1);
-        set_hook(None);
+        set_hook(None, false);
         set_schedule_hook(None);
     }
 
@@ -238,7 +274,7 @@ impl Drop for ExplorationScope {
     fn drop(&mut self) {
         EXECUTION.set(self.previous);
         LIVE_TASKS.set(0);
-        set_hook(None);
+        set_hook(None, false);
         set_schedule_hook(None);
     }
 }

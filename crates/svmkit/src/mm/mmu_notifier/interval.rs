@@ -357,6 +357,7 @@ impl MmuNotifierSubscriptions {
         range: &MmuNotifierRange<'_>,
     ) -> (Vec<Arc<MmuIntervalNotifier>>, u64) {
         let mut st = self.itree.lock();
+        crate::sync::mode::model_changed();
         st.active += 1;
         let hits: Vec<Arc<MmuIntervalNotifier>> = if range.end > range.start {
             st.tree
@@ -376,6 +377,7 @@ impl MmuNotifierSubscriptions {
     pub(super) fn itree_inv_end(&self) {
         let wake = {
             let mut st = self.itree.lock();
+            crate::sync::mode::model_changed();
             st.active -= 1;
             if st.active > 0 || !st.is_invalidating() {
                 return;
@@ -476,6 +478,7 @@ impl Mm {
             traced_set_seqs: AtomicU64::new(0),
         };
         let mut st = subs.itree.lock();
+        crate::sync::mode::model_changed();
         if st.active > 0 {
             // Linux queues the insert only when the sequence was already odd; when no
             // running invalidation hit an interval, this insert makes it odd itself and
@@ -584,6 +587,7 @@ impl MmuIntervalNotifier {
     #[doc(alias = "mmu_interval_set_seq")]
     pub fn set_seq(&self, cur_seq: u64) {
         self.invalidate_seq.store(cur_seq, Ordering::Release);
+        crate::sync::mode::model_changed();
         if self.mm.mem().tracer().on() {
             self.traced_set_seqs.fetch_add(1, Ordering::Relaxed);
         }
@@ -599,6 +603,7 @@ impl MmuIntervalNotifier {
     pub fn remove(&self) -> Result<(), Errno> {
         let subs = self.mm.mmu_notifiers();
         let mut st = subs.itree.lock();
+        crate::sync::mode::model_changed();
         let in_tree = st.nodes.contains_key(&self.id);
         let queued_insert = st
             .deferred

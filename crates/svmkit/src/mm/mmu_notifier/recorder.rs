@@ -141,7 +141,14 @@ impl RecordingNotifier {
 
     /// Everything recorded so far, clearing the log.
     pub fn take(&self) -> Vec<NotifierCall> {
+        crate::sync::mode::model_changed();
         std::mem::take(&mut *self.log())
+    }
+
+    /// Appends a call to the log (a change the scheduling-point checks read).
+    fn record(&self, call: NotifierCall) {
+        self.log().push(call);
+        crate::sync::mode::model_changed();
     }
 
     /// Range starts minus range ends in the log (what [`take`](Self::take) has not
@@ -159,20 +166,17 @@ impl RecordingNotifier {
 
 impl MmuNotifierOps for RecordingNotifier {
     fn invalidate_range_start(&self, range: &MmuNotifierRange<'_>) -> Result<(), crate::Errno> {
-        self.log()
-            .push(NotifierCall::of(NotifierCallKind::Start, range));
+        self.record(NotifierCall::of(NotifierCallKind::Start, range));
         Ok(())
     }
 
     fn invalidate_range_end(&self, range: &MmuNotifierRange<'_>) {
-        self.log()
-            .push(NotifierCall::of(NotifierCallKind::End, range));
+        self.record(NotifierCall::of(NotifierCallKind::End, range));
     }
 
     fn release(&self, mm: &Mm) {
         let range = MmuNotifierRange::new(mm, MmuNotifierEvent::Release, 0, u64::MAX);
-        self.log()
-            .push(NotifierCall::of(NotifierCallKind::Release, &range));
+        self.record(NotifierCall::of(NotifierCallKind::Release, &range));
     }
 
     fn trace_name(&self) -> Option<String> {
@@ -191,7 +195,7 @@ impl MmuIntervalNotifierOps for RecordingNotifier {
         if set_seq {
             sub.set_seq(cur_seq);
         }
-        self.log().push(NotifierCall::of(
+        self.record(NotifierCall::of(
             NotifierCallKind::Interval { cur_seq, set_seq },
             range,
         ));
