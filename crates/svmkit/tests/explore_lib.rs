@@ -490,6 +490,25 @@ fn the_scheduling_point_hook_sees_a_state_between_two_locks() {
     assert_eq!(*m.lock(), 1);
 }
 
+/// The main task spawns one thread (then calls `model_changed` if `change`); each
+/// takes and releases one lock five times.
+fn two_tasks_lock_five_times(change: bool) {
+    let m = Arc::new(Mutex::new(0u32));
+    let m2 = Arc::clone(&m);
+    let t = thread::spawn(move || {
+        for _ in 0..5 {
+            *m2.lock() += 1;
+        }
+    });
+    if change {
+        svmkit::check::model_changed();
+    }
+    for _ in 0..5 {
+        *m.lock() += 1;
+    }
+    t.join().unwrap();
+}
+
 /// Runs of a state-change hook in the non-preemptive schedule of two phases: two
 /// tasks taking one lock five times each, the model unchanged; then the same after one
 /// `model_changed`. The hook answers `first` at its first run, `true` after.
@@ -502,25 +521,9 @@ fn state_change_hook_runs(first: bool) -> (usize, usize) {
         svmkit::check::at_every_state_change(move || {
             r.fetch_add(1, Ordering::Relaxed) > 0 || first
         });
-        let phase = |change: bool| {
-            let m = Arc::new(Mutex::new(0u32));
-            let m2 = Arc::clone(&m);
-            let t = thread::spawn(move || {
-                for _ in 0..5 {
-                    *m2.lock() += 1;
-                }
-            });
-            if change {
-                svmkit::check::model_changed();
-            }
-            for _ in 0..5 {
-                *m.lock() += 1;
-            }
-            t.join().unwrap();
-        };
-        phase(false);
+        two_tasks_lock_five_times(false);
         let before = runs.load(Ordering::Relaxed);
-        phase(true);
+        two_tasks_lock_five_times(true);
         *out.lock().unwrap() = (before, runs.load(Ordering::Relaxed));
     })
     .unwrap();
@@ -544,17 +547,7 @@ fn a_state_change_hook_runs_again_only_after_a_model_change_or_an_incomplete_rea
         svmkit::check::at_every_scheduling_point(move || {
             r.fetch_add(1, Ordering::Relaxed);
         });
-        let m = Arc::new(Mutex::new(0u32));
-        let m2 = Arc::clone(&m);
-        let t = thread::spawn(move || {
-            for _ in 0..5 {
-                *m2.lock() += 1;
-            }
-        });
-        for _ in 0..5 {
-            *m.lock() += 1;
-        }
-        t.join().unwrap();
+        two_tasks_lock_five_times(false);
     })
     .unwrap();
     assert!(runs.load(Ordering::Relaxed) > 2, "{runs:?}");
