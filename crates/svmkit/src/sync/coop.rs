@@ -28,8 +28,50 @@ use std::sync::TryLockError;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use shuttle_engine::runtime::execution::ExecutionState;
-use shuttle_engine::runtime::task::TaskId;
-use shuttle_engine::runtime::thread::continuation::{switch, switch_if_not_stopping};
+use shuttle_engine::runtime::task::{Task, TaskId};
+use shuttle_engine::runtime::thread::continuation;
+
+use super::mode;
+
+/// Blocks `t` in the engine, counting it among the facade's blocked tasks if it was
+/// runnable (see [`mode::pass_lone_point`]).
+fn block(t: &mut Task) {
+    if t.runnable() {
+        mode::task_blocked();
+    }
+    t.block(false);
+}
+
+/// Makes `t` runnable, uncounting it if it was blocked.
+fn unblock(t: &mut Task) {
+    if t.blocked() {
+        mode::task_unblocked();
+    }
+    t.unblock();
+}
+
+/// The scheduling point before a lock operation, passed over where no other task is
+/// runnable ([`mode::pass_lone_point`]).
+#[inline]
+fn switch() {
+    if !mode::pass_lone_point() {
+        continuation::switch();
+    }
+}
+
+/// [`switch`], except where an abandoned execution is torn down.
+#[inline]
+fn switch_if_not_stopping() {
+    if !mode::pass_lone_point() {
+        continuation::switch_if_not_stopping();
+    }
+}
+
+/// The switch after the running task blocked itself: never passed over.
+#[inline]
+fn sleep() {
+    continuation::switch();
+}
 
 /// Tasks blocked until something they wait for changes.
 #[derive(Default)]
@@ -46,7 +88,7 @@ impl Sleepers {
     fn block_current(&self) {
         let me = ExecutionState::with(|s| {
             let t = s.current_mut();
-            t.block(false);
+            block(t);
             t.id()
         });
         self.list().push(me);
@@ -87,7 +129,7 @@ impl Sleepers {
                 if let Some(t) = s.try_get_mut(id)
                     && !t.finished()
                 {
-                    t.unblock();
+                    unblock(t);
                 }
             }
         });
@@ -141,7 +183,7 @@ impl CoopLock {
             }
             let me = ExecutionState::with(|s| {
                 let t = s.current_mut();
-                t.block(false);
+                block(t);
                 t.id()
             });
             {
@@ -150,7 +192,7 @@ impl CoopLock {
                     w.push(me);
                 }
             }
-            switch();
+            sleep();
         }
         self.taken();
     }
@@ -172,7 +214,7 @@ impl CoopLock {
                 if let Some(t) = s.try_get_mut(id)
                     && !t.finished()
                 {
-                    t.block(false);
+                    block(t);
                 }
             }
         });
@@ -209,7 +251,7 @@ impl CoopLock {
                 if let Some(t) = s.try_get_mut(id)
                     && !t.finished()
                 {
-                    t.unblock();
+                    unblock(t);
                 }
             }
         });
@@ -309,7 +351,7 @@ impl CoopCondvar {
     pub(crate) fn wait_on(&self, lock: &CoopLock) {
         self.sleepers.block_current();
         lock.release();
-        switch();
+        sleep();
         lock.acquire_after_switch();
     }
 

@@ -53,6 +53,13 @@ thread_local! {
     /// outside an execution of svmkit's explorer (unknown: another runner's tasks are
     /// not counted).
     static LIVE_TASKS: Cell<usize> = const { Cell::new(0) };
+    /// Tasks of this OS thread's execution blocked in the facade (on a
+    /// [`coop`](super::coop) lock or condition variable, or joining a facade thread):
+    /// with [`LIVE_TASKS`], whether the running task is the only runnable one, in two
+    /// loads (see [`pass_lone_point`]).
+    static BLOCKED_TASKS: Cell<usize> = const { Cell::new(0) };
+    /// Scheduling points passed over by [`pass_lone_point`] in this execution.
+    static LONE_PASSES: Cell<u32> = const { Cell::new(0) };
     /// What to run at every scheduling point of this OS thread's execution (see
     /// [`crate::check::at_every_scheduling_point`]).
     static HOOK: std::cell::RefCell<Option<std::rc::Rc<dyn Fn() -> bool>>> =
@@ -110,10 +117,23 @@ pub(crate) fn at_scheduling_point() {
     if HOOK_ARMED.get()
         && RELEASES.get() != RELEASES_SEEN.get()
         && !(HOOK_ON_CHANGES.get() && MODEL_CHANGES.get() == MODEL_CHANGES_SEEN.get())
-        && others_runnable()
+        && others_runnable_now()
     {
         RELEASES_SEEN.set(RELEASES.get());
         run_hook();
+    }
+}
+
+/// Whether a task other than the running one is runnable, from the facade's counts
+/// where they are kept (svmkit's own explorer), from the engine's task states
+/// otherwise.
+#[inline]
+fn others_runnable_now() -> bool {
+    let live = LIVE_TASKS.get();
+    if live > 1 {
+        BLOCKED_TASKS.get() < live - 1
+    } else {
+        others_runnable()
     }
 }
 
@@ -260,6 +280,8 @@ impl ExplorationScope {
         );
         EXECUTION.set(NEXT_EXECUTION.fetch_add(1, Ordering::Relaxed));
         LIVE_TASKS.set(1);
+        BLOCKED_TASKS.set(0);
+        LONE_PASSES.set(0);
         set_hook(None, false);
         set_schedule_hook(None);
     }
@@ -274,6 +296,7 @@ impl Drop for ExplorationScope {
     fn drop(&mut self) {
         EXECUTION.set(self.previous);
         LIVE_TASKS.set(0);
+        BLOCKED_TASKS.set(0);
         set_hook(None, false);
         set_schedule_hook(None);
     }
@@ -287,6 +310,52 @@ impl Drop for ExplorationScope {
 #[inline]
 pub(crate) fn single_task() -> bool {
     LIVE_TASKS.get() == 1
+}
+
+/// A task of this execution went from runnable to blocked in the facade.
+#[inline]
+pub(crate) fn task_blocked() {
+    BLOCKED_TASKS.set(BLOCKED_TASKS.get() + 1);
+}
+
+/// A task of this execution blocked in the facade is runnable again.
+#[inline]
+pub(crate) fn task_unblocked() {
+    BLOCKED_TASKS.set(BLOCKED_TASKS.get().saturating_sub(1));
+}
+
+/// How often a task alone among blocked ones still reaches the engine at a scheduling
+/// point it could pass over: the engine counts its steps against the step bound, so a
+/// task that spins while every other waits (a livelock with one runner) still meets
+/// the bound, after this many times its steps.
+const LONE_ENGINE_EVERY: u32 = 64;
+
+/// Whether the scheduling point the running task is at can be passed over: other
+/// tasks are alive but every one is blocked in the facade, so the scheduler has no
+/// choice to make (it would pick the running task) and the schedule is the same
+/// without the point. Every [`LONE_ENGINE_EVERY`]th such point still goes to the
+/// engine (its step bound). Debug builds check the count against the engine's task
+/// states at every point.
+#[inline]
+pub(crate) fn pass_lone_point() -> bool {
+    let live = LIVE_TASKS.get();
+    let lone = live > 1 && BLOCKED_TASKS.get() == live - 1;
+    #[cfg(debug_assertions)]
+    if live > 1 && !ExecutionState::should_stop() {
+        debug_assert_eq!(
+            lone,
+            !others_runnable(),
+            "svmkit::sync: the facade's count of blocked tasks ({} of {live} live) \
+             disagrees with the engine",
+            BLOCKED_TASKS.get()
+        );
+    }
+    if !lone {
+        return false;
+    }
+    let n = LONE_PASSES.get().wrapping_add(1);
+    LONE_PASSES.set(n);
+    !n.is_multiple_of(LONE_ENGINE_EVERY)
 }
 
 /// A task is about to be spawned in this execution.

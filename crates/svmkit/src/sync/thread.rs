@@ -26,7 +26,48 @@ enum JoinImpl<T> {
     Shuttle {
         handle: shuttle::thread::JoinHandle<T>,
         exec: u64,
+        /// Where the task and its joiner meet (see [`JoinState`]).
+        state: std::sync::Arc<JoinState>,
     },
+}
+
+/// Whether a facade task has finished and whether its joiner waits for it, so that the
+/// facade counts the joiner among its blocked tasks while it waits (see
+/// `mode::pass_lone_point`).
+#[derive(Default)]
+struct JoinState(std::sync::atomic::AtomicU8);
+
+impl JoinState {
+    const RUNNING: u8 = 0;
+    const JOINER_BLOCKED: u8 = 1;
+    const FINISHED: u8 = 2;
+
+    /// The joiner is about to wait: counted blocked unless the task has finished (the
+    /// engine then lets the join return without blocking).
+    fn joining(&self) {
+        use std::sync::atomic::Ordering;
+        if self
+            .0
+            .compare_exchange(
+                Self::RUNNING,
+                Self::JOINER_BLOCKED,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            mode::task_blocked();
+        }
+    }
+
+    /// The task returned: its joiner, if it waits, runs again as the task ends (no
+    /// scheduling point of the facade falls in between).
+    fn finished(&self) {
+        use std::sync::atomic::Ordering;
+        if self.0.swap(Self::FINISHED, Ordering::Relaxed) == Self::JOINER_BLOCKED {
+            mode::task_unblocked();
+        }
+    }
 }
 
 impl<T> JoinHandle<T> {
@@ -37,8 +78,13 @@ impl<T> JoinHandle<T> {
                 mode::check_std_blocking("JoinHandle");
                 handle.join()
             }
-            JoinImpl::Shuttle { handle, exec } => {
+            JoinImpl::Shuttle {
+                handle,
+                exec,
+                state,
+            } => {
                 mode::check_shuttle(exec, "JoinHandle");
+                state.joining();
                 handle.join()
             }
         }
@@ -67,10 +113,14 @@ where
 {
     let inner = match Backend::current() {
         Backend::Std => JoinImpl::Std(std::thread::spawn(f)),
-        Backend::Shuttle(exec) => JoinImpl::Shuttle {
-            handle: shuttle::thread::spawn(counted(f)),
-            exec,
-        },
+        Backend::Shuttle(exec) => {
+            let state = std::sync::Arc::new(JoinState::default());
+            JoinImpl::Shuttle {
+                handle: shuttle::thread::spawn(counted(f, std::sync::Arc::clone(&state))),
+                exec,
+                state,
+            }
+        }
     };
     JoinHandle { inner }
 }
@@ -90,33 +140,38 @@ where
                 .spawn(f)
                 .unwrap_or_else(|e| panic!("cannot spawn thread {name}: {e}")),
         ),
-        Backend::Shuttle(exec) => JoinImpl::Shuttle {
-            handle: shuttle::thread::Builder::new()
-                .name(name.to_string())
-                .spawn(counted(f))
-                .unwrap_or_else(|e| panic!("cannot spawn task {name}: {e}")),
-            exec,
-        },
+        Backend::Shuttle(exec) => {
+            let state = std::sync::Arc::new(JoinState::default());
+            JoinImpl::Shuttle {
+                handle: shuttle::thread::Builder::new()
+                    .name(name.to_string())
+                    .spawn(counted(f, std::sync::Arc::clone(&state)))
+                    .unwrap_or_else(|e| panic!("cannot spawn task {name}: {e}")),
+                exec,
+                state,
+            }
+        }
     };
     JoinHandle { inner }
 }
 
 /// `f`, counted among its execution's live tasks until it returns or unwinds (see
-/// [`mode::single_task`]).
-fn counted<F, T>(f: F) -> impl FnOnce() -> T + Send + 'static
+/// [`mode::single_task`]); then its joiner, if waiting, is counted runnable again.
+fn counted<F, T>(f: F, state: std::sync::Arc<JoinState>) -> impl FnOnce() -> T + Send + 'static
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    struct Finished;
+    struct Finished(std::sync::Arc<JoinState>);
     impl Drop for Finished {
         fn drop(&mut self) {
             mode::task_finished();
+            self.0.finished();
         }
     }
     mode::task_spawned();
     move || {
-        let _finished = Finished;
+        let _finished = Finished(state);
         f()
     }
 }
@@ -131,6 +186,10 @@ pub fn yield_now() {
         return;
     }
     if mode::in_explorer() {
+        if mode::pass_lone_point() {
+            // Every other task waits: the scheduler would pick this one again.
+            return;
+        }
         mode::at_scheduling_point();
         shuttle::thread::yield_now();
     } else {
