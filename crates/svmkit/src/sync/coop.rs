@@ -25,7 +25,7 @@
 //! account.
 
 use std::sync::TryLockError;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use shuttle_engine::runtime::execution::ExecutionState;
 use shuttle_engine::runtime::task::{Task, TaskId};
@@ -73,16 +73,38 @@ fn sleep() {
     continuation::switch();
 }
 
-/// Tasks blocked until something they wait for changes.
+/// A list of task ids with its length readable without taking its lock: most lock
+/// releases and takes find nobody waiting, and the length's plain load spares them
+/// the lock's two atomic read-modify-writes (perf: those were most of a release).
 #[derive(Default)]
-struct Sleepers(std::sync::Mutex<Vec<TaskId>>);
+struct TaskList {
+    ids: std::sync::Mutex<Vec<TaskId>>,
+    len: AtomicUsize,
+}
 
-impl Sleepers {
-    fn list(&self) -> std::sync::MutexGuard<'_, Vec<TaskId>> {
-        // Never contended: the tasks share one OS thread and never switch while holding it.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+impl TaskList {
+    /// Whether the list is empty (one load: the tasks share one OS thread, and the
+    /// length changes only under the lock).
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Relaxed) == 0
     }
 
+    /// Runs `f` on the list under its lock and records its new length.
+    fn with<R>(&self, f: impl FnOnce(&mut Vec<TaskId>) -> R) -> R {
+        // Never contended: the tasks share one OS thread and never switch while holding it.
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let r = f(&mut ids);
+        self.len.store(ids.len(), Ordering::Relaxed);
+        r
+    }
+}
+
+/// Tasks blocked until something they wait for changes.
+#[derive(Default)]
+struct Sleepers(TaskList);
+
+impl Sleepers {
     /// Marks the current task blocked on this list; it stops at its next scheduling
     /// point and runs again once woken.
     fn block_current(&self) {
@@ -91,30 +113,24 @@ impl Sleepers {
             block(t);
             t.id()
         });
-        self.list().push(me);
+        self.0.with(|l| l.push(me));
     }
 
     /// Makes every sleeper runnable (each re-checks what it waits for).
     fn wake_all(&self) {
-        let woken = {
-            let mut list = self.list();
-            if list.is_empty() {
-                return;
-            }
-            std::mem::take(&mut *list)
-        };
+        if self.0.is_empty() {
+            return;
+        }
+        let woken = self.0.with(std::mem::take);
         Self::unblock(&woken);
     }
 
     /// Makes the longest sleeper runnable.
     fn wake_one(&self) {
-        let woken = {
-            let mut list = self.list();
-            if list.is_empty() {
-                return;
-            }
-            list.remove(0)
-        };
+        if self.0.is_empty() {
+            return;
+        }
+        let woken = self.0.with(|l| l.remove(0));
         Self::unblock(&[woken]);
     }
 
@@ -146,18 +162,13 @@ impl Sleepers {
 #[derive(Default)]
 pub(crate) struct CoopLock {
     held: AtomicBool,
-    waiters: std::sync::Mutex<Vec<TaskId>>,
+    waiters: TaskList,
 }
 
 impl CoopLock {
     /// A free lock.
     pub(crate) fn new() -> Self {
         CoopLock::default()
-    }
-
-    fn waiters(&self) -> std::sync::MutexGuard<'_, Vec<TaskId>> {
-        // Never contended: the tasks share one OS thread and never switch while holding it.
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes the lock, sleeping while another task holds it. One scheduling point,
@@ -172,9 +183,21 @@ impl CoopLock {
         self.acquire_after_switch();
     }
 
+    /// Sets the lock word, returning whether it was set already. A load and a store,
+    /// not a swap: the tasks share one OS thread and none runs between the two, and a
+    /// read-modify-write costs several times a plain access.
+    #[inline]
+    fn test_and_set(&self) -> bool {
+        let was = self.held.load(Ordering::Acquire);
+        if !was {
+            self.held.store(true, Ordering::Relaxed);
+        }
+        was
+    }
+
     /// The attempt and the sleeps of [`lock`](Self::lock), after its scheduling point.
     fn acquire_after_switch(&self) {
-        while self.held.swap(true, Ordering::Acquire) {
+        while self.test_and_set() {
             if ExecutionState::should_stop() {
                 // Teardown of an abandoned execution: its destructors take locks as if
                 // they were free (shuttle's own mutex does the same), since the tasks
@@ -186,12 +209,11 @@ impl CoopLock {
                 block(t);
                 t.id()
             });
-            {
-                let mut w = self.waiters();
+            self.waiters.with(|w| {
                 if !w.contains(&me) {
                     w.push(me);
                 }
-            }
+            });
             sleep();
         }
         self.taken();
@@ -200,30 +222,28 @@ impl CoopLock {
     /// The current task took the lock: it waits no more, and the waiters a release
     /// woke sleep again.
     fn taken(&self) {
-        if ExecutionState::should_stop() {
+        if self.waiters.is_empty() || ExecutionState::should_stop() {
             return;
         }
-        let mut w = self.waiters();
-        if w.is_empty() {
-            return;
-        }
-        ExecutionState::with(|s| {
-            let me = s.current().id();
-            w.retain(|&id| id != me);
-            for &id in w.iter() {
-                if let Some(t) = s.try_get_mut(id)
-                    && !t.finished()
-                {
-                    block(t);
+        self.waiters.with(|w| {
+            ExecutionState::with(|s| {
+                let me = s.current().id();
+                w.retain(|&id| id != me);
+                for &id in w.iter() {
+                    if let Some(t) = s.try_get_mut(id)
+                        && !t.finished()
+                    {
+                        block(t);
+                    }
                 }
-            }
+            })
         });
     }
 
     /// Takes the lock if it is free. One scheduling point, before the attempt.
     pub(crate) fn try_lock(&self) -> bool {
         switch();
-        let got = !self.held.swap(true, Ordering::Acquire);
+        let got = !self.test_and_set();
         if got {
             self.taken();
         }
@@ -239,21 +259,19 @@ impl CoopLock {
 
     fn release(&self) {
         self.held.store(false, Ordering::Release);
-        if ExecutionState::should_stop() {
+        if self.waiters.is_empty() || ExecutionState::should_stop() {
             return;
         }
-        let w = self.waiters();
-        if w.is_empty() {
-            return;
-        }
-        ExecutionState::with(|s| {
-            for &id in w.iter() {
-                if let Some(t) = s.try_get_mut(id)
-                    && !t.finished()
-                {
-                    unblock(t);
+        self.waiters.with(|w| {
+            ExecutionState::with(|s| {
+                for &id in w.iter() {
+                    if let Some(t) = s.try_get_mut(id)
+                        && !t.finished()
+                    {
+                        unblock(t);
+                    }
                 }
-            }
+            })
         });
     }
 }
