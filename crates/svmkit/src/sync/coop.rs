@@ -344,18 +344,9 @@ impl<T> std::ops::DerefMut for CoopGuard<'_, T> {
 }
 
 impl<T> Drop for CoopGuard<'_, T> {
-    /// Releases the lock without a scheduling point: a [`CoopMutex`] is the inner lock
-    /// of a composite facade lock ([`WaitQueue`](super::WaitQueue),
-    /// [`MmapLock`](super::MmapLock)), whose operation had its point when it took this
-    /// lock. A point here would add no state another task can observe: the
-    /// composite's state reads the same on both sides of the release, and only a task
-    /// that takes this lock sees the lock word (it would block until the release, as
-    /// if it ran after). What the holder does next up to its next point (plain atomic
-    /// steps) is one step with the release, as every step between two points is: where
-    /// such a gap matters the model has a `sync::yield_now`.
     fn drop(&mut self) {
         if self.data.take().is_some() {
-            self.mutex.lock.release();
+            self.mutex.lock.unlock();
         }
     }
 }
