@@ -140,16 +140,21 @@ impl Sleepers {
         if ExecutionState::should_stop() {
             return;
         }
-        ExecutionState::with(|s| {
-            for &id in ids {
-                if let Some(t) = s.try_get_mut(id)
-                    && !t.finished()
-                {
-                    unblock(t);
-                }
-            }
-        });
+        unblock_all(ids);
     }
+}
+
+/// Makes every unfinished task of `ids` runnable.
+fn unblock_all(ids: &[TaskId]) {
+    ExecutionState::with(|s| {
+        for &id in ids {
+            if let Some(t) = s.try_get_mut(id)
+                && !t.finished()
+            {
+                unblock(t);
+            }
+        }
+    });
 }
 
 /// A lock word with its waiters: the scheduling point, the blocking and the deadlock
@@ -262,17 +267,7 @@ impl CoopLock {
         if self.waiters.is_empty() || ExecutionState::should_stop() {
             return;
         }
-        self.waiters.with(|w| {
-            ExecutionState::with(|s| {
-                for &id in w.iter() {
-                    if let Some(t) = s.try_get_mut(id)
-                        && !t.finished()
-                    {
-                        unblock(t);
-                    }
-                }
-            })
-        });
+        self.waiters.with(|w| unblock_all(w));
     }
 }
 

@@ -131,10 +131,17 @@ pub(crate) fn at_scheduling_point() {
 fn others_runnable_now() -> bool {
     let live = LIVE_TASKS.get();
     if live > 1 {
-        BLOCKED_TASKS.get() < live - 1
+        !counted_lone(live)
     } else {
         others_runnable()
     }
+}
+
+/// With `live` (more than one) tasks counted: whether all but the running one are
+/// blocked in the facade.
+#[inline]
+fn counted_lone(live: usize) -> bool {
+    BLOCKED_TASKS.get() == live - 1
 }
 
 /// Whether a task other than the running one is runnable (not blocked, not finished).
@@ -339,7 +346,7 @@ const LONE_ENGINE_EVERY: u32 = 64;
 #[inline]
 pub(crate) fn pass_lone_point() -> bool {
     let live = LIVE_TASKS.get();
-    let lone = live > 1 && BLOCKED_TASKS.get() == live - 1;
+    let lone = live > 1 && counted_lone(live);
     #[cfg(debug_assertions)]
     if live > 1 && !ExecutionState::should_stop() {
         debug_assert_eq!(
