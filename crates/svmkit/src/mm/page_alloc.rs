@@ -49,10 +49,15 @@ const MAX_FRAMES: u64 = 1 << 24;
 /// Frame contents are allocated in chunks, each on its first access: one zeroed
 /// allocation of the whole memory is refused by Linux's heuristic overcommit once it
 /// exceeds the host's RAM (a 64 GiB model on a 24 GiB machine), while untouched chunks
-/// cost nothing this way. A chunk is at least this many frames (64 KiB): a small model
-/// (a scenario's 64 frames, built afresh for every explored schedule) touches a few
-/// frames, and zeroing a larger first chunk was a twentieth of a schedule's time.
-const MIN_CHUNK_FRAMES: usize = 16;
+/// cost nothing this way. A chunk is at most this many frames (64 KiB) unless
+/// [`MAX_CHUNKS`] needs more.
+const MAX_SMALL_CHUNK_FRAMES: usize = 16;
+/// A smaller model has this many chunks, each of `frames / 256` frames (at least
+/// one): a scenario's 64 frames, built afresh for every explored schedule, touch a
+/// handful of frames, and zeroing a whole 64 KiB first chunk cost a schedule 70k of
+/// its 320k instructions (cachegrind counts `rep stosb` by the byte; docs/EXPLORING.md
+/// has the wall-clock figure).
+const SMALL_TABLE_CHUNKS: usize = 256;
 /// At most this many chunks (so at least 512 frames, 2 MiB, per chunk at 2^24 frames):
 /// the chunk table is built eagerly, and a 64 GiB model keeps it at 768 KiB.
 const MAX_CHUNKS: usize = 1 << 15;
@@ -165,7 +170,8 @@ pub struct PhysMem {
     /// Frame contents, `1 << chunk_shift` frames per chunk, allocated zeroed on first
     /// access (a never-accessed chunk reads as zeroes either way).
     chunks: Box<[OnceLock<Box<[AtomicU64]>>]>,
-    /// log2 of the frames per chunk (see [`MIN_CHUNK_FRAMES`] and [`MAX_CHUNKS`]).
+    /// log2 of the frames per chunk (see [`MAX_SMALL_CHUNK_FRAMES`], [`SMALL_TABLE_CHUNKS`] and
+    /// [`MAX_CHUNKS`]).
     chunk_shift: u32,
     pages: Box<[Page]>,
     /// Linux: `zone->lock`.
@@ -211,11 +217,11 @@ impl PhysMem {
         let n = config.frames;
         // Zeroed allocations: the OS hands out zero pages lazily, so untouched frames
         // cost no memory and no time (a frame's words and a free Page are all zero);
-        // the contents are allocated per chunk on first access (see MIN_CHUNK_FRAMES).
-        let chunk_frames = (n as usize)
-            .div_ceil(MAX_CHUNKS)
-            .next_power_of_two()
-            .max(MIN_CHUNK_FRAMES);
+        // the contents are allocated per chunk on first access (see SMALL_TABLE_CHUNKS).
+        let chunk_frames = ((n as usize) / SMALL_TABLE_CHUNKS)
+            .clamp(1, MAX_SMALL_CHUNK_FRAMES)
+            .max((n as usize).div_ceil(MAX_CHUNKS))
+            .next_power_of_two();
         let chunk_shift = chunk_frames.trailing_zeros();
         let chunks = (0..(n as usize).div_ceil(chunk_frames))
             .map(|_| OnceLock::new())
