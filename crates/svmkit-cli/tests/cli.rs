@@ -506,14 +506,15 @@ fn run_trace_writes_the_perfetto_and_html_views() {
 
 #[test]
 fn a_failure_at_the_step_bound_replays_to_the_same_step() {
-    // A schedule bound far below what the starvation example's atomic needs turns
-    // every schedule into a step-bound failure, as a livelock would be: the replay must
-    // stop at the same bound with the same account, not run out of schedule. (100:
-    // since lone points are passed over, a schedule of it takes fewer than 200 engine
-    // steps; derived.)
+    // A schedule bound below what the 4-thread exclusivity race needs turns its first
+    // schedule into a step-bound failure, as a livelock would be: the replay must stop
+    // at the same bound with the same account, not run out of schedule. (100, the
+    // smallest bound the CLI takes: since a task alone or among blocked ones passes
+    // its points over, the starvation example this used takes fewer than 100 engine
+    // steps and the race more; derived.)
     let dir = tempdir();
     let save = dir.join("bound.schedule.json");
-    let file = example("nouveau-starvation-thp.toml");
+    let file = example("race-exclusivity.toml");
     let args = ["--profile", "linux-6.15"];
     let out = svmkit(&[
         "explore",

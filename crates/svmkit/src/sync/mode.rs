@@ -337,18 +337,22 @@ pub(crate) fn task_unblocked() {
 /// the bound, after this many times its steps.
 const LONE_ENGINE_EVERY: u32 = 64;
 
-/// Whether the scheduling point the running task is at can be passed over: other
-/// tasks are alive but every one is blocked in the facade, so the scheduler has no
-/// choice to make (it would pick the running task) and the schedule is the same
+/// Whether the scheduling point the running task is at can be passed over: it is
+/// alone in its execution, or the other tasks are alive but every one is blocked in
+/// the facade, so the scheduler has no choice to make (it would pick the running task) and the schedule is the same
 /// without the point. Every [`LONE_ENGINE_EVERY`]th such point still goes to the
 /// engine (its step bound). Debug builds check the count against the engine's task
 /// states at every point.
 #[inline]
 pub(crate) fn pass_lone_point() -> bool {
     let live = LIVE_TASKS.get();
-    let lone = live > 1 && counted_lone(live);
+    // A task alone in its execution (a scenario's set-up, end checks and teardown) has
+    // no other to switch to either: its PTL, folio and mmap lock operations are
+    // passed over as a facade Mutex's are (`single_task`), with the same one in
+    // LONE_ENGINE_EVERY kept for the step bound.
+    let lone = live == 1 || (live > 1 && counted_lone(live));
     #[cfg(debug_assertions)]
-    if live > 1 && !ExecutionState::should_stop() {
+    if live >= 1 && !ExecutionState::should_stop() {
         debug_assert_eq!(
             lone,
             !others_runnable(),
