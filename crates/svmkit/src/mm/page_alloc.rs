@@ -170,8 +170,8 @@ pub struct PhysMem {
     /// Frame contents, `1 << chunk_shift` frames per chunk, allocated zeroed on first
     /// access (a never-accessed chunk reads as zeroes either way).
     chunks: Box<[OnceLock<Box<[AtomicU64]>>]>,
-    /// log2 of the frames per chunk (see [`MAX_SMALL_CHUNK_FRAMES`], [`SMALL_TABLE_CHUNKS`] and
-    /// [`MAX_CHUNKS`]).
+    /// log2 of the frames per chunk (see [`MAX_SMALL_CHUNK_FRAMES`],
+    /// [`SMALL_TABLE_CHUNKS`] and [`MAX_CHUNKS`]).
     chunk_shift: u32,
     pages: Box<[Page]>,
     /// Linux: `zone->lock`.

@@ -129,19 +129,18 @@ pub(crate) fn at_scheduling_point() {
 /// otherwise.
 #[inline]
 fn others_runnable_now() -> bool {
-    let live = LIVE_TASKS.get();
-    if live > 1 {
-        !counted_lone(live)
-    } else {
-        others_runnable()
-    }
+    counted_lone().map_or_else(others_runnable, |lone| !lone)
 }
 
-/// With `live` (more than one) tasks counted: whether all but the running one are
-/// blocked in the facade.
+/// From the facade's counts, whether every task other than the running one is
+/// blocked in the facade, or there is none (a scenario's set-up, end checks and
+/// teardown run alone); `None` outside svmkit's own explorer, which keeps no counts.
 #[inline]
-fn counted_lone(live: usize) -> bool {
-    BLOCKED_TASKS.get() == live - 1
+fn counted_lone() -> Option<bool> {
+    match LIVE_TASKS.get() {
+        0 => None,
+        live => Some(BLOCKED_TASKS.get() == live - 1),
+    }
 }
 
 /// Whether a task other than the running one is runnable (not blocked, not finished).
@@ -339,26 +338,26 @@ const LONE_ENGINE_EVERY: u32 = 64;
 
 /// Whether the scheduling point the running task is at can be passed over: it is
 /// alone in its execution, or the other tasks are alive but every one is blocked in
-/// the facade, so the scheduler has no choice to make (it would pick the running task) and the schedule is the same
-/// without the point. Every [`LONE_ENGINE_EVERY`]th such point still goes to the
+/// the facade, so the scheduler has no choice to make (it would pick the running
+/// task) and the schedule is the same without the point. A task alone thus passes its
+/// PTL, folio and mmap lock points over as a facade Mutex alone takes none
+/// ([`single_task`]). Every [`LONE_ENGINE_EVERY`]th such point still goes to the
 /// engine (its step bound). Debug builds check the count against the engine's task
 /// states at every point.
 #[inline]
 pub(crate) fn pass_lone_point() -> bool {
-    let live = LIVE_TASKS.get();
-    // A task alone in its execution (a scenario's set-up, end checks and teardown) has
-    // no other to switch to either: its PTL, folio and mmap lock operations are
-    // passed over as a facade Mutex's are (`single_task`), with the same one in
-    // LONE_ENGINE_EVERY kept for the step bound.
-    let lone = live == 1 || (live > 1 && counted_lone(live));
+    let Some(lone) = counted_lone() else {
+        return false;
+    };
     #[cfg(debug_assertions)]
-    if live >= 1 && !ExecutionState::should_stop() {
+    if !ExecutionState::should_stop() {
         debug_assert_eq!(
             lone,
             !others_runnable(),
-            "svmkit::sync: the facade's count of blocked tasks ({} of {live} live) \
+            "svmkit::sync: the facade's count of blocked tasks ({} of {} live) \
              disagrees with the engine",
-            BLOCKED_TASKS.get()
+            BLOCKED_TASKS.get(),
+            LIVE_TASKS.get()
         );
     }
     if !lone {
