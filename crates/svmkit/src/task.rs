@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::sync::{Arc, Mutex, WaitQueue};
+use crate::sync::{Arc, WaitQueue};
 
 /// A simulated thread of a process (Linux: `struct task_struct`), cheap to clone; clones
 /// name the same task.
@@ -20,7 +20,10 @@ struct TaskInner {
     name: String,
     killed: AtomicBool,
     /// The queue this task sleeps on in a killable wait, so that [`Task::kill`] can wake it.
-    sleeping_on: Mutex<Option<Arc<WaitQueue>>>,
+    /// Bookkeeping, not a lock of Linux's (there the waiter's entry is on the queue
+    /// itself): a std mutex, never held across a scheduling point, so it adds none (the
+    /// notifier recorder's log is kept the same way).
+    sleeping_on: std::sync::Mutex<Option<Arc<WaitQueue>>>,
 }
 
 impl Task {
@@ -30,7 +33,7 @@ impl Task {
             inner: Arc::new(TaskInner {
                 name: name.into(),
                 killed: AtomicBool::new(false),
-                sleeping_on: Mutex::new(None),
+                sleeping_on: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -47,7 +50,7 @@ impl Task {
     #[doc(alias = "send_sig")]
     pub fn kill(&self) {
         self.inner.killed.store(true, Ordering::SeqCst);
-        let queue = self.inner.sleeping_on.lock().clone();
+        let queue = self.sleeping_on().clone();
         if let Some(queue) = queue {
             queue.wake_up_all();
         }
@@ -61,7 +64,14 @@ impl Task {
     }
 
     pub(crate) fn set_sleeping_on(&self, queue: Option<Arc<WaitQueue>>) {
-        *self.inner.sleeping_on.lock() = queue;
+        *self.sleeping_on() = queue;
+    }
+
+    fn sleeping_on(&self) -> std::sync::MutexGuard<'_, Option<Arc<WaitQueue>>> {
+        self.inner
+            .sleeping_on
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether two handles name the same task.

@@ -57,15 +57,22 @@ impl<B: Raw> Queue<B> {
         }
     }
 
+    /// Returns, besides the outcome, whether `publish` ran: it runs once, under the
+    /// queue lock, before the first signal check, and only if the condition was false.
     fn wait_event_killable(
         &self,
         task: &Task,
         mut condition: impl FnMut() -> bool,
-    ) -> Result<(), Errno> {
+        publish: impl FnOnce(),
+    ) -> (Result<(), Errno>, bool) {
         let mut guard = B::lock(&self.lock);
-        loop {
+        let mut publish = Some(publish);
+        let r = loop {
             if condition() {
                 break Ok(());
+            }
+            if let Some(publish) = publish.take() {
+                publish();
             }
             if task.fatal_signal_pending() {
                 break Err(Errno::EINTR);
@@ -73,7 +80,8 @@ impl<B: Raw> Queue<B> {
             *guard += 1;
             guard = B::wait(&self.cond, guard);
             *guard -= 1;
-        }
+        };
+        (r, publish.is_none())
     }
 
     #[inline]
@@ -129,10 +137,15 @@ impl WaitQueue {
     ) -> Result<(), Errno> {
         // Publish where we sleep before looking at the signal, so that a concurrent
         // kill either is seen by our check or finds us here and wakes this queue.
-        task.set_sleeping_on(Some(Arc::clone(self)));
-        let result = on_backend!(self.inner, "WaitQueue", |q| q
-            .wait_event_killable(task, condition));
-        task.set_sleeping_on(None);
+        // Only a wait that may sleep publishes, under the queue lock as Linux adds
+        // its entry to the queue: a condition true at once (an uncontended folio
+        // lock) costs the queue lock alone.
+        let publish = || task.set_sleeping_on(Some(Arc::clone(self)));
+        let (result, published) = on_backend!(self.inner, "WaitQueue", |q| q
+            .wait_event_killable(task, condition, publish));
+        if published {
+            task.set_sleeping_on(None);
+        }
         result
     }
 
