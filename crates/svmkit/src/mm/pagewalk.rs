@@ -720,23 +720,20 @@ impl TableVisit {
 
 /// The first index in `from..to` whose word is not zero, with the word. A model's
 /// tables are nearly all empty and the checker and exit reach every entry, so aligned
-/// blocks of eight are tested first, with one branch for all eight; the word returned
-/// is read when the scan reaches it, as an entry-by-entry walk reads it (a block
-/// that looked non-empty is read again word by word, so an entry cleared or filled
-/// meanwhile reads as it is then).
+/// blocks of 64 and then of 8 are tested first, with one branch for each block; the
+/// word returned is read when the scan reaches it, as an entry-by-entry walk reads it
+/// (a block that looked non-empty is read again in smaller blocks and word by word,
+/// so an entry cleared or filled meanwhile reads as it is then).
 #[inline]
 fn next_nonzero(words: &[AtomicU64], from: usize, to: usize) -> Option<(usize, u64)> {
     let words = &words[..to.min(words.len())];
     let mut i = from;
     while i < words.len() {
-        if i.is_multiple_of(8)
-            && let Some(block) = words.get(i..i + 8)
-            && block
-                .iter()
-                .fold(0, |any, w| any | w.load(Ordering::SeqCst))
-                == 0
+        if let Some(skip) = [64, 8]
+            .into_iter()
+            .find(|&n| i.is_multiple_of(n) && words.get(i..i + n).is_some_and(all_zero))
         {
-            i += 8;
+            i += skip;
             continue;
         }
         let raw = words[i].load(Ordering::SeqCst);
@@ -746,6 +743,15 @@ fn next_nonzero(words: &[AtomicU64], from: usize, to: usize) -> Option<(usize, u
         i += 1;
     }
     None
+}
+
+/// Whether every word of `block` is zero, with one branch: the loads are or-ed.
+#[inline(always)]
+fn all_zero(block: &[AtomicU64]) -> bool {
+    block
+        .iter()
+        .fold(0, |any, w| any | w.load(Ordering::SeqCst))
+        == 0
 }
 
 /// The words of a table that are not zero, with their indices, in order (an empty
