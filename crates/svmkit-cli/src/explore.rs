@@ -135,14 +135,18 @@ fn progress_sink(total: usize, err: Option<std::fs::File>) -> (Tick, Box<dyn FnO
     };
     if err.is_terminal() {
         let term = console::Term::read_write_pair(std::io::stdin(), err);
+        // A time budget has no length: a spinner with the count and the rate.
+        let bounded = total != usize::MAX;
         let bar = indicatif::ProgressBar::with_draw_target(
-            Some(total as u64),
+            bounded.then_some(total as u64),
             indicatif::ProgressDrawTarget::term(term, 10),
         );
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} schedules ({per_sec})",
-            )
+            indicatif::ProgressStyle::with_template(if bounded {
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} schedules ({per_sec})"
+            } else {
+                "{spinner} [{elapsed_precise}] {pos} schedules ({per_sec})"
+            })
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         let b = bar.clone();
@@ -160,9 +164,14 @@ fn progress_sink(total: usize, err: Option<std::fs::File>) -> (Tick, Box<dyn FnO
             if secs >= last.load(Ordering::Relaxed) + 5 {
                 last.store(secs, Ordering::Relaxed);
                 let mut e = err.lock().unwrap_or_else(|e| e.into_inner());
+                let of = if total == usize::MAX {
+                    String::new()
+                } else {
+                    format!(" of {total}")
+                };
                 let _ = writeln!(
                     e,
-                    "svmkit: explored {n} of {total} schedules in {secs} s ({:.0}/s)",
+                    "svmkit: explored {n}{of} schedules in {secs} s ({:.0}/s)",
                     n as f64 / started.elapsed().as_secs_f64().max(1e-9)
                 );
             }
@@ -252,7 +261,13 @@ pub fn explore(a: Args) -> ExitCode {
     let opts = ExploreOptions {
         profile,
         strategy,
-        schedules: a.schedules.or(sc.explore.schedules).unwrap_or(1000),
+        // `--time` alone is a time budget: the file's schedule count, or the default,
+        // would end the run long before it.
+        schedules: match (a.schedules, a.time) {
+            (Some(n), _) => n,
+            (None, Some(_)) => usize::MAX,
+            (None, None) => sc.explore.schedules.unwrap_or(1000),
+        },
         time: a.time.map(Duration::from_secs),
         seed: a.seed,
         pct_depth: a.pct_depth,

@@ -138,7 +138,8 @@ enum Command {
         /// --preemption-bound preemptions).
         #[arg(long, default_value = "random", value_parser = ["random", "pct", "dfs"])]
         strategy: String,
-        /// Schedules to run at most (default: the file's [explore] schedules, else 1000).
+        /// Schedules to run at most (default: none with --time, which is then the
+        /// budget; else the file's [explore] schedules, else 1000).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
         schedules: Option<u64>,
         /// Stop after this many seconds (no failure within them: exit 0).

@@ -586,6 +586,41 @@ fn explore_dfs_exhausts_a_small_space() {
 }
 
 #[test]
+fn explore_time_alone_is_the_budget() {
+    // A file that claims its outcomes for 5 schedules: with --time and no
+    // --schedules, the run lasts the time, not the file's 5 schedules.
+    let dir = tempdir();
+    let file = dir.join("counter-5.toml");
+    let src = std::fs::read_to_string(example("race-counter.toml")).unwrap();
+    std::fs::write(&file, format!("{src}\n[explore]\nschedules = 5\n")).unwrap();
+    let file = file.to_str().unwrap();
+    for jobs in ["1", "2"] {
+        let out = svmkit(&["explore", file, "--time", "1", "--jobs", jobs, "--json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert!(json["seconds"].as_f64().unwrap() >= 1.0, "{json}");
+        assert!(json["schedules"].as_u64().unwrap() > 5, "{json}");
+    }
+    // --schedules still bounds a timed run.
+    let out = svmkit(&[
+        "explore",
+        file,
+        "--time",
+        "60",
+        "--schedules",
+        "7",
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["schedules"], 7, "{json}");
+}
+
+#[test]
 fn explore_bad_input_exits_2_with_a_hint() {
     let out = svmkit(&["explore", &example("race-counter.toml"), "--shard", "3/2"]);
     assert_eq!(out.status.code(), Some(2));

@@ -90,7 +90,8 @@ pub struct FoundFailure {
     pub schedules_run: usize,
     /// The step-by-step account of the failing schedule.
     pub account: String,
-    /// The seed of the worker that found it.
+    /// The seed of the stream that found it (the run's, or its chunk's:
+    /// [`explore_jobs`]).
     pub seed: u64,
     /// Preemptions in the schedule (switches away from a task that could go on).
     pub preemptions: usize,
@@ -118,7 +119,7 @@ impl FoundFailure {
     }
 }
 
-/// What one exploration worker did.
+/// What one stream of schedules, from one seed, covered and found.
 #[derive(Debug, Clone)]
 pub struct Exploration {
     /// The scenario's name.
@@ -153,7 +154,8 @@ pub struct ExploreReport {
     pub shards: Vec<String>,
     /// Workers that ran (summed over shards).
     pub jobs: usize,
-    /// Each worker's seed.
+    /// The seed of each stream explored: the run's for one worker, each chunk's for
+    /// several ([`explore_jobs`]).
     pub seeds: Vec<u64>,
     /// Schedules run in all.
     pub schedules: usize,
@@ -660,8 +662,9 @@ fn quiet<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// A worker's seed: the base seed mixed with the worker's index over all shards
-/// (splitmix64), so that workers and shards explore from different seeds.
+/// A stream's seed: the base seed mixed with the stream's index over all shards (a
+/// shard's, or a chunk's: [`explore_jobs`]) by splitmix64, so that shards and chunks
+/// explore from different seeds.
 pub fn worker_seed(base: u64, index: usize) -> u64 {
     let mut z = base ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -700,10 +703,17 @@ impl Shard {
     }
 }
 
-/// Explores with `jobs` workers side by side (OS threads, each its own explorer on
-/// its own seed), as shard `shard` of a larger exploration; the budget
-/// (`opts.schedules`, `opts.time`) is this process's, split among its workers. A
-/// failure found by one worker stops the others.
+/// Explores with `jobs` workers side by side (OS threads), as shard `shard` of a
+/// larger exploration; the budget (`opts.schedules`, `opts.time`) is this process's.
+/// A failure found by one worker stops the others.
+///
+/// One worker explores one stream of schedules from one seed (`opts.seed`, or the
+/// shard's). Several take the budget in chunks ([`chunk_len`]) from a common count,
+/// each chunk a stream from its own seed ([`worker_seed`] of the chunk's index over
+/// all shards), so that a worker slowed by the machine takes fewer chunks instead of
+/// holding the others up at the end, and the chunks (their seeds and lengths) are
+/// the same whatever the number of workers. A chunk is what
+/// `svmkit explore --seed SEED --schedules LEN` explores.
 pub fn explore_jobs(
     sc: &Scenario,
     opts: &ExploreOptions,
@@ -712,54 +722,31 @@ pub fn explore_jobs(
     progress: Arc<dyn Fn(usize) + Send + Sync>,
 ) -> ExploreReport {
     let jobs = jobs.max(1);
-    let (first, _) = shard.map_or((0, 1), |s| ((s.index - 1) * jobs, s.count * jobs));
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
+    let (index, count) = shard.map_or((0, 1), |s| (s.index - 1, s.count));
     let started = Instant::now();
-    let per = opts.schedules.div_ceil(jobs);
-    let results: Vec<Exploration> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..jobs)
-            .map(|j| {
-                let mut o = opts.clone();
-                o.seed = if jobs == 1 && shard.is_none() {
-                    opts.seed
-                } else {
-                    worker_seed(opts.seed, first + j)
-                };
-                o.schedules = per
-                    .min(opts.schedules - (per * j).min(opts.schedules))
-                    .max(1);
-                let (stop, done, progress) = (stop.clone(), done.clone(), progress.clone());
-                scope.spawn(move || {
-                    let last = Arc::new(AtomicUsize::new(0));
-                    let tick: Arc<dyn Fn(usize) + Send + Sync> = Arc::new(move |n| {
-                        let before = last.swap(n, Ordering::Relaxed);
-                        let total = done.fetch_add(n - before, Ordering::Relaxed) + n - before;
-                        progress(total);
-                    });
-                    let e = explore_until(sc, &o, tick, stop.clone());
-                    if e.failure.is_some() {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    e
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| panic::resume_unwind(p)))
-            .collect()
-    });
+    let runs = if jobs == 1 {
+        let mut o = opts.clone();
+        if shard.is_some() {
+            o.seed = worker_seed(opts.seed, index);
+        }
+        vec![explore_until(
+            sc,
+            &o,
+            progress,
+            Arc::new(AtomicBool::new(false)),
+        )]
+    } else {
+        explore_chunks(sc, opts, jobs, (index, count), started, progress)
+    };
     let seconds = started.elapsed().as_secs_f64();
-    let schedules = results.iter().map(|r| r.schedules).sum();
-    let first_result = &results[0];
+    let schedules = runs.iter().map(|r| r.schedules).sum();
     ExploreReport {
-        scenario: first_result.scenario.clone(),
-        profile: first_result.profile.clone(),
-        strategy: first_result.strategy.clone(),
+        scenario: sc.name.clone(),
+        profile: opts.profile.unwrap_or(sc.profile).name.to_string(),
+        strategy: opts.strategy.to_string(),
         shards: shard.map_or_else(Vec::new, |s| vec![format!("{}/{}", s.index, s.count)]),
         jobs,
-        seeds: results.iter().map(|r| r.seed).collect(),
+        seeds: runs.iter().map(|r| r.seed).collect(),
         schedules,
         seconds,
         schedules_per_sec: if seconds > 0.0 {
@@ -767,7 +754,81 @@ pub fn explore_jobs(
         } else {
             0.0
         },
-        exhausted: results.iter().any(|r| r.exhausted),
-        failures: results.into_iter().filter_map(|r| r.failure).collect(),
+        exhausted: runs.iter().any(|r| r.exhausted),
+        failures: runs.into_iter().filter_map(|r| r.failure).collect(),
     }
+}
+
+/// The schedules of one chunk of a run of `schedules` on several workers: a
+/// sixty-fourth of the run, so that the last chunk, which one worker may run while the
+/// others have none left, is a small part of it; at least 64, so that a chunk's set-up
+/// (its explorer, its copy of the scenario) stays below a percent of its time; at
+/// most 4,096 (a time-bounded run has no schedule budget to divide). It does not
+/// depend on the number of workers, so neither do the chunks.
+pub fn chunk_len(schedules: usize) -> usize {
+    (schedules / 64).clamp(64, 4096)
+}
+
+/// [`explore_jobs`]'s workers on chunks of the budget: the streams explored, in chunk
+/// order (a chunk that a failure or the deadline cut before its first schedule is
+/// left out).
+fn explore_chunks(
+    sc: &Scenario,
+    opts: &ExploreOptions,
+    jobs: usize,
+    (shard_index, shards): (usize, usize),
+    started: Instant,
+    progress: Arc<dyn Fn(usize) + Send + Sync>,
+) -> Vec<Exploration> {
+    let len = chunk_len(opts.schedules);
+    let chunks = opts.schedules.div_ceil(len);
+    let deadline = opts.time.map(|t| started + t);
+    let next = AtomicUsize::new(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let worker = || {
+        let mut mine = Vec::new();
+        // This worker's schedules before the current chunk: a failure counts its
+        // worker's schedules up to it.
+        let mut ran = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let c = next.fetch_add(1, Ordering::Relaxed);
+            if c >= chunks {
+                break;
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                break;
+            }
+            let mut o = opts.clone();
+            o.seed = worker_seed(opts.seed, shard_index + shards * c);
+            o.schedules = len.min(opts.schedules - c * len);
+            o.time = left;
+            let last = AtomicUsize::new(0);
+            let (done, progress) = (done.clone(), progress.clone());
+            let tick: Arc<dyn Fn(usize) + Send + Sync> = Arc::new(move |n| {
+                let new = n - last.swap(n, Ordering::Relaxed);
+                progress(done.fetch_add(new, Ordering::Relaxed) + new);
+            });
+            let mut e = explore_until(sc, &o, tick, stop.clone());
+            if let Some(f) = &mut e.failure {
+                f.schedules_run += ran;
+                stop.store(true, Ordering::Relaxed);
+            }
+            ran += e.schedules;
+            if e.schedules > 0 || e.failure.is_some() {
+                mine.push((c, e));
+            }
+        }
+        mine
+    };
+    let mut runs: Vec<(usize, Exploration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..jobs).map(|_| scope.spawn(worker)).collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| panic::resume_unwind(p)))
+            .collect()
+    });
+    runs.sort_by_key(|&(c, _)| c);
+    runs.into_iter().map(|(_, e)| e).collect()
 }

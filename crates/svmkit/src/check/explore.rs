@@ -111,7 +111,7 @@ impl ExploreConfig {
 
     /// The most schedules this configuration runs.
     pub fn total_iterations(&self) -> usize {
-        self.iterations * self.schedulers.len()
+        self.iterations.saturating_mul(self.schedulers.len())
     }
 }
 
