@@ -542,20 +542,13 @@ fn a_failure_at_the_step_bound_replays_to_the_same_step() {
 
 #[test]
 fn explore_a_clean_file_exits_0_and_reports_json() {
-    let out = svmkit(&[
+    let json = json_of_success(&[
         "explore",
         &example("race-counter.toml"),
         "--schedules",
         "200",
         "--json",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(json["schedules"], 200);
     assert_eq!(json["failures"].as_array().unwrap().len(), 0);
     assert_eq!(json["strategy"], "random");
@@ -563,7 +556,7 @@ fn explore_a_clean_file_exits_0_and_reports_json() {
 
 #[test]
 fn explore_dfs_exhausts_a_small_space() {
-    let out = svmkit(&[
+    let json = json_of_success(&[
         "explore",
         &example("race-counter.toml"),
         "--strategy",
@@ -574,13 +567,6 @@ fn explore_dfs_exhausts_a_small_space() {
         "100000",
         "--json",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(json["exhausted"], true, "{json}");
     assert!(json["schedules"].as_u64().unwrap() > 1);
 }
@@ -595,14 +581,7 @@ fn explore_time_alone_is_the_budget() {
     std::fs::write(&file, format!("{src}\n[explore]\nschedules = 5\n")).unwrap();
     let file = file.to_str().unwrap();
     for jobs in ["1", "2"] {
-        let out = svmkit(&["explore", file, "--time", "1", "--jobs", jobs, "--json"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let json = json_of_success(&["explore", file, "--time", "1", "--jobs", jobs, "--json"]);
         assert!(json["seconds"].as_f64().unwrap() >= 1.0, "{json}");
         assert!(json["schedules"].as_u64().unwrap() > 5, "{json}");
     }
@@ -658,14 +637,7 @@ fn explore_two_shards_under_gnu_parallel_merge_into_one_report() {
     assert!(status.success());
     let a = dir.join("shard-1.json");
     let b = dir.join("shard-2.json");
-    let out = svmkit(&["merge", "--json", a.to_str().unwrap(), b.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let json = json_of_success(&["merge", "--json", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(json["schedules"], 200);
     assert_eq!(json["shards"], serde_json::json!(["1/2", "2/2"]));
     let seeds = json["seeds"].as_array().unwrap();
@@ -674,6 +646,18 @@ fn explore_two_shards_under_gnu_parallel_merge_into_one_report() {
     // The same shard twice is refused.
     let out = svmkit(&["merge", a.to_str().unwrap(), a.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Runs `svmkit args`, which must exit 0, and parses its standard output as JSON.
+fn json_of_success(args: &[&str]) -> serde_json::Value {
+    let out = svmkit(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
 fn tempdir() -> std::path::PathBuf {
