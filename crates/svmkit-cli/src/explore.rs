@@ -143,9 +143,18 @@ fn progress_sink(total: usize, err: Option<std::fs::File>) -> (Tick, Box<dyn FnO
         );
         bar.set_style(
             indicatif::ProgressStyle::with_template(if bounded {
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} schedules ({per_sec})"
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} schedules ({rate})"
             } else {
-                "{spinner} [{elapsed_precise}] {pos} schedules ({per_sec})"
+                "{spinner} [{elapsed_precise}] {pos} schedules ({rate})"
+            })
+            .map(|style| {
+                // Whole schedules a second: `per_sec` prints four decimals.
+                style.with_key(
+                    "rate",
+                    |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0}/s", s.per_sec());
+                    },
+                )
             })
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );

@@ -158,7 +158,8 @@ enum Command {
         /// file's [explore] max_steps, else 100000).
         #[arg(long, value_parser = clap::value_parser!(u64).range(100..=1_000_000_000))]
         max_steps: Option<u64>,
-        /// Exploration workers in this process, on disjoint seeds.
+        /// Exploration workers in this process; several share the budget in chunks, each
+        /// explored from its own seed.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
         jobs: u64,
         /// Explore only share K of N of the seed space (for N independent processes;
