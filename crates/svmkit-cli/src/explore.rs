@@ -133,10 +133,10 @@ fn progress_sink(total: usize, err: Option<std::fs::File>) -> (Tick, Box<dyn FnO
     let Some(err) = err else {
         return (Arc::new(|_| {}), Box::new(|| {}));
     };
+    // A time budget has no schedule count (`usize::MAX`): no length, no "of N".
+    let bounded = total != usize::MAX;
     if err.is_terminal() {
         let term = console::Term::read_write_pair(std::io::stdin(), err);
-        // A time budget has no length: a spinner with the count and the rate.
-        let bounded = total != usize::MAX;
         let bar = indicatif::ProgressBar::with_draw_target(
             bounded.then_some(total as u64),
             indicatif::ProgressDrawTarget::term(term, 10),
@@ -173,10 +173,10 @@ fn progress_sink(total: usize, err: Option<std::fs::File>) -> (Tick, Box<dyn FnO
             if secs >= last.load(Ordering::Relaxed) + 5 {
                 last.store(secs, Ordering::Relaxed);
                 let mut e = err.lock().unwrap_or_else(|e| e.into_inner());
-                let of = if total == usize::MAX {
-                    String::new()
-                } else {
+                let of = if bounded {
                     format!(" of {total}")
+                } else {
+                    String::new()
                 };
                 let _ = writeln!(
                     e,

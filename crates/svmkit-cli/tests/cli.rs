@@ -586,7 +586,7 @@ fn explore_time_alone_is_the_budget() {
         assert!(json["schedules"].as_u64().unwrap() > 5, "{json}");
     }
     // --schedules still bounds a timed run.
-    let out = svmkit(&[
+    let json = json_of_success(&[
         "explore",
         file,
         "--time",
@@ -595,7 +595,6 @@ fn explore_time_alone_is_the_budget() {
         "7",
         "--json",
     ]);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(json["schedules"], 7, "{json}");
 }
 

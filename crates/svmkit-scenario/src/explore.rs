@@ -50,7 +50,7 @@ pub struct ExploreOptions {
     pub profile: Option<Profile>,
     /// The strategy.
     pub strategy: SchedulerKind,
-    /// Schedules to run at most.
+    /// Schedules to run at most (`usize::MAX`: no count, the time bounds the run).
     pub schedules: usize,
     /// Stop after this long (no failure found within it is a pass of the budget).
     pub time: Option<Duration>,
